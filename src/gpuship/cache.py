@@ -1,0 +1,213 @@
+"""Content-addressed blob store and small keyed records, shared by every source and sink.
+
+Layout under the cache root (``GPUSHIP_CACHE`` or the user cache dir)::
+
+    blobs/sha256/<hex>        content, named by its own digest
+    refs/<namespace>/<key>    small JSON records (e.g. "this input key built that layer")
+    tmp/                      in-flight writes; renamed into place only once complete and verified
+    locks/                    file locks, so two builds at once never step on each other
+
+Nothing half-written is ever visible under ``blobs`` or ``refs``: writes go to ``tmp`` and are renamed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, BinaryIO
+
+import platformdirs
+from filelock import FileLock
+
+from .errors import GpushipError, IntegrityError
+
+CHUNK = 1 << 20
+
+
+def default_root() -> Path:
+    env = os.environ.get("GPUSHIP_CACHE")
+    return Path(env) if env else Path(platformdirs.user_cache_dir("gpuship"))
+
+
+def parse_digest(digest: str) -> tuple[str, str]:
+    algo, _, hexpart = digest.partition(":")
+    if algo != "sha256" or len(hexpart) != 64 or any(c not in "0123456789abcdef" for c in hexpart):
+        raise IntegrityError(f"not a sha256 digest: {digest!r}")
+    return algo, hexpart
+
+
+class BlobWriter:
+    """A file-like sink that hashes what it is given; :meth:`Cache.blob_writer` commits it."""
+
+    def __init__(self, fh: IO[bytes]) -> None:
+        self._fh = fh
+        self._hash = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self._fh.write(data)
+        self._hash.update(data)
+        self.size += len(data)
+        return len(data)
+
+    def flush(self) -> None:
+        self._fh.flush()
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + self._hash.hexdigest()
+
+
+@dataclass(frozen=True)
+class CacheInfo:
+    root: Path
+    blobs: int
+    blob_bytes: int
+    refs: int
+
+
+class Cache:
+    """The content-addressed store. Cheap to construct; all state is on disk."""
+
+    def __init__(self, root: Path | str | None = None) -> None:
+        self.root = Path(root) if root is not None else default_root()
+        try:
+            for sub in ("blobs/sha256", "refs", "tmp", "locks"):
+                (self.root / sub).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise GpushipError(
+                f"cannot use cache directory {self.root}: {exc.strerror}",
+                "set GPUSHIP_CACHE to a writable directory",
+            ) from exc
+
+    # -- blobs -----------------------------------------------------------------------------------
+    def blob_path(self, digest: str) -> Path:
+        _, hexpart = parse_digest(digest)
+        return self.root / "blobs" / "sha256" / hexpart
+
+    def has(self, digest: str) -> bool:
+        return self.blob_path(digest).is_file()
+
+    def open(self, digest: str) -> BinaryIO:
+        path = self.blob_path(digest)
+        try:
+            return open(path, "rb")
+        except FileNotFoundError as exc:
+            raise GpushipError(f"blob {digest} is not in the cache", "rebuild, or run gpuship cache prune") from exc
+
+    def read(self, digest: str) -> bytes:
+        with self.open(digest) as fh:
+            return fh.read()
+
+    @contextmanager
+    def blob_writer(self, expected: str | None = None) -> Iterator[BlobWriter]:
+        """Write a blob; it lands under its digest only if the block finishes (and matches ``expected``)."""
+        fd, tmpname = tempfile.mkstemp(dir=self.root / "tmp", prefix="blob-")
+        tmp = Path(tmpname)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                writer = BlobWriter(fh)
+                yield writer
+            if expected is not None and writer.digest != expected:
+                raise IntegrityError(
+                    f"content digest {writer.digest} does not match the expected {expected}",
+                    "the download or file is corrupt or was tampered with; nothing was cached",
+                )
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, self.blob_path(writer.digest))
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def put_bytes(self, data: bytes, expected: str | None = None) -> str:
+        with self.blob_writer(expected) as w:
+            w.write(data)
+        return w.digest
+
+    def put_stream(self, stream: BinaryIO, expected: str | None = None) -> tuple[str, int]:
+        with self.blob_writer(expected) as w:
+            while chunk := stream.read(CHUNK):
+                w.write(chunk)
+        return w.digest, w.size
+
+    def put_file(self, path: Path | str, expected: str | None = None) -> tuple[str, int]:
+        with open(path, "rb") as fh:
+            return self.put_stream(fh, expected)
+
+    # -- refs: small JSON records keyed by a namespace and a key ----------------------------------
+    def _ref_path(self, namespace: str, key: str) -> Path:
+        safe = hashlib.sha256(key.encode()).hexdigest() if (len(key) > 120 or "/" in key) else key
+        return self.root / "refs" / namespace / safe
+
+    def get_ref(self, namespace: str, key: str) -> Any | None:
+        path = self._ref_path(namespace, key)
+        try:
+            return json.loads(path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
+    def put_ref(self, namespace: str, key: str, value: Any) -> None:
+        path = self._ref_path(namespace, key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmpname = tempfile.mkstemp(dir=self.root / "tmp", prefix="ref-")
+        with os.fdopen(fd, "w") as fh:
+            json.dump(value, fh, sort_keys=True)
+        os.replace(tmpname, path)
+
+    # -- directories (unpacked images, installed trees) --------------------------------------------
+    @contextmanager
+    def directory(self, namespace: str, key: str) -> Iterator[tuple[Path, bool]]:
+        """A cached directory: yields ``(path, ready)``; if not ready, fill ``path`` and it is committed.
+
+        The directory is built in ``tmp`` and renamed into place, so a crash leaves nothing behind.
+        """
+        final = self._ref_path(f"dirs-{namespace}", key)
+        with self.lock(f"dir-{namespace}-{final.name}"):
+            if final.is_dir():
+                yield final, True
+                return
+            work = Path(tempfile.mkdtemp(dir=self.root / "tmp", prefix="dir-"))
+            try:
+                yield work, False
+                final.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(work, final)
+            finally:
+                if work.exists():
+                    shutil.rmtree(work, ignore_errors=True)
+
+    # -- locks, info, prune ------------------------------------------------------------------------
+    def lock(self, name: str, timeout: float = -1) -> FileLock:
+        return FileLock(str(self.root / "locks" / f"{name}.lock"), timeout=timeout)
+
+    def info(self) -> CacheInfo:
+        blobs = list((self.root / "blobs" / "sha256").iterdir())
+        refs = sum(1 for p in (self.root / "refs").rglob("*") if p.is_file())
+        return CacheInfo(self.root, len(blobs), sum(p.stat().st_size for p in blobs), refs)
+
+    def prune(self, older_than_days: float | None = None) -> tuple[int, int]:
+        """Delete blobs (and stale temp files); ``older_than_days`` keeps recently used ones.
+
+        Returns ``(files removed, bytes freed)``. Refs that point at removed blobs are dropped too.
+        """
+        cutoff = time.time() - older_than_days * 86400 if older_than_days is not None else None
+        removed = freed = 0
+        with self.lock("prune"):
+            for sub in ("blobs/sha256", "tmp"):
+                for p in (self.root / sub).iterdir():
+                    st = p.lstat()
+                    if cutoff is not None and max(st.st_atime, st.st_mtime) > cutoff:
+                        continue
+                    freed += st.st_size if p.is_file() else 0
+                    shutil.rmtree(p) if p.is_dir() else p.unlink()
+                    removed += 1
+            if cutoff is None:
+                shutil.rmtree(self.root / "refs", ignore_errors=True)
+                (self.root / "refs").mkdir()
+        return removed, freed

@@ -1,0 +1,57 @@
+"""Shared CLI state: the Rich consoles, verbosity, and the one place errors are rendered."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+from rich.console import Console
+
+from ..errors import GpushipError
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+class State:
+    verbose: int = 0
+    quiet: bool = False
+
+
+state = State()
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def info(msg: str) -> None:
+    if not state.quiet:
+        err.print(msg)
+
+
+def fail(exc: BaseException) -> None:
+    """Render a user error as one line (exit 2); with -v, the traceback first."""
+    if state.verbose:
+        err.print_exception(show_locals=False)
+    line = exc.line() if isinstance(exc, GpushipError) else f"{type(exc).__name__}: {exc}"
+    err.print(f"[bold red]error:[/] {line}", markup=True, highlight=False, soft_wrap=True)
+    sys.exit(2)
+
+
+def handles_errors(fn: F) -> F:
+    """Decorator for commands: GpushipError (and OSError from user paths) become one clear line, exit 2."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except GpushipError as exc:
+            fail(exc)
+        except OSError as exc:
+            fail(GpushipError(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), "check the path and its permissions"))
+        except KeyboardInterrupt:
+            err.print("interrupted")
+            sys.exit(130)
+
+    return wrapper  # type: ignore[return-value]

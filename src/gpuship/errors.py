@@ -1,0 +1,46 @@
+"""The one error type users see.
+
+Every user-facing failure is a :class:`GpushipError` raised where the fact is known. It carries one line
+that says what went wrong and, in ``hint``, what to do about it. The CLI renders it once, exit code 2.
+"""
+
+from __future__ import annotations
+
+
+class GpushipError(Exception):
+    """A failure the user can act on: ``message`` says what, ``hint`` says what to do."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def line(self) -> str:
+        """The single line shown to the user."""
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class ConfigError(GpushipError):
+    """Bad project or ``[tool.gpuship]`` input."""
+
+
+class ResolveError(GpushipError):
+    """A package set (Debian or Python) that cannot be satisfied."""
+
+
+class IntegrityError(GpushipError):
+    """A download or archive whose hash, signature or structure is wrong."""
+
+
+class ToolMissing(GpushipError):
+    """An external program gpuship needs is not installed."""
+
+
+class RegistryError(GpushipError):
+    """A registry refused or failed a request."""
+
+
+class GpuError(GpushipError):
+    """A CUDA / driver / GPU combination that cannot work."""

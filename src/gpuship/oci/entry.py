@@ -1,0 +1,128 @@
+"""A filesystem entry bound for a layer: the unit every source produces and the tar writer consumes.
+
+Paths are relative, POSIX, normalised (``usr/bin/python3``), never absolute and never with ``..``:
+:func:`clean_path` is the one gate every path passes, so no archive can write outside the root.
+"""
+
+from __future__ import annotations
+
+import io
+import posixpath
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import BinaryIO, Literal
+
+from ..errors import IntegrityError
+
+EntryKind = Literal["file", "dir", "symlink", "hardlink"]
+
+#: OCI whiteout prefixes (image-spec layer.md).
+WHITEOUT_PREFIX = ".wh."
+OPAQUE_WHITEOUT = ".wh..wh..opq"
+
+
+def clean_path(path: str) -> str:
+    """Normalise ``path`` to the layer form, refusing anything that escapes the root."""
+    p = path.replace("\\", "/")
+    while p.startswith("./"):
+        p = p[2:]
+    p = p.lstrip("/")
+    norm = posixpath.normpath(p) if p else ""
+    if norm in ("", "."):
+        return ""
+    if norm == ".." or norm.startswith("../") or "/../" in f"/{norm}/":
+        raise IntegrityError(f"path {path!r} escapes the image root", "the archive is unsafe; refusing it")
+    return norm
+
+
+Opener = Callable[[], BinaryIO]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One thing in a layer. ``open`` gives a file's bytes; ``target`` is a link's target."""
+
+    path: str
+    kind: EntryKind
+    mode: int = 0o644
+    uid: int = 0
+    gid: int = 0
+    size: int = 0
+    target: str = ""
+    open: Opener | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", clean_path(self.path))
+        if self.kind == "hardlink":
+            object.__setattr__(self, "target", clean_path(self.target))
+
+    # -- constructors ----------------------------------------------------------------------------
+    @classmethod
+    def file(cls, path: str, content: bytes | Path | str, mode: int = 0o644, uid: int = 0, gid: int = 0) -> Entry:
+        """A regular file from bytes (``bytes``/``str``) or from a file on disk (``Path``)."""
+        if isinstance(content, Path):
+            src = content
+            return cls(path, "file", mode, uid, gid, src.stat().st_size, open=lambda: open(src, "rb"))
+        data = content.encode() if isinstance(content, str) else content
+        return cls(path, "file", mode, uid, gid, len(data), open=lambda: io.BytesIO(data))
+
+    @classmethod
+    def stream(cls, path: str, size: int, opener: Opener, mode: int = 0o644, uid: int = 0, gid: int = 0) -> Entry:
+        return cls(path, "file", mode, uid, gid, size, open=opener)
+
+    @classmethod
+    def dir(cls, path: str, mode: int = 0o755, uid: int = 0, gid: int = 0) -> Entry:
+        return cls(path, "dir", mode, uid, gid)
+
+    @classmethod
+    def symlink(cls, path: str, target: str, uid: int = 0, gid: int = 0) -> Entry:
+        return cls(path, "symlink", 0o777, uid, gid, target=target)
+
+    @classmethod
+    def hardlink(cls, path: str, target: str) -> Entry:
+        return cls(path, "hardlink", 0o644, target=target)
+
+    @classmethod
+    def whiteout(cls, path: str) -> Entry:
+        """Deletes ``path`` from the layers below (an empty ``.wh.<name>`` file)."""
+        p = clean_path(path)
+        head, tail = posixpath.split(p)
+        return cls.file(posixpath.join(head, WHITEOUT_PREFIX + tail), b"", mode=0o644)
+
+    @classmethod
+    def opaque(cls, directory: str) -> Entry:
+        """Hides everything the layers below have inside ``directory``."""
+        return cls.file(posixpath.join(clean_path(directory), OPAQUE_WHITEOUT), b"", mode=0o644)
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def moved(self, path: str) -> Entry:
+        return replace(self, path=path)
+
+    def with_owner(self, uid: int, gid: int) -> Entry:
+        return replace(self, uid=uid, gid=gid)
+
+    def read(self) -> bytes:
+        if self.open is None:
+            return b""
+        with self.open() as fh:
+            return fh.read()
+
+
+def rebase_through_links(path: str, links: dict[str, str]) -> str:
+    """Rewrite ``path`` so it does not pass through a directory that a lower layer holds as a symlink.
+
+    ``links`` maps symlink paths to their (relative-to-root, normalised) targets, e.g. ``{"lib": "usr/lib"}``
+    on a merged-/usr base: ``lib/x86_64-linux-gnu/libc.so.6`` becomes ``usr/lib/x86_64-linux-gnu/libc.so.6``.
+    Writing ``lib/`` as a directory in an upper layer would shadow the symlink and break the base.
+    """
+    for _ in range(40):  # bounded: symlink loops are refused, not followed forever
+        parts = path.split("/")
+        for i in range(1, len(parts)):
+            prefix = "/".join(parts[:i])
+            if prefix in links:
+                path = clean_path(posixpath.join(links[prefix], *parts[i:]))
+                break
+        else:
+            return path
+    raise IntegrityError(f"symlink loop while resolving {path!r}")

@@ -1,0 +1,294 @@
+"""``Image`` and ``Index``: immutable values made from a config and layers, and their manifests.
+
+Changing an image means calling a function that returns a new one (:func:`append_layers`,
+:func:`with_config`); nothing is mutated. Serialisation is canonical JSON (sorted keys, no spaces), so the
+same image always has the same manifest digest.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from .layer import Layer
+from .media import Family
+
+EPOCH_CREATED = "1970-01-01T00:00:00Z"
+
+
+def canonical_json(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def sha256_digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True, order=True)
+class Platform:
+    os: str = "linux"
+    architecture: str = "amd64"
+    variant: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> Platform:
+        """``linux/amd64``, ``linux/arm64``, ``linux/arm64/v8``, or just ``arm64``."""
+        parts = text.strip().split("/")
+        if len(parts) == 1:
+            parts = ["linux", parts[0]]
+        aliases = {"x86_64": "amd64", "aarch64": "arm64"}
+        arch = aliases.get(parts[1], parts[1])
+        variant = parts[2] if len(parts) > 2 else ("v8" if arch == "arm64" else "")
+        return cls(parts[0], arch, variant)
+
+    def __str__(self) -> str:
+        return "/".join(p for p in (self.os, self.architecture, self.variant) if p)
+
+    def to_json(self) -> dict[str, str]:
+        d = {"os": self.os, "architecture": self.architecture}
+        if self.variant:
+            d["variant"] = self.variant
+        return d
+
+    @property
+    def machine(self) -> str:
+        """The kernel's name for the CPU (``uname -m``)."""
+        return {"amd64": "x86_64", "arm64": "aarch64"}.get(self.architecture, self.architecture)
+
+    @property
+    def debian_arch(self) -> str:
+        return self.architecture
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    """The runtime settings of an image (the ``config`` object of the OCI image config)."""
+
+    env: tuple[str, ...] = ()
+    entrypoint: tuple[str, ...] = ()
+    cmd: tuple[str, ...] = ()
+    working_dir: str = ""
+    user: str = ""
+    labels: Mapping[str, str] = field(default_factory=dict)
+    exposed_ports: tuple[str, ...] = ()
+    stop_signal: str = ""
+
+    def env_dict(self) -> dict[str, str]:
+        return dict(e.split("=", 1) for e in self.env)
+
+    def with_env(self, **values: str) -> ImageConfig:
+        merged = self.env_dict()
+        merged.update(values)
+        return replace(self, env=tuple(f"{k}={v}" for k, v in merged.items()))
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.env:
+            out["Env"] = list(self.env)
+        if self.entrypoint:
+            out["Entrypoint"] = list(self.entrypoint)
+        if self.cmd:
+            out["Cmd"] = list(self.cmd)
+        if self.working_dir:
+            out["WorkingDir"] = self.working_dir
+        if self.user:
+            out["User"] = self.user
+        if self.labels:
+            out["Labels"] = dict(self.labels)
+        if self.exposed_ports:
+            out["ExposedPorts"] = {p if "/" in p else f"{p}/tcp": {} for p in self.exposed_ports}
+        if self.stop_signal:
+            out["StopSignal"] = self.stop_signal
+        return out
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any] | None) -> ImageConfig:
+        d = d or {}
+        return cls(
+            env=tuple(d.get("Env") or ()),
+            entrypoint=tuple(d.get("Entrypoint") or ()),
+            cmd=tuple(d.get("Cmd") or ()),
+            working_dir=d.get("WorkingDir") or "",
+            user=d.get("User") or "",
+            labels=dict(d.get("Labels") or {}),
+            exposed_ports=tuple(sorted((d.get("ExposedPorts") or {}).keys())),
+            stop_signal=d.get("StopSignal") or "",
+        )
+
+
+@dataclass(frozen=True)
+class History:
+    created_by: str
+    comment: str = ""
+    empty_layer: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"created": EPOCH_CREATED, "created_by": self.created_by}
+        if self.comment:
+            d["comment"] = self.comment
+        if self.empty_layer:
+            d["empty_layer"] = True
+        return d
+
+
+#: Docker refuses more than 125 layers (its overlay mount limit); stay well below.
+MAX_LAYERS = 100
+
+
+@dataclass(frozen=True)
+class Image:
+    """A single-platform image: platform + config + ordered layers (+ history and annotations)."""
+
+    platform: Platform
+    config: ImageConfig
+    layers: tuple[Layer, ...] = ()
+    history: tuple[History, ...] = ()
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    family: Family = Family.OCI
+
+    # -- the config blob and the manifest --------------------------------------------------------
+    def config_json(self) -> dict[str, Any]:
+        hist = list(self.history)
+        non_empty = sum(1 for h in hist if not h.empty_layer)
+        hist += [History(created_by="gpuship", comment=l.comment) for l in self.layers[non_empty:]]
+        d: dict[str, Any] = {
+            "created": EPOCH_CREATED,
+            "architecture": self.platform.architecture,
+            "os": self.platform.os,
+            "config": self.config.to_json(),
+            "rootfs": {"type": "layers", "diff_ids": [l.diff_id for l in self.layers]},
+            "history": [h.to_json() for h in hist],
+        }
+        if self.platform.variant:
+            d["variant"] = self.platform.variant
+        return d
+
+    def config_bytes(self) -> bytes:
+        return canonical_json(self.config_json())
+
+    def config_descriptor(self) -> dict[str, Any]:
+        data = self.config_bytes()
+        return {"mediaType": self.family.config, "digest": sha256_digest(data), "size": len(data)}
+
+    def layer_descriptors(self) -> list[dict[str, Any]]:
+        return [
+            {"mediaType": self.family.layer(l.compression), "digest": l.digest, "size": l.size} for l in self.layers
+        ]
+
+    def manifest_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "schemaVersion": 2,
+            "mediaType": self.family.manifest,
+            "config": self.config_descriptor(),
+            "layers": self.layer_descriptors(),
+        }
+        if self.annotations and self.family is Family.OCI:
+            d["annotations"] = dict(self.annotations)
+        return d
+
+    def manifest_bytes(self) -> bytes:
+        return canonical_json(self.manifest_json())
+
+    @property
+    def digest(self) -> str:
+        return sha256_digest(self.manifest_bytes())
+
+    def descriptor(self) -> dict[str, Any]:
+        data = self.manifest_bytes()
+        return {
+            "mediaType": self.family.manifest,
+            "digest": sha256_digest(data),
+            "size": len(data),
+            "platform": self.platform.to_json(),
+        }
+
+    @property
+    def size(self) -> int:
+        return sum(l.size for l in self.layers)
+
+
+def empty_image(platform: Platform | str = Platform(), config: ImageConfig | None = None) -> Image:
+    p = Platform.parse(platform) if isinstance(platform, str) else platform
+    return Image(p, config or ImageConfig())
+
+
+def append_layers(image: Image, layers: Iterable[Layer], created_by: str = "gpuship") -> Image:
+    """A new image with ``layers`` on top (each with a history line)."""
+    new = tuple(layers)
+    total = len(image.layers) + len(new)
+    if total > MAX_LAYERS:
+        from ..errors import GpushipError
+
+        raise GpushipError(
+            f"the image would have {total} layers; engines refuse more than 125 and gpuship stops at {MAX_LAYERS}",
+            "merge layer groups or use a base with fewer layers",
+        )
+    hist = list(image.history)
+    # keep history aligned with layers before adding ours
+    non_empty = sum(1 for h in hist if not h.empty_layer)
+    hist += [History("gpuship", l.comment) for l in image.layers[non_empty:]]
+    hist += [History(created_by, l.comment) for l in new]
+    return replace(image, layers=image.layers + new, history=tuple(hist))
+
+
+def with_config(image: Image, config: ImageConfig) -> Image:
+    return replace(image, config=config)
+
+
+def with_family(image: Image, family: Family) -> Image:
+    return replace(image, family=family)
+
+
+def with_annotations(image: Image, **annotations: str) -> Image:
+    merged = dict(image.annotations)
+    merged.update(annotations)
+    return replace(image, annotations=merged)
+
+
+@dataclass(frozen=True)
+class Index:
+    """A multi-platform image: one :class:`Image` per platform."""
+
+    images: tuple[Image, ...]
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    family: Family = Family.OCI
+
+    def manifest_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "schemaVersion": 2,
+            "mediaType": self.family.index,
+            "manifests": [img.descriptor() for img in sorted(self.images, key=lambda i: i.platform)],
+        }
+        if self.annotations and self.family is Family.OCI:
+            d["annotations"] = dict(self.annotations)
+        return d
+
+    def manifest_bytes(self) -> bytes:
+        return canonical_json(self.manifest_json())
+
+    @property
+    def digest(self) -> str:
+        return sha256_digest(self.manifest_bytes())
+
+    def for_platform(self, platform: Platform | str) -> Image:
+        p = Platform.parse(platform) if isinstance(platform, str) else platform
+        for img in self.images:
+            if img.platform.os == p.os and img.platform.architecture == p.architecture:
+                return img
+        from ..errors import GpushipError
+
+        have = ", ".join(str(i.platform) for i in self.images)
+        raise GpushipError(f"no image for {p} in this index (it has {have})", "build with --platform " + str(p))
+
+
+def make_index(images: Sequence[Image]) -> Index:
+    fams = {i.family for i in images}
+    return Index(tuple(images), family=fams.pop() if len(fams) == 1 else Family.OCI)
+
+
+def clone_json(obj: Any) -> Any:
+    return copy.deepcopy(obj)

@@ -1,0 +1,249 @@
+"""``Layer``: an immutable, content-addressed filesystem change set, and the functions that make one.
+
+A layer never holds its bytes in memory: the compressed blob lives in the :class:`~gpuship.cache.Cache`
+and is opened on demand. Building one streams entries through the tar writer, hashes the tar
+(``diff_id``), compresses it, hashes that (``digest``) and writes it to the cache, all in one pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import stat
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Literal
+
+import zstandard
+
+from ..cache import Cache
+from ..errors import IntegrityError
+from .entry import Entry, clean_path
+from .tarball import CHUNK, iter_tar, source_date_epoch, write_tar
+
+Compression = Literal["gzip", "zstd"]
+
+#: The pinned compressor settings. They are part of every layer's cache key: change them and layers rebuild.
+GZIP_LEVEL = 6
+ZSTD_LEVEL = 3
+
+
+def compressor_id(compression: Compression) -> str:
+    """What produced the bytes: recorded in reports and cache keys so digests stay explainable."""
+    if compression == "gzip":
+        return f"zlib-{zlib.ZLIB_RUNTIME_VERSION}-level{GZIP_LEVEL}"
+    return f"zstd-{zstandard.ZSTD_VERSION}-level{ZSTD_LEVEL}"  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class Layer:
+    """A layer blob in the cache. ``digest``/``size`` are of the compressed blob; ``diff_id`` of the tar."""
+
+    digest: str
+    diff_id: str
+    size: int
+    uncompressed_size: int
+    compression: Compression
+    comment: str = ""
+    reused: bool = field(default=False, compare=False)
+    cache: Cache = field(default_factory=Cache, compare=False, repr=False)
+
+    def open(self) -> BinaryIO:
+        """The compressed blob."""
+        return self.cache.open(self.digest)
+
+    def open_tar(self) -> BinaryIO:
+        """The uncompressed tar stream."""
+        return decompressing_reader(self.open(), self.compression)
+
+    def entries(self) -> Iterator[tuple[Entry, BinaryIO | None]]:
+        with self.open_tar() as fh:
+            yield from iter_tar(fh)
+
+    def to_record(self) -> dict[str, object]:
+        return {
+            "digest": self.digest,
+            "diff_id": self.diff_id,
+            "size": self.size,
+            "uncompressed_size": self.uncompressed_size,
+            "compression": self.compression,
+            "comment": self.comment,
+        }
+
+    @classmethod
+    def from_record(cls, rec: dict[str, object], cache: Cache, reused: bool = False) -> Layer:
+        return cls(
+            str(rec["digest"]),
+            str(rec["diff_id"]),
+            int(rec["size"]),  # type: ignore[call-overload]
+            int(rec["uncompressed_size"]),  # type: ignore[call-overload]
+            rec["compression"],  # type: ignore[arg-type]
+            str(rec.get("comment", "")),
+            reused,
+            cache,
+        )
+
+
+class _Pipeline(io.RawIOBase):
+    """tar bytes in -> diff_id hash -> compressor -> digest hash -> cache blob."""
+
+    def __init__(self, sink, compression: Compression) -> None:  # sink: BlobWriter
+        self._sink = sink
+        self.diff = hashlib.sha256()
+        self.usize = 0
+        if compression == "gzip":
+            # wbits=31: gzip container; zlib writes mtime 0, no file name, fixed OS byte.
+            self._z = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
+            self._compress, self._flush = self._z.compress, self._z.flush
+        else:
+            self._z = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_content_size=False).compressobj()
+            self._compress, self._flush = self._z.compress, self._z.flush
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b) -> int:  # type: ignore[override]
+        data = bytes(b)
+        self.diff.update(data)
+        self.usize += len(data)
+        out = self._compress(data)
+        if out:
+            self._sink.write(out)
+        return len(data)
+
+    def finish(self) -> None:
+        self._sink.write(self._flush())
+
+
+def build_layer(
+    entries: Iterable[Entry],
+    cache: Cache | None = None,
+    *,
+    compression: Compression = "gzip",
+    comment: str = "",
+    mtime: int | None = None,
+) -> Layer:
+    """Make a layer from entries: reproducible tar, compressed, stored in the cache."""
+    cache = cache or Cache()
+    with cache.blob_writer() as sink:
+        pipe = _Pipeline(sink, compression)
+        write_tar(entries, pipe, mtime=mtime)  # type: ignore[arg-type]
+        pipe.finish()
+    return Layer(sink.digest, "sha256:" + pipe.diff.hexdigest(), sink.size, pipe.usize, compression, comment, False, cache)
+
+
+def cached_layer(
+    cache: Cache,
+    key: str,
+    make_entries: Callable[[], Iterable[Entry]],
+    *,
+    compression: Compression = "gzip",
+    comment: str = "",
+) -> Layer:
+    """A layer built once per ``key`` (a hash of everything that goes into it) and reused after.
+
+    The key is combined with the compressor and epoch, so a change of either rebuilds.
+    """
+    full_key = hashlib.sha256(
+        json.dumps([key, compressor_id(compression), source_date_epoch()]).encode()
+    ).hexdigest()
+    with cache.lock(f"layer-{full_key}"):
+        rec = cache.get_ref("layers", full_key)
+        if rec is not None and cache.has(str(rec["digest"])):
+            return Layer.from_record(rec, cache, reused=True)
+        layer = build_layer(make_entries(), cache, compression=compression, comment=comment)
+        cache.put_ref("layers", full_key, layer.to_record())
+        return layer
+
+
+def entries_from_dir(
+    root: Path | str, prefix: str = "", *, uid: int = 0, gid: int = 0, include: Callable[[str], bool] | None = None
+) -> Iterator[Entry]:
+    """Walk a directory (without following symlinks) into entries placed under ``prefix``.
+
+    ``include`` receives the path relative to ``root`` and may drop it. Device files, sockets and fifos
+    are refused: an image never carries them.
+    """
+    root = Path(root)
+    seen_inodes: dict[tuple[int, int], str] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        rel_dir = os.path.relpath(dirpath, root)
+        rel_dir = "" if rel_dir == "." else rel_dir
+        for name in sorted(dirnames) + sorted(filenames):
+            rel = f"{rel_dir}/{name}" if rel_dir else name
+            if include is not None and not include(rel):
+                if name in dirnames:
+                    dirnames.remove(name)
+                continue
+            full = os.path.join(dirpath, name)
+            st = os.lstat(full)
+            dest = f"{prefix.rstrip('/')}/{rel}" if prefix else rel
+            mode = stat.S_IMODE(st.st_mode)
+            if stat.S_ISDIR(st.st_mode):
+                yield Entry.dir(dest, mode, uid, gid)
+            elif stat.S_ISLNK(st.st_mode):
+                yield Entry.symlink(dest, os.readlink(full), uid, gid)
+            elif stat.S_ISREG(st.st_mode):
+                if st.st_nlink > 1 and (st.st_dev, st.st_ino) in seen_inodes:
+                    yield Entry(dest, "hardlink", mode, uid, gid, target=seen_inodes[(st.st_dev, st.st_ino)])
+                    continue
+                if st.st_nlink > 1:
+                    seen_inodes[(st.st_dev, st.st_ino)] = clean_path(dest)
+                p = Path(full)
+                yield Entry(dest, "file", mode, uid, gid, st.st_size, open=lambda p=p: open(p, "rb"))
+            else:
+                raise IntegrityError(f"{full} is a device, socket or fifo", "remove it or exclude it from the image")
+
+
+def layer_from_dir(root: Path | str, cache: Cache | None = None, *, prefix: str = "", **kw) -> Layer:
+    """A layer holding the tree at ``root`` (placed under ``prefix`` in the image)."""
+    return build_layer(entries_from_dir(root, prefix), cache, **kw)
+
+
+class _Decompressing(io.RawIOBase):
+    def __init__(self, raw: BinaryIO, compression: str) -> None:
+        self._raw = raw
+        self._buf = b""
+        self._compression = compression
+        if compression == "gzip":
+            self._d = zlib.decompressobj(31)
+            self._dec = self._d.decompress
+        elif compression == "zstd":
+            self._d = zstandard.ZstdDecompressor().decompressobj()
+            self._dec = self._d.decompress
+        else:
+            self._dec = lambda b: b
+        self._eof = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:  # type: ignore[override]
+        while not self._buf and not self._eof:
+            chunk = self._raw.read(CHUNK)
+            if not chunk:
+                self._eof = True
+                if self._compression == "gzip" and not self._d.eof:
+                    raise IntegrityError("truncated compressed layer", "the blob is damaged; rebuild or re-pull")
+                break
+            try:
+                self._buf = self._dec(chunk)
+            except (zlib.error, zstandard.ZstdError) as exc:
+                raise IntegrityError(f"corrupt compressed layer: {exc}", "the blob is damaged; rebuild or re-pull") from exc
+        n = min(len(b), len(self._buf))
+        b[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
+        return n
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+def decompressing_reader(raw: BinaryIO, compression: str) -> BinaryIO:
+    return io.BufferedReader(_Decompressing(raw, compression), CHUNK)  # type: ignore[arg-type]

@@ -1,0 +1,166 @@
+"""The reproducible tar writer (and its safe reader).
+
+Same entries in, same bytes out, whatever the clock, umask or file mtimes:
+entries sorted by path, every mtime set to the epoch (``SOURCE_DATE_EPOCH`` or 0), owners numeric with empty
+names, modes kept, PAX format, no device files. Identical files (same bytes, mode and owner) are stored once
+and hard-linked. Missing parent directories are emitted with mode 0755. Content is streamed in chunks, so
+memory stays bounded whatever the layer size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+import tarfile
+import zlib
+from collections.abc import Iterable, Iterator
+from typing import BinaryIO
+
+from ..errors import IntegrityError
+from .entry import Entry, clean_path
+
+CHUNK = 1 << 20
+
+
+def source_date_epoch() -> int:
+    """The timestamp every entry gets: ``SOURCE_DATE_EPOCH`` if set, else 0."""
+    raw = os.environ.get("SOURCE_DATE_EPOCH", "0")
+    try:
+        return max(0, int(raw))
+    except ValueError as exc:
+        raise IntegrityError(f"SOURCE_DATE_EPOCH={raw!r} is not an integer", "unset it or give seconds") from exc
+
+
+def _content_hash(entry: Entry) -> str:
+    h = hashlib.sha256()
+    if entry.open is not None:
+        with entry.open() as fh:
+            while chunk := fh.read(CHUNK):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def normalize(entries: Iterable[Entry]) -> list[Entry]:
+    """Sort, merge and check entries: one per path, parents present, no conflicting duplicates."""
+    by_path: dict[str, Entry] = {}
+    for e in entries:
+        if e.path == "":
+            continue
+        prev = by_path.get(e.path)
+        if prev is None:
+            by_path[e.path] = e
+        elif prev.kind == "dir" and e.kind == "dir":
+            continue  # the same directory from two sources: the first one's metadata wins
+        elif prev.kind == e.kind == "symlink" and prev.target == e.target:
+            continue
+        else:
+            raise IntegrityError(
+                f"two different entries for /{e.path} in one layer ({prev.kind} and {e.kind})",
+                "two sources put the same path in one layer; drop one of them",
+            )
+    for path in list(by_path):
+        parent = posixpath.dirname(path)
+        while parent and parent not in by_path:
+            by_path[parent] = Entry.dir(parent)
+            parent = posixpath.dirname(parent)
+        if parent and by_path[parent].kind != "dir":
+            raise IntegrityError(f"/{path} is inside /{parent}, which this layer has as a {by_path[parent].kind}")
+    return [by_path[p] for p in sorted(by_path, key=lambda p: p.split("/"))]
+
+
+def _tarinfo(e: Entry, mtime: int) -> tarfile.TarInfo:
+    ti = tarfile.TarInfo(e.path + ("/" if e.kind == "dir" else ""))
+    ti.mtime = mtime
+    ti.mode = e.mode & 0o7777
+    ti.uid, ti.gid = e.uid, e.gid
+    ti.uname = ti.gname = ""
+    if e.kind == "file":
+        ti.type, ti.size = tarfile.REGTYPE, e.size
+    elif e.kind == "dir":
+        ti.type = tarfile.DIRTYPE
+    elif e.kind == "symlink":
+        ti.type, ti.linkname = tarfile.SYMTYPE, e.target
+    elif e.kind == "hardlink":
+        ti.type, ti.linkname = tarfile.LNKTYPE, e.target
+    else:  # pragma: no cover - EntryKind is closed
+        raise IntegrityError(f"unsupported entry kind {e.kind}")
+    return ti
+
+
+class _SizeChecked:
+    """Reads exactly ``size`` bytes from a source and fails loudly if the file changed under us."""
+
+    def __init__(self, fh: BinaryIO, size: int, path: str) -> None:
+        self._fh, self._left, self._path = fh, size, path
+
+    def read(self, n: int = -1) -> bytes:
+        if self._left <= 0:
+            return b""
+        want = self._left if n < 0 else min(n, self._left)
+        data = self._fh.read(want)
+        if not data:
+            raise IntegrityError(f"/{self._path} shrank while it was being archived", "retry the build")
+        self._left -= len(data)
+        return data
+
+
+def write_tar(
+    entries: Iterable[Entry], out: BinaryIO, *, mtime: int | None = None, link_identical: bool = True
+) -> int:
+    """Write ``entries`` as a reproducible tar stream to ``out``; returns the number of entries written."""
+    epoch = source_date_epoch() if mtime is None else mtime
+    items = normalize(entries)
+    first_by_content: dict[tuple[str, int, int, int], str] = {}
+    count = 0
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, bufsize=CHUNK) as tar:
+        for e in items:
+            if e.kind == "file" and link_identical and e.size > 0:
+                key = (_content_hash(e), e.mode & 0o7777, e.uid, e.gid)
+                first = first_by_content.get(key)
+                if first is not None:
+                    e = Entry("" + e.path, "hardlink", e.mode, e.uid, e.gid, target=first)
+                else:
+                    first_by_content[key] = e.path
+            ti = _tarinfo(e, epoch)
+            if e.kind == "file":
+                if e.open is None:
+                    raise IntegrityError(f"/{e.path} has no content")
+                with e.open() as fh:
+                    tar.addfile(ti, _SizeChecked(fh, e.size, e.path))  # type: ignore[arg-type]
+            else:
+                tar.addfile(ti)
+            count += 1
+    return count
+
+
+def _member_entry(tar: tarfile.TarFile, m: tarfile.TarInfo) -> Entry | None:
+    path = clean_path(m.name)
+    if not path:
+        return None
+    if m.isdir():
+        return Entry(path, "dir", m.mode, m.uid, m.gid)
+    if m.issym():
+        return Entry(path, "symlink", 0o777, m.uid, m.gid, target=m.linkname)
+    if m.islnk():
+        return Entry(path, "hardlink", m.mode, m.uid, m.gid, target=m.linkname)
+    if m.isreg():
+        return Entry(path, "file", m.mode, m.uid, m.gid, m.size)
+    return None  # device nodes, fifos: never carried into gpuship images
+
+
+def iter_tar(stream: BinaryIO) -> Iterator[tuple[Entry, BinaryIO | None]]:
+    """Read a tar stream: yields each entry with a reader for its bytes (valid until the next item).
+
+    Paths are cleaned (no absolute paths, no ``..``); a truncated or corrupt stream is an
+    :class:`IntegrityError`, never a partial success.
+    """
+    try:
+        with tarfile.open(fileobj=stream, mode="r|*") as tar:
+            for m in tar:
+                e = _member_entry(tar, m)
+                if e is None:
+                    continue
+                yield e, (tar.extractfile(m) if m.isreg() else None)
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+        raise IntegrityError(f"corrupt or truncated tar stream: {exc}", "the archive is damaged; rebuild or re-download it") from exc

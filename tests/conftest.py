@@ -1,0 +1,64 @@
+"""Shared fixtures. Tests are real: a real Docker Engine, real .debs and wheels, a real registry.
+
+The README's test command (scripts/test.sh) installs and starts what these need; a test that needs the
+engine fails (it does not skip) when none answers, so a broken set-up can never pass silently.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from gpuship.cache import Cache
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def cache(tmp_path: Path) -> Cache:
+    """A fresh, private cache for one test."""
+    return Cache(tmp_path / "cache")
+
+
+@pytest.fixture(scope="session")
+def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Cache:
+    """One cache for the whole session (downloads of .debs and wheels are shared between tests)."""
+    root = os.environ.get("GPUSHIP_TEST_CACHE")
+    return Cache(Path(root) if root else tmp_path_factory.mktemp("shared-cache"))
+
+
+class Docker:
+    """The real Docker Engine, through its CLI."""
+
+    def __init__(self) -> None:
+        self.exe = shutil.which("docker")
+
+    def run(self, *args: str, check: bool = True, timeout: float = 600, input: bytes | None = None) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [self.exe or "docker", *args], capture_output=True, text=input is None, input=input, timeout=timeout
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"docker {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def load(self, archive: Path) -> str:
+        """docker load an archive; returns the image ref or ID it printed."""
+        out = self.run("load", "-i", str(archive)).stdout
+        line = [l for l in out.splitlines() if l.startswith("Loaded image")][-1]
+        return line.split(": ", 1)[1].strip()
+
+    def tag(self) -> str:
+        return f"gpuship-test/{uuid.uuid4().hex[:12]}:latest"
+
+
+@pytest.fixture(scope="session")
+def docker() -> Docker:
+    d = Docker()
+    if d.exe is None or subprocess.run([d.exe, "info"], capture_output=True).returncode != 0:
+        pytest.fail("no Docker Engine answers: run the README's test command (scripts/test.sh), which starts dockerd")
+    return d
