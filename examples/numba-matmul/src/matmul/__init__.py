@@ -1,0 +1,1 @@
+"""GPU matrix multiply with Numba CUDA (seed 000), with a CPU fallback."""

@@ -1,0 +1,1 @@
+"""Seed 003's status function."""

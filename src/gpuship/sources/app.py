@@ -1,0 +1,138 @@
+"""The app layer: the project's own files, minus what must never ship.
+
+Left out: ``.git``, matches of ``.dockerignore`` and ``.gitignore`` (root files, gitignore syntax), caches and
+virtual environments, and ``[tool.gpuship] exclude`` globs. Files that look like secrets (``.env``, ``*.pem``,
+``id_rsa*``, ``.netrc``, cloud credential files, …) are left out with a warning unless named in
+``include``. Everything is owned by root and not writable by the app user: the app can read its code, not change it.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pathspec
+
+from ..cache import Cache
+from ..oci import Entry, Layer, cached_layer
+
+#: Always left out: VCS data, caches, local environments, gpuship's own outputs.
+ALWAYS_EXCLUDED = (
+    ".git/", ".hg/", ".svn/", "__pycache__/", "*.pyc", "*.pyo", ".venv/", "venv/", ".tox/", ".nox/",
+    ".pytest_cache/", ".mypy_cache/", ".ruff_cache/", ".ipynb_checkpoints/", "*.egg-info/", ".DS_Store",
+    ".idea/", ".vscode/", "dist/", "build/", "*.oci", "*.tar",
+)
+
+#: Names that look like secrets: refused unless the user names them in ``include``.
+SECRET_PATTERNS = (
+    ".env", ".env.*", "*.env", ".envrc", "*.pem", "*.key", "*.p12", "*.pfx", "*.jks", "*.keystore",
+    "id_rsa*", "id_dsa*", "id_ecdsa*", "id_ed25519*", ".netrc", "_netrc", ".pypirc", ".npmrc", ".git-credentials",
+    ".dockercfg", "credentials", "credentials.json", "application_default_credentials.json",
+    "service-account*.json", "*.kubeconfig", "kubeconfig", ".htpasswd", "secrets.toml", "secrets.yaml",
+    "secrets.yml", ".aws/*", ".azure/*", ".gcloud/*", ".ssh/*", ".docker/config.json",
+)
+#: Harmless look-alikes that are not secrets.
+NOT_SECRETS = (".env.example", ".env.sample", ".env.template", "*.pub")
+
+
+def looks_like_secret(rel: str) -> bool:
+    name = rel.rsplit("/", 1)[-1]
+    if any(fnmatch.fnmatch(name, p) for p in NOT_SECRETS):
+        return False
+    return any(fnmatch.fnmatch(name, p) or fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(rel, f"*/{p}")
+               for p in SECRET_PATTERNS)
+
+
+@dataclass(frozen=True)
+class AppFiles:
+    """The project files chosen for the image, and what was left out and why."""
+
+    root: Path
+    files: tuple[str, ...]
+    secrets_skipped: tuple[str, ...]
+    ignored: int
+
+    def key(self) -> str:
+        """A hash of the chosen files' paths, modes and contents: the app layer's cache key."""
+        h = hashlib.sha256()
+        for rel in self.files:
+            p = self.root / rel
+            st = p.lstat()
+            h.update(rel.encode() + b"\0" + oct(st.st_mode).encode() + b"\0")
+            if p.is_symlink():
+                h.update(os.readlink(p).encode())
+            else:
+                with open(p, "rb") as fh:
+                    while chunk := fh.read(1 << 20):
+                        h.update(chunk)
+            h.update(b"\0")
+        return h.hexdigest()
+
+
+def _ignore_spec(root: Path, extra: Sequence[str]) -> pathspec.PathSpec:
+    lines: list[str] = list(ALWAYS_EXCLUDED)
+    for name in (".gitignore", ".dockerignore"):
+        f = root / name
+        if f.is_file():
+            lines += [ln for ln in f.read_text(errors="replace").splitlines() if ln.strip() and not ln.startswith("#")]
+    lines += list(extra)
+    return pathspec.PathSpec.from_lines("gitwildmatch", lines)
+
+
+def select_app_files(root: Path, *, include: Sequence[str] = (), exclude: Sequence[str] = ()) -> AppFiles:
+    """Walk the project and choose the files for the app layer."""
+    root = root.resolve()
+    ignore = _ignore_spec(root, exclude)
+    forced = pathspec.PathSpec.from_lines("gitwildmatch", include) if include else None
+    chosen: list[str] = []
+    secrets: list[str] = []
+    ignored = 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel_dir = os.path.relpath(dirpath, root)
+        rel_dir = "" if rel_dir == "." else rel_dir
+        keep_dirs = []
+        for d in sorted(dirnames):
+            rel = f"{rel_dir}/{d}" if rel_dir else d
+            if ignore.match_file(rel + "/") and not (forced and forced.match_file(rel + "/")):
+                ignored += 1
+                continue
+            keep_dirs.append(d)
+        dirnames[:] = keep_dirs
+        for f in sorted(filenames):
+            rel = f"{rel_dir}/{f}" if rel_dir else f
+            is_forced = bool(forced and forced.match_file(rel))
+            if ignore.match_file(rel) and not is_forced:
+                ignored += 1
+                continue
+            if looks_like_secret(rel) and not is_forced:
+                secrets.append(rel)
+                continue
+            full = Path(dirpath, f)
+            if not (full.is_file() or full.is_symlink()):
+                ignored += 1
+                continue
+            chosen.append(rel)
+    return AppFiles(root, tuple(sorted(chosen)), tuple(sorted(secrets)), ignored)
+
+
+def app_entries(app: AppFiles, dest: str) -> Iterator[Entry]:
+    """Entries for the chosen files under ``dest`` (e.g. ``/app``), owned by root, read-only for others."""
+    for rel in app.files:
+        p = app.root / rel
+        target = f"{dest.rstrip('/')}/{rel}"
+        if p.is_symlink():
+            yield Entry.symlink(target, os.readlink(p))
+        else:
+            executable = os.access(p, os.X_OK)
+            yield Entry.file(target, p, mode=0o755 if executable else 0o644)
+
+
+def app_layer(app: AppFiles, dest: str, cache: Cache, *, compression: str = "gzip") -> Layer:
+    return cached_layer(
+        cache, f"app:{dest}:{app.key()}", lambda: app_entries(app, dest),
+        compression=compression, comment=f"app: {len(app.files)} files",  # type: ignore[arg-type]
+    )
