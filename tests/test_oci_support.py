@@ -1,0 +1,61 @@
+"""Shared helpers for the OCI tests (fixtures are imported by the test_oci_* modules; no tests here).
+
+The busybox tree comes from Debian's ``busybox-static`` package, downloaded at test time with the host's apt
+sources (``apt-get download``) and unpacked with ``dpkg-deb -x``: a real static binary, nothing committed.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from gpuship.cache import Cache
+from gpuship.oci import (
+    Image,
+    ImageConfig,
+    Layer,
+    append_layers,
+    build_layer,
+    empty_image,
+    entries_from_dir,
+)
+
+
+@pytest.fixture(scope="session")
+def busybox_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A root tree holding ``bin/busybox`` (static) and ``bin/sh`` -> busybox."""
+    work = tmp_path_factory.mktemp("busybox-deb")
+    proc = subprocess.run(
+        ["apt-get", "download", "busybox-static"], cwd=work, capture_output=True, text=True, timeout=300
+    )
+    debs = list(work.glob("busybox-static_*.deb"))
+    if proc.returncode != 0 or not debs:
+        pytest.fail(f"apt-get download busybox-static failed: {proc.stderr.strip()[-500:]}")
+    unpacked = work / "x"
+    subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(unpacked)], check=True, timeout=120)
+    root = tmp_path_factory.mktemp("busybox-root")
+    (root / "bin").mkdir()
+    shutil.copy2(unpacked / "bin" / "busybox", root / "bin" / "busybox")
+    (root / "bin" / "sh").symlink_to("busybox")
+    return root
+
+
+def busybox_image(tree: Path, cache: Cache, compression: str = "gzip", **config: object) -> Image:
+    """An image whose entrypoint is ``busybox echo`` (``cmd`` defaults to ``hello from gpuship``)."""
+    cfg = ImageConfig(
+        entrypoint=tuple(config.get("entrypoint", ("/bin/busybox", "echo"))),  # type: ignore[arg-type]
+        cmd=tuple(config.get("cmd", ("hello from gpuship",))),  # type: ignore[arg-type]
+        env=("PATH=/bin",),
+    )
+    layer: Layer = build_layer(entries_from_dir(tree), cache, compression=compression)  # type: ignore[arg-type]
+    return append_layers(empty_image("linux/amd64", cfg), [layer])
+
+
+def run_tool(*argv: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise AssertionError(f"{' '.join(argv)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
