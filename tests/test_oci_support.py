@@ -6,8 +6,12 @@ sources (``apt-get download``) and unpacked with ``dpkg-deb -x``: a real static 
 
 from __future__ import annotations
 
+import gzip
+import hashlib
+import io
 import shutil
 import subprocess
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -59,3 +63,28 @@ def run_tool(*argv: str, timeout: float = 300) -> subprocess.CompletedProcess[st
     if proc.returncode != 0:
         raise AssertionError(f"{' '.join(argv)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def raw_tar(members: list[tuple[tarfile.TarInfo, bytes | None]]) -> bytes:
+    """A tar built by hand (any names, any types): what a hostile or foreign archive may hold."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for info, data in members:
+            if data is not None:
+                info.size = len(data)
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return buf.getvalue()
+
+
+def member(name: str, kind: bytes = tarfile.REGTYPE, data: bytes | None = b"", linkname: str = "", mode: int = 0o644) -> tuple[tarfile.TarInfo, bytes | None]:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname, info.mode = kind, linkname, mode
+    return info, (data if kind == tarfile.REGTYPE else None)
+
+
+def layer_from_tar(data: bytes, cache: Cache) -> Layer:
+    """A gzip layer holding exactly the tar ``data`` (no normalisation), stored in ``cache``."""
+    gz = gzip.compress(data, mtime=0)
+    digest = cache.put_bytes(gz)
+    diff_id = "sha256:" + hashlib.sha256(data).hexdigest()
+    return Layer(digest, diff_id, len(gz), len(data), "gzip", cache=cache)
