@@ -1,0 +1,304 @@
+"""``build``: from a Python project to an image — the main job, as one function over the library.
+
+Flow (one direction): project -> :class:`BuildPlan` -> lock -> per platform: Python env layers, app layer,
+find-libdeps, Debian base, GPU check layer -> Image -> Index -> sinks. Every layer comes from a cache keyed by
+its inputs, so a rebuild with no change gives the same digest and an app edit rebuilds only the app layer.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .cache import Cache
+from .errors import GpushipError
+from .oci import Entry, Image, ImageConfig, Index, Layer, Platform, append_layers, cached_layer, empty_image, make_index
+from .plan import BuildOptions, BuildPlan, make_plan
+from .project.entrypoint import VENV, choose_entrypoint
+from .sources.app import AppFiles, app_layer, select_app_files
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class LayerRow:
+    """One row of the layer table that ends every build."""
+
+    group: str
+    digest: str
+    size: int
+    uncompressed_size: int
+    reused: bool
+    what: str
+
+
+@dataclass(frozen=True)
+class PlatformResult:
+    platform: Platform
+    image: Image
+    rows: tuple[LayerRow, ...]
+    debian_packages: tuple[tuple[str, str, str], ...]
+    python_distributions: tuple[tuple[str, str], ...]
+    libdeps: tuple[Any, ...] = ()
+    pruned: Any = None
+    dropped: Any = None
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    plan: BuildPlan
+    result: Image | Index
+    platforms: tuple[PlatformResult, ...]
+    secrets_skipped: tuple[str, ...]
+    seconds: float
+    outputs: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def digest(self) -> str:
+        return self.result.digest
+
+    def report_json(self) -> dict[str, Any]:
+        gpu = self.plan.gpu
+        return {
+            "image": self.plan.tag,
+            "digest": self.digest,
+            "base": self.plan.base,
+            "python": self.plan.python_version,
+            "seconds": round(self.seconds, 3),
+            "outputs": list(self.outputs),
+            "gpu": (gpu.explain() if gpu is not None and getattr(gpu, "is_gpu", False) else None),
+            "secrets_skipped": list(self.secrets_skipped),
+            "warnings": list(self.warnings),
+            "platforms": [
+                {
+                    "platform": str(p.platform),
+                    "digest": p.image.digest,
+                    "layers": [r.__dict__ for r in p.rows],
+                    "debian_packages": [list(x) for x in p.debian_packages],
+                    "python_distributions": [list(x) for x in p.python_distributions],
+                    "libdeps": [_jsonable(d) for d in p.libdeps],
+                    "pruned": _jsonable(p.pruned),
+                    "debian_dropped": _jsonable(p.dropped),
+                }
+                for p in self.platforms
+            ],
+        }
+
+
+def _jsonable(obj: Any) -> Any:
+    if obj is None or isinstance(obj, (str, int, float, bool)):
+        return obj
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [_jsonable(v) for v in obj]
+    if hasattr(obj, "to_json"):
+        return obj.to_json()
+    if hasattr(obj, "__dataclass_fields__"):
+        return {k: _jsonable(getattr(obj, k)) for k in obj.__dataclass_fields__}
+    return str(obj)
+
+
+def _say(progress: Progress | None, msg: str) -> None:
+    if progress is not None:
+        progress(msg)
+
+
+def image_env(plan: BuildPlan, base_config: ImageConfig) -> dict[str, str]:
+    env = base_config.env_dict()
+    path = env.get("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    env.update(
+        PATH=f"{VENV}/bin:{path}",
+        VIRTUAL_ENV=VENV,
+        PYTHONUNBUFFERED="1",
+        PYTHONDONTWRITEBYTECODE="1",
+    )
+    if plan.gpu is not None and getattr(plan.gpu, "is_gpu", False):
+        env.update(plan.gpu.env)
+    env.update(plan.config.env)
+    return env
+
+
+def build(options: BuildOptions, *, cache: Cache | None = None, progress: Progress | None = None) -> BuildResult:
+    """Build the project described by ``options``; write every requested output; return what was made."""
+    from .sources.debian import build_base, libdeps_for_layers
+    from .sources.python import lock_project, python_layers
+
+    started = time.monotonic()
+    cache = cache or Cache()
+    _say(progress, f"planning {options.project_dir}")
+    plan = make_plan(options)
+    for line in plan.explain():
+        _say(progress, line)
+
+    app = select_app_files(options.project_dir, include=plan.config.include, exclude=plan.config.exclude)
+    warnings = [f"left out {s}: it looks like a secret (name it in [tool.gpuship] include to ship it)"
+                for s in app.secrets_skipped]
+    for w in warnings:
+        _say(progress, f"warning: {w}")
+
+    runtime = _function_runtime(plan)
+    extra_reqs = tuple(runtime.requirements) if runtime else ()
+    _say(progress, "locking dependencies")
+    lock = lock_project(
+        plan.project, plan.platforms, plan.python_version, cache,
+        locked=options.locked, extra_requirements=plan.requirements_override() if hasattr(plan, "requirements_override") else extra_reqs,
+        progress=progress,
+    )
+
+    results: list[PlatformResult] = []
+    for platform in plan.platforms:
+        results.append(_build_platform(plan, platform, lock, app, runtime, cache, progress, build_base, libdeps_for_layers, python_layers))
+
+    images = [r.image for r in results]
+    result: Image | Index = images[0] if len(images) == 1 else make_index(images)
+    outputs: list[str] = []
+    if options.output:
+        from .oci.sinks import write_output
+
+        for target in options.output.split(","):
+            _say(progress, f"writing {target}")
+            write_output(result, target.strip(), tag=plan.tag)
+            outputs.append(target.strip())
+    br = BuildResult(plan, result, tuple(results), app.secrets_skipped, time.monotonic() - started, tuple(outputs), tuple(warnings))
+    if options.report:
+        write_report(br, options.report)
+    return br
+
+
+@dataclass(frozen=True)
+class _Runtime:
+    requirements: tuple[str, ...]
+    entries: tuple[Entry, ...]
+    argv: tuple[str, ...]
+
+
+def _function_runtime(plan: BuildPlan) -> _Runtime | None:
+    ep = plan.config.entrypoint
+    if ep is None or not ep.function:
+        return None
+    from .serve import runtime_entries, runtime_entrypoint, runtime_requirements
+
+    return _Runtime(tuple(runtime_requirements()), tuple(runtime_entries()), tuple(runtime_entrypoint(ep.function)))
+
+
+def _build_platform(plan, platform, lock, app: AppFiles, runtime, cache, progress, build_base, libdeps_for_layers, python_layers) -> PlatformResult:
+    compression = plan.compression
+    cfg = plan.config
+    _say(progress, f"[{platform}] installing the Python environment")
+    env = python_layers(lock, platform, _python_info(plan, platform, cache, build_base), cache,
+                        prune=_prune_rules(cfg), progress=progress)
+    env_layers: list[tuple[str, Layer]] = list(env.layers)
+
+    upper: list[tuple[str, Layer]] = []
+    project_entries = _project_entries(plan, platform, lock, cache, progress)
+    if project_entries is not None:
+        upper.append(("project", project_entries))
+    if plan.gpu is not None and getattr(plan.gpu, "is_gpu", False):
+        from .check import check_entries
+
+        upper.append(("gpu-check", cached_layer(cache, "gpu-check:" + json.dumps(plan.gpu.labels, sort_keys=True) + _self_key(),
+                                                 lambda: check_entries(plan.gpu), compression=compression,
+                                                 comment="gpuship-check and /etc/gpuship/gpu.json")))
+    if runtime is not None:
+        upper.append(("runtime", cached_layer(cache, "runtime:" + _self_key(), lambda: runtime.entries,
+                                              compression=compression, comment="gpuship function runtime")))
+    upper.append(("app", app_layer(app, cfg.workdir, cache, compression=compression)))
+
+    deps: tuple[Any, ...] = ()
+    extra = tuple(cfg.system_packages)
+    if cfg.find_libdeps:
+        _say(progress, f"[{platform}] find-libdeps: scanning shared libraries")
+        pre = build_base(plan.base, platform, extra_packages=extra, cache=cache, mirror=cfg.debian_mirror())
+        deps = tuple(libdeps_for_layers([l for _, l in env_layers + upper], pre, cache=cache))
+        if deps:
+            extra = tuple(sorted(set(extra) | {d.package for d in deps}))
+            for d in deps:
+                _say(progress, f"[{platform}] + {d.package} (for {d.soname}, needed by {d.needed_by})")
+    _say(progress, f"[{platform}] assembling the Debian base")
+    base = build_base(plan.base, platform, extra_packages=extra, cache=cache, mirror=cfg.debian_mirror())
+
+    runtime_argv = runtime.argv if runtime else ()
+    entrypoint = choose_entrypoint(cfg.entrypoint, getattr(plan.project, "scripts", {}) or {}, app.files, runtime_argv=runtime_argv)
+    config = ImageConfig(
+        env=tuple(f"{k}={v}" for k, v in image_env(plan, base.config).items()),
+        entrypoint=entrypoint,
+        cmd=cfg.cmd,
+        working_dir=cfg.workdir,
+        user=cfg.user,
+        labels={**plan.labels, **(plan.gpu.labels if plan.gpu is not None and getattr(plan.gpu, "is_gpu", False) else {})},
+        exposed_ports=cfg.ports,
+    )
+    image = empty_image(platform, config)
+    image = append_layers(image, base.layers, created_by="gpuship: debian base")
+    groups = [("base", l) for l in base.layers] + env_layers + upper
+    image = append_layers(image, [l for _, l in env_layers], created_by="gpuship: python environment")
+    image = append_layers(image, [l for _, l in upper], created_by="gpuship: app")
+    rows = tuple(LayerRow(g, l.digest, l.size, l.uncompressed_size, l.reused, l.comment) for g, l in groups)
+    return PlatformResult(
+        platform, image, rows,
+        tuple(base.packages),
+        tuple((d[0], d[1]) for d in getattr(env, "distributions", ())),
+        deps, getattr(env, "report", None), getattr(base, "dropped", None),
+    )
+
+
+def _python_info(plan, platform, cache, build_base):
+    from .sources.debian import PROFILES
+
+    return PROFILES[plan.base].python_info() if hasattr(PROFILES[plan.base], "python_info") else build_base(plan.base, platform, cache=cache).python
+
+
+def _prune_rules(cfg):
+    from .sources.python import PruneRules
+
+    return PruneRules(keep=tuple(cfg.keep), drop=tuple(cfg.drop), bytecode=cfg.bytecode) if "bytecode" in PruneRules.__dataclass_fields__ else PruneRules(keep=tuple(cfg.keep), drop=tuple(cfg.drop))
+
+
+def _project_entries(plan, platform, lock, cache, progress) -> Layer | None:
+    if not getattr(plan.project, "is_package", False):
+        return None
+    from .sources.python import install_project
+
+    return install_project(plan.project, platform, plan.python_version, cache, compression=plan.compression, progress=progress)
+
+
+def _self_key() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def write_report(result: BuildResult, path: Path) -> None:
+    """The build report (JSON) and, beside it, the SPDX 2.3 SBOM (``<name>.spdx.json``)."""
+    from .sbom import Component, write_spdx
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(result.report_json(), indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+    comps: list[Component] = []
+    for p in result.platforms:
+        comps += [Component("deb", n, v, a) for n, v, a in p.debian_packages]
+        comps += [Component("pypi", n, v) for n, v in p.python_distributions]
+    sbom = path.with_name(path.name.removesuffix(".json") + ".spdx.json")
+    write_spdx(sbom, result.plan.tag, result.digest, comps)
+
+
+def layer_table_rows(result: BuildResult) -> Sequence[tuple[str, ...]]:
+    rows = []
+    for p in result.platforms:
+        for r in p.rows:
+            rows.append((str(p.platform), r.group, r.digest[7:19], _mb(r.size), _mb(r.uncompressed_size),
+                         "cached" if r.reused else "new", r.what))
+    return rows
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"

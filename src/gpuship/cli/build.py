@@ -1,0 +1,72 @@
+"""``gpuship build``: a project in, an image out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from ..build import build as run_build
+from ..build import layer_table_rows
+from ..plan import BuildOptions
+from .console import err, handles_errors, info, out, state
+from .main import app
+
+OUTPUT_HELP = (
+    "Where the image goes (comma-separated for several): oci:DIR, oci-archive:FILE, docker-archive:FILE, "
+    "docker:NAME:TAG (load into the Docker Engine), registry:REF (push). Default: oci-archive:<name>.oci.tar "
+    "in the current directory."
+)
+
+
+@app.command()
+@handles_errors
+def build(
+    path: Path = typer.Argument(Path("."), help="The project directory (pyproject.toml, requirements*.txt or environment.yml)."),
+    output: str = typer.Option(None, "--output", "-o", help=OUTPUT_HELP),
+    platform: list[str] = typer.Option(
+        None, "--platform", help="Target platform(s), e.g. linux/amd64,linux/arm64 (no emulation needed). Default: [tool.gpuship] platforms, else linux/amd64."
+    ),
+    extra: list[str] = typer.Option(None, "--extra", help="Optional-dependency group(s) of the project to include."),
+    locked: bool = typer.Option(False, "--locked", help="Refuse to change gpuship.lock (for CI): fail if it is stale."),
+    report: Path = typer.Option(None, "--report", help="Write the full build report (JSON) here, and an SPDX 2.3 SBOM beside it."),
+    compression: str = typer.Option(
+        None, "--compression", help="Layer compression: gzip (default) or zstd. Note: Debian's Docker 20.10 refuses zstd layers in `docker load`; use zstd for registries and newer engines.",
+    ),
+    tag: str = typer.Option(None, "--tag", "-t", help="Image name:tag (default: the project's name:version)."),
+    base: str = typer.Option(None, "--base", help="Base profile (debian-bookworm, debian-trixie) or registry image; overrides [tool.gpuship] base."),
+) -> None:
+    """Build a minimal, reproducible image from a Python project, without a Docker daemon."""
+    if compression not in (None, "gzip", "zstd"):
+        from ..errors import GpushipError
+
+        raise GpushipError(f"--compression must be gzip or zstd, not {compression!r}")
+    platforms = tuple(p.strip() for item in (platform or []) for p in item.split(",") if p.strip())
+    opts = BuildOptions(
+        project_dir=path, platforms=platforms, output=output, extras=tuple(extra or ()), locked=locked,
+        report=report, compression=compression, tag=tag, base=base,
+    )
+    if opts.output is None:
+        name = path.resolve().name
+        opts = BuildOptions(**{**opts.__dict__, "output": f"oci-archive:{name}.oci.tar"})
+    if state.quiet:
+        result = run_build(opts)
+    else:
+        with err.status("building…") as status:
+            def progress(msg: str) -> None:
+                status.update(msg)
+                if state.verbose or not msg.startswith("["):
+                    err.log(msg)
+            result = run_build(opts, progress=progress)
+    if not state.quiet:
+        table = Table(title=f"{result.plan.tag}  {result.digest}", show_lines=False)
+        for col in ("platform", "layer", "digest", "compressed", "uncompressed", "", "contents"):
+            table.add_column(col)
+        for row in layer_table_rows(result):
+            table.add_row(*row)
+        err.print(table)
+        for w in result.warnings:
+            info(f"[yellow]warning:[/] {w}")
+        info(f"built in {result.seconds:.1f}s -> {', '.join(result.outputs) or '(no output)'}")
+    out.print(result.digest)

@@ -1,0 +1,174 @@
+"""``BuildPlan``: every decision of a build, made up front and explainable."""
+
+from __future__ import annotations
+
+import subprocess
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import GpushipConfig
+from ..errors import ConfigError, GpushipError
+from ..oci import Platform
+from ..tarball_time import created_timestamp
+
+VENV = "/opt/venv"
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """What the user asked for on the command line (overrides ``[tool.gpuship]``)."""
+
+    project_dir: Path
+    platforms: tuple[str, ...] = ()
+    output: str | None = None
+    extras: tuple[str, ...] = ()
+    locked: bool = False
+    report: Path | None = None
+    compression: str | None = None
+    tag: str | None = None
+    base: str | None = None
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    options: BuildOptions
+    project: Any  # gpuship.project.ProjectInputs
+    config: GpushipConfig
+    base: str
+    python_version: str
+    platforms: tuple[Platform, ...]
+    requirements: tuple[str, ...]
+    gpu: Any | None  # gpuship.cuda.GpuPlan
+    labels: Mapping[str, str] = field(default_factory=dict)
+    name: str = "app"
+    version: str = "0.0.0"
+
+    @property
+    def tag(self) -> str:
+        return self.options.tag or f"{self.name}:{self.version}"
+
+    @property
+    def compression(self) -> str:
+        return self.options.compression or self.config.compression
+
+    def explain(self) -> list[str]:
+        lines = [
+            f"base {self.base} (Python {self.python_version}) for {', '.join(map(str, self.platforms))}",
+            f"{len(self.requirements)} top-level requirements",
+        ]
+        if self.gpu is not None and getattr(self.gpu, "is_gpu", False):
+            lines += list(self.gpu.explain())
+        return lines
+
+
+def load_config(project_dir: Path, tool_table: Mapping[str, Any] | None) -> GpushipConfig:
+    """``[tool.gpuship]`` from pyproject.toml, else a ``gpuship.toml`` beside the project files."""
+    table = dict(tool_table or {})
+    side = project_dir / "gpuship.toml"
+    if side.is_file():
+        try:
+            extra = tomllib.loads(side.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{side} is not valid TOML: {exc}", "fix the file") from exc
+        for k, v in extra.items():
+            table.setdefault(k, v)
+    return GpushipConfig.from_table(table)
+
+
+def git_revision(project_dir: Path) -> str:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(project_dir), "rev-parse", "HEAD"], capture_output=True, text=True, check=False
+        )
+    except FileNotFoundError:
+        return ""
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
+def oci_labels(project: Any, project_dir: Path, config: GpushipConfig) -> dict[str, str]:
+    """``org.opencontainers.image.*`` labels from the project metadata and git."""
+    labels: dict[str, str] = {}
+    pairs = {
+        "title": getattr(project, "name", ""),
+        "version": getattr(project, "version", ""),
+        "description": getattr(project, "description", ""),
+        "licenses": getattr(project, "license", ""),
+        "revision": git_revision(project_dir),
+        "created": created_timestamp(),
+    }
+    urls = getattr(project, "urls", {}) or {}
+    for key in ("Source", "source", "Repository", "repository", "Homepage", "homepage"):
+        if key in urls:
+            pairs["source"] = urls[key]
+            break
+    for k, v in pairs.items():
+        if v:
+            labels[f"org.opencontainers.image.{k}"] = str(v)
+    labels.update(config.labels)
+    return labels
+
+
+def make_plan(options: BuildOptions) -> BuildPlan:
+    from ..project import load_project  # the project-inputs module
+
+    project_dir = options.project_dir.resolve()
+    if not project_dir.is_dir():
+        raise GpushipError(f"{options.project_dir} is not a directory", "give the path of a Python project")
+    project = load_project(project_dir, extras=options.extras)
+    config = load_config(project_dir, getattr(project, "tool", None))
+    base = options.base or config.base
+    python_version = base_python_version(base, config)
+    plats = options.platforms or config.platforms or ("linux/amd64",)
+    platforms = tuple(sorted({Platform.parse(p) for p in plats}))
+    for p in platforms:
+        if p.architecture not in ("amd64", "arm64"):
+            raise ConfigError(f"platform {p} is not supported", "use linux/amd64 and/or linux/arm64")
+    requirements = tuple(getattr(project, "requirements", ()))
+    gpu = None
+    try:
+        from ..cuda import GpuSettings, plan_gpu
+    except ImportError:  # pragma: no cover - the CUDA engine is part of gpuship
+        plan_gpu = None  # type: ignore[assignment]
+    if plan_gpu is not None:
+        gpu = plan_gpu(requirements, GpuSettings.from_table(config.gpu), platforms[0])
+        if getattr(gpu, "is_gpu", False):
+            requirements = tuple(gpu.requirements)
+    return BuildPlan(
+        options=options,
+        project=project,
+        config=config,
+        base=base,
+        python_version=python_version,
+        platforms=platforms,
+        requirements=requirements,
+        gpu=gpu,
+        labels=oci_labels(project, project_dir, config),
+        name=_image_name(getattr(project, "name", "") or project_dir.name),
+        version=getattr(project, "version", "") or "latest",
+    )
+
+
+def _image_name(name: str) -> str:
+    import re
+
+    return re.sub(r"[^a-z0-9._-]+", "-", name.lower()).strip("-._") or "app"
+
+
+def base_python_version(base: str, config: GpushipConfig) -> str:
+    from ..sources.debian import PROFILES
+
+    if base in PROFILES:
+        version = PROFILES[base].python_version
+    else:
+        raise ConfigError(
+            f"unknown base {base!r}", f"use one of {', '.join(sorted(PROFILES))}, or a registry image reference"
+        )
+    if config.python and config.python != version:
+        raise ConfigError(
+            f"[tool.gpuship] python = {config.python!r} but base {base} has Python {version}",
+            "remove the python key or choose a base with that Python (debian-bookworm: 3.11, debian-trixie: 3.13)",
+        )
+    return version
