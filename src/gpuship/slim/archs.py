@@ -1,0 +1,373 @@
+"""GPU architecture pruning: drop the fatbin code no target GPU can run, keep every library a loadable ELF.
+
+What is kept, per fatbin container, for a set of target GPUs (each a compute capability ``X.Y``):
+
+* **SASS** (``sm_XY`` cubins): for each target, the compatible cubins of the best (highest) compatible minor.
+  Plain ``sm_XY`` runs on the same major with minor >= Y; ``sm_XYf`` (family-specific) likewise; ``sm_XYa``
+  (architecture-specific) only on exactly X.Y.
+* **PTX** (``compute_XY``): the newest plain PTX that every target can JIT from forward (arch <= the newest
+  target), for GPUs newer than the targets; and, for a target that has no compatible SASS in the container,
+  the newest PTX it can JIT. PTX for an architecture newer than every target is dropped: no target can JIT it.
+* Entries of unknown kinds are always kept. A container with nothing for any target is left whole (the
+  library could not run its kernels there before pruning either; leaving it keeps its behaviour unchanged).
+
+How it is rewritten: every container stays where it is (the ``.nvFatBinSegment`` wrappers the CUDA runtime
+registers point at container starts), its kept entries are moved together right after its header, the header's
+fat size is set to their total, and the freed tail is zeroed. Section sizes, offsets and the ELF layout do not
+change, so the file is exactly as large as before — but zeros compress to almost nothing, so the *layer* shrinks
+by about the bytes saved. Only ``.nv_fatbin`` sections are rewritten (never ``__nv_relfatbin`` in objects that
+are still to be linked).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..cache import Cache
+from ..errors import ConfigError, IntegrityError
+from ..inspect.cudalib import CudaLibrary, is_elf, read_cuda_library
+from ..inspect.fatbin import CONTAINER_HEADER, Arch, FatbinContainer, FatbinEntry, FatbinError
+from ..oci.entry import Entry
+
+PRUNED_SECTIONS = (".nv_fatbin",)
+
+# TODO: switch to the GPU table in gpuship.cuda once it lands (it did not exist when this was written).
+#: GPU product name -> compute capability (NVIDIA's CUDA GPUs list, developer.nvidia.com/cuda-gpus).
+GPU_CAPABILITIES: dict[str, tuple[int, int]] = {
+    "k80": (3, 7), "p4": (6, 1), "p40": (6, 1), "p100": (6, 0), "v100": (7, 0), "titan-v": (7, 0),
+    "t4": (7, 5), "rtx-2080": (7, 5), "rtx-2080-ti": (7, 5), "quadro-rtx-8000": (7, 5),
+    "a100": (8, 0), "a30": (8, 0), "a800": (8, 0),
+    "a10": (8, 6), "a10g": (8, 6), "a16": (8, 6), "a2": (8, 6), "a40": (8, 6), "a6000": (8, 6), "rtx-a6000": (8, 6),
+    "rtx-3090": (8, 6), "rtx-3080": (8, 6), "orin": (8, 7), "jetson-orin": (8, 7),
+    "l4": (8, 9), "l40": (8, 9), "l40s": (8, 9), "rtx-4090": (8, 9), "rtx-6000-ada": (8, 9),
+    "h100": (9, 0), "h200": (9, 0), "h800": (9, 0), "h20": (9, 0), "gh200": (9, 0),
+    "b200": (10, 0), "gb200": (10, 0), "b100": (10, 0), "b300": (10, 3), "gb300": (10, 3),
+    "thor": (11, 0), "jetson-thor": (11, 0),
+    "rtx-5090": (12, 0), "rtx-5080": (12, 0), "rtx-pro-6000": (12, 0), "gb10": (12, 1), "dgx-spark": (12, 1),
+}
+
+
+def _gpu_key(name: str) -> str:
+    k = name.strip().lower().replace("_", "-").replace(" ", "-")
+    for prefix in ("nvidia-", "geforce-", "tesla-"):
+        if k.startswith(prefix):
+            k = k[len(prefix):]
+    return k.replace("rtx", "rtx-").replace("--", "-") if k.startswith("rtx") and not k.startswith("rtx-") else k
+
+
+@dataclass(frozen=True, order=True)
+class Target:
+    """A GPU the image must serve: its compute capability, and the name it was given by."""
+
+    major: int
+    minor: int
+    name: str = field(default="", compare=False)
+
+    @property
+    def capability(self) -> tuple[int, int]:
+        return (self.major, self.minor)
+
+    @property
+    def sm(self) -> str:
+        return f"sm_{self.major * 10 + self.minor}"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.major}.{self.minor})" if self.name and self.name != self.sm else self.sm
+
+    @classmethod
+    def parse(cls, text: str) -> Target:
+        """``H100``, ``A10G``, ``sm_80``, ``sm_90a``, ``compute_90``, ``8.6`` -> the device it names."""
+        cc = GPU_CAPABILITIES.get(_gpu_key(text))
+        if cc is not None:
+            return cls(cc[0], cc[1], text.strip())
+        try:
+            arch = Arch.parse(text)
+        except ValueError:
+            known = ", ".join(sorted({k.upper() for k in GPU_CAPABILITIES}))
+            raise ConfigError(
+                f"unknown GPU target {text!r}", f"give a GPU name ({known}) or an architecture such as sm_90 or 8.6"
+            ) from None
+        return cls(arch.major, arch.minor, text.strip())
+
+
+def sass_runs_on(arch: Arch, target: Target) -> bool:
+    """Whether a cubin for ``arch`` runs on ``target`` (same major; minor <= target's; 'a' only exact)."""
+    if arch.major != target.major:
+        return False
+    if arch.variant == "a":
+        return arch.minor == target.minor
+    return arch.minor <= target.minor
+
+
+def ptx_jits_on(arch: Arch, target: Target) -> bool:
+    """Whether PTX for ``arch`` can be JIT-compiled for ``target`` (plain: any arch <= target's)."""
+    if arch.variant == "a":
+        return arch.capability == target.capability
+    if arch.variant == "f":
+        return arch.major == target.major and arch.minor <= target.minor
+    return arch.capability <= target.capability
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What :meth:`ArchSelection.select` decided for one container."""
+
+    kept: tuple[FatbinEntry, ...]
+    dropped: tuple[FatbinEntry, ...]
+    unserved: tuple[Target, ...] = ()
+    untouched: bool = False
+
+
+@dataclass(frozen=True)
+class ArchSelection:
+    """The GPUs an image must serve, and the rule that decides which fatbin entries they need."""
+
+    targets: tuple[Target, ...]
+
+    def __post_init__(self) -> None:
+        if not self.targets:
+            raise ConfigError("no GPU targets to prune for", "give at least one target, e.g. targets = [\"H100\"]")
+
+    @classmethod
+    def from_targets(cls, names: Iterable[str]) -> ArchSelection:
+        """``["H100", "sm_80", "8.6"]`` -> a selection (duplicates merged, oldest first)."""
+        parsed: dict[tuple[int, int], Target] = {}
+        for n in names:
+            t = Target.parse(str(n))
+            parsed.setdefault(t.capability, t)
+        return cls(tuple(parsed[k] for k in sorted(parsed)))
+
+    @classmethod
+    def from_gpu_config(cls, gpu: Mapping[str, Any]) -> ArchSelection | None:
+        """From a ``[tool.gpuship.gpu]`` table: pruning is on when ``targets`` are given, unless ``prune-archs = false``."""
+        targets = gpu.get("targets") or []
+        if isinstance(targets, str):
+            targets = [targets]
+        prune = gpu.get("prune-archs", bool(targets))
+        if not isinstance(prune, bool):
+            raise ConfigError("[tool.gpuship.gpu] prune-archs must be true or false")
+        if not prune:
+            return None
+        if not targets:
+            raise ConfigError(
+                "[tool.gpuship.gpu] prune-archs = true needs targets", "add targets = [\"H100\"] (GPU names or sm_XX)"
+            )
+        return cls.from_targets(targets)
+
+    @property
+    def newest(self) -> Target:
+        return max(self.targets)
+
+    def names(self) -> list[str]:
+        return [str(t) for t in self.targets]
+
+    def select(self, container: FatbinContainer) -> Selection:
+        entries = container.entries
+        sass = [e for e in entries if e.is_sass]
+        ptx = [e for e in entries if e.is_ptx]
+        keep: set[int] = {e.offset for e in entries if not (e.is_sass or e.is_ptx)}
+        unserved: list[Target] = []
+        for t in self.targets:
+            fits = [e for e in sass if sass_runs_on(e.arch, t)]
+            if fits:
+                best = max(e.arch.minor for e in fits)
+                keep.update(e.offset for e in fits if e.arch.minor == best)
+                continue
+            jit = [e for e in ptx if ptx_jits_on(e.arch, t)]
+            if jit:
+                best_cc = max(e.arch.capability for e in jit)
+                keep.update(e.offset for e in jit if e.arch.capability == best_cc)
+            else:
+                unserved.append(t)
+        forward = [e for e in ptx if e.arch.variant == "" and e.arch.capability <= self.newest.capability]
+        if forward:
+            best_cc = max(e.arch.capability for e in forward)
+            keep.update(e.offset for e in forward if e.arch.capability == best_cc)
+        if not any(e.offset in keep for e in sass + ptx):
+            return Selection(entries, (), tuple(unserved), untouched=True)
+        kept = tuple(e for e in entries if e.offset in keep)
+        dropped = tuple(e for e in entries if e.offset not in keep)
+        return Selection(kept, dropped, tuple(unserved))
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    """A pruned ELF: its bytes (same length as before), and what was kept and dropped."""
+
+    data: bytes
+    saved: int
+    kept: tuple[FatbinEntry, ...]
+    dropped: tuple[FatbinEntry, ...]
+    untouched_containers: int = 0
+    unserved: tuple[str, ...] = ()
+
+    @property
+    def kept_archs(self) -> list[str]:
+        return _names(self.kept)
+
+    @property
+    def dropped_archs(self) -> list[str]:
+        return _names(self.dropped)
+
+
+def _names(entries: Iterable[FatbinEntry]) -> list[str]:
+    seen = {(e.arch, e.kind): e.name for e in entries}
+    return [seen[k] for k in sorted(seen)]
+
+
+def _rewrite(buf: bytearray, src: bytes, base: int, container: FatbinContainer, kept: Sequence[FatbinEntry]) -> None:
+    """Rewrite one container in place: header (new fat size), kept entries packed after it, zeros after them."""
+    start = base + container.offset
+    header = bytearray(src[start : start + container.header_size])
+    body = b"".join(src[base + e.offset : base + e.end] for e in kept)
+    header[8:16] = len(body).to_bytes(8, "little")
+    new = bytes(header) + body
+    buf[start : start + container.size] = new + bytes(container.size - len(new))
+
+
+def prune_fatbins(data: bytes, keep: ArchSelection) -> PruneResult:
+    """Drop the fatbin entries of ``data`` (an ELF) that no target of ``keep`` needs.
+
+    Returns the new bytes (same length: the freed bytes are zeros), the bytes saved (the sum of the dropped
+    entries' sizes) and the entries kept and dropped. An ELF without GPU code comes back unchanged.
+    """
+    lib = read_cuda_library(data)
+    if lib is None:
+        return PruneResult(data, 0, (), ())
+    buf: bytearray | None = None
+    kept: list[FatbinEntry] = []
+    dropped: list[FatbinEntry] = []
+    untouched = 0
+    unserved: set[str] = set()
+    for section in lib.sections:
+        for c in section.containers:
+            if section.name not in PRUNED_SECTIONS:
+                kept.extend(c.entries)
+                continue
+            sel = keep.select(c)
+            kept.extend(sel.kept)
+            untouched += sel.untouched
+            unserved.update(str(t) for t in sel.unserved)
+            if sel.dropped:
+                if buf is None:
+                    buf = bytearray(data)
+                dropped.extend(sel.dropped)
+                _rewrite(buf, data, section.offset, c, sel.kept)
+    if buf is None:
+        return PruneResult(data, 0, tuple(kept), (), untouched, tuple(sorted(unserved)))
+    out = bytes(buf)
+    saved = sum(e.size for e in dropped)
+    _verify(out, lib, len(kept), saved)
+    return PruneResult(out, saved, tuple(kept), tuple(dropped), untouched, tuple(sorted(unserved)))
+
+
+def _verify(out: bytes, before: CudaLibrary, kept: int, saved: int) -> None:
+    """Re-read the result: every section parses, the entry count and the bytes add up. Never ship a broken ELF."""
+    try:
+        after = read_cuda_library(out)
+    except FatbinError as exc:
+        raise IntegrityError(f"pruning produced an unreadable fatbin ({exc})", "report this; use prune-archs = false") from exc
+    if after is None or len(after.entries) != kept or before.fatbin_bytes - after.fatbin_bytes != saved:
+        raise IntegrityError("pruning produced a fatbin whose sizes do not add up", "report this; use prune-archs = false")
+
+
+# -- whole layers --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LibraryPrune:
+    """What pruning did to one file of a layer."""
+
+    path: str
+    size: int
+    saved: int
+    kept: tuple[str, ...]
+    dropped: tuple[str, ...]
+    unserved: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": "/" + self.path, "size": self.size, "saved": self.saved,
+            "kept": list(self.kept), "dropped": list(self.dropped), "unserved": list(self.unserved),
+        }
+
+
+@dataclass(frozen=True)
+class PruneReport:
+    """The outcome of pruning a layer: per library, and the architectures kept overall (for gpu.json)."""
+
+    targets: tuple[Target, ...]
+    libraries: tuple[LibraryPrune, ...]
+
+    @property
+    def saved(self) -> int:
+        return sum(l.saved for l in self.libraries)
+
+    @property
+    def kept_archs(self) -> list[str]:
+        """Every SASS/PTX architecture still in the image's CUDA libraries (``sm_90``, ``compute_90`` ...)."""
+        names = {n for l in self.libraries for n in l.kept}
+        return sorted(names, key=_arch_sort_key)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "targets": [{"name": t.name, "capability": f"{t.major}.{t.minor}", "sm": t.sm} for t in self.targets],
+            "kept_archs": self.kept_archs,
+            "saved": self.saved,
+            "libraries": [l.to_json() for l in self.libraries],
+        }
+
+
+def _arch_sort_key(name: str) -> tuple[Arch, str]:
+    try:
+        return (Arch.parse(name.split(":")[-1]), name)
+    except ValueError:
+        return (Arch(0), name)
+
+
+def prune_layer_entries(
+    entries: Iterable[Entry], targets: ArchSelection | Iterable[str], *, cache: Cache | None = None
+) -> tuple[list[Entry], PruneReport]:
+    """Prune every ELF with GPU code among ``entries``; returns the new entries and what was done.
+
+    Pruned files are stored in the cache (content-addressed) and the new entries stream from there, so memory
+    holds one library at a time. Paths, modes and owners are unchanged; other entries pass through as they are.
+    """
+    sel = targets if isinstance(targets, ArchSelection) else ArchSelection.from_targets(targets)
+    cache = cache or Cache()
+    out: list[Entry] = []
+    libs: list[LibraryPrune] = []
+    for e in entries:
+        if e.kind != "file" or e.size < 64 or e.open is None or not _starts_elf(e):
+            out.append(e)
+            continue
+        data = e.read()
+        try:
+            res = prune_fatbins(data, sel)
+        except FatbinError as exc:
+            raise IntegrityError(f"/{e.path}: {exc}", "the library's GPU code is damaged; set prune-archs = false") from exc
+        if not res.kept and not res.dropped:
+            out.append(e)
+            continue
+        libs.append(
+            LibraryPrune(e.path, e.size, res.saved, tuple(res.kept_archs), tuple(res.dropped_archs), res.unserved)
+        )
+        if res.saved == 0:
+            out.append(e)
+            continue
+        digest = cache.put_bytes(res.data)
+        out.append(
+            Entry.stream(e.path, len(res.data), lambda d=digest: cache.open(d), e.mode, e.uid, e.gid)  # type: ignore[misc]
+        )
+    return out, PruneReport(sel.targets, tuple(sorted(libs, key=lambda l: l.path)))
+
+
+def _starts_elf(e: Entry) -> bool:
+    assert e.open is not None
+    with e.open() as fh:
+        return is_elf(fh.read(4))
+
+
+def gpu_json_fragment(report: PruneReport) -> dict[str, Any]:
+    """What the lead bakes into ``/etc/gpuship/gpu.json``: the targets and the architectures kept."""
+    return {"pruned": True, "targets": [t.sm for t in report.targets], "archs": report.kept_archs}
