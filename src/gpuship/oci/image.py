@@ -135,6 +135,25 @@ class History:
         return d
 
 
+@dataclass(frozen=True)
+class Origin:
+    """The exact bytes an image (or index) was read with.
+
+    While the value is unchanged (same ``fingerprint``) these bytes are what it serialises to, so an image
+    read from an archive or registry keeps its digests when written again. Once it is changed
+    (:func:`append_layers`, :func:`with_config`, ...), fresh JSON is made, keeping the config keys gpuship does
+    not model (``Healthcheck``, ``Volumes``, ``author``, ...).
+    """
+
+    fingerprint: tuple[Any, ...]
+    config: bytes = b""
+    manifest: bytes | None = None
+
+
+#: Config keys that describe how the *last* build step ran; stale once an image is changed.
+_STALE_CONFIG_KEYS = ("container", "container_config", "docker_version", "created", "moby.buildkit.buildinfo.v1")
+
+
 #: Docker refuses more than 125 layers (its overlay mount limit); stay well below.
 MAX_LAYERS = 100
 
@@ -149,9 +168,27 @@ class Image:
     history: tuple[History, ...] = ()
     annotations: Mapping[str, str] = field(default_factory=dict)
     family: Family = Family.OCI
+    #: Set by readers (see :class:`Origin`); never compared.
+    origin: Origin | None = field(default=None, compare=False, repr=False)
+
+    def fingerprint(self) -> tuple[Any, ...]:
+        """Everything the serialised form depends on (what :class:`Origin` checks)."""
+        return (
+            self.platform,
+            self.config,
+            tuple((l.digest, l.diff_id, l.size, l.compression) for l in self.layers),
+            self.history,
+            tuple(sorted(self.annotations.items())),
+            self.family,
+        )
+
+    def _unchanged(self) -> bool:
+        return self.origin is not None and self.origin.fingerprint == self.fingerprint()
 
     # -- the config blob and the manifest --------------------------------------------------------
     def config_json(self) -> dict[str, Any]:
+        if self._unchanged() and self.origin.config:  # type: ignore[union-attr]
+            return json.loads(self.origin.config)  # type: ignore[union-attr]
         hist = list(self.history)
         non_empty = sum(1 for h in hist if not h.empty_layer)
         hist += [History(created_by="gpuship", comment=l.comment) for l in self.layers[non_empty:]]
@@ -165,9 +202,13 @@ class Image:
         }
         if self.platform.variant:
             d["variant"] = self.platform.variant
+        if self.origin is not None and self.origin.config:
+            d = _merge_config(json.loads(self.origin.config), d)
         return d
 
     def config_bytes(self) -> bytes:
+        if self._unchanged() and self.origin.config:  # type: ignore[union-attr]
+            return self.origin.config  # type: ignore[union-attr]
         return canonical_json(self.config_json())
 
     def config_descriptor(self) -> dict[str, Any]:
@@ -180,6 +221,8 @@ class Image:
         ]
 
     def manifest_json(self) -> dict[str, Any]:
+        if self._unchanged() and self.origin.manifest:  # type: ignore[union-attr]
+            return json.loads(self.origin.manifest)  # type: ignore[union-attr]
         d: dict[str, Any] = {
             "schemaVersion": 2,
             "mediaType": self.family.manifest,
@@ -191,6 +234,8 @@ class Image:
         return d
 
     def manifest_bytes(self) -> bytes:
+        if self._unchanged() and self.origin.manifest:  # type: ignore[union-attr]
+            return self.origin.manifest  # type: ignore[union-attr]
         return canonical_json(self.manifest_json())
 
     @property
@@ -209,6 +254,18 @@ class Image:
     @property
     def size(self) -> int:
         return sum(l.size for l in self.layers)
+
+
+def _merge_config(base: dict[str, Any], ours: dict[str, Any]) -> dict[str, Any]:
+    """``ours`` over the original config ``base``: modelled keys from ``ours``, the rest kept from ``base``."""
+    out = {k: v for k, v in base.items() if k not in _STALE_CONFIG_KEYS and k != "variant"}
+    runtime = dict(base.get("config") or {})
+    for key in ("Env", "Entrypoint", "Cmd", "WorkingDir", "User", "Labels", "ExposedPorts", "StopSignal"):
+        runtime.pop(key, None)
+    runtime.update(ours["config"])
+    out.update(ours)
+    out["config"] = runtime
+    return out
 
 
 def empty_image(platform: Platform | str = Platform(), config: ImageConfig | None = None) -> Image:
@@ -256,8 +313,18 @@ class Index:
     images: tuple[Image, ...]
     annotations: Mapping[str, str] = field(default_factory=dict)
     family: Family = Family.OCI
+    #: Set by readers (see :class:`Origin`); never compared.
+    origin: Origin | None = field(default=None, compare=False, repr=False)
+
+    def fingerprint(self) -> tuple[Any, ...]:
+        return (tuple(i.digest for i in self.images), tuple(sorted(self.annotations.items())), self.family)
+
+    def _unchanged(self) -> bool:
+        return self.origin is not None and self.origin.fingerprint == self.fingerprint()
 
     def manifest_json(self) -> dict[str, Any]:
+        if self._unchanged() and self.origin.manifest:  # type: ignore[union-attr]
+            return json.loads(self.origin.manifest)  # type: ignore[union-attr]
         d: dict[str, Any] = {
             "schemaVersion": 2,
             "mediaType": self.family.index,
@@ -268,6 +335,8 @@ class Index:
         return d
 
     def manifest_bytes(self) -> bytes:
+        if self._unchanged() and self.origin.manifest:  # type: ignore[union-attr]
+            return self.origin.manifest  # type: ignore[union-attr]
         return canonical_json(self.manifest_json())
 
     @property

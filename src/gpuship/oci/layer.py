@@ -206,41 +206,70 @@ def layer_from_dir(root: Path | str, cache: Cache | None = None, *, prefix: str 
 
 
 class _Decompressing(io.RawIOBase):
+    """Decompresses a layer blob with bounded memory, whatever the compression ratio.
+
+    gzip: several concatenated members are read as one stream (as ``gzip -d`` does), trailing zero padding is
+    ignored, and a stream that ends inside a member is an :class:`IntegrityError`. zstd: frames are read
+    across; zstd does not mark a truncated stream, so callers rely on the blob's digest for that.
+    """
+
     def __init__(self, raw: BinaryIO, compression: str) -> None:
         self._raw = raw
-        self._buf = b""
         self._compression = compression
-        if compression == "gzip":
-            self._d = zlib.decompressobj(31)
-            self._dec = self._d.decompress
-        elif compression == "zstd":
-            self._d = zstandard.ZstdDecompressor().decompressobj()
-            self._dec = self._d.decompress
-        else:
-            self._dec = lambda b: b
-        self._eof = False
+        self._pending = b""
+        self._in_member = False
+        self._z = zlib.decompressobj(31)
+        self._zr = None
+        if compression == "zstd":
+            self._zr = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=False)
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, b) -> int:  # type: ignore[override]
-        while not self._buf and not self._eof:
-            chunk = self._raw.read(CHUNK)
-            if not chunk:
-                self._eof = True
-                if self._compression == "gzip" and not self._d.eof:
-                    raise IntegrityError("truncated compressed layer", "the blob is damaged; rebuild or re-pull")
-                break
+        want = len(b)
+        if self._zr is not None:
             try:
-                self._buf = self._dec(chunk)
-            except (zlib.error, zstandard.ZstdError) as exc:
+                data = self._zr.read(want)
+            except zstandard.ZstdError as exc:
                 raise IntegrityError(f"corrupt compressed layer: {exc}", "the blob is damaged; rebuild or re-pull") from exc
-        n = min(len(b), len(self._buf))
-        b[:n] = self._buf[:n]
-        self._buf = self._buf[n:]
+        elif self._compression == "gzip":
+            data = self._gzip_read(want)
+        else:
+            data = self._raw.read(want)
+        n = len(data)
+        b[:n] = data
         return n
 
+    def _gzip_read(self, want: int) -> bytes:
+        while True:
+            if self._z.eof:
+                self._pending = self._z.unused_data + self._pending
+                self._z = zlib.decompressobj(31)
+                self._in_member = False
+            if not self._pending:
+                chunk = self._raw.read(CHUNK)
+                if not chunk:
+                    if self._in_member:
+                        raise IntegrityError("truncated compressed layer", "the blob is damaged; rebuild or re-pull")
+                    return b""
+                self._pending = chunk
+            if not self._in_member:
+                if not self._pending.strip(b"\0"):  # zero padding after the last member
+                    self._pending = b""
+                    continue
+                self._in_member = True
+            try:
+                out = self._z.decompress(self._pending, want)
+            except zlib.error as exc:
+                raise IntegrityError(f"corrupt compressed layer: {exc}", "the blob is damaged; rebuild or re-pull") from exc
+            self._pending = self._z.unconsumed_tail
+            if out:
+                return out
+
     def close(self) -> None:
+        if self._zr is not None:
+            self._zr.close()
         self._raw.close()
         super().close()
 

@@ -1,0 +1,514 @@
+"""Read an image back: OCI layouts, oci-archives and docker-archives (combined or legacy ``docker save``).
+
+``read_image(ref)`` takes::
+
+    oci:DIR[:TAG]                   an OCI image layout directory
+    oci-archive:FILE[:TAG]          an OCI layout in a tar file
+    docker-archive:FILE[:NAME:TAG]  a docker save / gpuship docker-archive (with or without index.json)
+    PATH                            any of the above, recognised by what it holds
+    registry:REF                    provided by gpuship.registry (see :func:`register_source`)
+
+Every blob is checked against its digest (and size) while it is read; layers are copied into the cache, so
+the returned :class:`Layer` values open from the cache exactly like built ones. A legacy archive (only
+``manifest.json``, uncompressed layer tars) has no layer digests: each layer's tar is checked against the
+config's ``diff_ids`` and compressed with the pinned gzip settings. A truncated or tampered archive is an
+:class:`IntegrityError` and nothing half-read is cached.
+
+The media-type family of what was read is kept (``Family.OCI`` / ``Family.DOCKER``), and so are the exact
+manifest and config bytes while the image is unchanged (:class:`~gpuship.oci.image.Origin`): reading an
+image and writing it again gives the same digest.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import re
+import stat
+import tarfile
+import zlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, BinaryIO, Union
+
+from ..cache import CHUNK, Cache, parse_digest
+from ..errors import GpushipError, IntegrityError
+from .docker_archive import DockerTag
+from .entry import clean_path
+from .image import History, Image, ImageConfig, Index, Origin, Platform
+from .layer import Layer, _Pipeline, compressor_id, decompressing_reader
+from .layout import (
+    CONTAINERD_NAME,
+    INDEX_FILE,
+    REF_NAME,
+    ImageOrIndex,
+    blob_path,
+)
+from .media import (
+    DOCKER_LAYER,
+    DOCKER_LAYER_GZIP,
+    DOCKER_MANIFEST,
+    DOCKER_MANIFEST_LIST,
+    OCI_INDEX,
+    OCI_LAYER,
+    OCI_LAYER_GZIP,
+    OCI_LAYER_ZSTD,
+    OCI_MANIFEST,
+    Family,
+    compression_of,
+    family_of,
+)
+
+#: Manifests and configs are small; anything bigger is not one.
+MAX_JSON = 32 << 20
+LAYER_TYPES = {OCI_LAYER, OCI_LAYER_GZIP, OCI_LAYER_ZSTD, DOCKER_LAYER, DOCKER_LAYER_GZIP}
+MANIFEST_TYPES = {OCI_MANIFEST, DOCKER_MANIFEST}
+INDEX_TYPES = {OCI_INDEX, DOCKER_MANIFEST_LIST}
+_HEX64 = re.compile(r"([0-9a-f]{64})(?:\.json)?")
+
+ReadResult = Union[Image, Index]
+#: ``(rest_of_ref, platform, cache) -> Image | Index``
+SourceFn = Callable[[str, "Platform | None", Cache], ReadResult]
+_SOURCES: dict[str, SourceFn] = {}
+_PROVIDERS = {"registry": "gpuship.registry"}
+
+
+def register_source(scheme: str, read: SourceFn) -> None:
+    """Make ``SCHEME:...`` readable by :func:`read_image` (the registry package registers ``registry``)."""
+    _SOURCES[scheme] = read
+
+
+# -- where blobs come from ---------------------------------------------------------------------------------
+class _Store:
+    """Files of a layout or archive, by relative path. ``name`` is used in messages."""
+
+    name: str
+
+    def has(self, path: str) -> bool:
+        raise NotImplementedError
+
+    def open(self, path: str) -> BinaryIO:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def missing(self, path: str) -> IntegrityError:
+        return IntegrityError(
+            f"{self.name} is incomplete: it has no {path}", "the archive is truncated or damaged; write it again"
+        )
+
+    def read_json(self, path: str) -> Any:
+        data = self.read_bytes(path)
+        try:
+            return json.loads(data)
+        except ValueError as exc:
+            raise IntegrityError(f"{self.name}: {path} is not valid JSON", "the archive is damaged") from exc
+
+    def read_bytes(self, path: str, limit: int = MAX_JSON) -> bytes:
+        with self._reading(path) as fh:
+            data = fh.read(limit + 1)
+        if len(data) > limit:
+            raise IntegrityError(f"{self.name}: {path} is larger than {limit >> 20} MiB", "this is not a manifest or config")
+        return data
+
+    @contextmanager
+    def _reading(self, path: str) -> Iterator[BinaryIO]:
+        if not self.has(path):
+            raise self.missing(path)
+        fh = self.open(path)
+        try:
+            yield fh
+        except (tarfile.TarError, EOFError, zlib.error) as exc:
+            raise IntegrityError(f"{self.name} is truncated or damaged ({exc})", "write the archive again") from exc
+        finally:
+            fh.close()
+
+
+class _DirStore(_Store):
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.name = f"OCI layout {root}"
+
+    def _path(self, path: str) -> Path:
+        return self.root / clean_path(path)
+
+    def has(self, path: str) -> bool:
+        try:
+            st = os.lstat(self._path(path))
+        except OSError:
+            return False
+        return stat.S_ISREG(st.st_mode)  # a symlink in a layout could point anywhere: not followed
+
+    def open(self, path: str) -> BinaryIO:
+        return open(os.open(self._path(path), os.O_RDONLY | os.O_NOFOLLOW), "rb")
+
+
+class _TarStore(_Store):
+    def __init__(self, path: Path) -> None:
+        self.name = f"archive {path}"
+        try:
+            self._tar = tarfile.open(path, "r:*")
+            members = self._tar.getmembers()
+        except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+            raise IntegrityError(f"{path} is not a readable tar archive ({exc})", "is it truncated or not an image?") from exc
+        self._members: dict[str, tarfile.TarInfo] = {}
+        for m in members:
+            if m.isreg():
+                try:
+                    self._members[clean_path(m.name)] = m
+                except IntegrityError:
+                    continue  # a member outside the root is never read
+        # A tar cut short between members reads as complete: its end-of-archive marker (1024 zero bytes) is missing.
+        if _is_plain_file(self._tar) and path.stat().st_size < self._tar.offset + 1024:
+            self._tar.close()
+            raise IntegrityError(f"{path} is truncated (it ends without the end-of-archive marker)", "write or copy it again")
+
+    def has(self, path: str) -> bool:
+        return path in self._members
+
+    def open(self, path: str) -> BinaryIO:
+        fh = self._tar.extractfile(self._members[path])
+        assert fh is not None
+        return fh  # type: ignore[return-value]
+
+    def close(self) -> None:
+        self._tar.close()
+
+
+def _is_plain_file(tar: tarfile.TarFile) -> bool:
+    """Whether the tar was opened straight on a file (not through a decompressor)."""
+    import io
+
+    return isinstance(tar.fileobj, io.BufferedReader)
+
+
+# -- blobs into values ------------------------------------------------------------------------------------
+class _Tee:
+    """Reads from ``src``, hashing and copying everything read into ``sink`` (a cache BlobWriter)."""
+
+    def __init__(self, src: BinaryIO, sink: Any) -> None:
+        self._src, self._sink = src, sink
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._src.read(n if n and n > 0 else CHUNK)
+        if data:
+            self._sink.write(data)
+        return data
+
+    def close(self) -> None:
+        pass
+
+
+def _read_blob_json(store: _Store, desc: dict[str, Any]) -> tuple[bytes, Any]:
+    digest = str(desc.get("digest", ""))
+    path = blob_path(digest)
+    data = store.read_bytes(path)
+    got = _sha256(data)
+    if got != digest:
+        raise IntegrityError(
+            f"{store.name}: blob {digest} is corrupt (its content hashes to {got})",
+            "the archive was damaged or tampered with",
+        )
+    if "size" in desc and int(desc["size"]) != len(data):
+        raise IntegrityError(f"{store.name}: blob {digest} has {len(data)} bytes, its descriptor says {desc['size']}")
+    try:
+        return data, json.loads(data)
+    except ValueError as exc:
+        raise IntegrityError(f"{store.name}: blob {digest} is not valid JSON") from exc
+
+
+def _sha256(data: bytes) -> str:
+    import hashlib
+
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _import_layer(
+    store: _Store, path: str, cache: Cache, *, digest: str | None, size: int | None, compression: str, diff_id: str
+) -> Layer:
+    """Copy one layer blob into the cache, checking its digest (when known), size and diff_id in one pass."""
+    if digest is not None:
+        rec = cache.get_ref("layer-info", digest)
+        if rec and rec.get("diff_id") == diff_id and cache.has(digest):
+            return Layer(digest, diff_id, int(rec["size"]), int(rec["uncompressed_size"]), compression, cache=cache)  # type: ignore[arg-type]
+    if not store.has(path):
+        raise store.missing(path)
+    import hashlib
+
+    diff = hashlib.sha256()
+    usize = 0
+    with store._reading(path) as src, cache.blob_writer() as sink:
+        tar_stream = decompressing_reader(_Tee(src, sink), compression)  # type: ignore[arg-type]
+        while chunk := tar_stream.read(CHUNK):
+            diff.update(chunk)
+            usize += len(chunk)
+        tee = _Tee(src, sink)
+        while tee.read(CHUNK):  # whatever follows the compressed stream is part of the blob too
+            pass
+        if digest is not None and sink.digest != digest:
+            raise IntegrityError(
+                f"{store.name}: layer {digest} is corrupt (its content hashes to {sink.digest})",
+                "the archive was damaged or tampered with; nothing was imported",
+            )
+        if size is not None and sink.size != size:
+            raise IntegrityError(f"{store.name}: layer {digest} has {sink.size} bytes, its descriptor says {size}")
+        if "sha256:" + diff.hexdigest() != diff_id:
+            raise IntegrityError(
+                f"{store.name}: layer {path} does not match the config's diff_id {diff_id}",
+                "the archive was damaged or tampered with; nothing was imported",
+            )
+    layer = Layer(sink.digest, diff_id, sink.size, usize, compression, cache=cache)  # type: ignore[arg-type]
+    cache.put_ref("layer-info", sink.digest, layer.to_record())
+    return layer
+
+
+def _compress_legacy_layer(store: _Store, path: str, cache: Cache, diff_id: str) -> Layer:
+    """An uncompressed layer tar (legacy docker save): checked against ``diff_id``, stored gzip-compressed."""
+    key = f"{diff_id}-{compressor_id('gzip')}"
+    rec = cache.get_ref("legacy-layers", key)
+    if rec is not None and cache.has(str(rec["digest"])):
+        return Layer.from_record(rec, cache, reused=True)
+    with store._reading(path) as src, cache.blob_writer() as sink:
+        pipe = _Pipeline(sink, "gzip")
+        while chunk := src.read(CHUNK):
+            pipe.write(chunk)
+        pipe.finish()
+        if "sha256:" + pipe.diff.hexdigest() != diff_id:
+            raise IntegrityError(
+                f"{store.name}: layer {path} does not match the config's diff_id {diff_id}",
+                "the archive was damaged or tampered with; nothing was imported",
+            )
+    layer = Layer(sink.digest, diff_id, sink.size, pipe.usize, "gzip", cache=cache)
+    cache.put_ref("legacy-layers", key, layer.to_record())
+    cache.put_ref("layer-info", layer.digest, layer.to_record())
+    return layer
+
+
+def _image_from_config(
+    config: dict[str, Any], layers: list[Layer], family: Family, annotations: dict[str, str]
+) -> Image:
+    platform = Platform(
+        str(config.get("os") or "linux"), str(config.get("architecture") or "amd64"), str(config.get("variant") or "")
+    )
+    history = tuple(
+        History(str(h.get("created_by") or ""), str(h.get("comment") or ""), bool(h.get("empty_layer")))
+        for h in config.get("history") or []
+    )
+    return Image(platform, ImageConfig.from_json(config.get("config")), tuple(layers), history, annotations, family)
+
+
+def _diff_ids(store: _Store, config: dict[str, Any], n_layers: int) -> list[str]:
+    diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
+    if len(diff_ids) != n_layers:
+        raise IntegrityError(f"{store.name}: the config lists {len(diff_ids)} layers, the manifest {n_layers}")
+    for d in diff_ids:
+        parse_digest(str(d))
+    return [str(d) for d in diff_ids]
+
+
+def _read_manifest(store: _Store, desc: dict[str, Any], cache: Cache) -> Image:
+    manifest_bytes, manifest = _read_blob_json(store, desc)
+    media_type = manifest.get("mediaType") or desc.get("mediaType") or OCI_MANIFEST
+    if media_type not in MANIFEST_TYPES:
+        raise GpushipError(f"{store.name}: unsupported manifest type {media_type}", "gpuship reads OCI and Docker v2 images")
+    config_bytes, config = _read_blob_json(store, manifest.get("config") or {})
+    layer_descs = list(manifest.get("layers") or [])
+    diff_ids = _diff_ids(store, config, len(layer_descs))
+    layers = []
+    for ld, diff_id in zip(layer_descs, diff_ids):
+        mt = str(ld.get("mediaType", ""))
+        if mt not in LAYER_TYPES:
+            raise GpushipError(f"{store.name}: unsupported layer type {mt}", "foreign or encrypted layers cannot be read")
+        digest = str(ld.get("digest", ""))
+        layers.append(
+            _import_layer(
+                store, blob_path(digest), cache, digest=digest, size=int(ld["size"]) if "size" in ld else None,
+                compression=compression_of(mt), diff_id=diff_id,
+            )
+        )
+    img = _image_from_config(config, layers, family_of(media_type), dict(manifest.get("annotations") or {}))
+    return replace(img, origin=Origin(img.fingerprint(), config_bytes, manifest_bytes))
+
+
+def _read_index(store: _Store, desc: dict[str, Any], cache: Cache, platform: Platform | None) -> ReadResult:
+    index_bytes, index = _read_blob_json(store, desc)
+    images: list[Image] = []
+    skipped = False
+    for d in index.get("manifests") or []:
+        p = d.get("platform") or {}
+        if d.get("mediaType") not in MANIFEST_TYPES or p.get("os") in (None, "unknown"):
+            skipped = True  # attestations, nested indexes: not images gpuship runs
+            continue
+        if platform is not None and (p.get("os"), p.get("architecture")) != (platform.os, platform.architecture):
+            continue
+        images.append(_read_manifest(store, d, cache))
+    if platform is not None:
+        if not images:
+            raise GpushipError(f"{store.name} has no image for {platform}", "pick a platform it has (gpuship image ls)")
+        return images[0]
+    if not images:
+        raise GpushipError(f"{store.name}: the index holds no runnable image")
+    family = family_of(str(index.get("mediaType") or desc.get("mediaType") or OCI_INDEX))
+    result = Index(tuple(images), dict(index.get("annotations") or {}), family)
+    if not skipped:
+        result = replace(result, origin=Origin(result.fingerprint(), b"", index_bytes))
+    return result
+
+
+def _pick_descriptor(store: _Store, manifests: list[dict[str, Any]], name: str | None) -> dict[str, Any]:
+    def names(d: dict[str, Any]) -> list[str]:
+        a = d.get("annotations") or {}
+        return [str(a[k]) for k in (REF_NAME, CONTAINERD_NAME) if k in a]
+
+    if not manifests:
+        raise IntegrityError(f"{store.name}: index.json lists no image")
+    if name is None:
+        if len({d.get("digest") for d in manifests}) == 1:
+            return manifests[0]
+        have = sorted({n for d in manifests for n in names(d)})
+        raise GpushipError(f"{store.name} holds {len(manifests)} images", "name one: " + ", ".join(have or ["(untagged)"]))
+    wanted = {name}
+    try:
+        t = DockerTag.parse(name)
+        wanted |= {str(t), t.full_name}
+    except GpushipError:
+        pass
+    for d in manifests:
+        if wanted & set(names(d)):
+            return d
+    have = sorted({n for d in manifests for n in names(d)})
+    raise GpushipError(f"{store.name} has no image named {name!r}", "it has: " + (", ".join(have) or "(untagged images only)"))
+
+
+def _read_layout(store: _Store, name: str | None, platform: Platform | None, cache: Cache) -> ReadResult:
+    index = store.read_json(INDEX_FILE)
+    desc = _pick_descriptor(store, list(index.get("manifests") or []), name)
+    media_type = desc.get("mediaType")
+    if media_type in INDEX_TYPES:
+        return _read_index(store, desc, cache, platform)
+    if media_type in MANIFEST_TYPES or media_type is None:
+        img = _read_manifest(store, desc, cache)
+        if platform is not None and (img.platform.os, img.platform.architecture) != (platform.os, platform.architecture):
+            raise GpushipError(f"{store.name} holds a {img.platform} image, not {platform}")
+        return img
+    raise GpushipError(f"{store.name}: unsupported descriptor type {media_type}")
+
+
+def _read_legacy(store: _Store, name: str | None, cache: Cache) -> Image:
+    entries = store.read_json("manifest.json")
+    if not isinstance(entries, list) or not entries:
+        raise IntegrityError(f"{store.name}: manifest.json lists no image")
+    if name is None:
+        if len(entries) > 1:
+            tags = sorted(t for e in entries for t in (e.get("RepoTags") or []))
+            raise GpushipError(f"{store.name} holds {len(entries)} images", "name one: " + ", ".join(tags))
+        entry = entries[0]
+    else:
+        want = str(DockerTag.parse(name))
+        found = [e for e in entries if want in {str(DockerTag.parse(t)) for t in e.get("RepoTags") or []}]
+        if not found:
+            raise GpushipError(f"{store.name} has no image named {want!r}")
+        entry = found[0]
+    config_path = clean_path(str(entry.get("Config", "")))
+    config_bytes = store.read_bytes(config_path)
+    m = _HEX64.fullmatch(config_path.rsplit("/", 1)[-1])
+    if m and _sha256(config_bytes) != "sha256:" + m.group(1):
+        raise IntegrityError(f"{store.name}: config {config_path} is corrupt (its digest does not match its name)")
+    try:
+        config = json.loads(config_bytes)
+    except ValueError as exc:
+        raise IntegrityError(f"{store.name}: {config_path} is not valid JSON") from exc
+    paths = [clean_path(str(p)) for p in entry.get("Layers") or []]
+    layers = []
+    for path, diff_id in zip(paths, _diff_ids(store, config, len(paths))):
+        compression = _sniff(store, path)
+        if compression == "none":
+            layers.append(_compress_legacy_layer(store, path, cache, diff_id))
+        else:
+            layers.append(_import_layer(store, path, cache, digest=None, size=None, compression=compression, diff_id=diff_id))
+    img = _image_from_config(config, layers, Family.DOCKER, {})
+    return replace(img, origin=Origin(img.fingerprint(), config_bytes, None))
+
+
+def _sniff(store: _Store, path: str) -> str:
+    with store._reading(path) as fh:
+        head = fh.read(4)
+    if head[:2] == b"\x1f\x8b":
+        return "gzip"
+    if head == b"\x28\xb5\x2f\xfd":
+        return "zstd"
+    return "none"
+
+
+# -- the entry point ------------------------------------------------------------------------------------------
+def parse_source(ref: str) -> tuple[str, Path, str | None]:
+    """``(kind, path, name)`` for an ``oci:``/``oci-archive:``/``docker-archive:`` ref or a bare path."""
+    scheme, sep, rest = ref.partition(":")
+    if sep and scheme in ("oci", "oci-archive", "docker-archive"):
+        path, sep2, name = rest.partition(":")
+        if not path:
+            raise GpushipError(f"{ref!r} names no path", f"use {scheme}:PATH")
+        return scheme, Path(path), (name if sep2 and name else None)
+    return "path", Path(ref), None
+
+
+def _open_store(kind: str, path: Path) -> _Store:
+    if not path.exists():
+        raise GpushipError(f"no such file or directory: {path}", "check the path")
+    if path.is_dir():
+        if kind in ("oci-archive", "docker-archive"):
+            raise GpushipError(f"{path} is a directory, not an archive", f"use oci:{path}")
+        return _DirStore(path)
+    if kind == "oci":
+        raise GpushipError(f"{path} is a file, not an OCI layout directory", f"use oci-archive:{path}")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise GpushipError(f"cannot read {path}: {exc.strerror}", "check its permissions") from exc
+    return _TarStore(path)
+
+
+def read_image(
+    ref: str, platform: Platform | str | None = None, cache: Cache | None = None
+) -> ReadResult:
+    """Read the image or index at ``ref`` (see the module doc); ``platform`` picks one image of an index."""
+    cache = cache or Cache()
+    p = Platform.parse(platform) if isinstance(platform, str) else platform
+    scheme, sep, rest = ref.partition(":")
+    if sep and scheme in _PROVIDERS and scheme not in _SOURCES:
+        try:
+            importlib.import_module(_PROVIDERS[scheme])
+        except ImportError:
+            pass
+    if sep and scheme in _SOURCES:
+        return _SOURCES[scheme](rest, p, cache)
+    if sep and scheme in _PROVIDERS:
+        raise GpushipError(f"reading {scheme}: images is not available in this build", "use oci:, oci-archive: or docker-archive:")
+    kind, path, name = parse_source(ref)
+    store = _open_store(kind, path)
+    try:
+        if store.has(INDEX_FILE):  # OCI layout (also the OCI part of a combined docker-archive): exact digests
+            return _read_layout(store, name, p, cache)
+        if store.has("manifest.json"):
+            img = _read_legacy(store, name, cache)
+            if p is not None and (img.platform.os, img.platform.architecture) != (p.os, p.architecture):
+                raise GpushipError(f"{store.name} holds a {img.platform} image, not {p}")
+            return img
+        raise GpushipError(
+            f"{path} is not an image: it has neither index.json nor manifest.json",
+            "give an OCI layout, an oci-archive or a docker-archive",
+        )
+    finally:
+        store.close()
+
+
+def read_platforms(obj: ImageOrIndex) -> list[Platform]:
+    return [i.platform for i in (obj.images if isinstance(obj, Index) else (obj,))]
+
+
+__all__ = ["parse_source", "read_image", "read_platforms", "register_source"]

@@ -1,0 +1,120 @@
+"""Where an image goes: one string names a target, :func:`write_output` sends an Image or Index there.
+
+Targets (the part after the scheme follows skopeo's transports: the first ``:`` after the path starts the
+optional name)::
+
+    oci:DIR[:TAG]                  an OCI image layout directory (added to if it exists)
+    oci-archive:FILE[:TAG]         the OCI layout as one tar file
+    docker-archive:FILE[:NAME:TAG] what docker load reads (Docker 25+'s combined form)
+    docker:NAME[:TAG]              loaded into the local Docker Engine (streamed into docker load)
+    registry:REF                   pushed to a registry (provided by gpuship.registry, see register_sink)
+
+Each writer is deterministic (same image, same bytes) and leaves nothing behind on failure.
+Other modules add schemes with :func:`register_sink`; ``registry`` is looked up in :mod:`gpuship.registry`
+the first time a ``registry:`` target is used, so that package only needs to call ``register_sink``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..errors import GpushipError
+from .archive import write_oci_archive
+from .docker_archive import write_docker_archive
+from .engine import load_into_engine
+from .image import Platform
+from .layout import ImageOrIndex, write_oci_layout
+
+__all__ = [
+    "Sink", "load_into_engine", "parse_target", "register_sink", "sink_schemes", "write_docker_archive",
+    "write_oci_archive", "write_oci_layout", "write_output",
+]
+
+#: ``(image_or_index, rest_of_target, platform) -> a short description of what was written``
+SinkFn = Callable[[ImageOrIndex, str, "Platform | None"], str]
+
+
+@dataclass(frozen=True)
+class Sink:
+    scheme: str
+    write: SinkFn
+    usage: str
+
+
+_SINKS: dict[str, Sink] = {}
+#: Schemes provided by another package: imported on first use, that import calls :func:`register_sink`.
+_PROVIDERS = {"registry": "gpuship.registry"}
+
+
+def register_sink(scheme: str, write: SinkFn, usage: str) -> None:
+    """Make ``SCHEME:...`` a target of :func:`write_output` (``usage`` is shown in errors, e.g. ``registry:REF``)."""
+    _SINKS[scheme] = Sink(scheme, write, usage)
+
+
+def sink_schemes() -> list[str]:
+    """Usage lines of every target scheme (registered ones and those a provider package will add)."""
+    lines = [s.usage for s in _SINKS.values()]
+    lines += [f"{scheme}:REF" for scheme in _PROVIDERS if scheme not in _SINKS]
+    return lines
+
+
+def _split_name(rest: str) -> tuple[str, str | None]:
+    path, sep, name = rest.partition(":")
+    return path, (name if sep and name else None)
+
+
+def parse_target(target: str) -> tuple[Sink, str]:
+    """The sink for ``target`` and the rest of the string after ``SCHEME:``."""
+    scheme, sep, rest = target.partition(":")
+    if scheme in _PROVIDERS and scheme not in _SINKS:
+        try:
+            importlib.import_module(_PROVIDERS[scheme])
+        except ImportError:
+            pass
+    sink = _SINKS.get(scheme) if sep else None
+    if sink is None:
+        raise GpushipError(
+            f"unknown output {target!r}", "use one of: " + ", ".join(sink_schemes())
+        )
+    if not rest:
+        raise GpushipError(f"output {target!r} names no destination", f"use {sink.usage}")
+    return sink, rest
+
+
+def write_output(obj: ImageOrIndex, target: str, *, platform: Platform | str | None = None) -> str:
+    """Send ``obj`` to ``target`` (see the module doc); returns a short line saying what was written.
+
+    ``platform`` picks the image of an Index where the target holds only one (``docker:``, and the
+    ``manifest.json`` part of ``docker-archive:``).
+    """
+    sink, rest = parse_target(target)
+    p = Platform.parse(platform) if isinstance(platform, str) else platform
+    return sink.write(obj, rest, p)
+
+
+def _oci(obj: ImageOrIndex, rest: str, platform: Platform | None) -> str:
+    path, tag = _split_name(rest)
+    return f"OCI layout {write_oci_layout(obj, path, tag)}" + (f" (tag {tag})" if tag else "")
+
+
+def _oci_archive(obj: ImageOrIndex, rest: str, platform: Platform | None) -> str:
+    path, tag = _split_name(rest)
+    return f"oci-archive {write_oci_archive(obj, path, tag)}"
+
+
+def _docker_archive(obj: ImageOrIndex, rest: str, platform: Platform | None) -> str:
+    path, name = _split_name(rest)
+    out = write_docker_archive(obj, path, [name] if name else [], platform)
+    return f"docker-archive {out}" + (f" ({name})" if name else "")
+
+
+def _docker(obj: ImageOrIndex, rest: str, platform: Platform | None) -> str:
+    return f"loaded into Docker as {load_into_engine(obj, rest, platform=platform)}"
+
+
+register_sink("oci", _oci, "oci:DIR[:TAG]")
+register_sink("oci-archive", _oci_archive, "oci-archive:FILE[:TAG]")
+register_sink("docker-archive", _docker_archive, "docker-archive:FILE[:NAME:TAG]")
+register_sink("docker", _docker, "docker:NAME[:TAG]")
