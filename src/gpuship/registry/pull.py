@@ -1,0 +1,357 @@
+"""Pull images from a registry into the cache: manifests (OCI and Docker), platform selection, verified blobs.
+
+A pulled :class:`~gpuship.oci.Image` keeps the media-type family of the manifest it came from
+(:attr:`Family.DOCKER` for Docker's types), so pushing it again never mixes the two families. Its layers
+are cache blobs, verified twice while they stream in: the compressed bytes against the manifest's digest,
+the uncompressed tar against the config's ``diff_id``. Nothing lands in the cache unless both match.
+
+The pulled image carries the OCI annotations ``org.opencontainers.image.base.name`` and
+``org.opencontainers.image.base.digest`` (the manifest it came from), so an image built on it says what
+its base was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import zlib
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import zstandard
+
+from ..cache import Cache
+from ..errors import GpushipError, IntegrityError, RegistryError
+from ..oci.image import History, Image, ImageConfig, Index, Platform, sha256_digest
+from ..oci.layer import Layer
+from ..oci.media import (
+    DOCKER_MANIFEST,
+    DOCKER_MANIFEST_LIST,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    Family,
+    compression_of,
+    family_of,
+)
+from .auth import Credentials
+from .client import RegistryClient, RetryPolicy, Transient
+from .progress import NoProgress, TransferProgress
+from .push import remember_location
+from .reference import Reference
+
+log = logging.getLogger("gpuship.registry")
+
+MANIFEST_TYPES = (OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST)
+ACCEPT = ", ".join(MANIFEST_TYPES)
+MAX_MANIFEST = 4 << 20
+LAYERS_NS = "registry-layers"
+BASE_NAME = "org.opencontainers.image.base.name"
+BASE_DIGEST = "org.opencontainers.image.base.digest"
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A manifest or index as the registry sent it."""
+
+    data: bytes
+    media_type: str
+    digest: str
+
+    def json(self) -> dict[str, Any]:
+        return json.loads(self.data)
+
+    @property
+    def is_index(self) -> bool:
+        return self.media_type in (OCI_INDEX, DOCKER_MANIFEST_LIST)
+
+
+def fetch_manifest(client: RegistryClient, repository: str, identifier: str) -> Manifest:
+    """GET a manifest or index (any of the four types); by digest it is verified."""
+    resp = client.send(
+        "GET", f"/v2/{repository}/manifests/{identifier}", headers={"Accept": ACCEPT}, ok=(200,),
+        what=f"fetching manifest {repository}:{identifier[:19]}",
+    )
+    data = resp.content
+    if len(data) > MAX_MANIFEST:
+        raise RegistryError(f"the manifest of {repository}:{identifier} is larger than 4 MiB", "this is not an image")
+    try:
+        doc = json.loads(data)
+    except ValueError as exc:
+        raise IntegrityError(f"the manifest of {repository}:{identifier} is not JSON") from exc
+    media_type = resp.headers.get("content-type", "").split(";", 1)[0].strip()
+    if media_type not in MANIFEST_TYPES:
+        media_type = str(doc.get("mediaType") or "")
+    if doc.get("schemaVersion") == 1 or "prettyjws" in media_type or media_type.endswith("manifest.v1+json"):
+        raise RegistryError(
+            f"{repository}:{identifier} has a Docker schema 1 manifest, which gpuship does not read",
+            "push the image again with a current tool",
+        )
+    if media_type not in MANIFEST_TYPES:
+        media_type = OCI_INDEX if "manifests" in doc else OCI_MANIFEST
+    digest = sha256_digest(data)
+    if identifier.startswith("sha256:") and digest != identifier:
+        raise IntegrityError(
+            f"the manifest served for {repository}@{identifier[:19]} has digest {digest[:19]}",
+            "the registry or a proxy altered it; do not use this image",
+        )
+    return Manifest(data, media_type, digest)
+
+
+def _platform_of(desc: Mapping[str, Any]) -> Platform | None:
+    p = desc.get("platform") or {}
+    if not p.get("os") or not p.get("architecture") or p.get("os") == "unknown":
+        return None
+    return Platform(str(p["os"]), str(p["architecture"]), str(p.get("variant") or ""))
+
+
+def select_platform(index: Mapping[str, Any], platform: Platform) -> dict[str, Any]:
+    """The index entry for ``platform``: os and architecture must match; an exact variant is preferred."""
+    best: tuple[int, dict[str, Any]] | None = None
+    have: list[str] = []
+    for desc in index.get("manifests") or []:
+        p = _platform_of(desc)
+        if p is None:
+            continue  # attestation manifests and the like
+        have.append(str(p))
+        if p.os != platform.os or p.architecture != platform.architecture:
+            continue
+        if platform.variant and p.variant and p.variant != platform.variant:
+            continue
+        score = 2 if p.variant == platform.variant else 1
+        if best is None or score > best[0]:
+            best = (score, desc)
+    if best is None:
+        raise GpushipError(
+            f"the image has no {platform} variant (it has {', '.join(have) or 'no platforms'})",
+            "pick a platform the base image offers, or another base",
+        )
+    return best[1]
+
+
+# -- blobs ---------------------------------------------------------------------------------------------------------
+def fetch_blob_bytes(client: RegistryClient, repository: str, digest: str, cache: Cache, limit: int = 64 << 20) -> bytes:
+    """A small blob (a config), verified and kept in the cache."""
+    if cache.has(digest):
+        return cache.read(digest)
+    resp = client.send("GET", f"/v2/{repository}/blobs/{digest}", ok=(200,), what=f"fetching blob {digest[:19]}")
+    data = resp.content
+    if len(data) > limit:
+        raise RegistryError(f"blob {digest[:19]} is larger than expected", "this is not an image config")
+    cache.put_bytes(data, expected=digest)
+    return data
+
+
+class _DiffHasher:
+    """Decompresses as bytes arrive, hashing the tar: the layer's ``diff_id`` and uncompressed size."""
+
+    def __init__(self, compression: str) -> None:
+        self.compression = compression
+        self.hash = hashlib.sha256()
+        self.size = 0
+        self._z: Any = None
+        if compression == "gzip":
+            self._z = zlib.decompressobj(31)
+        elif compression == "zstd":
+            self._z = zstandard.ZstdDecompressor().decompressobj(read_across_frames=True)
+
+    def _emit(self, data: bytes) -> None:
+        self.hash.update(data)
+        self.size += len(data)
+
+    def feed(self, data: bytes) -> None:
+        try:
+            if self._z is None:
+                self._emit(data)
+            elif self.compression == "gzip":
+                while data:
+                    self._emit(self._z.decompress(data))
+                    data = self._z.unused_data if self._z.eof else b""
+                    if data:  # a multi-member gzip stream
+                        self._z = zlib.decompressobj(31)
+            else:
+                self._emit(self._z.decompress(data))
+        except (zlib.error, zstandard.ZstdError) as exc:
+            raise IntegrityError(f"corrupt compressed layer: {exc}", "the registry serves a damaged blob") from exc
+
+    @property
+    def diff_id(self) -> str:
+        return "sha256:" + self.hash.hexdigest()
+
+
+def fetch_layer(
+    client: RegistryClient,
+    repository: str,
+    desc: Mapping[str, Any],
+    diff_id: str,
+    cache: Cache,
+    progress: TransferProgress,
+) -> Layer:
+    """One layer into the cache, checked against its digest and the config's ``diff_id``."""
+    digest, size, media_type = str(desc["digest"]), int(desc.get("size") or 0), str(desc.get("mediaType") or "")
+    if "foreign" in media_type or "nondistributable" in media_type:
+        raise GpushipError(
+            f"layer {digest[:19]} is a non-distributable layer ({media_type})", "gpuship cannot use such a base image"
+        )
+    compression = compression_of(media_type)
+    rec = cache.get_ref(LAYERS_NS, digest)
+    if rec is not None and cache.has(digest) and rec.get("diff_id") == diff_id:
+        progress.start(digest, digest[7:19], size)
+        progress.finish(digest, "cached")
+        return Layer.from_record(rec, cache, reused=True)
+    attempt = 0
+    while True:
+        attempt += 1
+        progress.start(digest, digest[7:19], size)
+        hasher = _DiffHasher(compression)
+        try:
+            resp = client.send("GET", f"/v2/{repository}/blobs/{digest}", ok=(200,), stream=True, what=f"fetching layer {digest[:19]}")
+            with cache.blob_writer(expected=digest) as w:
+                for chunk in client.stream_body(resp):
+                    w.write(chunk)
+                    hasher.feed(chunk)
+                    progress.advance(digest, len(chunk))
+                if size and w.size != size:
+                    raise IntegrityError(f"layer {digest[:19]} has {w.size} bytes, the manifest says {size}")
+                if hasher.diff_id != diff_id:
+                    raise IntegrityError(
+                        f"layer {digest[:19]} unpacks to {hasher.diff_id[:19]}, the config says {diff_id[:19]}",
+                        "the image is inconsistent; do not use it",
+                    )
+            break
+        except Transient as exc:
+            if attempt >= client.retry.attempts:
+                raise RegistryError(f"download of layer {digest[:19]} kept failing: {exc.message}", "try again later") from exc
+            log.info("download of %s broke off, starting it again: %s", digest[:19], exc.message)
+    layer = Layer(digest, diff_id, w.size, hasher.size, compression, "", False, cache)  # type: ignore[arg-type]
+    cache.put_ref(LAYERS_NS, digest, layer.to_record())
+    progress.finish(digest, "pulled")
+    return layer
+
+
+# -- images --------------------------------------------------------------------------------------------------------
+def image_from_manifest(
+    client: RegistryClient,
+    repository: str,
+    manifest: Manifest,
+    cache: Cache,
+    *,
+    progress: TransferProgress | None = None,
+    jobs: int = 4,
+    base_name: str = "",
+) -> Image:
+    doc = manifest.json()
+    family = family_of(manifest.media_type)
+    cfg_desc = doc.get("config") or {}
+    if not cfg_desc.get("digest"):
+        raise IntegrityError(f"the manifest {manifest.digest[:19]} has no config")
+    cfg = json.loads(fetch_blob_bytes(client, repository, str(cfg_desc["digest"]), cache))
+    diff_ids = list((cfg.get("rootfs") or {}).get("diff_ids") or [])
+    descs = list(doc.get("layers") or [])
+    if len(diff_ids) != len(descs):
+        raise IntegrityError(
+            f"the image {manifest.digest[:19]} lists {len(descs)} layers but its config {len(diff_ids)} diff_ids",
+            "the image is inconsistent; do not use it",
+        )
+    prog = progress or NoProgress()
+    with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(descs) or 1)), thread_name_prefix="gpuship-pull") as pool:
+        layers = list(pool.map(lambda pair: fetch_layer(client, repository, pair[0], pair[1], cache, prog), zip(descs, diff_ids)))
+    for layer in layers:
+        remember_location(cache, client.registry, repository, layer.digest)
+    history = tuple(
+        History(str(h.get("created_by") or ""), str(h.get("comment") or ""), bool(h.get("empty_layer")))
+        for h in cfg.get("history") or []
+    )
+    if sum(1 for h in history if not h.empty_layer) != len(layers):
+        history = ()  # history that does not line up with the layers is dropped rather than made wrong
+    platform = Platform(str(cfg.get("os") or "linux"), str(cfg.get("architecture") or "amd64"), str(cfg.get("variant") or ""))
+    annotations = {BASE_DIGEST: manifest.digest}
+    if base_name:
+        annotations[BASE_NAME] = base_name
+    return Image(platform, ImageConfig.from_json(cfg.get("config")), tuple(layers), history, annotations, family)
+
+
+def _client_for(
+    ref: Reference, credentials: Credentials | None, insecure: bool, ca_file: Path | str | None,
+    retry: RetryPolicy | None, docker_config: Path | None,
+) -> RegistryClient:
+    client = RegistryClient(
+        ref.registry, credentials=credentials, insecure=insecure, ca_file=ca_file, retry=retry, docker_config=docker_config
+    )
+    client.add_scope(ref.repository, "pull")
+    return client
+
+
+def pull_image(
+    ref: str | Reference,
+    platform: Platform | str,
+    cache: Cache,
+    *,
+    insecure: bool = False,
+    ca_file: Path | str | None = None,
+    credentials: Credentials | None = None,
+    progress: TransferProgress | None = None,
+    retry: RetryPolicy | None = None,
+    jobs: int = 4,
+    docker_config: Path | None = None,
+) -> Image:
+    """Pull the ``platform`` image of ``ref`` (a manifest, or an index to choose from) into ``cache``."""
+    target = Reference.parse(ref) if isinstance(ref, str) else ref
+    want = Platform.parse(platform) if isinstance(platform, str) else platform
+    with _client_for(target, credentials, insecure, ca_file, retry, docker_config) as client:
+        top = fetch_manifest(client, target.repository, target.identifier)
+        manifest = top
+        if top.is_index:
+            desc = select_platform(top.json(), want)
+            manifest = fetch_manifest(client, target.repository, str(desc["digest"]))
+            if manifest.is_index:
+                raise GpushipError(f"{target} nests an index inside an index", "gpuship reads one level of index")
+        image = image_from_manifest(
+            client, target.repository, manifest, cache, progress=progress, jobs=jobs,
+            base_name=str(target.with_digest(top.digest)),
+        )
+    if image.platform.os != want.os or image.platform.architecture != want.architecture:
+        raise GpushipError(
+            f"{target} is a {image.platform} image, not {want}", "pick a base that offers the platform you build for"
+        )
+    return image
+
+
+def pull(
+    ref: str | Reference,
+    cache: Cache,
+    *,
+    platforms: Sequence[Platform] | None = None,
+    insecure: bool = False,
+    ca_file: Path | str | None = None,
+    credentials: Credentials | None = None,
+    progress: TransferProgress | None = None,
+    retry: RetryPolicy | None = None,
+    jobs: int = 4,
+    docker_config: Path | None = None,
+) -> Image | Index:
+    """Pull ``ref`` as it is: an :class:`Image`, or an :class:`Index` of every (or the given) platform."""
+    target = Reference.parse(ref) if isinstance(ref, str) else ref
+    with _client_for(target, credentials, insecure, ca_file, retry, docker_config) as client:
+        top = fetch_manifest(client, target.repository, target.identifier)
+        name = str(target.with_digest(top.digest))
+        if not top.is_index:
+            return image_from_manifest(client, target.repository, top, cache, progress=progress, jobs=jobs, base_name=name)
+        doc = top.json()
+        wanted = list(platforms) if platforms else None
+        images: list[Image] = []
+        for desc in doc.get("manifests") or []:
+            p = _platform_of(desc)
+            if p is None or (wanted is not None and not any(p.os == w.os and p.architecture == w.architecture for w in wanted)):
+                continue
+            m = fetch_manifest(client, target.repository, str(desc["digest"]))
+            if m.is_index:
+                continue
+            images.append(image_from_manifest(client, target.repository, m, cache, progress=progress, jobs=jobs, base_name=name))
+        if not images:
+            raise GpushipError(f"{target} has no image for the requested platforms", "check the platforms it offers")
+        return Index(tuple(images), family=family_of(top.media_type))
+

@@ -1,0 +1,324 @@
+"""A real registry on loopback for the registry tests, plus the small tools they share.
+
+Debian's ``docker-registry`` (distribution 2.8) runs as a subprocess, configured by a YAML file in a temp
+directory, listening on 127.0.0.1:<free port> with its storage in the same temp directory. Optional:
+TLS with a throw-away CA (openssl), htpasswd users (``htpasswd -Bbn``), or token auth served by
+:class:`TokenServer` (JWTs signed with ``openssl dgst``, trusted by the registry through ``rootcertbundle``).
+
+The tests at the bottom prove the harness itself works (so a broken harness fails here, not elsewhere).
+"""
+
+from __future__ import annotations
+
+import base64
+import http.server
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+
+from gpuship.cache import Cache
+from gpuship.oci import Entry, Image, ImageConfig, append_layers, build_layer, empty_image
+
+REGISTRY_BIN = "/usr/bin/docker-registry"
+HTTP_SECRET = "gpuship-test-secret-not-random"  # fixed, so upload URLs survive a registry restart
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def openssl(*args: str, cwd: Path, input: bytes | None = None) -> bytes:
+    proc = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, input=input, check=False)
+    if proc.returncode != 0:
+        raise AssertionError(f"openssl {' '.join(args)} failed: {proc.stderr.decode()}")
+    return proc.stdout
+
+
+@dataclass(frozen=True)
+class TLSFiles:
+    ca_cert: Path
+    cert: Path
+    key: Path
+
+
+def make_tls(directory: Path) -> TLSFiles:
+    """A throw-away CA and a server certificate for 127.0.0.1 signed by it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
+            "-subj", "/CN=gpuship test CA", "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=directory)
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
+            "-subj", "/CN=127.0.0.1", cwd=directory)
+    (directory / "ext.cnf").write_text(
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n"
+        "keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"
+        "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n"
+    )
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", "server.crt", "-days", "2", "-extfile", "ext.cnf", cwd=directory)
+    return TLSFiles(directory / "ca.crt", directory / "server.crt", directory / "server.key")
+
+
+def htpasswd_line(user: str, password: str) -> str:
+    proc = subprocess.run(["htpasswd", "-Bbn", user, password], capture_output=True, text=True, check=True)
+    return proc.stdout.strip() + "\n"
+
+
+# -- the token service ------------------------------------------------------------------------------------------
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+class TokenServer:
+    """A minimal Docker token service: ``GET /token?service=&scope=`` with optional Basic auth.
+
+    Known users get every action they ask for; anonymous callers get ``pull`` only (when ``anonymous_pull``).
+    ``lifetime`` is how long the registry accepts a token (its 60 s leeway is taken off), while clients are
+    told ``expires_in`` = 300 s, like Docker Hub: a short lifetime makes a token expire mid-push.
+    """
+
+    ISSUER = "gpuship-test-issuer"
+    SERVICE = "gpuship-test-registry"
+
+    def __init__(self, directory: Path, users: dict[str, str], *, anonymous_pull: bool = True) -> None:
+        self.dir = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "sign.key", "-out", "sign.crt",
+                "-days", "2", "-subj", "/CN=gpuship test token signer", cwd=directory)
+        der = openssl("x509", "-in", "sign.crt", "-outform", "DER", cwd=directory)
+        self.cert = directory / "sign.crt"
+        self._x5c = base64.b64encode(der).decode()
+        self.users = users
+        self.anonymous_pull = anonymous_pull
+        self.lifetime = 3600
+        self.issued: list[str] = []
+        self.requests: list[dict[str, object]] = []
+        self.port = free_port()
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802
+                server._handle(self)
+
+        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread.start()
+
+    @property
+    def realm(self) -> str:
+        return f"http://127.0.0.1:{self.port}/token"
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def _handle(self, h: http.server.BaseHTTPRequestHandler) -> None:
+        q = parse_qs(urlsplit(h.path).query)
+        user = None
+        auth = h.headers.get("Authorization", "")
+        if auth.startswith("Basic "):
+            name, _, pw = base64.b64decode(auth[6:]).decode().partition(":")
+            if self.users.get(name) != pw:
+                h.send_response(401)
+                h.end_headers()
+                return
+            user = name
+        scopes = [s for v in q.get("scope", []) for s in v.split(" ")]
+        access = []
+        for scope in scopes:
+            kind, _, rest = scope.partition(":")
+            name, _, actions = rest.rpartition(":")
+            granted = actions.split(",") if user else (["pull"] if self.anonymous_pull and "pull" in actions.split(",") else [])
+            if kind == "repository" and granted:
+                access.append({"type": "repository", "name": name, "actions": granted})
+        self.requests.append({"user": user, "scopes": scopes, "service": q.get("service", [""])[0]})
+        if user is None and not self.anonymous_pull:
+            h.send_response(401)
+            h.end_headers()
+            return
+        token = self._sign(user or "", access)
+        self.issued.append(token)
+        body = json.dumps({"token": token, "access_token": token, "expires_in": 300}).encode()
+        h.send_response(200)
+        h.send_header("Content-Type", "application/json")
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        h.wfile.write(body)
+
+    def _sign(self, subject: str, access: list[dict[str, object]]) -> str:
+        now = int(time.time())
+        header = {"typ": "JWT", "alg": "RS256", "x5c": [self._x5c]}
+        claims = {
+            "iss": self.ISSUER, "sub": subject, "aud": self.SERVICE, "iat": now, "nbf": now - 1,
+            "exp": now + self.lifetime - 60, "jti": uuid.uuid4().hex, "access": access,
+        }
+        signing_input = f"{_b64url(json.dumps(header).encode())}.{_b64url(json.dumps(claims).encode())}"
+        sig = openssl("dgst", "-sha256", "-sign", "sign.key", cwd=self.dir, input=signing_input.encode())
+        return f"{signing_input}.{_b64url(sig)}"
+
+
+# -- the registry ----------------------------------------------------------------------------------------------
+@dataclass
+class LocalRegistry:
+    """One ``docker-registry`` process; ``kill()`` and ``start()`` keep the port and the storage."""
+
+    root: Path
+    tls: TLSFiles | None = None
+    users: dict[str, str] = field(default_factory=dict)
+    token: TokenServer | None = None
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://{self.host}"
+
+    @property
+    def storage(self) -> Path:
+        return self.root / "storage"
+
+    def _config(self) -> Path:
+        lines = [
+            "version: 0.1",
+            "log:",
+            "  level: error",
+            "  accesslog:",
+            "    disabled: true",
+            "storage:",
+            "  filesystem:",
+            f"    rootdirectory: {self.storage}",
+            "  delete:",
+            "    enabled: true",
+            "  maintenance:",
+            "    uploadpurging:",
+            "      enabled: false",
+            "http:",
+            f"  addr: {self.host}",
+            f"  secret: {HTTP_SECRET}",
+        ]
+        if self.tls:
+            lines += ["  tls:", f"    certificate: {self.tls.cert}", f"    key: {self.tls.key}"]
+        if self.users:
+            htpasswd = self.root / "htpasswd"
+            htpasswd.write_text("".join(htpasswd_line(u, p) for u, p in self.users.items()))
+            lines += ["auth:", "  htpasswd:", "    realm: gpuship-test", f"    path: {htpasswd}"]
+        elif self.token:
+            lines += [
+                "auth:", "  token:", f"    realm: {self.token.realm}", f"    service: {TokenServer.SERVICE}",
+                f"    issuer: {TokenServer.ISSUER}", f"    rootcertbundle: {self.token.cert}",
+            ]
+        path = self.root / "config.yml"
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    def start(self) -> LocalRegistry:
+        self.root.mkdir(parents=True, exist_ok=True)
+        config = self._config()
+        log = open(self.root / "registry.log", "ab")
+        self.proc = subprocess.Popen([REGISTRY_BIN, "serve", str(config)], stdout=log, stderr=log)
+        log.close()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"docker-registry exited: {(self.root / 'registry.log').read_text()[-2000:]}")
+            try:
+                httpx.get(f"{self.url}/v2/", verify=False, timeout=2)
+                return self
+            except httpx.TransportError:
+                time.sleep(0.05)
+        raise AssertionError("docker-registry did not answer within 20 s")
+
+    def kill(self) -> None:
+        """SIGKILL: the process dies mid-request, like a crash or a dropped network."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+        self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.proc = None
+
+    # -- looking inside, as an operator would -------------------------------------------------------------------
+    def tags(self, repository: str) -> list[str]:
+        d = self.storage / "docker/registry/v2/repositories" / repository / "_manifests/tags"
+        return sorted(p.name for p in d.iterdir()) if d.is_dir() else []
+
+    def uploads_in_progress(self, repository: str) -> list[str]:
+        d = self.storage / "docker/registry/v2/repositories" / repository / "_uploads"
+        return sorted(p.name for p in d.iterdir()) if d.is_dir() else []
+
+
+# -- test images -------------------------------------------------------------------------------------------------
+def make_image(cache: Cache, layers: Iterable[dict[str, bytes]], platform: str = "linux/amd64",
+               env: tuple[str, ...] = ("PATH=/usr/local/bin:/usr/bin:/bin",)) -> Image:
+    img = empty_image(platform, ImageConfig(env=env, cmd=("/bin/true",)))
+    built = [build_layer([Entry.file(p, data) for p, data in files.items()], cache) for files in layers]
+    return append_layers(img, built)
+
+
+def secret(prefix: str = "pw") -> str:
+    return f"{prefix}-{uuid.uuid4().hex}"
+
+
+def have_tools() -> None:
+    for tool in (REGISTRY_BIN, "openssl", "htpasswd"):
+        if shutil.which(tool) is None:
+            pytest.fail(f"{tool} is not installed: apt-get install docker-registry openssl apache2-utils")
+
+
+# -- the harness proves itself -----------------------------------------------------------------------------------
+def test_registry_harness_serves_tls_with_htpasswd(tmp_path: Path) -> None:
+    have_tools()
+    tls = make_tls(tmp_path / "tls")
+    reg = LocalRegistry(tmp_path / "reg", tls=tls, users={"alice": "s3cret"}).start()
+    try:
+        r = httpx.get(f"{reg.url}/v2/", verify=ssl.create_default_context(cafile=str(tls.ca_cert)))
+        assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Basic")
+        assert httpx.get(f"{reg.url}/v2/", verify=ssl.create_default_context(cafile=str(tls.ca_cert)), auth=("alice", "s3cret")).status_code == 200
+        assert httpx.get(f"{reg.url}/v2/", verify=ssl.create_default_context(cafile=str(tls.ca_cert)), auth=("alice", "nope")).status_code == 401
+    finally:
+        reg.stop()
+
+
+def test_token_server_tokens_are_accepted_by_the_registry(tmp_path: Path) -> None:
+    have_tools()
+    tokens = TokenServer(tmp_path / "tok", {"bob": "pw"})
+    reg = LocalRegistry(tmp_path / "reg", token=tokens).start()
+    try:
+        r = httpx.get(f"{reg.url}/v2/some/repo/tags/list")
+        assert r.status_code == 401 and 'realm="' + tokens.realm in r.headers["www-authenticate"]
+        tok = httpx.get(tokens.realm, params={"service": TokenServer.SERVICE, "scope": "repository:some/repo:pull"}).json()["token"]
+        r = httpx.get(f"{reg.url}/v2/some/repo/tags/list", headers={"Authorization": f"Bearer {tok}"})
+        assert r.status_code == 404  # authorised; the repository just does not exist yet
+    finally:
+        reg.stop()
+        tokens.close()
