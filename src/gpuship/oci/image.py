@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .layer import Layer
+from .layer import Compression, Layer, recompress
 from .media import Family
 
 EPOCH_CREATED = "1970-01-01T00:00:00Z"
@@ -298,6 +298,13 @@ def with_config(image: Image, config: ImageConfig) -> Image:
 
 def with_family(image: Image, family: Family) -> Image:
     return replace(image, family=family)
+
+
+def with_compression(obj: Image | Index, compression: Compression) -> Image | Index:
+    """``obj`` with every layer stored as ``compression`` (diff_ids, and so the config, unchanged)."""
+    if isinstance(obj, Index):
+        return replace(obj, images=tuple(with_compression(i, compression) for i in obj.images))  # type: ignore[misc]
+    return replace(obj, layers=tuple(recompress(l, compression) for l in obj.layers))
 
 
 def with_annotations(image: Image, **annotations: str) -> Image:

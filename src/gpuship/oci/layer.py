@@ -160,6 +160,34 @@ def cached_layer(
         return layer
 
 
+def recompress(layer: Layer, compression: Compression, cache: Cache | None = None) -> Layer:
+    """The same tar stored with ``compression`` (its diff_id is unchanged, its digest is not).
+
+    Done once per (diff_id, compressor): the result is remembered in the cache.
+    """
+    if layer.compression == compression:
+        return layer
+    cache = cache or layer.cache
+    key = hashlib.sha256(json.dumps(["recompress", layer.diff_id, compressor_id(compression)]).encode()).hexdigest()
+    with cache.lock(f"layer-{key}"):
+        rec = cache.get_ref("layers", key)
+        if rec is not None and cache.has(str(rec["digest"])):
+            return Layer.from_record(rec, cache, reused=True)
+        with layer.open_tar() as src, cache.blob_writer() as sink:
+            pipe = _Pipeline(sink, compression)
+            while chunk := src.read(CHUNK):
+                pipe.write(chunk)
+            pipe.finish()
+            if "sha256:" + pipe.diff.hexdigest() != layer.diff_id:
+                raise IntegrityError(
+                    f"layer {layer.digest} does not decompress to its diff_id {layer.diff_id}",
+                    "the cached blob is damaged; run gpuship cache prune and rebuild",
+                )
+        new = Layer(sink.digest, layer.diff_id, sink.size, pipe.usize, compression, layer.comment, False, cache)
+        cache.put_ref("layers", key, new.to_record())
+        return new
+
+
 def entries_from_dir(
     root: Path | str, prefix: str = "", *, uid: int = 0, gid: int = 0, include: Callable[[str], bool] | None = None
 ) -> Iterator[Entry]:

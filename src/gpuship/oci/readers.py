@@ -154,7 +154,7 @@ class _TarStore(_Store):
             self._tar = tarfile.open(path, "r:*")
             members = self._tar.getmembers()
         except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
-            raise IntegrityError(f"{path} is not a readable tar archive ({exc})", "is it truncated or not an image?") from exc
+            raise IntegrityError(f"{path} is truncated or not a tar archive ({exc})", "write or copy it again") from exc
         self._members: dict[str, tarfile.TarInfo] = {}
         for m in members:
             if m.isreg():

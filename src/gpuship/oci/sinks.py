@@ -22,18 +22,27 @@ from dataclasses import dataclass
 
 from ..errors import GpushipError
 from .archive import write_oci_archive
-from .docker_archive import write_docker_archive
+from .docker_archive import DockerTag, write_docker_archive
 from .engine import load_into_engine
 from .image import Platform
 from .layout import ImageOrIndex, write_oci_layout
 
 __all__ = [
-    "Sink", "load_into_engine", "parse_target", "register_sink", "sink_schemes", "write_docker_archive",
+    "Sink", "SinkOptions", "load_into_engine", "parse_target", "register_sink", "sink_schemes", "write_docker_archive",
     "write_oci_archive", "write_oci_layout", "write_output",
 ]
 
-#: ``(image_or_index, rest_of_target, platform) -> a short description of what was written``
-SinkFn = Callable[[ImageOrIndex, str, "Platform | None"], str]
+@dataclass(frozen=True)
+class SinkOptions:
+    """What every sink may use besides the target: ``platform`` picks one image of an Index where the target
+    holds one; ``tag`` (``name:tag``) names the image where the target does not."""
+
+    platform: Platform | None = None
+    tag: str | None = None
+
+
+#: ``(image_or_index, rest_of_target, options) -> a short description of what was written``
+SinkFn = Callable[[ImageOrIndex, str, SinkOptions], str]
 
 
 @dataclass(frozen=True)
@@ -78,40 +87,60 @@ def parse_target(target: str) -> tuple[Sink, str]:
         raise GpushipError(
             f"unknown output {target!r}", "use one of: " + ", ".join(sink_schemes())
         )
-    if not rest:
-        raise GpushipError(f"output {target!r} names no destination", f"use {sink.usage}")
     return sink, rest
 
 
-def write_output(obj: ImageOrIndex, target: str, *, platform: Platform | str | None = None) -> str:
+def write_output(
+    obj: ImageOrIndex, target: str, *, platform: Platform | str | None = None, tag: str | None = None
+) -> str:
     """Send ``obj`` to ``target`` (see the module doc); returns a short line saying what was written.
 
     ``platform`` picks the image of an Index where the target holds only one (``docker:``, and the
-    ``manifest.json`` part of ``docker-archive:``).
+    ``manifest.json`` part of ``docker-archive:``). ``tag`` (``name[:tag]``) names the image where the target
+    does not: the RepoTag of a docker-archive, the engine's name for ``docker:``, and (its tag part) the ref
+    name in an OCI layout or oci-archive.
     """
     sink, rest = parse_target(target)
     p = Platform.parse(platform) if isinstance(platform, str) else platform
-    return sink.write(obj, rest, p)
+    return sink.write(obj, rest, SinkOptions(p, tag))
 
 
-def _oci(obj: ImageOrIndex, rest: str, platform: Platform | None) -> str:
+def _need_path(rest: str, usage: str) -> None:
+    if not rest or rest.startswith(":"):
+        raise GpushipError(f"output names no path: use {usage}")
+
+
+def _tag_part(tag: str | None) -> str | None:
+    return DockerTag.parse(tag).tag if tag else None
+
+
+def _oci(obj: ImageOrIndex, rest: str, opts: SinkOptions) -> str:
+    _need_path(rest, "oci:DIR[:TAG]")
     path, tag = _split_name(rest)
+    tag = tag or _tag_part(opts.tag)
     return f"OCI layout {write_oci_layout(obj, path, tag)}" + (f" (tag {tag})" if tag else "")
 
 
-def _oci_archive(obj: ImageOrIndex, rest: str, platform: Platform | None) -> str:
+def _oci_archive(obj: ImageOrIndex, rest: str, opts: SinkOptions) -> str:
+    _need_path(rest, "oci-archive:FILE[:TAG]")
     path, tag = _split_name(rest)
-    return f"oci-archive {write_oci_archive(obj, path, tag)}"
+    tag = tag or _tag_part(opts.tag)
+    return f"oci-archive {write_oci_archive(obj, path, tag)}" + (f" (tag {tag})" if tag else "")
 
 
-def _docker_archive(obj: ImageOrIndex, rest: str, platform: Platform | None) -> str:
+def _docker_archive(obj: ImageOrIndex, rest: str, opts: SinkOptions) -> str:
+    _need_path(rest, "docker-archive:FILE[:NAME:TAG]")
     path, name = _split_name(rest)
-    out = write_docker_archive(obj, path, [name] if name else [], platform)
-    return f"docker-archive {out}" + (f" ({name})" if name else "")
+    name = name or opts.tag
+    out = write_docker_archive(obj, path, [name] if name else [], opts.platform)
+    return f"docker-archive {out}" + (f" ({DockerTag.parse(name)})" if name else "")
 
 
-def _docker(obj: ImageOrIndex, rest: str, platform: Platform | None) -> str:
-    return f"loaded into Docker as {load_into_engine(obj, rest, platform=platform)}"
+def _docker(obj: ImageOrIndex, rest: str, opts: SinkOptions) -> str:
+    name = rest or opts.tag
+    if not name:
+        raise GpushipError("output docker: names no image", "use docker:NAME[:TAG]")
+    return f"loaded into Docker as {load_into_engine(obj, name, platform=opts.platform)}"
 
 
 register_sink("oci", _oci, "oci:DIR[:TAG]")

@@ -1,0 +1,102 @@
+"""``gpuship image convert|ls``: move an image between formats, and look at one."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from ..errors import GpushipError
+from ..oci.image import Image, Index, with_compression
+from ..oci.readers import read_image
+from ..oci.sinks import sink_schemes, write_output
+from .console import err, handles_errors, out, state
+from .main import app
+
+image_app = typer.Typer(
+    help="Convert images between OCI layout, oci-archive, docker-archive and the Docker Engine; list what an image holds.",
+    no_args_is_help=True,
+)
+app.add_typer(image_app, name="image")
+
+SOURCE_HELP = (
+    "The image to read: oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:NAME:TAG] "
+    "(gpuship's, or any docker save output), or a plain path (the format is recognised)."
+)
+COMPRESSION_HELP = (
+    "Re-compress every layer as gzip or zstd (default: keep each layer as it is). Note: Debian's Docker 20.10 "
+    "refuses zstd layers in `docker load`; gpuship's docker-archive and docker: outputs therefore also carry an "
+    "uncompressed copy of each zstd layer, so they still load (at the cost of a bigger archive)."
+)
+
+
+def _status(msg: str):  # noqa: ANN202 - a Rich status or a no-op context
+    import contextlib
+
+    return contextlib.nullcontext() if state.quiet else err.status(msg)
+
+
+@image_app.command("convert")
+@handles_errors
+def convert(
+    source: str = typer.Argument(..., help=SOURCE_HELP),
+    dest: str = typer.Argument(
+        ...,
+        help="Where to write it: oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:NAME:TAG], "
+        "docker:NAME[:TAG] (load into the Docker Engine), or registry:REF where the registry support is installed.",
+    ),
+    platform: str = typer.Option(
+        None, "--platform", help="Keep only this platform of a multi-platform image (e.g. linux/arm64)."
+    ),
+    compression: str = typer.Option(None, "--compression", help=COMPRESSION_HELP),
+) -> None:
+    """Read SOURCE and write it to DEST. Digests are kept unless --platform or --compression changes the image."""
+    if compression not in (None, "gzip", "zstd"):
+        raise GpushipError(f"--compression must be gzip or zstd, not {compression!r}")
+    with _status(f"reading {source}"):
+        obj = read_image(source, platform)
+    if compression:
+        with _status(f"compressing layers with {compression}"):
+            obj = with_compression(obj, compression)  # type: ignore[arg-type]
+    with _status(f"writing {dest}"):
+        line = write_output(obj, dest, platform=platform)
+    out.print(f"{line}  {obj.digest}", soft_wrap=True)
+
+
+def _layers_table(img: Image) -> Table:
+    table = Table(box=None, pad_edge=False)
+    for col in ("#", "digest", "size", "compression", "uncompressed"):
+        table.add_column(col, justify="right" if col in ("#", "size", "uncompressed") else "left")
+    for i, layer in enumerate(img.layers, 1):
+        table.add_row(
+            str(i), layer.digest[:19], _mb(layer.size), layer.compression, _mb(layer.uncompressed_size)
+        )
+    return table
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+@image_app.command("ls")
+@handles_errors
+def ls(source: str = typer.Argument(..., help=SOURCE_HELP)) -> None:
+    """Show an image's digest, platforms, entrypoint and layers (reading it checks every blob)."""
+    with _status(f"reading {source}"):
+        obj = read_image(source)
+    images = obj.images if isinstance(obj, Index) else (obj,)
+    if isinstance(obj, Index):
+        out.print(f"index   {obj.digest}  ({obj.family.value}, {len(images)} platforms)", soft_wrap=True)
+    for img in images:
+        cfg = img.config
+        out.print(f"image   {img.digest}  {img.platform}  ({img.family.value})", soft_wrap=True)
+        out.print(f"config  {img.config_descriptor()['digest']}", soft_wrap=True)
+        argv = list(cfg.entrypoint) + list(cfg.cmd)
+        if argv:
+            out.print(f"runs    {' '.join(argv)}", soft_wrap=True)
+        out.print(f"layers  {len(img.layers)}, {_mb(img.size)} compressed", soft_wrap=True)
+        out.print(_layers_table(img))
+
+
+def output_schemes() -> str:
+    """The writable targets, for help texts elsewhere."""
+    return ", ".join(sink_schemes())
