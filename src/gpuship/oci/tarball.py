@@ -98,11 +98,18 @@ class _SizeChecked:
         if self._left <= 0:
             return b""
         want = self._left if n < 0 else min(n, self._left)
-        data = self._fh.read(want)
-        if not data:
-            raise IntegrityError(f"/{self._path} shrank while it was being archived", "retry the build")
-        self._left -= len(data)
-        return data
+        parts: list[bytes] = []
+        got = 0
+        while got < want:  # a source may return short reads; only an empty one is its end
+            data = self._fh.read(want - got)
+            if not data:
+                raise IntegrityError(f"/{self._path} shrank while it was being archived", "retry the build")
+            parts.append(data)
+            got += len(data)
+        self._left -= got
+        if self._left == 0 and self._fh.read(1):
+            raise IntegrityError(f"/{self._path} grew while it was being archived", "retry the build")
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def write_tar(
@@ -149,6 +156,30 @@ def _member_entry(tar: tarfile.TarFile, m: tarfile.TarInfo) -> Entry | None:
     return None  # device nodes, fifos: never carried into gpuship images
 
 
+class _MemberReader:
+    """A member's bytes; a truncated or corrupt archive surfaces as :class:`IntegrityError` here too."""
+
+    def __init__(self, fh: BinaryIO) -> None:
+        self._fh = fh
+
+    def read(self, n: int = -1) -> bytes:
+        try:
+            return self._fh.read(n)
+        except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+            raise IntegrityError(
+                f"corrupt or truncated tar stream: {exc}", "the archive is damaged; rebuild or re-download it"
+            ) from exc
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self) -> _MemberReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def iter_tar(stream: BinaryIO) -> Iterator[tuple[Entry, BinaryIO | None]]:
     """Read a tar stream: yields each entry with a reader for its bytes (valid until the next item).
 
@@ -161,6 +192,7 @@ def iter_tar(stream: BinaryIO) -> Iterator[tuple[Entry, BinaryIO | None]]:
                 e = _member_entry(tar, m)
                 if e is None:
                     continue
-                yield e, (tar.extractfile(m) if m.isreg() else None)
+                fh = tar.extractfile(m) if m.isreg() else None
+                yield e, (_MemberReader(fh) if fh is not None else None)  # type: ignore[misc]
     except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
         raise IntegrityError(f"corrupt or truncated tar stream: {exc}", "the archive is damaged; rebuild or re-download it") from exc
