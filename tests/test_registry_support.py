@@ -278,10 +278,14 @@ class LocalRegistry:
 
 
 # -- test images -------------------------------------------------------------------------------------------------
-def make_image(cache: Cache, layers: Iterable[dict[str, bytes]], platform: str = "linux/amd64",
+def make_image(cache: Cache, layers: Iterable[dict[str, bytes] | list[Entry]], platform: str = "linux/amd64",
                env: tuple[str, ...] = ("PATH=/usr/local/bin:/usr/bin:/bin",)) -> Image:
+    """An image made directly with gpuship.oci: each layer from {path: bytes} or a list of entries."""
     img = empty_image(platform, ImageConfig(env=env, cmd=("/bin/true",)))
-    built = [build_layer([Entry.file(p, data) for p, data in files.items()], cache) for files in layers]
+    built = []
+    for files in layers:
+        entries = [Entry.file(p, data) for p, data in files.items()] if isinstance(files, dict) else files
+        built.append(build_layer(entries, cache))
     return append_layers(img, built)
 
 

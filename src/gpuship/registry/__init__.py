@@ -12,6 +12,8 @@ Built on httpx rather than a registry library (see docs/registry.md for why). Pu
 
 from __future__ import annotations
 
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from .auth import (
@@ -49,9 +51,80 @@ def login(
     return store_credentials(registry, creds, docker_config)
 
 
+@dataclass
+class RegistrySettings:
+    """Process-wide settings for ``registry:`` outputs and sources (the CLI sets them from its flags)."""
+
+    insecure: bool = False
+    ca_file: Path | None = None
+    jobs: int = 4
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+
+
+settings = RegistrySettings()
+
+
+def configure(*, insecure: bool | None = None, ca_file: Path | str | None = None, jobs: int | None = None,
+              chunk_size: int | None = None) -> RegistrySettings:
+    """Set what ``registry:REF`` targets and sources use (``--insecure``, ``--ca-file`` of a build command)."""
+    if insecure is not None:
+        settings.insecure = insecure
+    if ca_file is not None:
+        settings.ca_file = Path(ca_file)
+    if jobs is not None:
+        settings.jobs = jobs
+    if chunk_size is not None:
+        settings.chunk_size = chunk_size
+    return settings
+
+
+def _registry_sink(obj, rest: str, opts) -> str:  # type: ignore[no-untyped-def]
+    """``write_output(img, "registry:REF")``: push, with Rich progress on a terminal."""
+    from rich.console import Console
+
+    from ..cache import Cache
+    from ..oci.image import Index as _Index
+
+    ref = rest or opts.tag
+    if not ref:
+        from ..errors import GpushipError
+
+        raise GpushipError("output registry: names no image", "use registry:HOST/NAME[:TAG]")
+    images = obj.images if isinstance(obj, _Index) else (obj,)
+    layer = next((l for img in images for l in img.layers), None)
+    cache = layer.cache if layer is not None else Cache()
+    console = Console(stderr=True, highlight=False)
+    if sys.stderr.isatty():
+        with RichTransferProgress(console) as progress:
+            result = push(obj, ref, cache=cache, insecure=settings.insecure, ca_file=settings.ca_file, jobs=settings.jobs,
+                          chunk_size=settings.chunk_size, progress=progress, on_warning=lambda m: console.print(f"warning: {m}"))
+    else:
+        result = push(obj, ref, cache=cache, insecure=settings.insecure, ca_file=settings.ca_file, jobs=settings.jobs,
+                      chunk_size=settings.chunk_size, on_warning=lambda m: console.print(f"warning: {m}"))
+    return result.summary()
+
+
+def _registry_source(rest: str, platform, cache):  # type: ignore[no-untyped-def]
+    """``read_image("registry:REF")``: one platform's image, or everything the reference holds."""
+    if platform is not None:
+        return pull_image(rest, platform, cache, insecure=settings.insecure, ca_file=settings.ca_file, jobs=settings.jobs)
+    return pull(rest, cache, insecure=settings.insecure, ca_file=settings.ca_file, jobs=settings.jobs)
+
+
+def _register() -> None:
+    from ..oci import readers, sinks
+
+    sinks.register_sink("registry", _registry_sink, "registry:REF")
+    readers.register_source("registry", _registry_source)
+
+
+_register()
+
+
 __all__ = [
     "ANONYMOUS", "BaseFacts", "Credentials", "DEFAULT_CHUNK_SIZE", "KNOWN_LIMITS", "NoProgress", "PushResult",
     "Reference", "RegistryClient", "RetryPolicy", "RichTransferProgress", "TransferProgress", "base_facts",
     "docker_config_path", "erase_credentials", "limits_for", "login", "lookup_credentials", "oversized_layers",
-    "parse_challenges", "pull", "pull_image", "push", "store_credentials",
+    "parse_challenges", "pull", "pull_image", "push", "store_credentials", "configure", "settings",
+    "RegistrySettings",
 ]

@@ -72,6 +72,14 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
+def insecure_by_env(registry: str) -> bool:
+    """``GPUSHIP_INSECURE_REGISTRIES=host:port,...`` marks registries as insecure, like Docker's
+    ``insecure-registries`` setting."""
+    listed = os.environ.get("GPUSHIP_INSECURE_REGISTRIES", "")
+    names = {normalize_registry(x) for x in listed.split(",") if x.strip()}
+    return normalize_registry(registry) in names
+
+
 def endpoint_of(registry: str) -> str:
     reg = normalize_registry(registry)
     return DOCKER_HUB_ENDPOINT if reg == DOCKER_HUB else reg
@@ -176,6 +184,7 @@ class RegistryClient:
         self.registry = normalize_registry(registry)
         self.host = endpoint_of(self.registry)
         self.retry = retry or RetryPolicy()
+        insecure = insecure or insecure_by_env(self.registry)
         self.insecure = insecure
         self._docker_config = docker_config
         self._creds = credentials
@@ -238,19 +247,20 @@ class RegistryClient:
         return urljoin(self.url(base), location)
 
     # -- requests --------------------------------------------------------------------------------------------
-    def _auth_header(self) -> tuple[str | None, _Token | None]:
+    def _auth_header(self) -> tuple[str | None, _Token | str | None]:
+        """The Authorization value to send, and what it was (the token, ``"basic"``, or None)."""
         with self._lock:
             if self._challenge is not None and (self._token is None or not self._token.fresh()):
                 self._token = self._fetch_token(self._challenge)
             if self._token is not None:
                 return f"Bearer {self._token.value}", self._token
             if self._basic:
-                return self.credentials.basic_header(), None
+                return self.credentials.basic_header(), "basic"
             return None, None
 
     def _send_once(
         self, method: str, url: str, headers: dict[str, str], content: Body, stream: bool, follow: bool
-    ) -> tuple[httpx.Response, _Token | None]:
+    ) -> tuple[httpx.Response, _Token | str | None]:
         auth, token = self._auth_header()
         hdrs = dict(headers)
         if auth:
@@ -378,7 +388,7 @@ class RegistryClient:
         )
 
     # -- authentication --------------------------------------------------------------------------------------
-    def _answer_401(self, resp: httpx.Response, used: _Token | None) -> None:
+    def _answer_401(self, resp: httpx.Response, used: _Token | str | None) -> None:
         challenges = parse_challenges(resp.headers.get("www-authenticate", ""))
         bearer = next((c for c in challenges if c.scheme == "bearer"), None)
         basic = next((c for c in challenges if c.scheme == "basic"), None)
@@ -392,9 +402,9 @@ class RegistryClient:
                 self._token = self._fetch_token(bearer)
                 return
             if basic is not None:
-                if self.credentials.anonymous or self._basic:
+                if self.credentials.anonymous or used == "basic":
                     raise self._refused()
-                self._basic = True
+                self._basic = True  # (another thread may have set it already: then this request just retries)
                 return
         raise RegistryError(f"{self.host} asked for authentication gpuship does not speak ({resp.headers.get('www-authenticate', 'none')[:60]})")
 

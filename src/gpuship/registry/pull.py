@@ -18,7 +18,7 @@ import logging
 import zlib
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ import zstandard
 
 from ..cache import Cache
 from ..errors import GpushipError, IntegrityError, RegistryError
-from ..oci.image import History, Image, ImageConfig, Index, Platform, sha256_digest
+from ..oci.image import History, Image, ImageConfig, Index, Origin, Platform, sha256_digest
 from ..oci.layer import Layer
 from ..oci.media import (
     DOCKER_MANIFEST,
@@ -85,7 +85,7 @@ def fetch_manifest(client: RegistryClient, repository: str, identifier: str) -> 
     media_type = resp.headers.get("content-type", "").split(";", 1)[0].strip()
     if media_type not in MANIFEST_TYPES:
         media_type = str(doc.get("mediaType") or "")
-    if doc.get("schemaVersion") == 1 or "prettyjws" in media_type or media_type.endswith("manifest.v1+json"):
+    if doc.get("schemaVersion") == 1 or "prettyjws" in media_type or media_type.startswith("application/vnd.docker.distribution.manifest.v1"):
         raise RegistryError(
             f"{repository}:{identifier} has a Docker schema 1 manifest, which gpuship does not read",
             "push the image again with a current tool",
@@ -248,7 +248,8 @@ def image_from_manifest(
     cfg_desc = doc.get("config") or {}
     if not cfg_desc.get("digest"):
         raise IntegrityError(f"the manifest {manifest.digest[:19]} has no config")
-    cfg = json.loads(fetch_blob_bytes(client, repository, str(cfg_desc["digest"]), cache))
+    cfg_bytes = fetch_blob_bytes(client, repository, str(cfg_desc["digest"]), cache)
+    cfg = json.loads(cfg_bytes)
     diff_ids = list((cfg.get("rootfs") or {}).get("diff_ids") or [])
     descs = list(doc.get("layers") or [])
     if len(diff_ids) != len(descs):
@@ -268,10 +269,14 @@ def image_from_manifest(
     if sum(1 for h in history if not h.empty_layer) != len(layers):
         history = ()  # history that does not line up with the layers is dropped rather than made wrong
     platform = Platform(str(cfg.get("os") or "linux"), str(cfg.get("architecture") or "amd64"), str(cfg.get("variant") or ""))
-    annotations = {BASE_DIGEST: manifest.digest}
+    annotations = dict(doc.get("annotations") or {})
+    annotations[BASE_DIGEST] = manifest.digest
     if base_name:
         annotations[BASE_NAME] = base_name
-    return Image(platform, ImageConfig.from_json(cfg.get("config")), tuple(layers), history, annotations, family)
+    img = Image(platform, ImageConfig.from_json(cfg.get("config")), tuple(layers), history, annotations, family)
+    # unchanged, it serialises to the registry's exact bytes (same digest); changed, to fresh JSON that keeps
+    # the config keys gpuship does not model and carries the base annotations
+    return replace(img, origin=Origin(img.fingerprint(), cfg_bytes, manifest.data))
 
 
 def _client_for(
@@ -343,15 +348,21 @@ def pull(
         doc = top.json()
         wanted = list(platforms) if platforms else None
         images: list[Image] = []
+        skipped = False
         for desc in doc.get("manifests") or []:
             p = _platform_of(desc)
             if p is None or (wanted is not None and not any(p.os == w.os and p.architecture == w.architecture for w in wanted)):
+                skipped = True
                 continue
             m = fetch_manifest(client, target.repository, str(desc["digest"]))
             if m.is_index:
+                skipped = True
                 continue
             images.append(image_from_manifest(client, target.repository, m, cache, progress=progress, jobs=jobs, base_name=name))
         if not images:
             raise GpushipError(f"{target} has no image for the requested platforms", "check the platforms it offers")
-        return Index(tuple(images), family=family_of(top.media_type))
+        index = Index(tuple(images), dict(doc.get("annotations") or {}), family_of(top.media_type))
+        if not skipped:
+            index = replace(index, origin=Origin(index.fingerprint(), b"", top.data))
+        return index
 

@@ -1,0 +1,100 @@
+"""``gpuship login | logout | push``: the registry verbs (a thin layer over :mod:`gpuship.registry`)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from ..cache import Cache
+from ..errors import GpushipError
+from .console import err, handles_errors, info, out, state
+from .main import app
+
+_INSECURE_HELP = "Allow plain HTTP and skip TLS certificate checks (a private test registry only)."
+_CA_HELP = "A PEM file with the CA that signed the registry's certificate (also read: /etc/docker/certs.d/HOST/*.crt)."
+
+
+@app.command("login")
+@handles_errors
+def login(
+    registry: str = typer.Argument(..., help="Registry host, e.g. ghcr.io, nvcr.io, registry.example.com:5000."),
+    username: str = typer.Option(..., "--username", "-u", help="User name (nvcr.io: the literal $oauthtoken)."),
+    password_stdin: bool = typer.Option(False, "--password-stdin", help="Read the password or token from stdin."),
+    insecure: bool = typer.Option(False, "--insecure", help=_INSECURE_HELP),
+    ca_file: Path = typer.Option(None, "--ca-file", exists=True, dir_okay=False, help=_CA_HELP),
+) -> None:
+    """Check credentials against REGISTRY and store them in Docker's config.json (mode 0600), or in the
+    credential helper config.json names (credsStore / credHelpers), exactly where docker login would."""
+    from ..registry import limits_for, login as do_login
+
+    if password_stdin:
+        password = sys.stdin.read().rstrip("\r\n")
+    else:
+        password = typer.prompt("Password", hide_input=True)
+    if not password:
+        raise GpushipError("no password given", "pipe it in with --password-stdin")
+    row = limits_for(registry)
+    if row is not None and row.note and registry.startswith("nvcr.io") and username != "$oauthtoken":
+        info(f"note: {row.name}: {row.note}")
+    where = do_login(registry, username, password, insecure=insecure, ca_file=ca_file)
+    out.print(f"Login Succeeded ({username} at {registry}, stored in {where})")
+
+
+@app.command("logout")
+@handles_errors
+def logout(registry: str = typer.Argument(..., help="Registry host to forget the login of.")) -> None:
+    """Remove REGISTRY's stored login (config.json auths and the credential helper)."""
+    from ..registry import erase_credentials
+
+    if erase_credentials(registry):
+        out.print(f"Removed login credentials for {registry}")
+    else:
+        out.print(f"Not logged in to {registry}")
+
+
+@app.command("push")
+@handles_errors
+def push(
+    image: str = typer.Argument(
+        ..., help="The image to push: oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE, registry:REF, or a path."
+    ),
+    ref: str = typer.Argument(..., help="Where to: [registry/]name[:tag][@sha256:digest], e.g. ghcr.io/org/app:1.0."),
+    insecure: bool = typer.Option(False, "--insecure", help=_INSECURE_HELP),
+    ca_file: Path = typer.Option(None, "--ca-file", exists=True, dir_okay=False, help=_CA_HELP),
+    jobs: int = typer.Option(4, "--jobs", "-j", min=1, max=32, help="Blobs uploaded at once."),
+    chunk_size: int = typer.Option(
+        32, "--chunk-size", min=1, help="MiB per upload request; larger blobs go up in resumable chunks."
+    ),
+    mount_from: list[str] = typer.Option(
+        [], "--mount-from", help="Another repository of the same registry to mount existing layers from (repeatable)."
+    ),
+) -> None:
+    """Push IMAGE (an image or a multi-platform index) to a registry, as REF.
+
+    Blobs the registry already has are skipped, blobs it holds in another repository are mounted, the rest are
+    uploaded (4 at a time, resumed after a dropped connection); manifests go last, so a failed push leaves no
+    tag behind. Credentials come from gpuship login / docker login (Docker's config.json and its helpers).
+    """
+    from ..oci.readers import read_image
+    from ..registry import RichTransferProgress, configure
+    from ..registry import push as do_push
+
+    configure(insecure=insecure, ca_file=ca_file)  # also for a registry: IMAGE
+    cache = Cache()
+    obj = read_image(image, cache=cache)
+
+    def warn(msg: str) -> None:
+        err.print(f"[yellow]warning:[/] {msg}", markup=True, highlight=False)
+
+    kwargs = dict(
+        cache=cache, insecure=insecure, ca_file=ca_file, jobs=jobs, chunk_size=chunk_size << 20,
+        mount_from=mount_from, on_warning=warn,
+    )
+    if state.quiet or not err.is_terminal:
+        result = do_push(obj, ref, **kwargs)  # type: ignore[arg-type]
+    else:
+        with RichTransferProgress(err) as progress:
+            result = do_push(obj, ref, progress=progress, **kwargs)  # type: ignore[arg-type]
+    out.print(result.summary())
