@@ -74,7 +74,7 @@ class CudaLibrary:
     def bytes_by_arch(self) -> dict[str, int]:
         """Stored bytes (entry header + payload) per ``sm_XX`` / ``compute_XX``, in architecture order."""
         out: dict[str, int] = {}
-        for e in sorted(self.entries, key=lambda e: (e.arch, e.kind)):
+        for e in sorted(self.entries, key=lambda e: (e.arch, not e.is_sass, e.kind)):
             out[e.name] = out.get(e.name, 0) + e.size
         return out
 

@@ -213,7 +213,7 @@ class PruneResult:
 
 
 def _names(entries: Iterable[FatbinEntry]) -> list[str]:
-    seen = {(e.arch, e.kind): e.name for e in entries}
+    seen = {(e.arch, not e.is_sass, e.kind): e.name for e in entries}
     return [seen[k] for k in sorted(seen)]
 
 
@@ -318,11 +318,12 @@ class PruneReport:
         }
 
 
-def _arch_sort_key(name: str) -> tuple[Arch, str]:
+def _arch_sort_key(name: str) -> tuple[Arch, bool, str]:
+    """``sm_80`` < ``compute_80`` < ``sm_86``: by architecture, SASS before PTX."""
     try:
-        return (Arch.parse(name.split(":")[-1]), name)
+        return (Arch.parse(name.split(":")[-1]), not name.startswith("sm_"), name)
     except ValueError:
-        return (Arch(0), name)
+        return (Arch(0), True, name)
 
 
 def prune_layer_entries(

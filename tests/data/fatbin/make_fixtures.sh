@@ -3,7 +3,7 @@
 #
 #   bash make_fixtures.sh            the small committed fixtures, next to this script:
 #       libmultiarch.so   sm_80, sm_90, sm_100 + compute_100 PTX   (nvcc's default compression)
-#       libvariants.so    sm_80, sm_86, sm_90a, sm_103f + compute_80 PTX   (--compress-mode=speed: LZ4)
+#       libvariants.so    sm_80, sm_86, sm_90a, sm_103f + compute_80 PTX   (every entry LZ4-compressed)
 #   bash make_fixtures.sh --gpu DIR  the GPU self-test set, for a machine with a GPU and a driver (not committed):
 #       DIR/libselftest_multi.so   sm_80, sm_90, sm_100 + compute_100 PTX, CUDA runtime linked in statically
 #       DIR/libselftest_ptx80.so   sm_80 + compute_80 PTX only (pruned for H100, the driver must JIT the PTX)
@@ -29,7 +29,7 @@ fi
 "$NVCC" "${common[@]}" -cudart shared -o "$here/libmultiarch.so" "$here/kernel.cu" \
   -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
   -gencode arch=compute_100,code='[sm_100,compute_100]'
-"$NVCC" "${common[@]}" -cudart shared --compress-mode=speed -o "$here/libvariants.so" "$here/kernel.cu" \
+"$NVCC" "${common[@]}" -cudart shared --compress-mode=speed -Xfatbin -compress-all -o "$here/libvariants.so" "$here/kernel.cu" \
   -gencode arch=compute_80,code='[sm_80,compute_80]' -gencode arch=compute_86,code=sm_86 \
   -gencode arch=compute_90a,code=sm_90a -gencode arch=compute_103f,code=sm_103f
 strip --strip-unneeded "$here/libmultiarch.so" "$here/libvariants.so"

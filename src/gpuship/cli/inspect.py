@@ -1,0 +1,129 @@
+"""``gpuship inspect IMAGE``: where an image's bytes go, and the GPU architectures of its CUDA libraries."""
+
+from __future__ import annotations
+
+import json
+import platform as _platform
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, Progress, TextColumn
+from rich.table import Table
+
+from ..errors import GpushipError
+from ..inspect import ImageReport, inspect_image, write_html
+from ..oci.image import Image, Index, Platform
+from .console import err, handles_errors, info, out, state
+from .main import app
+
+
+def human(n: int) -> str:
+    v = float(n)
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(v) < 1000 or unit == "GB":
+            return f"{int(v)} {unit}" if unit == "B" else f"{v:.1f} {unit}"
+        v /= 1000
+    return f"{v:.1f} TB"
+
+
+def _read(ref: str, platform: str | None) -> Image:
+    try:
+        from ..oci.readers import read_image
+    except ImportError as exc:  # pragma: no cover - the OCI readers arrive in their own change
+        raise GpushipError("this gpuship cannot read images yet (gpuship.oci.readers is missing)") from exc
+    obj = read_image(ref)
+    if isinstance(obj, Index):
+        if platform:
+            return obj.for_platform(platform)
+        host = Platform.parse(_platform.machine())
+        matches = [i for i in obj.images if i.platform.architecture == host.architecture]
+        return matches[0] if matches else obj.images[0]
+    if platform and Platform.parse(platform).architecture != obj.platform.architecture:
+        raise GpushipError(f"{ref} is a {obj.platform} image, not {platform}", "leave out --platform")
+    return obj
+
+
+@app.command("inspect")
+@handles_errors
+def inspect_cmd(
+    image: str = typer.Argument(
+        ..., help="The image: oci:DIR[:TAG], oci-archive:FILE, docker-archive:FILE (what gpuship build writes)."
+    ),
+    platform: str = typer.Option(None, "--platform", help="For a multi-platform image: which one (e.g. linux/arm64)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the whole report as JSON on stdout."),
+    html: Path = typer.Option(None, "--html", help="Also write a self-contained HTML report (treemap and tables) here."),
+    top: int = typer.Option(15, "--top", min=1, help="Rows per table (largest files, packages, duplicates)."),
+) -> None:
+    """Show where an image's bytes go: per layer, per Python distribution and Debian package (compressed and
+    uncompressed), the largest files, identical files stored more than once, and for every CUDA library the GPU
+    architectures it carries (SASS sm_XX and PTX compute_XX, with bytes per architecture).
+
+    Compressed sizes of files and packages are each file's share of its layer's real compressed size.
+    """
+    img = _read(image, platform)
+    with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), console=err,
+                  disable=state.quiet or as_json, transient=True) as progress:
+        task = progress.add_task("reading layers", total=len(img.layers) or 1)
+
+        def step(i: int, n: int, layer) -> None:  # type: ignore[no-untyped-def]
+            progress.update(task, completed=i, description=f"layer {i + 1}/{n} ({human(layer.size)})")
+
+        report = inspect_image(img, top=max(top, 25), progress=step)
+        progress.update(task, completed=len(img.layers) or 1)
+    if html is not None:
+        write_html(report, html, title=image)
+        info(f"wrote {html}")
+    if as_json:
+        print(json.dumps(report.to_json(), indent=2, sort_keys=True))
+        return
+    render(report, top)
+
+
+def render(report: ImageReport, top: int = 15) -> None:
+    """The report as Rich tables."""
+    out.print(
+        f"[bold]{report.platform}[/]  {report.digest}\n"
+        f"{human(report.size)} compressed, {human(report.uncompressed_size)} uncompressed, {len(report.layers)} layers, "
+        f"{report.final_files} files; stored twice or more: {human(report.duplicate_bytes)}; "
+        f"hidden by later layers: {human(report.shadowed_bytes)}"
+    )
+    t = Table(title="Layers", title_justify="left")
+    for c in ("#", "comment", "files", "compressed", "uncompressed"):
+        t.add_column(c, justify="right" if c in ("#", "files", "compressed", "uncompressed") else "left")
+    for l in report.layers:
+        t.add_row(str(l.index), l.comment or l.digest[:19], str(l.files), human(l.size), human(l.uncompressed_size))
+    out.print(t)
+    if report.cuda:
+        t = Table(title="CUDA libraries", title_justify="left")
+        for c in ("library", "size", "GPU code", "SASS", "PTX"):
+            t.add_column(c, justify="right" if c in ("size", "GPU code") else "left", overflow="fold")
+        for c in report.cuda[:top]:
+            if c.library is None:
+                t.add_row("/" + c.path, human(c.size), "?", f"[red]{c.error}[/]", "")
+                continue
+            lib = c.library
+            t.add_row("/" + c.path, human(c.size), human(lib.fatbin_bytes), " ".join(lib.sass),
+                      " ".join(lib.ptx) + (f" (PTX ISA {', '.join(lib.ptx_versions)})" if lib.ptx else ""))
+        out.print(t)
+    for title, rows in (("Python distributions", report.python), ("Debian packages", report.debian)):
+        if not rows:
+            continue
+        t = Table(title=f"{title} ({len(rows)})", title_justify="left")
+        for c in ("name", "version", "files", "size", "compressed"):
+            t.add_column(c, justify="right" if c in ("files", "size", "compressed") else "left")
+        for p in rows[:top]:
+            t.add_row(p.name, p.version, str(p.files), human(p.size), human(p.compressed))
+        out.print(t)
+    t = Table(title="Largest files", title_justify="left")
+    for c in ("path", "layer", "size", "compressed"):
+        t.add_column(c, justify="left" if c == "path" else "right", overflow="fold")
+    for f in report.largest[:top]:
+        t.add_row("/" + f.path, str(f.layer), human(f.size), human(f.compressed))
+    out.print(t)
+    if report.duplicates:
+        t = Table(title=f"Stored more than once ({len(report.duplicates)})", title_justify="left")
+        for c in ("copies", "size", "wasted"):
+            t.add_column(c, justify="left" if c == "copies" else "right", overflow="fold")
+        for d in report.duplicates[:top]:
+            t.add_row("\n".join(f"/{p} (layer {l})" for l, p in d.copies), human(d.size), human(d.wasted))
+        out.print(t)

@@ -1,0 +1,378 @@
+"""``inspect_image``: where an image's bytes go — per layer, per Python distribution and Debian package, the
+largest files, files stored more than once, and the GPU architectures inside every CUDA library.
+
+Every layer is streamed once (bounded memory: file contents are hashed and measured in chunks; only ELF files
+are spooled, one at a time, so their fatbin sections can be read). Sizes come in two kinds:
+
+* ``size``: uncompressed bytes of file contents;
+* ``compressed``: each file's share of its layer's compressed blob. The blob is one compressed stream, so a
+  file has no compressed size of its own: each file is compressed alone (zstd level 1, fast) and the layer's
+  real compressed size is split in proportion. Shares of one layer add up to that layer's size exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+import tempfile
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+import zstandard
+
+from ..oci.entry import OPAQUE_WHITEOUT, WHITEOUT_PREFIX, clean_path
+from ..oci.image import Image
+from ..oci.layer import Layer
+from .cudalib import CudaLibrary, is_elf, read_cuda_library
+from .fatbin import FatbinError, MAGIC_BYTES
+from .owners import Package, debian_packages, is_owner_database, python_distributions
+
+CHUNK = 1 << 20
+#: ELF files up to this size are spooled in memory, larger ones to a temporary file.
+SPOOL_IN_MEMORY = 64 << 20
+ESTIMATE_LEVEL = 1
+
+Progress = Callable[[int, int, Layer], None]
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """A regular file as stored in one layer."""
+
+    layer: int
+    path: str
+    size: int
+    sha256: str
+    compressed: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"layer": self.layer, "path": "/" + self.path, "size": self.size, "compressed": self.compressed,
+                "sha256": self.sha256}
+
+
+@dataclass(frozen=True)
+class LayerReport:
+    index: int
+    digest: str
+    comment: str
+    size: int  # compressed blob
+    uncompressed_size: int  # the tar stream
+    files: int
+    file_bytes: int
+    whiteouts: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"index": self.index, "digest": self.digest, "comment": self.comment, "size": self.size,
+                "uncompressed_size": self.uncompressed_size, "files": self.files, "file_bytes": self.file_bytes,
+                "whiteouts": self.whiteouts}
+
+
+@dataclass(frozen=True)
+class PackageReport:
+    """A Python distribution or Debian package: the files of it the final image holds."""
+
+    kind: str
+    name: str
+    version: str
+    files: int
+    size: int
+    compressed: int
+    layers: tuple[int, ...]
+    declared_size: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"kind": self.kind, "name": self.name, "version": self.version, "files": self.files,
+                             "size": self.size, "compressed": self.compressed, "layers": list(self.layers)}
+        if self.kind == "debian":
+            d["installed_size"] = self.declared_size
+        return d
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    """Identical content stored more than once (hard links inside one layer are not counted: they store once)."""
+
+    sha256: str
+    size: int
+    copies: tuple[tuple[int, str], ...]  # (layer, path)
+
+    @property
+    def wasted(self) -> int:
+        return self.size * (len(self.copies) - 1)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"sha256": self.sha256, "size": self.size, "wasted": self.wasted,
+                "copies": [{"layer": l, "path": "/" + p} for l, p in self.copies]}
+
+
+@dataclass(frozen=True)
+class CudaLibraryReport:
+    layer: int
+    path: str
+    size: int
+    library: CudaLibrary | None
+    error: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"layer": self.layer, "path": "/" + self.path, "size": self.size}
+        if self.library is not None:
+            d.update(self.library.to_json())
+        if self.error:
+            d["error"] = self.error
+        return d
+
+
+@dataclass(frozen=True)
+class ImageReport:
+    platform: str
+    digest: str
+    size: int
+    uncompressed_size: int
+    layers: tuple[LayerReport, ...]
+    largest: tuple[FileRecord, ...]
+    duplicates: tuple[Duplicate, ...]
+    python: tuple[PackageReport, ...]
+    debian: tuple[PackageReport, ...]
+    cuda: tuple[CudaLibraryReport, ...]
+    final_files: int
+    final_bytes: int
+    shadowed_bytes: int  # stored in a layer but hidden by a later one (overwritten or deleted)
+    unowned_bytes: int  # in the final view, owned by no Python distribution nor Debian package
+    unowned_compressed: int
+    #: The final view in blocks for a treemap: (layer, kind, label, bytes, compressed); kind is python, debian,
+    #: dir (unowned files, by directory) or other (the small rest of a layer).
+    blocks: tuple[tuple[int, str, str, int, int], ...] = field(default=())
+
+    @property
+    def duplicate_bytes(self) -> int:
+        return sum(d.wasted for d in self.duplicates)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "platform": self.platform,
+            "digest": self.digest,
+            "size": self.size,
+            "uncompressed_size": self.uncompressed_size,
+            "final_files": self.final_files,
+            "final_bytes": self.final_bytes,
+            "shadowed_bytes": self.shadowed_bytes,
+            "duplicate_bytes": self.duplicate_bytes,
+            "unowned_bytes": self.unowned_bytes,
+            "unowned_compressed": self.unowned_compressed,
+            "layers": [l.to_json() for l in self.layers],
+            "python": [p.to_json() for p in self.python],
+            "debian": [p.to_json() for p in self.debian],
+            "largest": [f.to_json() for f in self.largest],
+            "duplicates": [d.to_json() for d in self.duplicates],
+            "cuda": [c.to_json() for c in self.cuda],
+            "blocks": [{"layer": l, "kind": k, "label": n, "size": s, "compressed": c} for l, k, n, s, c in self.blocks],
+        }
+
+
+# -- reading one layer ----------------------------------------------------------------------------------------
+@dataclass
+class _LayerScan:
+    files: list[FileRecord] = field(default_factory=list)
+    estimates: list[int] = field(default_factory=list)
+    hardlinks: list[tuple[str, str]] = field(default_factory=list)
+    symlinks: dict[str, str] = field(default_factory=dict)
+    whiteouts: list[str] = field(default_factory=list)
+    opaque: list[str] = field(default_factory=list)
+    databases: dict[str, bytes] = field(default_factory=dict)
+    cuda: list[CudaLibraryReport] = field(default_factory=list)
+
+
+def _link_target(path: str, target: str) -> str | None:
+    base = "" if target.startswith("/") else posixpath.dirname(path)
+    try:
+        return clean_path(posixpath.join(base, target))
+    except Exception:
+        return None
+
+
+def _scan_file(index: int, path: str, size: int, fh: BinaryIO, scan: _LayerScan, compressor: zstandard.ZstdCompressor) -> None:
+    sha = hashlib.sha256()
+    z = compressor.compressobj()
+    estimate = 0
+    spool: tempfile.SpooledTemporaryFile[bytes] | None = None
+    keep_db = is_owner_database(path)
+    db = bytearray()
+    has_magic = False
+    tail = b""
+    first = True
+    try:
+        while chunk := fh.read(CHUNK):
+            sha.update(chunk)
+            estimate += len(z.compress(chunk))
+            if first:
+                first = False
+                if is_elf(chunk):
+                    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)
+            if spool is not None:
+                spool.write(chunk)
+                has_magic = has_magic or MAGIC_BYTES in tail + chunk[:3] or MAGIC_BYTES in chunk
+                tail = chunk[-3:]
+            if keep_db:
+                db += chunk
+        estimate += len(z.flush())
+        scan.files.append(FileRecord(index, path, size, sha.hexdigest()))
+        scan.estimates.append(max(estimate, 1) if size else 0)
+        if keep_db:
+            scan.databases[path] = bytes(db)
+        if spool is not None and has_magic:
+            try:
+                lib = read_cuda_library(spool)  # type: ignore[arg-type]
+                if lib is not None:
+                    scan.cuda.append(CudaLibraryReport(index, path, size, lib))
+            except FatbinError as exc:
+                scan.cuda.append(CudaLibraryReport(index, path, size, None, str(exc)))
+    finally:
+        if spool is not None:
+            spool.close()
+
+
+def _scan_layer(index: int, layer: Layer) -> _LayerScan:
+    scan = _LayerScan()
+    compressor = zstandard.ZstdCompressor(level=ESTIMATE_LEVEL)
+    for entry, fh in layer.entries():
+        name = posixpath.basename(entry.path)
+        if entry.kind == "file" and name == OPAQUE_WHITEOUT:
+            scan.opaque.append(posixpath.dirname(entry.path))
+        elif entry.kind == "file" and name.startswith(WHITEOUT_PREFIX):
+            scan.whiteouts.append(posixpath.join(posixpath.dirname(entry.path), name[len(WHITEOUT_PREFIX):]))
+        elif entry.kind == "file" and fh is not None:
+            _scan_file(index, entry.path, entry.size, fh, scan, compressor)
+        elif entry.kind == "hardlink":
+            scan.hardlinks.append((entry.path, entry.target))
+        elif entry.kind == "symlink":
+            target = _link_target(entry.path, entry.target)
+            if target is not None:
+                scan.symlinks[entry.path] = target
+    # Split the layer's real compressed size over its files, in proportion to their own compressed sizes.
+    total = sum(scan.estimates)
+    if total:
+        scan.files = [
+            FileRecord(f.layer, f.path, f.size, f.sha256, layer.size * est // total)
+            for f, est in zip(scan.files, scan.estimates)
+        ]
+    return scan
+
+
+# -- the whole image ------------------------------------------------------------------------------------------
+def _remove_tree(view: dict[str, FileRecord], path: str, keep_self: bool = False) -> None:
+    prefix = path + "/" if path else ""
+    for p in [p for p in view if p.startswith(prefix) or (not keep_self and p == path)]:
+        del view[p]
+
+
+def inspect_image(image: Image, *, top: int = 25, progress: Progress | None = None) -> ImageReport:
+    """Analyse ``image`` (each layer read once from its blob). ``top`` bounds the largest-files list."""
+    view: dict[str, FileRecord] = {}
+    links: dict[str, str] = {}
+    databases: dict[str, bytes] = {}
+    by_hash: dict[str, list[FileRecord]] = defaultdict(list)
+    layers: list[LayerReport] = []
+    cuda: dict[str, CudaLibraryReport] = {}
+    all_files: list[FileRecord] = []
+    n = len(image.layers)
+    for i, layer in enumerate(image.layers):
+        if progress is not None:
+            progress(i, n, layer)
+        scan = _scan_layer(i, layer)
+        for opaque_dir in scan.opaque:
+            _remove_tree(view, opaque_dir, keep_self=True)
+            links = {k: v for k, v in links.items() if not k.startswith(opaque_dir + "/")}
+        for gone in scan.whiteouts:
+            _remove_tree(view, gone)
+            links.pop(gone, None)
+            for k in [k for k in databases if k == gone or k.startswith(gone + "/")]:
+                del databases[k]
+            for k in [k for k in cuda if k == gone or k.startswith(gone + "/")]:
+                del cuda[k]
+        for f in scan.files:
+            view[f.path] = f
+            links.pop(f.path, None)
+            by_hash[f.sha256].append(f)
+            all_files.append(f)
+        for path, target in scan.hardlinks:
+            if target in view:  # a second name for stored content: it takes no space of its own
+                view[path] = FileRecord(i, path, 0, view[target].sha256, 0)
+        for path, target in scan.symlinks.items():
+            links[path] = target
+            view.pop(path, None)
+        databases.update(scan.databases)
+        for c in scan.cuda:
+            cuda[c.path] = c
+        layers.append(
+            LayerReport(i, layer.digest, layer.comment, layer.size, layer.uncompressed_size, len(scan.files),
+                        sum(f.size for f in scan.files), len(scan.whiteouts) + len(scan.opaque))
+        )
+    cuda = {p: c for p, c in cuda.items() if p in view}
+    packages = python_distributions({p: d for p, d in databases.items() if p.endswith("/RECORD")}, links)
+    packages += debian_packages({p: d for p, d in databases.items() if not p.endswith("/RECORD")}, links)
+    owner: dict[str, tuple[str, str]] = {}
+    reports: dict[str, list[PackageReport]] = {"python": [], "debian": []}
+    for pkg in packages:
+        recs = {p: view[p] for p in pkg.paths if p in view}
+        owner.update((p, (pkg.kind, pkg.name)) for p in recs)
+        reports[pkg.kind].append(
+            PackageReport(pkg.kind, pkg.name, pkg.version, len(recs), sum(r.size for r in recs.values()),
+                          sum(r.compressed for r in recs.values()), tuple(sorted({r.layer for r in recs.values()})),
+                          pkg.declared_size)
+        )
+    unowned = [r for p, r in view.items() if p not in owner]
+
+    final_ids = {id(r) for r in view.values()}
+    shadowed = sum(f.size for f in all_files if id(f) not in final_ids)
+    dups = [
+        Duplicate(h, recs[0].size, tuple((r.layer, r.path) for r in recs))
+        for h, recs in by_hash.items()
+        if len(recs) > 1 and recs[0].size > 0
+    ]
+    dups.sort(key=lambda d: (-d.wasted, d.copies))
+    largest = sorted(view.values(), key=lambda r: (-r.size, r.path))[:top]
+    return ImageReport(
+        platform=str(image.platform),
+        digest=image.digest,
+        size=image.size,
+        uncompressed_size=sum(l.uncompressed_size for l in image.layers),
+        layers=tuple(layers),
+        largest=tuple(largest),
+        duplicates=tuple(dups),
+        python=tuple(sorted(reports["python"], key=lambda p: (-p.size, p.name))),
+        debian=tuple(sorted(reports["debian"], key=lambda p: (-p.size, p.name))),
+        cuda=tuple(sorted(cuda.values(), key=lambda c: (-c.size, c.path))),
+        final_files=len(view),
+        final_bytes=sum(r.size for r in view.values()),
+        shadowed_bytes=shadowed,
+        unowned_bytes=sum(r.size for r in unowned),
+        unowned_compressed=sum(r.compressed for r in unowned),
+        blocks=_blocks(view, owner),
+    )
+
+
+def _blocks(
+    view: dict[str, FileRecord], owner: dict[str, tuple[str, str]], depth: int = 3, per_layer: int = 60
+) -> tuple[tuple[int, str, str, int, int], ...]:
+    """The final view grouped by layer and owner (package, or directory ``depth`` levels deep), largest first."""
+    acc: dict[tuple[int, str, str], list[int]] = defaultdict(lambda: [0, 0])
+    for path, r in view.items():
+        if r.size == 0:
+            continue
+        kind, label = owner.get(path) or ("dir", "/" + "/".join(path.split("/")[:-1][:depth]))
+        cell = acc[(r.layer, kind, label)]
+        cell[0] += r.size
+        cell[1] += r.compressed
+    by_layer: dict[int, list[tuple[int, str, str, int, int]]] = defaultdict(list)
+    for (layer, kind, label), (size, comp) in acc.items():
+        by_layer[layer].append((layer, kind, label, size, comp))
+    out: list[tuple[int, str, str, int, int]] = []
+    for layer in sorted(by_layer):
+        rows = sorted(by_layer[layer], key=lambda x: (-x[3], x[2]))
+        out += rows[:per_layer]
+        rest = rows[per_layer:]
+        if rest:
+            out.append((layer, "other", f"{len(rest)} more", sum(r[3] for r in rest), sum(r[4] for r in rest)))
+    return tuple(out)

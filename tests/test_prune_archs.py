@@ -1,0 +1,166 @@
+"""Architecture pruning: the right entries go, the ELF stays valid (pyelftools, readelf, cuobjdump agree), the
+sizes add up, and the compressed size shrinks by about what was saved."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import zlib
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from elftools.elf.elffile import ELFFile
+
+from gpuship.cache import Cache
+from gpuship.errors import ConfigError
+from gpuship.inspect import read_cuda_library
+from gpuship.oci import Entry, build_layer
+from gpuship.slim import ArchSelection, Target, gpu_json_fragment, prune_fatbins, prune_layer_entries
+
+sys.path.insert(0, str(Path(__file__).parent / "data" / "fatbin"))
+from cudatools import HERE, NVJPEG_CU13, cuobjdump, install_wheel, listed_by_cuobjdump  # noqa: E402
+
+MULTIARCH = HERE / "libmultiarch.so"
+VARIANTS = HERE / "libvariants.so"
+
+
+@pytest.fixture(scope="session")
+def tools_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cuda-tools-prune")
+
+
+@pytest.fixture(scope="session")
+def cuobjdump_exe(tools_dir: Path) -> Path:
+    return cuobjdump(tools_dir)
+
+
+def sections(data: bytes) -> list[tuple[str, int, int]]:
+    elf = ELFFile(io.BytesIO(data))
+    return [(s.name, s["sh_offset"], s["sh_size"]) for s in elf.iter_sections()]
+
+
+def readelf_sections(path: Path) -> str:
+    proc = subprocess.run(["readelf", "-SW", str(path)], capture_output=True, text=True, check=True)
+    assert "Error" not in proc.stderr and "Warning" not in proc.stderr, proc.stderr
+    return proc.stdout
+
+
+def test_prune_for_h100_keeps_sm90_only(tmp_path: Path, cuobjdump_exe: Path) -> None:
+    before = MULTIARCH.read_bytes()
+    res = prune_fatbins(before, ArchSelection.from_targets(["H100"]))
+    # compute_100 PTX cannot be JIT-compiled for a 9.0 GPU, so nothing but sm_90 is left
+    assert res.kept_archs == ["sm_90"]
+    assert res.dropped_archs == ["sm_80", "sm_100", "compute_100"]
+    assert res.untouched_containers == 0 and res.unserved == ()
+    assert res.saved == sum(e.size for e in res.dropped) > 0
+    assert len(res.data) == len(before)
+    assert sections(res.data) == sections(before)  # same ELF layout, pyelftools parses it
+    out = tmp_path / "libmultiarch.so"
+    out.write_bytes(res.data)
+    (tmp_path / "orig.so").write_bytes(before)
+    assert readelf_sections(out) == readelf_sections(tmp_path / "orig.so").replace("orig.so", "libmultiarch.so")
+    assert listed_by_cuobjdump(cuobjdump_exe, out) == Counter({"sm_90": 2})
+    # the reader agrees, and the fatbin shrank by exactly what was saved
+    after = read_cuda_library(res.data)
+    assert after is not None and after.sass == ["sm_90"] and after.ptx == []
+    assert read_cuda_library(before).fatbin_bytes - after.fatbin_bytes == res.saved  # type: ignore[union-attr]
+    # the compressed file shrinks too (by how much is measured on a real library below)
+    assert len(zlib.compress(res.data, 6)) < len(zlib.compress(before, 6))
+
+
+def test_prune_keeps_newest_ptx_a_target_can_jit() -> None:
+    res = prune_fatbins(MULTIARCH.read_bytes(), ArchSelection.from_targets(["B200"]))
+    assert res.kept_archs == ["sm_100", "compute_100"]
+    both = prune_fatbins(MULTIARCH.read_bytes(), ArchSelection.from_targets(["sm_80", "H100"]))
+    assert both.dropped_archs == ["sm_100", "compute_100"]
+    assert both.kept_archs == ["sm_80", "sm_90"]
+    assert prune_fatbins(MULTIARCH.read_bytes(), ArchSelection.from_targets(["sm_80", "sm_90", "sm_100"])).saved == 0
+
+
+@pytest.mark.parametrize(
+    "target, kept",
+    [
+        ("A100", ["sm_80", "compute_80"]),
+        ("A10G", ["compute_80", "sm_86"]),  # best minor wins: sm_80 is redundant next to sm_86
+        ("L4", ["compute_80", "sm_86"]),  # 8.9 runs sm_86 (same major, lower minor)
+        ("H100", ["compute_80", "sm_90a"]),  # sm_90a runs on exactly 9.0
+        ("B300", ["compute_80", "sm_103f"]),  # family-specific: runs on 10.3
+    ],
+)
+def test_variant_rules(target: str, kept: list[str], tmp_path: Path, cuobjdump_exe: Path) -> None:
+    res = prune_fatbins(VARIANTS.read_bytes(), ArchSelection.from_targets([target]))
+    assert res.kept_archs == kept
+    assert res.untouched_containers == 0
+    assert res.saved == sum(e.size for e in res.dropped)
+    out = tmp_path / "lib.so"
+    out.write_bytes(res.data)
+    listed = listed_by_cuobjdump(cuobjdump_exe, out)
+    assert {a for a in listed} == {k.removesuffix("f") for k in kept}
+
+
+def test_container_with_nothing_for_the_targets_is_left_whole() -> None:
+    # libvariants has two containers: nvlink's device-link module (SASS only) and the kernels (SASS + PTX).
+    # On a 10.0 GPU no SASS runs (sm_103f needs >= 10.3): the kernels' container keeps its PTX to JIT, and the
+    # device-link module, with nothing for 10.0, stays as it was (as the GPU saw it before pruning).
+    res = prune_fatbins(VARIANTS.read_bytes(), ArchSelection.from_targets(["B200"]))
+    assert res.untouched_containers == 1
+    assert res.unserved == ("B200 (10.0)",)
+    assert "compute_80" in res.kept_archs
+    assert sorted(e.name for e in res.dropped) == ["sm_103f", "sm_80", "sm_86", "sm_90a"]
+
+
+def test_real_library_pruned_for_h100(tools_dir: Path, tmp_path: Path, cuobjdump_exe: Path) -> None:
+    spec, member = NVJPEG_CU13
+    lib_path = install_wheel(spec, tools_dir / "nvjpeg13") / member
+    before = lib_path.read_bytes()
+    res = prune_fatbins(before, ArchSelection.from_targets(["H100"]))
+    out = tmp_path / "libnvjpeg.so.13"
+    out.write_bytes(res.data)
+    listed = listed_by_cuobjdump(cuobjdump_exe, out)
+    assert set(listed) == {"sm_90"} and sum(listed.values()) == read_cuda_library(before).containers  # type: ignore[union-attr]
+    readelf_sections(out)
+    assert sections(res.data) == sections(before)
+    gz_before, gz_after = len(zlib.compress(before, 6)), len(zlib.compress(res.data, 6))
+    # the numbers docs/inspect.md quotes: ~2.4 MB of 6.1 MB saved; the gzip'd file shrinks by as much
+    assert res.saved > 0.35 * len(before)
+    assert gz_before - gz_after > 0.9 * res.saved
+
+
+def test_prune_layer_entries(tmp_path: Path) -> None:
+    cache = Cache(tmp_path / "cache")
+    entries = [
+        Entry.file("opt/venv/lib/libmultiarch.so", MULTIARCH, mode=0o755),
+        Entry.file("opt/venv/lib/libvariants.so", VARIANTS, mode=0o755),
+        Entry.file("usr/bin/python3", Path(sys.executable).resolve(), mode=0o755),  # ELF, no GPU code
+        Entry.file("etc/motd", b"hello\n"),
+        Entry.symlink("opt/venv/lib/libk.so", "libmultiarch.so"),
+    ]
+    new, report = prune_layer_entries(entries, ["H100"], cache=cache)
+    assert [e.path for e in new] == [e.path for e in entries]
+    assert new[2] is entries[2] and new[3] is entries[3] and new[4] is entries[4]
+    assert new[0].mode == 0o755 and new[0].size == MULTIARCH.stat().st_size
+    assert read_cuda_library(new[0].read()).sass == ["sm_90"]  # type: ignore[union-attr]
+    assert [l.path for l in report.libraries] == ["opt/venv/lib/libmultiarch.so", "opt/venv/lib/libvariants.so"]
+    assert report.kept_archs == ["compute_80", "sm_90", "sm_90a"]
+    assert report.saved == sum(l.saved for l in report.libraries) > 0
+    assert gpu_json_fragment(report) == {"pruned": True, "targets": ["sm_90"], "archs": ["compute_80", "sm_90", "sm_90a"]}
+    # a layer built from the pruned entries is smaller than one from the originals
+    small = build_layer(new, cache)
+    big = build_layer(entries, cache)
+    assert small.size < big.size
+
+
+def test_targets() -> None:
+    sel = ArchSelection.from_targets(["H100", "sm_80", "8.6", "H200", "NVIDIA A10G"])
+    assert [t.capability for t in sel.targets] == [(8, 0), (8, 6), (9, 0)]
+    assert Target.parse("RTX 4090").capability == (8, 9)
+    assert Target.parse("sm_90a").capability == (9, 0)
+    with pytest.raises(ConfigError, match="unknown GPU target 'hopper-ish'"):
+        ArchSelection.from_targets(["hopper-ish"])
+    assert ArchSelection.from_gpu_config({}) is None
+    assert ArchSelection.from_gpu_config({"targets": ["H100"], "prune-archs": False}) is None
+    assert ArchSelection.from_gpu_config({"targets": ["H100"]}).targets == (Target(9, 0),)  # type: ignore[union-attr]
+    with pytest.raises(ConfigError, match="needs targets"):
+        ArchSelection.from_gpu_config({"prune-archs": True})
