@@ -118,10 +118,11 @@ class _Token:
 class Transient(Exception):
     """A failure worth trying again (connection dropped, 5xx, 429); ``wait`` is a server-requested delay."""
 
-    def __init__(self, message: str, wait: float | None = None) -> None:
+    def __init__(self, message: str, wait: float | None = None, *, free: bool = False) -> None:
         super().__init__(message)
         self.message = message
         self.wait = wait
+        self.free = free  # retry at once, without counting it as a failed try
 
 
 def _redact(url: str) -> str:
@@ -313,6 +314,9 @@ class RegistryClient:
                     resp.close()
                     raise Transient(f"{self.host} answered {resp.status_code} ({detail})", wait)
             except Transient as exc:
+                if exc.free:
+                    attempt -= 1
+                    continue
                 if not retries or attempt >= self.retry.attempts:
                     if not retries:
                         raise
@@ -348,9 +352,10 @@ class RegistryClient:
                 "--insecure skips the check",
             )
         if isinstance(exc, httpx.ConnectError) and _is_not_tls(exc):
-            if self.insecure and self._scheme == "https" and urlsplit(url).netloc == self.host:
+            if self.insecure and urlsplit(url).scheme == "https" and urlsplit(url).netloc == self.host:
                 self._scheme = "http"  # an insecure registry that speaks plain HTTP, like Docker's fallback
-                return Transient(f"{self.host} speaks plain HTTP", wait=0.0)
+                log.info("%s speaks plain HTTP; using http:// (insecure)", self.host)
+                return Transient(f"{self.host} speaks plain HTTP", free=True)
             return RegistryError(
                 f"{self.host} does not answer TLS (it may be a plain-HTTP registry)",
                 "use --insecure for a private plain-HTTP registry",
