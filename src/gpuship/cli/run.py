@@ -1,0 +1,116 @@
+"""``gpuship run IMAGE [-- CMD...]`` and ``gpuship check IMAGE``."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Optional
+
+import typer
+
+from ..errors import GpushipError
+from ..run import RunOptions, check_image, run_image
+from ..run.options import DEFAULT_ULIMITS, RUNTIMES, parse_env, parse_port, parse_size, parse_ulimit, parse_volume
+from .console import err, handles_errors, info, state
+from .main import app
+
+IMAGE_HELP = (
+    "The image: oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:NAME:TAG], a plain path to any of "
+    "them, or (with Docker/Podman) an image the engine already holds."
+)
+RUNTIME_HELP = (
+    "Where to run it. auto: Docker or Podman if one answers, else runc if installed, else a namespaced chroot. "
+    "builtin: the daemonless runner (runc if installed, else chroot; needs root). runc, chroot: that flavour of "
+    "it. docker, podman: that engine."
+)
+GPUS_HELP = (
+    "GPUs for the container: all, none, or indices/UUIDs (0,1). Default: what the image's NVIDIA_VISIBLE_DEVICES "
+    "says, else all the host has; on a host without an NVIDIA driver the image runs on the CPU (with a note). "
+    "The image's NVIDIA_REQUIRE_CUDA is checked against the host driver first (NVIDIA_DISABLE_REQUIRE=1 skips)."
+)
+DEFAULT_ULIMIT_TEXT = " ".join(f"--ulimit {u}" for u in DEFAULT_ULIMITS)
+
+
+def _status(msg: str):  # noqa: ANN202 - a Rich status, or nothing when quiet
+    return contextlib.nullcontext() if state.quiet else err.status(msg)
+
+
+def _runtime(value: str) -> str:
+    if value not in RUNTIMES:
+        raise GpushipError(f"--runtime must be one of {', '.join(RUNTIMES)}, not {value!r}")
+    return value
+
+
+@app.command(
+    "run",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog="Example: gpuship run oci:out/app -- python -c 'import torch; print(torch.cuda.is_available())'",
+)
+@handles_errors
+def run(
+    image: str = typer.Argument(..., help=IMAGE_HELP),
+    command: Optional[list[str]] = typer.Argument(  # noqa: UP007 - Typer reads Optional
+        None, help="The command, after --: it replaces the image's Cmd (the Entrypoint stays, as with docker run)."
+    ),
+    runtime: str = typer.Option("auto", "--runtime", help=RUNTIME_HELP),
+    gpus: Optional[str] = typer.Option(None, "--gpus", help=GPUS_HELP),  # noqa: UP007
+    env: list[str] = typer.Option([], "--env", "-e", help="Set KEY=VALUE in the container (KEY alone: the host's value). Repeatable."),
+    volume: list[str] = typer.Option([], "--volume", "-v", help="Bind-mount HOST:CONTAINER[:ro]. Repeatable."),
+    publish: list[str] = typer.Option(
+        [], "--publish", "-p",
+        help="Publish [IP:][HOST:]PORT. Engines map it; the built-in runner shares the host's network, so the port "
+        "is served as it is (HOST must equal PORT). Repeatable.",
+    ),
+    workdir: Optional[str] = typer.Option(None, "--workdir", "-w", help="Working directory (default: the image's)."),  # noqa: UP007
+    user: Optional[str] = typer.Option(None, "--user", "-u", help="USER[:GROUP] or UID[:GID] (default: the image's)."),  # noqa: UP007
+    entrypoint: Optional[str] = typer.Option(None, "--entrypoint", help="Replace the image's Entrypoint (\"\" clears it)."),  # noqa: UP007
+    shm_size: str = typer.Option("1g", "--shm-size", help="Size of /dev/shm (engines give 64m, too small for PyTorch DataLoader workers)."),
+    ulimit: list[str] = typer.Option(
+        [], "--ulimit",
+        help=f"NAME=SOFT[:HARD] (-1: unlimited), on top of the defaults {DEFAULT_ULIMIT_TEXT}. Repeatable.",
+    ),
+    read_only: bool = typer.Option(False, "--read-only", help="Read-only root filesystem, with tmpfs on /tmp (and /var/tmp, /run in the built-in runner)."),
+    keep: bool = typer.Option(False, "--keep", help="Engines: keep the container after it exits (no --rm)."),
+    name: Optional[str] = typer.Option(None, "--name", help="Engines: name the container."),  # noqa: UP007
+) -> None:
+    """Run IMAGE (its command, or the one after --) and exit with the command's exit code.
+
+    Through Docker or Podman when one answers (the image is loaded first), else with the built-in daemonless runner: the image is unpacked once into the cache and run with runc or in a namespaced chroot, as root, on the host's network.
+
+    Both give the container the host's NVIDIA GPUs the way the NVIDIA container toolkit does (device nodes, the driver's libraries, nvidia-smi), --shm-size 1g and unlimited memlock by default.
+    """
+    options = RunOptions(
+        command=tuple(command or ()),
+        entrypoint=None if entrypoint is None else ((entrypoint,) if entrypoint else ()),
+        env=parse_env(env),
+        volumes=tuple(parse_volume(v) for v in volume),
+        ports=tuple(parse_port(p) for p in publish),
+        workdir=workdir,
+        user=user,
+        shm_size=parse_size(shm_size),
+        gpus=gpus,
+        runtime=_runtime(runtime),  # type: ignore[arg-type]
+        read_only=read_only,
+        keep=keep,
+        name=name,
+        verbose=state.verbose > 0,
+    ).with_ulimits(parse_ulimit(u) for u in ulimit)
+    code = run_image(image, options, notify=info, progress=_status)
+    raise typer.Exit(code)
+
+
+@app.command("check", context_settings={"help_option_names": ["-h", "--help"]})
+@handles_errors
+def check(
+    image: str = typer.Argument(..., help=IMAGE_HELP),
+    args: Optional[list[str]] = typer.Argument(None, help="Arguments for gpuship-check, after --."),  # noqa: UP007
+    runtime: str = typer.Option("auto", "--runtime", help=RUNTIME_HELP),
+    gpus: Optional[str] = typer.Option(None, "--gpus", help=GPUS_HELP),  # noqa: UP007
+    env: list[str] = typer.Option([], "--env", "-e", help="Set KEY=VALUE in the container. Repeatable."),
+) -> None:
+    """Run the image's own GPU self-test (/usr/local/bin/gpuship-check) on this host; its exit code is ours.
+
+    The same as `gpuship run IMAGE --entrypoint /usr/local/bin/gpuship-check`: it reports what the image carries (CUDA libraries, GPU architectures) against the GPUs and driver it finds.
+    """
+    options = RunOptions(env=parse_env(env), gpus=gpus, runtime=_runtime(runtime), verbose=state.verbose > 0)  # type: ignore[arg-type]
+    code = check_image(image, tuple(args or ()), options, notify=info, progress=_status)
+    raise typer.Exit(code)

@@ -1,0 +1,43 @@
+"""The image's root filesystem, unpacked once into the cache and shared (read-only) by every run.
+
+Keyed by the manifest digest; built in the cache's temp area and renamed into place, so a crash or a failed
+unpack leaves nothing behind and two runs at once never see half a tree. Runs never write here: the launcher
+puts a per-run overlay (or copy) on top.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+from ..cache import Cache
+from ..errors import GpushipError
+from ..oci.image import Image
+
+Progress = Callable[[str], AbstractContextManager[object]]
+
+
+def _unpacker() -> Callable[[Image, Path], object]:
+    try:
+        from ..oci.unpack import unpack
+    except ImportError as exc:  # pragma: no cover - only while gpuship.oci.unpack is missing from a checkout
+        raise GpushipError("this gpuship has no image unpacker (gpuship.oci.unpack)", "update gpuship") from exc
+    return unpack  # type: ignore[no-any-return]
+
+
+def unpacked_rootfs(image: Image, cache: Cache, progress: Progress | None = None) -> Path:
+    """The directory holding ``image``'s root filesystem (unpacked on first use)."""
+    key = image.digest.split(":", 1)[1]  # no ':' in the path: overlayfs would read it as a separator
+    with cache.directory("rootfs", key) as (path, ready):
+        if not ready:
+            unpack = _unpacker()
+            short = key[:12]
+            with progress(f"unpacking image {short} (first run only)") if progress else contextlib.nullcontext():
+                unpack(image, path / "rootfs")
+            (path / "digest").write_text(image.digest + "\n")
+    with cache.directory("rootfs", key) as (path, ready):
+        if not ready:  # pragma: no cover - removed between the two looks (a concurrent prune)
+            raise GpushipError("the unpacked image vanished from the cache", "run it again")
+        return path / "rootfs"

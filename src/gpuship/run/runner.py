@@ -1,0 +1,136 @@
+"""``run_image`` / ``check_image``: pick the runtime, settle the GPUs, run, return the command's exit status."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import replace
+
+from .. import tools
+from ..cache import Cache
+from ..errors import GpuError, GpushipError
+from ..oci.image import Image, Index
+from . import gpu as gpu_mod
+from .builtin import CHECK_PATH, run_rootfs
+from .engines import engine_answers, engine_has, run_in_engine
+from .gpu import GpuRequest, HostGpus, Injection
+from .options import RunOptions
+from .rootfs import unpacked_rootfs
+
+Notify = Callable[[str], None]
+Progress = Callable[[str], AbstractContextManager[object]]
+ImageRef = Image | Index | str
+
+
+def _stderr(msg: str) -> None:
+    print(f"gpuship: {msg}", file=sys.stderr, flush=True)
+
+
+def resolve_runtime(requested: str) -> str:
+    """``auto``: Docker, then Podman, if one answers; else runc if installed; else the namespaced chroot."""
+    if requested in ("docker", "podman"):
+        if not engine_answers(requested):
+            raise GpushipError(f"no {requested} engine answers", f"start {requested}, or use --runtime builtin")
+        return requested
+    if requested == "runc":
+        tools.require("runc")
+        return "runc"
+    if requested == "chroot":
+        return "chroot"
+    if requested == "builtin":
+        return "runc" if tools.which("runc") else "chroot"
+    if requested == "auto":
+        for engine in ("docker", "podman"):
+            if engine_answers(engine):
+                return engine
+        return "runc" if tools.which("runc") else "chroot"
+    raise GpushipError(f"unknown runtime {requested!r}", "use auto, builtin, runc, chroot, docker or podman")
+
+
+def open_image(ref: ImageRef, cache: Cache | None = None) -> Image:
+    """An :class:`Image` for the host's platform from a value or a reference gpuship can read."""
+    from ..oci.docker_archive import host_platform, pick_image
+
+    obj: Image | Index
+    if isinstance(ref, str):
+        try:
+            from ..oci.readers import read_image
+        except ImportError as exc:  # pragma: no cover - only while gpuship.oci.readers is missing
+            raise GpushipError("this gpuship cannot read image references yet (gpuship.oci.readers)",
+                               "update gpuship") from exc
+        obj = read_image(ref, None, cache)
+    else:
+        obj = ref
+    if isinstance(obj, Index):
+        return pick_image(obj, host_platform())
+    return obj
+
+
+def settle_gpus(
+    image_env: dict[str, str], options: RunOptions, host: HostGpus | None, notify: Notify
+) -> tuple[GpuRequest, Injection | None]:
+    """What GPUs the container gets: raises a :class:`GpuError` for an impossible ask, notes a CPU-only run."""
+    request = gpu_mod.gpu_request(image_env, options.env, options.gpus)
+    if request.void:
+        return request, None
+    host = host if host is not None else gpu_mod.discover()
+    merged = dict(image_env)
+    merged.update(options.env)
+    if host.driver is None:
+        if request.explicit and options.gpus is not None and request.devices:
+            raise GpuError(
+                f"--gpus {options.gpus} asks for GPUs, but {host.reason}{gpu_mod.requirement_note(merged)}",
+                "run without --gpus to use the CPU, or on a host with the NVIDIA driver",
+            )
+        notify(f"note: {host.reason}; running on the CPU without GPU support{gpu_mod.requirement_note(merged)}")
+        return request, None
+    gpu_mod.check_requirements(host.driver, merged)
+    return request, gpu_mod.plan_injection(host.driver, request)
+
+
+def run_image(
+    image: ImageRef,
+    options: RunOptions = RunOptions(),
+    *,
+    cache: Cache | None = None,
+    notify: Notify | None = None,
+    progress: Progress | None = None,
+    host: HostGpus | None = None,
+) -> int:
+    """Run ``image`` (a value, or a reference gpuship reads) and return its command's exit status.
+
+    ``host`` overrides GPU discovery (tests bring a fake driver); ``notify`` gets one-line notes;
+    ``progress(what)`` wraps long steps (unpacking, loading into an engine).
+    """
+    notify = notify or _stderr
+    cache = cache or Cache()
+    runtime = resolve_runtime(options.runtime)
+    if runtime in ("docker", "podman"):
+        img: Image | None = None
+        ref: str | None = None
+        try:
+            img = open_image(image, cache)
+        except GpushipError:
+            if not (isinstance(image, str) and engine_has(runtime, image)):
+                raise
+            ref = image  # an image the engine holds already
+        env = img.config.env_dict() if img is not None else {}
+        request, injection = settle_gpus(env, options, host, notify)
+        return run_in_engine(runtime, img, ref, options, request if injection is not None else None,
+                             progress=progress, notify=notify)
+    img = open_image(image, cache)
+    _, injection = settle_gpus(img.config.env_dict(), options, host, notify)
+    rootfs = unpacked_rootfs(img, cache, progress)
+    return run_rootfs(rootfs, img.config, options, runtime, injection or Injection(),  # type: ignore[arg-type]
+                      cache=cache, notify=notify)
+
+
+def check_image(
+    image: ImageRef,
+    args: Sequence[str] = (),
+    options: RunOptions = RunOptions(),
+    **kw: object,
+) -> int:
+    """``gpuship check``: run the image's ``gpuship-check`` (with ``args``) and return its exit status."""
+    return run_image(image, replace(options, entrypoint=(CHECK_PATH,), command=tuple(args)), **kw)  # type: ignore[arg-type]
