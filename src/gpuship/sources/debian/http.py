@@ -1,0 +1,102 @@
+"""The one HTTP client of the Debian source: httpx with the system CA bundle, retries, clear errors.
+
+Proxies come from the environment (httpx's ``trust_env``); TLS trusts ``SSL_CERT_FILE`` or the system
+bundle, so a TLS-inspecting proxy whose CA the host trusts works too.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+import time
+from pathlib import Path
+
+import httpx
+
+from ...cache import Cache
+from ...errors import GpushipError, IntegrityError
+
+SYSTEM_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+RETRIES = 3
+HINT = "check the Debian mirror (the host's apt sources, [tool.gpuship.debian] mirror or GPUSHIP_DEBIAN_MIRROR) and the network"
+
+
+def ssl_context() -> ssl.SSLContext:
+    cafile = os.environ.get("SSL_CERT_FILE") or (SYSTEM_BUNDLE if Path(SYSTEM_BUNDLE).is_file() else None)
+    return ssl.create_default_context(cafile=cafile)
+
+
+class NotFound(GpushipError):
+    """The mirror answered 404 for a file."""
+
+
+class Http:
+    """A small, thread-safe HTTP client (httpx.Client is thread-safe) that turns failures into one line."""
+
+    def __init__(self, timeout: float = 60.0) -> None:
+        self._client = httpx.Client(
+            verify=ssl_context(), timeout=httpx.Timeout(timeout, connect=15.0), follow_redirects=True,
+            headers={"User-Agent": "gpuship"},
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> Http:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _fail(self, url: str, exc: Exception) -> GpushipError:
+        if isinstance(exc, httpx.HTTPStatusError):
+            code = exc.response.status_code
+            cls = NotFound if code == 404 else GpushipError
+            return cls(f"the Debian mirror answered {code} for {url}", HINT)
+        reason = str(exc) or type(exc).__name__
+        return GpushipError(f"cannot reach the Debian mirror at {url}: {reason}", HINT)
+
+    def get(self, url: str) -> bytes:
+        """The whole body of ``url`` (small files: InRelease)."""
+        for attempt in range(RETRIES):
+            try:
+                r = self._client.get(url)
+                r.raise_for_status()
+                return r.content
+            except httpx.HTTPStatusError as exc:
+                if exc.response.status_code < 500 or attempt == RETRIES - 1:
+                    raise self._fail(url, exc) from exc
+            except httpx.HTTPError as exc:
+                if attempt == RETRIES - 1 or isinstance(exc, httpx.ConnectError) and "refused" in str(exc).lower():
+                    raise self._fail(url, exc) from exc
+            time.sleep(0.5 * (attempt + 1))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def download(self, url: str, cache: Cache, sha256: str, *, what: str, size: int | None = None) -> str:
+        """Stream ``url`` into the cache; it lands only if its SHA256 is ``sha256``. Returns the digest."""
+        expected = "sha256:" + sha256
+        if cache.has(expected):
+            return expected
+        for attempt in range(RETRIES):
+            try:
+                with self._client.stream("GET", url) as r:
+                    r.raise_for_status()
+                    try:
+                        with cache.blob_writer(expected) as w:
+                            for chunk in r.iter_bytes(1 << 20):
+                                w.write(chunk)
+                    except IntegrityError as exc:
+                        got = f" ({w.size} bytes, expected {size})" if size is not None and w.size != size else ""
+                        raise IntegrityError(
+                            f"{what} from {url} does not match the SHA256 the signed index gives{got}",
+                            "the mirror or something between is serving altered files; nothing was cached",
+                        ) from exc
+                return expected
+            except httpx.HTTPStatusError as exc:
+                if exc.response.status_code < 500 or attempt == RETRIES - 1:
+                    raise self._fail(url, exc) from exc
+            except httpx.HTTPError as exc:
+                if attempt == RETRIES - 1 or isinstance(exc, httpx.ConnectError) and "refused" in str(exc).lower():
+                    raise self._fail(url, exc) from exc
+            time.sleep(0.5 * (attempt + 1))
+        raise AssertionError("unreachable")  # pragma: no cover

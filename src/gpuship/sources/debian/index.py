@@ -1,0 +1,157 @@
+"""Binary package indexes: the ``Packages`` records a resolution needs, merged across suites.
+
+The full ``Packages`` file of Debian main is ~50 MB of text; gpuship keeps only the fields it uses
+(:data:`KEPT_FIELDS`) in a compact JSON blob cached by the index's own SHA256, so it is parsed once.
+Suites merge by version: ``bookworm-updates`` and ``bookworm-security`` override ``bookworm`` where they
+carry a newer version of a package (apt's candidate rule with equal pins).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import cached_property
+from typing import IO
+
+from debian import deb822
+from debian.debian_support import Version
+
+#: The fields of a Packages record a resolution and a fetch need.
+KEPT_FIELDS = (
+    "Package", "Version", "Architecture", "Multi-Arch", "Essential", "Priority", "Section", "Source",
+    "Pre-Depends", "Depends", "Provides", "Conflicts", "Breaks", "Filename", "Size", "SHA256", "Installed-Size",
+)
+
+
+def reduce_packages(stream: IO[bytes]) -> list[dict[str, str]]:
+    """Parse a ``Packages`` stream (python-debian) into records holding only :data:`KEPT_FIELDS`."""
+    out: list[dict[str, str]] = []
+    for para in deb822.Packages.iter_paragraphs(stream, use_apt_pkg=False):
+        rec = {k: para[k] for k in KEPT_FIELDS if k in para}
+        if "Package" in rec and "Version" in rec and "Filename" in rec:
+            out.append(rec)
+    return out
+
+
+def dump_records(records: list[dict[str, str]]) -> bytes:
+    return json.dumps(records, separators=(",", ":"), sort_keys=True).encode()
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One binary package the mirror offers, and where it came from."""
+
+    name: str
+    version: str
+    arch: str
+    filename: str
+    sha256: str
+    size: int
+    uri: str  # the archive root the Filename is relative to
+    suite: str
+    fields: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def from_record(cls, rec: dict[str, str], uri: str, suite: str) -> Candidate:
+        return cls(
+            rec["Package"], rec["Version"], rec.get("Architecture", "all"), rec["Filename"], rec.get("SHA256", ""),
+            int(rec.get("Size", "0") or 0), uri, suite, tuple(sorted(rec.items())),
+        )
+
+    def field(self, name: str, default: str = "") -> str:
+        for k, v in self.fields:
+            if k == name:
+                return v
+        return default
+
+    @cached_property
+    def parsed_version(self) -> Version:
+        return Version(self.version)
+
+    @property
+    def url(self) -> str:
+        return f"{self.uri}/{self.filename}"
+
+    @property
+    def essential(self) -> bool:
+        return self.field("Essential").lower() == "yes"
+
+    @property
+    def multi_arch_same(self) -> bool:
+        return self.field("Multi-Arch") == "same"
+
+    def relations(self, name: str) -> list[list[dict]]:
+        text = self.field(name)
+        return deb822.PkgRelation.parse_relations(text) if text else []
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.version}"
+
+
+@dataclass(frozen=True)
+class Provided:
+    """``candidate`` provides the virtual name, at ``version`` (None: unversioned Provides)."""
+
+    candidate: Candidate
+    version: str | None
+
+
+class PackageIndex:
+    """The merged view of several suites for one architecture: the newest version of each package wins.
+
+    Built from raw records (``(uri, suite, records)`` per suite, in override order); :class:`Candidate`
+    values are made on demand, so a 60 000-package index costs little until it is used.
+    """
+
+    def __init__(self, arch: str, suites: Iterable[tuple[str, str, list[dict[str, str]]]], label: str = "") -> None:
+        self.arch = arch
+        self.label = label or arch
+        best: dict[str, tuple[dict[str, str], str, str]] = {}
+        for uri, suite, records in suites:
+            for rec in records:
+                if rec.get("Architecture", "all") not in (arch, "all"):
+                    continue
+                name = rec["Package"]
+                prev = best.get(name)
+                # later suites win on equal version (security over updates over main, as listed)
+                if prev is None or Version(rec["Version"]) >= Version(prev[0]["Version"]):
+                    best[name] = (rec, uri, suite)
+        self._raw = best
+        self._made: dict[str, Candidate] = {}
+        self._provides: dict[str, list[Provided]] | None = None
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._raw
+
+    def names(self) -> list[str]:
+        return sorted(self._raw)
+
+    def get(self, name: str) -> Candidate | None:
+        c = self._made.get(name)
+        if c is None:
+            raw = self._raw.get(name)
+            if raw is None:
+                return None
+            c = self._made[name] = Candidate.from_record(*raw)
+        return c
+
+    def providers(self, name: str) -> list[Provided]:
+        """Packages whose ``Provides`` names ``name``, sorted by package name (deterministic)."""
+        if self._provides is None:
+            prov: dict[str, list[Provided]] = {}
+            for pkg, (rec, _, _) in self._raw.items():
+                text = rec.get("Provides")
+                if not text:
+                    continue
+                for group in deb822.PkgRelation.parse_relations(text):
+                    for alt in group:
+                        v = alt.get("version")
+                        prov.setdefault(alt["name"], []).append(Provided(self.get(pkg), v[1] if v else None))  # type: ignore[arg-type]
+            for lst in prov.values():
+                lst.sort(key=lambda p: p.candidate.name)
+            self._provides = prov
+        return self._provides.get(name, [])

@@ -1,0 +1,75 @@
+"""Base profiles: which Debian release, which Python, which packages make the base.
+
+The package set is the smallest that gives a complete CPython: ``python3.X-minimal`` alone lacks ssl,
+sqlite3, ctypes, lzma, bz2, uuid, decimal...; ``libpython3.X-stdlib`` brings those modules and their
+libraries. There is no shell: programs run ``python3`` directly (add ``dash`` or ``bash`` through
+``system-packages`` where an entrypoint needs one; ``/bin/sh`` then points at it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ...errors import ConfigError
+
+
+@dataclass(frozen=True)
+class PythonInfo:
+    """The interpreter a base carries."""
+
+    version: str  # "3.11"
+    executable: str  # "/usr/bin/python3.11"
+    stdlib: str  # "/usr/lib/python3.11"
+
+    @property
+    def tag(self) -> str:
+        """The wheel tag of this interpreter (``cp311``)."""
+        return "cp" + self.version.replace(".", "")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One base: a Debian codename, its Python, and the packages of each base layer."""
+
+    name: str
+    codename: str
+    debian_version: str
+    python_version: str
+    architectures: tuple[str, ...]
+    #: core userland and libraries (first layer; carries the merged-/usr links)
+    core_packages: tuple[str, ...]
+    #: the interpreter and its standard library (second layer)
+    python_packages: tuple[str, ...]
+
+    def python_info(self) -> PythonInfo:
+        v = self.python_version
+        return PythonInfo(v, f"/usr/bin/python{v}", f"/usr/lib/python{v}")
+
+
+PROFILES: dict[str, Profile] = {
+    "debian-bookworm": Profile(
+        name="debian-bookworm",
+        codename="bookworm",
+        debian_version="12",
+        python_version="3.11",
+        architectures=("amd64", "arm64"),
+        core_packages=("base-files", "netbase", "ca-certificates", "libc6", "zlib1g", "libssl3"),
+        python_packages=("python3.11-minimal", "libpython3.11-stdlib"),
+    ),
+    "debian-trixie": Profile(
+        name="debian-trixie",
+        codename="trixie",
+        debian_version="13",
+        python_version="3.13",
+        architectures=("amd64", "arm64"),
+        core_packages=("base-files", "netbase", "ca-certificates", "libc6", "zlib1g", "libssl3t64"),
+        python_packages=("python3.13-minimal", "libpython3.13-stdlib"),
+    ),
+}
+
+
+def get_profile(name: str) -> Profile:
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ConfigError(f"unknown Debian base profile {name!r}", f"use one of: {', '.join(sorted(PROFILES))}") from None
