@@ -183,3 +183,27 @@ def test_html_escapes_what_it_embeds(cache: Cache) -> None:
     page = render_html(inspect_image(img))
     assert "</script><b>" not in page
     assert page.count("</script>") == 2
+
+
+def test_real_wheel_in_a_venv_layer(cache: Cache, tmp_path: Path) -> None:
+    """A real CUDA wheel installed by uv: its RECORD owns its files, and its library shows its architectures."""
+    import sys
+
+    sys.path.insert(0, str(FIXTURES))
+    from cudatools import NVJPEG_CU13, install_wheel
+
+    from gpuship.oci import layer_from_dir
+
+    spec, member = NVJPEG_CU13
+    site = install_wheel(spec, tmp_path / "site")
+    layer = layer_from_dir(site, cache, prefix=SITE, comment="nvjpeg")
+    r = inspect_image(append_layers(empty_image(), [layer]))
+    (py,) = r.python
+    assert py.name == "nvidia_nvjpeg" and py.version == spec.split("==")[1]
+    on_disk = sum(p.stat().st_size for p in site.rglob("*") if p.is_file())
+    assert py.size + r.unowned_bytes == r.final_bytes == on_disk
+    assert py.size >= 0.99 * on_disk  # the RECORD lists (nearly) everything the installer wrote
+    assert py.compressed <= layer.size and py.compressed >= 0.98 * layer.size
+    (lib,) = r.cuda
+    assert lib.path == f"{SITE}/{member}"
+    assert lib.library is not None and "sm_90" in lib.library.sass and lib.library.ptx

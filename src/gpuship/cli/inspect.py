@@ -31,7 +31,7 @@ def _read(ref: str, platform: str | None) -> Image:
         from ..oci.readers import read_image
     except ImportError as exc:  # pragma: no cover - the OCI readers arrive in their own change
         raise GpushipError("this gpuship cannot read images yet (gpuship.oci.readers is missing)") from exc
-    obj = read_image(ref)
+    obj = read_image(ref, platform)
     if isinstance(obj, Index):
         if platform:
             return obj.for_platform(platform)

@@ -17,7 +17,7 @@ import posixpath
 import tempfile
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, BinaryIO
 
 import zstandard
@@ -310,6 +310,8 @@ def inspect_image(image: Image, *, top: int = 25, progress: Progress | None = No
                         sum(f.size for f in scan.files), len(scan.whiteouts) + len(scan.opaque))
         )
     cuda = {p: c for p, c in cuda.items() if p in view}
+    comments = _layer_comments(image)
+    layers = [replace(l, comment=comments[l.index]) for l in layers]
     packages = python_distributions({p: d for p, d in databases.items() if p.endswith("/RECORD")}, links)
     packages += debian_packages({p: d for p, d in databases.items() if not p.endswith("/RECORD")}, links)
     owner: dict[str, tuple[str, str]] = {}
@@ -351,6 +353,16 @@ def inspect_image(image: Image, *, top: int = 25, progress: Progress | None = No
         unowned_compressed=sum(r.compressed for r in unowned),
         blocks=_blocks(view, owner),
     )
+
+
+def _layer_comments(image: Image) -> list[str]:
+    """Each layer's comment: its own, else its history line's (what a read image keeps)."""
+    hist = [h for h in image.history if not h.empty_layer]
+    out = []
+    for i, layer in enumerate(image.layers):
+        h = hist[i] if i < len(hist) and len(hist) == len(image.layers) else None
+        out.append(layer.comment or (h.comment if h else "") or "")
+    return out
 
 
 def _blocks(

@@ -33,8 +33,8 @@ from ..oci.entry import Entry
 
 PRUNED_SECTIONS = (".nv_fatbin",)
 
-# TODO: switch to the GPU table in gpuship.cuda once it lands (it did not exist when this was written).
-#: GPU product name -> compute capability (NVIDIA's CUDA GPUs list, developer.nvidia.com/cuda-gpus).
+#: GPU product name -> compute capability (NVIDIA's CUDA GPUs list). Only a fallback: names are looked up in
+#: gpuship.cuda's GPU table when that module is there (TODO: drop this map once gpuship.cuda has landed for good).
 GPU_CAPABILITIES: dict[str, tuple[int, int]] = {
     "k80": (3, 7), "p4": (6, 1), "p40": (6, 1), "p100": (6, 0), "v100": (7, 0), "titan-v": (7, 0),
     "t4": (7, 5), "rtx-2080": (7, 5), "rtx-2080-ti": (7, 5), "quadro-rtx-8000": (7, 5),
@@ -79,6 +79,14 @@ class Target:
     @classmethod
     def parse(cls, text: str) -> Target:
         """``H100``, ``A10G``, ``sm_80``, ``sm_90a``, ``compute_90``, ``8.6`` -> the device it names."""
+        try:
+            from ..cuda.gpus import parse_target
+        except ImportError:
+            parse_target = None  # type: ignore[assignment]
+        if parse_target is not None:
+            found = parse_target(text)
+            major, minor = (int(x) for x in found.cc.split("."))
+            return cls(major, minor, text.strip())
         cc = GPU_CAPABILITIES.get(_gpu_key(text))
         if cc is not None:
             return cls(cc[0], cc[1], text.strip())
