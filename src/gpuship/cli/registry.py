@@ -25,8 +25,10 @@ def login(
     insecure: bool = typer.Option(False, "--insecure", help=_INSECURE_HELP),
     ca_file: Path = typer.Option(None, "--ca-file", exists=True, dir_okay=False, help=_CA_HELP),
 ) -> None:
-    """Check credentials against REGISTRY and store them in Docker's config.json (mode 0600), or in the
-    credential helper config.json names (credsStore / credHelpers), exactly where docker login would."""
+    """Check credentials against REGISTRY and store them where docker login would: in Docker's config.json (mode 0600), or in the credential helper it names (credsStore / credHelpers).
+
+    For nvcr.io the user name is the literal $oauthtoken and the password an NGC API key.
+    """
     from ..registry import limits_for, login as do_login
 
     if password_stdin:
@@ -60,7 +62,7 @@ def push(
     image: str = typer.Argument(
         ..., help="The image to push: oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE, registry:REF, or a path."
     ),
-    ref: str = typer.Argument(..., help="Where to: [registry/]name[:tag][@sha256:digest], e.g. ghcr.io/org/app:1.0."),
+    ref: str = typer.Argument(..., help="Where to: \\[registry/]name\\[:tag]\\[@sha256:digest], e.g. ghcr.io/org/app:1.0."),
     insecure: bool = typer.Option(False, "--insecure", help=_INSECURE_HELP),
     ca_file: Path = typer.Option(None, "--ca-file", exists=True, dir_okay=False, help=_CA_HELP),
     jobs: int = typer.Option(4, "--jobs", "-j", min=1, max=32, help="Blobs uploaded at once."),
@@ -73,9 +75,9 @@ def push(
 ) -> None:
     """Push IMAGE (an image or a multi-platform index) to a registry, as REF.
 
-    Blobs the registry already has are skipped, blobs it holds in another repository are mounted, the rest are
-    uploaded (4 at a time, resumed after a dropped connection); manifests go last, so a failed push leaves no
-    tag behind. Credentials come from gpuship login / docker login (Docker's config.json and its helpers).
+    Blobs the registry already has are skipped, blobs it holds in another repository are mounted, the rest are uploaded (--jobs at a time; an upload cut off by a dropped connection resumes where the registry got to). Manifests go last, so a failed push leaves no tag behind.
+
+    Credentials come from gpuship login or docker login (Docker's config.json and its credential helpers).
     """
     from ..oci.readers import read_image
     from ..registry import RichTransferProgress, configure
