@@ -1,0 +1,315 @@
+"""``load_project``: detect a project's inputs and merge them into one :class:`ProjectInputs`.
+
+Detected in this order, and mixed where a project has several:
+
+1. ``pyproject.toml`` — PEP 621 ``dependencies`` plus the ``optional-dependencies`` groups chosen as extras;
+   metadata (name, version, description, license, urls), ``[project.scripts]``, the raw ``[tool.gpuship]``.
+   Dependencies declared ``dynamic`` through ``[tool.setuptools.dynamic]`` files are read from those files;
+   any other dynamic form (or a ``setup.py``-only project) is handed to uv, which asks the build backend.
+2. ``requirements.txt`` (``requirements.in`` when there is no ``.txt``), and ``requirements-<extra>.txt`` /
+   ``requirements_<extra>.txt`` / ``requirements/<extra>.txt`` for each chosen extra that is not a pyproject group.
+3. ``environment.yml`` / ``environment.yaml`` — a conda environment, translated to PyPI (see :mod:`.conda`).
+4. ``uv.lock`` — exported with ``uv export --locked``; its exact versions are applied as constraints.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.utils import canonicalize_name
+
+from ..errors import ConfigError
+from .conda import translate_environment
+from .pyproject import read_pyproject
+from .requirements import RequirementReader
+
+ENVIRONMENT_FILES = ("environment.yml", "environment.yaml")
+
+
+@dataclass(frozen=True)
+class IndexOptions:
+    """Where packages come from, as read from the inputs (reported; uv reads the same options itself)."""
+
+    index_url: str = ""
+    extra_index_urls: tuple[str, ...] = ()
+    find_links: tuple[str, ...] = ()
+    no_index: bool = False
+
+    def uv_args(self) -> list[str]:
+        args: list[str] = []
+        if self.index_url:
+            args += ["--index-url", self.index_url]
+        for u in self.extra_index_urls:
+            args += ["--extra-index-url", u]
+        for f in self.find_links:
+            args += ["--find-links", f]
+        if self.no_index:
+            args.append("--no-index")
+        return args
+
+
+@dataclass(frozen=True)
+class ProjectInputs:
+    """Everything a project declares about its Python environment. Immutable; paths are absolute.
+
+    ``requirements`` holds every top-level requirement (pyproject, requirements files, conda translation,
+    the conda ``pip:`` section) as PEP 508 strings: the one list the CUDA planner may rewrite
+    (``dataclasses.replace(project, requirements=...)``) before the lock resolves it.
+    """
+
+    root: Path
+    name: str
+    version: str = ""
+    description: str = ""
+    license: str = ""
+    urls: Mapping[str, str] = field(default_factory=dict)
+    requirements: tuple[str, ...] = ()
+    requirement_files: tuple[Path, ...] = ()
+    constraint_files: tuple[Path, ...] = ()
+    #: pip option lines from the requirement files (``--index-url X``, ``--pre``, ...), passed to uv as written
+    uv_options: tuple[str, ...] = ()
+    index: IndexOptions = IndexOptions()
+    #: ``--hash`` values per canonical package name: the locked file must be one of them
+    hashes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: exact pins from an existing uv.lock, applied as constraints
+    pins: tuple[str, ...] = ()
+    #: project files whose dependencies only uv can read (dynamic metadata, setup.py); ``extras`` apply to them
+    uv_project_files: tuple[Path, ...] = ()
+    #: Python version constraints and where they come from: ``(("pyproject.toml", ">=3.11"), ...)``
+    python_constraints: tuple[tuple[str, str], ...] = ()
+    #: the CUDA version a conda environment asked for (``cudatoolkit=11.4`` -> ``"11.4"``), else ""
+    cuda_version: str = ""
+    is_package: bool = False
+    extras: tuple[str, ...] = ()
+    scripts: Mapping[str, str] = field(default_factory=dict)
+    tool: Mapping[str, Any] = field(default_factory=dict)
+    #: every file that was read (pyproject.toml, requirement and constraint files, environment.yml, uv.lock)
+    input_files: tuple[Path, ...] = ()
+    #: which kinds of input were found, in detection order
+    sources: tuple[str, ...] = ()
+    #: things worth telling the user (conda packages skipped, CUDA mapping, ...)
+    notes: tuple[str, ...] = ()
+
+    def check_python(self, version: str) -> None:
+        """Refuse a Python version that a project input excludes (``python=3.10`` in environment.yml, ...)."""
+        for where, spec in self.python_constraints:
+            try:
+                ok = SpecifierSet(spec).contains(version, prereleases=True)
+            except InvalidSpecifier as exc:
+                raise ConfigError(f"{where}: invalid Python constraint {spec!r}") from exc
+            if not ok:
+                raise ConfigError(
+                    f"{where} asks for Python {spec} but the base image has Python {version}",
+                    "change the Python pin, or choose a base with a matching Python (debian-bookworm: 3.11, debian-trixie: 3.13)",
+                )
+
+    def lock_key(self) -> dict[str, Any]:
+        """What decides the resolution, as plain data: the lock's input hash is made from this.
+
+        Metadata that cannot change the resolution (description, scripts, ``[tool.gpuship]``) stays out, so
+        editing the entrypoint never invalidates ``gpuship.lock``.
+        """
+        files = sorted(set(self.requirement_files) | set(self.constraint_files) | set(self.uv_project_files))
+        return {
+            "requirements": list(self.requirements),
+            "files": {self._rel(p): _file_sha256(p) for p in files},
+            "constraint_files": [self._rel(p) for p in self.constraint_files],
+            "uv_project_files": [self._rel(p) for p in self.uv_project_files],
+            "uv_options": list(self.uv_options),
+            "index": self.index.uv_args(),
+            "pins": list(self.pins),
+            "hashes": {k: sorted(v) for k, v in sorted(self.hashes.items())},
+            "extras": list(self.extras) if self.uv_project_files else [],
+        }
+
+    def _rel(self, p: Path) -> str:
+        try:
+            return p.relative_to(self.root).as_posix()
+        except ValueError:
+            return p.as_posix()
+
+
+def _file_sha256(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def _requirements_for_extra(root: Path, extra: str) -> Path | None:
+    for cand in (f"requirements-{extra}.txt", f"requirements_{extra}.txt", f"requirements/{extra}.txt"):
+        if (root / cand).is_file():
+            return root / cand
+    return None
+
+
+def load_project(
+    path: Path | str,
+    extras: Sequence[str] = (),
+    *,
+    requirement_files: Sequence[Path | str] | None = None,
+    conda_map: Mapping[str, str] | None = None,
+    use_uv_lock: bool = True,
+) -> ProjectInputs:
+    """Read a project's inputs. ``path`` is the project folder (or one input file in it).
+
+    ``requirement_files`` replaces the detection of requirements files (paths relative to the project);
+    ``conda_map`` adds conda-name -> PyPI-name rows for environment.yml; ``use_uv_lock=False`` ignores uv.lock.
+    """
+    given = Path(path).resolve()
+    if given.is_file():
+        root = given.parent
+        if given.name.startswith("requirements") or given.suffix in (".txt", ".in"):
+            requirement_files = [given] if requirement_files is None else requirement_files
+    elif given.is_dir():
+        root = given
+    else:
+        raise ConfigError(f"{path} does not exist", "give the path of a Python project folder")
+
+    extras = tuple(dict.fromkeys(extras))
+    reader = RequirementReader(root)
+    requirements: list[str] = []
+    python_constraints: list[tuple[str, str]] = []
+    uv_project_files: list[Path] = []
+    input_files: list[Path] = []
+    sources: list[str] = []
+    notes: list[str] = []
+    pins: list[str] = []
+    meta: dict[str, Any] = {"name": "", "version": "", "description": "", "license": "", "urls": {}, "scripts": {}}
+    tool: dict[str, Any] = {}
+    cuda_version = ""
+    is_package = (root / "setup.py").is_file() or (root / "setup.cfg").is_file()
+    remaining_extras = list(extras)
+
+    # 1. pyproject.toml
+    pp_path = root / "pyproject.toml"
+    pyproject = read_pyproject(pp_path) if pp_path.is_file() else None
+    if pyproject is not None:
+        input_files.append(pp_path)
+        tool = pyproject.tool
+        is_package = is_package or pyproject.has_build_system
+        uv_tool = (pyproject.data.get("tool") or {}).get("uv") or {}
+        if isinstance(uv_tool.get("package"), bool):
+            is_package = uv_tool["package"]
+        if pyproject.has_project:
+            sources.append("pyproject.toml")
+            meta.update(
+                name=pyproject.name, version=pyproject.version, description=pyproject.description,
+                license=pyproject.license, urls=pyproject.urls, scripts=pyproject.scripts,
+            )
+            groups = {canonicalize_name(g) for g in pyproject.optional_groups}
+            remaining_extras = [e for e in extras if canonicalize_name(e) not in groups]
+            if pyproject.requires_python:
+                python_constraints.append(("pyproject.toml requires-python", pyproject.requires_python))
+            dyn_files = pyproject.dynamic_dependency_files(extras)
+            if dyn_files is None:
+                uv_project_files.append(pp_path)
+                notes.append("pyproject.toml: dependencies are dynamic; uv reads them from the build backend")
+                remaining_extras = []  # uv checks the extras of a project it reads itself
+            else:
+                for f in dyn_files:
+                    reader.read_file(f)
+            if "dependencies" not in pyproject.dynamic:
+                requirements += pyproject.dependencies_for(extras)
+    if (root / "setup.py").is_file() and (pyproject is None or not pyproject.has_project):
+        uv_project_files.append(root / "setup.py")
+        sources.append("setup.py")
+        remaining_extras = []
+
+    # 2. requirements files
+    if requirement_files is not None:
+        chosen = [root / p if not Path(p).is_absolute() else Path(p) for p in requirement_files]
+    else:
+        chosen = []
+        for cand in ("requirements.txt", "requirements.in"):
+            if (root / cand).is_file():
+                chosen.append(root / cand)
+                break
+        for e in list(remaining_extras):
+            f = _requirements_for_extra(root, e)
+            if f is not None:
+                chosen.append(f)
+                remaining_extras.remove(e)
+    for f in chosen:
+        reader.read_file(f)
+    if reader.scan.requirement_files:
+        sources.append("requirements")
+
+    # 3. environment.yml
+    env_file = next((root / n for n in ENVIRONMENT_FILES if (root / n).is_file()), None)
+    if env_file is not None:
+        conda = translate_environment(env_file, conda_map)
+        sources.append(env_file.name)
+        input_files.append(env_file)
+        requirements += [r for r in conda.requirements if r not in requirements]
+        reader.read_lines(conda.pip_lines, base=root, where=f"{env_file.name} pip:")
+        if conda.python:
+            python_constraints.append((f"{env_file.name} python", conda.python))
+        cuda_version = conda.cuda_version
+        notes += conda.notes
+        meta["name"] = meta["name"] or conda.name
+
+    if remaining_extras:
+        known = sorted(pyproject.optional_groups) if pyproject is not None else []
+        raise ConfigError(
+            f"unknown extra{'s' if len(remaining_extras) > 1 else ''}: {', '.join(remaining_extras)}",
+            f"known extras: {', '.join(known)}" if known else "the project has no optional-dependencies and no requirements-<extra>.txt",
+        )
+
+    # 4. uv.lock
+    uv_lock = root / "uv.lock"
+    if use_uv_lock and uv_lock.is_file() and pyproject is not None and pyproject.has_project:
+        from .uvlock import export_uv_lock
+
+        pins, lock_notes = export_uv_lock(root, [e for e in extras if e not in remaining_extras])
+        notes += lock_notes
+        sources.append("uv.lock")
+        input_files.append(uv_lock)
+
+    scan = reader.scan
+    if scan.self_references:
+        is_package = True
+    for r in scan.requirements:
+        if r not in requirements:
+            requirements.append(r)
+    input_files += [f for f in scan.requirement_files + scan.constraint_files if f not in input_files]
+    if not sources:
+        raise ConfigError(
+            f"{root} has no pyproject.toml [project], requirements.txt, environment.yml or setup.py",
+            "add one of them listing the project's dependencies",
+        )
+    return ProjectInputs(
+        root=root,
+        name=str(meta["name"] or root.name),
+        version=str(meta["version"]),
+        description=str(meta["description"]),
+        license=str(meta["license"]),
+        urls=dict(meta["urls"]),
+        requirements=tuple(requirements),
+        requirement_files=tuple(scan.requirement_files),
+        constraint_files=tuple(scan.constraint_files),
+        uv_options=tuple(scan.option_lines),
+        index=IndexOptions(scan.index_url, tuple(scan.extra_index_urls), tuple(scan.find_links), scan.no_index),
+        hashes={k: tuple(dict.fromkeys(v)) for k, v in scan.hashes.items()},
+        pins=tuple(pins),
+        uv_project_files=tuple(uv_project_files),
+        python_constraints=tuple(python_constraints),
+        cuda_version=cuda_version,
+        is_package=is_package,
+        extras=extras,
+        scripts=dict(meta["scripts"]),
+        tool=tool,
+        input_files=tuple(input_files),
+        sources=tuple(sources),
+        notes=tuple(notes),
+    )
+
+
+def describe(project: ProjectInputs) -> str:
+    """A short JSON summary (for ``-v`` output and debugging)."""
+    return json.dumps(
+        {"name": project.name, "sources": project.sources, "requirements": project.requirements}, indent=2
+    )

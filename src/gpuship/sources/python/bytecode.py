@@ -1,0 +1,53 @@
+"""Precompile ``.pyc`` at build time, reproducibly.
+
+The venv is owned by root and read-only for the app user, so Python can never write its byte-code cache at run
+time: without precompiled files every start compiles every imported module again (numpy: ~3x slower import,
+docs/python-env.md has the numbers). ``compileall`` runs with a host Python of the base's minor version (byte
+code is the same on every CPU architecture), in ``unchecked-hash`` mode (PEP 552: no timestamps, the source
+is trusted, which fits an immutable image), ``PYTHONHASHSEED=0`` (set constants marshal in a fixed order),
+one process in sorted order, and the recorded file names rewritten to their image paths (``/opt/venv/...``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterable
+from pathlib import Path
+
+from ...errors import GpushipError
+from ...oci import Entry
+from .interpreter import HostPython
+
+
+def compile_sources(sources: Iterable[Entry], python: HostPython, workdir: Path) -> list[Entry]:
+    """Compile ``.py`` entries (paths relative to the image root); returns the ``__pycache__`` entries.
+
+    The returned entries read from ``workdir``, which must outlive the layer write.
+    """
+    count = 0
+    for e in sources:
+        dest = workdir / e.path
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with e.open() as src, open(dest, "wb") as out:  # type: ignore[misc]
+            shutil.copyfileobj(src, out, 1 << 20)
+        count += 1
+    if count == 0:
+        return []
+    env = dict(os.environ, PYTHONHASHSEED="0", PYTHONDONTWRITEBYTECODE="")
+    env.pop("SOURCE_DATE_EPOCH", None)
+    env.pop("PYTHONPYCACHEPREFIX", None)
+    proc = subprocess.run(
+        [python.path, "-I", "-m", "compileall", "-q", "-f", "--invalidation-mode", "unchecked-hash",
+         "-s", str(workdir), "-p", "/", str(workdir)],
+        capture_output=True, env=env, check=False,
+    )
+    # 1 = some file did not compile (Python 2 leftovers, templates): those simply get no .pyc, as with pip.
+    if proc.returncode not in (0, 1):
+        raise GpushipError(f"compiling byte code failed: {(proc.stderr or proc.stdout).decode(errors='replace').strip()[-300:]}")
+    out: list[Entry] = []
+    for pyc in sorted(workdir.rglob("*.pyc")):
+        rel = pyc.relative_to(workdir).as_posix()
+        out.append(Entry.file(rel, pyc, mode=0o644))
+    return out

@@ -1,0 +1,108 @@
+"""Fetch locked files (wheels, sdists) into the cache, verified against the lock's sha256.
+
+A file's blob digest *is* its locked sha256, so a wheel is downloaded once per machine and shared by every
+project and platform that locks it. Downloads stream to a temp file and land only if the hash matches.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import httpx
+
+from ...cache import Cache
+from ...errors import GpushipError, IntegrityError
+
+SYSTEM_CA = "/etc/ssl/certs/ca-certificates.crt"
+CHUNK = 1 << 20
+ProgressFn = Callable[..., None]
+
+
+def ssl_context() -> ssl.SSLContext:
+    """The system CA bundle (``SSL_CERT_FILE`` first), so an intercepting proxy's CA is trusted."""
+    cafile = os.environ.get("SSL_CERT_FILE") or (SYSTEM_CA if Path(SYSTEM_CA).is_file() else None)
+    return ssl.create_default_context(cafile=cafile)
+
+
+def http_client() -> httpx.Client:
+    return httpx.Client(
+        verify=ssl_context(), follow_redirects=True, trust_env=True, timeout=httpx.Timeout(120.0, connect=30.0)
+    )
+
+
+def filename_of(url: str) -> str:
+    return unquote(urlparse(url).path.rsplit("/", 1)[-1])
+
+
+def fetch(
+    cache: Cache, url: str, sha256: str, *, client: httpx.Client | None = None, progress: ProgressFn | None = None
+) -> Path:
+    """The cached blob of ``url``; downloaded (or copied, for ``file://``) and verified if missing."""
+    digest = f"sha256:{sha256.lower()}"
+    if cache.has(digest):
+        return cache.blob_path(digest)
+    name = filename_of(url)
+    with cache.lock(f"fetch-{sha256[:32]}"):
+        if cache.has(digest):
+            return cache.blob_path(digest)
+        parsed = urlparse(url)
+        if parsed.scheme in ("", "file"):
+            path = Path(unquote(parsed.path))
+            if not path.is_file():
+                raise GpushipError(f"locked file {path} does not exist any more", "restore it, or delete gpuship.lock to lock again")
+            cache.put_file(path, expected=digest)
+            return cache.blob_path(digest)
+        own = client is None
+        client = client or http_client()
+        try:
+            for attempt in range(4):
+                try:
+                    with client.stream("GET", url) as resp:
+                        if resp.status_code != 200:
+                            raise GpushipError(
+                                f"downloading {name} failed: HTTP {resp.status_code}",
+                                "check the index settings and network; the URL is in gpuship.lock",
+                            )
+                        total = int(resp.headers.get("content-length") or 0)
+                        done = 0
+                        with cache.blob_writer(expected=digest) as w:
+                            for chunk in resp.iter_bytes(CHUNK):
+                                w.write(chunk)
+                                done += len(chunk)
+                                if progress is not None:
+                                    progress(f"download {name}", done, total)
+                    return cache.blob_path(digest)
+                except (httpx.TransportError, httpx.RemoteProtocolError) as exc:
+                    if attempt == 3:
+                        raise GpushipError(f"downloading {name} failed: {exc}", "check the network and retry") from exc
+                    time.sleep(1.5 * (attempt + 1))
+                except IntegrityError as exc:
+                    raise IntegrityError(
+                        f"{name} does not match the sha256 in gpuship.lock",
+                        "the index served different bytes than were locked; nothing was cached",
+                    ) from exc
+        finally:
+            if own:
+                client.close()
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def fetch_all(
+    cache: Cache, items: Iterable[tuple[str, str]], *, progress: ProgressFn | None = None, workers: int = 4
+) -> dict[str, Path]:
+    """Fetch ``(url, sha256)`` pairs in parallel; returns sha256 -> blob path."""
+    todo = {sha: url for url, sha in items}
+    missing = {sha: url for sha, url in todo.items() if not cache.has(f"sha256:{sha}")}
+    out = {sha: cache.blob_path(f"sha256:{sha}") for sha in todo if sha not in missing}
+    if missing:
+        with http_client() as client, ThreadPoolExecutor(max_workers=workers) as pool:
+            futures = {sha: pool.submit(fetch, cache, url, sha, client=client, progress=progress) for sha, url in missing.items()}
+            for sha, fut in futures.items():
+                out[sha] = fut.result()
+    return out

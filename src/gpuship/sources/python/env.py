@@ -1,0 +1,274 @@
+"""``python_layers``: the locked wheels of one platform, installed into the venv, pruned, compiled, as layers.
+
+One layer for the venv skeleton, then one per group (:mod:`.groups`: ``cuda``, ``frameworks``, ``deps``). Each
+group layer is cached under a key made of the group's locked file hashes, the prune rules, the bytecode mode and
+compiling Python, the venv path and the Python minor version — nothing else — so the same torch gives the same
+layer digest in every project that locks it. (The base's interpreter path only goes into the skeleton layer.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+import tempfile
+import zipfile
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ...cache import Cache
+from ...errors import ConfigError
+from ...oci import Entry, Layer, Platform, cached_layer, clean_path
+from ...oci.layer import Compression
+from .build import built_wheel
+from .bytecode import compile_sources
+from .download import fetch_all
+from .groups import GROUP_ORDER, group_of
+from .interpreter import HostPython, PythonLike, host_python
+from .lock import Lock, LockedPackage, NoWheelError
+from .platforms import host_platform, python_minor
+from .prune import PruneReport, PruneRules
+from .venv import venv_entries
+from .wheel import InstalledFile, WheelInstall, install_wheel, record_hash, render_record
+
+VENV = "/opt/venv"
+LAYOUT_VERSION = 1
+ProgressFn = Callable[..., None]
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """An installed distribution: its group (layer), installed files and bytes (after pruning, with .pyc)."""
+
+    name: str
+    version: str
+    group: str
+    size: int
+    files: int = 0
+
+
+@dataclass(frozen=True)
+class PythonEnv:
+    """The venv of one platform, as layers in install order (``venv``, then the groups that are not empty)."""
+
+    platform: Platform
+    venv: str
+    python: str
+    layers: tuple[tuple[str, Layer], ...]
+    distributions: tuple[Distribution, ...]
+    report: PruneReport
+    scripts: tuple[str, ...] = field(default=())
+
+    @property
+    def site_packages(self) -> str:
+        return f"{self.venv}/lib/python{self.python}/site-packages"
+
+    @property
+    def bin_dir(self) -> str:
+        return f"{self.venv}/bin"
+
+    def env_vars(self) -> dict[str, str]:
+        """What the image config should set so ``python`` and the console scripts are the venv's."""
+        return {
+            "VIRTUAL_ENV": self.venv,
+            "PATH": f"{self.bin_dir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        }
+
+
+def _venv_layer(cache: Cache, venv: str, python: PythonLike, compression: Compression) -> Layer:
+    key = json.dumps(["python-venv", LAYOUT_VERSION, venv, python.executable, python.version])
+    return cached_layer(
+        cache, key, lambda: venv_entries(venv, python.executable, python.version),
+        compression=compression, comment=f"python venv {venv}",
+    )
+
+
+def _wheel_files(
+    packages: Sequence[LockedPackage], platform: Platform, python: str, cache: Cache, progress: ProgressFn | None
+) -> dict[str, tuple[Path, str]]:
+    """sha256 of each locked file -> (wheel path in the cache, wheel file name); sdists are built here."""
+    wheels = [p for p in packages if not p.sdist]
+    paths = fetch_all(cache, [(p.url, p.sha256) for p in wheels], progress=progress)
+    out = {p.sha256: (paths[p.sha256], p.filename) for p in wheels}
+    for p in packages:
+        if not p.sdist:
+            continue
+        if progress is not None:
+            progress(f"build {p.filename}")
+        built = built_wheel(p, python, cache)
+        if platform != host_platform() and not built.pure:
+            raise NoWheelError(
+                f"{p.name} {p.version} has no wheel for {platform}: its source builds a compiled wheel on this "
+                f"{host_platform()} machine",
+                f"build on a {platform} machine, or choose a version of {p.name} that ships a {platform} wheel",
+            )
+        out[p.sha256] = (built.path, built.filename)
+    return out
+
+
+def _hash_of(f: InstalledFile) -> tuple[str, int]:
+    if f.record:
+        return f.record, f.entry.size
+    return record_hash(f.entry.read()), f.entry.size
+
+
+def install_entries(
+    installs: Sequence[WheelInstall],
+    *,
+    venv: str,
+    site: str,
+    prune: PruneRules,
+    compiler: HostPython | None,
+    workdir: Path,
+) -> tuple[list[Entry], dict[str, Any]]:
+    """Prune, compile and write RECORDs for wheels installed into one tree: ``(entries, info)``.
+
+    ``site`` is site-packages relative to the venv root; entries are placed under ``venv`` in the image.
+    """
+    prefix = clean_path(venv) + "/"
+    matcher = prune.matcher(site)
+    pruned: dict[str, list[int]] = {}
+    pruned_by_dist: dict[str, list[int]] = {}
+    kept: dict[str, tuple[InstalledFile, WheelInstall]] = {}
+    overlaps: list[str] = []
+    for wi in installs:  # sorted by name by the caller: a later wheel's file replaces an earlier one's
+        for f in wi.files:
+            category = matcher.category(f.rel)
+            if category is not None and not f.rel.startswith(wi.dist_info + "/"):
+                c = pruned.setdefault(category, [0, 0])
+                c[0] += 1
+                c[1] += f.entry.size
+                d = pruned_by_dist.setdefault(wi.name, [0, 0])
+                d[0] += 1
+                d[1] += f.entry.size
+                continue
+            if f.rel in kept and kept[f.rel][1] is not wi:
+                overlaps.append(f.rel)
+            kept[f.rel] = (f, wi)
+
+    pycs: list[Entry] = []
+    if compiler is not None:
+        sources = [f.entry for f, _ in kept.values() if f.rel.endswith(".py") and f.rel.startswith(site + "/")]
+        pycs = compile_sources(sorted(sources, key=lambda e: e.path), compiler, workdir)
+    owner_of_source = {f.rel: wi for f, wi in kept.values()}
+    pyc_by_dist: dict[int, list[tuple[str, Entry]]] = {}
+    for e in pycs:
+        rel = e.path[len(prefix):]
+        cache_dir, name = posixpath.split(rel)
+        src = posixpath.join(posixpath.dirname(cache_dir), name.split(".", 1)[0] + ".py")
+        owner = owner_of_source.get(src)
+        if owner is not None:
+            pyc_by_dist.setdefault(id(owner), []).append((rel, e))
+
+    entries: list[Entry] = []
+    distributions = []
+    scripts: list[str] = []
+    for wi in installs:
+        mine = [(f.rel, f) for f, owner in kept.values() if owner is wi]
+        rows: list[tuple[str, str, int | None]] = []
+        size = 0
+        for rel, f in mine:
+            h, n = _hash_of(f)
+            rows.append((rel, h, n))
+            size += n
+            entries.append(f.entry)
+        for rel, e in pyc_by_dist.get(id(wi), []):
+            rows.append((rel, "", None))
+            size += e.size
+            entries.append(e)
+        record = render_record(wi.dist_info, rows)
+        entries.append(Entry.file(f"{prefix}{wi.dist_info}/RECORD", record, mode=0o644))
+        size += len(record)
+        distributions.append([wi.name, wi.version, len(rows) + 1, size])
+        scripts += [s for s in wi.scripts if f"bin/{s}" in kept and kept[f"bin/{s}"][1] is wi]
+    report = PruneReport(
+        {k: (v[0], v[1]) for k, v in sorted(pruned.items())},
+        {k: (v[0], v[1]) for k, v in sorted(pruned_by_dist.items())},
+        (len(pycs), sum(e.size for e in pycs)),
+    )
+    info = {"distributions": distributions, "report": report.to_json(), "scripts": sorted(scripts), "overlaps": sorted(set(overlaps))}
+    return entries, info
+
+
+def python_layers(
+    lock: Lock,
+    platform: Platform,
+    python: PythonLike,
+    cache: Cache,
+    *,
+    prune: PruneRules = PruneRules(),
+    progress: ProgressFn | None = None,
+    venv: str = VENV,
+    compression: Compression = "gzip",
+) -> PythonEnv:
+    """Install ``lock``'s packages for ``platform`` into ``venv`` (using the base's ``python``) as layers."""
+    if not venv.startswith("/"):
+        raise ConfigError(f"the venv path {venv!r} must be absolute")
+    py = python_minor(python.version)
+    if py != lock.python:
+        raise ConfigError(
+            f"{lock.path.name} was made for Python {lock.python}, but the base image has Python {py}",
+            f"delete {lock.path.name} to lock again for Python {py}, or use a base with Python {lock.python}",
+        )
+    packages = lock.packages(platform)
+    compiler = host_python(py) if prune.bytecode != "none" and packages else None
+    site = f"lib/python{py}/site-packages"
+    layers: list[tuple[str, Layer]] = [("venv", _venv_layer(cache, venv, python, compression))]
+    distributions: list[Distribution] = []
+    report = PruneReport()
+    scripts: list[str] = []
+    for group in GROUP_ORDER:
+        pkgs = sorted((p for p in packages if group_of(p.name) == group), key=lambda p: p.key)
+        if not pkgs:
+            continue
+        key_data = {
+            "kind": "python-group", "layout": LAYOUT_VERSION, "group": group, "venv": venv, "python": py,
+            "files": [[p.key, p.version, p.sha256] for p in pkgs], "prune": prune.key(),
+            "compiler": compiler.version if compiler is not None else None,
+        }
+        key = json.dumps(key_data, sort_keys=True)
+        info_key = hashlib.sha256(key.encode()).hexdigest()
+        built: dict[str, Any] = {}
+
+        with ExitStack() as stack:
+
+            def make(pkgs: list[LockedPackage] = pkgs, stack: ExitStack = stack, built: dict[str, Any] = built) -> list[Entry]:
+                if progress is not None:
+                    progress(f"install {group} ({len(pkgs)} packages) for {platform}")
+                files = _wheel_files(pkgs, platform, py, cache, progress)
+                installs = []
+                for p in pkgs:
+                    path, filename = files[p.sha256]
+                    zf = stack.enter_context(zipfile.ZipFile(path))
+                    installs.append(install_wheel(zf, filename, venv=venv, python_minor=py))
+                workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=cache.root / "tmp", prefix="pyc-")))
+                entries, info = install_entries(installs, venv=venv, site=site, prune=prune, compiler=compiler, workdir=workdir)
+                built["info"] = info
+                if progress is not None:
+                    progress(f"layer {group} for {platform}")
+                return entries
+
+            layer = cached_layer(
+                cache, key, make, compression=compression,
+                comment=f"python {group}: " + ", ".join(f"{p.name}=={p.version}" for p in pkgs[:8]) + (" ..." if len(pkgs) > 8 else ""),
+            )
+            info = built.get("info")
+            if info is not None:
+                cache.put_ref("python-groups", info_key, info)
+            else:
+                info = cache.get_ref("python-groups", info_key)
+                if info is None:  # the layer is cached but its record was lost: recompute it (no layer write)
+                    entries = make()
+                    info = built["info"]
+                    cache.put_ref("python-groups", info_key, info)
+        layers.append((group, layer))
+        distributions += [Distribution(n, v, group, size, files) for n, v, files, size in info["distributions"]]
+        report = report.merged(PruneReport.from_json(info["report"]))
+        scripts += info.get("scripts", [])
+    return PythonEnv(
+        platform=platform, venv=venv, python=py, layers=tuple(layers), distributions=tuple(distributions),
+        report=report, scripts=tuple(sorted(set(scripts))),
+    )

@@ -1,0 +1,68 @@
+"""The base's Python (what the venv points at) and a host Python of the same minor version (what compiles
+bytecode and builds source distributions on the build machine)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Protocol
+
+from ...errors import ToolMissing
+from .platforms import python_minor
+from .uv import UvFailed, run_uv
+
+
+class PythonLike(Protocol):
+    """What the environment needs to know about the base's interpreter."""
+
+    @property
+    def version(self) -> str: ...  # "3.11" or "3.11.2"
+
+    @property
+    def executable(self) -> str: ...  # "/usr/bin/python3.11", inside the image
+
+
+@dataclass(frozen=True)
+class PythonInfo:
+    """The base image's Python: its version and its path inside the image."""
+
+    version: str
+    executable: str
+
+    @property
+    def minor(self) -> str:
+        return python_minor(self.version)
+
+
+@dataclass(frozen=True)
+class HostPython:
+    """A Python on the build machine: ``path`` and its full ``version`` (part of bytecode cache keys)."""
+
+    path: str
+    version: str
+
+
+@lru_cache(maxsize=8)
+def host_python(minor: str) -> HostPython:
+    """A host interpreter of ``minor`` (``3.11``): found by uv, or installed by uv when there is none."""
+    try:
+        out = run_uv(["python", "find", minor], what=f"finding Python {minor}")
+    except UvFailed:
+        try:
+            run_uv(["python", "install", minor], what=f"installing Python {minor} for the build", timeout=900)
+            out = run_uv(["python", "find", minor], what=f"finding Python {minor}")
+        except UvFailed as exc:
+            raise ToolMissing(
+                f"no Python {minor} on this machine to compile bytecode and build source packages ({exc.explanation})",
+                f"install one (uv python install {minor}) or set bytecode = 'none'",
+            ) from exc
+    path = out.stdout.decode().strip().splitlines()[-1]
+    proc = subprocess.run(
+        [path, "-c", "import json, sys; print(json.dumps([sys.version.split()[0], sys.implementation.cache_tag]))"],
+        capture_output=True, text=True, check=True,
+    )
+    version, _tag = json.loads(proc.stdout)
+    return HostPython(str(Path(path)), version)

@@ -1,0 +1,186 @@
+"""Install a wheel into a venv tree, as layer entries, without unpacking it to disk.
+
+The wheel spec (PEP 427 / the binary distribution format): files at the archive root go to site-packages;
+``<name>-<version>.data/<scheme>/`` files go to the scheme's directory (``scripts`` -> ``bin`` with a ``#!python``
+shebang rewritten, ``purelib``/``platlib`` -> site-packages, ``headers`` -> ``include/site/pythonX.Y/<name>``,
+``data`` -> the venv root); ``entry_points.txt`` console and GUI scripts become launchers in ``bin``. Every
+entry is owned by root with mode 0644 (0755 for executables and directories), and reads its bytes straight from
+the zip when the layer is written. ``RECORD`` is rewritten by the caller once pruning and bytecode are known.
+"""
+
+from __future__ import annotations
+
+import base64
+import configparser
+import csv
+import hashlib
+import io
+import posixpath
+import re
+import zipfile
+from dataclasses import dataclass, field
+
+from packaging.utils import canonicalize_name, parse_wheel_filename
+
+from ...errors import IntegrityError
+from ...oci import Entry, clean_path
+
+SCRIPT_TEMPLATE = """\
+#!{python}
+# -*- coding: utf-8 -*-
+import re
+import sys
+from {module} import {import_name}
+if __name__ == "__main__":
+    sys.argv[0] = re.sub(r"(-script\\.pyw|\\.exe)?$", "", sys.argv[0])
+    sys.exit({func}())
+"""
+
+INSTALLER = b"gpuship\n"
+
+
+def record_hash(data: bytes) -> str:
+    """A RECORD hash: ``sha256=<urlsafe base64, no padding>``."""
+    return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+
+
+@dataclass
+class InstalledFile:
+    """One file a wheel installs. ``rel`` is relative to the venv root (``lib/python3.11/site-packages/x.py``)."""
+
+    rel: str
+    entry: Entry
+    record: str = ""  # the RECORD hash when the bytes are the wheel's own, else "" (computed when needed)
+
+
+@dataclass
+class WheelInstall:
+    name: str
+    version: str
+    dist_info: str  # relative to the venv root
+    files: list[InstalledFile] = field(default_factory=list)
+    scripts: list[str] = field(default_factory=list)
+
+
+def _mode(info: zipfile.ZipInfo) -> int:
+    unix = info.external_attr >> 16
+    return 0o755 if unix & 0o111 else 0o644
+
+
+def _read_record(zf: zipfile.ZipFile, path: str) -> dict[str, str]:
+    try:
+        text = zf.read(path).decode()
+    except KeyError:
+        return {}
+    out = {}
+    for row in csv.reader(io.StringIO(text)):
+        if row and len(row) >= 2 and row[1]:
+            out[row[0]] = row[1]
+    return out
+
+
+def console_scripts(entry_points: str) -> list[tuple[str, str]]:
+    """``[(name, "module:attr")]`` from ``entry_points.txt`` (console_scripts and gui_scripts)."""
+    parser = configparser.ConfigParser(delimiters=("=",), interpolation=None, strict=False)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    try:
+        parser.read_string(entry_points)
+    except configparser.Error as exc:
+        raise IntegrityError(f"entry_points.txt cannot be read: {exc}") from exc
+    out = []
+    for section in ("console_scripts", "gui_scripts"):
+        if parser.has_section(section):
+            out += [(k.strip(), v.strip()) for k, v in parser.items(section)]
+    return sorted(out)
+
+
+def launcher(python: str, target: str) -> bytes:
+    """A console-script launcher, as pip and uv write them."""
+    spec = re.sub(r"\s*\[.*\]\s*$", "", target).strip()
+    module, _, attr = spec.partition(":")
+    if not module or not attr:
+        raise IntegrityError(f"entry point {target!r} is not 'module:function'")
+    import_name = attr.split(".")[0]
+    return SCRIPT_TEMPLATE.format(python=python, module=module.strip(), import_name=import_name, func=attr.strip()).encode()
+
+
+def install_wheel(zf: zipfile.ZipFile, filename: str, *, venv: str, python_minor: str) -> WheelInstall:
+    """The files a wheel installs into the venv at ``venv`` (an absolute path in the image)."""
+    dist_name, version, _, _ = parse_wheel_filename(filename)
+    prefix = clean_path(venv)
+    site = f"lib/python{python_minor}/site-packages"
+    python = f"{venv.rstrip('/')}/bin/python"
+    names = [i.filename for i in zf.infolist()]
+    dist_infos = {n.split("/", 1)[0] for n in names if re.match(r"^[^/]+\.dist-info/METADATA$", n)}
+    want = canonicalize_name(dist_name)
+    matches = [d for d in dist_infos if canonicalize_name(d[: -len(".dist-info")].rsplit("-", 1)[0]) == want]
+    if len(matches) != 1:
+        raise IntegrityError(f"{filename} has no single .dist-info directory for {dist_name}", "the wheel is broken")
+    dist_info = matches[0]
+    data_dir = dist_info[: -len(".dist-info")] + ".data"
+    record = _read_record(zf, f"{dist_info}/RECORD")
+    result = WheelInstall(str(dist_name), str(version), f"{site}/{dist_info}")
+
+    def add(rel: str, entry_mode: int, info: zipfile.ZipInfo | None, content: bytes | None, rec: str) -> None:
+        full = f"{prefix}/{rel}"
+        if content is not None:
+            entry = Entry.file(full, content, mode=entry_mode)
+        else:
+            assert info is not None
+            entry = Entry(full, "file", entry_mode, 0, 0, info.file_size, open=lambda info=info: zf.open(info))
+        result.files.append(InstalledFile(rel, entry, rec))
+
+    for info in zf.infolist():
+        if info.is_dir():
+            continue
+        name = info.filename
+        if name == f"{dist_info}/RECORD" or name.startswith(f"{dist_info}/RECORD."):
+            continue  # rewritten later (RECORD.jws / RECORD.p7s signatures no longer match once rewritten)
+        rec = record.get(name, "")
+        if name.startswith(data_dir + "/"):
+            scheme, _, rest = name[len(data_dir) + 1 :].partition("/")
+            if not rest:
+                continue
+            if scheme in ("purelib", "platlib"):
+                add(clean_path(f"{site}/{rest}"), _mode(info), info, None, rec)
+            elif scheme == "scripts":
+                data = zf.read(info)
+                m = re.match(rb"^#!python(w)?[^\S\r\n]*(\r?\n)", data)
+                if m:
+                    data = f"#!{python}".encode() + m.group(2) + data[m.end():]
+                    rec = ""
+                add(clean_path(f"bin/{rest}"), 0o755, None, data, rec)
+                result.scripts.append(posixpath.basename(rest))
+            elif scheme == "headers":
+                add(clean_path(f"include/site/python{python_minor}/{dist_name}/{rest}"), _mode(info), info, None, rec)
+            elif scheme == "data":
+                add(clean_path(rest), _mode(info), info, None, rec)
+            else:
+                raise IntegrityError(f"{filename} has an unknown data scheme {scheme!r}", "the wheel is broken")
+            continue
+        add(clean_path(f"{site}/{name}"), _mode(info), info, None, rec)
+
+    try:
+        eps = zf.read(f"{dist_info}/entry_points.txt").decode()
+    except KeyError:
+        eps = ""
+    for script, target in console_scripts(eps):
+        if "/" in script or script in ("", ".", ".."):
+            raise IntegrityError(f"{filename} declares a bad script name {script!r}")
+        add(f"bin/{script}", 0o755, None, launcher(python, target), "")
+        result.scripts.append(script)
+    add(f"{site}/{dist_info}/INSTALLER", 0o644, None, INSTALLER, "")
+    return result
+
+
+def render_record(dist_info: str, files: list[tuple[str, str, int | None]]) -> bytes:
+    """A RECORD for ``files`` (``(rel to venv root, hash, size)``), paths relative to site-packages."""
+    site = posixpath.dirname(dist_info)
+    rows = []
+    for rel, h, size in sorted(files):
+        rows.append((posixpath.relpath(rel, site), h, "" if size is None else str(size)))
+    rows.append((posixpath.relpath(f"{dist_info}/RECORD", site), "", ""))
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerows(rows)
+    return buf.getvalue().encode()
