@@ -102,6 +102,7 @@ def test_docker_family_survives_a_round_trip(image: Image, tmp_path: Path, cache
     assert json.loads(changed.config_bytes())["config"]["Cmd"] == ["changed"]
 
 
+@pytest.mark.docker
 def test_legacy_docker_save_is_read(image: Image, tmp_path: Path, cache: Cache, docker) -> None:  # noqa: ANN001
     tag = docker.tag()
     try:
@@ -221,6 +222,7 @@ def test_tampered_layer_blob_is_refused(image: Image, tmp_path: Path) -> None:
     assert _fresh_cache_empty(fresh)
 
 
+@pytest.mark.docker
 def test_tampered_manifest_or_legacy_layer_is_refused(image: Image, tmp_path: Path, docker) -> None:  # noqa: ANN001
     archive = write_oci_archive(image, tmp_path / "a.tar")
     _tamper(archive, "blobs/sha256/" + image.digest.split(":")[1], tmp_path / "bad-manifest.tar")
