@@ -82,6 +82,7 @@ def fake_driver(root: Path, gpus: int = 2) -> dict[str, Path]:
     names = ["nvidiactl", "nvidia-uvm", "nvidia-uvm-tools"] + [f"nvidia{i}" for i in range(gpus)]
     for name in names:
         os.mknod(dev / name, 0o666 | 0o020000, null)  # S_IFCHR
+        os.chmod(dev / name, 0o666)
     smi = bindir / "nvidia-smi"
     smi.write_text(f"#!/bin/sh\necho 'NVIDIA-SMI {FAKE_DRIVER}  Driver Version: {FAKE_DRIVER}  CUDA Version: 13.0'\n")
     smi.chmod(0o755)

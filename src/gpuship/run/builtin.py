@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import posixpath
-import resource
 import shutil
 import socket
 import subprocess
@@ -29,7 +28,8 @@ from ..oci.image import ImageConfig
 from . import launcher
 from .bundle import Process, runc_config
 from .gpu import Injection
-from .options import RunOptions, Ulimit, host_and_container_port
+from .limits import possible_ulimits
+from .options import RunOptions, host_and_container_port
 from .process import run_forwarding
 from .users import resolve_user
 
@@ -64,44 +64,6 @@ def check_ports(ports: Sequence[str]) -> None:
                 f"-p {p}: the built-in runner shares the host's network, so port {container} cannot be moved to {host}",
                 f"use -p {container}:{container}, or --runtime docker/podman",
             )
-
-
-def _has_cap_sys_resource() -> bool:
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("CapEff:"):
-                    return bool(int(line.split()[1], 16) & (1 << 24))  # CAP_SYS_RESOURCE
-    except (OSError, ValueError, IndexError):
-        pass
-    return os.geteuid() == 0
-
-
-def possible_ulimits(ulimits: Sequence[Ulimit], notify: Callable[[str], None] | None = None) -> list[Ulimit]:
-    """``ulimits``, with any hard limit above the current one lowered to it when gpuship may not raise limits
-    (no CAP_SYS_RESOURCE, as in some sandboxes): a note instead of a container that cannot start."""
-    if _has_cap_sys_resource():
-        return list(ulimits)
-    out = []
-    for u in ulimits:
-        try:
-            _, cur_hard = resource.getrlimit(getattr(resource, f"RLIMIT_{u.name.upper()}"))
-        except (AttributeError, ValueError, OSError):
-            out.append(u)
-            continue
-        inf = resource.RLIM_INFINITY
-
-        def above(v: int) -> bool:
-            return cur_hard != inf and (v < 0 or v == inf or v > cur_hard)
-
-        if above(u.hard) or above(u.soft):
-            clamped = Ulimit(u.name, cur_hard if above(u.soft) else u.soft, cur_hard)
-            if notify:
-                notify(f"note: cannot raise the {u.name} limit to {u} here (no CAP_SYS_RESOURCE); using {clamped}")
-            out.append(clamped)
-        else:
-            out.append(u)
-    return out
 
 
 def _command(config: ImageConfig, options: RunOptions) -> tuple[str, ...]:

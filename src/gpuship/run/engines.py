@@ -13,11 +13,13 @@ import os
 import subprocess
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import replace
 
 from .. import tools
 from ..errors import GpushipError
 from ..oci.image import Image
 from .gpu import GpuRequest
+from .limits import find_process, possible_ulimits
 from .options import RunOptions
 from .process import run_forwarding
 
@@ -142,6 +144,8 @@ def run_in_engine(
         target = ref
     else:  # pragma: no cover - callers pass one of them
         raise ValueError("run_in_engine needs an image or a ref")
+    setter = find_process("dockerd") if engine == "docker" else "self"
+    options = replace(options, ulimits=tuple(possible_ulimits(options.ulimits, notify, setter=setter)))
     argv = engine_argv(engine, target, options, gpu_flags(engine, request) if request else [])
     if notify and options.verbose:
         notify(" ".join(argv))

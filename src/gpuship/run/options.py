@@ -132,7 +132,9 @@ def parse_env(items: Iterable[str], host_env: Mapping[str, str] | None = None) -
     return out
 
 
-_PORT = re.compile(r"^(?:(?:\[?[0-9a-fA-F.:]+\]?):)?(?:(\d+)(?:-\d+)?:)?(\d+)(?:-\d+)?(?:/(tcp|udp|sctp))?$")
+_PORT = re.compile(
+    r"^(?:(?:\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-fA-F:]+\]):)?(?:(\d+)?(?:-\d+)?:)?(\d+)(?:-\d+)?(?:/(tcp|udp|sctp))?$"
+)
 
 
 def parse_port(text: str) -> str:
