@@ -93,9 +93,8 @@ class Target:
         try:
             arch = Arch.parse(text)
         except ValueError:
-            known = ", ".join(sorted({k.upper() for k in GPU_CAPABILITIES}))
             raise ConfigError(
-                f"unknown GPU target {text!r}", f"give a GPU name ({known}) or an architecture such as sm_90 or 8.6"
+                f"unknown GPU target {text!r}", "give a GPU name such as H100, L4 or A100, or an architecture: sm_90, 8.6"
             ) from None
         return cls(arch.major, arch.minor, text.strip())
 
@@ -347,7 +346,7 @@ def prune_layer_entries(
     out: list[Entry] = []
     libs: list[LibraryPrune] = []
     for e in entries:
-        if e.kind != "file" or e.size < 64 or e.open is None or not _starts_elf(e):
+        if e.kind != "file" or e.size < 64 or e.open is None or not _may_have_gpu_code(e):
             out.append(e)
             continue
         data = e.read()
@@ -371,10 +370,20 @@ def prune_layer_entries(
     return out, PruneReport(sel.targets, tuple(sorted(libs, key=lambda l: l.path)))
 
 
-def _starts_elf(e: Entry) -> bool:
+def _may_have_gpu_code(e: Entry) -> bool:
+    """An ELF, and (when its bytes can be sought, as files on disk can) one with a fatbin section we rewrite."""
     assert e.open is not None
     with e.open() as fh:
-        return is_elf(fh.read(4))
+        if not is_elf(fh.read(4)):
+            return False
+        seekable = getattr(fh, "seekable", None)
+        if seekable is None or not seekable():
+            return True
+        try:
+            lib = read_cuda_library(fh)
+        except FatbinError:
+            return True  # read it whole below, where the error is reported with its path
+        return lib is not None and any(s.name in PRUNED_SECTIONS for s in lib.sections)
 
 
 def gpu_json_fragment(report: PruneReport) -> dict[str, Any]:
