@@ -131,13 +131,14 @@ def _load(url: str, requests: int, concurrency: int, n: int) -> dict:
     errors: dict[str, int] = {}
     latencies: list[float] = []
     mismatched = 0
+    checked = 0
 
     def count(table: dict[str, int], key: str) -> None:
         with lock:
             table[key] = table.get(key, 0) + 1
 
     def worker() -> None:
-        nonlocal mismatched
+        nonlocal mismatched, checked
         conn = http.client.HTTPConnection(host, port, timeout=60)
         try:
             while True:
@@ -158,10 +159,13 @@ def _load(url: str, requests: int, concurrency: int, n: int) -> dict:
                     continue
                 elapsed = time.perf_counter() - t0
                 count(statuses, str(resp.status))
+                body = json.loads(data) if resp.status == 200 else None
                 with lock:
                     latencies.append(elapsed)
-                    if resp.status == 200 and json.loads(data).get("id") != rid:
-                        mismatched += 1
+                    if isinstance(body, dict) and "id" in body:  # functions that echo the id are checked
+                        checked += 1
+                        if body["id"] != rid:
+                            mismatched += 1
         finally:
             conn.close()
 
@@ -181,6 +185,7 @@ def _load(url: str, requests: int, concurrency: int, n: int) -> dict:
         "failed": requests - ok,
         "statuses": dict(sorted(statuses.items())),
         "transport_errors": errors,
+        "ids_checked": checked,
         "mismatched": mismatched,
         "seconds": round(elapsed, 3),
         "throughput_rps": round(requests / elapsed, 1) if elapsed else 0.0,

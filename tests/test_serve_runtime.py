@@ -167,7 +167,7 @@ def test_2000_requests_at_64_concurrent_none_lost(fndir: Path) -> None:
         after = metric(httpx.get(server.url + "/metrics").text, "gpuship_request_duration_seconds_count")
     assert result["ok"] == 2000 and result["failed"] == 0
     assert result["statuses"] == {"200": 2000}
-    assert result["transport_errors"] == {} and result["mismatched"] == 0
+    assert result["transport_errors"] == {} and result["mismatched"] == 0 and result["ids_checked"] == 2000
     assert result["latency_ms"]["p50"] > 0 and result["latency_ms"]["p99"] >= result["latency_ms"]["p50"]
     assert result["throughput_rps"] > 0
     assert after - before == 2000  # the server counted every one of them
