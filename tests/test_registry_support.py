@@ -105,6 +105,7 @@ class TokenServer:
         self.cert = directory / "sign.crt"
         self._x5c = base64.b64encode(der).decode()
         self.users = users
+        self.refresh_tokens: dict[str, str] = {}  # OAuth2 refresh (identity) token -> user
         self.anonymous_pull = anonymous_pull
         self.lifetime = 3600
         self.issued: list[str] = []
@@ -118,6 +119,9 @@ class TokenServer:
 
             def do_GET(self) -> None:  # noqa: N802
                 server._handle(self)
+
+            def do_POST(self) -> None:  # noqa: N802
+                server._handle_refresh(self)
 
         self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
@@ -158,6 +162,31 @@ class TokenServer:
         token = self._sign(user or "", access)
         self.issued.append(token)
         body = json.dumps({"token": token, "access_token": token, "expires_in": 300}).encode()
+        h.send_response(200)
+        h.send_header("Content-Type", "application/json")
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        h.wfile.write(body)
+
+    def _handle_refresh(self, h: http.server.BaseHTTPRequestHandler) -> None:
+        """``POST /token`` with ``grant_type=refresh_token`` (how Docker uses an identity token)."""
+        form = parse_qs(h.rfile.read(int(h.headers.get("Content-Length") or 0)).decode())
+        user = self.refresh_tokens.get(form.get("refresh_token", [""])[0])
+        scopes = [s for v in form.get("scope", []) for s in v.split(" ")]
+        self.requests.append({"user": user, "scopes": scopes, "service": form.get("service", [""])[0], "grant": "refresh_token"})
+        if form.get("grant_type") != ["refresh_token"] or user is None:
+            h.send_response(401)
+            h.send_header("Content-Length", "0")
+            h.end_headers()
+            return
+        access = []
+        for scope in scopes:
+            kind, _, rest = scope.partition(":")
+            name, _, actions = rest.rpartition(":")
+            access.append({"type": kind, "name": name, "actions": actions.split(",")})
+        token = self._sign(user, access)
+        self.issued.append(token)
+        body = json.dumps({"access_token": token, "expires_in": 300}).encode()
         h.send_response(200)
         h.send_header("Content-Type", "application/json")
         h.send_header("Content-Length", str(len(body)))

@@ -136,3 +136,19 @@ def test_no_token_or_password_in_logs_or_output(token_registry, cache, tmp_path,
     for token in issued:
         assert token not in text and token.split(".")[2] not in text
     assert PASSWORD not in text
+    assert "_state=" not in caplog.text  # signed upload URLs are logged without their query string
+
+
+def test_identity_token_is_exchanged_for_access_tokens(token_registry, cache):
+    reg, tokens = token_registry
+    refresh = secret("refresh")
+    tokens.refresh_tokens[refresh] = USER
+    img = make_image(cache, [{"etc/identity": b"oauth2\n"}])
+    before = len(tokens.requests)
+    result = push(img, f"{reg.host}/team/identity:1", cache=cache, credentials=Credentials(identity_token=refresh),
+                  insecure=True)
+    assert result.uploaded == 2
+    assert all(r.get("grant") == "refresh_token" and r["user"] == USER for r in tokens.requests[before:])
+    with pytest.raises(RegistryError, match="refused"):
+        push(img, f"{reg.host}/team/identity:2", cache=cache, credentials=Credentials(identity_token="revoked"),
+             insecure=True)

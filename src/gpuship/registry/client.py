@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import random
+import re
 import ssl
 import threading
 import time
@@ -22,7 +23,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import httpx
 
@@ -128,6 +129,29 @@ class Transient(Exception):
 def _redact(url: str) -> str:
     parts = urlsplit(url)
     return parts.path or "/"
+
+
+_URL_QUERY = re.compile(r"""(https?://[^\s'"?]+)\?[^\s'"]*""")
+
+
+class _DropQueryStrings(logging.Filter):
+    """httpx logs every request URL (INFO) and httpcore every response header (DEBUG); upload URLs and blob
+    redirects carry signed query strings (``_state``, ``X-Amz-Signature``), so those are cut from the records."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            text = record.getMessage()
+        except (TypeError, ValueError):
+            return True
+        if "?" in text:
+            record.msg, record.args = _URL_QUERY.sub(r"\1?…", text), ()
+        return True
+
+
+for _name in ("httpx", "httpcore.http11", "httpcore.http2", "httpcore.connection", "httpcore.proxy"):
+    _logger = logging.getLogger(_name)
+    if not any(isinstance(f, _DropQueryStrings) for f in _logger.filters):
+        _logger.addFilter(_DropQueryStrings())
 
 
 def _error_detail(resp: httpx.Response) -> str:
