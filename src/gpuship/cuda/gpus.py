@@ -1,0 +1,86 @@
+"""GPU targets: ``"H100"``, ``"RTX 4090"``, ``"sm_80"``, ``"8.9"`` -> a :class:`Target` with its compute capability."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+
+from ..errors import ConfigError
+from . import data
+from .compat import cc_str, last_branch_for, sm
+
+_NOISE = ("nvidia", "tesla", "geforce", "quadro", "jetson", "agx")
+
+
+def _norm(name: str) -> str:
+    text = name.lower()
+    for word in _NOISE:
+        text = text.replace(word, "")
+    return re.sub(r"[^a-z0-9]", "", text)
+
+
+_BY_NORM: dict[str, str] = {}
+for _name in data.GPUS:
+    _BY_NORM.setdefault(_norm(_name), _name)
+
+
+@dataclass(frozen=True)
+class Target:
+    """One GPU the image must run on."""
+
+    name: str  # "H100", or "sm_80" when given as an architecture
+    cc: str  # "9.0"
+    kind: str = "dgpu"  # "dgpu" | "tegra"
+    given: str = ""
+
+    @property
+    def sm(self) -> str:
+        return sm(self.cc)
+
+    @property
+    def last_branch(self) -> str | None:
+        """The last driver branch for this GPU (R470 for Kepler, R580 below sm_75), None if current."""
+        return last_branch_for(self.cc)
+
+    def label(self) -> str:
+        return self.sm if self.name == self.sm else f"{self.name} ({self.sm})"
+
+
+def parse_target(text: str) -> Target:
+    """A GPU name from gpuship's table (case and spacing free: ``"rtx4090"``, ``"NVIDIA H100 80GB HBM3"``) or an
+    architecture (``sm_90``, ``compute_90``, ``9.0``, ``90``)."""
+    given = str(text).strip()
+    if not given:
+        raise ConfigError("an empty GPU target", "targets look like [\"H100\", \"sm_80\"]")
+    if re.fullmatch(r"(?i)(sm_|compute_)?\d+(\.\d+)?[af]?", given):
+        try:
+            cc = cc_str(given)
+        except ValueError:
+            cc = ""
+        if cc:
+            known = {c for c, _ in data.GPUS.values()} | {c for archs in data.ARCHS.values() for c in archs}
+            if cc not in known:
+                raise ConfigError(
+                    f"GPU target {given!r} is compute capability {cc}, which no CUDA toolkit gpuship knows builds for",
+                    "give an architecture such as sm_80, sm_90 or sm_120",
+                )
+            kind = "tegra" if cc in ("7.2", "8.7") else "dgpu"
+            return Target(sm(cc), cc, kind, given)
+    norm = _norm(given)
+    best = ""
+    for key in _BY_NORM:
+        if key and norm.startswith(key) and len(key) > len(best):
+            best = key
+    if best:
+        name = _BY_NORM[best]
+        cc, kind = data.GPUS[name]
+        display = {"Orin": "Jetson Orin", "Thor": "Thor"}.get(name, name)
+        return Target(display, cc, kind, given)
+    close = difflib.get_close_matches(given, list(data.GPUS), n=3, cutoff=0.5)
+    hint = f"did you mean {', '.join(close)}?" if close else "give its architecture instead, e.g. sm_89"
+    raise ConfigError(f"unknown GPU target {given!r}", hint)
+
+
+def known_gpus() -> list[str]:
+    return list(data.GPUS)

@@ -1,0 +1,641 @@
+"""The CUDA planner: pick the newest CUDA line that the driver, every target GPU and every framework allow,
+rewrite the requirements for it, and say why.
+
+Each input becomes a :class:`Rule` (a set of allowed CUDA lines and the reason); the plan is the newest line in
+their intersection. When the intersection is empty the error names the rules that clash and the way out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+
+from ..errors import GpuError
+from ..oci.image import Platform
+from . import data
+from .compat import (
+    Driver,
+    cuda_tag,
+    driver_allows,
+    lines_newest_first,
+    major_of,
+    min_driver,
+    ptx_isa,
+    required_driver,
+    runs_on,
+    sm,
+    toolkit_builds_for,
+    vt,
+)
+from .frameworks import FRAMEWORKS, Found, Line, detect, parse_lines
+from .gpus import Target
+from .settings import GpuSettings
+
+ALL_LINES: frozenset[str] = frozenset(data.LINES)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What one input allows: ``allowed`` CUDA lines, ``why`` in words, ``hint`` the way out if it clashes."""
+
+    who: str
+    allowed: frozenset[str]
+    why: str
+    hint: str = ""
+    #: lines the rule would also allow under minor-version compatibility (the driver rule only)
+    mvc_lines: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class TorchChoice:
+    """Where torch comes from for the chosen line."""
+
+    releases: tuple[str, ...]  # "2.11", "2.12", ...
+    line: str
+    source: str  # "pypi" | "index"
+    sass: tuple[str, ...]
+    ptx: str
+
+    @property
+    def spec(self) -> str:
+        first = self.releases[0]
+        last = vt(self.releases[-1])
+        return f">={first},<{last[0]}.{last[1] + 1}"
+
+    def describe(self) -> str:
+        rel = self.releases[0] if len(self.releases) == 1 else f"{self.releases[0]}-{self.releases[-1]}"
+        where = "PyPI's default wheel" if self.source == "pypi" else f"the PyTorch index ({cuda_tag(self.line)})"
+        return f"torch {rel} from {where}"
+
+
+@dataclass(frozen=True)
+class FrameworkArchs:
+    """The architectures a framework in the image has code for: SASS, and PTX that newer GPUs JIT."""
+
+    sass: tuple[str, ...]
+    ptx: str = ""
+    jit: bool = False  # compiles for the device at run time (NVRTC / NVVM / ptxas)
+
+
+@dataclass(frozen=True)
+class GpuPlan:
+    """The outcome: the CUDA line, the rewritten requirements, and what the image carries for the GPU."""
+
+    is_gpu: bool
+    cuda: str = ""  # "13.0"; "" when not a GPU image
+    requirements: tuple[str, ...] = ()
+    #: pins that keep every CUDA library on the chosen line (uv --constraint / constraint-dependencies)
+    constraints: tuple[str, ...] = ()
+    #: extra package indexes the plan needs (the PyTorch index for a non-default torch variant)
+    index_urls: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
+    targets: tuple[Target, ...] = ()
+    frameworks: tuple[str, ...] = ()
+    archs: Mapping[str, FrameworkArchs] = field(default_factory=dict)
+    min_driver: str = ""  # the driver the image needs ("580.65.06")
+    minor_version_compat: bool = False
+    ptx_isa: str = ""
+    platform: str = "linux/amd64"
+    torch: TorchChoice | None = None
+    lines: tuple[str, ...] = ()  # explanation
+
+    def explain(self) -> list[str]:
+        return list(self.lines)
+
+    @property
+    def require_cuda(self) -> str:
+        """The CUDA version the driver must report (NVIDIA_REQUIRE_CUDA)."""
+        if not self.cuda:
+            return ""
+        return f"{major_of(self.cuda)}.0" if self.minor_version_compat else self.cuda
+
+
+def _fmt(lines: frozenset[str] | set[str]) -> str:
+    """``{12.6, 12.8, 12.9}`` -> ``"12.6-12.9"``; runs over gpuship's line list."""
+    if not lines:
+        return "none"
+    order = list(data.LINES)
+    idx = sorted(order.index(x) for x in lines)
+    runs: list[str] = []
+    start = prev = idx[0]
+    for i in idx[1:] + [None]:  # type: ignore[list-item]
+        if i is not None and i == prev + 1:
+            prev = i
+            continue
+        runs.append(order[start] if start == prev else f"{order[start]}-{order[prev]}")
+        if i is not None:
+            start = prev = i
+    return ", ".join(runs)
+
+
+def _machine(platform: Platform) -> str:
+    return platform.machine
+
+
+# -- torch -------------------------------------------------------------------------------------------------------
+
+
+def _torch_archs(line: str, release: str, machine: str) -> tuple[tuple[str, ...], str] | None:
+    for row_line, first, last, sass, ptx in data.TORCH_ARCHS:
+        if row_line == line and vt(first) <= vt(release) <= vt(last):
+            extra = data.TORCH_ARCHS_AARCH64_EXTRA.get(line, ()) if machine == "aarch64" else ()
+            return tuple(sass) + tuple(extra), ptx
+    return None
+
+
+def _torch_options(found: Found, machine: str, with_index: bool) -> list[TorchChoice]:
+    """Every (release, line, source) the torch requirement admits, one TorchChoice per release."""
+    from .frameworks import admits
+
+    specs = [ln.req.specifier for ln in found.lines if ln.req is not None]
+    options: list[TorchChoice] = []
+    releases = sorted(set(data.TORCH_PYPI) | set(data.TORCH_INDEX), key=vt)
+    for rel in releases:
+        if not all(admits(_strip_local(s), rel, rel) for s in specs):
+            continue
+        pypi_line = data.TORCH_PYPI.get(rel, {}).get(machine)
+        if pypi_line and pypi_line in ALL_LINES and not found.local_line:
+            archs = _torch_archs(pypi_line, rel, machine)
+            if archs:
+                options.append(TorchChoice((rel,), pypi_line, "pypi", *archs))
+        if with_index:
+            for line in data.TORCH_INDEX.get(rel, ()):
+                if machine not in data.TORCH_INDEX_MACHINES.get(major_of(line), ()):
+                    continue
+                if found.local_line and line != found.local_line:
+                    continue
+                archs = _torch_archs(line, rel, machine)
+                if archs and line in ALL_LINES:
+                    options.append(TorchChoice((rel,), line, "index", *archs))
+    return options
+
+
+def _strip_local(spec: SpecifierSet) -> SpecifierSet:
+    """``==2.7.1+cu118`` -> ``==2.7.1``: the variant is handled by the planner, the release by the specifier."""
+    return SpecifierSet(",".join(str(s).split("+", 1)[0] for s in spec))
+
+
+def _torch_runs(opt: TorchChoice, targets: Sequence[Target]) -> bool:
+    return all(runs_on(t.cc, opt.sass, opt.ptx) for t in targets)
+
+
+# -- the planner -------------------------------------------------------------------------------------------------
+
+
+def plan_gpu(requirements: Sequence[str], settings: GpuSettings, platform: Platform | str | None = None) -> GpuPlan:
+    """Plan the CUDA side of an image for ``requirements`` (PEP 508 lines) on ``platform``.
+
+    Raises :class:`GpuError` when no CUDA line fits every input, naming the clash and the way out."""
+    plat = platform if isinstance(platform, Platform) else Platform.parse(platform or "linux/amd64")
+    machine = _machine(plat)
+    lines = parse_lines(requirements)
+    found, pins = detect(lines, gpu_table_present=bool(settings.raw) or settings.enabled is True)
+    frameworks = tuple(f for f in FRAMEWORKS if f in found)
+
+    if settings.enabled is False or (not frameworks and settings.enabled is not True):
+        why = (
+            "[tool.gpuship.gpu] enabled = false: no GPU settings"
+            if settings.enabled is False
+            else "no GPU framework in the requirements (torch, cupy, numba-cuda, jax[cuda], cuda-python): "
+            "a CPU image, no GPU settings"
+        )
+        if settings.enabled is False and "torch" in found:
+            why += " (torch still brings its CUDA libraries from PyPI)"
+        return GpuPlan(is_gpu=False, requirements=tuple(requirements), platform=str(plat), lines=(why,))
+
+    if machine not in ("x86_64", "aarch64"):
+        raise GpuError(f"CUDA images are built for linux/amd64 and linux/arm64, not {plat}", "choose one of those platforms")
+
+    explain: list[str] = []
+    targets = settings.targets
+    _check_targets(targets, plat)
+
+    # the driver the plan must support: min-driver, else R580; per target lowered to the GPU's last branch
+    # (K80: R470) and raised to the first driver that knows the GPU (B200: R570)
+    base = settings.driver
+    if settings.min_driver is None:
+        explain.append(f"min-driver not set: assuming hosts run driver >= {base} (the R580 long-term branch)")
+    base_note = "min-driver" if settings.min_driver is not None else "default R580"
+    drivers: dict[str, tuple[Driver, list[str], str]] = {}
+    for t in targets or [None]:
+        d, note = base, base_note
+        if t is not None:
+            last = t.last_branch
+            if last and d.branch > int(last):
+                if settings.min_driver is not None:
+                    raise GpuError(
+                        f"{t.label()}: the last driver branch for this GPU is R{last}, so min-driver "
+                        f"{settings.min_driver} can never run on it",
+                        f"set min-driver = \"{last}\" or drop {t.name} from targets",
+                    )
+                d, note = Driver(last), f"the last branch for {t.name}"
+                explain.append(f"{t.label()}: its last driver branch is R{last}, so the image must run on driver {last}")
+            first = first_driver_branch(t.cc)
+            if first and d.branch < int(first):
+                d, note = Driver(first), f"the first branch that drives {t.name}"
+                explain.append(f"{t.label()}: hosts with it run driver {first} or newer (its first CUDA toolkit's driver)")
+        key = str(d)
+        if key in drivers:
+            drivers[key][1].append(t.name if t else "")
+        else:
+            drivers[key] = (d, [t.name] if t else [], note)
+
+    mvc = settings.minor_version_compat
+    rules: list[Rule] = []
+
+    # 1. what the user asked for
+    if settings.cuda != "auto":
+        if "." in settings.cuda:
+            asked = frozenset({settings.cuda})
+        else:
+            asked = frozenset(x for x in data.LINES if major_of(x) == int(settings.cuda))
+        rules.append(Rule(f"cuda = \"{settings.cuda}\"", asked, f"asks for CUDA {_fmt(asked)}", "set cuda = \"auto\""))
+
+    # 2. the target GPUs' architectures
+    for t in targets:
+        ok = frozenset(x for x in data.LINES if toolkit_builds_for(x, t.cc))
+        dropped = next((v for k, v in data.DROPPED.items() if not any(major_of(x) >= k for x in ok)), "")
+        why = f"needs CUDA {_fmt(ok)}" + (f" ({dropped})" if dropped else "")
+        rules.append(Rule(t.label(), ok, why, f"drop {t.name} from targets, or build a separate image for it"))
+
+    # 3. library pins and 4. frameworks
+    torch_opts: list[TorchChoice] = []
+    if pins:
+        for major, text in pins:
+            ok = frozenset(x for x in data.LINES if major_of(x) == major)
+            rules.append(Rule(text, ok, f"is a CUDA {major} library", f"remove the {text} pin"))
+    for name in frameworks:
+        f = found[name]
+        if name == "torch":
+            rule, torch_opts = _torch_rule(f, targets, machine, settings)
+            rules.append(rule)
+            continue
+        ok = frozenset(x for x in data.LINES if f.majors is None or major_of(x) in f.majors)
+        why = f"allows CUDA {_fmt(ok)}" + (f" ({f.why_majors})" if f.why_majors else "")
+        rules.append(Rule(name, ok, why, f"loosen the {name} requirement"))
+        if name == "jax":
+            for t in targets:
+                ok_t = frozenset(x for x in ok if vt(t.cc) >= vt(data.JAX_CUDA[major_of(x)][2]))
+                rules.append(
+                    Rule(
+                        f"jax on {t.label()}",
+                        ok_t,
+                        f"runs on CUDA {_fmt(ok_t)} (jax[cuda13] needs sm_75 or newer, jax[cuda12] sm_52)",
+                        f"use CUDA 12 (jax[cuda12]) for {t.name}",
+                    )
+                )
+
+    # 5. the driver, last: the other rules say what is wanted, this one what the hosts can run
+    for d, names, note in sorted(drivers.values(), key=lambda x: x[0].version, reverse=True):
+        on = f" for {', '.join(names)}" if names and len(drivers) > 1 else ""
+        rules.append(_driver_rule(d, note + on, mvc))
+
+    chosen = _intersect(rules, found, settings)
+    line = max(chosen, key=vt)
+    major = major_of(line)
+
+    # torch: the newest release for the line, PyPI first
+    torch_choice: TorchChoice | None = None
+    index_urls: list[str] = []
+    if "torch" in found:
+        torch_choice = _choose_torch(torch_opts, line, targets, settings)
+        if torch_choice.source == "index":
+            index_urls.append(_index_url(settings.torch_index, line))
+
+    rewrites: list[str] = []
+    new_reqs = _rewrite(lines, found, line, torch_choice, rewrites)
+    constraints = [f"{pkg}=={line}.*" for pkg in data.TOOLKIT_VERSIONED.get(major, ())]
+    constraints += [f"{pkg}=={major}.*" for pkg in data.MAJOR_VERSIONED]
+
+    need_driver = required_driver(line, mvc)
+    archs = _archs(found, line, torch_choice, machine)
+    plan_lines = _explain_choice(chosen, line, mvc, targets, frameworks, torch_choice, index_urls)
+    explain = plan_lines[:1] + [f"  {r.who}: {r.why}" for r in rules] + explain + plan_lines[1:] + rewrites
+
+    env = {
+        "NVIDIA_VISIBLE_DEVICES": "all",
+        "NVIDIA_DRIVER_CAPABILITIES": ",".join(settings.driver_capabilities),
+        "NVIDIA_REQUIRE_CUDA": f"cuda>={major}.0" if mvc else f"cuda>={line}",
+    }
+    labels = {
+        "io.gpuship.cuda": line,
+        "io.gpuship.min-driver": need_driver,
+        "io.gpuship.frameworks": ",".join(frameworks),
+    }
+    if targets:
+        labels["io.gpuship.targets"] = ",".join(dict.fromkeys(t.sm for t in targets))
+    return GpuPlan(
+        is_gpu=True,
+        cuda=line,
+        requirements=tuple(new_reqs),
+        constraints=tuple(constraints),
+        index_urls=tuple(index_urls),
+        env=env,
+        labels=labels,
+        targets=targets,
+        frameworks=frameworks,
+        archs=archs,
+        min_driver=need_driver,
+        minor_version_compat=mvc,
+        ptx_isa=ptx_isa(line),
+        platform=str(plat),
+        torch=torch_choice,
+        lines=tuple(explain),
+    )
+
+
+def first_driver_branch(cc: str) -> str | None:
+    """The first driver branch that drives a GPU: the driver of the first toolkit that builds for its
+    architecture (B200, sm_100: CUDA 12.8 -> R570). Inferred from the toolkit table, not a separate source."""
+    for line in sorted(data.ARCHS, key=vt):
+        if cc in data.ARCHS[line] and line in data.MIN_DRIVER:
+            return str(vt(data.MIN_DRIVER[line])[0])
+    return None
+
+
+def _check_targets(targets: Sequence[Target], plat: Platform) -> None:
+    for t in targets:
+        if t.kind == "tegra" and t.cc != "11.0":
+            jp = "JetPack 6 (L4T r36.4, CUDA 12.6)" if t.cc == "8.7" else "JetPack 5 (L4T r35, CUDA 11.4)"
+            raise GpuError(
+                f"{t.label()} is a Jetson (Tegra) GPU on {jp}: PyPI's aarch64 CUDA wheels are built for SBSA servers, "
+                "not Tegra, so gpuship cannot build it from PyPI wheels",
+                "build on an l4t base with NVIDIA's Jetson wheel index, or target Thor (CUDA 13, sm_110)",
+            )
+        if t.cc == "10.1":
+            raise GpuError(
+                f"{t.label()}: sm_101 is Thor's name before CUDA 13 (JetPack only); CUDA 13 renamed it sm_110",
+                "use targets = [\"Thor\"] (sm_110 on CUDA 13)",
+            )
+        if t.cc == "11.0" and plat.machine != "aarch64":
+            raise GpuError(f"{t.label()} is an arm64 system, but the platform is {plat}", "build for linux/arm64")
+
+
+def _driver_rule(driver: Driver, note: str, mvc: bool) -> Rule:
+    allowed = frozenset(x for x in data.LINES if driver_allows(driver, x, mvc))
+    who = f"driver {driver} ({note}" + (", minor-version compatibility)" if mvc else ")")
+    if allowed:
+        why = f"runs CUDA {_fmt(allowed)}"
+    else:
+        oldest = data.LINES[0]
+        why = f"runs no CUDA line gpuship builds (the oldest, {oldest}, needs {required_driver(oldest, mvc)})"
+    with_mvc = frozenset(x for x in data.LINES if driver_allows(driver, x, True)) - allowed
+    hint = "raise min-driver (update the hosts' driver)"
+    return Rule(who, allowed, why, hint, mvc_lines=with_mvc if not mvc else frozenset())
+
+
+def _torch_rule(
+    f: Found, targets: Sequence[Target], machine: str, settings: GpuSettings
+) -> tuple[Rule, list[TorchChoice]]:
+    with_index = bool(settings.torch_index)
+    opts = _torch_options(f, machine, with_index)
+    spec = ",".join(str(ln.req.specifier) for ln in f.lines if ln.req is not None and str(ln.req.specifier))
+    who = f"torch{spec}" if spec else "torch"
+    runnable = [o for o in opts if _torch_runs(o, targets)]
+    allowed = frozenset(o.line for o in runnable)
+    # what the PyTorch index would add, for the way out
+    index_opts = [o for o in _torch_options(f, machine, True) if _torch_runs(o, targets)]
+    index_only = frozenset(o.line for o in index_opts) - allowed
+    parts = []
+    if runnable:
+        src = "" if with_index else " on PyPI"
+        parts.append(f"has wheels{src} for CUDA {_fmt(allowed)}" + (" that run on every target" if targets else ""))
+    elif opts:
+        lacking = [t.label() for t in targets if not any(runs_on(t.cc, o.sass, o.ptx) for o in opts)]
+        parts.append(f"has no wheel{'' if with_index else ' on PyPI'} with kernels for {', '.join(lacking) or 'every target at once'}")
+    else:
+        parts.append(f"has no CUDA wheel for {machine}" + ("" if with_index else " on PyPI") + " that the requirement admits")
+    hint = ""
+    if index_only and not with_index:
+        old = [o for o in index_opts if o.line in index_only]
+        best = max(old, key=lambda o: (vt(o.line), vt(o.releases[0])))
+        hint = (
+            f"torch {best.releases[0]} ({cuda_tag(best.line)}) is on the PyTorch index: set [tool.gpuship.gpu] "
+            "torch-index to the PyTorch wheel index URL (with {tag} for the variant)"
+        )
+    if targets:
+        old_cc = [t for t in targets if vt(t.cc) < (5, 0)]
+        if old_cc:
+            parts.append(
+                f"{old_cc[0].sm} needs CUDA 11.x (CUDA 12.0 dropped Kepler) and the newest torch with CUDA 11 wheels "
+                f"is {data.TORCH_LAST_CUDA11} ({cuda_tag('11.8')}, on the PyTorch index only)"
+            )
+    if not hint:
+        hint = "loosen the torch requirement or drop the targets its wheels lack"
+    return Rule(who, allowed, "; ".join(parts), hint), runnable
+
+
+def _intersect(rules: Sequence[Rule], found: Mapping[str, Found], settings: GpuSettings) -> frozenset[str]:
+    """The lines every rule allows; on a clash, a GpuError naming the rules that exclude each other."""
+    current = ALL_LINES
+    binding: list[Rule] = []
+    for rule in rules:
+        nxt = current & rule.allowed
+        if nxt:
+            if nxt != current:
+                binding.append(rule)
+            current = nxt
+            continue
+        if not rule.allowed:
+            raise GpuError(f"no CUDA line fits: {rule.who} {rule.why}", _hint(rule, current) or None)
+        # the earlier rules that, with this one, leave nothing: those that shrink this rule's set to empty
+        culprits: list[Rule] = []
+        left = rule.allowed
+        for b in sorted(binding, key=lambda b: len(b.allowed & rule.allowed)):
+            if left & b.allowed != left:
+                culprits.append(b)
+                left = left & b.allowed
+            if not left:
+                break
+        against = "; ".join(f"{b.who} {b.why}" for b in culprits)
+        hints = [_hint(rule, current)] + [_hint(b, rule.allowed) for b in culprits]
+        raise GpuError(
+            f"no CUDA line fits: {rule.who} {rule.why}, but {against}",
+            "; or ".join(dict.fromkeys(h for h in hints if h)) or None,
+        )
+    return current
+
+
+def _hint(rule: Rule, others: frozenset[str]) -> str:
+    """The rule's way out, with minor-version compatibility offered only where it would reach a wanted line."""
+    useful = rule.mvc_lines & others
+    if useful:
+        return (
+            f"{rule.hint}, or set minor-version-compat = true to run CUDA {_fmt(useful)} on it "
+            "(then every kernel must be prebuilt for the targets: no PTX JIT of newer code)"
+        )
+    return rule.hint
+
+
+def _choose_torch(opts: Sequence[TorchChoice], line: str, targets: Sequence[Target], settings: GpuSettings) -> TorchChoice:
+    here = [o for o in opts if o.line == line]
+    if settings.torch_index:
+        best_rel = max(vt(o.releases[0]) for o in here)
+        src = "pypi" if any(o.source == "pypi" and vt(o.releases[0]) == best_rel for o in here) else "index"
+    else:
+        src = "pypi"
+    chosen = sorted((o for o in here if o.source == src), key=lambda o: vt(o.releases[0]))
+    rels = tuple(o.releases[0] for o in chosen)
+    first = chosen[-1]
+    # the SASS/PTX of the newest release (the one the resolver picks); older ones in range have at least the same
+    # for every target (all were checked to run)
+    return TorchChoice(rels, line, src, first.sass, first.ptx)
+
+
+def _index_url(template: str, line: str) -> str:
+    tag = cuda_tag(line)
+    if "{tag}" in template:
+        return template.replace("{tag}", tag)
+    if "{cuda}" in template:
+        return template.replace("{cuda}", tag)
+    return f"{template}/{tag}"
+
+
+def _rewrite(
+    lines: Sequence[Line], found: Mapping[str, Found], line: str, torch: TorchChoice | None, explain: list[str]
+) -> list[str]:
+    major = major_of(line)
+    out = [ln.text for ln in lines]
+    for name, f in found.items():
+        for ln in f.lines:
+            req = ln.req
+            assert req is not None
+            new = _rewrite_one(name, req, major, line, torch, explain)
+            if new != ln.text.strip():
+                out[ln.index] = new
+    return out
+
+
+def _fmt_req(name: str, extras: Sequence[str], spec: str, marker: str) -> str:
+    text = name + (f"[{','.join(sorted(set(extras)))}]" if extras else "") + spec
+    return f"{text}; {marker}" if marker else text
+
+
+def _rewrite_one(
+    name: str, req: Requirement, major: int, line: str, torch: TorchChoice | None, explain: list[str]
+) -> str:
+    marker = str(req.marker) if req.marker else ""
+    spec = str(req.specifier)
+    original = str(req)
+    if req.url:
+        return original
+    if name == "torch" and torch is not None:
+        narrowed = _join_spec(spec, torch.spec)
+        new = _fmt_req(req.name, list(req.extras), narrowed, marker)
+        explain.append(f"requirement: {original} -> {new} ({torch.describe()} is built for CUDA {line})")
+        return new
+    if name == "cupy":
+        pkg, extra, _, _ = data.CUPY[major]
+        extras = [e for e in req.extras] + ([extra] if extra else [])
+        new = _fmt_req(pkg, extras, spec, marker)
+        if new != original:
+            why = f"CuPy's CUDA {major} wheel" + (f"; [{extra}] brings the CUDA libraries from PyPI" if extra else "")
+            explain.append(f"requirement: {original} -> {new} ({why})")
+        if not extra:
+            explain.append(f"note: {pkg} has no [ctk] extra: it needs the CUDA {major} libraries from nvidia-*-cu{major} wheels")
+        return new
+    if name == "numba-cuda":
+        extras = [e for e in req.extras if e not in ("cu11", "cu12", "cu13")] + [data.NUMBA_CUDA_EXTRA[major]]
+        new = _fmt_req(req.name, extras, spec, marker)
+        if new != original:
+            explain.append(
+                f"requirement: {original} -> {new} (without [{data.NUMBA_CUDA_EXTRA[major]}]: "
+                "\"NvvmSupportError: libNVVM cannot be found\")"
+            )
+        return new
+    if name == "jax":
+        if canonical(req.name) != "jax":
+            return original
+        extra = data.JAX_CUDA[major][0]
+        extras = [e for e in req.extras if not e.startswith("cuda")] + [extra]
+        new = _fmt_req(req.name, extras, spec, marker)
+        if new != original:
+            local = any(e.endswith("local") for e in req.extras)
+            why = "the -local extras expect a system CUDA, which gpuship images do not have" if local else f"JAX's CUDA {major} plugin and libraries"
+            explain.append(f"requirement: {original} -> {new} ({why})")
+        return new
+    if name == "cuda-bindings":
+        if canonical(req.name) == "cuda-core":
+            extras = [e for e in req.extras if not e.startswith("cu")] + [f"cu{major}"]
+            new = _fmt_req(req.name, extras, spec, marker)
+        else:
+            new = _fmt_req(req.name, list(req.extras), _join_spec(spec, f"=={major}.*"), marker)
+        if new != original:
+            explain.append(f"requirement: {original} -> {new} (the CUDA {major} bindings)")
+        return new
+    return original
+
+
+def canonical(name: str) -> str:
+    from packaging.utils import canonicalize_name
+
+    return canonicalize_name(name)
+
+
+def _join_spec(user: str, extra: str) -> str:
+    if not user:
+        return extra
+    have = {str(s) for s in SpecifierSet(user)}
+    add = [str(s) for s in SpecifierSet(extra) if str(s) not in have]
+    return ",".join([user, *add]) if add else user
+
+
+def _archs(
+    found: Mapping[str, Found], line: str, torch: TorchChoice | None, machine: str
+) -> dict[str, FrameworkArchs]:
+    toolkit = tuple(data.ARCHS[line])
+    out: dict[str, FrameworkArchs] = {}
+    for name in FRAMEWORKS:
+        if name not in found:
+            continue
+        if name == "torch" and torch is not None:
+            out[name] = FrameworkArchs(tuple(sm(a) for a in torch.sass), sm(torch.ptx) if torch.ptx else "")
+        elif name in ("cupy", "numba-cuda"):
+            out[name] = FrameworkArchs(tuple(sm(a) for a in toolkit), "", jit=True)
+        elif name == "jax":
+            low = vt(data.JAX_CUDA[major_of(line)][2])
+            out[name] = FrameworkArchs(tuple(sm(a) for a in toolkit if vt(a) >= low), "", jit=True)
+    return out
+
+
+def _explain_choice(
+    chosen: frozenset[str],
+    line: str,
+    mvc: bool,
+    targets: Sequence[Target],
+    frameworks: Sequence[str],
+    torch: TorchChoice | None,
+    index_urls: Sequence[str],
+) -> list[str]:
+    need = required_driver(line, mvc)
+    head = f"CUDA {line}: the newest line that every input allows (allowed: {_fmt(chosen)})"
+    out = [head]
+    out.append(
+        f"driver: the image needs driver >= {need}"
+        + (f" (minor-version compatibility for CUDA {major_of(line)}.x; strict: {min_driver(line)})" if mvc else "")
+        + f"; PTX from this toolkit is ISA {ptx_isa(line)}"
+    )
+    if mvc:
+        out.append(
+            f"note: under minor-version compatibility the driver cannot JIT PTX newer than its own CUDA version: "
+            f"code must carry SASS for each target (numba-cuda, CuPy and JAX compile at run time and may fail)"
+        )
+    if targets:
+        out.append("targets: " + ", ".join(t.label() for t in targets))
+    if torch is not None:
+        out.append(f"torch: {torch.describe()} (SASS {', '.join(sm(a) for a in torch.sass)}"
+                   + (f", PTX {sm(torch.ptx)}" if torch.ptx else "") + ")")
+    for url in index_urls:
+        out.append(f"index: torch for {cuda_tag(line)} comes from {url}")
+    major = major_of(line)
+    if data.TOOLKIT_VERSIONED.get(major):
+        out.append(
+            f"constraints: cuda-toolkit and the toolkit-versioned nvidia-* wheels pinned to {line}.* so "
+            + (", ".join(frameworks) if len(frameworks) > 1 else frameworks[0] if frameworks else "every framework")
+            + " share one copy of each CUDA library"
+        )
+    return out
