@@ -77,6 +77,8 @@ def test_deployment_and_service_pass_the_official_schemas(cache: Cache) -> None:
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     assert dep["spec"]["template"]["metadata"]["annotations"]["prometheus.io/path"] == "/metrics"
+    # drain on SIGTERM: the runtime keeps serving 5 s (readiness 503), then 25 s for in-flight requests
+    assert c["env"] == [{"name": "SHUTDOWN_DELAY", "value": "5"}] and pod["terminationGracePeriodSeconds"] == 35
     svc = by_kind(docs)["Service"]
     assert svc["spec"]["ports"][0]["port"] == 8080 and svc["spec"]["ports"][0]["targetPort"] == "http"
     assert svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
@@ -146,6 +148,7 @@ def test_cpu_only_and_plain_images(cache: Cache) -> None:
     c = pod["containers"][0]
     assert "resources" not in c and "tolerations" not in pod
     assert "livenessProbe" not in c and "annotations" not in docs[0]["spec"]["template"]["metadata"]
+    assert "env" not in c and pod["terminationGracePeriodSeconds"] == 30
     with pytest.raises(GpushipError, match="function runtime"):
         kubernetes_manifests(spec, K8sOptions(keda=Keda("http://p:9090")))
 
@@ -157,6 +160,9 @@ def test_yaml_round_trips_and_port_override_reaches_the_runtime(cache: Cache) ->
     c = docs[0]["spec"]["template"]["spec"]["containers"][0]
     assert c["ports"][0]["containerPort"] == 9090
     assert {"name": "PORT", "value": "9090"} in c["env"] and {"name": "LOG_LEVEL", "value": "DEBUG"} in c["env"]
+    spec2 = spec_from_image(function_image(cache), "r.example/a:1", env=["SHUTDOWN_DELAY=0"])
+    env2 = kubernetes_manifests(spec2)[0]["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert env2 == [{"name": "SHUTDOWN_DELAY", "value": "0"}]
 
 
 def test_cli_writes_a_file_the_validator_cli_accepts(cache: Cache, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

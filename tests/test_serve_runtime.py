@@ -222,6 +222,23 @@ def test_sigterm_lets_in_flight_requests_finish(fndir: Path) -> None:
     assert "Shutting down" in rt.output()
 
 
+def test_shutdown_delay_keeps_serving_with_readiness_off(fndir: Path) -> None:
+    with bench.start_runtime("fns:echo", cwd=fndir, env={"SHUTDOWN_DELAY": "2"}) as rt:
+        t0 = time.monotonic()
+        rt.proc.send_signal(signal.SIGTERM)
+        deadline = t0 + 1.5
+        saw_unready = False
+        while time.monotonic() < deadline:  # still serving, but telling the load balancer to go away
+            r = httpx.get(rt.url + "/readyz")
+            saw_unready = saw_unready or (r.status_code == 503 and r.json()["detail"] == "shutting down")
+            assert httpx.post(rt.url + "/invoke", json=1).status_code == 200
+            time.sleep(0.1)
+        assert saw_unready
+        assert rt.proc.wait(30) == 0
+        assert time.monotonic() - t0 >= 2
+    assert "draining for 2s" in rt.output()
+
+
 def test_sigterm_exits_0_when_idle(fndir: Path) -> None:
     with bench.start_runtime("fns:echo", cwd=fndir) as rt:
         rt.proc.send_signal(signal.SIGTERM)

@@ -20,6 +20,8 @@ from .spec import DeploySpec, k8s_quantity
 
 Kind = Literal["deployment", "job", "daemonset"]
 GPU_RESOURCE = "nvidia.com/gpu"
+#: Seconds the function runtime keeps serving after SIGTERM in Kubernetes (its SHUTDOWN_DELAY).
+SHUTDOWN_DELAY = 5
 
 
 @dataclass(frozen=True)
@@ -70,8 +72,9 @@ class K8sOptions:
     memory: str | None = None
     cpu: str | None = None
     keda: Keda | None = None
-    #: Seconds between SIGTERM and SIGKILL; the runtime finishes in-flight requests in that time.
-    grace_seconds: int = 30
+    #: Seconds between SIGTERM and SIGKILL (default 30; for the function runtime 35: its SHUTDOWN_DELAY of 5 s,
+    #: while endpoints are updated, plus its 25 s GRACEFUL_TIMEOUT for in-flight requests, plus margin).
+    grace_seconds: int | None = None
 
 
 def _labels(name: str) -> dict[str, str]:
@@ -91,8 +94,12 @@ def _container(spec: DeploySpec, opts: K8sOptions, probes: bool) -> dict[str, An
     c: dict[str, Any] = {"name": spec.name, "image": spec.image, "imagePullPolicy": "IfNotPresent"}
     if spec.port is not None:
         c["ports"] = [{"name": "http", "containerPort": spec.port, "protocol": "TCP"}]
-    if spec.env:
-        c["env"] = [{"name": k, "value": v} for k, v in spec.env]
+    env = list(spec.env)
+    if spec.function_runtime and not any(k == "SHUTDOWN_DELAY" for k, _ in env) and "SHUTDOWN_DELAY" not in spec.image_env:
+        # keep serving 5 s after SIGTERM with /readyz at 503 while the Service drops the pod from its endpoints
+        env.append(("SHUTDOWN_DELAY", str(SHUTDOWN_DELAY)))
+    if env:
+        c["env"] = [{"name": k, "value": v} for k, v in env]
     limits: dict[str, Any] = {}
     requests: dict[str, Any] = {}
     if spec.gpus:
@@ -137,7 +144,10 @@ def _pod_spec(spec: DeploySpec, opts: K8sOptions, probes: bool, restart: str | N
         pod["tolerations"] = [t.to_json() for t in tolerations]
     if restart:
         pod["restartPolicy"] = restart
-    pod["terminationGracePeriodSeconds"] = opts.grace_seconds
+    if opts.grace_seconds is not None:
+        pod["terminationGracePeriodSeconds"] = opts.grace_seconds
+    else:
+        pod["terminationGracePeriodSeconds"] = 35 if spec.function_runtime else 30
     pod["containers"] = [_container(spec, opts, probes)]
     pod["volumes"] = [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": k8s_quantity(spec.shm_size)}}]
     return pod

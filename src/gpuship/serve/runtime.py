@@ -20,6 +20,7 @@ Settings (environment, or the flags of the same name)
     PORT (8080), HOST (0.0.0.0), MAX_WORKERS (4): functions running at once (sync ones in a thread pool
     of that size), MAX_QUEUE (0): requests allowed to wait for a worker, LOG_LEVEL (INFO), MAX_BODY
     (67108864 bytes), GRACEFUL_TIMEOUT (25 s: on SIGTERM, in-flight requests get this long to finish),
+    SHUTDOWN_DELAY (0 s: on SIGTERM, first keep serving this long with /readyz at 503, for load balancers),
     GPUSHIP_WARMUP (JSON payload for the warm-up call; else the function's ``warmup`` attribute: a JSON
     value to call it with, or a callable to run; with neither, ready once imported).
 """
@@ -88,6 +89,7 @@ class Settings:
     log_level: str = "INFO"
     max_body: int = 64 << 20
     graceful_timeout: int = 25
+    shutdown_delay: int = 0
     warmup: str | None = None  # JSON text
 
     @classmethod
@@ -96,6 +98,7 @@ class Settings:
         if not fn:
             raise SettingError("no function given: pass pkg.module:func or set GPUSHIP_FUNCTION")
         level = os.environ.get("LOG_LEVEL", "INFO").strip().upper() or "INFO"
+        level = {"WARN": "WARNING", "FATAL": "CRITICAL"}.get(level, level)
         if level not in ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG", "TRACE"):
             raise SettingError(f"LOG_LEVEL={level!r} is not one of CRITICAL, ERROR, WARNING, INFO, DEBUG")
         return cls(
@@ -107,6 +110,7 @@ class Settings:
             log_level=level,
             max_body=_env_int("MAX_BODY", 64 << 20, 1),
             graceful_timeout=_env_int("GRACEFUL_TIMEOUT", 25, 0),
+            shutdown_delay=_env_int("SHUTDOWN_DELAY", 0, 0),
             warmup=os.environ.get("GPUSHIP_WARMUP") or None,
         )
 
@@ -796,8 +800,18 @@ def serve(settings: Settings) -> int:
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: Any) -> None:
+            delay = settings.shutdown_delay
+            if rt.draining or delay <= 0 or sig != signal.SIGTERM:
+                rt.draining = True
+                super().handle_exit(sig, frame)
+                return
+            # Keep serving for SHUTDOWN_DELAY seconds with /readyz at 503, so a load balancer (a Kubernetes
+            # Service) stops sending new requests before the listener closes; then shut down as usual.
             rt.draining = True
-            super().handle_exit(sig, frame)
+            log.info("SIGTERM: draining for %ss before shutting down", delay)
+            timer = threading.Timer(delay, super().handle_exit, (sig, frame))
+            timer.daemon = True
+            timer.start()
 
     server = Server(config)
 
