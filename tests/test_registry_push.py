@@ -222,3 +222,22 @@ def test_unknown_ca_is_one_clear_error(tmp_path, cache):
         assert push(img, f"{reg.host}/gpuship-test/untrusted:2", cache=cache, insecure=True).skipped == 2
     finally:
         reg.stop()
+
+
+def test_rich_progress_draws_every_blob(tls_registry, cache):
+    import io
+
+    from rich.console import Console
+
+    from gpuship.registry import RichTransferProgress
+
+    r = tls_registry
+    img = make_image(cache, [{"opt/a.bin": os.urandom(100_000)}, {"opt/b": b"b"}])
+    buf = io.StringIO()
+    with RichTransferProgress(Console(file=buf, force_terminal=True, width=120), transient=False) as progress:
+        result = push(img, r.ref("gpuship-test/progress:1"), cache=cache, credentials=r.creds, ca_file=r.ca,
+                      progress=progress, chunk_size=32 << 10)
+    assert result.uploaded == 3
+    text = buf.getvalue()
+    for layer in img.layers:
+        assert f"{layer.digest[7:19]} pushed" in text
