@@ -202,6 +202,17 @@ def fetch_layer(
         progress.start(digest, digest[7:19], size)
         progress.finish(digest, "cached")
         return Layer.from_record(rec, cache, reused=True)
+    if cache.has(digest):  # the blob is here already (built or read locally): check it, do not download it
+        hasher = _DiffHasher(compression)
+        with cache.open(digest) as fh:
+            while chunk := fh.read(1 << 20):
+                hasher.feed(chunk)
+        if hasher.diff_id == diff_id:
+            layer = Layer(digest, diff_id, cache.blob_path(digest).stat().st_size, hasher.size, compression, "", True, cache)  # type: ignore[arg-type]
+            cache.put_ref(LAYERS_NS, digest, layer.to_record())
+            progress.start(digest, digest[7:19], size)
+            progress.finish(digest, "cached")
+            return layer
     attempt = 0
     while True:
         attempt += 1
