@@ -123,7 +123,7 @@ class _Resolver:
         seen = {name}
         while parts[-1] in self.parent:
             p = self.parent[parts[-1]][0]
-            if p in seen:
+            if p == "requested" or p in seen:
                 break
             parts.append(p)
             seen.add(p)
