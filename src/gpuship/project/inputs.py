@@ -238,6 +238,13 @@ def load_project(
     if reader.scan.requirement_files:
         sources.append("requirements")
 
+    def take_read_requirements() -> None:
+        for r in reader.scan.requirements:
+            if r not in requirements:
+                requirements.append(r)
+
+    take_read_requirements()
+
     # 3. environment.yml
     env_file = next((root / n for n in ENVIRONMENT_FILES if (root / n).is_file()), None)
     if env_file is not None:
@@ -246,6 +253,7 @@ def load_project(
         input_files.append(env_file)
         requirements += [r for r in conda.requirements if r not in requirements]
         reader.read_lines(conda.pip_lines, base=root, where=f"{env_file.name} pip:")
+        take_read_requirements()
         if conda.python:
             python_constraints.append((f"{env_file.name} python", conda.python))
         cuda_version = conda.cuda_version
@@ -272,9 +280,7 @@ def load_project(
     scan = reader.scan
     if scan.self_references:
         is_package = True
-    for r in scan.requirements:
-        if r not in requirements:
-            requirements.append(r)
+    take_read_requirements()
     input_files += [f for f in scan.requirement_files + scan.constraint_files if f not in input_files]
     if not sources:
         raise ConfigError(

@@ -62,7 +62,7 @@ VENV_RULES: tuple[PruneRule, ...] = (
 
 def _spec(patterns: Iterable[str]) -> pathspec.PathSpec:
     try:
-        return pathspec.PathSpec.from_lines("gitwildmatch", list(patterns))
+        return pathspec.PathSpec.from_lines("gitignore", list(patterns))
     except Exception as exc:  # pathspec raises a few types for a bad pattern
         raise ConfigError(f"bad prune pattern: {exc}", "patterns use .gitignore syntax, e.g. 'mypkg/data/' or '*.h'") from exc
 

@@ -104,8 +104,14 @@ def launcher(python: str, target: str) -> bytes:
     return SCRIPT_TEMPLATE.format(python=python, module=module.strip(), import_name=import_name, func=attr.strip()).encode()
 
 
-def install_wheel(zf: zipfile.ZipFile, filename: str, *, venv: str, python_minor: str) -> WheelInstall:
-    """The files a wheel installs into the venv at ``venv`` (an absolute path in the image)."""
+def install_wheel(
+    zf: zipfile.ZipFile, filename: str, *, venv: str, python_minor: str, reopen: bool = False
+) -> WheelInstall:
+    """The files a wheel installs into the venv at ``venv`` (an absolute path in the image).
+
+    Entries read from ``zf``, which must stay open until the layer is written; with ``reopen`` each entry
+    opens the wheel file again by path instead (for entries handed to another module).
+    """
     dist_name, version, _, _ = parse_wheel_filename(filename)
     prefix = clean_path(venv)
     site = f"lib/python{python_minor}/site-packages"
@@ -127,7 +133,12 @@ def install_wheel(zf: zipfile.ZipFile, filename: str, *, venv: str, python_minor
             entry = Entry.file(full, content, mode=entry_mode)
         else:
             assert info is not None
-            entry = Entry(full, "file", entry_mode, 0, 0, info.file_size, open=lambda info=info: zf.open(info))
+            if reopen:
+                wheel_path, member = zf.filename, info.filename
+                opener = lambda wheel_path=wheel_path, member=member: zipfile.ZipFile(wheel_path).open(member)  # noqa: E731
+            else:
+                opener = lambda info=info: zf.open(info)  # noqa: E731
+            entry = Entry(full, "file", entry_mode, 0, 0, info.file_size, open=opener)
         result.files.append(InstalledFile(rel, entry, rec))
 
     for info in zf.infolist():
