@@ -26,7 +26,7 @@ from ..cache import Cache
 from ..errors import GpushipError
 from ..oci.image import ImageConfig
 from . import launcher
-from .bundle import Process, runc_config
+from .bundle import DEFAULT_CAPS, Process, runc_config
 from .gpu import Injection
 from .limits import possible_ulimits
 from .options import RunOptions, host_and_container_port
@@ -202,6 +202,8 @@ def run_rootfs(
             "gid": process.user.gid,
             "groups": list(process.user.groups),
             "rlimits": [[u.name, u.soft, u.hard] for u in ulimits],
+            # Docker's default set, less CAP_MKNOD: no device cgroup here, so no making nodes for other GPUs
+            "capabilities": [c for c in DEFAULT_CAPS if c != "CAP_MKNOD"],
         }
     spec_path = rundir / "spec.json"
     spec_path.write_text(json.dumps(spec))

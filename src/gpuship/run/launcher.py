@@ -46,6 +46,14 @@ MS_REC = 16384
 MS_PRIVATE = 1 << 18
 MS_STRICTATIME = 1 << 24
 
+PR_CAPBSET_DROP = 24
+#: Capability numbers (linux/capability.h) of the set the chroot flavour keeps (Docker's defaults).
+CAPABILITIES = {
+    "CAP_CHOWN": 0, "CAP_DAC_OVERRIDE": 1, "CAP_FOWNER": 3, "CAP_FSETID": 4, "CAP_KILL": 5, "CAP_SETGID": 6,
+    "CAP_SETUID": 7, "CAP_SETPCAP": 8, "CAP_NET_BIND_SERVICE": 10, "CAP_NET_RAW": 13, "CAP_SYS_CHROOT": 18,
+    "CAP_MKNOD": 27, "CAP_AUDIT_WRITE": 29, "CAP_SETFCAP": 31,
+}
+
 SETUP_FAILED = 125
 EXEC_FAILED = 127
 FORWARDED = (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
@@ -275,6 +283,23 @@ def chroot_mounts(spec: dict) -> None:
 
 
 # -- processes ----------------------------------------------------------------------------------------------
+def limit_capabilities(keep: list[str]) -> None:
+    """Drop every capability not in ``keep`` from the bounding set, so root in the container gets only those
+    after exec (as with Docker's default set). Without CAP_MKNOD a process cannot make device nodes for GPUs it
+    was not given (there is no device cgroup in the chroot flavour to stop it)."""
+    wanted = {CAPABILITIES[c] for c in keep if c in CAPABILITIES}
+    try:
+        with open("/proc/sys/kernel/cap_last_cap") as fh:
+            last = int(fh.read().strip())
+    except (OSError, ValueError):
+        last = 40
+    for cap in range(last + 1):
+        if cap not in wanted and _libc.prctl(PR_CAPBSET_DROP, ctypes.c_ulong(cap), 0, 0, 0) != 0:
+            err = ctypes.get_errno()
+            if err != errno.EINVAL:
+                raise OSError(err, f"cannot drop capability {cap}: {os.strerror(err)}")
+
+
 def _forward_to(pid_box: list[int]) -> None:
     def handler(signum: int, _frame: object) -> None:
         if pid_box and pid_box[0] > 0:
@@ -309,6 +334,8 @@ def start_payload(spec: dict, report_fd: int) -> None:
             res = getattr(resource, f"RLIMIT_{name.upper()}")
             inf = resource.RLIM_INFINITY
             resource.setrlimit(res, (inf if soft < 0 else soft, inf if hard < 0 else hard))
+        if "capabilities" in proc:
+            limit_capabilities(proc["capabilities"])
         os.setgroups(proc.get("groups", []))
         os.setgid(proc["gid"])
         os.setuid(proc["uid"])
