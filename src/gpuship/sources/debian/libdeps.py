@@ -241,14 +241,20 @@ def unsatisfied(
 _LIBNAME = re.compile(r"\.so(\.|$)")
 
 
+#: Parsed Contents maps of this process, by map digest (a map is ~10 MB of JSON; read it once).
+_MAPS: dict[str, dict[str, list[list[str]]]] = {}
+
+
 def _contents_map(repo: Repository, arch: str, cache: Cache) -> dict[str, list[tuple[str, str]]]:
     """``soname -> [(folder, package)]`` for every shared-library file name in the suites' Contents."""
     out: dict[str, list[tuple[str, str]]] = {}
     for suite, digest in repo.contents(arch):
         key = f"{CONTENTS_FORMAT}:{digest}"
         rec = cache.get_ref("debian-contents", key)
-        if rec is not None and cache.has(rec["digest"]):
-            part = json.loads(cache.read(rec["digest"]))
+        if rec is not None and rec["digest"] in _MAPS:
+            part = _MAPS[rec["digest"]]
+        elif rec is not None and cache.has(rec["digest"]):
+            part = _MAPS[rec["digest"]] = json.loads(cache.read(rec["digest"]))
         else:
             part = {}
             with cache.open(digest) as raw:
