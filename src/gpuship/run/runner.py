@@ -111,9 +111,15 @@ def run_image(
         ref: str | None = None
         try:
             img = open_image(image, cache)
-        except GpushipError:
-            if not (isinstance(image, str) and engine_has(runtime, image)):
+        except (GpushipError, OSError) as exc:
+            if not isinstance(image, str):
                 raise
+            if not engine_has(runtime, image):
+                why = exc.message if isinstance(exc, GpushipError) else (exc.strerror or str(exc))
+                raise GpushipError(
+                    f"{image!r} is not an image gpuship can read ({why}), nor one {runtime} holds",
+                    "give oci:DIR, oci-archive:FILE, docker-archive:FILE, or the name of an image in the engine",
+                ) from exc
             ref = image  # an image the engine holds already
         env = img.config.env_dict() if img is not None else {}
         request, injection = settle_gpus(env, options, host, notify)
