@@ -7,10 +7,11 @@ its inputs, so a rebuild with no change gives the same digest and an app edit re
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,8 @@ from .plan import BuildOptions, BuildPlan, make_plan
 from .project.entrypoint import VENV, choose_entrypoint
 from .sources.app import AppFiles, app_layer, select_app_files
 
-Progress = Callable[[str], None]
+#: progress(message) for a step; progress(message, done, total) for bytes moved
+Progress = Callable[..., None]
 
 
 @dataclass(frozen=True)
@@ -126,8 +128,7 @@ def image_env(plan: BuildPlan, base_config: ImageConfig) -> dict[str, str]:
 
 def build(options: BuildOptions, *, cache: Cache | None = None, progress: Progress | None = None) -> BuildResult:
     """Build the project described by ``options``; write every requested output; return what was made."""
-    from .sources.debian import build_base, libdeps_for_layers
-    from .sources.python import lock_project, python_layers
+    from .sources.python import lock_project
 
     started = time.monotonic()
     cache = cache or Cache()
@@ -145,15 +146,15 @@ def build(options: BuildOptions, *, cache: Cache | None = None, progress: Progre
     runtime = _function_runtime(plan)
     extra_reqs = tuple(runtime.requirements) if runtime else ()
     _say(progress, "locking dependencies")
+    project = replace(plan.project, requirements=plan.requirements)
     lock = lock_project(
-        plan.project, plan.platforms, plan.python_version, cache,
-        locked=options.locked, extra_requirements=plan.requirements_override() if hasattr(plan, "requirements_override") else extra_reqs,
-        progress=progress,
+        project, plan.platforms, plan.python_version, cache,
+        locked=options.locked, extra_requirements=extra_reqs, progress=progress,
     )
 
     results: list[PlatformResult] = []
     for platform in plan.platforms:
-        results.append(_build_platform(plan, platform, lock, app, runtime, cache, progress, build_base, libdeps_for_layers, python_layers))
+        results.append(_build_platform(plan, platform, lock, app, runtime, cache, progress))
 
     images = [r.image for r in results]
     result: Image | Index = images[0] if len(images) == 1 else make_index(images)
@@ -187,18 +188,24 @@ def _function_runtime(plan: BuildPlan) -> _Runtime | None:
     return _Runtime(tuple(runtime_requirements()), tuple(runtime_entries()), tuple(runtime_entrypoint(ep.function)))
 
 
-def _build_platform(plan, platform, lock, app: AppFiles, runtime, cache, progress, build_base, libdeps_for_layers, python_layers) -> PlatformResult:
+def _build_platform(
+    plan: BuildPlan, platform: Platform, lock: Any, app: AppFiles, runtime: _Runtime | None, cache: Cache,
+    progress: Progress | None,
+) -> PlatformResult:
+    from .sources.debian import PROFILES, build_base, libdeps_for_layers
+    from .sources.python import PruneRules, python_layers
+
     compression = plan.compression
     cfg = plan.config
     _say(progress, f"[{platform}] installing the Python environment")
-    env = python_layers(lock, platform, _python_info(plan, platform, cache, build_base), cache,
-                        prune=_prune_rules(cfg), progress=progress)
+    python = PROFILES[plan.base].python_info()
+    prune = PruneRules(keep=tuple(cfg.keep), drop=tuple(cfg.drop), bytecode=cfg.bytecode)  # type: ignore[arg-type]
+    env = python_layers(lock, platform, python, cache, prune=prune, progress=progress, compression=compression)
     env_layers: list[tuple[str, Layer]] = list(env.layers)
 
     upper: list[tuple[str, Layer]] = []
-    project_entries = _project_entries(plan, platform, lock, cache, progress)
-    if project_entries is not None:
-        upper.append(("project", project_entries))
+    if getattr(plan.project, "is_package", False):
+        upper.append(("project", _project_layer(plan, platform, python, prune, cache, progress)))
     if plan.gpu is not None and getattr(plan.gpu, "is_gpu", False):
         from .check import check_entries
 
@@ -243,29 +250,22 @@ def _build_platform(plan, platform, lock, app: AppFiles, runtime, cache, progres
     return PlatformResult(
         platform, image, rows,
         tuple(base.packages),
-        tuple((d[0], d[1]) for d in getattr(env, "distributions", ())),
+        tuple((d.name, d.version) for d in env.distributions),
         deps, getattr(env, "report", None), getattr(base, "dropped", None),
     )
 
 
-def _python_info(plan, platform, cache, build_base):
-    from .sources.debian import PROFILES
-
-    return PROFILES[plan.base].python_info() if hasattr(PROFILES[plan.base], "python_info") else build_base(plan.base, platform, cache=cache).python
-
-
-def _prune_rules(cfg):
-    from .sources.python import PruneRules
-
-    return PruneRules(keep=tuple(cfg.keep), drop=tuple(cfg.drop), bytecode=cfg.bytecode) if "bytecode" in PruneRules.__dataclass_fields__ else PruneRules(keep=tuple(cfg.keep), drop=tuple(cfg.drop))
-
-
-def _project_entries(plan, platform, lock, cache, progress) -> Layer | None:
-    if not getattr(plan.project, "is_package", False):
-        return None
+def _project_layer(plan: BuildPlan, platform: Platform, python: Any, prune: Any, cache: Cache, progress: Progress | None) -> Layer:
+    """The project itself, built as a wheel and installed into the venv (its own layer, below the app files)."""
     from .sources.python import install_project
 
-    return install_project(plan.project, platform, plan.python_version, cache, compression=plan.compression, progress=progress)
+    inst = install_project(plan.project, python, cache, platform=platform, prune=prune, progress=progress)
+    h = hashlib.sha256(inst.wheel.encode())
+    for e in inst.entries:
+        h.update(f"{e.path}\0{e.kind}\0{e.mode}\0{e.target}\0".encode())
+        h.update(hashlib.sha256(e.read()).digest() if e.kind == "file" else b"")
+    return cached_layer(cache, "project:" + h.hexdigest(), lambda: inst.entries,
+                        compression=plan.compression, comment=f"project {inst.name} {inst.version}")  # type: ignore[arg-type]
 
 
 def _self_key() -> str:

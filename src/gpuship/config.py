@@ -32,7 +32,7 @@ KNOWN_KEYS = {
     "labels": "extra image labels",
     "compression": "layer compression: gzip (default) or zstd",
     "find-libdeps": "add Debian packages for shared libraries the wheels need (default true)",
-    "bytecode": "precompile .pyc at build time: 'none' (default) or 'unchecked-hash'",
+    "bytecode": "precompile .pyc at build time: 'unchecked-hash' (default, reproducible) or 'none'",
     "gpu": "GPU settings table ([tool.gpuship.gpu])",
     "debian": "Debian repository settings table ([tool.gpuship.debian])",
     "index-url": "Python package index to use instead of uv's default",
@@ -107,7 +107,7 @@ class GpushipConfig:
     labels: Mapping[str, str] = field(default_factory=dict)
     compression: str = "gzip"
     find_libdeps: bool = True
-    bytecode: str = "none"
+    bytecode: str = "unchecked-hash"
     gpu: Mapping[str, Any] = field(default_factory=dict)
     debian: Mapping[str, Any] = field(default_factory=dict)
     index_url: str = ""
@@ -127,7 +127,7 @@ class GpushipConfig:
         compression = str(table.get("compression", "gzip"))
         if compression not in ("gzip", "zstd"):
             raise ConfigError(f"[tool.gpuship] compression must be gzip or zstd, not {compression!r}")
-        bytecode = str(table.get("bytecode", "none"))
+        bytecode = str(table.get("bytecode", "unchecked-hash"))
         if bytecode not in ("none", "unchecked-hash"):
             raise ConfigError(f"[tool.gpuship] bytecode must be 'none' or 'unchecked-hash', not {bytecode!r}")
         user = str(table.get("user", DEFAULT_USER))
@@ -139,7 +139,7 @@ class GpushipConfig:
                 raise ConfigError(f"[tool.gpuship.{sub}] must be a table")
         debian = dict(table.get("debian") or {})
         _check_keys(debian, {"mirror", "security-mirror"}, "[tool.gpuship.debian]")
-        extra_idx = table.get("extra-index-url", ())
+        extra_idx = table.get("extra-index-url")
         return cls(
             base=str(table.get("base", "debian-bookworm")),
             python=str(table.get("python", "")),

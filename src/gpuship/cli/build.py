@@ -54,7 +54,12 @@ def build(
         result = run_build(opts)
     else:
         with err.status("building…") as status:
-            def progress(msg: str) -> None:
+            def progress(msg: str, done: int | None = None, total: int | None = None) -> None:
+                """Step messages are logged; byte counts (done/total) only update the status line."""
+                if done is not None:
+                    pct = f" {done * 100 // total}%" if total else f" {done / 1e6:.0f} MB"
+                    status.update(msg + pct)
+                    return
                 status.update(msg)
                 if state.verbose or not msg.startswith("["):
                     err.log(msg)
@@ -62,7 +67,7 @@ def build(
     if not state.quiet:
         table = Table(title=f"{result.plan.tag}  {result.digest}", show_lines=False)
         for col in ("platform", "layer", "digest", "compressed", "uncompressed", "", "contents"):
-            table.add_column(col)
+            table.add_column(col, no_wrap=True, overflow="ellipsis", max_width=48 if col == "contents" else None)
         for row in layer_table_rows(result):
             table.add_row(*row)
         err.print(table)
