@@ -326,8 +326,8 @@ TOOLKIT_VERSIONED: dict[int, tuple[str, ...]] = {
         "nvidia-cuda-cupti-cu12", "nvidia-nvjitlink-cu12",
     ),
     13: (
-        "cuda-toolkit", "nvidia-cuda-runtime", "nvidia-cuda-nvrtc", "nvidia-cuda-nvcc", "nvidia-nvvm",
-        "nvidia-cuda-cupti", "nvidia-nvjitlink",
+        "cuda-toolkit", "nvidia-cuda-runtime", "nvidia-cuda-nvrtc", "nvidia-cuda-nvcc", "nvidia-cuda-crt",
+        "nvidia-nvvm", "nvidia-cuda-cupti", "nvidia-nvjitlink",
     ),
 }
 

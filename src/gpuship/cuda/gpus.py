@@ -25,6 +25,22 @@ for _name in data.GPUS:
     _BY_NORM.setdefault(_norm(_name), _name)
 
 
+#: What may follow a GPU name inside one word: "H100NVL", "A100SXM4", "L40S48GB" (the model's variants).
+_VARIANT = re.compile(r"^(nvl|sxm\d*|pcie|\d+gb|hbm\d*e?|ti|super)*$")
+
+
+def _match_name(text: str) -> str:
+    """The table key named by the first words of ``text`` (longest match), allowing variant suffixes."""
+    words = [w for w in re.split(r"[^a-z0-9]+", text.lower()) if w and w not in _NOISE]
+    best = ""
+    for k in range(1, min(3, len(words)) + 1):
+        joined = "".join(words[:k])
+        for key in _BY_NORM:
+            if joined.startswith(key) and _VARIANT.match(joined[len(key):]) and len(key) > len(best):
+                best = key
+    return best
+
+
 @dataclass(frozen=True)
 class Target:
     """One GPU the image must run on."""
@@ -67,11 +83,7 @@ def parse_target(text: str) -> Target:
                 )
             kind = "tegra" if cc in ("7.2", "8.7") else "dgpu"
             return Target(sm(cc), cc, kind, given)
-    norm = _norm(given)
-    best = ""
-    for key in _BY_NORM:
-        if key and norm.startswith(key) and len(key) > len(best):
-            best = key
+    best = _match_name(given)
     if best:
         name = _BY_NORM[best]
         cc, kind = data.GPUS[name]

@@ -577,11 +577,26 @@ def canonical(name: str) -> str:
 
 
 def _join_spec(user: str, extra: str) -> str:
+    """``>=2.6`` and ``>=2.11,<2.15`` -> ``>=2.11,<2.15``: the conjunction, without bounds another bound implies."""
     if not user:
         return extra
-    have = {str(s) for s in SpecifierSet(user)}
-    add = [str(s) for s in SpecifierSet(extra) if str(s) not in have]
-    return ",".join([user, *add]) if add else user
+    specs = list(SpecifierSet(user)) + list(SpecifierSet(extra))
+    lower = [s for s in specs if s.operator in (">=", ">") and "*" not in s.version]
+    upper = [s for s in specs if s.operator in ("<", "<=") and "*" not in s.version]
+
+    def key(s: object) -> tuple[object, int]:
+        from packaging.version import Version
+
+        return Version(s.version), (1 if s.operator in (">", "<=") else 0)  # type: ignore[attr-defined]
+
+    best = {id(max(lower, key=key)) if lower else 0, id(min(upper, key=key)) if upper else 0}
+    out: list[str] = []
+    for s in specs:  # in the order written: the user's first
+        if (s in lower or s in upper) and id(s) not in best:
+            continue
+        if str(s) not in out:
+            out.append(str(s))
+    return ",".join(out)
 
 
 def _archs(
@@ -633,9 +648,9 @@ def _explain_choice(
         out.append(f"index: torch for {cuda_tag(line)} comes from {url}")
     major = major_of(line)
     if data.TOOLKIT_VERSIONED.get(major):
+        share = f" and {', '.join(frameworks)} share one copy of each" if len(frameworks) > 1 else ""
         out.append(
-            f"constraints: cuda-toolkit and the toolkit-versioned nvidia-* wheels pinned to {line}.* so "
-            + (", ".join(frameworks) if len(frameworks) > 1 else frameworks[0] if frameworks else "every framework")
-            + " share one copy of each CUDA library"
+            f"constraints: cuda-toolkit and the toolkit-versioned nvidia-* wheels pinned to {line}.*, so every CUDA "
+            f"library comes from the {line} toolkit{share}"
         )
     return out

@@ -1,0 +1,166 @@
+"""``gpuship explain [PATH]`` (the CUDA plan for a project) and ``gpuship doctor`` (this host's GPU support)."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from ..errors import ConfigError
+from .console import handles_errors, out
+from .main import app
+
+EXPLAIN_EPILOG = (
+    "Examples: gpuship explain examples/torch-status | gpuship explain -r torch -r cupy --target V100 | "
+    "gpuship explain -r requirements.txt --min-driver 535"
+)
+
+
+def _requirements_from(values: list[str]) -> list[str]:
+    """``-r`` values: a requirements file when the path exists, else one requirement."""
+    reqs: list[str] = []
+    for v in values:
+        p = Path(v)
+        if p.is_file():
+            for line in p.read_text(encoding="utf-8").splitlines():
+                line = line.split(" #", 1)[0].strip()
+                if line and not line.startswith("#"):
+                    reqs.append(line)
+        else:
+            reqs.append(v)
+    return reqs
+
+
+def _project_inputs(path: Path) -> tuple[list[str], dict[str, Any], tuple[str, ...]]:
+    """Requirements, the [tool.gpuship] table and the platforms of the project at ``path``.
+
+    Uses gpuship.project.load_project when it is there; otherwise reads pyproject.toml / requirements.txt."""
+    try:
+        from ..project import load_project
+    except ImportError:
+        load_project = None  # type: ignore[assignment]
+    root = path if path.is_dir() else path.parent
+    if load_project is not None:
+        project = load_project(path)
+        reqs = list(getattr(project, "requirements", ()))
+        tool = dict(getattr(project, "tool", {}) or {})
+    else:
+        reqs, tool = [], {}
+        pp = root / "pyproject.toml"
+        if pp.is_file():
+            try:
+                data = tomllib.loads(pp.read_text(encoding="utf-8"))
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(f"{pp} is not valid TOML: {exc}", "fix the file") from exc
+            reqs += list((data.get("project") or {}).get("dependencies") or [])
+            tool = dict(((data.get("tool") or {}).get("gpuship")) or {})
+        rq = root / "requirements.txt"
+        if rq.is_file():
+            reqs += _requirements_from([str(rq)])
+    side = root / "gpuship.toml"
+    if side.is_file():
+        try:
+            for k, v in tomllib.loads(side.read_text(encoding="utf-8")).items():
+                tool.setdefault(k, v)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{side} is not valid TOML: {exc}", "fix the file") from exc
+    plats = tool.get("platforms") or ()
+    plats = (plats,) if isinstance(plats, str) else tuple(str(p) for p in plats)
+    return reqs, tool, plats
+
+
+@app.command("explain", epilog=EXPLAIN_EPILOG)
+@handles_errors
+def explain(
+    path: Optional[Path] = typer.Argument(  # noqa: UP007 - Typer reads Optional
+        None, help="The project folder (pyproject.toml, requirements.txt, environment.yml). Default: the current "
+        "folder, unless --requirement is given."
+    ),
+    requirement: list[str] = typer.Option(
+        [], "--requirement", "-r", help="A requirement (\"torch>=2.6\") or a requirements file; repeatable. "
+        "Added to the project's, or used alone when no PATH is given.",
+    ),
+    cuda: Optional[str] = typer.Option(None, "--cuda", help="Override the cuda setting: auto, 12.8, 13, ..."),  # noqa: UP007
+    target: list[str] = typer.Option([], "--target", "-t", help="Override targets: H100, L4, sm_80, ...; repeatable."),
+    min_driver: Optional[str] = typer.Option(None, "--min-driver", help="Override min-driver: 535, 570.124.06, ..."),  # noqa: UP007
+    torch_index: Optional[str] = typer.Option(None, "--torch-index", help="Override torch-index (a URL; {tag} -> cu128)."),  # noqa: UP007
+    platform: Optional[str] = typer.Option(None, "--platform", help="linux/amd64 (default: the project's first) or linux/arm64."),  # noqa: UP007
+    as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
+) -> None:
+    """Show the CUDA plan for a project: the CUDA line and why, the rewritten requirements, the constraints that
+    keep every CUDA library on that line, the GPU environment and labels of the image."""
+    from ..cuda import GpuSettings, plan_gpu
+
+    reqs: list[str] = []
+    tool: dict[str, Any] = {}
+    plats: tuple[str, ...] = ()
+    if path is not None or not requirement:
+        reqs, tool, plats = _project_inputs(path or Path("."))
+    reqs += _requirements_from(requirement)
+    gpu_table = tool.get("gpu") or {}
+    if not isinstance(gpu_table, dict):
+        raise ConfigError("[tool.gpuship.gpu] must be a table")
+    settings = GpuSettings.from_table(gpu_table).with_overrides(cuda, target or None, min_driver, torch_index)
+    plat = platform or (plats[0] if plats else "linux/amd64")
+    plan = plan_gpu(reqs, settings, plat)
+    if as_json:
+        from ..check import manifest_data
+
+        doc: dict[str, Any] = {
+            "is_gpu": plan.is_gpu,
+            "platform": plan.platform,
+            "requirements": list(plan.requirements),
+            "explain": plan.explain(),
+        }
+        if plan.is_gpu:
+            doc |= {
+                "cuda": plan.cuda,
+                "constraints": list(plan.constraints),
+                "index_urls": list(plan.index_urls),
+                "env": dict(plan.env),
+                "labels": dict(plan.labels),
+                "manifest": manifest_data(plan),
+            }
+        out.print_json(json.dumps(doc))
+        return
+    for line in plan.explain():
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
+    if not plan.is_gpu:
+        return
+    out.print("requirements:", markup=False)
+    for r in plan.requirements:
+        out.print(f"  {r}", markup=False, soft_wrap=True)
+    out.print("constraints:", markup=False)
+    for c in plan.constraints:
+        out.print(f"  {c}", markup=False)
+    if plan.index_urls:
+        out.print("extra index URLs (uv --extra-index-url):", markup=False)
+        for u in plan.index_urls:
+            out.print(f"  {u}", markup=False)
+    out.print("env:", markup=False)
+    for k, v in plan.env.items():
+        out.print(f"  {k}={v}", markup=False)
+    out.print("labels:", markup=False)
+    for k, v in plan.labels.items():
+        out.print(f"  {k}={v}", markup=False)
+
+
+@app.command("doctor")
+@handles_errors
+def doctor(
+    as_json: bool = typer.Option(False, "--json", help="Print the findings as JSON."),
+) -> None:
+    """Check this host for GPU containers: the NVIDIA driver and its CUDA version, the GPUs, Docker/Podman and
+    their NVIDIA runtime, CDI specs (/etc/cdi, /var/run/cdi), runc and the NVIDIA container tools, and what
+    `gpuship run` will use. Works without a GPU (it says so). Exit 0 either way: it reports, it does not judge."""
+    from ..check.host import probe_host
+
+    report = probe_host()
+    if as_json:
+        out.print_json(json.dumps(report.to_json()))
+        return
+    for line in report.lines():
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
