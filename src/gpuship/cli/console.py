@@ -35,7 +35,9 @@ def fail(exc: BaseException) -> None:
     if state.verbose:
         err.print_exception(show_locals=False)
     line = exc.line() if isinstance(exc, GpushipError) else f"{type(exc).__name__}: {exc}"
-    err.print(f"[bold red]error:[/] {line}", markup=True, highlight=False, soft_wrap=True)
+    from rich.markup import escape  # a message may name [tool.gpuship] tables: not markup
+
+    err.print(f"[bold red]error:[/] {escape(line)}", markup=True, highlight=False, soft_wrap=True)
     sys.exit(2)
 
 
