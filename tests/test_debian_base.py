@@ -150,6 +150,7 @@ def test_bookworm_arm64_runs_under_emulation(shared_cache: Cache, docker) -> Non
     _run_probe(docker, b, "3.11", "aarch64")
 
 
+@pytest.mark.slow
 def test_trixie_amd64_has_python_313(shared_cache: Cache, docker) -> None:  # type: ignore[no-untyped-def]
     b = build_base("debian-trixie", "linux/amd64", cache=shared_cache)
     assert PROFILES["debian-trixie"].python_version == "3.13" and b.python.executable == "/usr/bin/python3.13"

@@ -78,12 +78,15 @@ def tamper() -> Iterator[tuple[str, type[_Tamper]]]:
 
 
 def _seed(shared: Cache, private: Cache) -> None:
-    """The session's downloaded indexes, hard-linked into a private cache (no second download)."""
-    for blob in (shared.root / "blobs" / "sha256").iterdir():
-        os.link(blob, private.root / "blobs" / "sha256" / blob.name)
+    """The session's parsed indexes (not its .debs), hard-linked into a private cache: no second download."""
+    import json
+
     src = shared.root / "refs" / "debian-packages"
-    if src.is_dir():
-        shutil.copytree(src, private.root / "refs" / "debian-packages")
+    shutil.copytree(src, private.root / "refs" / "debian-packages")
+    for ref in src.iterdir():
+        digest = json.loads(ref.read_text())["digest"]
+        if not private.has(digest):
+            os.link(shared.blob_path(digest), private.blob_path(digest))
 
 
 def test_bad_inrelease_signature_is_refused_and_nothing_is_cached(tamper, cache: Cache) -> None:  # type: ignore[no-untyped-def]
