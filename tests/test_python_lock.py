@@ -216,3 +216,24 @@ def test_source_only_packages(tmp_path: Path, cache: Cache) -> None:
     (root / "requirements.txt").write_text("docopt==0.6.2\n")
     lock = lock_project(load_project(root), [ARM64], "3.11", cache)
     assert [p.filename for p in lock.packages(ARM64)] == ["docopt-0.6.2.tar.gz"]
+
+
+def test_planner_index_extra_requirements_and_constraints(tmp_path: Path, cache: Cache, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from gpuship.project import IndexOptions
+
+    root = project_dir(tmp_path, ["six"])
+    project = load_project(root)
+    steps: list[str] = []
+    lock = lock_project(
+        project, [AMD64], "3.11", cache, extra_requirements=["idna"], constraints=["idna<3.5"], progress=steps.append
+    )
+    assert {p.name: p.version for p in lock.packages(AMD64)}["idna"].startswith("3.4")
+    assert steps == ["lock linux/amd64"]
+    # the planner's additions are inputs: without them the lock is stale
+    with pytest.raises(ConfigError, match="out of date"):
+        lock_project(project, [AMD64], "3.11", cache, locked=True)
+    # an index given by the planner is used (here: one that refuses connections)
+    (root / "gpuship.lock").unlink()
+    monkeypatch.setenv("UV_HTTP_RETRIES", "0")
+    with pytest.raises(ResolveError, match="127.0.0.1:9"):
+        lock_project(project, [AMD64], "3.11", cache, index=IndexOptions(index_url="http://127.0.0.1:9/simple"))

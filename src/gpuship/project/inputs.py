@@ -41,6 +41,20 @@ class IndexOptions:
     find_links: tuple[str, ...] = ()
     no_index: bool = False
 
+    def option_lines(self) -> list[str]:
+        """The same options as requirements-file lines."""
+        args = self.uv_args()
+        out: list[str] = []
+        i = 0
+        while i < len(args):
+            if args[i] == "--no-index":
+                out.append(args[i])
+                i += 1
+            else:
+                out.append(f"{args[i]} {args[i + 1]}")
+                i += 2
+        return out
+
     def uv_args(self) -> list[str]:
         args: list[str] = []
         if self.index_url:

@@ -235,7 +235,9 @@ def python_layers(
 
         with ExitStack() as stack:
 
-            def make(pkgs: list[LockedPackage] = pkgs, stack: ExitStack = stack, built: dict[str, Any] = built) -> list[Entry]:
+            def make(
+                pkgs: list[LockedPackage] = pkgs, stack: ExitStack = stack, built: dict[str, Any] = built, group: str = group
+            ) -> list[Entry]:
                 if progress is not None:
                     progress(f"install {group} ({len(pkgs)} packages) for {platform}")
                 files = _wheel_files(pkgs, platform, py, cache, progress)
@@ -261,7 +263,7 @@ def python_layers(
             else:
                 info = cache.get_ref("python-groups", info_key)
                 if info is None:  # the layer is cached but its record was lost: recompute it (no layer write)
-                    entries = make()
+                    make()
                     info = built["info"]
                     cache.put_ref("python-groups", info_key, info)
         layers.append((group, layer))

@@ -29,7 +29,7 @@ from packaging.utils import canonicalize_name
 from ...cache import Cache
 from ...errors import ConfigError, IntegrityError, ResolveError
 from ...oci import Platform
-from ...project import ProjectInputs
+from ...project import IndexOptions, ProjectInputs
 from .download import filename_of
 from .platforms import (
     DEFAULT_GLIBC,
@@ -170,13 +170,19 @@ def read_lock(path: Path) -> Lock:
             targets.append(LockedTarget(Platform.parse(t["platform"]), t["python-platform"], tuple(pkgs)))
         return Lock(path, str(data["python"]), str(data["glibc"]), str(data["inputs"]), tuple(targets))
     except (tomllib.TOMLDecodeError, KeyError, TypeError) as exc:
-        raise ConfigError(f"{path.name} is damaged ({exc})", f"restore it from version control, or delete it to lock again") from exc
+        raise ConfigError(f"{path.name} is damaged ({exc})", "restore it from version control, or delete it to lock again") from exc
 
 
 def input_hash(
-    project: ProjectInputs, python: str, glibc: str, extra_requirements: Sequence[str], constraints: Sequence[str]
+    project: ProjectInputs,
+    python: str,
+    glibc: str,
+    extra_requirements: Sequence[str],
+    constraints: Sequence[str],
+    index: IndexOptions | None = None,
 ) -> str:
     data: dict[str, Any] = {
+        "index": index.option_lines() if index is not None else [],
         "format": LOCK_FORMAT,
         "project": project.lock_key(),
         "python": python,
@@ -199,10 +205,13 @@ def lock_project(
     progress: ProgressFn | None = None,
     glibc: str = DEFAULT_GLIBC,
     lock_path: Path | None = None,
+    index: IndexOptions | None = None,
 ) -> Lock:
     """The project's lock for ``platforms`` and the base's Python: reused, or resolved with uv and written.
 
-    ``extra_requirements`` / ``constraints`` come from the planner (e.g. CUDA wheels it adds or pins).
+    ``extra_requirements`` / ``constraints`` come from the planner (e.g. CUDA wheels it adds or pins);
+    ``index`` adds index options (``[tool.gpuship] index-url`` ...) to those the project's files set.
+    ``progress`` is called as ``progress(step)`` (and ``progress(step, done, total)`` for downloads).
     Raises :class:`ConfigError` for a Python mismatch or a stale lock under ``locked``, :class:`ResolveError`
     with uv's explanation for an unsatisfiable set, :class:`NoWheelError` for a platform without a wheel.
     """
@@ -212,7 +221,7 @@ def lock_project(
     project.check_python(python_version)
     path = lock_path or project.root / LOCK_NAME
     want = sorted(set(platforms))
-    key = input_hash(project, py, glibc, extra_requirements, constraints)
+    key = input_hash(project, py, glibc, extra_requirements, constraints, index)
 
     existing = read_lock(path) if path.is_file() else None
     if existing is not None:
@@ -247,7 +256,7 @@ def lock_project(
         prefs = previous[plat].packages if plat in previous else preferred
         target = resolve_platform(
             project, plat, py, cache, glibc=glibc, extra_requirements=extra_requirements,
-            constraints=constraints, preferences=prefs,
+            constraints=constraints, preferences=prefs, index=index,
         )
         targets.append(target)
         preferred = preferred or target.packages
@@ -273,6 +282,7 @@ def resolve_platform(
     extra_requirements: Sequence[str] = (),
     constraints: Sequence[str] = (),
     preferences: Sequence[LockedPackage] = (),
+    index: IndexOptions | None = None,
 ) -> LockedTarget:
     """Resolve the project for one platform with uv and pick each package's file."""
     target = uv_platform(platform, glibc)
@@ -280,6 +290,7 @@ def resolve_platform(
         tmp = Path(tmpdir)
         req_in = tmp / "requirements.in"
         body = ["# gpuship: the project's requirements, as read from its inputs", *project.uv_options]
+        body += index.option_lines() if index is not None else []
         body += [*project.requirements, *extra_requirements]
         req_in.write_text("\n".join(body) + "\n")
         args: list[str] = [
