@@ -16,7 +16,7 @@ from gpuship.errors import ResolveError
 from gpuship.oci import append_layers, empty_image, layer_from_dir
 from gpuship.oci.sinks import load_into_engine
 from gpuship.sources.debian import DebianBase, LibDep, build_base, libdeps_for_layers, libdeps_for_tree
-from gpuship.sources.debian.libdeps import DRIVER_PROVIDED, driver_provided
+from gpuship.sources.debian.libdeps import DRIVER_PROVIDED, ElfFacts, Tree, driver_provided, unsatisfied
 
 
 def _cc(out: Path, *args: str, soname: str | None = None) -> None:
@@ -62,6 +62,33 @@ def test_driver_libraries_are_never_pulled_in() -> None:
         assert driver_provided(so), so
     assert not driver_provided("libcudart.so.12") and not driver_provided("libGL.so.1")
     assert "libnvidia-*.so*" in DRIVER_PROVIDED
+
+
+def test_loader_search_rules() -> None:
+    """RPATH, RUNPATH with $ORIGIN through a symlinked folder, LD_LIBRARY_PATH, the standard folders, absolute
+    names through the merged-/usr links, libraries shipped elsewhere in the image, other architectures."""
+    t = Tree()
+    for p in ("usr/lib/x86_64-linux-gnu/libc.so.6", "opt/v/lib/python3.11/site-packages/a.libs/liba.so.1",
+              "opt/extra/libe.so.1", "opt/rp/librp.so.1", "srv/elsewhere/libw.so.2"):
+        t.add(p, "file")
+    t.add("opt/v/lib64", "symlink", "lib")
+    sp = "opt/v/lib64/python3.11/site-packages"
+    x86 = ("EM_X86_64", 64)
+    facts = [
+        ElfFacts(f"{sp}/a/_m.so", ("libc.so.6", "liba.so.1", "libe.so.1", "libw.so.2", "libcuda.so.1"),
+                 runpath=("$ORIGIN/../a.libs",), machine=x86[0], elfclass=x86[1]),
+        ElfFacts("opt/rp/bin/tool", ("librp.so.1",), rpath=("${ORIGIN}/..",), machine=x86[0], elfclass=x86[1]),
+        # RPATH is ignored when RUNPATH is set, but the library is elsewhere in the image: satisfied
+        ElfFacts("opt/rp/bin/tool2", ("librp.so.1",), rpath=("$ORIGIN/..",), runpath=("/nowhere",), machine=x86[0], elfclass=x86[1]),
+        ElfFacts("opt/arm/_m.so", ("libnothere.so.1",), machine="EM_AARCH64", elfclass=64),
+        ElfFacts("opt/x/_m.so", ("libnothere.so.1", "/lib/x86_64-linux-gnu/libc.so.6"), machine=x86[0], elfclass=x86[1]),
+    ]
+    t.add("lib", "symlink", "usr/lib")
+    got = unsatisfied(facts, t, "amd64", ld_library_path=["/opt/extra"])
+    assert got == {"libnothere.so.1": ["opt/x/_m.so"]}
+    t2 = Tree()
+    t2.add("usr/lib/x86_64-linux-gnu/libc.so.6", "file")
+    assert unsatisfied(facts[:1], t2, "amd64") == {so: [facts[0].path] for so in ("liba.so.1", "libe.so.1", "libw.so.2")}
 
 
 def test_tree_needs_glib_only(tree: Path, bookworm: DebianBase, shared_cache: Cache) -> None:

@@ -53,6 +53,20 @@ MACHINES = {"amd64": ("EM_X86_64", 64), "arm64": ("EM_AARCH64", 64)}
 Progress = Callable[[str], None]
 
 
+def _norm(path: str) -> str:
+    """A path relative to the image root, normalised; ``..`` above the root stays at the root (as the kernel does)."""
+    parts: list[str] = []
+    for p in path.replace("\\", "/").split("/"):
+        if p in ("", "."):
+            continue
+        if p == "..":
+            if parts:
+                parts.pop()
+            continue
+        parts.append(p)
+    return "/".join(parts)
+
+
 def default_dirs(arch: str) -> tuple[str, ...]:
     """The folders glibc's loader searches without an ld.so.cache (Debian's multiarch layout)."""
     t = TRIPLETS.get(arch, f"{arch}-linux-gnu")
@@ -119,8 +133,7 @@ class Tree:
             if cur in self.symlinks and hops < 40:
                 hops += 1
                 t = self.symlinks[cur]
-                base = "" if t.startswith("/") else "/".join(out[:-1])
-                new = clean_path(posixpath.join(base, t)) if not t.startswith("/") else clean_path(t)
+                new = _norm(t) if t.startswith("/") else _norm("/".join(out[:-1]) + "/" + t)
                 out = [p for p in new.split("/") if p]
         return "/".join(out)
 
@@ -148,8 +161,10 @@ def _elf_facts(path: str, fh: BinaryIO) -> ElfFacts | None:
                 elif t == "DT_RUNPATH":
                     runpath += [p for p in tag.runpath.split(":") if p]
         return ElfFacts(path, tuple(needed), tuple(rpath), tuple(runpath), str(elf["e_machine"]), int(elf.elfclass))
-    except (ELFError, ValueError, KeyError, AssertionError, OSError, UnicodeDecodeError, TypeError):
+    except (ELFError, OSError):
         return None  # not an ELF the loader would read; nothing to resolve
+    except Exception:  # noqa: BLE001 - pyelftools raises many kinds on malformed input; such a file is skipped
+        return None
 
 
 def scan_items(items: Iterable[tuple[Entry, BinaryIO | None]], tree: Tree, links: Mapping[str, str]) -> list[ElfFacts]:
@@ -204,7 +219,7 @@ def _expand(d: str, origin: str, arch: str) -> str:
     d = d.replace("${ORIGIN}", "$ORIGIN").replace("$ORIGIN", "/" + origin)
     d = d.replace("${LIB}", "$LIB").replace("$LIB", f"lib/{t}").replace("${PLATFORM}", "$PLATFORM")
     d = d.replace("$PLATFORM", {"amd64": "x86_64", "arm64": "aarch64"}.get(arch, arch))
-    return clean_path(posixpath.normpath(d)) if d.startswith("/") else clean_path(posixpath.normpath("/" + d))
+    return _norm(d)
 
 
 def unsatisfied(
@@ -222,12 +237,12 @@ def unsatisfied(
             if driver_provided(so):
                 continue
             if "/" in so:
-                if clean_path(so) in tree.paths:
+                if tree.has(posixpath.dirname(_norm(so)), posixpath.basename(so)):
                     continue
                 out.setdefault(so, []).append(f.path)
                 continue
             dirs = [] if f.runpath else [_expand(d, origin, arch) for d in f.rpath]
-            dirs += [clean_path(d) for d in ld_library_path] + [_expand(d, origin, arch) for d in f.runpath]
+            dirs += [_norm(d) for d in ld_library_path] + [_expand(d, origin, arch) for d in f.runpath]
             dirs += list(sys_dirs)
             if any(tree.has(d, so) for d in dirs):
                 continue
