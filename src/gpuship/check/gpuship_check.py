@@ -213,7 +213,8 @@ def _loaded_path(soname: str) -> str:
     try:
         with open("/proc/self/maps", encoding="utf-8", errors="replace") as fh:
             for line in fh:
-                if line.rstrip().endswith("/" + soname) or re.search(rf"/{re.escape(soname)}(\.[\d.]+)?$", line.rstrip()):
+                stem = soname.split(".so", 1)[0] + ".so"  # libcuda.so.1 is mapped as libcuda.so.580.159.04
+                if re.search(rf"/{re.escape(stem)}(\.[\d.]+)?$", line.rstrip()):
                     return line.split()[-1]
     except OSError:
         pass
