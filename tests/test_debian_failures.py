@@ -12,7 +12,6 @@ import shutil
 import socket
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest

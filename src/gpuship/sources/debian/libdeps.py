@@ -263,7 +263,7 @@ _MAPS: dict[str, dict[str, list[list[str]]]] = {}
 def _contents_map(repo: Repository, arch: str, cache: Cache) -> dict[str, list[tuple[str, str]]]:
     """``soname -> [(folder, package)]`` for every shared-library file name in the suites' Contents."""
     out: dict[str, list[tuple[str, str]]] = {}
-    for suite, digest in repo.contents(arch):
+    for _suite, digest in repo.contents(arch):
         key = f"{CONTENTS_FORMAT}:{digest}"
         rec = cache.get_ref("debian-contents", key)
         if rec is not None and rec["digest"] in _MAPS:
@@ -364,7 +364,6 @@ def libdeps_for_layers(
     known to be provided at run time besides the NVIDIA driver's.
     """
     cache = cache or Cache()
-    arch = base.platform.architecture
     links = dict(base.links)
     tree = Tree()
     for layer in base.layers:

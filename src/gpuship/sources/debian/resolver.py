@@ -159,7 +159,7 @@ class _Resolver:
         return provs[0]
 
     def why_not(self, alt: Mapping) -> str:
-        name, ver = alt["name"], alt.get("version")
+        name = alt["name"]
         c = self.index.get(name)
         if c is not None:
             return f"{self.index.label} has {name} {c.version}, not {format_alt(alt)}"
