@@ -1,0 +1,437 @@
+"""``DockerfileSpec``: every decision of ``gpuship build``, gathered for a Dockerfile instead of layers.
+
+:func:`plan_dockerfile` runs gpuship's own planner (:func:`gpuship.plan.make_plan`), lock
+(:func:`gpuship.sources.python.lock_project`), app-file selection, entrypoint choice and (optionally) find-libdeps,
+so the exported Dockerfile installs the same packages, in the same layer order, with the same config. It builds
+no layers except where find-libdeps must read the wheels' shared libraries (cached, like a build).
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from ..cache import Cache
+from ..config import DEFAULT_USER
+from ..errors import ConfigError
+from ..oci import Entry, ImageConfig, Platform
+from ..project.entrypoint import VENV, choose_entrypoint
+from ..sources.app import ALWAYS_EXCLUDED, NOT_SECRETS, SECRET_PATTERNS, AppFiles, select_app_files
+from .requirements import REQUIREMENTS_NAME, has_sdists, render_requirements
+
+Progress = Callable[..., None]
+Variant = Literal["pip", "micromamba"]
+
+#: Build inputs that are not the app's (a CA bundle, files of gpuship's extra layers) live here in the context.
+WORK_DIR = ".gpuship/docker"
+CA_NAME = "build-ca.crt"
+#: Packages every Debian base already has (never worth an apt-get install line).
+ALWAYS_IN_DEBIAN = frozenset({"base-files", "libc6", "zlib1g"})
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+#: The official micromamba image: its static binary is copied out (only the micromamba variant needs it).
+MICROMAMBA_IMAGE = "mambaorg/micromamba:2.0.5"
+
+
+@dataclass(frozen=True)
+class ExtraLayer:
+    """A layer of gpuship's own files (gpuship-check, the function runtime): written under ``WORK_DIR`` and COPYed."""
+
+    group: str
+    comment: str
+    entries: tuple[Entry, ...]
+
+    @property
+    def context_dir(self) -> str:
+        return f"{WORK_DIR}/layers/{self.group}"
+
+
+@dataclass(frozen=True)
+class LibDepNote:
+    package: str
+    soname: str
+    needed_by: str
+
+
+@dataclass(frozen=True)
+class DockerfileSpec:
+    """What the Dockerfile says; :func:`gpuship.dockerfile.render_dockerfile` turns it into text."""
+
+    project_dir: Path
+    name: str
+    version: str
+    variant: Variant
+    codename: str
+    python_version: str
+    platforms: tuple[Platform, ...]
+    #: apt packages of the runtime stage: the interpreter, the profile's libraries, system-packages, libdeps
+    runtime_packages: tuple[str, ...]
+    #: apt packages of the builder stage
+    builder_packages: tuple[str, ...]
+    uv_version: str
+    requirements_text: str
+    package_count: int
+    index_args: tuple[str, ...]
+    is_package: bool
+    extra_layers: tuple[ExtraLayer, ...]
+    app_files: tuple[str, ...]
+    app_dirs: tuple[str, ...]
+    workdir: str
+    user: str
+    create_user: bool
+    env: tuple[tuple[str, str], ...]
+    labels: tuple[tuple[str, str], ...]
+    revision: str
+    ports: tuple[str, ...]
+    entrypoint: tuple[str, ...]
+    cmd: tuple[str, ...]
+    prune_commands: tuple[str, ...]
+    bytecode: str
+    dockerignore: tuple[str, ...]
+    libdeps: tuple[LibDepNote, ...] = ()
+    environment_file: str = ""
+    venv: str = VENV
+    dockerfile_name: str = "Dockerfile"
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def base_default(self) -> str:
+        return f"debian:{self.codename}-slim"
+
+    @property
+    def python(self) -> str:
+        return f"/usr/bin/python{self.python_version}"
+
+    @property
+    def site_packages(self) -> str:
+        return f"{self.venv}/lib/python{self.python_version}/site-packages"
+
+
+def plan_dockerfile(
+    project_dir: Path,
+    *,
+    platforms: Sequence[str] = (),
+    extras: Sequence[str] = (),
+    base: str | None = None,
+    variant: Variant = "pip",
+    libdeps: bool = True,
+    locked: bool = False,
+    dockerfile_name: str = "Dockerfile",
+    cache: Cache | None = None,
+    progress: Progress | None = None,
+) -> DockerfileSpec:
+    """Plan the Dockerfile of the project at ``project_dir`` the way ``gpuship build`` plans its image."""
+    from ..build import image_env
+    from ..plan import BuildOptions, make_plan
+    from ..sources.debian import PROFILES
+    from ..sources.python import lock_project
+
+    cache = cache or Cache()
+    opts = BuildOptions(project_dir=Path(project_dir), platforms=tuple(platforms), extras=tuple(extras),
+                        locked=locked, base=base)
+    plan = make_plan(opts)
+    if plan.base not in PROFILES:
+        raise ConfigError(f"gpuship dockerfile exports Debian profile bases only, not {plan.base!r}",
+                          f"use one of {', '.join(sorted(PROFILES))}")
+    profile = PROFILES[plan.base]
+    cfg = plan.config
+    project = plan.project
+    root = Path(project.root)
+    if variant == "micromamba":
+        env_file = next((n for n in ("environment.yml", "environment.yaml") if (root / n).is_file()), "")
+        if not env_file:
+            raise ConfigError("the micromamba variant needs an environment.yml", "use the default pip variant")
+    else:
+        env_file = ""
+
+    runtime_reqs: tuple[str, ...] = ()
+    runtime_argv: tuple[str, ...] = ()
+    extra_layers: list[ExtraLayer] = []
+    gpu = plan.gpu if plan.gpu is not None and getattr(plan.gpu, "is_gpu", False) else None
+    if gpu is not None:
+        try:
+            from ..check import check_entries
+        except ImportError:  # pragma: no cover - gpuship-check ships with gpuship
+            check_entries = None  # type: ignore[assignment]
+        if check_entries is not None:
+            extra_layers.append(ExtraLayer("gpu-check", "gpuship-check and /etc/gpuship/gpu.json",
+                                           tuple(check_entries(gpu))))
+    if cfg.entrypoint is not None and cfg.entrypoint.function:
+        from ..serve import runtime_entries, runtime_entrypoint, runtime_requirements
+
+        runtime_reqs = tuple(runtime_requirements())
+        runtime_argv = tuple(runtime_entrypoint(cfg.entrypoint.function))
+        extra_layers.append(ExtraLayer("runtime", "gpuship function runtime", tuple(runtime_entries())))
+
+    _say(progress, "locking dependencies")
+    lock = lock_project(replace(project, requirements=plan.requirements), plan.platforms, plan.python_version,
+                        cache, locked=locked, extra_requirements=runtime_reqs, progress=progress)
+
+    # chosen after locking, so a gpuship.lock written just now is among the app's files (as in later builds)
+    app = select_app_files(root, include=cfg.include, exclude=cfg.exclude)
+    notes: list[str] = [f"left out {s}: it looks like a secret" for s in app.secrets_skipped]
+    deps: list[LibDepNote] = []
+    if variant == "pip" and cfg.find_libdeps and libdeps:
+        deps = _find_libdeps(plan, lock, app, extra_layers, cache, progress)
+
+    system = [p for p in (*profile.core_packages, *profile.python_packages) if p not in ALWAYS_IN_DEBIAN]
+    if variant == "micromamba":
+        system = [p for p in profile.core_packages if p not in ALWAYS_IN_DEBIAN]  # conda brings its own Python
+    runtime_packages = tuple(dict.fromkeys([*system, *cfg.system_packages, *sorted({d.package for d in deps})]))
+
+    py = plan.python_version
+    builder = [f"python{py}-venv", "ca-certificates"]
+    sdists = has_sdists(lock, plan.platforms)
+    if sdists or project.is_package:
+        builder += ["build-essential", f"python{py}-dev"] if sdists else []
+    if variant == "micromamba":
+        builder = ["ca-certificates"]
+
+    env = image_env(plan, ImageConfig(env=(f"PATH={DEFAULT_PATH}",)))
+    entrypoint = choose_entrypoint(cfg.entrypoint, project.scripts or {}, app.files, runtime_argv=runtime_argv)
+    labels = {**plan.labels, **(gpu.labels if gpu is not None else {})}
+    labels.pop("org.opencontainers.image.created", None)  # the engine records when it built the image
+    revision = labels.pop("org.opencontainers.image.revision", "")
+
+    index_args = _index_args(project, cfg, gpu)
+    files, dirs = _top_level(app)
+    if REQUIREMENTS_NAME not in files and variant == "pip":
+        files = tuple(sorted({*files, REQUIREMENTS_NAME}))
+    return DockerfileSpec(
+        project_dir=root,
+        name=plan.name,
+        version=plan.version,
+        variant=variant,
+        codename=profile.codename,
+        python_version=py,
+        platforms=plan.platforms,
+        runtime_packages=runtime_packages,
+        builder_packages=tuple(dict.fromkeys(builder)),
+        uv_version=uv_version(),
+        requirements_text=render_requirements(lock, plan.platforms, index_args),
+        package_count=len({p.key for t in lock.targets if t.platform in plan.platforms for p in t.packages}),
+        index_args=index_args,
+        is_package=bool(project.is_package),
+        extra_layers=tuple(extra_layers),
+        app_files=files,
+        app_dirs=dirs,
+        workdir=cfg.workdir,
+        user=cfg.user,
+        create_user=cfg.user == DEFAULT_USER,
+        env=tuple(env.items()),
+        labels=tuple(sorted(labels.items())),
+        revision=revision,
+        ports=tuple(cfg.ports),
+        entrypoint=tuple(entrypoint),
+        cmd=tuple(cfg.cmd),
+        prune_commands=tuple(prune_commands(VENV, py, cfg.keep, cfg.drop, lock_names(lock, plan.platforms))),
+        bytecode=cfg.bytecode,
+        dockerignore=tuple(dockerignore_lines(root, cfg.include, cfg.exclude, dockerfile_name)),
+        libdeps=tuple(deps),
+        environment_file=env_file,
+        dockerfile_name=dockerfile_name,
+        notes=tuple(notes),
+    )
+
+
+def uv_version() -> str:
+    """The uv version gpuship itself runs (pinned in its dependencies), installed in the builder stage too."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("uv")
+    except PackageNotFoundError:  # pragma: no cover - uv is a dependency of gpuship
+        from .. import tools
+
+        out = tools.run(["uv", "--version"]).stdout.decode().split()
+        return out[1] if len(out) > 1 else "0.13.9"
+
+
+def lock_names(lock: Any, platforms: Sequence[Platform]) -> tuple[str, ...]:
+    return tuple(sorted({p.key for plat in platforms for p in lock.packages(plat)}))
+
+
+def _find_libdeps(plan: Any, lock: Any, app: AppFiles, extra: Sequence[ExtraLayer], cache: Cache,
+                  progress: Progress | None) -> list[LibDepNote]:
+    """gpuship's find-libdeps over the environment, gpuship's own files and the app, for every platform."""
+    from ..oci import cached_layer
+    from ..sources.app import app_layer
+    from ..sources.debian import PROFILES, build_base, libdeps_for_layers
+    from ..sources.python import PruneRules, python_layers
+
+    cfg = plan.config
+    python = PROFILES[plan.base].python_info()
+    prune = PruneRules(keep=tuple(cfg.keep), drop=tuple(cfg.drop), bytecode=cfg.bytecode)
+    found: dict[str, LibDepNote] = {}
+    for platform in plan.platforms:
+        _say(progress, f"[{platform}] find-libdeps: installing the environment to scan it")
+        env = python_layers(lock, platform, python, cache, prune=prune, progress=progress)
+        layers = [layer for _, layer in env.layers]
+        for x in extra:
+            entries = x.entries
+            layers.append(cached_layer(cache, f"dockerfile-extra:{x.group}:" + _entries_key(entries),
+                                       lambda entries=entries: entries, comment=x.comment))
+        layers.append(app_layer(app, cfg.workdir, cache))
+        pre = build_base(plan.base, platform, extra_packages=tuple(cfg.system_packages), cache=cache,
+                         mirror=cfg.debian_mirror())
+        for d in libdeps_for_layers(layers, pre, cache=cache):
+            found.setdefault(d.package, LibDepNote(d.package, d.soname, d.needed_by[0] if d.needed_by else ""))
+    return [found[k] for k in sorted(found)]
+
+
+def _entries_key(entries: Sequence[Entry]) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for e in entries:
+        h.update(f"{e.path}\0{e.kind}\0{e.mode}\0{e.target}\0".encode())
+        h.update(hashlib.sha256(e.read()).digest() if e.kind == "file" else b"")
+    return h.hexdigest()
+
+
+def _index_args(project: Any, cfg: Any, gpu: Any) -> tuple[str, ...]:
+    """Index options for the requirements file: the project's, ``[tool.gpuship]``'s and the CUDA plan's."""
+    out: list[str] = []
+    idx = project.index
+    if cfg.index_url:
+        out.append(f"--index-url {cfg.index_url}")
+    elif idx.index_url:
+        out.append(f"--index-url {idx.index_url}")
+    extra = [*idx.extra_index_urls, *cfg.extra_index_urls, *(getattr(gpu, "index_urls", ()) if gpu else ())]
+    out += [f"--extra-index-url {u}" for u in dict.fromkeys(extra)]
+    out += [f"--find-links {f}" for f in idx.find_links if re.match(r"^https?://", f)]
+    return tuple(out)
+
+
+def _top_level(app: AppFiles) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The app's top-level files and folders (each folder is one COPY; .dockerignore filters inside it)."""
+    files: set[str] = set()
+    dirs: set[str] = set()
+    for rel in app.files:
+        head = rel.split("/", 1)[0]
+        if head == ".gpuship":
+            continue
+        (dirs if "/" in rel else files).add(head)
+    return tuple(sorted(files)), tuple(sorted(dirs))
+
+
+# -- .dockerignore ---------------------------------------------------------------------------------------------
+
+
+def gitignore_to_dockerignore(pattern: str) -> str | None:
+    """One .gitignore line in .dockerignore syntax (Docker's patterns are anchored at the context root)."""
+    line = pattern.rstrip()
+    if not line or line.startswith("#"):
+        return None
+    neg = line.startswith("!")
+    body = line[1:] if neg else line
+    body = body.rstrip("/") if body.endswith("/") else body
+    if not body:
+        return None
+    if body.startswith("/"):
+        out = body.lstrip("/")
+    elif "/" in body and not body.startswith("**/"):
+        out = body  # a slash in the middle anchors it at the root in gitignore too
+    else:
+        out = body if body.startswith("**/") else f"**/{body}"
+    return ("!" if neg else "") + out
+
+
+def dockerignore_lines(root: Path, include: Sequence[str], exclude: Sequence[str], dockerfile_name: str) -> list[str]:
+    """The .dockerignore that leaves out what gpuship's app layer leaves out (see :mod:`gpuship.sources.app`)."""
+    out = ["# Written by `gpuship dockerfile`: the files gpuship leaves out of its app layer, left out of the",
+           "# build context too (run `gpuship dockerfile` again after changing .gitignore or [tool.gpuship]).",
+           dockerfile_name, ".dockerignore", "", "# always left out: VCS data, caches, local environments, outputs"]
+    out += [x for p in ALWAYS_EXCLUDED if (x := gitignore_to_dockerignore(p))]
+    out += ["", "# look like secrets (name them in [tool.gpuship] include to ship them)"]
+    forced = set(include)
+    # gpuship matches these names at any depth (slash or not), so they all get **/
+    out += [f"**/{p}" for p in SECRET_PATTERNS if p not in forced]
+    out += [f"!**/{p}" for p in NOT_SECRETS]
+    gi = root / ".gitignore"
+    if gi.is_file():
+        lines = [x for p in gi.read_text(errors="replace").splitlines() if (x := gitignore_to_dockerignore(p))]
+        if lines:
+            out += ["", "# from .gitignore"] + lines
+    user = _user_dockerignore(root)
+    if user:
+        out += ["", "# from the project's own .dockerignore (kept as written)"] + user
+    if exclude:
+        out += ["", "# [tool.gpuship] exclude"] + [x for p in exclude if (x := gitignore_to_dockerignore(p))]
+    if include:
+        out += ["", "# [tool.gpuship] include"] + [x for p in include if (x := gitignore_to_dockerignore("!" + p))]
+    out += ["", "# the build's own inputs", f"!{REQUIREMENTS_NAME}", f"!{WORK_DIR}"]
+    return out
+
+
+DOCKERIGNORE_MARK = "# Written by `gpuship dockerfile`"
+
+
+def _user_dockerignore(root: Path) -> list[str]:
+    """Lines of a .dockerignore the user wrote (not one gpuship wrote, whose user section is kept instead)."""
+    p = root / ".dockerignore"
+    if not p.is_file():
+        return []
+    text = p.read_text(errors="replace")
+    if not text.startswith(DOCKERIGNORE_MARK):
+        return [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+    marker = "# from the project's own .dockerignore (kept as written)"
+    if marker not in text:
+        return []
+    section = text.split(marker, 1)[1].split("\n\n", 1)[0]
+    return [ln for ln in section.splitlines() if ln.strip()]
+
+
+# -- pruning -------------------------------------------------------------------------------------------------
+
+
+def prune_commands(venv: str, python: str, keep: Sequence[str], drop: Sequence[str],
+                   packages: Sequence[str]) -> list[str]:
+    """gpuship's default prune rules (:mod:`gpuship.sources.python.prune`) as ``find`` commands.
+
+    Packages that compile code at run time keep their headers, static libraries and Cython sources; only the
+    ones that may be in this lock are named, so the command stays short. ``keep``/``drop`` globs are applied
+    as ``find -path`` globs relative to site-packages (close to, not exactly, their .gitignore meaning).
+    """
+    from ..sources.python import JIT_PACKAGES
+
+    site = f"{venv}/lib/python{python}/site-packages"
+    dists = {p.replace("-", "_").lower() for p in packages}
+    jit = [j for j in JIT_PACKAGES if any(d == j.lower() or d.startswith(j.lower() + "_") for d in dists)]
+    kept_user = [f"{site}/{k.strip('/')}" for k in keep]
+    kept = [f"{site}/{j}" for j in jit] + kept_user
+    if "numpy" in dists:
+        kept += [f"{site}/numpy/_core/include", f"{site}/numpy/core/include", f"{site}/numpy/f2py/src"]
+
+    def unless(paths: Sequence[str]) -> str:
+        if not paths:
+            return ""
+        return "\\( " + " -o ".join(f"-path '{p}'" for p in paths) + " \\) -prune -o "
+
+    names = lambda globs: "\\( " + " -o ".join(f"-name '{g}'" for g in globs) + " \\)"  # noqa: E731
+    cmds = [
+        f"find {venv} -depth -type d -name __pycache__ -exec rm -rf {{}} +",
+        f"find {site} -mindepth 2 {unless([f'{site}/astropy/tests', f'{site}/sunpy/tests', *kept_user])}"
+        "-type d \\( -name tests -o -name test \\) -prune -exec rm -rf {} +",
+        f"find {site} {unless(kept)}-type f "
+        + names(("*.h", "*.hh", "*.hpp", "*.hxx", "*.cuh", "*.a", "*.pyx", "*.pxd", "*.pxi"))
+        + " -exec rm -f {} +",
+        f"rm -rf {venv}/share/doc {venv}/share/man {venv}/share/info {venv}/share/gtk-doc {venv}/include",
+        f"rm -f {venv}/.lock {site}/*.dist-info/REQUESTED",
+    ]
+    for d in drop:
+        glob = posixpath.join(site, d.strip("/"))
+        cmds.append(f"find {site} {unless(kept)}-path '{glob}' -prune -exec rm -rf {{}} +")
+    return cmds
+
+
+def _say(progress: Progress | None, msg: str) -> None:
+    if progress is not None:
+        progress(msg)
+
+
+__all__ = ["CA_NAME", "DockerfileSpec", "ExtraLayer", "LibDepNote", "WORK_DIR", "dockerignore_lines",
+           "gitignore_to_dockerignore", "plan_dockerfile", "prune_commands", "uv_version"]
