@@ -131,6 +131,13 @@ def test_same_inputs_same_layer_digests(locked, shared_cache: Cache, tmp_path: P
         assert not any(layer.reused for _, layer in again.layers)  # really built a second time
         assert [(g, lay.digest, lay.diff_id) for g, lay in again.layers] == [(g, lay.digest, lay.diff_id) for g, lay in env.layers]
         assert again.distributions == env.distributions
+    # another project on the same packages gets the same layers: nothing new is built
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "requirements.txt").write_text("nvidia-ml-py==13.580.82\nnumpy==2.4.6\npyflakes==3.4.0\n")
+    other_env = python_layers(lock_project(load_project(other), [AMD64], "3.11", shared_cache), AMD64, BASE_PY, shared_cache)
+    assert all(layer.reused for _, layer in other_env.layers)
+    assert [lay.digest for _, lay in other_env.layers] == [lay.digest for _, lay in first[AMD64].layers]
     # a pure-Python group is the same layer on both architectures; numpy's is not
     assert dict(first[AMD64].layers)["cuda"].digest == dict(first[ARM64].layers)["cuda"].digest
     assert dict(first[AMD64].layers)["deps"].digest != dict(first[ARM64].layers)["deps"].digest

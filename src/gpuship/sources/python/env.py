@@ -151,14 +151,17 @@ def install_entries(
 
     pycs: list[Entry] = []
     if compiler is not None:
-        sources = [f.entry for f, _ in kept.values() if f.rel.endswith(".py") and f.rel.startswith(site + "/")]
+        sources = [
+            f.entry for f, _ in kept.values()
+            if f.entry.kind == "file" and f.rel.endswith(".py") and f.rel.startswith(site + "/")
+        ]
         pycs = compile_sources(sorted(sources, key=lambda e: e.path), compiler, workdir)
     owner_of_source = {f.rel: wi for f, wi in kept.values()}
     pyc_by_dist: dict[int, list[tuple[str, Entry]]] = {}
     for e in pycs:
         rel = e.path[len(prefix):]
         cache_dir, name = posixpath.split(rel)
-        src = posixpath.join(posixpath.dirname(cache_dir), name.split(".", 1)[0] + ".py")
+        src = posixpath.join(posixpath.dirname(cache_dir), name.rsplit(".", 2)[0] + ".py")  # x.cpython-311.pyc
         owner = owner_of_source.get(src)
         if owner is not None:
             pyc_by_dist.setdefault(id(owner), []).append((rel, e))

@@ -17,6 +17,7 @@ import hashlib
 import io
 import posixpath
 import re
+import stat
 import zipfile
 from dataclasses import dataclass, field
 
@@ -129,6 +130,13 @@ def install_wheel(
 
     def add(rel: str, entry_mode: int, info: zipfile.ZipInfo | None, content: bytes | None, rec: str) -> None:
         full = f"{prefix}/{rel}"
+        if info is not None and stat.S_ISLNK(info.external_attr >> 16):  # a symlink stored by a unix zip tool
+            target = zf.read(info).decode()
+            resolved = posixpath.normpath(posixpath.join(posixpath.dirname(rel), target))
+            if target.startswith("/") or resolved == ".." or resolved.startswith("../"):
+                raise IntegrityError(f"{filename} has a symlink {info.filename} -> {target} that leaves the venv")
+            result.files.append(InstalledFile(rel, Entry.symlink(full, target), rec))
+            return
         if content is not None:
             entry = Entry.file(full, content, mode=entry_mode)
         else:
