@@ -209,6 +209,15 @@ def test_conda_names_versions_pip_section_and_python_pin(tmp_path: Path) -> None
         p.check_python("3.13")
 
 
+def test_conda_python_patch_pin_is_checked_as_minor(tmp_path: Path) -> None:
+    write(tmp_path, "environment.yml", "dependencies:\n  - python=3.11.4=h955ad1f_0\n  - six\n")
+    p = load_project(tmp_path)
+    assert p.python_constraints == (("environment.yml python", "==3.11.*"),)
+    p.check_python("3.11")
+    with pytest.raises(ConfigError):
+        p.check_python("3.13")
+
+
 def test_conda_only_packages_are_listed_at_once(tmp_path: Path) -> None:
     write(tmp_path, "environment.yml", "dependencies:\n  - numpy\n  - ffmpeg\n  - r-base=4.3\n  - git\n")
     with pytest.raises(ConfigError) as exc:

@@ -164,7 +164,12 @@ def translate_environment(path: Path, overrides: Mapping[str, str] | None = None
                 reqs.append(target if _has_spec(target) else target + s.specifier)
             continue
         if s.name == "python":
-            out.python = s.specifier
+            m = re.match(r"^==(\d+)\.(\d+)\.\d+", s.specifier)
+            if m:  # an exported env pins the patch level; the base's Python is Debian's: check the minor only
+                out.notes.append(f"{where}: {s.raw} is checked as Python {m.group(1)}.{m.group(2)} (the base's patch level is Debian's)")
+                out.python = f"=={m.group(1)}.{m.group(2)}.*"
+            else:
+                out.python = s.specifier
             continue
         if s.name == "pip":  # only there to carry the pip: section
             continue
