@@ -147,9 +147,12 @@ def build(options: BuildOptions, *, cache: Cache | None = None, progress: Progre
     extra_reqs = tuple(runtime.requirements) if runtime else ()
     _say(progress, "locking dependencies")
     project = replace(plan.project, requirements=plan.requirements)
+    gpu_on = plan.gpu is not None and plan.gpu.is_gpu
     lock = lock_project(
         project, plan.platforms, plan.python_version, cache,
         locked=options.locked, extra_requirements=extra_reqs, progress=progress,
+        constraints=tuple(plan.gpu.constraints) if gpu_on else (),
+        index=_index_options(plan),
     )
 
     results: list[PlatformResult] = []
@@ -170,6 +173,17 @@ def build(options: BuildOptions, *, cache: Cache | None = None, progress: Progre
     if options.report:
         write_report(br, options.report)
     return br
+
+
+def _index_options(plan: BuildPlan) -> Any:
+    """The project's own index options, plus [tool.gpuship] index settings and any index the GPU plan needs."""
+    idx = plan.project.index
+    cfg = plan.config
+    extra = tuple(idx.extra_index_urls) + tuple(cfg.extra_index_urls)
+    if plan.gpu is not None and plan.gpu.is_gpu:
+        extra += tuple(u for u in plan.gpu.index_urls if u not in extra)
+    return replace(idx, index_url=cfg.index_url or idx.index_url, extra_index_urls=extra,
+                   find_links=tuple(idx.find_links) + tuple(cfg.find_links))
 
 
 @dataclass(frozen=True)
@@ -221,14 +235,17 @@ def _build_platform(
     extra = tuple(cfg.system_packages)
     if cfg.find_libdeps:
         _say(progress, f"[{platform}] find-libdeps: scanning shared libraries")
-        pre = build_base(plan.base, platform, extra_packages=extra, cache=cache, mirror=cfg.debian_mirror())
-        deps = tuple(libdeps_for_layers([l for _, l in env_layers + upper], pre, cache=cache))
+        pre = build_base(plan.base, platform, extra_packages=extra, cache=cache, mirror=cfg.debian_mirror(),
+                         security_mirror=cfg.debian.get("security-mirror"), compression=compression)
+        deps = tuple(libdeps_for_layers([l for _, l in env_layers + upper], pre, cache=cache,
+                                        env=image_env(plan, pre.config)))
         if deps:
             extra = tuple(sorted(set(extra) | {d.package for d in deps}))
             for d in deps:
-                _say(progress, f"[{platform}] + {d.package} (for {d.soname}, needed by {d.needed_by})")
+                _say(progress, f"[{platform}] + {d.package} (for {d.soname}, needed by /{d.needed_by[0]})")
     _say(progress, f"[{platform}] assembling the Debian base")
-    base = build_base(plan.base, platform, extra_packages=extra, cache=cache, mirror=cfg.debian_mirror())
+    base = build_base(plan.base, platform, extra_packages=extra, cache=cache, mirror=cfg.debian_mirror(),
+                      security_mirror=cfg.debian.get("security-mirror"), compression=compression)
 
     runtime_argv = runtime.argv if runtime else ()
     entrypoint = choose_entrypoint(cfg.entrypoint, getattr(plan.project, "scripts", {}) or {}, app.files, runtime_argv=runtime_argv)

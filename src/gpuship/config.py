@@ -37,6 +37,7 @@ KNOWN_KEYS = {
     "debian": "Debian repository settings table ([tool.gpuship.debian])",
     "index-url": "Python package index to use instead of uv's default",
     "extra-index-url": "additional Python package indexes",
+    "find-links": "directories or pages of wheels to use besides the index",
 }
 
 DEFAULT_USER = "65532:65532"
@@ -112,6 +113,7 @@ class GpushipConfig:
     debian: Mapping[str, Any] = field(default_factory=dict)
     index_url: str = ""
     extra_index_urls: tuple[str, ...] = ()
+    find_links: tuple[str, ...] = ()
 
     @classmethod
     def from_table(cls, table: Mapping[str, Any] | None) -> GpushipConfig:
@@ -163,6 +165,7 @@ class GpushipConfig:
             debian=debian,
             index_url=str(table.get("index-url", "")),
             extra_index_urls=_str_list(extra_idx, "extra-index-url"),
+            find_links=_str_list(table.get("find-links"), "find-links"),
         )
 
     def debian_mirror(self) -> str | None:

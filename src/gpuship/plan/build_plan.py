@@ -127,15 +127,20 @@ def make_plan(options: BuildOptions) -> BuildPlan:
         if p.architecture not in ("amd64", "arm64"):
             raise ConfigError(f"platform {p} is not supported", "use linux/amd64 and/or linux/arm64")
     requirements = tuple(getattr(project, "requirements", ()))
-    gpu = None
-    try:
-        from ..cuda import GpuSettings, plan_gpu
-    except ImportError:  # pragma: no cover - the CUDA engine is part of gpuship
-        plan_gpu = None  # type: ignore[assignment]
-    if plan_gpu is not None:
-        gpu = plan_gpu(requirements, GpuSettings.from_table(config.gpu), platforms[0])
-        if getattr(gpu, "is_gpu", False):
-            requirements = tuple(gpu.requirements)
+    from ..cuda import GpuSettings, plan_gpu
+
+    settings = GpuSettings.from_table(config.gpu)
+    plans = [plan_gpu(requirements, settings, p) for p in platforms]
+    gpu = plans[0]
+    if gpu.is_gpu:
+        for p, other in zip(platforms[1:], plans[1:]):
+            if tuple(other.requirements) != tuple(gpu.requirements) or other.cuda != gpu.cuda:
+                raise ConfigError(
+                    f"the CUDA plan for {p} differs from the one for {platforms[0]} "
+                    f"(CUDA {other.cuda} vs {gpu.cuda})",
+                    "build each platform separately with --platform, or pin [tool.gpuship.gpu] cuda",
+                )
+        requirements = tuple(gpu.requirements)
     return BuildPlan(
         options=options,
         project=project,

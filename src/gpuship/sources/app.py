@@ -24,7 +24,7 @@ from ..oci import Entry, Layer, cached_layer
 ALWAYS_EXCLUDED = (
     ".git/", ".hg/", ".svn/", "__pycache__/", "*.pyc", "*.pyo", ".venv/", "venv/", ".tox/", ".nox/",
     ".pytest_cache/", ".mypy_cache/", ".ruff_cache/", ".ipynb_checkpoints/", "*.egg-info/", ".DS_Store",
-    ".idea/", ".vscode/", "dist/", "build/", "*.oci", "*.tar",
+    ".idea/", ".vscode/", "dist/", "build/", "*.oci", "*.tar", "gpuship.lock", "gpuship.toml",
 )
 
 #: Names that look like secrets: refused unless the user names them in ``include``.

@@ -1,0 +1,51 @@
+"""Same inputs, same digest; an app edit rebuilds only the app layer; --locked refuses a stale lock."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from build_support import copy_example, gpuship, one_error_line
+
+
+def _build(project: Path, tmp_path: Path, cache: Path, name: str, *extra: str) -> dict:
+    report = tmp_path / f"{name}.json"
+    proc = gpuship("build", str(project), "-o", f"oci-archive:{tmp_path / name}.tar", "--report", str(report),
+                   *extra, cache=cache)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(report.read_text())
+
+
+def test_rebuild_reuses_layers_and_app_edit_rebuilds_only_app(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    project = copy_example("numpy-hello", tmp_path)
+    first = _build(project, tmp_path, cache, "first")
+    second = _build(project, tmp_path, cache, "second")
+    assert first["digest"] == second["digest"]
+    assert all(l["reused"] for l in second["platforms"][0]["layers"]), second["platforms"][0]["layers"]
+
+    main = project / "main.py"
+    main.write_text(main.read_text() + "\nprint('edited')\n")
+    third = _build(project, tmp_path, cache, "third")
+    assert third["digest"] != first["digest"]
+    layers = third["platforms"][0]["layers"]
+    rebuilt = [l["group"] for l in layers if not l["reused"]]
+    assert rebuilt == ["app"], layers
+    before = [l["digest"] for l in first["platforms"][0]["layers"]]
+    after = [l["digest"] for l in layers]
+    assert before[:-1] == after[:-1] and before[-1] != after[-1]
+
+
+def test_locked_refuses_a_stale_lock(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    project = copy_example("numpy-hello", tmp_path)
+    _build(project, tmp_path, cache, "first")
+    assert (project / "gpuship.lock").is_file()
+    _build(project, tmp_path, cache, "again", "--locked")  # unchanged inputs: the lock is accepted
+    pyproject = project / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('dependencies = ["numpy>=1.26"]',
+                                                       'dependencies = ["numpy>=1.26", "packaging"]'))
+    proc = gpuship("build", str(project), "--locked", "-o", f"oci-archive:{tmp_path}/x.tar", cache=cache)
+    line = one_error_line(proc)
+    assert "gpuship.lock is out of date" in line and "without --locked" in line
+    assert not (tmp_path / "x.tar").exists()
