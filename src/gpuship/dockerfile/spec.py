@@ -190,7 +190,7 @@ def plan_dockerfile(
     if variant == "micromamba":
         builder = ["ca-certificates"]
 
-    env = image_env(plan, ImageConfig(env=(f"PATH={DEFAULT_PATH}",)))
+    env = image_env(plan, base_config())
     entrypoint = choose_entrypoint(cfg.entrypoint, project.scripts or {}, app.files, runtime_argv=runtime_argv)
     labels = {**plan.labels, **(gpu.labels if gpu is not None else {})}
     labels.pop("org.opencontainers.image.created", None)  # the engine records when it built the image
@@ -235,6 +235,14 @@ def plan_dockerfile(
         dockerfile_name=dockerfile_name,
         notes=tuple(notes),
     )
+
+
+def base_config() -> ImageConfig:
+    """The config gpuship's Debian base gives the image (its ENV is the start of the image's ENV)."""
+    from ..sources.debian.base import PATH
+    from ..sources.debian.system import CA_BUNDLE
+
+    return ImageConfig(env=(f"PATH={PATH}", "LANG=C.UTF-8", f"SSL_CERT_FILE=/{CA_BUNDLE}"))
 
 
 def uv_version() -> str:
