@@ -147,11 +147,10 @@ def build(options: BuildOptions, *, cache: Cache | None = None, progress: Progre
     extra_reqs = tuple(runtime.requirements) if runtime else ()
     _say(progress, "locking dependencies")
     project = replace(plan.project, requirements=plan.requirements)
-    gpu_on = plan.gpu is not None and plan.gpu.is_gpu
     lock = lock_project(
         project, plan.platforms, plan.python_version, cache,
         locked=options.locked, extra_requirements=extra_reqs, progress=progress,
-        constraints=tuple(plan.gpu.constraints) if gpu_on else (),
+        constraints=tuple(plan.gpu.constraints) if gpu_on(plan) else (),
         index=_index_options(plan),
     )
 
@@ -173,6 +172,63 @@ def build(options: BuildOptions, *, cache: Cache | None = None, progress: Progre
     if options.report:
         write_report(br, options.report)
     return br
+
+
+def gpu_on(plan: BuildPlan) -> bool:
+    return plan.gpu is not None and bool(plan.gpu.is_gpu)
+
+
+def _prune_archs(
+    plan: BuildPlan, env_layers: list[tuple[str, Layer]], cache: Cache, progress: Progress | None
+) -> tuple[list[tuple[str, Layer]], dict[str, Any] | None]:
+    """Drop GPU machine code no target can run from the CUDA and framework layers (``prune-archs``)."""
+    from .oci.layer import rewrite_layer
+    from .slim import ArchSelection, prune_layer_entries
+
+    sel = ArchSelection.from_gpu_config(plan.config.gpu)
+    if sel is None:
+        return env_layers, None
+    key = "prune-archs:" + ",".join(t.sm for t in sel.targets)
+    out: list[tuple[str, Layer]] = []
+    kept: set[str] = set()
+    saved = 0
+    libraries: list[Any] = []
+    for group, layer in env_layers:
+        if group not in ("cuda", "frameworks"):
+            out.append((group, layer))
+            continue
+        _say(progress, f"pruning GPU code in the {group} layer to {', '.join(t.sm for t in sel.targets)}")
+        holder: dict[str, Any] = {}
+
+        def transform(entries, holder=holder):  # type: ignore[no-untyped-def]
+            new, report = prune_layer_entries(entries, sel, cache=cache)
+            holder["report"] = report.to_json()
+            return new
+
+        new = rewrite_layer(layer, transform, key, cache, comment=layer.comment + " (GPU code pruned)")
+        rec_key = f"{key}:{layer.digest}"
+        if "report" in holder:
+            cache.put_ref("prune-reports", rec_key, holder["report"])
+        report = holder.get("report") or cache.get_ref("prune-reports", rec_key) or {}
+        kept.update(report.get("kept_archs", ()))
+        saved += int(report.get("saved", 0))
+        libraries += report.get("libraries", [])
+        out.append((group, new))
+    return out, {"targets": [t.sm for t in sel.targets], "kept_archs": sorted(kept), "saved": saved,
+                 "libraries": libraries}
+
+
+def _check_entries(plan: BuildPlan, pruned: dict[str, Any] | None) -> list[Entry]:
+    """gpuship-check and /etc/gpuship/gpu.json, with the architectures pruning kept."""
+    from .check import MANIFEST_PATH, check_entries, manifest_data
+
+    entries = check_entries(plan.gpu, python=f"{VENV}/bin/python")
+    if pruned is None:
+        return entries
+    data = manifest_data(plan.gpu, python=f"{VENV}/bin/python")
+    data["pruned"] = {"targets": pruned["targets"], "archs": pruned["kept_archs"]}
+    body = (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
+    return [Entry.file(e.path, body, e.mode) if e.path == MANIFEST_PATH.lstrip("/") else e for e in entries]
 
 
 def _index_options(plan: BuildPlan) -> Any:
@@ -216,15 +272,17 @@ def _build_platform(
     prune = PruneRules(keep=tuple(cfg.keep), drop=tuple(cfg.drop), bytecode=cfg.bytecode)  # type: ignore[arg-type]
     env = python_layers(lock, platform, python, cache, prune=prune, progress=progress, compression=compression)
     env_layers: list[tuple[str, Layer]] = list(env.layers)
+    pruned: dict[str, Any] | None = None
+    if gpu_on(plan):
+        env_layers, pruned = _prune_archs(plan, env_layers, cache, progress)
 
     upper: list[tuple[str, Layer]] = []
     if getattr(plan.project, "is_package", False):
         upper.append(("project", _project_layer(plan, platform, python, prune, cache, progress)))
-    if plan.gpu is not None and getattr(plan.gpu, "is_gpu", False):
-        from .check import check_entries
-
-        upper.append(("gpu-check", cached_layer(cache, "gpu-check:" + json.dumps(plan.gpu.labels, sort_keys=True) + _self_key(),
-                                                 lambda: check_entries(plan.gpu), compression=compression,
+    if gpu_on(plan):
+        entries = _check_entries(plan, pruned)
+        key = "gpu-check:" + hashlib.sha256(b"".join(e.read() for e in entries)).hexdigest()
+        upper.append(("gpu-check", cached_layer(cache, key, lambda: entries, compression=compression,
                                                  comment="gpuship-check and /etc/gpuship/gpu.json")))
     if runtime is not None:
         upper.append(("runtime", cached_layer(cache, "runtime:" + _self_key(), lambda: runtime.entries,
@@ -268,7 +326,7 @@ def _build_platform(
         platform, image, rows,
         tuple(base.packages),
         tuple((d.name, d.version) for d in env.distributions),
-        deps, getattr(env, "report", None), getattr(base, "dropped", None),
+        deps, {"python": env.report, "gpu_archs": pruned}, getattr(base, "dropped", None),
     )
 
 

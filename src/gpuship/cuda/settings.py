@@ -21,6 +21,7 @@ KEYS = {
     "minor-version-compat": "allow a CUDA line newer than min-driver under minor-version compatibility",
     "enabled": "\"auto\" (default: GPU when a GPU framework is present), true, or false",
     "driver-capabilities": "NVIDIA_DRIVER_CAPABILITIES (default [\"compute\", \"utility\"])",
+    "prune-archs": "drop GPU machine code for architectures no target runs (default: true when targets are set)",
 }
 
 CAPABILITIES = ("compute", "utility", "video", "graphics", "display", "compat32", "all")

@@ -188,6 +188,37 @@ def recompress(layer: Layer, compression: Compression, cache: Cache | None = Non
         return new
 
 
+def spooled_entries(layer: Layer, cache: Cache | None = None) -> Iterator[Entry]:
+    """The entries of ``layer`` as re-openable :class:`Entry` values, for functions that rewrite a layer.
+
+    Each file's bytes are copied once into the cache (content-addressed, so identical files share a blob) and
+    the entry opens them from there; memory stays bounded whatever the layer size.
+    """
+    cache = cache or layer.cache
+    for entry, reader in layer.entries():
+        if entry.kind == "file" and reader is not None:
+            digest, size = cache.put_stream(reader)
+            yield Entry.stream(entry.path, size, lambda d=digest: cache.open(d), entry.mode, entry.uid, entry.gid)
+        else:
+            yield entry
+
+
+def rewrite_layer(
+    layer: Layer,
+    transform: Callable[[Iterator[Entry]], Iterable[Entry]],
+    key: str,
+    cache: Cache | None = None,
+    *,
+    comment: str | None = None,
+) -> Layer:
+    """A new layer made by ``transform`` over ``layer``'s entries, cached under ``key`` + the input digest."""
+    cache = cache or layer.cache
+    return cached_layer(
+        cache, f"rewrite:{key}:{layer.digest}", lambda: transform(spooled_entries(layer, cache)),
+        compression=layer.compression, comment=layer.comment if comment is None else comment,
+    )
+
+
 def entries_from_dir(
     root: Path | str, prefix: str = "", *, uid: int = 0, gid: int = 0, include: Callable[[str], bool] | None = None
 ) -> Iterator[Entry]:
