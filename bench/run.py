@@ -1,0 +1,439 @@
+"""``make bench``: gpuship against ``docker build``, in one run on one machine.
+
+Each example is built three ways — ``gpuship build`` (into the Docker Engine), ``docker build`` of the Dockerfile
+that ``gpuship dockerfile`` exports, and ``docker build`` of a naive single-stage Dockerfile (bench/naive.py) —
+and for each way the run measures:
+
+* cold build: no cache of that tool (a fresh GPUSHIP_CACHE; ``docker build --no-cache``), downloads included;
+  the lock (gpuship.lock / requirements.lock.txt) is made once beforehand and shared, and the Debian base image
+  of the Docker builds is already in the engine (no registry here: it is made once with debootstrap);
+* a second cold build, to tell whether two builds give the same image (gpuship: manifest digest; Docker: image
+  ID, and how many layers are the same);
+* a rebuild with nothing changed, and a rebuild after a one-line edit of the app's entry module;
+* image size: uncompressed (the engine's figure) and compressed (each layer gzip -6, as a push stores it);
+* that the image runs: the same smoke command for all three.
+
+Also: gpuship's peak memory (ru_maxrss of the build process), gpuship cold builds for linux/arm64 against
+linux/amd64 (both to an OCI archive, fresh caches), the compressed Debian base against the debian:bookworm-slim
+equivalent, the function runtime under load (bench/serve_load.py) and, when bench/slim_figures.py exists, the slim
+engineer's figures.
+
+    uv run python bench/run.py                       # everything; BENCH_EXAMPLES="numpy-hello conda-env" to choose
+    uv run python bench/run.py --no-docs             # leave docs/benchmarks.md alone
+
+Results: bench/results.json and the tables (stdout, and docs/benchmarks.md between its bench markers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from measure import docker, image_sizes, inspect, machine, timed
+from naive import write_naive
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ("numpy-hello", "conda-env", "numba-matmul", "torch-status")
+WAYS = ("gpuship", "dockerfile", "naive")
+BASE_TAG = "gpuship-local/debian:bookworm-slim"
+#: The app file the one-line edit goes into, and the smoke command each image must pass (argv, expected text).
+EDIT = {
+    "numpy-hello": "main.py",
+    "conda-env": "main.py",
+    "numba-matmul": "src/matmul/main.py",
+    "torch-status": "src/torch_status/app.py",
+}
+SMOKE: dict[str, tuple[list[str], str]] = {
+    "numpy-hello": ([], "hello from numpy"),
+    "conda-env": ([], "conda env ok"),
+    "numba-matmul": ([], "verified"),
+    "torch-status": (["--entrypoint", "python", "{tag}", "-c",
+                      "from torch_status.app import handle; print(handle({'n': 8}))"], "'result_ok': True"),
+}
+#: No-change and edit rebuilds are repeated; the median goes into the table (the machine may be shared).
+REPEAT = 3
+DOCS_START, DOCS_END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+
+def _median(xs: list[float]) -> float:
+    ys = sorted(xs)
+    return ys[len(ys) // 2]
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+class Bench:
+    def __init__(self, work: Path, ca: Path | None) -> None:
+        self.work = work
+        self.ca = ca
+        self.tags: list[str] = []
+        self.logs = work / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.gpuship = [sys.executable, "-m", "gpuship"]
+        self.n = 0
+
+    def logfile(self, name: str) -> Path:
+        self.n += 1
+        return self.logs / f"{self.n:03d}-{name}.log"
+
+    def tag(self, example: str, way: str, n: str) -> str:
+        t = f"gpuship-bench/{example}-{way}:{n}"
+        self.tags.append(t)
+        return t
+
+    # -- the three ways --------------------------------------------------------------------------------
+    def gpuship_build(self, src: Path, tag: str, cache: Path, *, platform: str = "linux/amd64",
+                      output: str | None = None) -> tuple[Any, dict]:
+        report = self.work / f"report-{tag.replace('/', '_').replace(':', '_')}.json"
+        argv = [*self.gpuship, "-q", "build", str(src), "--platform", platform, "-t", tag,
+                "-o", output or f"docker:{tag}", "--report", str(report)]
+        t = timed(argv, env={"GPUSHIP_CACHE": str(cache)}, log=self.logfile(f"gpuship-{tag.split('/')[-1]}"))
+        t.check(f"gpuship build {src.name}")
+        return t, json.loads(report.read_text())
+
+    def docker_build(self, src: Path, dockerfile: str, tag: str, *, no_cache: bool) -> Any:
+        argv = ["docker", "build", "-q", "-t", tag, "-f", str(src / dockerfile), "--build-arg", f"BASE={BASE_TAG}"]
+        if no_cache:
+            argv.append("--no-cache")
+        t = timed([*argv, str(src)], log=self.logfile(f"docker-{tag.split('/')[-1]}"))
+        return t.check(f"docker build {src.name} ({dockerfile})")
+
+    def smoke(self, example: str, tag: str) -> bool:
+        extra, expect = SMOKE[example]
+        argv = [a.replace("{tag}", tag) for a in extra] if extra else [tag]
+        proc = subprocess.run(["docker", "run", "--rm", *argv], capture_output=True, text=True, timeout=600)
+        ok = proc.returncode == 0 and expect in proc.stdout
+        if not ok:
+            log(f"smoke test of {tag} failed: {(proc.stdout + proc.stderr)[-800:]}")
+        return ok
+
+    # -- one example ------------------------------------------------------------------------------------
+    def example(self, name: str, arm64: bool) -> dict[str, Any]:
+        from gpuship.dockerfile import export_dockerfile, plan_dockerfile
+
+        log(f"{name}: preparing the three build folders (lock once, export the Dockerfile)")
+        ex = ROOT / "examples" / name
+        dirs = {w: self.work / w / name for w in WAYS}
+        for d in dirs.values():
+            if d.exists():
+                shutil.rmtree(d)
+            shutil.copytree(ex, d, ignore=shutil.ignore_patterns("gpuship.lock", "__pycache__"))
+        export_dockerfile(dirs["dockerfile"], ca_bundle=self.ca)
+        shutil.copy2(dirs["dockerfile"] / "gpuship.lock", dirs["gpuship"] / "gpuship.lock")
+        spec = plan_dockerfile(dirs["dockerfile"], libdeps=False)
+        layers_src = dirs["dockerfile"] / ".gpuship" / "docker" / "layers"
+        if layers_src.exists():
+            shutil.copytree(layers_src, dirs["naive"] / ".gpuship" / "docker" / "layers")
+        from gpuship.project import load_project
+
+        write_naive(dirs["naive"], spec, list(load_project(ex).requirements), self.ca)
+        out: dict[str, Any] = {"packages": spec.package_count}
+
+        # gpuship
+        log(f"{name}: gpuship cold build x2")
+        caches = [self.work / "caches" / f"{name}-{i}" for i in (1, 2)]
+        for c in caches:
+            shutil.rmtree(c, ignore_errors=True)
+        t1, r1 = self.gpuship_build(dirs["gpuship"], self.tag(name, "gpuship", "cold1"), caches[0])
+        t2, r2 = self.gpuship_build(dirs["gpuship"], self.tag(name, "gpuship", "cold2"), caches[1])
+        shutil.rmtree(caches[1], ignore_errors=True)
+        log(f"{name}: gpuship rebuilds (3x no change, 3x after a one-line edit)")
+        nochange = [self.gpuship_build(dirs["gpuship"], self.tag(name, "gpuship", "nochange"), caches[0])
+                    for _ in range(REPEAT)]
+        edits = []
+        for _ in range(REPEAT):
+            self._edit(dirs["gpuship"], name)
+            edits.append(self.gpuship_build(dirs["gpuship"], self.tag(name, "gpuship", "edit"), caches[0]))
+        g_tag = f"gpuship-bench/{name}-gpuship:cold1"
+        own = sum(layer["size"] for p in r1["platforms"] for layer in p["layers"])
+        out["gpuship"] = {
+            "cold_runs_s": [t1.seconds, t2.seconds], "cold_s": min(t1.seconds, t2.seconds),
+            "nochange_runs_s": [t.seconds for t, _ in nochange], "nochange_s": _median([t.seconds for t, _ in nochange]),
+            "edit_runs_s": [t.seconds for t, _ in edits], "edit_s": _median([t.seconds for t, _ in edits]),
+            "digests": [r1["digest"], r2["digest"]], "same_digest": r1["digest"] == r2["digest"],
+            "nochange_same_digest": all(r["digest"] == r1["digest"] for _, r in nochange),
+            "peak_rss_mb": round(max(t1.max_rss_mb, t2.max_rss_mb), 1),
+            "own_compressed": own, **self._sizes(g_tag), "smoke": self.smoke(name, g_tag),
+        }
+        if arm64:
+            log(f"{name}: gpuship cold builds for linux/amd64 and linux/arm64 (OCI archives)")
+            res = {}
+            for plat in ("linux/amd64", "linux/arm64"):
+                c = self.work / "caches" / f"{name}-{plat.replace('/', '-')}"
+                shutil.rmtree(c, ignore_errors=True)
+                archive = self.work / f"{name}-{plat.replace('/', '-')}.oci.tar"
+                t, _ = self.gpuship_build(dirs["gpuship"], f"{name}:{plat.split('/')[1]}", c, platform=plat,
+                                          output=f"oci-archive:{archive}")
+                res[plat] = {"cold_s": t.seconds, "peak_rss_mb": round(t.max_rss_mb, 1),
+                             "archive_bytes": archive.stat().st_size}
+                archive.unlink()
+                shutil.rmtree(c, ignore_errors=True)
+            res["ratio_arm64_over_amd64"] = res["linux/arm64"]["cold_s"] / res["linux/amd64"]["cold_s"]
+            out["arch"] = res
+        shutil.rmtree(caches[0], ignore_errors=True)
+
+        # docker build of the exported Dockerfile, and of the naive one
+        for way, dockerfile in (("dockerfile", "Dockerfile"), ("naive", "Dockerfile.naive")):
+            log(f"{name}: docker build ({way}) cold x2, then rebuilds")
+            src = dirs[way]
+            ta = self.tag(name, way, "cold1")
+            tb = self.tag(name, way, "cold2")
+            d1 = self.docker_build(src, dockerfile, ta, no_cache=True)
+            d2 = self.docker_build(src, dockerfile, tb, no_cache=True)
+            d3 = [self.docker_build(src, dockerfile, self.tag(name, way, "nochange"), no_cache=False)
+                  for _ in range(REPEAT)]
+            d4 = []
+            for _ in range(REPEAT):
+                self._edit(src, name)
+                d4.append(self.docker_build(src, dockerfile, self.tag(name, way, "edit"), no_cache=False))
+            ia, ib = inspect(ta), inspect(tb)
+            la, lb = ia["RootFS"]["Layers"], ib["RootFS"]["Layers"]
+            out[way] = {
+                "cold_runs_s": [d1.seconds, d2.seconds], "cold_s": min(d1.seconds, d2.seconds),
+                "nochange_runs_s": [t.seconds for t in d3], "nochange_s": _median([t.seconds for t in d3]),
+                "edit_runs_s": [t.seconds for t in d4], "edit_s": _median([t.seconds for t in d4]),
+                "digests": [ia["Id"], ib["Id"]], "same_digest": ia["Id"] == ib["Id"],
+                "same_layers": sum(1 for x, y in zip(la, lb) if x == y), "layer_count": len(la),
+                # a no-change build reuses the newest cached steps: those of the second cold build
+                "nochange_same_digest": inspect(f"gpuship-bench/{name}-{way}:nochange")["Id"] == ib["Id"],
+                **self._sizes(ta), "smoke": self.smoke(name, ta),
+            }
+            docker("rmi", tb, f"gpuship-bench/{name}-{way}:nochange", f"gpuship-bench/{name}-{way}:edit", check=False)
+        for way in ("gpuship",):
+            for n in ("cold2", "nochange", "edit"):
+                docker("rmi", f"gpuship-bench/{name}-{way}:{n}", check=False)
+        return out
+
+    def _edit(self, src: Path, name: str) -> None:
+        f = src / EDIT[name]
+        f.write_text(f.read_text() + f"\n# one-line edit by the benchmark at {time.time():.0f}\n")
+
+    def _sizes(self, tag: str) -> dict[str, int]:
+        s = image_sizes(tag)
+        return {"size_uncompressed": s["uncompressed"], "size_compressed": s["compressed"], "layers": s["layers"]}
+
+    # -- the rest ---------------------------------------------------------------------------------------
+    def base_sizes(self) -> dict[str, Any]:
+        """gpuship's Debian base (with CPython) against the debian:bookworm-slim equivalent, compressed."""
+        from gpuship.cache import Cache
+        from gpuship.sources.debian import build_base
+
+        cache = Cache(self.work / "caches" / "base")
+        out: dict[str, Any] = {}
+        for arch in ("amd64", "arm64"):
+            b = build_base("debian-bookworm", f"linux/{arch}", cache=cache)
+            out[f"gpuship_debian_bookworm_{arch}"] = {
+                "compressed": sum(layer.size for layer in b.layers),
+                "uncompressed": sum(layer.uncompressed_size for layer in b.layers),
+                "packages": len(b.packages), "python": b.python.version,
+            }
+        slim = image_sizes(BASE_TAG)
+        out["debian_bookworm_slim_equivalent_amd64"] = {
+            "compressed": slim["compressed"], "uncompressed": slim["uncompressed"], "python": None,
+            "how": "debootstrap --variant=minbase + debuerreotype slimify (gpuship.dockerfile.import_debian_base)",
+        }
+        shutil.rmtree(self.work / "caches" / "base", ignore_errors=True)
+        return out
+
+    def cleanup(self, dangling_before: set[str]) -> None:
+        for t in self.tags:
+            docker("rmi", t, check=False)
+        # the builder stages of the bench's builds (FROM the imported base, which carries this label)
+        now = set(docker("images", "-q", "--no-trunc", "-f", "dangling=true",
+                         "-f", "label=dev.gpuship.debian-base").split())
+        for image in sorted(now - dangling_before):
+            docker("rmi", image, check=False)
+
+
+def serve_figures() -> dict[str, Any]:
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "serve_load.py"), "--requests", "2000",
+                           "--concurrency", "64"], capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0 and not proc.stdout.strip():
+        return {"error": (proc.stderr or "no output")[-1000:]}
+    return json.loads(proc.stdout)
+
+
+def slim_figures(examples: list[str], work: Path) -> dict[str, Any] | None:
+    """The slim engineer's hook: bench/slim_figures.py with ``collect(examples, work) -> dict``; its optional
+    ``"table"`` (markdown lines) goes into the report."""
+    if not (ROOT / "bench" / "slim_figures.py").is_file():
+        return None
+    import importlib
+
+    mod = importlib.import_module("slim_figures")
+    return mod.collect(examples, work)
+
+
+# -- report ----------------------------------------------------------------------------------------------
+
+
+def _mb(n: int | None) -> str:
+    return "–" if n is None else f"{n / 1e6:,.1f}"
+
+
+def _ratio(x: float, g: float) -> str:
+    return "" if not g else f" ({x / g:.1f}×)"
+
+
+def tables(res: dict[str, Any]) -> str:
+    lines = [
+        "| example | way | cold build s | no-change rebuild s | rebuild after edit s | compressed MB | uncompressed MB "
+        "| same digest twice | runs |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | --- |",
+    ]
+    for name, ex in res["examples"].items():
+        if "error" in ex:
+            lines.append(f"| {name} | (failed: {ex['error'].splitlines()[0][:80]}) | | | | | | | |")
+            continue
+        g = ex["gpuship"]
+        for way in WAYS:
+            r = ex[way]
+            label = {"gpuship": "gpuship build", "dockerfile": "exported Dockerfile", "naive": "naive Dockerfile"}[way]
+            same = "yes" if r["same_digest"] else (
+                f"no ({r['same_layers']}/{r['layer_count']} layers equal)" if "same_layers" in r else "no")
+            lines.append(
+                f"| {name} | {label} | {r['cold_s']:.1f}{_ratio(r['cold_s'], g['cold_s'])} "
+                f"| {r['nochange_s']:.1f}{_ratio(r['nochange_s'], g['nochange_s'])} "
+                f"| {r['edit_s']:.1f}{_ratio(r['edit_s'], g['edit_s'])} "
+                f"| {_mb(r['size_compressed'])}{_ratio(r['size_compressed'], g['size_compressed'])} "
+                f"| {_mb(r['size_uncompressed'])}{_ratio(r['size_uncompressed'], g['size_uncompressed'])} "
+                f"| {same} | {'yes' if r['smoke'] else 'NO'} |"
+            )
+    lines += ["", "Cold: the better of two cold builds; rebuilds: the median of three. In brackets: the ratio to "
+              "gpuship build (above 1: slower or bigger than gpuship).", ""]
+    lines += ["| example | gpuship peak memory MB | cold linux/amd64 s | cold linux/arm64 s | arm64 / amd64 |",
+              "| --- | ---: | ---: | ---: | ---: |"]
+    for name, ex in res["examples"].items():
+        if "error" in ex:
+            continue
+        a = ex.get("arch")
+        arch = (f"{a['linux/amd64']['cold_s']:.1f} | {a['linux/arm64']['cold_s']:.1f} | "
+                f"{a['ratio_arm64_over_amd64']:.2f}") if a else "– | – | –"
+        lines.append(f"| {name} | {ex['gpuship']['peak_rss_mb']:.0f} | {arch} |")
+    base = res.get("base")
+    if base:
+        lines += ["", "| base (compressed / uncompressed MB) | with CPython | compressed | uncompressed |",
+                  "| --- | --- | ---: | ---: |"]
+        for k, v in base.items():
+            lines.append(f"| {k} | {'yes ' + v['python'] if v.get('python') else 'no'} "
+                         f"| {_mb(v['compressed'])} | {_mb(v['uncompressed'])} |")
+    serve = res.get("serve")
+    if serve and "latency_ms" in serve:
+        lat = serve["latency_ms"]
+        lines += ["", f"Function runtime under load (bench/serve_load.py): {serve['requests']} requests, "
+                  f"{serve['concurrency']} concurrent: p50 {lat['p50']} ms, p99 {lat['p99']} ms, "
+                  f"{serve['throughput_rps']} requests/s, {serve['failed']} failed."]
+    slim = res.get("slim")
+    if slim and slim.get("table"):
+        lines += ["", *slim["table"]]
+    return "\n".join(lines)
+
+
+def machine_line(m: dict[str, Any]) -> str:
+    return (f"{m['nproc']} CPUs ({m['cpu']}), {m['memory_gb']} GB memory, {m['disk_total_gb']} GB disk "
+            f"({m['disk_free_gb']} GB free), Docker Engine {m['docker_server']} ({m['storage_driver']}, "
+            f"{m['builder']} builder), CLI {m['docker_client']}, kernel {m['kernel']}")
+
+
+def write_docs(res: dict[str, Any], path: Path) -> None:
+    text = path.read_text() if path.is_file() else f"# Benchmarks\n\n{DOCS_START}\n{DOCS_END}\n"
+    if DOCS_START not in text or DOCS_END not in text:
+        text += f"\n{DOCS_START}\n{DOCS_END}\n"
+    block = (f"{DOCS_START}\n_Run {res['started']} (gpuship {res['gpuship']}, commit {res['commit'][:12]}), "
+             f"examples: {', '.join(res['examples'])}._\n\nMachine: {machine_line(res['machine'])}.\n\n"
+             f"Command: `{res['command']}`\n\n{tables(res)}\n{DOCS_END}")
+    head, rest = text.split(DOCS_START, 1)
+    tail = rest.split(DOCS_END, 1)[1]
+    path.write_text(head + block + tail)
+
+
+def ensure_tools() -> None:
+    if shutil.which("debootstrap") is None:
+        if os.geteuid() != 0:
+            raise SystemExit("bench: debootstrap is missing (apt-get install debootstrap)")
+        log("installing debootstrap")
+        subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", "debootstrap"], check=True,
+                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"}, stdout=subprocess.DEVNULL)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="gpuship against docker build (see the module doc)")
+    ap.add_argument("--examples", default=os.environ.get("BENCH_EXAMPLES") or " ".join(EXAMPLES),
+                    help="space- or comma-separated examples (BENCH_EXAMPLES)")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
+    ap.add_argument("--docs", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    ap.add_argument("--no-docs", action="store_true", help="do not update docs/benchmarks.md")
+    ap.add_argument("--no-arm64", action="store_true", default=os.environ.get("BENCH_ARM64") == "0",
+                    help="skip the linux/arm64 builds (BENCH_ARM64=0)")
+    ap.add_argument("--no-serve", action="store_true", default=os.environ.get("BENCH_SERVE") == "0",
+                    help="skip the function-runtime load test (BENCH_SERVE=0)")
+    ap.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temp folder, removed)")
+    args = ap.parse_args(argv)
+    examples = [e for e in args.examples.replace(",", " ").split() if e]
+    for e in examples:
+        if not (ROOT / "examples" / e).is_dir():
+            raise SystemExit(f"bench: no example {e!r} (choose from {', '.join(EXAMPLES)})")
+
+    ensure_tools()
+    from gpuship import __version__
+    from gpuship.dockerfile import import_debian_base
+
+    log(f"making sure the Debian base {BASE_TAG} is in the engine (debootstrap, once)")
+    import_debian_base(BASE_TAG, "bookworm")
+    ca_env = os.environ.get("SSL_CERT_FILE")
+    ca = Path(ca_env) if ca_env and Path(ca_env).is_file() else None
+    work = args.work or Path(tempfile.mkdtemp(prefix="gpuship-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    dangling = set(docker("images", "-q", "--no-trunc", "-f", "dangling=true", "-f",
+                          "label=dev.gpuship.debian-base").split())
+    bench = Bench(work, ca)
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    res: dict[str, Any] = {
+        "started": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "gpuship": __version__, "commit": commit, "machine": machine(),
+        "command": "make bench" + (f" BENCH_EXAMPLES=\"{' '.join(examples)}\"" if examples != list(EXAMPLES) else ""),
+        "examples": {},
+    }
+    try:
+        for name in examples:
+            started = time.monotonic()
+            try:
+                res["examples"][name] = bench.example(name, arm64=not args.no_arm64)
+            except Exception as exc:  # one failed example is reported, the others still run
+                log(f"{name} failed: {exc}")
+                res["examples"][name] = {"error": str(exc)}
+            log(f"{name}: done in {time.monotonic() - started:.0f}s")
+            args.out.write_text(json.dumps(res, indent=2) + "\n")
+        log("base sizes")
+        res["base"] = bench.base_sizes()
+        if not args.no_serve:
+            log("function runtime under load")
+            res["serve"] = serve_figures()
+        slim = slim_figures(examples, work)
+        if slim is not None:
+            res["slim"] = slim
+    finally:
+        bench.cleanup(dangling)
+        if args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
+    res["finished"] = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    args.out.write_text(json.dumps(res, indent=2) + "\n")
+    print(f"Machine: {machine_line(res['machine'])}\n\n{tables(res)}")
+    if not args.no_docs:
+        write_docs(res, args.docs)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
