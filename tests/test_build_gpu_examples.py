@@ -4,6 +4,7 @@ built-in runner, and gpuship-check says exactly why the GPU path cannot run here
 from __future__ import annotations
 
 import json
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -20,8 +21,9 @@ def gpu_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _build(name: str, tmp_path: Path, cache: Path) -> tuple[Path, dict]:
     project = copy_example(name, tmp_path)
     archive = tmp_path / f"{name}.oci.tar"
-    proc = gpuship("build", str(project), "-o", f"oci-archive:{archive}", "--report", str(tmp_path / "r.json"),
-                   cache=cache)
+    docker_archive = tmp_path / f"{name}.docker.tar"
+    proc = gpuship("build", str(project), "-o", f"oci-archive:{archive},docker-archive:{docker_archive}",
+                   "--report", str(tmp_path / "r.json"), cache=cache)
     assert proc.returncode == 0, proc.stderr
     return archive, json.loads((tmp_path / "r.json").read_text())
 
@@ -33,7 +35,15 @@ def _config(archive: Path) -> dict:
         return json.load(tar.extractfile("blobs/sha256/" + manifest["config"]["digest"][7:]))
 
 
-def test_cuda_ptx_matmul_image(tmp_path: Path, gpu_cache: Path) -> None:
+def _docker_run(docker, archive: Path) -> "subprocess.CompletedProcess[str]":
+    ref = docker.load(archive)
+    try:
+        return docker.run("run", "--rm", ref, check=False)
+    finally:
+        docker.run("rmi", "-f", ref, check=False)
+
+
+def test_cuda_ptx_matmul_image(tmp_path: Path, gpu_cache: Path, docker) -> None:
     archive, report = _build("cuda-ptx-matmul", tmp_path, gpu_cache)
     plat = report["platforms"][0]
     compressed = sum(l["size"] for l in plat["layers"])
@@ -56,12 +66,15 @@ def test_cuda_ptx_matmul_image(tmp_path: Path, gpu_cache: Path) -> None:
     assert check.returncode == 1, check.stdout + check.stderr
     assert "no GPU visible" in check.stdout and "without GPU support" in check.stdout
 
+    in_docker = _docker_run(docker, tmp_path / "cuda-ptx-matmul.docker.tar")
+    assert in_docker.returncode == 1 and "no GPU visible" in in_docker.stdout
+
     check_json = gpuship("check", "--runtime", "builtin", f"oci-archive:{archive}", "--", "--json", cache=gpu_cache)
     data = json.loads(check_json.stdout)
     assert check_json.returncode == 1 and data
 
 
-def test_numba_matmul_falls_back_to_the_cpu(tmp_path: Path, gpu_cache: Path) -> None:
+def test_numba_matmul_falls_back_to_the_cpu(tmp_path: Path, gpu_cache: Path, docker) -> None:
     archive, report = _build("numba-matmul", tmp_path, gpu_cache)
     plat = report["platforms"][0]
     names = {d[0] for d in plat["python_distributions"]}
@@ -72,3 +85,5 @@ def test_numba_matmul_falls_back_to_the_cpu(tmp_path: Path, gpu_cache: Path) -> 
     run = gpuship("run", "--runtime", "builtin", f"oci-archive:{archive}", cache=gpu_cache)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "on cpu: verified" in run.stdout
+    in_docker = _docker_run(docker, tmp_path / "numba-matmul.docker.tar")
+    assert in_docker.returncode == 0 and "on cpu: verified" in in_docker.stdout, in_docker.stderr

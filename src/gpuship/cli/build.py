@@ -36,12 +36,18 @@ def build(
     ),
     tag: str = typer.Option(None, "--tag", "-t", help="Image name:tag (default: the project's name:version)."),
     base: str = typer.Option(None, "--base", help="Base profile (debian-bookworm, debian-trixie) or registry image; overrides [tool.gpuship] base."),
+    insecure: bool = typer.Option(False, "--insecure", help="Allow plain HTTP / unverified TLS for registry bases and registry: outputs."),
+    ca_file: Path = typer.Option(None, "--ca-file", help="Extra CA certificate (PEM) for a private registry."),
 ) -> None:
     """Build a minimal, reproducible image from a Python project, without a Docker daemon."""
     if compression not in (None, "gzip", "zstd"):
         from ..errors import GpushipError
 
         raise GpushipError(f"--compression must be gzip or zstd, not {compression!r}")
+    if insecure or ca_file:
+        from ..registry import configure
+
+        configure(insecure=insecure or None, ca_file=ca_file)
     platforms = tuple(p.strip() for item in (platform or []) for p in item.split(",") if p.strip())
     opts = BuildOptions(
         project_dir=path, platforms=platforms, output=output, extras=tuple(extra or ()), locked=locked,
