@@ -17,7 +17,9 @@ from typing import Any
 
 from .cache import Cache
 from .errors import GpushipError
-from .oci import Entry, Image, ImageConfig, Index, Layer, Platform, append_layers, cached_layer, empty_image, make_index
+from .oci import (
+    Entry, Image, ImageConfig, Index, Layer, Platform, append_layers, cached_layer, empty_image, make_index, with_config,
+)
 from .plan import BuildOptions, BuildPlan, make_plan
 from .project.entrypoint import VENV, choose_entrypoint
 from .sources.app import AppFiles, app_layer, select_app_files
@@ -133,7 +135,7 @@ def build(options: BuildOptions, *, cache: Cache | None = None, progress: Progre
     started = time.monotonic()
     cache = cache or Cache()
     _say(progress, f"planning {options.project_dir}")
-    plan = make_plan(options)
+    plan = make_plan(options, cache=cache, progress=progress)
     for line in plan.explain():
         _say(progress, line)
 
@@ -147,12 +149,22 @@ def build(options: BuildOptions, *, cache: Cache | None = None, progress: Progre
     extra_reqs = tuple(runtime.requirements) if runtime else ()
     _say(progress, "locking dependencies")
     project = replace(plan.project, requirements=plan.requirements)
-    lock = lock_project(
-        project, plan.platforms, plan.python_version, cache,
-        locked=options.locked, extra_requirements=extra_reqs, progress=progress,
-        constraints=tuple(plan.gpu.constraints) if gpu_on(plan) else (),
-        index=_index_options(plan),
-    )
+    rbase = next(iter(plan.registry_bases.values()), None)  # a registry base: its packages are kept as they are
+    keep_base = rbase.constraints(plan.config.replace_base_packages) if rbase is not None else []
+    if rbase is not None:
+        rbase.check_requirements((*plan.requirements, *extra_reqs), plan.config.replace_base_packages)
+    try:
+        lock = lock_project(
+            project, plan.platforms, plan.python_version, cache,
+            locked=options.locked, extra_requirements=extra_reqs, progress=progress,
+            constraints=(tuple(plan.gpu.constraints) if gpu_on(plan) else ()) + tuple(keep_base),
+            index=_index_options(plan), **({"glibc": rbase.glibc} if rbase is not None and rbase.glibc else {}),
+        )
+    except GpushipError as exc:
+        said = rbase.resolve_error(exc, plan.config.replace_base_packages) if rbase is not None else None
+        if said is None:
+            raise
+        raise said from exc
 
     results: list[PlatformResult] = []
     for platform in plan.platforms:
@@ -268,16 +280,21 @@ def _build_platform(
     compression = plan.compression
     cfg = plan.config
     _say(progress, f"[{platform}] installing the Python environment")
-    python = PROFILES[plan.base].python_info()
+    rbase = plan.registry_bases.get(platform)  # None: a Debian profile base
+    python = rbase.python if rbase is not None else PROFILES[plan.base].python_info()
     prune = PruneRules(keep=tuple(cfg.keep), drop=tuple(cfg.drop), bytecode=cfg.bytecode)  # type: ignore[arg-type]
-    env = python_layers(lock, platform, python, cache, prune=prune, progress=progress, compression=compression)
+    if rbase is not None:  # the venv sees the base's site-packages; what the base has is not installed again
+        env = python_layers(rbase.strip_provided(lock, cfg.replace_base_packages), platform, python, cache, prune=prune,
+                            progress=progress, compression=compression, system_site_packages=True)
+    else:
+        env = python_layers(lock, platform, python, cache, prune=prune, progress=progress, compression=compression)
     env_layers: list[tuple[str, Layer]] = list(env.layers)
     pruned: dict[str, Any] | None = None
     if gpu_on(plan):
         env_layers, pruned = _prune_archs(plan, env_layers, cache, progress)
 
     upper: list[tuple[str, Layer]] = []
-    if getattr(plan.project, "is_package", False):
+    if getattr(plan.project, "is_package", False) and not plan.options.dev:
         upper.append(("project", _project_layer(plan, platform, python, prune, cache, progress)))
     if gpu_on(plan):
         entries = _check_entries(plan, pruned)
@@ -287,11 +304,18 @@ def _build_platform(
     if runtime is not None:
         upper.append(("runtime", cached_layer(cache, "runtime:" + _self_key(), lambda: runtime.entries,
                                               compression=compression, comment="gpuship function runtime")))
-    upper.append(("app", app_layer(app, cfg.workdir, cache, compression=compression)))
+    if plan.options.dev:  # gpuship dev: the project is mounted at the workdir and installed in editable mode
+        from .dev import editable_layer
+
+        upper.append(("editable", editable_layer(plan, python, cache)))
+    else:
+        upper.append(("app", app_layer(app, cfg.workdir, cache, compression=compression)))
 
     deps: tuple[Any, ...] = ()
     extra = tuple(cfg.system_packages)
-    if cfg.find_libdeps:
+    if cfg.find_libdeps and rbase is not None:
+        _say(progress, f"[{platform}] find-libdeps: skipped, the base is a registry image (its libraries are its own)")
+    elif cfg.find_libdeps:
         _say(progress, f"[{platform}] find-libdeps: scanning shared libraries")
         pre = build_base(plan.base, platform, extra_packages=extra, cache=cache, mirror=cfg.debian_mirror(),
                          security_mirror=cfg.debian.get("security-mirror"), compression=compression)
@@ -301,9 +325,12 @@ def _build_platform(
             extra = tuple(sorted(set(extra) | {d.package for d in deps}))
             for d in deps:
                 _say(progress, f"[{platform}] + {d.package} (for {d.soname}, needed by /{d.needed_by[0]})")
-    _say(progress, f"[{platform}] assembling the Debian base")
-    base = build_base(plan.base, platform, extra_packages=extra, cache=cache, mirror=cfg.debian_mirror(),
-                      security_mirror=cfg.debian.get("security-mirror"), compression=compression)
+    if rbase is not None:
+        base: Any = rbase
+    else:
+        _say(progress, f"[{platform}] assembling the Debian base")
+        base = build_base(plan.base, platform, extra_packages=extra, cache=cache, mirror=cfg.debian_mirror(),
+                          security_mirror=cfg.debian.get("security-mirror"), compression=compression)
 
     runtime_argv = runtime.argv if runtime else ()
     entrypoint = choose_entrypoint(cfg.entrypoint, getattr(plan.project, "scripts", {}) or {}, app.files, runtime_argv=runtime_argv)
@@ -313,11 +340,14 @@ def _build_platform(
         cmd=cfg.cmd,
         working_dir=cfg.workdir,
         user=cfg.user,
-        labels={**plan.labels, **(plan.gpu.labels if plan.gpu is not None and getattr(plan.gpu, "is_gpu", False) else {})},
+        labels={**base.config.labels, **plan.labels, **(plan.gpu.labels if plan.gpu is not None and getattr(plan.gpu, "is_gpu", False) else {})},
         exposed_ports=cfg.ports,
     )
-    image = empty_image(platform, config)
-    image = append_layers(image, base.layers, created_by="gpuship: debian base")
+    if rbase is not None:  # the pulled image as it is (its layers, history, media-type family), with our config
+        image = with_config(rbase.image, config)
+    else:
+        image = empty_image(platform, config)
+        image = append_layers(image, base.layers, created_by="gpuship: debian base")
     groups = [("base", l) for l in base.layers] + env_layers + upper
     image = append_layers(image, [l for _, l in env_layers], created_by="gpuship: python environment")
     image = append_layers(image, [l for _, l in upper], created_by="gpuship: app")

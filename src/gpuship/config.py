@@ -38,6 +38,7 @@ KNOWN_KEYS = {
     "index-url": "Python package index to use instead of uv's default",
     "extra-index-url": "additional Python package indexes",
     "find-links": "directories or pages of wheels to use besides the index",
+    "replace-base-packages": "Python packages of a registry base image the project may install over (default: none)",
 }
 
 DEFAULT_USER = "65532:65532"
@@ -114,6 +115,7 @@ class GpushipConfig:
     index_url: str = ""
     extra_index_urls: tuple[str, ...] = ()
     find_links: tuple[str, ...] = ()
+    replace_base_packages: tuple[str, ...] = ()
 
     @classmethod
     def from_table(cls, table: Mapping[str, Any] | None) -> GpushipConfig:
@@ -166,6 +168,7 @@ class GpushipConfig:
             index_url=str(table.get("index-url", "")),
             extra_index_urls=_str_list(extra_idx, "extra-index-url"),
             find_links=_str_list(table.get("find-links"), "find-links"),
+            replace_base_packages=_str_list(table.get("replace-base-packages"), "replace-base-packages"),
         )
 
     def debian_mirror(self) -> str | None:

@@ -37,7 +37,7 @@ def _register() -> None:
     """Import each verb module; each adds its commands to ``app``. A missing module is skipped."""
     import importlib
 
-    for name in ("cache", "image", "run", "debian", "build", "gpu", "registry", "deploy", "inspect", "slim", "dockerfile"):
+    for name in ("cache", "image", "run", "debian", "build", "gpu", "registry", "deploy", "inspect", "slim", "dockerfile", "dev"):
         try:
             importlib.import_module(f"gpuship.cli.{name}")
         except ModuleNotFoundError as exc:

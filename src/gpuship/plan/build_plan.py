@@ -30,6 +30,8 @@ class BuildOptions:
     compression: str | None = None
     tag: str | None = None
     base: str | None = None
+    #: ``gpuship dev``: no project-wheel and app layers; an editable-install layer instead (the project is mounted)
+    dev: bool = False
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,9 @@ class BuildPlan:
     labels: Mapping[str, str] = field(default_factory=dict)
     name: str = "app"
     version: str = "0.0.0"
+    #: a registry base, pulled and read for each platform (gpuship.sources.registry_base.RegistryBase); empty
+    #: for a Debian profile base
+    registry_bases: Mapping[Platform, Any] = field(default_factory=dict)
 
     @property
     def tag(self) -> str:
@@ -59,6 +64,8 @@ class BuildPlan:
             f"base {self.base} (Python {self.python_version}) for {', '.join(map(str, self.platforms))}",
             f"{len(self.requirements)} top-level requirements",
         ]
+        if self.registry_bases:
+            lines += next(iter(self.registry_bases.values())).explain()
         if self.gpu is not None and getattr(self.gpu, "is_gpu", False):
             lines += list(self.gpu.explain())
         return lines
@@ -111,7 +118,8 @@ def oci_labels(project: Any, project_dir: Path, config: GpushipConfig) -> dict[s
     return labels
 
 
-def make_plan(options: BuildOptions) -> BuildPlan:
+def make_plan(options: BuildOptions, cache: Any = None, progress: Any = None) -> BuildPlan:
+    """``cache`` / ``progress``: where a registry base is pulled to, and how that is reported."""
     from ..project import load_project  # the project-inputs module
 
     project_dir = options.project_dir.resolve()
@@ -120,12 +128,20 @@ def make_plan(options: BuildOptions) -> BuildPlan:
     project = load_project(project_dir, extras=options.extras)
     config = load_config(project_dir, getattr(project, "tool", None))
     base = options.base or config.base
-    python_version = base_python_version(base, config)
     plats = options.platforms or config.platforms or ("linux/amd64",)
     platforms = tuple(sorted({Platform.parse(p) for p in plats}))
     for p in platforms:
         if p.architecture not in ("amd64", "arm64"):
             raise ConfigError(f"platform {p} is not supported", "use linux/amd64 and/or linux/arm64")
+    from ..sources.registry_base import is_registry_reference, plan_registry_bases
+
+    registry_bases: dict[Platform, Any] = {}
+    if is_registry_reference(base):
+        from ..cache import Cache
+
+        python_version, registry_bases = plan_registry_bases(base, platforms, cache or Cache(), config, progress)
+    else:
+        python_version = base_python_version(base, config)
     requirements = tuple(getattr(project, "requirements", ()))
     from ..cuda import GpuSettings, plan_gpu
 
@@ -153,6 +169,7 @@ def make_plan(options: BuildOptions) -> BuildPlan:
         labels=oci_labels(project, project_dir, config),
         name=_image_name(getattr(project, "name", "") or project_dir.name),
         version=getattr(project, "version", "") or "latest",
+        registry_bases=registry_bases,
     )
 
 

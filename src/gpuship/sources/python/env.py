@@ -78,11 +78,14 @@ class PythonEnv:
         }
 
 
-def _venv_layer(cache: Cache, venv: str, python: PythonLike, compression: Compression) -> Layer:
-    key = json.dumps(["python-venv", LAYOUT_VERSION, venv, python.executable, python.version])
+def _venv_layer(cache: Cache, venv: str, python: PythonLike, compression: Compression, system_site_packages: bool = False) -> Layer:
+    parts: list[object] = ["python-venv", LAYOUT_VERSION, venv, python.executable, python.version]
+    if system_site_packages:
+        parts.append("system-site-packages")
+    key = json.dumps(parts)
     return cached_layer(
-        cache, key, lambda: venv_entries(venv, python.executable, python.version),
-        compression=compression, comment=f"python venv {venv}",
+        cache, key, lambda: venv_entries(venv, python.executable, python.version, system_site_packages=system_site_packages),
+        compression=compression, comment=f"python venv {venv}" + (" (sees the base's site-packages)" if system_site_packages else ""),
     )
 
 
@@ -206,8 +209,13 @@ def python_layers(
     progress: ProgressFn | None = None,
     venv: str = VENV,
     compression: Compression = "gzip",
+    system_site_packages: bool = False,
 ) -> PythonEnv:
-    """Install ``lock``'s packages for ``platform`` into ``venv`` (using the base's ``python``) as layers."""
+    """Install ``lock``'s packages for ``platform`` into ``venv`` (using the base's ``python``) as layers.
+
+    ``system_site_packages``: the venv sees the base's site-packages (``include-system-site-packages = true``),
+    for a registry base whose Python packages are kept.
+    """
     if not venv.startswith("/"):
         raise ConfigError(f"the venv path {venv!r} must be absolute")
     py = python_minor(python.version)
@@ -219,7 +227,7 @@ def python_layers(
     packages = lock.packages(platform)
     compiler = host_python(py) if prune.bytecode != "none" and packages else None
     site = f"lib/python{py}/site-packages"
-    layers: list[tuple[str, Layer]] = [("venv", _venv_layer(cache, venv, python, compression))]
+    layers: list[tuple[str, Layer]] = [("venv", _venv_layer(cache, venv, python, compression, system_site_packages))]
     distributions: list[Distribution] = []
     report = PruneReport()
     scripts: list[str] = []

@@ -12,13 +12,14 @@ from ...oci import Entry, clean_path
 from .platforms import python_minor
 
 
-def venv_entries(venv: str, executable: str, version: str) -> list[Entry]:
+def venv_entries(venv: str, executable: str, version: str, *, system_site_packages: bool = False) -> list[Entry]:
+    """``system_site_packages``: the venv also sees the base's site-packages (a registry base's packages)."""
     prefix = clean_path(venv)
     minor = python_minor(version)
     home = posixpath.dirname(executable)
     cfg = (
         f"home = {home}\n"
-        "include-system-site-packages = false\n"
+        f"include-system-site-packages = {'true' if system_site_packages else 'false'}\n"
         f"version = {version}\n"
         f"executable = {executable}\n"
         f"command = {executable} -m venv {venv}\n"

@@ -1,0 +1,99 @@
+"""``gpuship dev [PATH] [-- CMD...]``: run the project's image with the project mounted, for edits without rebuilds."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..dev import dev as run_dev
+from ..run import RunOptions
+from ..run.options import parse_env, parse_port, parse_size, parse_volume
+from .console import err, handles_errors, info, state
+from .main import app
+from .run import GPUS_HELP, RUNTIME_HELP, _runtime
+
+
+def _status(msg: str):  # noqa: ANN202 - a Rich status, or nothing when quiet
+    return contextlib.nullcontext() if state.quiet else err.status(msg)
+
+
+@app.command(
+    "dev",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog="Example: gpuship dev . -- python -m mypkg --debug   (edit, run again: no rebuild)",
+)
+@handles_errors
+def dev(
+    path: Path = typer.Argument(Path("."), help="The project directory (default: the current one)."),
+    command: Optional[list[str]] = typer.Argument(  # noqa: UP007 - Typer reads Optional
+        None, help="The command to run, after -- (e.g. -- pytest -x): it replaces the image's Entrypoint and Cmd. "
+        "Without it the image runs its own command."
+    ),
+    image: Optional[str] = typer.Option(  # noqa: UP007
+        None, "--image",
+        help="Run this prebuilt image instead of building the dev image (oci:DIR, oci-archive:FILE, docker-archive:FILE, "
+        "or an image the engine holds); the mounted source then goes first on PYTHONPATH.",
+    ),
+    base: Optional[str] = typer.Option(None, "--base", help="Base profile or registry image; overrides \\[tool.gpuship] base."),  # noqa: UP007
+    extra: list[str] = typer.Option([], "--extra", help="Optional-dependency group(s) of the project to include."),
+    runtime: str = typer.Option("auto", "--runtime", help=RUNTIME_HELP),
+    gpus: Optional[str] = typer.Option(None, "--gpus", help=GPUS_HELP),  # noqa: UP007
+    env: list[str] = typer.Option([], "--env", "-e", help="Set KEY=VALUE in the container (KEY alone: the host's value). Repeatable."),
+    volume: list[str] = typer.Option([], "--volume", "-v", help="Also bind-mount HOST:CONTAINER[:ro]. Repeatable."),
+    publish: list[str] = typer.Option(
+        [], "--publish", "-p", help="Publish [IP:][HOST:]PORT (the built-in runner serves on the host's network). Repeatable."
+    ),
+    workdir: Optional[str] = typer.Option(None, "--workdir", "-w", help="Working directory (default: the image's, the app directory)."),  # noqa: UP007
+    user: Optional[str] = typer.Option(None, "--user", "-u", help="USER[:GROUP] or UID[:GID] (default: the image's)."),  # noqa: UP007
+    shm_size: str = typer.Option("1g", "--shm-size", help="Size of /dev/shm."),
+) -> None:
+    """Run the project's image with the project directory mounted over the app directory (/app, or \\[tool.gpuship] workdir) and the project installed in editable mode: edit, run again, no rebuild.
+
+    gpuship builds the dev image first: the project's image without its project-wheel and app layers, plus a small editable-install layer (a .pth file pointing at /app/src or /app, and launchers for \\[project.scripts]). Only a change of dependencies or configuration makes a new image; code edits do not. Runs through Docker or Podman when one answers, else the built-in runner (root). The exit code is the command's.
+    """
+    project = path
+    cmd = list(command or ())
+    if "--" in sys.argv and not path.exists() and str(path) != ".":
+        # `gpuship dev -- python x.py`: no PATH was given, the first word after -- landed in it
+        cmd = [str(path), *cmd]
+        project = Path(".")
+    options = RunOptions(
+        command=tuple(cmd),
+        entrypoint=() if cmd else None,  # a dev command is the whole command line, not arguments to the entrypoint
+        env=parse_env(env),
+        volumes=tuple(parse_volume(v) for v in volume),
+        ports=tuple(parse_port(p) for p in publish),
+        workdir=workdir,
+        user=user,
+        shm_size=parse_size(shm_size),
+        gpus=gpus,
+        runtime=_runtime(runtime),  # type: ignore[arg-type]
+        verbose=state.verbose > 0,
+    )
+    if state.quiet:
+        _, code = run_dev(project, options, image=image, base=base, extras=tuple(extra), notify=info, run_progress=_status)
+        raise typer.Exit(code)
+    with err.status("building the dev image…") as status:
+        def progress(msg: str, done: int | None = None, total: int | None = None) -> None:
+            if done is not None:
+                status.update(msg + (f" {done * 100 // total}%" if total else f" {done / 1e6:.0f} MB"))
+                return
+            status.update(msg)
+            if state.verbose:
+                err.log(msg)
+
+        from ..dev import dev_image, dev_run_options
+
+        made = dev_image(project, image=image, base=base, extras=tuple(extra), progress=progress)
+    if made.digest:
+        info(f"dev image {made.digest} ({made.new_layers} new layers); {project.resolve()} mounted at {made.workdir}")
+    else:
+        info(f"{image}: {project.resolve()} mounted at {made.workdir}, PYTHONPATH={made.source}")
+    from ..run import run_image
+
+    code = run_image(made.image, dev_run_options(made, project, options), notify=info, progress=_status)
+    raise typer.Exit(code)

@@ -1,0 +1,428 @@
+"""A registry image as the base of a build: its layers as they are, and what it already holds, protected.
+
+``base = "nvcr.io/nvidia/pytorch:24.03-py3"`` (or ``python:3.11-slim``, or any reference) instead of a Debian
+profile. :func:`registry_base` pulls the image for one platform into the cache (no daemon), reads its facts
+(:func:`gpuship.registry.base_facts`: OS release, Python, CUDA env, every installed distribution) and, in one
+more pass over its layers, the merged-/usr links, the dpkg status and where each distribution is installed.
+
+What it gives a build:
+
+* the base's layers, byte for byte (pulled blobs; the media-type family of its manifest is kept);
+* ``python``: the interpreter the venv points at (its ``pyvenv.cfg`` sets ``include-system-site-packages``,
+  so the base's packages are importable from the venv);
+* ``constraints()``: ``name==version`` of every distribution in the base, for the lock (seed 002's constraints
+  file, made automatically), so a requirement that would replace one of them fails instead of shadowing it;
+* :meth:`RegistryBase.check_requirements`: that failure up front, in one line naming both versions;
+* :meth:`RegistryBase.strip_provided`: the lock minus what the base already has (nothing is installed twice).
+
+Everything read from the layers is remembered in the cache by image digest, so a rebuild reads no layer.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from packaging.markers import InvalidMarker, default_environment
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
+
+from ..cache import Cache
+from ..errors import ConfigError, GpushipError, ResolveError
+from ..oci import Image, ImageConfig, Layer, Platform
+from ..oci.entry import OPAQUE_WHITEOUT, WHITEOUT_PREFIX
+from ..registry.facts import BaseFacts, base_facts
+from .debian.profiles import PROFILES, PythonInfo
+
+SCAN_NS = "registry-base-scan"
+SCAN_VERSION = 1
+MAX_STATUS = 64 << 20
+#: Top-level directories that a merged-/usr base has as links into /usr.
+_USR_LINKS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
+_METADATA = re.compile(
+    r"(?P<sp>(?:.+/)?(?:site|dist)-packages)/(?P<dir>[^/]+)\.(?:dist-info/METADATA|egg-info/PKG-INFO|egg-info)"
+)
+_DPKG_STATUS = "var/lib/dpkg/status"
+_DPKG_STATUS_D = "var/lib/dpkg/status.d/"
+REPLACE_KEY = "replace-base-packages"
+
+#: progress(message) for a step; progress(message, done, total) for bytes moved
+Progress = Callable[..., None]
+
+
+def is_registry_reference(base: str) -> bool:
+    """True when ``base`` names a registry image rather than a Debian profile (``debian-bookworm``...)."""
+    return base not in PROFILES
+
+
+@dataclass(frozen=True)
+class BaseScan:
+    """What one pass over the base's layers finds besides :class:`BaseFacts`."""
+
+    links: Mapping[str, str] = field(default_factory=dict)
+    packages: tuple[tuple[str, str, str], ...] = ()  # dpkg: (name, version, arch), sorted by name
+    locations: Mapping[str, str] = field(default_factory=dict)  # canonical distribution name -> its directory
+
+    def to_json(self) -> dict[str, Any]:
+        return {"version": SCAN_VERSION, "links": dict(self.links), "packages": [list(p) for p in self.packages],
+                "locations": dict(self.locations)}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> BaseScan:
+        return cls(dict(d.get("links") or {}), tuple(tuple(p) for p in d.get("packages") or ()),  # type: ignore[misc]
+                   dict(d.get("locations") or {}))
+
+
+@dataclass(frozen=True)
+class RegistryBase:
+    """A pulled base image, with the attributes a build uses on a :class:`gpuship.sources.debian.DebianBase`
+    (``layers``, ``config``, ``python``, ``packages``, ``links``, ``dropped``) plus its ``facts``."""
+
+    reference: str  # as the user wrote it
+    pinned: str  # registry/name@sha256:... of what was pulled (the index digest when the tag is an index)
+    platform: Platform
+    image: Image  # the pulled image, unchanged (serialises to the registry's bytes)
+    facts: BaseFacts
+    python: PythonInfo
+    scan: BaseScan
+    dropped: None = None
+
+    @property
+    def layers(self) -> tuple[Layer, ...]:
+        n = len(self.image.layers)
+        return tuple(replace(l, comment=l.comment or f"base {self.reference} ({i + 1}/{n})")
+                     for i, l in enumerate(self.image.layers))
+
+    @property
+    def config(self) -> ImageConfig:
+        return self.image.config
+
+    @property
+    def packages(self) -> tuple[tuple[str, str, str], ...]:
+        return self.scan.packages
+
+    @property
+    def links(self) -> Mapping[str, str]:
+        return self.scan.links
+
+    @property
+    def digest(self) -> str:
+        return self.image.digest
+
+    @property
+    def glibc(self) -> str | None:
+        """The base's glibc (``2.35``) from its dpkg status, when it has one."""
+        for name, version, _ in self.packages:
+            if name in ("libc6", "libc6.1"):
+                m = re.match(r"(\d+\.\d+)", version)
+                return m.group(1) if m else None
+        return None
+
+    def location(self, name: str) -> str:
+        """Where distribution ``name`` is installed in the base (a site-packages directory)."""
+        return self.scan.locations.get(canonicalize_name(name), "")
+
+    def distributions(self, replace: Iterable[str] = ()) -> dict[str, str]:
+        """The base's distributions that the build keeps, ``{canonical name: version}`` (``replace`` left out)."""
+        skip = {canonicalize_name(n) for n in replace}
+        return {n: v for n, v in self.facts.distributions.items() if n not in skip}
+
+    def constraints(self, replace: Iterable[str] = ()) -> list[str]:
+        """``name==version`` for every distribution in the base (those named in ``replace`` excepted).
+
+        Versions that are not PEP 440 (which no index can serve) are left out.
+        """
+        out = []
+        for name, version in sorted(self.distributions(replace).items()):
+            try:
+                Version(version)
+            except InvalidVersion:
+                continue
+            out.append(f"{name}=={version}")
+        return out
+
+    # -- the lock ------------------------------------------------------------------------------------
+    def check_requirements(self, requirements: Iterable[str], replace: Iterable[str] = ()) -> None:
+        """Refuse, in one line, a top-level requirement that the base's version of that package does not meet."""
+        have = self.distributions(replace)
+        env = dict(default_environment())
+        env.update(python_version=_minor(self.python.version), python_full_version=_full(self.python.version),
+                   platform_machine=self.platform.machine, sys_platform="linux", platform_system="Linux",
+                   implementation_name="cpython", platform_python_implementation="CPython")
+        for text in requirements:
+            try:
+                req = Requirement(text)
+            except InvalidRequirement:
+                continue
+            name = canonicalize_name(req.name)
+            if name not in have or not req.specifier:
+                continue
+            try:
+                if req.marker is not None and not req.marker.evaluate({**env, "extra": ""}):
+                    continue
+            except InvalidMarker:
+                pass
+            version = have[name]
+            try:
+                ok = req.specifier.contains(Version(version), prereleases=True)
+            except InvalidVersion:
+                ok = req.specifier.contains(version, prereleases=True)
+            if not ok:
+                raise ResolveError(
+                    f"{text} is required but the base image {self.reference} has {name} {version}"
+                    f"{self._in(name)}; it would be replaced",
+                    self._ways_out(name, str(req.specifier)),
+                )
+
+    def resolve_error(self, exc: GpushipError, replace: Iterable[str] = ()) -> GpushipError | None:
+        """uv's explanation of a failed lock, said in terms of the base when one of its packages is the cause
+        (None when none is)."""
+        if not isinstance(exc, ResolveError):
+            return None
+        text = re.sub(r"^cannot resolve the Python requirements for \S+: ", "", exc.message)
+        have = self.distributions(replace)
+        named = [n for n in have if re.search(rf"(?<![\w.-]){re.escape(n).replace('-', '[-_.]')}\s*[<>=!~]", text, re.I)]
+        if not named:
+            return None
+        first = named[0]
+        pins = ", ".join(f"{n} {have[n]}{self._in(n)}" for n in named[:4])
+        return ResolveError(
+            f"the requirements conflict with packages of the base image {self.reference} ({pins}), which are kept "
+            f"as they are: {text}",
+            self._ways_out(first, ""),
+        )
+
+    def _in(self, name: str) -> str:
+        where = self.location(name)
+        return f" (in {where})" if where else ""
+
+    def _ways_out(self, name: str, spec: str) -> str:
+        return (
+            f"relax the requirement, or choose a base with {name}{' ' + spec if spec else ' in a version that fits'}, "
+            f'or set [tool.gpuship] {REPLACE_KEY} = ["{name}"] to install the required version over the base\'s'
+        )
+
+    def strip_provided(self, lock: Any, replace: Iterable[str] = ()) -> Any:
+        """``lock`` without the packages the base already has in the same version (they are not installed again)."""
+        have = self.distributions(replace)
+
+        def provided(p: Any) -> bool:
+            v = have.get(canonicalize_name(p.name))
+            if v is None:
+                return False
+            try:
+                return Version(v) == Version(p.version)
+            except InvalidVersion:
+                return v == p.version
+
+        targets = tuple(replace_(t, packages=tuple(p for p in t.packages if not provided(p))) for t in lock.targets)
+        return replace_(lock, targets=targets)
+
+    def explain(self) -> list[str]:
+        f = self.facts
+        line = f"base image {self.pinned}: {f.os_id}, Python {self.python.version} at {self.python.executable}"
+        if f.cuda_version:
+            line += f", CUDA {f.cuda_version}"
+        lines = [line, f"{len(f.distributions)} Python distributions of the base are kept as they are (lock constraints)"]
+        return lines
+
+
+replace_ = replace  # ``replace`` is also a parameter name above
+
+
+def _minor(version: str) -> str:
+    return ".".join(version.split(".")[:2])
+
+
+def _full(version: str) -> str:
+    parts = version.split(".")
+    return version if len(parts) >= 3 else version + ".0"
+
+
+# -- reading the layers ----------------------------------------------------------------------------------------
+def _drop_under(nodes: dict[str, Any], path: str, keep_self: bool = False) -> None:
+    prefix = path + "/"
+    for key in [k for k in nodes if k.startswith(prefix) or (not keep_self and k == path)]:
+        del nodes[key]
+
+
+def scan_layers(layers: Sequence[Layer]) -> BaseScan:
+    """Merged-/usr links, dpkg status and distribution locations, from the layers bottom-up (whiteouts honoured)."""
+    nodes: dict[str, tuple[str, Any]] = {}
+    for layer in layers:
+        for entry, fh in layer.entries():
+            head, name = posixpath.split(entry.path)
+            if name == OPAQUE_WHITEOUT:
+                _drop_under(nodes, head, keep_self=True)
+                continue
+            if name.startswith(WHITEOUT_PREFIX):
+                _drop_under(nodes, posixpath.join(head, name[len(WHITEOUT_PREFIX):]))
+                continue
+            path = entry.path
+            if entry.kind != "dir":
+                nodes.pop(path, None)
+            if "/" not in path and path in _USR_LINKS:
+                if entry.kind == "symlink":
+                    nodes[path] = ("link", entry.target)
+                else:
+                    nodes.pop(path, None)
+            elif path == _DPKG_STATUS or (path.startswith(_DPKG_STATUS_D) and "/" not in path[len(_DPKG_STATUS_D):]):
+                if entry.kind == "file" and fh is not None:
+                    nodes[path] = ("status", fh.read(MAX_STATUS).decode("utf-8", errors="replace"))
+            else:
+                m = _METADATA.fullmatch(path)
+                if m is not None and entry.kind in ("file", "symlink", "hardlink"):
+                    nodes[path] = ("dist", ("/" + m.group("sp"), canonicalize_name(m.group("dir").split("-", 1)[0])))
+    links = {p: posixpath.normpath(posixpath.join("", v.lstrip("/"))) for p, (k, v) in sorted(nodes.items()) if k == "link"}
+    status = [v for _, (k, v) in sorted(nodes.items()) if k == "status"]
+    found = [v for _, (k, v) in nodes.items() if k == "dist"]
+    dirs = sorted({sp for sp, _ in found}, key=lambda sp: (not sp.startswith("/usr/local/"), sp))
+    rank = {sp: i for i, sp in enumerate(dirs)}
+    locations: dict[str, str] = {}
+    for sp, name in sorted(found, key=lambda t: -rank[t[0]]):
+        locations[name] = sp  # the first on sys.path wins, so it is written last
+    return BaseScan(links, _dpkg_packages(status), dict(sorted(locations.items())))
+
+
+def _dpkg_packages(texts: Iterable[str]) -> tuple[tuple[str, str, str], ...]:
+    from debian.deb822 import Deb822
+
+    out: dict[str, tuple[str, str, str]] = {}
+    for text in texts:
+        for para in Deb822.iter_paragraphs(text.splitlines()):
+            name, version = para.get("Package"), para.get("Version")
+            status = para.get("Status", "install ok installed")
+            if not name or not version or not status.endswith(" installed"):
+                continue
+            arch = para.get("Architecture", "")
+            out[f"{name}:{arch}"] = (name, version, arch)
+    return tuple(sorted(out.values()))
+
+
+def base_scan(image: Image, cache: Cache) -> BaseScan:
+    """:func:`scan_layers`, remembered in the cache by image digest."""
+    rec = cache.get_ref(SCAN_NS, image.digest)
+    if isinstance(rec, dict) and rec.get("version") == SCAN_VERSION:
+        return BaseScan.from_json(rec)
+    scan = scan_layers(image.layers)
+    cache.put_ref(SCAN_NS, image.digest, scan.to_json())
+    return scan
+
+
+# -- pulling ---------------------------------------------------------------------------------------------------------
+class _PullProgress:
+    """The registry client's per-layer progress, told to a build's ``progress(msg, done, total)``."""
+
+    def __init__(self, progress: Progress, what: str) -> None:
+        self._progress = progress
+        self._what = what
+        self._lock = threading.Lock()
+        self._total = 0
+        self._done = 0
+
+    def start(self, key: str, description: str, total: int) -> None:
+        with self._lock:
+            self._total += max(total, 0)
+
+    def advance(self, key: str, n: int) -> None:
+        with self._lock:
+            self._done += n
+            done, total = self._done, self._total
+        self._progress(self._what, done, total)
+
+    def finish(self, key: str, status: str) -> None:
+        pass
+
+
+def registry_base(
+    ref: str,
+    platform: Platform | str,
+    cache: Cache,
+    *,
+    insecure: bool | None = None,
+    ca_file: Path | str | None = None,
+    progress: Progress | None = None,
+) -> RegistryBase:
+    """Pull ``ref`` for ``platform`` into ``cache`` and read what it holds.
+
+    ``insecure`` / ``ca_file`` default to the process-wide registry settings (``gpuship.registry.configure``;
+    ``GPUSHIP_INSECURE_REGISTRIES`` works too). Raises :class:`ConfigError` when the base has no Python 3 or
+    is musl-based (the lock's wheels are manylinux: glibc).
+    """
+    from ..registry import pull_image, settings
+    from ..registry.pull import BASE_NAME
+
+    plat = Platform.parse(platform) if isinstance(platform, str) else platform
+    if insecure is None:
+        insecure = settings.insecure
+    if ca_file is None:
+        ca_file = settings.ca_file
+    if progress is not None:
+        progress(f"pulling base image {ref} for {plat}")
+    image = pull_image(ref, plat, cache, insecure=insecure, ca_file=ca_file,
+                       progress=_PullProgress(progress, f"pulling base image {ref}") if progress else None)
+    if progress is not None:
+        progress(f"reading base image {ref}")
+    facts = base_facts(image, cache)
+    scan = base_scan(image, cache)
+    if facts.os_release.get("ID") == "alpine" or any(canonicalize_name(n) == "musl" for n, _, _ in scan.packages):
+        raise ConfigError(
+            f"base image {ref} is musl-based ({facts.os_id}); gpuship installs manylinux wheels, which need glibc",
+            "choose a glibc base (Debian, Ubuntu, UBI, python:3.X-slim), or a Debian profile base",
+        )
+    if not facts.python_executable or not facts.python_version:
+        raise ConfigError(
+            f"base image {ref} has no Python 3 (looked for /usr/local/bin/python3* and /usr/bin/python3*)",
+            "choose a base with Python 3 (e.g. python:3.11-slim), or a Debian profile base (debian-bookworm)",
+        )
+    exe = facts.python_executable
+    prefix = posixpath.dirname(posixpath.dirname(exe))
+    python = PythonInfo(facts.python_version, exe, f"{prefix}/lib/python{_minor(facts.python_version)}")
+    pinned = str(image.annotations.get(BASE_NAME, "")) or f"{ref}@{image.digest}"
+    return RegistryBase(ref, pinned, plat, image, facts, python, scan)
+
+
+def plan_registry_bases(
+    ref: str, platforms: Sequence[Platform], cache: Cache, config: Any, progress: Progress | None = None
+) -> tuple[str, dict[Platform, RegistryBase]]:
+    """The planner's part: every platform's base pulled and read; their one Python version.
+
+    Refuses what a registry base cannot do here: ``system-packages`` (no Debian repository behind it), Pythons
+    that differ between platforms, a ``[tool.gpuship] python`` that is not the base's.
+    """
+    if getattr(config, "system_packages", ()):
+        raise ConfigError(
+            f"[tool.gpuship] system-packages needs a Debian profile base, but base {ref} is a registry image",
+            "install the packages in the base image itself, or use base = \"debian-bookworm\"",
+        )
+    if "/" not in ref and ":" not in ref and "@" not in ref:
+        import difflib
+
+        close = difflib.get_close_matches(ref, list(PROFILES), n=1, cutoff=0.8)
+        if close:
+            raise ConfigError(f"unknown base {ref!r}", f"did you mean {close[0]}? (a registry image needs a tag: {ref}:TAG)")
+    bases = {p: registry_base(ref, p, cache, progress=progress) for p in platforms}
+    versions = {_minor(b.python.version): p for p, b in bases.items()}
+    if len(versions) > 1:
+        have = ", ".join(f"{p}: Python {_minor(b.python.version)}" for p, b in bases.items())
+        raise ConfigError(f"base image {ref} has different Pythons per platform ({have})", "build each platform separately")
+    first = next(iter(bases.values()))
+    version = first.python.version
+    wanted = getattr(config, "python", "")
+    if wanted and _minor(wanted) != _minor(version):
+        raise ConfigError(
+            f"[tool.gpuship] python = {wanted!r} but base image {ref} has Python {version}",
+            "remove the python key or choose a base with that Python",
+        )
+    return version, bases
+
+
+def replace_list(config: Any) -> tuple[str, ...]:
+    """``[tool.gpuship] replace-base-packages``: base distributions the project may install over."""
+    return tuple(getattr(config, "replace_base_packages", ()) or ())

@@ -1,0 +1,162 @@
+"""A registry image as the base of a build: its Python packages are kept, never replaced behind the user's back.
+
+The base is made here: gpuship's own Debian bookworm base plus a layer with numpy 1.26.4 installed for real
+(uv pip install --target) into /usr/lib/python3/dist-packages, pushed to a real registry on loopback
+(Debian's docker-registry, as in the other registry tests) in Docker's media-type family. Projects then build
+on ``127.0.0.1:PORT/test/base:1`` with the real CLI, and the images run in the real Docker Engine.
+"""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from build_support import gpuship, one_error_line
+from test_registry_support import LocalRegistry, have_tools
+
+from gpuship import tools
+from gpuship.cache import Cache
+from gpuship.errors import ConfigError
+from gpuship.oci import Entry, Family, append_layers, build_layer, empty_image, entries_from_dir, with_family
+from gpuship.registry import push
+from gpuship.sources.python.uv import run_uv
+from gpuship.sources.registry_base import is_registry_reference, registry_base
+
+pytestmark = [pytest.mark.registry, pytest.mark.docker]
+
+NUMPY = "1.26.4"
+DIST = "usr/lib/python3/dist-packages"
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRegistry]:
+    have_tools()
+    reg = LocalRegistry(tmp_path_factory.mktemp("base-registry")).start()
+    try:
+        yield reg
+    finally:
+        reg.stop()
+
+
+@pytest.fixture(scope="module")
+def numpy_base(registry: LocalRegistry, shared_cache: Cache, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """``127.0.0.1:PORT/test/base:1``: the Debian base + numpy 1.26.4 in dist-packages, Docker media types."""
+    from gpuship.sources.debian import build_base
+
+    base = build_base("debian-bookworm", "linux/amd64", cache=shared_cache)
+    target = tmp_path_factory.mktemp("numpy-target")
+    run_uv(["pip", "install", "--target", str(target), f"numpy=={NUMPY}", "--no-deps",
+            "--python-platform", "x86_64-manylinux_2_36", "--python-version", "3.11", "--quiet"],
+           what="installing numpy for the test base")
+    numpy_layer = build_layer(entries_from_dir(target, DIST, include=lambda rel: not rel.startswith("bin")), shared_cache,
+                              comment=f"numpy {NUMPY} in dist-packages")
+    img = append_layers(empty_image("linux/amd64", base.config), [*base.layers, numpy_layer])
+    ref = f"{registry.host}/test/base:1"
+    push(with_family(img, Family.DOCKER), ref, cache=shared_cache, insecure=True)
+    return ref
+
+
+def _project(root: Path, deps: list[str], extra: str = "") -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "pyproject.toml").write_text(
+        "[project]\nname = 'on-base'\nversion = '1.0'\nrequires-python = '>=3.11'\n"
+        f"dependencies = {json.dumps(deps)}\n\n[tool.gpuship]\nentrypoint = ['python', 'main.py']\n{extra}"
+    )
+    (root / "main.py").write_text(
+        "import numpy, six\nprint('numpy', numpy.__version__, numpy.__file__)\nprint('six', six.__file__)\n"
+    )
+    return root
+
+
+def _env(registry: LocalRegistry) -> dict[str, str]:
+    return {"GPUSHIP_INSECURE_REGISTRIES": registry.host}
+
+
+def test_registry_base_reads_python_dpkg_and_constraints(numpy_base: str, shared_cache: Cache, monkeypatch) -> None:
+    monkeypatch.setenv("GPUSHIP_INSECURE_REGISTRIES", numpy_base.split("/")[0])
+    assert is_registry_reference(numpy_base) and not is_registry_reference("debian-bookworm")
+    rb = registry_base(numpy_base, "linux/amd64", shared_cache)
+    assert (rb.python.version, rb.python.executable) == ("3.11", "/usr/bin/python3")
+    assert rb.facts.distributions["numpy"] == NUMPY and rb.facts.os_id == "debian 12"
+    assert f"numpy=={NUMPY}" in rb.constraints() and rb.constraints(replace=["NumPy"]) == []
+    assert rb.location("numpy") == f"/{DIST}"
+    assert "libc6" in [n for n, _, _ in rb.packages] and rb.glibc == "2.36"
+    assert rb.links["bin"] == "usr/bin" and rb.dropped is None
+    assert rb.image.family is Family.DOCKER and len(rb.layers) == 4
+    assert rb.pinned.startswith(numpy_base + "@sha256:")
+    rb.check_requirements(["numpy>=1.26,<2", "six"])  # satisfied: no error
+    with pytest.raises(Exception) as info:
+        rb.check_requirements(["numpy>=2; python_version >= '3.8'"])
+    assert "numpy 1.26.4 (in /usr/lib/python3/dist-packages)" in str(info.value)
+
+
+def test_a_base_without_python_is_refused(registry: LocalRegistry, cache: Cache, monkeypatch) -> None:
+    monkeypatch.setenv("GPUSHIP_INSECURE_REGISTRIES", registry.host)
+    img = append_layers(empty_image("linux/amd64"), [build_layer([Entry.file("etc/os-release", b"ID=debian\nVERSION_ID=12\n")], cache)])
+    push(img, f"{registry.host}/test/nopython:1", cache=cache, insecure=True)
+    with pytest.raises(ConfigError, match="has no Python 3"):
+        registry_base(f"{registry.host}/test/nopython:1", "linux/amd64", cache)
+
+
+def test_build_on_the_base_keeps_its_numpy(numpy_base: str, registry: LocalRegistry, shared_cache: Cache,
+                                           tmp_path: Path, docker) -> None:
+    project = _project(tmp_path / "proj", ["numpy>=1.26,<2", "six==1.16.0"], f"base = '{numpy_base}'\n")
+    archive, layout = tmp_path / "img.tar", tmp_path / "layout"
+    proc = gpuship("build", str(project), "-o", f"docker-archive:{archive},oci:{layout}", "--report",
+                   str(tmp_path / "report.json"), cache=shared_cache.root, env=_env(registry))
+    assert proc.returncode == 0, proc.stderr
+    lock = (project / "gpuship.lock").read_text()
+    assert f'version = "{NUMPY}"' in lock  # the lock pins the base's numpy (a constraint) ...
+    report = json.loads((tmp_path / "report.json").read_text())
+    plat = report["platforms"][0]
+    dists = dict(plat["python_distributions"])
+    assert "numpy" not in dists and dists["six"] == "1.16.0"  # ... and does not install it again
+    assert [l["group"] for l in plat["layers"]][:4] == ["base"] * 4
+
+    # the base's layers byte for byte, below ours; Docker's media types throughout (the base's family)
+    index = json.loads((layout / "index.json").read_text())
+    manifest = json.loads((layout / "blobs/sha256" / index["manifests"][0]["digest"][7:]).read_bytes())
+    assert manifest["mediaType"] == "application/vnd.docker.distribution.manifest.v2+json"
+    assert {l["mediaType"] for l in manifest["layers"]} == {"application/vnd.docker.image.rootfs.diff.tar.gzip"}
+    from gpuship.registry import pull_image
+
+    pulled = pull_image(numpy_base, "linux/amd64", Cache(tmp_path / "fresh"), insecure=True)
+    assert [l["digest"] for l in manifest["layers"][:4]] == [l.digest for l in pulled.layers]
+    config = json.loads((layout / "blobs/sha256" / manifest["config"]["digest"][7:]).read_bytes())
+    env = dict(e.split("=", 1) for e in config["config"]["Env"])
+    assert env["PATH"].startswith("/opt/venv/bin:") and env["LANG"] == "C.UTF-8"  # the base's env under ours
+
+    ref = docker.load(archive)
+    try:
+        out = docker.run("run", "--rm", ref).stdout
+        cfg = docker.run("run", "--rm", "--entrypoint", "python", ref, "-c",
+                         "import sys, glob; print(open('/opt/venv/pyvenv.cfg').read());"
+                         "print(glob.glob('/opt/venv/lib/python3.11/site-packages/numpy*'))").stdout
+    finally:
+        docker.run("rmi", "-f", ref, check=False)
+    assert f"numpy {NUMPY} /usr/lib/python3/dist-packages/numpy/__init__.py" in out
+    assert "six /opt/venv/lib/python3.11/site-packages/six.py" in out
+    assert "include-system-site-packages = true" in cfg and "home = /usr/bin" in cfg
+    assert "[]" in cfg  # no second numpy in the venv
+
+
+@pytest.mark.parametrize("requirement", ["numpy==2.1.0", "numpy>=2"])
+def test_a_requirement_that_would_replace_the_base_numpy_fails_clearly(
+    requirement: str, numpy_base: str, registry: LocalRegistry, shared_cache: Cache, tmp_path: Path
+) -> None:
+    project = _project(tmp_path / "proj", [requirement, "six"], f"base = '{numpy_base}'\n")
+    proc = gpuship("build", str(project), "-o", f"oci:{tmp_path / 'out'}", cache=shared_cache.root, env=_env(registry))
+    line = one_error_line(proc)
+    assert f"{requirement} is required but the base image {numpy_base} has numpy {NUMPY} (in /usr/lib/python3/dist-packages)" in line
+    assert "it would be replaced" in line and "relax the requirement" in line
+    assert f"choose a base with numpy {requirement[5:]}" in line and 'replace-base-packages = ["numpy"]' in line
+    assert not (tmp_path / "out").exists() and not (project / "gpuship.lock").exists()
+
+
+def test_unknown_profile_typo_is_not_pulled(tmp_path: Path, shared_cache: Cache) -> None:
+    project = _project(tmp_path / "proj", ["six"], "base = 'debian-bokworm'\n")
+    line = one_error_line(gpuship("build", str(project), cache=shared_cache.root))
+    assert "unknown base 'debian-bokworm'" in line and "did you mean debian-bookworm" in line
