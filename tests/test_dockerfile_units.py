@@ -81,7 +81,8 @@ def test_numpy_hello_renders_the_multi_stage_shape(numpy_hello: Path, shared_cac
     assert "COPY --from=builder /opt/venv /opt/venv" in runtime
     # the CA and the TLS settings never reach the image's stage
     assert "build-ca" in builder and "build-ca" not in runtime
-    assert "SSL_CERT_FILE" in builder and "SSL_CERT_FILE" not in runtime
+    assert "PIP_CERT" in builder and "PIP_CERT" not in runtime and "UV_NO_CACHE" not in runtime
+    assert "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt" in runtime  # Debian's bundle, as gpuship's base sets
     # system packages: one RUN that installs and removes the lists
     apt = [ln for ln in runtime.splitlines() if "apt-get" in ln]
     assert len(apt) == 2 and "--no-install-recommends" in apt[1] and "python3.11-minimal" in apt[1]
@@ -149,6 +150,25 @@ def test_micromamba_variant(tmp_path: Path, shared_cache: Cache, numpy_hello: Pa
     assert "python3.11-minimal" not in text  # conda brings its own interpreter
     with pytest.raises(GpushipError, match="needs an environment.yml"):
         plan_dockerfile(numpy_hello, cache=shared_cache, variant="micromamba")
+
+
+def test_registry_base_keeps_its_packages_with_constraints(numpy_hello: Path, shared_cache: Cache) -> None:
+    """A base with Python packages (seed 002): the venv sees them, pip's freeze of the base becomes constraints."""
+    import dataclasses
+
+    spec = dataclasses.replace(
+        plan_dockerfile(numpy_hello, cache=shared_cache, libdeps=False),
+        registry_base="registry.invalid/ml/pytorch@sha256:" + "0" * 64, registry_tag="registry.invalid/ml/pytorch:24.03",
+        base_python="/usr/bin/python3.10", runtime_packages=(), create_user=False, replace_base_packages=("numpy",),
+    )
+    text = render_dockerfile(spec)
+    assert f"ARG BASE={spec.registry_base}" in text
+    assert "/usr/bin/python3.10 -m venv --without-pip --system-site-packages /opt/venv" in text
+    assert ("/usr/bin/python3.10 -m pip list --format=freeze | grep -v -i -E '^(numpy)==' "
+            "> /tmp/build/base-constraints.txt") in text
+    assert "-c /tmp/build/base-constraints.txt -r /tmp/build/requirements.lock.txt" in text
+    runtime = text.split("\nFROM ${BASE}\n")[1]
+    assert "apt-get" not in runtime and "useradd" not in runtime and "ln -sf" not in runtime
 
 
 def test_cli_errors_are_one_line(numpy_hello: Path) -> None:

@@ -73,7 +73,10 @@ def _header(spec: DockerfileSpec) -> list[str]:
         ]
     for note in spec.notes:
         lines.append(f"# note: {note}")
-    lines += ["", f"ARG BASE={spec.base_default}"]
+    lines += [""]
+    if spec.registry_base:
+        lines.append(f"# the base image gpuship read, pinned by digest ({spec.registry_tag} when it was exported)")
+    lines.append(f"ARG BASE={spec.base_default}")
     if spec.variant == "micromamba":
         lines += [f"ARG MICROMAMBA_IMAGE={MICROMAMBA_IMAGE}", "", "FROM ${MICROMAMBA_IMAGE} AS micromamba"]
     return lines + [""]
@@ -93,8 +96,13 @@ def _ca_steps(packages: Sequence[str]) -> list[str]:
 
 
 def _builder_pip(spec: DockerfileSpec) -> list[str]:
-    py = f"python{spec.python_version}"
     venv = spec.venv
+    install = (f"/opt/uv/bin/uv pip install --python {venv}/bin/python --require-hashes --no-deps"
+               + (" --index-strategy unsafe-best-match" if any("--extra-index-url" in a for a in spec.index_args) else ""))
+    count = f"# {spec.package_count} package{'s' if spec.package_count != 1 else ''}, each pinned to the file gpuship locked (any other file fails its hash)"
+    if spec.registry_base:
+        return _builder_registry(spec, install, count)
+    py = f"python{spec.python_version}"
     lines = [
         "# ---- builder: the venv, made with uv from the locked, hash-checked files ------------------------------",
         "FROM ${BASE} AS builder",
@@ -109,13 +117,47 @@ def _builder_pip(spec: DockerfileSpec) -> list[str]:
             f"rm -f {venv}/bin/[Aa]ctivate*",
         ]),
         f"COPY {REQUIREMENTS_NAME} {BUILD_DIR}/",
-        f"# {spec.package_count} package{'s' if spec.package_count != 1 else ''}, each pinned to the file gpuship locked (any other file fails its hash)",
-        *_run([
-            f"/opt/uv/bin/uv pip install --python {venv}/bin/python --require-hashes --no-deps"
-            + (" --index-strategy unsafe-best-match" if any("--extra-index-url" in a for a in spec.index_args) else "")
-            + f" -r {BUILD_DIR}/{REQUIREMENTS_NAME}",
-        ]),
+        count,
+        *_run([f"{install} -r {BUILD_DIR}/{REQUIREMENTS_NAME}"]),
     ]
+    return lines + _after_install(spec)
+
+
+def _builder_registry(spec: DockerfileSpec, install: str, count: str) -> list[str]:
+    """A registry base: its own Python; the venv sees its packages, and its packages are constraints (seed 002)."""
+    py, venv = spec.python, spec.venv
+    ca = f"{BUILD_DIR}/ca.pem"
+    freeze = f"{py} -m pip list --format=freeze"
+    if spec.replace_base_packages:
+        names = "|".join(re.escape(n) for n in spec.replace_base_packages)
+        freeze += f" | grep -v -i -E '^({names})=='"
+    lines = [
+        "# ---- builder: a venv over the base's Python, made with uv from the locked, hash-checked files -----------",
+        "FROM ${BASE} AS builder",
+        f"COPY {WORK_DIR}/{README_NAME} {WORK_DIR}/{CA_NAME[:-1]}[{CA_NAME[-1]}] {BUILD_DIR}/",
+        *_run([f"cat {SYSTEM_CA} > {ca} 2>/dev/null || true",
+               f"if [ -f {BUILD_DIR}/{CA_NAME} ]; then cat {BUILD_DIR}/{CA_NAME} >> {ca}; fi"]),
+        f"ENV SSL_CERT_FILE={ca} PIP_CERT={ca} \\",
+        "    PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 UV_NO_CACHE=1 UV_PYTHON_DOWNLOADS=never",
+        f"ARG UV_VERSION={spec.uv_version}",
+        *_run([
+            f'{py} -m pip install --quiet --target /opt/uv "uv==${{UV_VERSION}}"',
+            f"{py} -m venv --without-pip --system-site-packages {venv}",
+            f"rm -f {venv}/bin/[Aa]ctivate*",
+        ]),
+        f"COPY {REQUIREMENTS_NAME} {BUILD_DIR}/",
+        "# the base's own distributions as constraints (seed 002): a locked file that would replace one fails here;",
+        "# requirements.lock.txt leaves out what the base already has in the same version",
+        count,
+        *_run([f"{freeze} > {BUILD_DIR}/base-constraints.txt",
+               f"{install} -c {BUILD_DIR}/base-constraints.txt -r {BUILD_DIR}/{REQUIREMENTS_NAME}"]),
+    ]
+    return lines + _after_install(spec)
+
+
+def _after_install(spec: DockerfileSpec) -> list[str]:
+    venv = spec.venv
+    lines: list[str] = []
     if spec.prune_commands:
         lines += ["# gpuship's prune rules: caches, tests, headers and static libraries (run-time compilers keep theirs)",
                   *_run(spec.prune_commands)]
@@ -163,14 +205,17 @@ def _project_stage(spec: DockerfileSpec) -> list[str]:
 def _runtime(spec: DockerfileSpec) -> list[str]:
     lines = ["# ---- the image ----------------------------------------------------------------------------------------",
              "FROM ${BASE}"]
-    what = "Python's interpreter and standard library, the base's libraries" if spec.variant == "pip" else "the base's libraries"
-    lines.append(f"# {what}, system packages and find-libdeps' packages: one RUN, no apt lists left")
-    for d in spec.libdeps:
-        lines.append(f"#   {d.package}: {d.soname}, needed by /{d.needed_by.lstrip('/')}")
-    steps = ["apt-get update",
-             "apt-get install -y --no-install-recommends " + " ".join(spec.runtime_packages),
-             "rm -rf /var/lib/apt/lists/*"]
-    if spec.variant == "pip":
+    steps: list[str] = []
+    if spec.runtime_packages:
+        what = ("Python's interpreter and standard library, the base's libraries"
+                if spec.variant == "pip" and not spec.registry_base else "the base's libraries")
+        lines.append(f"# {what}, system packages and find-libdeps' packages: one RUN, no apt lists left")
+        for d in spec.libdeps:
+            lines.append(f"#   {d.package}: {d.soname}, needed by /{d.needed_by.lstrip('/')}")
+        steps = ["apt-get update",
+                 "apt-get install -y --no-install-recommends " + " ".join(spec.runtime_packages),
+                 "rm -rf /var/lib/apt/lists/*"]
+    if spec.variant == "pip" and not spec.registry_base:
         steps.append(f"ln -sf python{spec.python_version} /usr/bin/python3")
     if spec.create_user:
         steps.append("groupadd --gid 65532 app")

@@ -93,17 +93,23 @@ class DockerfileSpec:
     dockerignore: tuple[str, ...]
     libdeps: tuple[LibDepNote, ...] = ()
     environment_file: str = ""
+    #: a registry base (``base = "nvcr.io/..."``): its reference pinned by digest, its interpreter, and the
+    #: distributions the build must not replace (seed 002's constraints, made from the base at build time)
+    registry_base: str = ""
+    registry_tag: str = ""
+    base_python: str = ""
+    replace_base_packages: tuple[str, ...] = ()
     venv: str = VENV
     dockerfile_name: str = "Dockerfile"
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     @property
     def base_default(self) -> str:
-        return f"debian:{self.codename}-slim"
+        return self.registry_base or f"debian:{self.codename}-slim"
 
     @property
     def python(self) -> str:
-        return f"/usr/bin/python{self.python_version}"
+        return self.base_python or f"/usr/bin/python{self.python_version}"
 
     @property
     def site_packages(self) -> str:
@@ -127,19 +133,18 @@ def plan_dockerfile(
     from ..build import image_env
     from ..plan import BuildOptions, make_plan
     from ..sources.debian import PROFILES
-    from ..sources.python import lock_project
 
     cache = cache or Cache()
     opts = BuildOptions(project_dir=Path(project_dir), platforms=tuple(platforms), extras=tuple(extras),
                         locked=locked, base=base)
-    plan = make_plan(opts)
-    if plan.base not in PROFILES:
-        raise ConfigError(f"gpuship dockerfile exports Debian profile bases only, not {plan.base!r}",
-                          f"use one of {', '.join(sorted(PROFILES))}")
-    profile = PROFILES[plan.base]
+    plan = _make_plan(make_plan, opts, cache, progress)
+    rbase = next(iter(getattr(plan, "registry_bases", {}).values()), None)
+    profile = PROFILES[plan.base] if rbase is None else None
     cfg = plan.config
     project = plan.project
     root = Path(project.root)
+    if variant == "micromamba" and rbase is not None:
+        raise ConfigError("the micromamba variant needs a Debian profile base", "use the default pip variant")
     if variant == "micromamba":
         env_file = next((n for n in ("environment.yml", "environment.yaml") if (root / n).is_file()), "")
         if not env_file:
@@ -158,7 +163,7 @@ def plan_dockerfile(
             check_entries = None  # type: ignore[assignment]
         if check_entries is not None:
             extra_layers.append(ExtraLayer("gpu-check", "gpuship-check and /etc/gpuship/gpu.json",
-                                           tuple(check_entries(gpu))))
+                                           tuple(check_entries(gpu, python=f"{VENV}/bin/python"))))
     if cfg.entrypoint is not None and cfg.entrypoint.function:
         from ..serve import runtime_entries, runtime_entrypoint, runtime_requirements
 
@@ -167,22 +172,26 @@ def plan_dockerfile(
         extra_layers.append(ExtraLayer("runtime", "gpuship function runtime", tuple(runtime_entries())))
 
     _say(progress, "locking dependencies")
-    lock = lock_project(replace(project, requirements=plan.requirements), plan.platforms, plan.python_version,
-                        cache, locked=locked, extra_requirements=runtime_reqs, progress=progress)
+    lock = lock_as_build(plan, runtime_reqs, locked=locked, cache=cache, progress=progress)
+    replace_base = tuple(getattr(cfg, "replace_base_packages", ()))
+    installed = rbase.strip_provided(lock, replace_base) if rbase is not None else lock  # the base keeps its own
 
     # chosen after locking, so a gpuship.lock written just now is among the app's files (as in later builds)
     app = select_app_files(root, include=cfg.include, exclude=cfg.exclude)
     notes: list[str] = [f"left out {s}: it looks like a secret" for s in app.secrets_skipped]
     deps: list[LibDepNote] = []
-    if variant == "pip" and cfg.find_libdeps and libdeps:
+    if variant == "pip" and cfg.find_libdeps and libdeps and rbase is None:
         deps = _find_libdeps(plan, lock, app, extra_layers, cache, progress)
 
-    system = [p for p in (*profile.core_packages, *profile.python_packages) if p not in ALWAYS_IN_DEBIAN]
-    if variant == "micromamba":
+    if profile is None:
+        system: list[str] = []  # a registry base: its packages are its own (gpuship refuses system-packages)
+    elif variant == "micromamba":
         system = [p for p in profile.core_packages if p not in ALWAYS_IN_DEBIAN]  # conda brings its own Python
+    else:
+        system = [p for p in (*profile.core_packages, *profile.python_packages) if p not in ALWAYS_IN_DEBIAN]
     runtime_packages = tuple(dict.fromkeys([*system, *cfg.system_packages, *sorted({d.package for d in deps})]))
 
-    py = plan.python_version
+    py = ".".join(plan.python_version.split(".")[:2])
     builder = [f"python{py}-venv", "ca-certificates"]
     sdists = has_sdists(lock, plan.platforms)
     if sdists or project.is_package:
@@ -190,13 +199,13 @@ def plan_dockerfile(
     if variant == "micromamba":
         builder = ["ca-certificates"]
 
-    env = image_env(plan, base_config())
+    env = image_env(plan, rbase.config if rbase is not None else base_config())
     entrypoint = choose_entrypoint(cfg.entrypoint, project.scripts or {}, app.files, runtime_argv=runtime_argv)
     labels = {**plan.labels, **(gpu.labels if gpu is not None else {})}
     labels.pop("org.opencontainers.image.created", None)  # the engine records when it built the image
     revision = labels.pop("org.opencontainers.image.revision", "")
 
-    index_args = _index_args(project, cfg, gpu)
+    index_args = _index_args(plan)
     files, dirs = _top_level(app)
     if REQUIREMENTS_NAME not in files and variant == "pip":
         files = tuple(sorted({*files, REQUIREMENTS_NAME}))
@@ -205,14 +214,14 @@ def plan_dockerfile(
         name=plan.name,
         version=plan.version,
         variant=variant,
-        codename=profile.codename,
+        codename=profile.codename if profile is not None else "",
         python_version=py,
         platforms=plan.platforms,
         runtime_packages=runtime_packages,
         builder_packages=tuple(dict.fromkeys(builder)),
         uv_version=uv_version(),
-        requirements_text=render_requirements(lock, plan.platforms, index_args),
-        package_count=len({p.key for t in lock.targets if t.platform in plan.platforms for p in t.packages}),
+        requirements_text=render_requirements(installed, plan.platforms, index_args),
+        package_count=len({p.key for t in installed.targets if t.platform in plan.platforms for p in t.packages}),
         index_args=index_args,
         is_package=bool(project.is_package),
         extra_layers=tuple(extra_layers),
@@ -220,21 +229,67 @@ def plan_dockerfile(
         app_dirs=dirs,
         workdir=cfg.workdir,
         user=cfg.user,
-        create_user=cfg.user == DEFAULT_USER,
+        create_user=cfg.user == DEFAULT_USER and rbase is None,
         env=tuple(env.items()),
         labels=tuple(sorted(labels.items())),
         revision=revision,
         ports=tuple(cfg.ports),
         entrypoint=tuple(entrypoint),
         cmd=tuple(cfg.cmd),
-        prune_commands=tuple(prune_commands(VENV, py, cfg.keep, cfg.drop, lock_names(lock, plan.platforms))),
+        prune_commands=tuple(prune_commands(VENV, py, cfg.keep, cfg.drop, lock_names(installed, plan.platforms))),
         bytecode=cfg.bytecode,
         dockerignore=tuple(dockerignore_lines(root, cfg.include, cfg.exclude, dockerfile_name)),
         libdeps=tuple(deps),
         environment_file=env_file,
+        registry_base=rbase.pinned if rbase is not None else "",
+        registry_tag=rbase.reference if rbase is not None else "",
+        base_python=rbase.python.executable if rbase is not None else "",
+        replace_base_packages=replace_base,
         dockerfile_name=dockerfile_name,
         notes=tuple(notes),
     )
+
+
+def _make_plan(make_plan: Any, opts: Any, cache: Cache, progress: Progress | None) -> Any:
+    try:
+        return make_plan(opts, cache=cache, progress=progress)
+    except TypeError:  # a planner without registry bases
+        return make_plan(opts)
+
+
+def lock_as_build(plan: Any, extra_requirements: Sequence[str], *, locked: bool, cache: Cache,
+                  progress: Progress | None) -> Any:
+    """``gpuship.lock`` exactly as ``gpuship build`` asks for it (same requirements, constraints, index, glibc),
+    so an export and a build of the same project share one lock and never rewrite each other's.
+
+    Mirrors :func:`gpuship.build.build`'s lock step (which has no public helper yet).
+    """
+    from .. import build as b
+    from ..sources.python import lock_project
+
+    project = replace(plan.project, requirements=plan.requirements)
+    rbase = next(iter(getattr(plan, "registry_bases", {}).values()), None)
+    replace_base = tuple(getattr(plan.config, "replace_base_packages", ()))
+    keep_base = rbase.constraints(replace_base) if rbase is not None else []
+    if rbase is not None:
+        rbase.check_requirements((*plan.requirements, *extra_requirements), replace_base)
+    gpu_on = b.gpu_on(plan) if hasattr(b, "gpu_on") else bool(getattr(plan.gpu, "is_gpu", False))
+    kwargs: dict[str, Any] = {}
+    if hasattr(b, "_index_options"):
+        kwargs["index"] = b._index_options(plan)
+    if rbase is not None and rbase.glibc:
+        kwargs["glibc"] = rbase.glibc
+    try:
+        return lock_project(
+            project, plan.platforms, plan.python_version, cache, locked=locked,
+            extra_requirements=tuple(extra_requirements), progress=progress,
+            constraints=(tuple(plan.gpu.constraints) if gpu_on else ()) + tuple(keep_base), **kwargs,
+        )
+    except Exception as exc:
+        said = rbase.resolve_error(exc, replace_base) if rbase is not None and hasattr(rbase, "resolve_error") else None
+        if said is None:
+            raise
+        raise said from exc
 
 
 def base_config() -> ImageConfig:
@@ -265,6 +320,7 @@ def lock_names(lock: Any, platforms: Sequence[Platform]) -> tuple[str, ...]:
 def _find_libdeps(plan: Any, lock: Any, app: AppFiles, extra: Sequence[ExtraLayer], cache: Cache,
                   progress: Progress | None) -> list[LibDepNote]:
     """gpuship's find-libdeps over the environment, gpuship's own files and the app, for every platform."""
+    from ..build import image_env
     from ..oci import cached_layer
     from ..sources.app import app_layer
     from ..sources.debian import PROFILES, build_base, libdeps_for_layers
@@ -284,8 +340,8 @@ def _find_libdeps(plan: Any, lock: Any, app: AppFiles, extra: Sequence[ExtraLaye
                                        lambda entries=entries: entries, comment=x.comment))
         layers.append(app_layer(app, cfg.workdir, cache))
         pre = build_base(plan.base, platform, extra_packages=tuple(cfg.system_packages), cache=cache,
-                         mirror=cfg.debian_mirror())
-        for d in libdeps_for_layers(layers, pre, cache=cache):
+                         mirror=cfg.debian_mirror(), security_mirror=cfg.debian.get("security-mirror"))
+        for d in libdeps_for_layers(layers, pre, cache=cache, env=image_env(plan, pre.config)):
             found.setdefault(d.package, LibDepNote(d.package, d.soname, d.needed_by[0] if d.needed_by else ""))
     return [found[k] for k in sorted(found)]
 
@@ -300,16 +356,19 @@ def _entries_key(entries: Sequence[Entry]) -> str:
     return h.hexdigest()
 
 
-def _index_args(project: Any, cfg: Any, gpu: Any) -> tuple[str, ...]:
-    """Index options for the requirements file: the project's, ``[tool.gpuship]``'s and the CUDA plan's."""
+def _index_args(plan: Any) -> tuple[str, ...]:
+    """Index options for the requirements file: the ones the lock was resolved with (project, config, GPU plan).
+    Local ``--find-links`` folders are left out: a Docker build cannot see them."""
+    from .. import build as b
+
+    if hasattr(b, "_index_options"):
+        idx = b._index_options(plan)
+    else:  # pragma: no cover - older build module
+        idx = plan.project.index
     out: list[str] = []
-    idx = project.index
-    if cfg.index_url:
-        out.append(f"--index-url {cfg.index_url}")
-    elif idx.index_url:
+    if idx.index_url:
         out.append(f"--index-url {idx.index_url}")
-    extra = [*idx.extra_index_urls, *cfg.extra_index_urls, *(getattr(gpu, "index_urls", ()) if gpu else ())]
-    out += [f"--extra-index-url {u}" for u in dict.fromkeys(extra)]
+    out += [f"--extra-index-url {u}" for u in dict.fromkeys(idx.extra_index_urls)]
     out += [f"--find-links {f}" for f in idx.find_links if re.match(r"^https?://", f)]
     return tuple(out)
 
