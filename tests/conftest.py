@@ -62,3 +62,10 @@ def docker() -> Docker:
     if d.exe is None or subprocess.run([d.exe, "info"], capture_output=True).returncode != 0:
         pytest.fail("no Docker Engine answers: run the README's test command (scripts/test.sh), which starts dockerd")
     return d
+
+
+@pytest.fixture(scope="session")
+def build_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One gpuship cache for every test that runs `gpuship build`: wheels and .debs are downloaded once."""
+    root = os.environ.get("GPUSHIP_TEST_CACHE")
+    return Path(root) if root else tmp_path_factory.mktemp("build-cache")

@@ -21,12 +21,20 @@ def _project(tmp_path: Path, pyproject: str, files: dict[str, str] | None = None
     return p
 
 
+_CACHE: list[Path] = []
+
+
+@pytest.fixture(autouse=True)
+def _shared(build_cache: Path) -> None:
+    _CACHE[:] = [build_cache]
+
+
 BASIC = '[project]\nname = "p"\nversion = "1"\ndependencies = [{deps}]\n{tool}'
 
 
 def _fails(tmp_path: Path, project: Path, *args: str) -> str:
     out = tmp_path / "out.tar"
-    line = one_error_line(gpuship("build", str(project), "-o", f"oci-archive:{out}", *args, cache=tmp_path / "cache"))
+    line = one_error_line(gpuship("build", str(project), "-o", f"oci-archive:{out}", *args, cache=_CACHE[0]))
     assert not out.exists()
     return line
 
@@ -72,7 +80,7 @@ def test_secrets_are_left_out_with_a_warning(tmp_path: Path, docker) -> None:
         "config.yaml": "a: 1\n",
     })
     archive = tmp_path / "img.tar"
-    proc = gpuship("build", str(project), "-o", f"docker-archive:{archive}", cache=tmp_path / "cache")
+    proc = gpuship("build", str(project), "-o", f"docker-archive:{archive}", cache=_CACHE[0])
     assert proc.returncode == 0, proc.stderr
     for secret in (".env", "deploy/id_rsa", "certs/server.pem"):
         assert f"left out {secret}" in proc.stderr

@@ -11,11 +11,6 @@ import pytest
 from build_support import copy_example, gpuship
 
 
-@pytest.fixture(scope="module")
-def build_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("build-cache")
-
-
 def _build_and_run(name: str, tmp_path: Path, cache: Path, docker, *extra: str, platform: str = "linux/amd64") -> str:
     project = copy_example(name, tmp_path)
     archive = tmp_path / f"{name}.tar"

@@ -13,11 +13,6 @@ import pytest
 from build_support import copy_example, gpuship
 
 
-@pytest.fixture(scope="module")
-def gpu_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("gpu-build-cache")
-
-
 def _build(name: str, tmp_path: Path, cache: Path) -> tuple[Path, dict]:
     project = copy_example(name, tmp_path)
     archive = tmp_path / f"{name}.oci.tar"
@@ -43,8 +38,8 @@ def _docker_run(docker, archive: Path) -> "subprocess.CompletedProcess[str]":
         docker.run("rmi", "-f", ref, check=False)
 
 
-def test_cuda_ptx_matmul_image(tmp_path: Path, gpu_cache: Path, docker) -> None:
-    archive, report = _build("cuda-ptx-matmul", tmp_path, gpu_cache)
+def test_cuda_ptx_matmul_image(tmp_path: Path, build_cache: Path, docker) -> None:
+    archive, report = _build("cuda-ptx-matmul", tmp_path, build_cache)
     plat = report["platforms"][0]
     compressed = sum(l["size"] for l in plat["layers"])
     assert compressed < 60_000_000, compressed  # small enough to carry to an offline GPU host in one file
@@ -58,31 +53,31 @@ def test_cuda_ptx_matmul_image(tmp_path: Path, gpu_cache: Path, docker) -> None:
     assert cfg["User"] == "65532:65532"
 
     # On this GPU-less host the built-in runner runs the app on the CPU: it must say why it cannot compute.
-    run = gpuship("run", "--runtime", "builtin", f"oci-archive:{archive}", cache=gpu_cache)
+    run = gpuship("run", "--runtime", "builtin", f"oci-archive:{archive}", cache=build_cache)
     assert run.returncode == 1, run.stdout + run.stderr
     assert "no GPU visible" in run.stdout
 
-    check = gpuship("check", "--runtime", "builtin", f"oci-archive:{archive}", cache=gpu_cache)
+    check = gpuship("check", "--runtime", "builtin", f"oci-archive:{archive}", cache=build_cache)
     assert check.returncode == 1, check.stdout + check.stderr
     assert "no GPU visible" in check.stdout and "without GPU support" in check.stdout
 
     in_docker = _docker_run(docker, tmp_path / "cuda-ptx-matmul.docker.tar")
     assert in_docker.returncode == 1 and "no GPU visible" in in_docker.stdout
 
-    check_json = gpuship("check", "--runtime", "builtin", f"oci-archive:{archive}", "--", "--json", cache=gpu_cache)
+    check_json = gpuship("check", "--runtime", "builtin", f"oci-archive:{archive}", "--", "--json", cache=build_cache)
     data = json.loads(check_json.stdout)
     assert check_json.returncode == 1 and data
 
 
-def test_numba_matmul_falls_back_to_the_cpu(tmp_path: Path, gpu_cache: Path, docker) -> None:
-    archive, report = _build("numba-matmul", tmp_path, gpu_cache)
+def test_numba_matmul_falls_back_to_the_cpu(tmp_path: Path, build_cache: Path, docker) -> None:
+    archive, report = _build("numba-matmul", tmp_path, build_cache)
     plat = report["platforms"][0]
     names = {d[0] for d in plat["python_distributions"]}
     # numba-cuda got its CUDA extra: libNVVM ships with the image ("libNVVM cannot be found" is designed out)
     assert "numba-cuda" in names and any(n.startswith(("nvidia-nvvm", "nvidia-cuda-nvcc", "cuda-toolkit")) for n in names)
     pruned = plat["pruned"]["gpu_archs"]
     assert pruned is not None and pruned["targets"] == ["sm_80", "sm_89", "sm_90"]
-    run = gpuship("run", "--runtime", "builtin", f"oci-archive:{archive}", cache=gpu_cache)
+    run = gpuship("run", "--runtime", "builtin", f"oci-archive:{archive}", cache=build_cache)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "on cpu: verified" in run.stdout
     in_docker = _docker_run(docker, tmp_path / "numba-matmul.docker.tar")

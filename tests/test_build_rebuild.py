@@ -16,8 +16,8 @@ def _build(project: Path, tmp_path: Path, cache: Path, name: str, *extra: str) -
     return json.loads(report.read_text())
 
 
-def test_rebuild_reuses_layers_and_app_edit_rebuilds_only_app(tmp_path: Path) -> None:
-    cache = tmp_path / "cache"
+def test_rebuild_reuses_layers_and_app_edit_rebuilds_only_app(tmp_path: Path, build_cache: Path) -> None:
+    cache = build_cache
     project = copy_example("numpy-hello", tmp_path)
     first = _build(project, tmp_path, cache, "first")
     second = _build(project, tmp_path, cache, "second")
@@ -36,8 +36,8 @@ def test_rebuild_reuses_layers_and_app_edit_rebuilds_only_app(tmp_path: Path) ->
     assert before[:-1] == after[:-1] and before[-1] != after[-1]
 
 
-def test_locked_refuses_a_stale_lock(tmp_path: Path) -> None:
-    cache = tmp_path / "cache"
+def test_locked_refuses_a_stale_lock(tmp_path: Path, build_cache: Path) -> None:
+    cache = build_cache
     project = copy_example("numpy-hello", tmp_path)
     _build(project, tmp_path, cache, "first")
     assert (project / "gpuship.lock").is_file()

@@ -34,7 +34,7 @@ def _cpu_torch_wheel() -> str | None:
 
 
 @pytest.fixture(scope="module")
-def torch_status(tmp_path_factory: pytest.TempPathFactory, docker) -> tuple[str, Path]:
+def torch_status(tmp_path_factory: pytest.TempPathFactory, docker, build_cache: Path) -> tuple[str, Path]:
     tmp = tmp_path_factory.mktemp("torch-status")
     project = copy_example("torch-status", tmp)
     wheel = _cpu_torch_wheel()
@@ -47,7 +47,7 @@ def torch_status(tmp_path_factory: pytest.TempPathFactory, docker) -> tuple[str,
         (project / "pyproject.toml").write_text(text)
     archive = tmp / "torch-status.tar"
     ref = f"gpuship-test/torch-status:{uuid.uuid4().hex[:8]}"
-    proc = gpuship("build", str(project), "-t", ref, "-o", f"docker-archive:{archive}", cache=tmp / "cache",
+    proc = gpuship("build", str(project), "-t", ref, "-o", f"docker-archive:{archive}", cache=build_cache,
                    timeout=3000)
     assert proc.returncode == 0, proc.stderr
     docker.load(archive)
@@ -61,7 +61,7 @@ def _compose() -> list[str]:
     return ["docker-compose"]
 
 
-def test_compose_up_answers_status_cpu(torch_status: tuple[str, Path], tmp_path: Path, docker) -> None:
+def test_compose_up_answers_status_cpu(torch_status: tuple[str, Path], tmp_path: Path, docker, build_cache: Path) -> None:
     ref, archive = torch_status
     import socket
 
@@ -70,7 +70,7 @@ def test_compose_up_answers_status_cpu(torch_status: tuple[str, Path], tmp_path:
         port = s.getsockname()[1]
     out = tmp_path / "deploy"
     proc = gpuship("deploy", "compose", f"docker-archive:{archive}", "--ref", ref, "--gpus", "0",
-                   "--host-port", str(port), "-o", str(out), cache=tmp_path / "cache")
+                   "--host-port", str(port), "-o", str(out), cache=build_cache)
     assert proc.returncode == 0, proc.stderr
     compose_file = out / "compose.yaml"
     doc = yaml.safe_load(compose_file.read_text())
@@ -107,10 +107,10 @@ def test_compose_up_answers_status_cpu(torch_status: tuple[str, Path], tmp_path:
         subprocess.run([*cmd, "down", "-v"], capture_output=True, timeout=120)
 
 
-def test_k8s_manifests_pass_the_official_schemas(torch_status: tuple[str, Path], tmp_path: Path) -> None:
+def test_k8s_manifests_pass_the_official_schemas(torch_status: tuple[str, Path], tmp_path: Path, build_cache: Path) -> None:
     ref, archive = torch_status
     out = tmp_path / "k8s"
-    proc = gpuship("deploy", "k8s", f"docker-archive:{archive}", "--ref", ref, "-o", str(out), cache=tmp_path / "c")
+    proc = gpuship("deploy", "k8s", f"docker-archive:{archive}", "--ref", ref, "-o", str(out), cache=build_cache)
     assert proc.returncode == 0, proc.stderr
     docs = [d for f in sorted(out.glob("*.yaml")) for d in yaml.safe_load_all(f.read_text()) if d]
     kinds = {d["kind"] for d in docs}
