@@ -1,7 +1,8 @@
 """A registry image as the base of a build: its Python packages are kept, never replaced behind the user's back.
 
 The base is made here: gpuship's own Debian bookworm base plus a layer with numpy 1.26.4 installed for real
-(uv pip install --target) into /usr/lib/python3/dist-packages, pushed to a real registry on loopback
+(uv pip install --target) into /usr/lib/python3/dist-packages with idna 3.6, and ``nv-tool 2.0.0+nv24.3``, a distribution no
+index serves (like NGC's ``torch 2.3.0a0+40ec155e58``) that requires six; pushed to a real registry on loopback
 (Debian's docker-registry, as in the other registry tests) in Docker's media-type family. Projects then build
 on ``127.0.0.1:PORT/test/base:1`` with the real CLI, and the images run in the real Docker Engine.
 """
@@ -29,6 +30,15 @@ pytestmark = [pytest.mark.registry, pytest.mark.docker]
 
 NUMPY = "1.26.4"
 DIST = "usr/lib/python3/dist-packages"
+NV_TOOL = "2.0.0+nv24.3"
+IDNA = "3.6"
+
+
+def nv_tool_entries() -> list[Entry]:
+    meta = f"Metadata-Version: 2.1\nName: nv-tool\nVersion: {NV_TOOL}\nRequires-Dist: six>=1.16\n\nA tool.\n"
+    return [Entry.file(f"{DIST}/nv_tool.py", b"import six\nVERSION = 'nv'\n"),
+            Entry.file(f"{DIST}/nv_tool-{NV_TOOL}.dist-info/METADATA", meta.encode()),
+            Entry.file(f"{DIST}/nv_tool-{NV_TOOL}.dist-info/RECORD", b"")]
 
 
 @pytest.fixture(scope="module")
@@ -48,11 +58,11 @@ def numpy_base(registry: LocalRegistry, shared_cache: Cache, tmp_path_factory: p
 
     base = build_base("debian-bookworm", "linux/amd64", cache=shared_cache)
     target = tmp_path_factory.mktemp("numpy-target")
-    run_uv(["pip", "install", "--target", str(target), f"numpy=={NUMPY}", "--no-deps",
+    run_uv(["pip", "install", "--target", str(target), f"numpy=={NUMPY}", f"idna=={IDNA}", "--no-deps",
             "--python-platform", "x86_64-manylinux_2_36", "--python-version", "3.11", "--quiet"],
            what="installing numpy for the test base")
-    numpy_layer = build_layer(entries_from_dir(target, DIST, include=lambda rel: not rel.startswith("bin")), shared_cache,
-                              comment=f"numpy {NUMPY} in dist-packages")
+    entries = [*entries_from_dir(target, DIST, include=lambda rel: not rel.startswith("bin")), *nv_tool_entries()]
+    numpy_layer = build_layer(entries, shared_cache, comment=f"numpy {NUMPY} and nv-tool in dist-packages")
     img = append_layers(empty_image("linux/amd64", base.config), [*base.layers, numpy_layer])
     ref = f"{registry.host}/test/base:1"
     push(with_family(img, Family.DOCKER), ref, cache=shared_cache, insecure=True)
@@ -66,7 +76,8 @@ def _project(root: Path, deps: list[str], extra: str = "") -> Path:
         f"dependencies = {json.dumps(deps)}\n\n[tool.gpuship]\nentrypoint = ['python', 'main.py']\n{extra}"
     )
     (root / "main.py").write_text(
-        "import numpy, six\nprint('numpy', numpy.__version__, numpy.__file__)\nprint('six', six.__file__)\n"
+        "import numpy, six, nv_tool\nprint('numpy', numpy.__version__, numpy.__file__)\nprint('six', six.__file__)\n"
+        "print('nv_tool', nv_tool.__file__)\n"
     )
     return root
 
@@ -81,7 +92,11 @@ def test_registry_base_reads_python_dpkg_and_constraints(numpy_base: str, shared
     rb = registry_base(numpy_base, "linux/amd64", shared_cache)
     assert (rb.python.version, rb.python.executable) == ("3.11", "/usr/bin/python3")
     assert rb.facts.distributions["numpy"] == NUMPY and rb.facts.os_id == "debian 12"
-    assert f"numpy=={NUMPY}" in rb.constraints() and rb.constraints(replace=["NumPy"]) == []
+    assert rb.constraints() == [f"idna=={IDNA}", f"numpy=={NUMPY}", f"nv-tool=={NV_TOOL}"]
+    assert rb.constraints(replace=["NumPy"]) == [f"idna=={IDNA}", f"nv-tool=={NV_TOOL}"]
+    assert rb.scan.requires["nv-tool"] == ("Requires-Dist: six>=1.16",)
+    wheels = sorted(p.name for p in rb.lock_options(shared_cache)["installed_wheels"].iterdir())
+    assert wheels == [f"idna-{IDNA}-py3-none-any.whl", f"numpy-{NUMPY}-py3-none-any.whl", f"nv_tool-{NV_TOOL}-py3-none-any.whl"]
     assert rb.location("numpy") == f"/{DIST}"
     assert "libc6" in [n for n, _, _ in rb.packages] and rb.glibc == "2.36"
     assert rb.links["bin"] == "usr/bin" and rb.dropped is None
@@ -103,7 +118,8 @@ def test_a_base_without_python_is_refused(registry: LocalRegistry, cache: Cache,
 
 def test_build_on_the_base_keeps_its_numpy(numpy_base: str, registry: LocalRegistry, shared_cache: Cache,
                                            tmp_path: Path, docker) -> None:
-    project = _project(tmp_path / "proj", ["numpy>=1.26,<2", "six==1.16.0"], f"base = '{numpy_base}'\n")
+    # nv-tool is not on any index: the lock takes the base's, and six because the base's nv-tool requires it
+    project = _project(tmp_path / "proj", ["numpy>=1.26,<2", "nv-tool>=2"], f"base = '{numpy_base}'\n")
     archive, layout = tmp_path / "img.tar", tmp_path / "layout"
     proc = gpuship("build", str(project), "-o", f"docker-archive:{archive},oci:{layout}", "--report",
                    str(tmp_path / "report.json"), cache=shared_cache.root, env=_env(registry))
@@ -113,7 +129,8 @@ def test_build_on_the_base_keeps_its_numpy(numpy_base: str, registry: LocalRegis
     report = json.loads((tmp_path / "report.json").read_text())
     plat = report["platforms"][0]
     dists = dict(plat["python_distributions"])
-    assert "numpy" not in dists and dists["six"] == "1.16.0"  # ... and does not install it again
+    assert f'version = "{NV_TOOL}"' in lock
+    assert "numpy" not in dists and "nv-tool" not in dists and "six" in dists  # ... and does not install it again
     assert [l["group"] for l in plat["layers"]][:4] == ["base"] * 4
 
     # the base's layers byte for byte, below ours; Docker's media types throughout (the base's family)
@@ -139,6 +156,7 @@ def test_build_on_the_base_keeps_its_numpy(numpy_base: str, registry: LocalRegis
         docker.run("rmi", "-f", ref, check=False)
     assert f"numpy {NUMPY} /usr/lib/python3/dist-packages/numpy/__init__.py" in out
     assert "six /opt/venv/lib/python3.11/site-packages/six.py" in out
+    assert "nv_tool /usr/lib/python3/dist-packages/nv_tool.py" in out
     assert "include-system-site-packages = true" in cfg and "home = /usr/bin" in cfg
     assert "[]" in cfg  # no second numpy in the venv
 
@@ -160,3 +178,33 @@ def test_unknown_profile_typo_is_not_pulled(tmp_path: Path, shared_cache: Cache)
     project = _project(tmp_path / "proj", ["six"], "base = 'debian-bokworm'\n")
     line = one_error_line(gpuship("build", str(project), cache=shared_cache.root))
     assert "unknown base 'debian-bokworm'" in line and "did you mean debian-bookworm" in line
+
+
+
+def test_replace_base_packages_installs_over_the_base(numpy_base: str, registry: LocalRegistry, shared_cache: Cache,
+                                                      tmp_path: Path, docker) -> None:
+    """The way out the error names: the project's idna goes into the venv, which comes first on sys.path."""
+    project = _project(tmp_path / "proj", ["idna==3.7", "six"], f"base = '{numpy_base}'\n")
+    assert "idna==3.7 is required but the base image" in one_error_line(
+        gpuship("build", str(project), "-o", f"oci:{tmp_path / 'x'}", cache=shared_cache.root, env=_env(registry)))
+    project = _project(tmp_path / "proj", ["idna==3.7", "six"], f"base = '{numpy_base}'\nreplace-base-packages = ['idna']\n")
+    archive = tmp_path / "img.tar"
+    proc = gpuship("build", str(project), "-o", f"docker-archive:{archive}", cache=shared_cache.root, env=_env(registry))
+    assert proc.returncode == 0, proc.stderr
+    ref = docker.load(archive)
+    try:
+        out = docker.run("run", "--rm", "--entrypoint", "python", ref, "-c",
+                         "import idna, numpy; print(idna.__version__, idna.__file__, numpy.__version__)").stdout
+    finally:
+        docker.run("rmi", "-f", ref, check=False)
+    assert out.strip() == f"3.7 /opt/venv/lib/python3.11/site-packages/idna/__init__.py {NUMPY}"
+
+
+def test_a_library_the_base_lacks_is_a_build_error(numpy_base: str, registry: LocalRegistry, shared_cache: Cache,
+                                                  tmp_path: Path) -> None:
+    """numpy 2.1.0 needs libstdc++, which this base does not have; find-libdeps cannot add .debs to a registry base."""
+    project = _project(tmp_path / "proj", ["numpy==2.1.0"], f"base = '{numpy_base}'\nreplace-base-packages = ['numpy']\n")
+    line = one_error_line(gpuship("build", str(project), "-o", f"oci:{tmp_path / 'out'}", cache=shared_cache.root,
+                                  env=_env(registry)))
+    assert "needs libstdc++.so.6, which the base image" in line and "/opt/venv/lib/python3.11/site-packages/numpy" in line
+    assert "find-libdeps = false" in line and not (tmp_path / "out").exists()

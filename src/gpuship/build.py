@@ -158,7 +158,8 @@ def build(options: BuildOptions, *, cache: Cache | None = None, progress: Progre
             project, plan.platforms, plan.python_version, cache,
             locked=options.locked, extra_requirements=extra_reqs, progress=progress,
             constraints=(tuple(plan.gpu.constraints) if gpu_on(plan) else ()) + tuple(keep_base),
-            index=_index_options(plan), **({"glibc": rbase.glibc} if rbase is not None and rbase.glibc else {}),
+            index=_index_options(plan),
+            **(rbase.lock_options(cache, plan.config.replace_base_packages) if rbase is not None else {}),
         )
     except GpushipError as exc:
         said = rbase.resolve_error(exc, plan.config.replace_base_packages) if rbase is not None else None
@@ -313,8 +314,9 @@ def _build_platform(
 
     deps: tuple[Any, ...] = ()
     extra = tuple(cfg.system_packages)
-    if cfg.find_libdeps and rbase is not None:
-        _say(progress, f"[{platform}] find-libdeps: skipped, the base is a registry image (its libraries are its own)")
+    if cfg.find_libdeps and rbase is not None:  # no Debian packages go onto a registry base: a missing library fails
+        _say(progress, f"[{platform}] find-libdeps: checking shared libraries against the base image")
+        rbase.check_libraries([l for _, l in env_layers + upper], cache, image_env(plan, rbase.config))
     elif cfg.find_libdeps:
         _say(progress, f"[{platform}] find-libdeps: scanning shared libraries")
         pre = build_base(plan.base, platform, extra_packages=extra, cache=cache, mirror=cfg.debian_mirror(),

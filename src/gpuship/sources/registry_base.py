@@ -41,8 +41,9 @@ from ..registry.facts import BaseFacts, base_facts
 from .debian.profiles import PROFILES, PythonInfo
 
 SCAN_NS = "registry-base-scan"
-SCAN_VERSION = 1
+SCAN_VERSION = 2
 MAX_STATUS = 64 << 20
+MAX_METADATA = 1 << 20
 #: Top-level directories that a merged-/usr base has as links into /usr.
 _USR_LINKS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 _METADATA = re.compile(
@@ -68,15 +69,17 @@ class BaseScan:
     links: Mapping[str, str] = field(default_factory=dict)
     packages: tuple[tuple[str, str, str], ...] = ()  # dpkg: (name, version, arch), sorted by name
     locations: Mapping[str, str] = field(default_factory=dict)  # canonical distribution name -> its directory
+    #: canonical distribution name -> the dependency fields of its metadata (Requires-Dist, Requires-Python, ...)
+    requires: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {"version": SCAN_VERSION, "links": dict(self.links), "packages": [list(p) for p in self.packages],
-                "locations": dict(self.locations)}
+                "locations": dict(self.locations), "requires": {k: list(v) for k, v in self.requires.items()}}
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> BaseScan:
         return cls(dict(d.get("links") or {}), tuple(tuple(p) for p in d.get("packages") or ()),  # type: ignore[misc]
-                   dict(d.get("locations") or {}))
+                   dict(d.get("locations") or {}), {k: tuple(v) for k, v in (d.get("requires") or {}).items()})
 
 
 @dataclass(frozen=True)
@@ -208,6 +211,45 @@ class RegistryBase:
             f'or set [tool.gpuship] {REPLACE_KEY} = ["{name}"] to install the required version over the base\'s'
         )
 
+    def missing_libraries(
+        self, layers: Sequence[Layer], cache: Cache, env: Mapping[str, str] | None = None
+    ) -> dict[str, list[str]]:
+        """Sonames that ELF files of ``layers`` (ours, over this base) need and the image would not have:
+        ``{soname: [paths]}``. find-libdeps' loader rules; a library anywhere in the image counts as there."""
+        from .debian.libdeps import Tree, _ld_library_path, _merge, _scan_layer, unsatisfied
+
+        links = dict(self.links)
+        tree = Tree()
+        for layer in self.image.layers:
+            _merge(tree, _scan_layer(layer, cache, links)[0])
+        facts = []
+        for layer in layers:
+            t, f = _scan_layer(layer, cache, links)
+            _merge(tree, t)
+            facts += f
+        return unsatisfied(facts, tree, self.platform.architecture, ld_library_path=_ld_library_path(env))
+
+    def check_libraries(self, layers: Sequence[Layer], cache: Cache, env: Mapping[str, str] | None = None) -> None:
+        """find-libdeps on a registry base: no Debian packages can be added to it, so a missing library is an error."""
+        missing = self.missing_libraries(layers, cache, env)
+        if not missing:
+            return
+        so, files = sorted(missing.items())[0]
+        more = f" (and {len(missing) - 1} more: {', '.join(sorted(missing)[1:4])})" if len(missing) > 1 else ""
+        raise ResolveError(
+            f"/{files[0]} needs {so}, which the base image {self.reference} does not have{more}",
+            "choose a base that has it, or add it to the base image; find-libdeps adds Debian packages only to "
+            "Debian profile bases (set [tool.gpuship] find-libdeps = false to build anyway)",
+        )
+
+    def lock_options(self, cache: Cache, replace: Iterable[str] = ()) -> dict[str, Any]:
+        """Keyword arguments for :func:`gpuship.sources.python.lock_project` on this base: its glibc, and a
+        directory of stand-in wheels for its distributions (:func:`stand_in_wheels`)."""
+        out: dict[str, Any] = {"installed_wheels": stand_in_wheels(self, cache, replace)}
+        if self.glibc:
+            out["glibc"] = self.glibc
+        return out
+
     def strip_provided(self, lock: Any, replace: Iterable[str] = ()) -> Any:
         """``lock`` without the packages the base already has in the same version (they are not installed again)."""
         have = self.distributions(replace)
@@ -245,6 +287,60 @@ def _full(version: str) -> str:
     return version if len(parts) >= 3 else version + ".0"
 
 
+# -- stand-in wheels: what the base has, told to the resolver ------------------------------------------------------
+STUB_FORMAT = 1
+_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+
+
+def stub_wheel(directory: Path, name: str, version: str, fields: Sequence[str] = ()) -> Path:
+    """A metadata-only wheel for ``name`` ``version`` with the base's dependency ``fields``, byte-reproducible.
+
+    The resolver sees the base's own distribution, even one no index serves (NGC's ``torch 2.3.0a0+40ec155e58``),
+    with its real ``Requires-Dist``. It is never installed: the build drops what the base provides.
+    """
+    import base64
+    import hashlib
+    import zipfile
+
+    dist = f"{re.sub(r'[-_.]+', '_', name)}-{version}"
+    files = {
+        f"{dist}.dist-info/METADATA": (f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+                                       + "".join(f"{f}\n" for f in fields)).encode(),
+        f"{dist}.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: gpuship (base image stand-in)\nRoot-Is-Purelib: true\n"
+                                   b"Tag: py3-none-any\n",
+    }
+    record = [f"{p},sha256={base64.urlsafe_b64encode(hashlib.sha256(d).digest()).rstrip(b'=').decode()},{len(d)}"
+              for p, d in files.items()] + [f"{dist}.dist-info/RECORD,,"]
+    files[f"{dist}.dist-info/RECORD"] = ("\n".join(record) + "\n").encode()
+    path = directory / f"{dist}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for p, d in files.items():
+            info = zipfile.ZipInfo(p, _ZIP_TIME)
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, d, zipfile.ZIP_DEFLATED)
+    return path
+
+
+def stand_in_wheels(base: RegistryBase, cache: Cache, replace: Iterable[str] = ()) -> Path:
+    """A directory (in the cache) of :func:`stub_wheel` files for the base's distributions (``replace`` left out)."""
+    import hashlib
+    import json
+
+    items = []
+    for name, version in sorted(base.distributions(replace).items()):
+        try:
+            items.append((name, str(Version(version)), list(base.scan.requires.get(name, ()))))
+        except InvalidVersion:
+            continue
+    key = hashlib.sha256(json.dumps([STUB_FORMAT, items], sort_keys=True).encode()).hexdigest()
+    with cache.directory("base-wheels", key) as (path, ready):
+        if not ready:
+            for name, version, fields in items:
+                stub_wheel(path, name, version, fields)
+    with cache.directory("base-wheels", key) as (path, _):
+        return path
+
+
 # -- reading the layers ----------------------------------------------------------------------------------------
 def _drop_under(nodes: dict[str, Any], path: str, keep_self: bool = False) -> None:
     prefix = path + "/"
@@ -278,16 +374,31 @@ def scan_layers(layers: Sequence[Layer]) -> BaseScan:
             else:
                 m = _METADATA.fullmatch(path)
                 if m is not None and entry.kind in ("file", "symlink", "hardlink"):
-                    nodes[path] = ("dist", ("/" + m.group("sp"), canonicalize_name(m.group("dir").split("-", 1)[0])))
+                    fields = _dependency_fields(fh.read(MAX_METADATA)) if entry.kind == "file" and fh is not None else ()
+                    name = canonicalize_name(m.group("dir").split("-", 1)[0])
+                    nodes[path] = ("dist", ("/" + m.group("sp"), name, fields))
     links = {p: posixpath.normpath(posixpath.join("", v.lstrip("/"))) for p, (k, v) in sorted(nodes.items()) if k == "link"}
     status = [v for _, (k, v) in sorted(nodes.items()) if k == "status"]
-    found = [v for _, (k, v) in nodes.items() if k == "dist"]
-    dirs = sorted({sp for sp, _ in found}, key=lambda sp: (not sp.startswith("/usr/local/"), sp))
+    found = [v for _, (k, v) in sorted(nodes.items()) if k == "dist"]
+    dirs = sorted({sp for sp, _, _ in found}, key=lambda sp: (not sp.startswith("/usr/local/"), sp))
     rank = {sp: i for i, sp in enumerate(dirs)}
     locations: dict[str, str] = {}
-    for sp, name in sorted(found, key=lambda t: -rank[t[0]]):
+    requires: dict[str, tuple[str, ...]] = {}
+    for sp, name, fields in sorted(found, key=lambda t: -rank[t[0]]):
         locations[name] = sp  # the first on sys.path wins, so it is written last
-    return BaseScan(links, _dpkg_packages(status), dict(sorted(locations.items())))
+        requires[name] = fields
+    return BaseScan(links, _dpkg_packages(status), dict(sorted(locations.items())), dict(sorted(requires.items())))
+
+
+def _dependency_fields(data: bytes) -> tuple[str, ...]:
+    """The metadata fields a resolver reads (``Requires-Dist``, ``Requires-Python``, ``Provides-Extra``), as lines."""
+    import email.parser
+
+    headers = email.parser.HeaderParser().parsestr(data.decode("utf-8", errors="replace"))
+    out = []
+    for key in ("Requires-Python", "Provides-Extra", "Requires-Dist"):
+        out += [f"{key}: {' '.join(str(v).split())}" for v in headers.get_all(key) or ()]
+    return tuple(out)
 
 
 def _dpkg_packages(texts: Iterable[str]) -> tuple[tuple[str, str, str], ...]:

@@ -206,11 +206,14 @@ def lock_project(
     glibc: str = DEFAULT_GLIBC,
     lock_path: Path | None = None,
     index: IndexOptions | None = None,
+    installed_wheels: Path | None = None,
 ) -> Lock:
     """The project's lock for ``platforms`` and the base's Python: reused, or resolved with uv and written.
 
     ``extra_requirements`` / ``constraints`` come from the planner (e.g. CUDA wheels it adds or pins);
     ``index`` adds index options (``[tool.gpuship] index-url`` ...) to those the project's files set.
+    ``installed_wheels``: a directory of stand-in wheels for what a registry base already has (uv may pick them;
+    the build never installs them); not part of the input hash — the ``constraints`` pin the same versions.
     ``progress`` is called as ``progress(step)`` (and ``progress(step, done, total)`` for downloads).
     Raises :class:`ConfigError` for a Python mismatch or a stale lock under ``locked``, :class:`ResolveError`
     with uv's explanation for an unsatisfiable set, :class:`NoWheelError` for a platform without a wheel.
@@ -256,7 +259,7 @@ def lock_project(
         prefs = previous[plat].packages if plat in previous else preferred
         target = resolve_platform(
             project, plat, py, cache, glibc=glibc, extra_requirements=extra_requirements,
-            constraints=constraints, preferences=prefs, index=index,
+            constraints=constraints, preferences=prefs, index=index, installed_wheels=installed_wheels,
         )
         targets.append(target)
         preferred = preferred or target.packages
@@ -283,6 +286,7 @@ def resolve_platform(
     constraints: Sequence[str] = (),
     preferences: Sequence[LockedPackage] = (),
     index: IndexOptions | None = None,
+    installed_wheels: Path | None = None,
 ) -> LockedTarget:
     """Resolve the project for one platform with uv and pick each package's file."""
     target = uv_platform(platform, glibc)
@@ -302,6 +306,8 @@ def resolve_platform(
             args += ["--extra", e]
         for c in project.constraint_files:
             args += ["--constraint", str(c)]
+        if installed_wheels is not None:
+            args += ["--find-links", str(installed_wheels)]
         pins = [*project.pins, *constraints]
         if pins:
             (tmp / "constraints.txt").write_text("\n".join(pins) + "\n")
