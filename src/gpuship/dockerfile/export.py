@@ -5,7 +5,8 @@ Files written (each to a temp file, then renamed, so a failure never leaves half
 * ``Dockerfile`` (or the name given) and ``.dockerignore`` — a project's own .dockerignore lines are kept in it;
 * ``requirements.lock.txt`` — ``gpuship.lock`` for the chosen platforms, with hashes;
 * ``.gpuship/docker/`` — ``README.md`` (what the folder is), the files of gpuship's extra layers (``layers/``:
-  the function runtime, gpuship-check) and, when asked for, ``build-ca.crt`` (git-ignored there).
+  the function runtime, gpuship-check), a registry base's ``base-constraints.txt`` and, when asked for,
+  ``build-ca.crt`` (git-ignored there).
 
 A Dockerfile or requirements file that gpuship did not write is never replaced without ``force``.
 """
@@ -24,7 +25,7 @@ from ..errors import GpushipError
 from .render import MARK, README_NAME, render_dockerfile, render_dockerignore
 from .requirements import HEADER as REQ_HEADER
 from .requirements import REQUIREMENTS_NAME
-from .spec import CA_NAME, WORK_DIR, DockerfileSpec, Variant, plan_dockerfile
+from .spec import CA_NAME, CONSTRAINTS_NAME, WORK_DIR, DockerfileSpec, Variant, plan_dockerfile
 
 Progress = Callable[..., None]
 
@@ -89,6 +90,10 @@ def export_dockerfile(
     _write(work / README_NAME, README.encode(), written)
     _write(work / ".gitignore", f"{CA_NAME}\n".encode(), written)
     _write_layers(work / "layers", spec, written)
+    if spec.registry_base:
+        _write(work / CONSTRAINTS_NAME, ("\n".join(spec.base_constraints) + "\n").encode(), written)
+    elif (work / CONSTRAINTS_NAME).exists():
+        (work / CONSTRAINTS_NAME).unlink()
     if ca_bundle is not None:
         _write(work / CA_NAME, Path(ca_bundle).read_bytes(), written)
     elif (work / CA_NAME).exists():

@@ -22,7 +22,7 @@ import shlex
 from collections.abc import Iterable, Sequence
 
 from .requirements import REQUIREMENTS_NAME
-from .spec import CA_NAME, MICROMAMBA_IMAGE, WORK_DIR, DockerfileSpec
+from .spec import CA_NAME, CONSTRAINTS_NAME, MICROMAMBA_IMAGE, WORK_DIR, DockerfileSpec
 
 MARK = "written by `gpuship dockerfile`"
 README_NAME = "README.md"
@@ -35,7 +35,7 @@ def render_dockerfile(spec: DockerfileSpec) -> str:
     """The Dockerfile text for ``spec`` (pip variant or micromamba variant)."""
     parts = _header(spec)
     parts += _builder_micromamba(spec) if spec.variant == "micromamba" else _builder_pip(spec)
-    if spec.is_package:
+    if spec.is_package and not spec.registry_base:
         parts += _project_stage(spec)
     parts += _runtime(spec)
     return "\n".join(parts).rstrip() + "\n"
@@ -77,6 +77,9 @@ def _header(spec: DockerfileSpec) -> list[str]:
     if spec.registry_base:
         lines.append(f"# the base image gpuship read, pinned by digest ({spec.registry_tag} when it was exported)")
     lines.append(f"ARG BASE={spec.base_default}")
+    if spec.registry_base:
+        lines.append("# where uv comes from (any Debian with python3-venv)")
+        lines.append(f"ARG UV_BASE=debian:bookworm-slim")
     if spec.variant == "micromamba":
         lines += [f"ARG MICROMAMBA_IMAGE={MICROMAMBA_IMAGE}", "", "FROM ${MICROMAMBA_IMAGE} AS micromamba"]
     return lines + [""]
@@ -124,35 +127,72 @@ def _builder_pip(spec: DockerfileSpec) -> list[str]:
 
 
 def _builder_registry(spec: DockerfileSpec, install: str, count: str) -> list[str]:
-    """A registry base: its own Python; the venv sees its packages, and its packages are constraints (seed 002)."""
+    """A registry base: its own Python; the venv sees its packages, and its packages are constraints (seed 002).
+
+    The base may have no shell and no pip (gpuship's own bases have neither), so its stages only COPY and run
+    programs in exec form; uv's static binary, the CA bundle, and the shell work (pruning) come from a small
+    Debian stage (``UV_BASE``). The constraints were read by gpuship from the base's layers (the base is pinned by
+    digest, so they stay exact).
+    """
     py, venv = spec.python, spec.venv
-    ca = f"{BUILD_DIR}/ca.pem"
-    freeze = f"{py} -m pip list --format=freeze"
-    if spec.replace_base_packages:
-        names = "|".join(re.escape(n) for n in spec.replace_base_packages)
-        freeze += f" | grep -v -i -E '^({names})=='"
+    uv_install = [*install.split(), "-c", f"{BUILD_DIR}/{CONSTRAINTS_NAME}", "-r", f"{BUILD_DIR}/{REQUIREMENTS_NAME}"]
     lines = [
+        "# ---- uv: its binary, installed with pip on Debian (the base image may have no pip and no shell) -----------",
+        "FROM ${UV_BASE} AS uv",
+        *_ca_steps(["python3-venv", "ca-certificates"]),
+        f"ENV PIP_CERT={SYSTEM_CA} PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1",
+        f"ARG UV_VERSION={spec.uv_version}",
+        *_run(["python3 -m venv /opt/uv", '/opt/uv/bin/pip install --quiet "uv==${UV_VERSION}"']),
+        "",
         "# ---- builder: a venv over the base's Python, made with uv from the locked, hash-checked files -----------",
         "FROM ${BASE} AS builder",
-        f"COPY {WORK_DIR}/{README_NAME} {WORK_DIR}/{CA_NAME[:-1]}[{CA_NAME[-1]}] {BUILD_DIR}/",
-        *_run([f"cat {SYSTEM_CA} > {ca} 2>/dev/null || true",
-               f"if [ -f {BUILD_DIR}/{CA_NAME} ]; then cat {BUILD_DIR}/{CA_NAME} >> {ca}; fi"]),
-        f"ENV SSL_CERT_FILE={ca} PIP_CERT={ca} \\",
-        "    PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 UV_NO_CACHE=1 UV_PYTHON_DOWNLOADS=never",
-        f"ARG UV_VERSION={spec.uv_version}",
-        *_run([
-            f'{py} -m pip install --quiet --target /opt/uv "uv==${{UV_VERSION}}"',
-            f"{py} -m venv --without-pip --system-site-packages {venv}",
-            f"rm -f {venv}/bin/[Aa]ctivate*",
-        ]),
-        f"COPY {REQUIREMENTS_NAME} {BUILD_DIR}/",
-        "# the base's own distributions as constraints (seed 002): a locked file that would replace one fails here;",
-        "# requirements.lock.txt leaves out what the base already has in the same version",
+        "USER 0:0",
+        "COPY --from=uv /opt/uv/bin/uv /opt/uv/bin/uv",
+        f"COPY --from=uv {SYSTEM_CA} {BUILD_DIR}/ca.pem",
+        f"ENV SSL_CERT_FILE={BUILD_DIR}/ca.pem UV_NO_CACHE=1 UV_PYTHON_DOWNLOADS=never",
+        _exec([py, "-m", "venv", "--without-pip", "--system-site-packages", venv]),
+        f"COPY {REQUIREMENTS_NAME} {WORK_DIR}/{CONSTRAINTS_NAME} {BUILD_DIR}/",
+        f"# {CONSTRAINTS_NAME}: the base's own distributions (seed 002's constraints file, read by gpuship from the",
+        "# base's layers): a locked file that would replace one of them fails here. requirements.lock.txt leaves out",
+        "# what the base already has in the same version.",
         count,
-        *_run([f"{freeze} > {BUILD_DIR}/base-constraints.txt",
-               f"{install} -c {BUILD_DIR}/base-constraints.txt -r {BUILD_DIR}/{REQUIREMENTS_NAME}"]),
+        _exec(uv_install),
+        "",
     ]
-    return lines + _after_install(spec)
+    if spec.is_package:
+        lines += [
+            "# ---- project: the project itself, built into a wheel and installed as its own layer ---------------------",
+            "FROM builder AS project",
+            "COPY . /tmp/src",
+            _exec(["/opt/uv/bin/uv", "pip", "install", "--python", f"{venv}/bin/python", "--no-deps",
+                   "--prefix", f"{LAYERS}/project", "/tmp/src"]),
+            "",
+        ]
+    lines += [
+        "# ---- pruned: gpuship's prune rules, run where there is a shell ----------------------------------------------",
+        "FROM uv AS pruned",
+        f"COPY --from=builder {venv} {venv}",
+    ]
+    if spec.is_package:
+        lines.append(f"COPY --from=project {LAYERS}/project {LAYERS}/project")
+    cleanup = [f"rm -f {venv}/bin/[Aa]ctivate*"]
+    if spec.is_package:
+        cleanup += [f"rm -f {LAYERS}/project/.lock",
+                    f"find {LAYERS}/project -depth -type d -name __pycache__ -exec rm -rf {{}} +"]
+    lines += _run([*spec.prune_commands, *cleanup])
+    if spec.bytecode == "unchecked-hash":
+        lines += ["", "# ---- venv: byte code compiled by the base's own Python ------------------------------------------------",
+                  "FROM ${BASE} AS venv",
+                  "USER 0:0",
+                  f"COPY --from=pruned {venv} {venv}",
+                  _exec([f"{venv}/bin/python", "-m", "compileall", "-q", "--invalidation-mode", "unchecked-hash",
+                         f"{venv}/lib"])]
+    return lines + [""]
+
+
+def _exec(argv: Sequence[str]) -> str:
+    """RUN in exec form (no shell needed in the image)."""
+    return "RUN " + json.dumps(list(argv))
 
 
 def _after_install(spec: DockerfileSpec) -> list[str]:
@@ -221,9 +261,14 @@ def _runtime(spec: DockerfileSpec) -> list[str]:
         steps.append("groupadd --gid 65532 app")
         steps.append("useradd --uid 65532 --gid 65532 --home-dir /home/app --create-home --shell /usr/sbin/nologin app")
     lines += _run(steps)
-    lines.append(f"COPY --from=builder {spec.venv} {spec.venv}")
+    venv_stage = "builder"
+    project_stage = "project"
+    if spec.registry_base:
+        venv_stage = "venv" if spec.bytecode == "unchecked-hash" else "pruned"
+        project_stage = "pruned"
+    lines.append(f"COPY --from={venv_stage} {spec.venv} {spec.venv}")
     if spec.is_package:
-        lines.append(f"COPY --from=project {LAYERS}/project/ {spec.venv}/")
+        lines.append(f"COPY --from={project_stage} {LAYERS}/project/ {spec.venv}/")
     for layer in spec.extra_layers:
         lines += [f"# {layer.comment}", f"COPY {layer.context_dir}/ /"]
     lines.append(f"WORKDIR {spec.workdir}")

@@ -29,6 +29,8 @@ Variant = Literal["pip", "micromamba"]
 #: Build inputs that are not the app's (a CA bundle, files of gpuship's extra layers) live here in the context.
 WORK_DIR = ".gpuship/docker"
 CA_NAME = "build-ca.crt"
+#: A registry base's own distributions, written beside the CA for the builder's ``uv pip install -c``.
+CONSTRAINTS_NAME = "base-constraints.txt"
 #: Packages every Debian base already has (never worth an apt-get install line).
 ALWAYS_IN_DEBIAN = frozenset({"base-files", "libc6", "zlib1g"})
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -99,6 +101,7 @@ class DockerfileSpec:
     registry_tag: str = ""
     base_python: str = ""
     replace_base_packages: tuple[str, ...] = ()
+    base_constraints: tuple[str, ...] = ()
     venv: str = VENV
     dockerfile_name: str = "Dockerfile"
     notes: tuple[str, ...] = field(default_factory=tuple)
@@ -245,6 +248,7 @@ def plan_dockerfile(
         registry_tag=rbase.reference if rbase is not None else "",
         base_python=rbase.python.executable if rbase is not None else "",
         replace_base_packages=replace_base,
+        base_constraints=tuple(rbase.constraints(replace_base)) if rbase is not None else (),
         dockerfile_name=dockerfile_name,
         notes=tuple(notes),
     )
@@ -277,7 +281,9 @@ def lock_as_build(plan: Any, extra_requirements: Sequence[str], *, locked: bool,
     kwargs: dict[str, Any] = {}
     if hasattr(b, "_index_options"):
         kwargs["index"] = b._index_options(plan)
-    if rbase is not None and rbase.glibc:
+    if rbase is not None and hasattr(rbase, "lock_options"):
+        kwargs.update(rbase.lock_options(cache, replace_base))
+    elif rbase is not None and rbase.glibc:
         kwargs["glibc"] = rbase.glibc
     try:
         return lock_project(
