@@ -557,7 +557,7 @@ class Keeper:
         traced = {p for p, r in self.kept.files.items() if r in ("trace", "command")}
         by_name = {normalize_name(d.name): d for d in self.distributions}
         touched = [d for d in self.distributions if any(self._real(p) in traced for p in d.paths)]
-        self.touched_distributions = sorted(d.name for d in touched)
+        self.touched_distributions = sorted(normalize_name(d.name) for d in touched)
         for d in touched:
             for p in d.paths:
                 if _LIB_DIR.search(posixpath.dirname(p)) and _SO_NAME.match(posixpath.basename(p)):
@@ -577,7 +577,7 @@ class Keeper:
                 for p in d.paths:
                     self.keep(p, "gpu")
                 wanted += [r for r in self._requires(d) if r in by_name]
-        self.whole_distributions = sorted(d.name for k, d in by_name.items() if k in done)
+        self.whole_distributions = sorted(k for k in by_name if k in done)
 
     def _real(self, path: str) -> str:
         real, _, _ = self.view.resolve(path)

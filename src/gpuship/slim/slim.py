@@ -199,7 +199,8 @@ def slim_image(
     kept, keeper = keep_set(view, trace, ctx)
 
     layers, stats, removed = rewrite_layers(image, view, kept, cache, progress, owner_of=keeper.owner.get)
-    slim = replace(image, layers=tuple(layers), history=_slim_history(image),
+    rewritten = [new is not old for new, old in zip(layers, image.layers)]
+    slim = replace(image, layers=tuple(layers), history=_slim_history(image, rewritten),
                    annotations={**image.annotations, "dev.gpuship.slim.source": image.digest})
 
     _say(progress, "verifying: the same workload on the slimmed image")
@@ -322,7 +323,7 @@ def rewrite_layers(
     n = len(image.layers)
     cover = _Cover()
     reals = _RealDirs(view)
-    plans: list[tuple[list[Entry], int, int, int, int, int]] = [([], 0, 0, 0, 0, 0)] * n
+    plans: list[tuple[list[Entry], int, int, int, int, int, bool]] = [([], 0, 0, 0, 0, 0, False)] * n
     removed: list[Removed] = []
     for i in reversed(range(n)):
         layer = image.layers[i]
@@ -370,29 +371,41 @@ def rewrite_layers(
             if entry.path in parents or (not hidden and real in kept.dirs):
                 emitted.append(entry)
         cover.merge(mine)
-        plans[i] = (emitted, files_before, files_after, bytes_before, bytes_after, shadowed)
+        # every file kept, and every folder one the slimmed image has anyway: the layer is reused as it is
+        whole = files_after == files_before and all(real in kept.dirs for _, real, _ in dir_entries)
+        plans[i] = (emitted, files_before, files_after, bytes_before, bytes_after, shadowed, whole)
 
     new_layers: list[Layer] = []
     stats: list[LayerSlim] = []
     comments = layer_comments(image)
     for i, layer in enumerate(image.layers):
-        emitted, fb, fa, bb, ba, sh = plans[i]
-        _say(progress, f"writing layer {i + 1}/{n} ({fa} of {fb} files)")
-        key = _layer_key(image, layer, emitted)
-        comment = f"{comments[i]} (slimmed)" if comments[i] else "slimmed"
-        new = cached_layer(cache, key, lambda e=emitted: iter(e), compression=layer.compression, comment=comment)
+        emitted, fb, fa, bb, ba, sh, whole = plans[i]
+        if whole:  # nothing to drop here: the very same blob (its whiteouts hide nothing that is left below)
+            new = layer
+        else:
+            _say(progress, f"writing layer {i + 1}/{n} ({fa} of {fb} files)")
+            key = _layer_key(image, layer, emitted)
+            comment = f"{comments[i]} (slimmed)" if comments[i] else "slimmed"
+            new = cached_layer(cache, key, lambda e=emitted: iter(e), compression=layer.compression, comment=comment)
         new_layers.append(new)
         stats.append(LayerSlim(i, comments[i], layer, new, fb, fa, bb, ba, sh))
     return new_layers, stats, removed
 
 
-def _slim_history(image: Image) -> tuple[History, ...]:
-    """The history, each layer's line marked as slimmed (aligned with the layers, as the original's)."""
+def _slim_history(image: Image, rewritten: list[bool]) -> tuple[History, ...]:
+    """The history, the line of each rewritten layer marked as slimmed (when aligned with the layers)."""
     hist = list(image.history)
     if sum(1 for h in hist if not h.empty_layer) != len(image.layers):
         return tuple(hist)
-    return tuple(h if h.empty_layer else replace(h, comment=f"{h.comment} (slimmed)" if h.comment else "slimmed")
-                 for h in hist)
+    out: list[History] = []
+    i = 0
+    for h in hist:
+        if not h.empty_layer:
+            if rewritten[i]:
+                h = replace(h, comment=f"{h.comment} (slimmed)" if h.comment else "slimmed")
+            i += 1
+        out.append(h)
+    return tuple(out)
 
 
 def layer_comments(image: Image) -> list[str]:
