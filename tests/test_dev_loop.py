@@ -24,7 +24,8 @@ def _package(root: Path) -> Path:
     (root / "pyproject.toml").write_text(
         "[project]\nname = 'hello-pkg'\nversion = '0.2.0'\nrequires-python = '>=3.11'\ndependencies = []\n\n"
         "[project.scripts]\nhello = 'hellopkg.cli:main'\n\n"
-        "[build-system]\nrequires = ['hatchling']\nbuild-backend = 'hatchling.build'\n"
+        "[build-system]\nrequires = ['hatchling']\nbuild-backend = 'hatchling.build'\n\n"
+        "[tool.hatch.build.targets.wheel]\npackages = ['src/hellopkg']\n"
     )
     (root / "src" / "hellopkg" / "__init__.py").write_text("GREETING = 'hello, first version'\n")
     (root / "src" / "hellopkg" / "cli.py").write_text(
@@ -68,9 +69,10 @@ def test_source_dir(tmp_path: Path) -> None:
     assert source_dir(tmp_path, "/app") == "/app/src"
 
 
+@pytest.mark.docker
 def test_dev_package_edit_shows_without_rebuild(tmp_path: Path, shared_cache: Cache, docker) -> None:  # type: ignore[no-untyped-def]
     project = _package(tmp_path / "proj")
-    tag = None
+    tag = built_tag = None
     try:
         out1, digest1, _ = _dev(project, shared_cache, code=3)  # the command's exit code is gpuship dev's
         assert out1.strip() == "hello, first version"
@@ -91,9 +93,20 @@ def test_dev_package_edit_shows_without_rebuild(tmp_path: Path, shared_cache: Ca
         groups = [r.group for r in made.built.platforms[0].rows]
         assert "app" not in groups and "project" not in groups and groups[-1] == "editable"
         tag = "gpuship-run:" + made.image.config_descriptor()["digest"][7:23]
+
+        # --image: a prebuilt image (with the project's wheel installed); the mounted source wins through PYTHONPATH
+        archive = tmp_path / "built.tar"
+        assert gpuship("build", str(project), "-o", f"docker-archive:{archive}", cache=shared_cache.root).returncode == 0
+        (project / "src" / "hellopkg" / "__init__.py").write_text("GREETING = 'hello, after the build'\n")
+        proc = gpuship("dev", str(project), "--image", f"docker-archive:{archive}", cache=shared_cache.root)
+        assert proc.returncode == 3 and proc.stdout.strip() == "hello, after the build", proc.stderr
+        from gpuship.oci.readers import read_image
+
+        built_tag = "gpuship-run:" + read_image(f"docker-archive:{archive}").config_descriptor()["digest"][7:23]
     finally:
-        if tag:
-            docker.run("rmi", "-f", tag, check=False)
+        for t in (tag, built_tag):
+            if t:
+                docker.run("rmi", "-f", t, check=False)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the built-in runner needs root (CI runs as root)")
