@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -177,6 +178,10 @@ def _group_entries(group: Sequence[Installed], links: Mapping[str, str], cache: 
     return out
 
 
+#: bump when DebianBase or the way it is made changes, so remembered results are not reused
+BASE_MEMO_VERSION = 1
+
+
 def _key(*parts: object) -> str:
     return json.dumps(parts, sort_keys=True, separators=(",", ":"))
 
@@ -212,7 +217,19 @@ def build_base(
     suites = suites_for(prof.codename, mirror=mirror, security_mirror=security_mirror)
     repo = Repository(suites, cache, progress=progress)
     try:
-        return _build(prof, plat, tuple(extra_packages), cache, repo, progress, compression)
+        # The same profile, packages and signed indexes always give the same base: remember the result, so a
+        # rebuild skips resolution (the layers are cached anyway). The key holds every index's hash.
+        key = _key("base", BASE_MEMO_VERSION, prof.name, str(plat), sorted(set(extra_packages)), compression,
+                   [[s.uri, s.name, sorted(repo.release(s).files.items())] for s in suites])
+        memo = cache.get_ref("base-results", hashlib.sha256(key.encode()).hexdigest())
+        if memo is not None and cache.has(memo["digest"]):
+            base = pickle.loads(cache.read(memo["digest"]))
+            if all(cache.has(l.digest) for l in base.layers):
+                return replace(base, layers=tuple(replace(l, reused=True, cache=cache) for l in base.layers))
+        base = _build(prof, plat, tuple(extra_packages), cache, repo, progress, compression)
+        digest = cache.put_bytes(pickle.dumps(base))
+        cache.put_ref("base-results", hashlib.sha256(key.encode()).hexdigest(), {"digest": digest})
+        return base
     finally:
         repo.close()
 

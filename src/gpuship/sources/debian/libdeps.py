@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import fnmatch
 import gzip
+import hashlib
 import json
 import lzma
 import posixpath
@@ -192,6 +193,12 @@ def scan_items(items: Iterable[tuple[Entry, BinaryIO | None]], tree: Tree, links
 
 def _scan_layer(layer: Layer, cache: Cache, links: Mapping[str, str]) -> tuple[Tree, list[ElfFacts]]:
     """Scan one layer, cached by its digest (a multi-GB layer is read once)."""
+    tree, facts, _ = _scan_layer_digest(layer, cache, links)
+    return tree, facts
+
+
+def _scan_layer_digest(layer: Layer, cache: Cache, links: Mapping[str, str]) -> tuple[Tree, list[ElfFacts], str]:
+    """:func:`_scan_layer`, plus the digest of the scan (paths, links and ELF facts; not file contents)."""
     key = f"{SCAN_FORMAT}:{layer.digest}:{json.dumps(dict(links), sort_keys=True)}"
     rec = cache.get_ref("debian-libdeps-scan", key)
     tree = Tree()
@@ -199,7 +206,7 @@ def _scan_layer(layer: Layer, cache: Cache, links: Mapping[str, str]) -> tuple[T
         data = json.loads(cache.read(rec["digest"]))
         for p, kind, target in data["entries"]:
             tree.add(p, kind, target)
-        return tree, [ElfFacts(f[0], tuple(f[1]), tuple(f[2]), tuple(f[3]), f[4], f[5]) for f in data["elves"]]
+        return tree, [ElfFacts(f[0], tuple(f[1]), tuple(f[2]), tuple(f[3]), f[4], f[5]) for f in data["elves"]], rec["digest"]
     entries: list[list[str]] = []
 
     def recorded() -> Iterator[tuple[Entry, BinaryIO | None]]:
@@ -211,7 +218,7 @@ def _scan_layer(layer: Layer, cache: Cache, links: Mapping[str, str]) -> tuple[T
     blob = json.dumps({"entries": entries, "elves": [[f.path, list(f.needed), list(f.rpath), list(f.runpath), f.machine, f.elfclass] for f in facts]})
     digest = cache.put_bytes(blob.encode())
     cache.put_ref("debian-libdeps-scan", key, {"digest": digest})
-    return tree, facts
+    return tree, facts, digest
 
 
 def _expand(d: str, origin: str, arch: str) -> str:
@@ -366,17 +373,32 @@ def libdeps_for_layers(
     cache = cache or Cache()
     links = dict(base.links)
     tree = Tree()
+    scans: list[str] = []
     for layer in base.layers:
-        t, _ = _scan_layer(layer, cache, links)
+        t, _, d = _scan_layer_digest(layer, cache, links)
         _merge(tree, t)
+        scans.append(d)
     facts: list[ElfFacts] = []
     for layer in layers:
         if progress:
             progress(f"scanning {layer.digest[:19]} for shared libraries")
-        t, f = _scan_layer(layer, cache, links)
+        t, f, d = _scan_layer_digest(layer, cache, links)
         _merge(tree, t)
         facts += f
-    return _finish(facts, tree, base, cache, env, ignore, progress)
+        scans.append(d)
+    # The answer depends only on the scans (paths and ELF facts, not file contents), the base and the settings:
+    # an edit to an app file that adds no library reuses it.
+    ignore = tuple(ignore)
+    key = json.dumps([SCAN_FORMAT, scans, list(base.packages), dict(env or {}), sorted(ignore)], sort_keys=True)
+    key = hashlib.sha256(key.encode()).hexdigest()
+    rec = cache.get_ref("libdeps-results", key)
+    if rec is not None:
+        return [LibDep(d["package"], d["soname"], tuple(d["needed_by"]), d["path"]) for d in rec]
+    deps = _finish(facts, tree, base, cache, env, ignore, progress)
+    cache.put_ref("libdeps-results", key, [
+        {"package": d.package, "soname": d.soname, "needed_by": list(d.needed_by), "path": d.path} for d in deps
+    ])
+    return deps
 
 
 def libdeps_for_tree(
