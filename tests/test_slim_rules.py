@@ -111,6 +111,7 @@ def image_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _write(root, "usr/share/doc/foo/copyright", "license")
     _write(root, "usr/share/doc/foo/changelog.gz", b"\x1f\x8b" + b"0" * 4096)
     (root / "tmp").mkdir()
+    (root / "proc").mkdir()
     (root / "home/nonroot").mkdir(parents=True)
     _write(root, "app/main.py", "import pkg\n")
     _write(root, "app/templates/page.html", "<p>untouched, but the app's own</p>")
@@ -182,7 +183,7 @@ def test_safety_list_app_and_directories(kept: KeepSet) -> None:
               "app/templates/page.html", "app/main.py"):
         assert p in kept.files, p
     assert "usr/share/doc/foo/changelog.gz" not in kept.files
-    assert {"tmp", "home/nonroot", "app"} <= set(kept.dirs)  # empty folders, the home, the app
+    assert {"tmp", "proc", "home/nonroot", "app"} <= set(kept.dirs)  # empty folders and mount points, the home, the app
     assert "usr/share/doc/foo" in kept.dirs  # a parent of a kept file
 
 

@@ -174,9 +174,13 @@ class RootView:
             with it:
                 for de in it:
                     path = f"{rel}/{de.name}" if rel else de.name
-                    if not rel and de.name in PSEUDO:
-                        continue
                     st = de.stat(follow_symlinks=False)
+                    if not rel and de.name in PSEUDO:  # mount points: kept as (empty) folders, never read
+                        if stat.S_ISDIR(st.st_mode):
+                            names.append(de.name)
+                            view.kind[path] = "dir"
+                            view.mode[path] = st.st_mode
+                        continue
                     names.append(de.name)
                     view.mode[path] = st.st_mode
                     if stat.S_ISLNK(st.st_mode):
