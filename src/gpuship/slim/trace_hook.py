@@ -109,7 +109,10 @@ def _gpuship_slim_install():  # noqa: C901 - one closure over the few names the 
             for line in b"".join(chunks).decode("utf-8", "surrogateescape").splitlines():
                 parts = line.split(None, 5)
                 if len(parts) == 6 and parts[5].startswith("/"):
-                    note("map", parts[5].removesuffix(" (deleted)"))
+                    path = parts[5]
+                    if path.endswith(" (deleted)"):  # (no str.removesuffix before Python 3.9)
+                        path = path[: -len(" (deleted)")]
+                    note("map", path)
         except Exception:  # noqa: BLE001
             pass
 
