@@ -47,6 +47,8 @@ from typing import Any
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
+from ..elf import dynamic_links
+
 from ..errors import GpushipError
 from ..inspect.owners import Package, debian_packages, is_owner_database, python_distributions
 from ..sources.debian.libdeps import TRIPLETS, default_dirs, driver_provided
@@ -289,24 +291,8 @@ def elf_links(path: Path | str) -> ElfLinks | None:
             if fh.read(4) != b"\x7fELF":
                 return None
             fh.seek(0)
-            elf = ELFFile(fh)
-            interp = ""
-            needed: list[str] = []
-            rpath: list[str] = []
-            runpath: list[str] = []
-            for seg in elf.iter_segments():
-                if seg["p_type"] == "PT_INTERP":
-                    interp = seg.get_interp_name()
-                elif seg["p_type"] == "PT_DYNAMIC":
-                    for tag in seg.iter_tags():
-                        t = tag.entry.d_tag
-                        if t == "DT_NEEDED":
-                            needed.append(tag.needed)
-                        elif t == "DT_RPATH":
-                            rpath += [p for p in tag.rpath.split(":") if p]
-                        elif t == "DT_RUNPATH":
-                            runpath += [p for p in tag.runpath.split(":") if p]
-            return ElfLinks(interp, tuple(needed), tuple(rpath), tuple(runpath))
+            links = dynamic_links(ELFFile(fh))
+            return ElfLinks(links.interp, links.needed, links.rpath, links.runpath)
     except (ELFError, OSError):
         return None
     except Exception:  # noqa: BLE001 - pyelftools raises many kinds on malformed input; such a file is skipped

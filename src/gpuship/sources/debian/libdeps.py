@@ -31,6 +31,8 @@ from typing import BinaryIO
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
+from ...elf import dynamic_links
+
 from ...cache import Cache
 from ...errors import GpushipError, ResolveError
 from ...oci.entry import Entry, clean_path, rebase_through_links
@@ -147,21 +149,8 @@ def _elf_facts(path: str, fh: BinaryIO) -> ElfFacts | None:
         elf = ELFFile(fh)
         if elf["e_type"] not in ("ET_DYN", "ET_EXEC"):
             return None
-        needed: list[str] = []
-        rpath: list[str] = []
-        runpath: list[str] = []
-        for seg in elf.iter_segments():
-            if seg["p_type"] != "PT_DYNAMIC":
-                continue
-            for tag in seg.iter_tags():
-                t = tag.entry.d_tag
-                if t == "DT_NEEDED":
-                    needed.append(tag.needed)
-                elif t == "DT_RPATH":
-                    rpath += [p for p in tag.rpath.split(":") if p]
-                elif t == "DT_RUNPATH":
-                    runpath += [p for p in tag.runpath.split(":") if p]
-        return ElfFacts(path, tuple(needed), tuple(rpath), tuple(runpath), str(elf["e_machine"]), int(elf.elfclass))
+        links = dynamic_links(elf)
+        return ElfFacts(path, links.needed, links.rpath, links.runpath, str(elf["e_machine"]), int(elf.elfclass))
     except (ELFError, OSError):
         return None  # not an ELF the loader would read; nothing to resolve
     except Exception:  # noqa: BLE001 - pyelftools raises many kinds on malformed input; such a file is skipped
