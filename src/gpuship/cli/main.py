@@ -37,7 +37,9 @@ def _register() -> None:
     """Import each verb module; each adds its commands to ``app``. A missing module is skipped."""
     import importlib
 
-    for name in ("cache", "image", "run", "debian", "build", "gpu", "registry", "deploy", "inspect", "slim", "dockerfile", "dev"):
+    for name in (
+        "build", "dockerfile", "run", "dev", "gpu", "registry", "deploy", "inspect", "slim", "debian", "image", "cache",
+    ):
         try:
             importlib.import_module(f"gpuship.cli.{name}")
         except ModuleNotFoundError as exc:
