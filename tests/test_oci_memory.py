@@ -1,5 +1,5 @@
 """Layers of any size pass through in bounded memory: build, write, read back and unpack a big layer in a
-subprocess and read its peak RSS (ru_maxrss)."""
+subprocess and read its peak RSS (VmHWM)."""
 
 from __future__ import annotations
 
@@ -32,7 +32,10 @@ class PseudoRandom(io.RawIOBase):
         return self.rng.randbytes(n)
 
 def rss_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+    # VmHWM: this process's own peak RSS. (ru_maxrss would carry over the peak of the process that forked us,
+    # which Linux keeps across execve, so a big pytest parent would be counted.)
+    with open("/proc/self/status") as fh:
+        return next(int(l.split()[1]) for l in fh if l.startswith("VmHWM:")) // 1024
 
 layer = build_layer([Entry.stream("data/big.bin", size, PseudoRandom)], Cache(os.path.join(work, "c1")))
 after_build = rss_mb()
