@@ -158,8 +158,30 @@ _STALE_CONFIG_KEYS = ("container", "container_config", "docker_version", "create
 MAX_LAYERS = 100
 
 
+class _Manifested:
+    """``manifest_bytes`` and ``digest`` for an Image or Index: the bytes it was read with while unchanged
+    (so a read image written back keeps its digest), else canonical JSON."""
+
+    origin: Origin | None
+
+    def _unchanged(self) -> bool:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def manifest_json(self) -> dict[str, Any]:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def manifest_bytes(self) -> bytes:
+        if self._unchanged() and self.origin.manifest:  # type: ignore[union-attr]
+            return self.origin.manifest  # type: ignore[union-attr]
+        return canonical_json(self.manifest_json())
+
+    @property
+    def digest(self) -> str:
+        return sha256_digest(self.manifest_bytes())
+
+
 @dataclass(frozen=True)
-class Image:
+class Image(_Manifested):
     """A single-platform image: platform + config + ordered layers (+ history and annotations)."""
 
     platform: Platform
@@ -233,14 +255,6 @@ class Image:
             d["annotations"] = dict(self.annotations)
         return d
 
-    def manifest_bytes(self) -> bytes:
-        if self._unchanged() and self.origin.manifest:  # type: ignore[union-attr]
-            return self.origin.manifest  # type: ignore[union-attr]
-        return canonical_json(self.manifest_json())
-
-    @property
-    def digest(self) -> str:
-        return sha256_digest(self.manifest_bytes())
 
     def descriptor(self) -> dict[str, Any]:
         data = self.manifest_bytes()
@@ -314,7 +328,7 @@ def with_annotations(image: Image, **annotations: str) -> Image:
 
 
 @dataclass(frozen=True)
-class Index:
+class Index(_Manifested):
     """A multi-platform image: one :class:`Image` per platform."""
 
     images: tuple[Image, ...]
@@ -341,14 +355,6 @@ class Index:
             d["annotations"] = dict(self.annotations)
         return d
 
-    def manifest_bytes(self) -> bytes:
-        if self._unchanged() and self.origin.manifest:  # type: ignore[union-attr]
-            return self.origin.manifest  # type: ignore[union-attr]
-        return canonical_json(self.manifest_json())
-
-    @property
-    def digest(self) -> str:
-        return sha256_digest(self.manifest_bytes())
 
     def for_platform(self, platform: Platform | str) -> Image:
         p = Platform.parse(platform) if isinstance(platform, str) else platform
