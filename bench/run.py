@@ -283,7 +283,10 @@ def _mb(n: int | None) -> str:
 
 
 def _ratio(x: float, g: float) -> str:
-    return "" if not g else f" ({x / g:.1f}×)"
+    if not g:
+        return ""
+    r = x / g
+    return f" ({r:.2f}×)" if r < 0.1 else f" ({r:.1f}×)"
 
 
 def tables(res: dict[str, Any]) -> str:
@@ -379,7 +382,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-serve", action="store_true", default=os.environ.get("BENCH_SERVE") == "0",
                     help="skip the function-runtime load test (BENCH_SERVE=0)")
     ap.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temp folder, removed)")
+    ap.add_argument("--render-only", action="store_true",
+                    help="build nothing: print the tables of --out (bench/results.json) and update the docs")
     args = ap.parse_args(argv)
+    if args.render_only:
+        res = json.loads(args.out.read_text())
+        print(f"Machine: {machine_line(res['machine'])}\n\n{tables(res)}")
+        if not args.no_docs:
+            write_docs(res, args.docs)
+        return 0
     examples = [e for e in args.examples.replace(",", " ").split() if e]
     for e in examples:
         if not (ROOT / "examples" / e).is_dir():

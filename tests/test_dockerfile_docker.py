@@ -128,3 +128,19 @@ def test_build_context_is_gpuships_app_selection(docker, debian_base: str, share
     # the context is the app's files (the Dockerfile and .dockerignore themselves aside)
     assert context - {"Dockerfile", ".dockerignore"} == app - {"Dockerfile", ".dockerignore"}
     assert f"{WORK_DIR}/README.md" in context and "requirements.lock.txt" in context
+
+
+def remove_stage_images(docker, since: set[str]) -> None:  # type: ignore[no-untyped-def]
+    """Remove the untagged stage images our builds left (their history holds the .gpuship/docker COPY)."""
+    now = set(docker.run("images", "-q", "--no-trunc", "-f", "dangling=true").stdout.split())
+    for image in sorted(now - since):
+        hist = docker.run("history", "--no-trunc", "--format", "{{.CreatedBy}}", image, check=False).stdout
+        if ".gpuship/docker" in hist:
+            docker.run("rmi", image, check=False)
+
+
+@pytest.fixture(autouse=True)
+def _clean_stages(docker):  # type: ignore[no-untyped-def]
+    before = set(docker.run("images", "-q", "--no-trunc", "-f", "dangling=true").stdout.split())
+    yield
+    remove_stage_images(docker, before)

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 import pytest
+from test_dockerfile_docker import _clean_stages  # noqa: F401  (fixture: removes our stage images)
 from test_registry_base_build import NUMPY, _project, numpy_base, registry  # noqa: F401  (fixtures)
 
 from gpuship.cache import Cache
@@ -41,7 +42,8 @@ def test_exported_dockerfile_keeps_the_bases_packages(numpy_base: str, shared_ca
         cfg = docker.run("run", "--rm", "--entrypoint", "python", tag, "-c",
                          "import glob; print(glob.glob('/opt/venv/lib/python3.11/site-packages/numpy*'))").stdout
     finally:
-        docker.run("rmi", "-f", tag, check=False)
+        pinned = text.split("ARG BASE=", 1)[1].split()[0]
+        docker.run("rmi", "-f", tag, pinned, check=False)  # the image and the base it pulled
     assert f"numpy {NUMPY} /usr/lib/python3/dist-packages/numpy/__init__.py" in out
     assert "six /opt/venv/lib/python3.11/site-packages/six.py" in out
     assert "nv_tool /usr/lib/python3/dist-packages/nv_tool.py" in out

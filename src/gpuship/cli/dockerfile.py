@@ -76,8 +76,9 @@ def dockerfile(
     spec = result.spec
     for note in spec.notes:
         info(f"[yellow]note:[/] {note}")
-    for p in result.written:
-        info(f"wrote {p}")
+    if not state.quiet:
+        for p in result.written:
+            err.print(f"wrote {p}", soft_wrap=True, markup=False, highlight=False)
     if import_base:
         codename = spec.codename
         with err.status(f"making {import_base} (debootstrap {codename})…") if not state.quiet else _null():
