@@ -125,9 +125,11 @@ def test_build_context_is_gpuships_app_selection(docker, debian_base: str, share
     app = set(select_app_files(root).files)
     assert {"main.py", "pkg/__init__.py", ".env.example", "conf/app.yml", "data/small.csv", "docs/guide.md"} <= app
     assert not app & {".env", "conf/server.pem", "data/raw/big.csv", "notes.txt", "run.log", "build/junk.o"}
-    # the context is the app's files (the Dockerfile and .dockerignore themselves aside)
-    assert context - {"Dockerfile", ".dockerignore"} == app - {"Dockerfile", ".dockerignore"}
-    assert f"{WORK_DIR}/README.md" in context and "requirements.lock.txt" in context
+    # the context is the app's files, plus the build's own inputs under .gpuship/docker (which gpuship never ships)
+    inputs = {p for p in context if p.startswith(f"{WORK_DIR}/")}
+    assert f"{WORK_DIR}/README.md" in inputs and "requirements.lock.txt" in context
+    assert not {p for p in app if p.startswith(".gpuship/")}
+    assert context - inputs - {"Dockerfile", ".dockerignore"} == app - {"Dockerfile", ".dockerignore"}
 
 
 def remove_stage_images(docker, since: set[str]) -> None:  # type: ignore[no-untyped-def]

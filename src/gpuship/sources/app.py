@@ -25,6 +25,7 @@ ALWAYS_EXCLUDED = (
     ".git/", ".hg/", ".svn/", "__pycache__/", "*.pyc", "*.pyo", ".venv/", "venv/", ".tox/", ".nox/",
     ".pytest_cache/", ".mypy_cache/", ".ruff_cache/", ".ipynb_checkpoints/", "*.egg-info/", ".DS_Store",
     ".idea/", ".vscode/", "dist/", "build/", "*.oci", "*.tar", "gpuship.lock", "gpuship.toml",
+    ".gpuship/",  # gpuship's own working files (gpuship dockerfile's build inputs, a build CA): never the app's
 )
 
 #: Names that look like secrets: refused unless the user names them in ``include``.
