@@ -78,6 +78,7 @@ class Bench:
         self.work = work
         self.ca = ca
         self.tags: list[str] = []
+        self.images: set[str] = set()  # every image ID the bench made (re-tagged ones become dangling)
         self.logs = work / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.gpuship = [sys.executable, "-m", "gpuship"]
@@ -100,14 +101,19 @@ class Bench:
                 "-o", output or f"docker:{tag}", "--report", str(report)]
         t = timed(argv, env={"GPUSHIP_CACHE": str(cache)}, log=self.logfile(f"gpuship-{tag.split('/')[-1]}"))
         t.check(f"gpuship build {src.name}")
+        if not output:
+            self.images.add(inspect(tag)["Id"])
         return t, json.loads(report.read_text())
 
     def docker_build(self, src: Path, dockerfile: str, tag: str, *, no_cache: bool) -> Any:
-        argv = ["docker", "build", "-q", "-t", tag, "-f", str(src / dockerfile), "--build-arg", f"BASE={BASE_TAG}"]
+        argv = ["docker", "build", "-q", "--force-rm", "-t", tag, "-f", str(src / dockerfile),
+                "--build-arg", f"BASE={BASE_TAG}"]
         if no_cache:
             argv.append("--no-cache")
         t = timed([*argv, str(src)], log=self.logfile(f"docker-{tag.split('/')[-1]}"))
-        return t.check(f"docker build {src.name} ({dockerfile})")
+        t.check(f"docker build {src.name} ({dockerfile})")
+        self.images.add(inspect(tag)["Id"])
+        return t
 
     def smoke(self, example: str, tag: str) -> bool:
         extra, expect = SMOKE[example]
@@ -249,6 +255,8 @@ class Bench:
     def cleanup(self, dangling_before: set[str]) -> None:
         for t in self.tags:
             docker("rmi", t, check=False)
+        for image in sorted(self.images):
+            docker("rmi", image, check=False)
         # the builder stages of the bench's builds (FROM the imported base, which carries this label)
         now = set(docker("images", "-q", "--no-trunc", "-f", "dangling=true",
                          "-f", "label=dev.gpuship.debian-base").split())
@@ -381,6 +389,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="skip the linux/arm64 builds (BENCH_ARM64=0)")
     ap.add_argument("--no-serve", action="store_true", default=os.environ.get("BENCH_SERVE") == "0",
                     help="skip the function-runtime load test (BENCH_SERVE=0)")
+    ap.add_argument("--no-slim", action="store_true", default=os.environ.get("BENCH_SLIM") == "0",
+                    help="skip the slimming figures of bench/slim_figures.py (BENCH_SLIM=0)")
     ap.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temp folder, removed)")
     ap.add_argument("--render-only", action="store_true",
                     help="build nothing: print the tables of --out (bench/results.json) and update the docs")
@@ -431,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_serve:
             log("function runtime under load")
             res["serve"] = serve_figures()
-        slim = slim_figures(examples, work)
+        slim = None if args.no_slim else slim_figures(examples, work)
         if slim is not None:
             res["slim"] = slim
     finally:

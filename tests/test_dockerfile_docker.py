@@ -57,7 +57,7 @@ def test_exported_numpy_hello_builds_and_runs_like_gpuships_image(docker, debian
     result = export_dockerfile(src, cache=shared_cache, ca_bundle=_ca())
     dtag, gtag = docker.tag(), docker.tag()
     try:
-        docker.run(*result.build_command(tag=dtag, base=debian_base)[1:], timeout=900)
+        docker.run("build", "--force-rm", *result.build_command(tag=dtag, base=debian_base)[2:], timeout=900)
         from gpuship.build import build
         from gpuship.plan import BuildOptions
 
@@ -117,7 +117,7 @@ def test_build_context_is_gpuships_app_selection(docker, debian_base: str, share
     probe.write_text(f"FROM {debian_base}\nCOPY . /ctx\n")
     tag = docker.tag()
     try:
-        docker.run("build", "-q", "-t", tag, "-f", str(probe), str(root))
+        docker.run("build", "-q", "--force-rm", "-t", tag, "-f", str(probe), str(root))
         listed = docker.run("run", "--rm", tag, "find", "/ctx", "-type", "f").stdout.split()
         context = {p.removeprefix("/ctx/") for p in listed}
     finally:
@@ -137,7 +137,7 @@ def remove_stage_images(docker, since: set[str]) -> None:  # type: ignore[no-unt
     now = set(docker.run("images", "-q", "--no-trunc", "-f", "dangling=true").stdout.split())
     for image in sorted(now - since):
         hist = docker.run("history", "--no-trunc", "--format", "{{.CreatedBy}}", image, check=False).stdout
-        if ".gpuship/docker" in hist:
+        if any(m in hist for m in (".gpuship/docker", "/tmp/build/", "/opt/uv")):
             docker.run("rmi", image, check=False)
 
 

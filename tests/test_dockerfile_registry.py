@@ -37,7 +37,7 @@ def test_exported_dockerfile_keeps_the_bases_packages(numpy_base: str, shared_ca
     uv_base = import_debian_base(DEFAULT_TAG, "bookworm")
     tag = docker.tag()
     try:
-        docker.run("build", "-t", tag, "--build-arg", f"UV_BASE={uv_base}", str(project), timeout=900)
+        docker.run("build", "--force-rm", "-t", tag, "--build-arg", f"UV_BASE={uv_base}", str(project), timeout=900)
         out = docker.run("run", "--rm", tag).stdout
         cfg = docker.run("run", "--rm", "--entrypoint", "python", tag, "-c",
                          "import glob; print(glob.glob('/opt/venv/lib/python3.11/site-packages/numpy*'))").stdout
