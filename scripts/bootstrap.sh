@@ -8,7 +8,7 @@ APT_PACKAGES=(
   ca-certificates git make python3-venv python3-pip
   docker.io docker-registry skopeo umoci runc qemu-user-static binfmt-support
   squashfs-tools shellcheck gpgv debian-archive-keyring openssl apache2-utils
-  docker-compose chromium
+  docker-compose chromium debootstrap
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
