@@ -35,3 +35,29 @@ def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
     lines = [l for l in proc.stderr.splitlines() if l.strip()]
     assert len(lines) >= 1 and lines[-1].startswith("error: "), proc.stderr
     return lines[-1]
+
+
+def torch_status_for_this_machine(dest: Path) -> Path:
+    """examples/torch-status copied to ``dest``; built against a local CPU torch wheel when this machine offers one.
+
+    CI has no GPU and no PyTorch CPU index. Where a CPU torch wheel lies in a PIP_FIND_LINKS directory (as on this
+    workplace's machines), the copy uses it — the user's move on a CPU-only host. Elsewhere the example stays as
+    written (the CUDA torch from PyPI: slower, same behaviour on the CPU).
+    """
+    import glob
+    import os
+
+    project = copy_example("torch-status", dest)
+    wheel = None
+    for d in os.environ.get("PIP_FIND_LINKS", "").split():
+        hits = sorted(glob.glob(os.path.join(d, "torch-*+cpu-cp311-*x86_64.whl")))
+        if hits:
+            wheel = hits[-1]
+    if wheel:
+        version = Path(wheel).name.split("-")[1]
+        text = (project / "pyproject.toml").read_text()
+        text = text.replace('dependencies = ["torch>=2.6"]', f'dependencies = ["torch=={version}"]')
+        text = text.replace("[tool.gpuship]\n", f'[tool.gpuship]\nfind-links = ["{Path(wheel).parent}"]\n')
+        text = text.replace("[tool.gpuship.gpu]\n", "[tool.gpuship.gpu]\nenabled = false\n")
+        (project / "pyproject.toml").write_text(text)
+    return project

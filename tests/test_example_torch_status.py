@@ -9,9 +9,7 @@ CPU-only host. Elsewhere it builds the example as written (the CUDA torch from P
 
 from __future__ import annotations
 
-import glob
 import json
-import os
 import subprocess
 import time
 import uuid
@@ -22,29 +20,13 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from build_support import copy_example, gpuship
-
-
-def _cpu_torch_wheel() -> str | None:
-    for d in os.environ.get("PIP_FIND_LINKS", "").split():
-        hits = sorted(glob.glob(os.path.join(d, "torch-*+cpu-cp311-*x86_64.whl")))
-        if hits:
-            return hits[-1]
-    return None
+from build_support import gpuship, torch_status_for_this_machine
 
 
 @pytest.fixture(scope="module")
 def torch_status(tmp_path_factory: pytest.TempPathFactory, docker, build_cache: Path) -> tuple[str, Path]:
     tmp = tmp_path_factory.mktemp("torch-status")
-    project = copy_example("torch-status", tmp)
-    wheel = _cpu_torch_wheel()
-    if wheel:
-        version = Path(wheel).name.split("-")[1]
-        text = (project / "pyproject.toml").read_text()
-        text = text.replace('dependencies = ["torch>=2.6"]', f'dependencies = ["torch=={version}"]')
-        text = text.replace("[tool.gpuship]\n", f'[tool.gpuship]\nfind-links = ["{Path(wheel).parent}"]\n')
-        text = text.replace("[tool.gpuship.gpu]\n", "[tool.gpuship.gpu]\nenabled = false\n")
-        (project / "pyproject.toml").write_text(text)
+    project = torch_status_for_this_machine(tmp)
     archive = tmp / "torch-status.tar"
     ref = f"gpuship-test/torch-status:{uuid.uuid4().hex[:8]}"
     proc = gpuship("build", str(project), "-t", ref, "-o", f"docker-archive:{archive}", cache=build_cache,

@@ -8,9 +8,7 @@ example is built against it; elsewhere as written (the CUDA torch from PyPI: slo
 
 from __future__ import annotations
 
-import glob
 import json
-import os
 import socket
 import time
 from pathlib import Path
@@ -18,17 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from build_support import copy_example, gpuship
+from build_support import gpuship, torch_status_for_this_machine
 
 pytestmark = pytest.mark.slow
-
-
-def _cpu_torch_wheel() -> str | None:
-    for d in os.environ.get("PIP_FIND_LINKS", "").split():
-        hits = sorted(glob.glob(os.path.join(d, "torch-*+cpu-cp311-*x86_64.whl")))
-        if hits:
-            return hits[-1]
-    return None
 
 
 def _free_port() -> int:
@@ -38,15 +28,7 @@ def _free_port() -> int:
 
 
 def test_slim_torch_status(tmp_path: Path, docker) -> None:
-    project = copy_example("torch-status", tmp_path)
-    wheel = _cpu_torch_wheel()
-    if wheel:
-        version = Path(wheel).name.split("-")[1]
-        text = (project / "pyproject.toml").read_text()
-        text = text.replace('dependencies = ["torch>=2.6"]', f'dependencies = ["torch=={version}"]')
-        text = text.replace("[tool.gpuship]\n", f'[tool.gpuship]\nfind-links = ["{Path(wheel).parent}"]\n')
-        text = text.replace("[tool.gpuship.gpu]\n", "[tool.gpuship.gpu]\nenabled = false\n")
-        (project / "pyproject.toml").write_text(text)
+    project = torch_status_for_this_machine(tmp_path)
     cache = tmp_path / "cache"
     archive = tmp_path / "torch-status.tar"
     proc = gpuship("build", str(project), "-o", f"oci-archive:{archive}", cache=cache, timeout=3000)
