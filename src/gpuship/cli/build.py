@@ -10,7 +10,7 @@ from rich.table import Table
 from ..build import build as run_build
 from ..build import layer_table_rows
 from ..plan import BuildOptions
-from .console import err, handles_errors, info, out, state
+from .console import err, handles_errors, info, out, state, status_progress
 from .main import app
 
 OUTPUT_HELP = (
@@ -60,15 +60,8 @@ def build(
         result = run_build(opts)
     else:
         with err.status("building…") as status:
-            def progress(msg: str, done: int | None = None, total: int | None = None) -> None:
-                """Step messages are logged; byte counts (done/total) only update the status line."""
-                if done is not None:
-                    pct = f" {done * 100 // total}%" if total else f" {done / 1e6:.0f} MB"
-                    status.update(msg + pct)
-                    return
-                status.update(msg)
-                if state.verbose or not msg.startswith("["):
-                    err.log(msg)
+            # per-platform steps ("[linux/amd64] …") are logged with -v only
+            progress = status_progress(status, lambda msg: bool(state.verbose) or not msg.startswith("["))
             result = run_build(opts, progress=progress)
     if not state.quiet:
         table = Table(title=f"{result.plan.tag}  {result.digest}", show_lines=False)

@@ -57,3 +57,21 @@ def handles_errors(fn: F) -> F:
             sys.exit(130)
 
     return wrapper  # type: ignore[return-value]
+
+
+def status_progress(status: Any, log_step: Callable[[str], bool]) -> Callable[..., None]:
+    """A library ``progress`` callback over a Rich status line.
+
+    ``progress(msg)`` is a step: shown, and logged when ``log_step(msg)`` says so; ``progress(msg, done, total)``
+    counts bytes and only updates the status line.
+    """
+
+    def progress(msg: str, done: int | None = None, total: int | None = None) -> None:
+        if done is not None:
+            status.update(msg + (f" {done * 100 // total}%" if total else f" {done / 1e6:.0f} MB"))
+            return
+        status.update(msg)
+        if log_step(msg):
+            err.log(msg)
+
+    return progress

@@ -12,7 +12,7 @@ import typer
 from ..dev import dev as run_dev
 from ..run import RunOptions
 from ..run.options import parse_env, parse_port, parse_size, parse_volume
-from .console import err, handles_errors, info, state
+from .console import err, handles_errors, info, state, status_progress
 from .main import app
 from .run import GPUS_HELP, RUNTIME_HELP, _runtime
 
@@ -78,13 +78,7 @@ def dev(
         _, code = run_dev(project, options, image=image, base=base, extras=tuple(extra), notify=info, run_progress=_status)
         raise typer.Exit(code)
     with err.status("building the dev image…") as status:
-        def progress(msg: str, done: int | None = None, total: int | None = None) -> None:
-            if done is not None:
-                status.update(msg + (f" {done * 100 // total}%" if total else f" {done / 1e6:.0f} MB"))
-                return
-            status.update(msg)
-            if state.verbose:
-                err.log(msg)
+        progress = status_progress(status, lambda msg: bool(state.verbose))
 
         from ..dev import dev_image, dev_run_options
 
