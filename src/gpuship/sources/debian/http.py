@@ -9,12 +9,16 @@ from __future__ import annotations
 import os
 import ssl
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 
 from ...cache import Cache
 from ...errors import GpushipError, IntegrityError
+
+T = TypeVar("T")
 
 SYSTEM_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 RETRIES = 3
@@ -58,40 +62,42 @@ class Http:
 
     def get(self, url: str) -> bytes:
         """The whole body of ``url`` (small files: InRelease)."""
-        for attempt in range(RETRIES):
-            try:
-                r = self._client.get(url)
-                r.raise_for_status()
-                return r.content
-            except httpx.HTTPStatusError as exc:
-                if exc.response.status_code < 500 or attempt == RETRIES - 1:
-                    raise self._fail(url, exc) from exc
-            except httpx.HTTPError as exc:
-                if attempt == RETRIES - 1 or isinstance(exc, httpx.ConnectError) and "refused" in str(exc).lower():
-                    raise self._fail(url, exc) from exc
-            time.sleep(0.5 * (attempt + 1))
-        raise AssertionError("unreachable")  # pragma: no cover
+
+        def once() -> bytes:
+            r = self._client.get(url)
+            r.raise_for_status()
+            return r.content
+
+        return self._retrying(url, once)
 
     def download(self, url: str, cache: Cache, sha256: str, *, what: str, size: int | None = None) -> str:
         """Stream ``url`` into the cache; it lands only if its SHA256 is ``sha256``. Returns the digest."""
         expected = "sha256:" + sha256
         if cache.has(expected):
             return expected
+
+        def once() -> str:
+            with self._client.stream("GET", url) as r:
+                r.raise_for_status()
+                try:
+                    with cache.blob_writer(expected) as w:
+                        for chunk in r.iter_bytes(1 << 20):
+                            w.write(chunk)
+                except IntegrityError as exc:
+                    got = f" ({w.size} bytes, expected {size})" if size is not None and w.size != size else ""
+                    raise IntegrityError(
+                        f"{what} from {url} does not match the SHA256 the signed index gives{got}",
+                        "the mirror or something between is serving altered files; nothing was cached",
+                    ) from exc
+            return expected
+
+        return self._retrying(url, once)
+
+    def _retrying(self, url: str, once: Callable[[], T]) -> T:
+        """``once()``, again after a 5xx or a dropped connection (not after a refused one), up to RETRIES times."""
         for attempt in range(RETRIES):
             try:
-                with self._client.stream("GET", url) as r:
-                    r.raise_for_status()
-                    try:
-                        with cache.blob_writer(expected) as w:
-                            for chunk in r.iter_bytes(1 << 20):
-                                w.write(chunk)
-                    except IntegrityError as exc:
-                        got = f" ({w.size} bytes, expected {size})" if size is not None and w.size != size else ""
-                        raise IntegrityError(
-                            f"{what} from {url} does not match the SHA256 the signed index gives{got}",
-                            "the mirror or something between is serving altered files; nothing was cached",
-                        ) from exc
-                return expected
+                return once()
             except httpx.HTTPStatusError as exc:
                 if exc.response.status_code < 500 or attempt == RETRIES - 1:
                     raise self._fail(url, exc) from exc
