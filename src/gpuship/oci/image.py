@@ -7,7 +7,6 @@ same image always has the same manifest digest.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
@@ -370,7 +369,3 @@ class Index(_Manifested):
 def make_index(images: Sequence[Image]) -> Index:
     fams = {i.family for i in images}
     return Index(tuple(images), family=fams.pop() if len(fams) == 1 else Family.OCI)
-
-
-def clone_json(obj: Any) -> Any:
-    return copy.deepcopy(obj)

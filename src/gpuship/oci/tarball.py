@@ -32,6 +32,13 @@ def source_date_epoch() -> int:
         raise IntegrityError(f"SOURCE_DATE_EPOCH={raw!r} is not an integer", "unset it or give seconds") from exc
 
 
+def created_timestamp() -> str:
+    """:func:`source_date_epoch` as ISO 8601 (for ``org.opencontainers.image.created``)."""
+    import datetime
+
+    return datetime.datetime.fromtimestamp(source_date_epoch(), datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def _content_hash(entry: Entry) -> str:
     h = hashlib.sha256()
     if entry.open is not None:

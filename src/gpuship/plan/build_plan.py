@@ -12,7 +12,7 @@ from typing import Any
 from ..config import GpushipConfig
 from ..errors import ConfigError, GpushipError
 from ..oci import Platform
-from ..tarball_time import created_timestamp
+from ..oci.tarball import created_timestamp
 
 VENV = "/opt/venv"
 
