@@ -82,3 +82,48 @@ def test_numba_matmul_falls_back_to_the_cpu(tmp_path: Path, build_cache: Path, d
     assert "on cpu: verified" in run.stdout
     in_docker = _docker_run(docker, tmp_path / "numba-matmul.docker.tar")
     assert in_docker.returncode == 0 and "on cpu: verified" in in_docker.stdout, in_docker.stderr
+
+
+def test_cuda_kernel_lib_prunes_the_apps_own_kernel_library(tmp_path: Path, build_cache: Path) -> None:
+    """The app ships an nvcc-built library with sm_80, sm_90, sm_100 + compute_100 PTX: built for H100 the image
+    keeps sm_90 only, built for B200 it keeps sm_100 and its PTX; gpu.json says so for gpuship-check; layers with
+    no GPU code to drop are not rewritten."""
+    archive, report = _build("cuda-kernel-lib", tmp_path, build_cache)
+    plat = report["platforms"][0]
+    pruned = plat["pruned"]["gpu_archs"]
+    assert pruned["targets"] == ["sm_90"] and pruned["kept_archs"] == ["sm_90"]
+    [lib] = pruned["libraries"]
+    assert lib["path"] == "/app/kernels/libvecadd.so" and lib["kept"] == ["sm_90"]
+    assert lib["dropped"] == ["sm_80", "sm_100", "compute_100"] and lib["saved"] > 0
+    comments = {l["what"] for l in plat["layers"]}
+    assert any(c.startswith("app:") and c.endswith("(GPU code pruned)") for c in comments), comments
+    assert not any(c.startswith("python cuda") and "pruned" in c for c in comments), comments
+
+    inspect = gpuship("inspect", f"oci-archive:{archive}", "--json", cache=build_cache)
+    assert inspect.returncode == 0, inspect.stderr
+    [cuda] = json.loads(inspect.stdout)["cuda"]
+    assert cuda["path"] == "/app/kernels/libvecadd.so" and cuda["sass"] == ["sm_90"] and cuda["ptx"] == []
+
+    # gpuship-check reads what was kept from /etc/gpuship/gpu.json
+    with tarfile.open(archive) as tar:
+        index = json.load(tar.extractfile("index.json"))
+        manifest = json.load(tar.extractfile("blobs/sha256/" + index["manifests"][0]["digest"][7:]))
+        gpu_json = None
+        for layer in manifest["layers"]:
+            with tarfile.open(fileobj=tar.extractfile("blobs/sha256/" + layer["digest"][7:]), mode="r:gz") as lt:
+                if "etc/gpuship/gpu.json" in lt.getnames():
+                    gpu_json = json.load(lt.extractfile("etc/gpuship/gpu.json"))
+    assert gpu_json is not None and gpu_json["pruned"] == {"targets": ["sm_90"], "archs": ["sm_90"]}
+
+    # no GPU here: the app says so, and the built-in runner runs it (exit 1, one line)
+    run = gpuship("run", "--runtime", "builtin", f"oci-archive:{archive}", cache=build_cache)
+    assert run.returncode == 1 and "no GPU visible" in run.stdout, run.stdout + run.stderr
+
+    b200 = copy_example("cuda-kernel-lib", tmp_path / "b200")
+    py = b200 / "pyproject.toml"
+    py.write_text(py.read_text().replace('targets = ["H100"]', 'targets = ["B200"]'))
+    proc = gpuship("build", str(b200), "-o", f"oci-archive:{tmp_path / 'b200.oci.tar'}",
+                   "--report", str(tmp_path / "b200.json"), cache=build_cache)
+    assert proc.returncode == 0, proc.stderr
+    pruned = json.loads((tmp_path / "b200.json").read_text())["platforms"][0]["pruned"]["gpu_archs"]
+    assert pruned["targets"] == ["sm_100"] and pruned["kept_archs"] == ["sm_100", "compute_100"]

@@ -230,6 +230,27 @@ def test_an_architecture_the_image_lacks(fake_driver: Path, tmp_path: Path) -> N
     assert proc.returncode == 1 and "image built for sm_100; this GPU is sm_90 (Fake GPU)" in proc.stdout
 
 
+def test_an_image_pruned_for_other_gpus(fake_driver: Path, tmp_path: Path) -> None:
+    """prune-archs kept only B200 code: an sm_90 GPU fails with the targets named, though a framework JITs."""
+    def manifest(kept: list[str]) -> str:
+        path = tmp_path / f"gpu-{'-'.join(kept)}.json"
+        path.write_text(json.dumps({
+            "cuda": "13.0", "targets": ["sm_100"], "frameworks": ["cuda-bindings"],
+            "archs": {"cuda-bindings": {"sass": [], "ptx": "", "jit": True}},
+            "pruned": {"targets": ["sm_100"], "archs": kept},
+        }))
+        return str(path)
+
+    proc = fake(fake_driver, "--manifest", manifest(["sm_100", "compute_100"]))
+    assert proc.returncode == 1
+    assert "FAIL gpu0 arch: image built for sm_100; this GPU is sm_90 (Fake GPU): prune-archs removed the GPU code " \
+           "for other GPUs (kept sm_100, compute_100): rebuild with targets including \"sm_90\"" in proc.stdout
+    assert "FAIL gpu0 arch" in fake(fake_driver, "--manifest", manifest(["sm_80", "sm_100"])).stdout  # SASS: same major
+    for runs in (["sm_90", "compute_100"], ["compute_80"], ["sm_90a"]):  # SASS for sm_90, or older PTX
+        proc = fake(fake_driver, "--manifest", manifest(runs))
+        assert "FAIL gpu0 arch" not in proc.stdout, (runs, proc.stdout)
+
+
 # -- the image entries --------------------------------------------------------------------------------------------
 
 def test_check_entries_and_manifest() -> None:

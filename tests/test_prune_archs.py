@@ -17,6 +17,7 @@ from gpuship.cache import Cache
 from gpuship.errors import ConfigError
 from gpuship.inspect import read_cuda_library
 from gpuship.oci import Entry, build_layer
+from gpuship.oci.layer import rewrite_layer
 from gpuship.slim import ArchSelection, Target, gpu_json_fragment, prune_fatbins, prune_layer_entries
 
 sys.path.insert(0, str(Path(__file__).parent / "data" / "fatbin"))
@@ -150,6 +151,28 @@ def test_prune_layer_entries(tmp_path: Path) -> None:
     small = build_layer(new, cache)
     big = build_layer(entries, cache)
     assert small.size < big.size
+
+
+def test_a_layer_with_nothing_to_prune_is_not_rewritten(tmp_path: Path) -> None:
+    """rewrite_layer: a transform that changes nothing (None) keeps the layer itself; one that prunes makes a new one,
+    and both answers are remembered (the second call runs no transform)."""
+    cache = Cache(tmp_path / "cache")
+    plain = build_layer([Entry.file("usr/bin/python3", Path(sys.executable).resolve(), mode=0o755)], cache)
+    gpu = build_layer([Entry.file("app/kernels/libmultiarch.so", MULTIARCH, mode=0o755)], cache)
+    calls: list[str] = []
+
+    def prune(entries):  # type: ignore[no-untyped-def]
+        new, report = prune_layer_entries(entries, ["H100"], cache=cache)
+        calls.append(str(report.saved))
+        return new if report.saved else None
+
+    same = rewrite_layer(plain, prune, "prune-archs:sm_90", cache)
+    assert same.digest == plain.digest and calls == ["0"]
+    pruned = rewrite_layer(gpu, prune, "prune-archs:sm_90", cache, comment="pruned")
+    assert pruned.digest != gpu.digest and pruned.comment == "pruned" and int(calls[1]) > 0
+    assert rewrite_layer(plain, prune, "prune-archs:sm_90", cache).digest == plain.digest
+    assert rewrite_layer(gpu, prune, "prune-archs:sm_90", cache).digest == pruned.digest
+    assert len(calls) == 2
 
 
 def test_targets() -> None:

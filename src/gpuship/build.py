@@ -191,23 +191,30 @@ def gpu_on(plan: BuildPlan) -> bool:
     return plan.gpu is not None and bool(plan.gpu.is_gpu)
 
 
+PRUNED_GROUPS = ("cuda", "frameworks", "deps", "project", "app")
+"""The layers whose GPU machine code ``prune-archs`` rewrites: the environment, the project and the app (a kernel
+library the app ships is pruned like a wheel's)."""
+
+
 def _prune_archs(
-    plan: BuildPlan, env_layers: list[tuple[str, Layer]], cache: Cache, progress: Progress | None
+    plan: BuildPlan, layers: list[tuple[str, Layer]], cache: Cache, progress: Progress | None
 ) -> tuple[list[tuple[str, Layer]], dict[str, Any] | None]:
-    """Drop GPU machine code no target can run from the CUDA and framework layers (``prune-archs``)."""
+    """Drop GPU machine code no target can run from the layers of :data:`PRUNED_GROUPS` (``prune-archs``).
+
+    A layer in which nothing is dropped is kept as it is (not compressed again)."""
     from .oci.layer import rewrite_layer
-    from .slim import ArchSelection, prune_layer_entries
+    from .slim import ArchSelection, arch_sort_key, prune_layer_entries
 
     sel = ArchSelection.from_gpu_config(plan.config.gpu)
     if sel is None:
-        return env_layers, None
+        return layers, None
     key = "prune-archs:" + ",".join(t.sm for t in sel.targets)
     out: list[tuple[str, Layer]] = []
     kept: set[str] = set()
     saved = 0
     libraries: list[Any] = []
-    for group, layer in env_layers:
-        if group not in ("cuda", "frameworks"):
+    for group, layer in layers:
+        if group not in PRUNED_GROUPS:
             out.append((group, layer))
             continue
         _say(progress, f"pruning GPU code in the {group} layer to {', '.join(t.sm for t in sel.targets)}")
@@ -216,7 +223,7 @@ def _prune_archs(
         def transform(entries, holder=holder):  # type: ignore[no-untyped-def]
             new, report = prune_layer_entries(entries, sel, cache=cache)
             holder["report"] = report.to_json()
-            return new
+            return new if report.saved else None
 
         new = rewrite_layer(layer, transform, key, cache, comment=layer.comment + " (GPU code pruned)")
         rec_key = f"{key}:{layer.digest}"
@@ -227,7 +234,7 @@ def _prune_archs(
         saved += int(report.get("saved", 0))
         libraries += report.get("libraries", [])
         out.append((group, new))
-    return out, {"targets": [t.sm for t in sel.targets], "kept_archs": sorted(kept), "saved": saved,
+    return out, {"targets": [t.sm for t in sel.targets], "kept_archs": sorted(kept, key=arch_sort_key), "saved": saved,
                  "libraries": libraries}
 
 
@@ -290,13 +297,17 @@ def _build_platform(
     else:
         env = python_layers(lock, platform, python, cache, prune=prune, progress=progress, compression=compression)
     env_layers: list[tuple[str, Layer]] = list(env.layers)
+    own: list[tuple[str, Layer]] = []  # the project's wheel and the app: pruned with the environment
+    if getattr(plan.project, "is_package", False) and not plan.options.dev:
+        own.append(("project", _project_layer(plan, platform, python, prune, cache, progress)))
+    if not plan.options.dev:
+        own.append(("app", app_layer(app, cfg.workdir, cache, compression=compression)))
     pruned: dict[str, Any] | None = None
     if gpu_on(plan):
-        env_layers, pruned = _prune_archs(plan, env_layers, cache, progress)
+        both, pruned = _prune_archs(plan, env_layers + own, cache, progress)
+        env_layers, own = both[: len(env_layers)], both[len(env_layers):]
 
-    upper: list[tuple[str, Layer]] = []
-    if getattr(plan.project, "is_package", False) and not plan.options.dev:
-        upper.append(("project", _project_layer(plan, platform, python, prune, cache, progress)))
+    upper: list[tuple[str, Layer]] = [gl for gl in own if gl[0] == "project"]
     if gpu_on(plan):
         entries = _check_entries(plan, pruned)
         key = "gpu-check:" + hashlib.sha256(b"".join(e.read() for e in entries)).hexdigest()
@@ -310,7 +321,7 @@ def _build_platform(
 
         upper.append(("editable", editable_layer(plan, python, cache)))
     else:
-        upper.append(("app", app_layer(app, cfg.workdir, cache, compression=compression)))
+        upper += [gl for gl in own if gl[0] == "app"]
 
     deps: tuple[Any, ...] = ()
     extra = tuple(cfg.system_packages)

@@ -592,6 +592,19 @@ def check_arch(report: Report, index: int, gpu: dict, manifest: dict) -> None:
     cc, smv = gpu["cc"], gpu["sm"]
     archs = manifest.get("archs") or {}
     targets = [str(t) for t in manifest.get("targets") or []]
+    pruned = manifest.get("pruned") or {}
+    kept = [str(a).split(":")[-1] for a in pruned.get("archs") or []]
+    if kept:  # prune-archs left only these: the GPU must be able to run one of them
+        sass = [a for a in kept if a.startswith("sm_")]
+        ptxs = sorted((a for a in kept if a.startswith("compute_")), key=cc_tuple)
+        if not any(_runs_on(cc, sass, p) for p in ptxs or [""]):
+            built = ", ".join(str(t) for t in pruned.get("targets") or targets) or ", ".join(kept)
+            report.fail(
+                name,
+                f"image built for {built}; this GPU is {smv} ({gpu['name']}): prune-archs removed the GPU code for "
+                f"other GPUs (kept {', '.join(kept)}): rebuild with targets including \"{smv}\"",
+            )
+            return
     lacking = []
     for fw, a in archs.items():
         sass, ptx = a.get("sass") or [], a.get("ptx") or ""

@@ -148,9 +148,7 @@ def cached_layer(
 
     The key is combined with the compressor and epoch, so a change of either rebuilds.
     """
-    full_key = hashlib.sha256(
-        json.dumps([key, compressor_id(compression), source_date_epoch()]).encode()
-    ).hexdigest()
+    full_key = _layer_key(key, compression)
     with cache.lock(f"layer-{full_key}"):
         rec = cache.get_ref("layers", full_key)
         if rec is not None and cache.has(str(rec["digest"])):
@@ -158,6 +156,10 @@ def cached_layer(
         layer = build_layer(make_entries(), cache, compression=compression, comment=comment)
         cache.put_ref("layers", full_key, layer.to_record())
         return layer
+
+
+def _layer_key(key: str, compression: Compression) -> str:
+    return hashlib.sha256(json.dumps([key, compressor_id(compression), source_date_epoch()]).encode()).hexdigest()
 
 
 def recompress(layer: Layer, compression: Compression, cache: Cache | None = None) -> Layer:
@@ -205,18 +207,31 @@ def spooled_entries(layer: Layer, cache: Cache | None = None) -> Iterator[Entry]
 
 def rewrite_layer(
     layer: Layer,
-    transform: Callable[[Iterator[Entry]], Iterable[Entry]],
+    transform: Callable[[Iterator[Entry]], Iterable[Entry] | None],
     key: str,
     cache: Cache | None = None,
     *,
     comment: str | None = None,
 ) -> Layer:
-    """A new layer made by ``transform`` over ``layer``'s entries, cached under ``key`` + the input digest."""
+    """A new layer made by ``transform`` over ``layer``'s entries, cached under ``key`` + the input digest.
+
+    ``transform`` returns ``None`` when it changed nothing: ``layer`` itself is returned (and that answer is
+    remembered), so an unchanged layer is never compressed again.
+    """
     cache = cache or layer.cache
-    return cached_layer(
-        cache, f"rewrite:{key}:{layer.digest}", lambda: transform(spooled_entries(layer, cache)),
-        compression=layer.compression, comment=layer.comment if comment is None else comment,
-    )
+    full_key = _layer_key(f"rewrite:{key}:{layer.digest}", layer.compression)
+    with cache.lock(f"layer-{full_key}"):
+        rec = cache.get_ref("layers", full_key)
+        if rec is not None and cache.has(str(rec["digest"])):
+            return Layer.from_record(rec, cache, reused=True)
+        entries = transform(spooled_entries(layer, cache))
+        if entries is None:
+            new = layer
+        else:
+            new = build_layer(entries, cache, compression=layer.compression,
+                              comment=layer.comment if comment is None else comment)
+        cache.put_ref("layers", full_key, new.to_record())
+        return new
 
 
 def entries_from_dir(

@@ -314,7 +314,7 @@ class PruneReport:
     def kept_archs(self) -> list[str]:
         """Every SASS/PTX architecture still in the image's CUDA libraries (``sm_90``, ``compute_90`` ...)."""
         names = {n for l in self.libraries for n in l.kept}
-        return sorted(names, key=_arch_sort_key)
+        return sorted(names, key=arch_sort_key)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -325,7 +325,7 @@ class PruneReport:
         }
 
 
-def _arch_sort_key(name: str) -> tuple[Arch, bool, str]:
+def arch_sort_key(name: str) -> tuple[Arch, bool, str]:
     """``sm_80`` < ``compute_80`` < ``sm_86``: by architecture, SASS before PTX."""
     try:
         return (Arch.parse(name.split(":")[-1]), not name.startswith("sm_"), name)
