@@ -49,3 +49,27 @@ def test_locked_refuses_a_stale_lock(tmp_path: Path, build_cache: Path) -> None:
     line = one_error_line(proc)
     assert "gpuship.lock is out of date" in line and "without --locked" in line
     assert not (tmp_path / "x.tar").exists()
+
+
+def test_layers_built_side_by_side_match_one_at_a_time(tmp_path: Path, build_cache: Path) -> None:
+    """The environment's groups (cuda, deps) and their pruning run on parallel threads (GPUSHIP_JOBS); the image
+    is the same bytes as when they are built one at a time, and as a warm cache's."""
+    import shutil
+    import subprocess
+
+    project = copy_example("cuda-ptx-matmul", tmp_path)
+    warm = _build(project, tmp_path, build_cache, "warm")  # downloads go into build_cache once
+    digests = {}
+    for jobs in ("1", "2"):
+        cache = tmp_path / f"cache-{jobs}"
+        subprocess.run(["cp", "-al", str(build_cache), str(cache)], check=True)  # the downloads, not the layers
+        for kind in ("layers", "python-groups", "prune-reports"):
+            shutil.rmtree(cache / "refs" / kind, ignore_errors=True)
+        report = tmp_path / f"jobs-{jobs}.json"
+        proc = gpuship("build", str(project), "-o", f"oci-archive:{tmp_path / jobs}.tar", "--report", str(report),
+                       cache=cache, env={"GPUSHIP_JOBS": jobs})
+        assert proc.returncode == 0, proc.stderr
+        data = json.loads(report.read_text())
+        assert not any(l["reused"] for l in data["platforms"][0]["layers"] if l["group"] in ("cuda", "deps"))
+        digests[jobs] = data["digest"]
+    assert digests == {"1": warm["digest"], "2": warm["digest"]}

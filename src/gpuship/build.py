@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .cache import Cache
+from .parallel import parallel_map
 from .errors import GpushipError
 from .oci import (
     Entry, Image, ImageConfig, Index, Layer, Platform, append_layers, cached_layer, empty_image, make_index, with_config,
@@ -209,18 +210,15 @@ def _prune_archs(
     if sel is None:
         return layers, None
     key = "prune-archs:" + ",".join(t.sm for t in sel.targets)
-    out: list[tuple[str, Layer]] = []
-    kept: set[str] = set()
-    saved = 0
-    libraries: list[Any] = []
-    for group, layer in layers:
+
+    def prune_one(group_layer: tuple[str, Layer]) -> tuple[tuple[str, Layer], dict[str, Any]]:
+        group, layer = group_layer
         if group not in PRUNED_GROUPS:
-            out.append((group, layer))
-            continue
+            return group_layer, {}
         _say(progress, f"pruning GPU code in the {group} layer to {', '.join(t.sm for t in sel.targets)}")
         holder: dict[str, Any] = {}
 
-        def transform(entries, holder=holder):  # type: ignore[no-untyped-def]
+        def transform(entries):  # type: ignore[no-untyped-def]
             new, report = prune_layer_entries(entries, sel, cache=cache)
             holder["report"] = report.to_json()
             return new if report.saved else None
@@ -229,11 +227,17 @@ def _prune_archs(
         rec_key = f"{key}:{layer.digest}"
         if "report" in holder:
             cache.put_ref("prune-reports", rec_key, holder["report"])
-        report = holder.get("report") or cache.get_ref("prune-reports", rec_key) or {}
+        return (group, new), holder.get("report") or cache.get_ref("prune-reports", rec_key) or {}
+
+    out: list[tuple[str, Layer]] = []
+    kept: set[str] = set()
+    saved = 0
+    libraries: list[Any] = []
+    for new_layer, report in parallel_map(prune_one, layers):  # layer by layer, side by side
         kept.update(report.get("kept_archs", ()))
         saved += int(report.get("saved", 0))
         libraries += report.get("libraries", [])
-        out.append((group, new))
+        out.append(new_layer)
     return out, {"targets": [t.sm for t in sel.targets], "kept_archs": sorted(kept, key=arch_sort_key), "saved": saved,
                  "libraries": libraries}
 

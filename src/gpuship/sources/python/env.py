@@ -23,6 +23,7 @@ from ...cache import Cache
 from ...errors import ConfigError
 from ...oci import Entry, Layer, Platform, cached_layer, clean_path
 from ...oci.layer import Compression
+from ...parallel import parallel_map
 from .build import built_wheel
 from .bytecode import compile_sources
 from .download import fetch_all
@@ -231,10 +232,10 @@ def python_layers(
     distributions: list[Distribution] = []
     report = PruneReport()
     scripts: list[str] = []
-    for group in GROUP_ORDER:
-        pkgs = sorted((p for p in packages if group_of(p.name) == group), key=lambda p: p.key)
-        if not pkgs:
-            continue
+    groups = [(g, sorted((p for p in packages if group_of(p.name) == g), key=lambda p: p.key)) for g in GROUP_ORDER]
+    groups = [(g, pkgs) for g, pkgs in groups if pkgs]
+
+    def group_layer(group: str, pkgs: list[LockedPackage]) -> tuple[Layer, dict[str, Any]]:
         key_data = {
             "kind": "python-group", "layout": LAYOUT_VERSION, "group": group, "venv": venv, "python": py,
             "files": [[p.key, p.version, p.sha256] for p in pkgs], "prune": prune.key(),
@@ -246,9 +247,7 @@ def python_layers(
 
         with ExitStack() as stack:
 
-            def make(
-                pkgs: list[LockedPackage] = pkgs, stack: ExitStack = stack, built: dict[str, Any] = built, group: str = group
-            ) -> list[Entry]:
+            def make() -> list[Entry]:
                 if progress is not None:
                     progress(f"install {group} ({len(pkgs)} packages) for {platform}")
                 files = _wheel_files(pkgs, platform, py, cache, progress)
@@ -277,6 +276,10 @@ def python_layers(
                     make()
                     info = built["info"]
                     cache.put_ref("python-groups", info_key, info)
+        return layer, info
+
+    # the groups' layers are independent: built side by side (compression dominates and releases the GIL)
+    for (group, _), (layer, info) in zip(groups, parallel_map(lambda gp: group_layer(*gp), groups)):
         layers.append((group, layer))
         distributions += [Distribution(n, v, group, size, files) for n, v, files, size in info["distributions"]]
         report = report.merged(PruneReport.from_json(info["report"]))

@@ -1,0 +1,52 @@
+"""parallel_map: results in input order, GPUSHIP_JOBS honoured, the first error raised after the others finish."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from gpuship.parallel import build_jobs, parallel_map
+
+
+def test_results_keep_their_order_and_run_side_by_side() -> None:
+    seen: set[str] = set()
+
+    def slow(x: int) -> int:
+        seen.add(threading.current_thread().name)
+        time.sleep(0.05 * (4 - x))  # the first item finishes last
+        return x * x
+
+    assert parallel_map(slow, range(4), jobs=4) == [0, 1, 4, 9]
+    assert len(seen) > 1
+    assert parallel_map(slow, [3], jobs=4) == [9] and parallel_map(slow, [], jobs=4) == []
+
+
+def test_jobs_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GPUSHIP_JOBS", "3")
+    assert build_jobs() == 3
+    monkeypatch.setenv("GPUSHIP_JOBS", "zero")
+    assert build_jobs() >= 1
+    monkeypatch.setenv("GPUSHIP_JOBS", "1")
+    names: set[str] = set()
+    parallel_map(lambda x: names.add(threading.current_thread().name), range(3))
+    assert names == {threading.current_thread().name}  # one job: in the calling thread
+
+
+def test_an_error_is_raised_once_the_running_calls_are_done() -> None:
+    started: list[int] = []
+    finished: list[int] = []
+
+    def work(x: int) -> int:
+        started.append(x)
+        if x == 0:
+            raise ValueError("broken")
+        time.sleep(0.1)
+        finished.append(x)
+        return x
+
+    with pytest.raises(ValueError, match="broken"):
+        parallel_map(work, range(6), jobs=3)
+    time.sleep(0.3)  # nothing still running would finish now
+    assert sorted(started) == [0, *sorted(finished)]  # calls not yet started were cancelled, none left half-done
