@@ -215,11 +215,14 @@ def table(results: dict[str, Any]) -> list[str]:
 def collect(examples: list[str] | None = None, work: Path | None = None, *, torch: bool | None = None) -> dict[str, Any]:
     """``bench/run.py``'s hook: the figures for the examples it runs that this script covers, plus a table.
 
-    torch-status only with ``torch=True`` or ``BENCH_SLIM_TORCH=1`` (it downloads CUDA torch: ~3 GB).
+    torch-status when it is among ``examples`` (``BENCH_SLIM_TORCH=0`` leaves it out), with ``torch=True`` or with
+    ``BENCH_SLIM_TORCH=1`` (it downloads CUDA torch: ~3 GB).
     """
     from gpuship.cache import Cache
 
-    torch = torch if torch is not None else os.environ.get("BENCH_SLIM_TORCH") == "1"
+    if torch is None:  # with torch-status among the examples, unless BENCH_SLIM_TORCH=0
+        flag = os.environ.get("BENCH_SLIM_TORCH")
+        torch = flag == "1" or (flag != "0" and "torch-status" in (examples or ()))
     wanted = [e for e in (examples or DEFAULT) if e in DEFAULT or (torch and e in HEAVY)]
     if torch and "torch-status" not in wanted:
         wanted.append("torch-status")
