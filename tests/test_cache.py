@@ -62,3 +62,28 @@ def test_cli_info_and_prune(tmp_path: Path) -> None:
     assert run("prune", "--older-than", "1").stdout.startswith("removed 0")
     assert run("prune").stdout.startswith("removed 1")
     assert "blobs   0" in run("info").stdout
+
+
+def test_unpacked_images_are_counted_and_pruned_by_last_use(tmp_path: Path) -> None:
+    """Unpacked images (cached directories) show in info, count their bytes, and go with prune --older-than
+    when unused that long; using one makes it recent again."""
+    import os
+    import time
+
+    cache = Cache(tmp_path / "c")
+    for key in ("old", "used"):
+        with cache.directory("rootfs", key) as (path, ready):
+            assert not ready
+            (path / "usr").mkdir()
+            (path / "usr" / "lib.so").write_bytes(b"x" * 5000)
+            os.link(path / "usr" / "lib.so", path / "usr" / "again.so")  # a hard link is counted once
+    info = cache.info()
+    assert (info.dirs, info.dir_bytes, info.refs) == (2, 10_000, 0)
+    month_ago = time.time() - 30 * 86400
+    for key in ("old", "used"):
+        os.utime(cache.root / "refs" / "dirs-rootfs" / key, (month_ago, month_ago))
+    with cache.directory("rootfs", "used") as (path, ready):  # the built-in runner uses it again
+        assert ready
+    assert cache.prune(older_than_days=7) == (1, 5000)
+    assert [p.name for p in (cache.root / "refs" / "dirs-rootfs").iterdir()] == ["used"]
+    assert cache.prune() == (1, 5000) and cache.info().dirs == 0

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 import time
 from collections.abc import Iterator
@@ -72,6 +73,8 @@ class CacheInfo:
     blobs: int
     blob_bytes: int
     refs: int
+    dirs: int = 0  # unpacked images (the built-in runner's root filesystems) and installed trees
+    dir_bytes: int = 0
 
 
 class Cache:
@@ -171,6 +174,7 @@ class Cache:
         final = self._ref_path(f"dirs-{namespace}", key)
         with self.lock(f"dir-{namespace}-{final.name}"):
             if final.is_dir():
+                os.utime(final)  # its mtime says when it was last used: prune --older-than goes by it
                 yield final, True
                 return
             work = Path(tempfile.mkdtemp(dir=self.root / "tmp", prefix="dir-"))
@@ -188,26 +192,53 @@ class Cache:
 
     def info(self) -> CacheInfo:
         blobs = list((self.root / "blobs" / "sha256").iterdir())
-        refs = sum(1 for p in (self.root / "refs").rglob("*") if p.is_file())
-        return CacheInfo(self.root, len(blobs), sum(p.stat().st_size for p in blobs), refs)
+        refs = sum(1 for ns in self._namespaces(dirs=False) for p in ns.rglob("*") if p.is_file())
+        dirs = [d for ns in self._namespaces(dirs=True) for d in ns.iterdir()]
+        return CacheInfo(self.root, len(blobs), sum(p.stat().st_size for p in blobs), refs, len(dirs),
+                         sum(_tree_bytes(d) for d in dirs))
+
+    def _namespaces(self, *, dirs: bool) -> list[Path]:
+        return [p for p in (self.root / "refs").iterdir() if p.is_dir() and p.name.startswith("dirs-") == dirs]
 
     def prune(self, older_than_days: float | None = None) -> tuple[int, int]:
-        """Delete blobs (and stale temp files); ``older_than_days`` keeps recently used ones.
+        """Delete blobs, cached directories (unpacked images) and stale temp files; ``older_than_days`` keeps
+        those used more recently.
 
-        Returns ``(files removed, bytes freed)``. Refs that point at removed blobs are dropped too.
+        Returns ``(entries removed, bytes freed)``. Without ``older_than_days`` every record goes too.
         """
         cutoff = time.time() - older_than_days * 86400 if older_than_days is not None else None
         removed = freed = 0
         with self.lock("prune"):
-            for sub in ("blobs/sha256", "tmp"):
-                for p in (self.root / sub).iterdir():
+            places = [self.root / "blobs" / "sha256", self.root / "tmp", *self._namespaces(dirs=True)]
+            for place in places:
+                for p in place.iterdir():
                     st = p.lstat()
-                    if cutoff is not None and max(st.st_atime, st.st_mtime) > cutoff:
+                    if cutoff is not None and max(st.st_atime if p.is_file() else 0, st.st_mtime) > cutoff:
                         continue
-                    freed += st.st_size if p.is_file() else 0
-                    shutil.rmtree(p) if p.is_dir() else p.unlink()
+                    if p.is_dir():
+                        freed += _tree_bytes(p)
+                        shutil.rmtree(p)
+                    else:
+                        freed += st.st_size
+                        p.unlink()
                     removed += 1
             if cutoff is None:
                 shutil.rmtree(self.root / "refs", ignore_errors=True)
                 (self.root / "refs").mkdir()
         return removed, freed
+
+
+def _tree_bytes(path: Path) -> int:
+    """The bytes of the regular files under ``path`` (hard links counted once, symlinks not followed)."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for dirpath, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                st = os.lstat(os.path.join(dirpath, name))
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode) and (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                total += st.st_size
+    return total

@@ -17,14 +17,17 @@ app.add_typer(cache_app, name="cache")
 def info() -> None:
     """Where the cache is and how much it holds."""
     i = Cache().info()
-    out.print(f"cache   {i.root}\nblobs   {i.blobs} ({i.blob_bytes / 1e6:.1f} MB)\nrecords {i.refs}")
+    out.print(f"cache   {i.root}\nblobs   {i.blobs} ({i.blob_bytes / 1e6:.1f} MB)\n"
+              f"unpacked {i.dirs} (images for the built-in runner, trees; {i.dir_bytes / 1e6:.1f} MB)\nrecords {i.refs}")
 
 
 @cache_app.command("prune")
 @handles_errors
 def prune(
-    older_than: float = typer.Option(None, "--older-than", help="Only blobs unused for this many days."),
+    older_than: float = typer.Option(
+        None, "--older-than", help="Only blobs and unpacked images unused for this many days."
+    ),
 ) -> None:
-    """Delete cached blobs (all of them, or those unused for --older-than days)."""
+    """Delete cached blobs and unpacked images (all of them, or those unused for --older-than days)."""
     removed, freed = Cache().prune(older_than)
     out.print(f"removed {removed} files, freed {freed / 1e6:.1f} MB")
