@@ -131,8 +131,6 @@ def image_env(plan: BuildPlan, base_config: ImageConfig) -> dict[str, str]:
 
 def build(options: BuildOptions, *, cache: Cache | None = None, progress: Progress | None = None) -> BuildResult:
     """Build the project described by ``options``; write every requested output; return what was made."""
-    from .sources.python import lock_project
-
     started = time.monotonic()
     cache = cache or Cache()
     _say(progress, f"planning {options.project_dir}")
@@ -149,24 +147,7 @@ def build(options: BuildOptions, *, cache: Cache | None = None, progress: Progre
     runtime = _function_runtime(plan)
     extra_reqs = tuple(runtime.requirements) if runtime else ()
     _say(progress, "locking dependencies")
-    project = replace(plan.project, requirements=plan.requirements)
-    rbase = next(iter(plan.registry_bases.values()), None)  # a registry base: its packages are kept as they are
-    keep_base = rbase.constraints(plan.config.replace_base_packages) if rbase is not None else []
-    if rbase is not None:
-        rbase.check_requirements((*plan.requirements, *extra_reqs), plan.config.replace_base_packages)
-    try:
-        lock = lock_project(
-            project, plan.platforms, plan.python_version, cache,
-            locked=options.locked, extra_requirements=extra_reqs, progress=progress,
-            constraints=(tuple(plan.gpu.constraints) if gpu_on(plan) else ()) + tuple(keep_base),
-            index=_index_options(plan),
-            **(rbase.lock_options(cache, plan.config.replace_base_packages) if rbase is not None else {}),
-        )
-    except GpushipError as exc:
-        said = rbase.resolve_error(exc, plan.config.replace_base_packages) if rbase is not None else None
-        if said is None:
-            raise
-        raise said from exc
+    lock = lock_for_plan(plan, extra_reqs, locked=options.locked, cache=cache, progress=progress)
 
     results: list[PlatformResult] = []
     for platform in plan.platforms:
@@ -190,6 +171,34 @@ def build(options: BuildOptions, *, cache: Cache | None = None, progress: Progre
 
 def gpu_on(plan: BuildPlan) -> bool:
     return plan.gpu is not None and bool(plan.gpu.is_gpu)
+
+
+def lock_for_plan(plan: BuildPlan, extra_requirements: Sequence[str], *, locked: bool, cache: Cache,
+                  progress: Progress | None = None) -> Any:
+    """``gpuship.lock`` for ``plan``: its requirements (after CUDA targeting) plus ``extra_requirements``, the GPU
+    plan's constraints, a registry base's packages kept as they are, and :func:`index_options`. ``gpuship build``
+    and ``gpuship dockerfile`` both lock through here, so they share one lock."""
+    from .sources.python import lock_project
+
+    project = replace(plan.project, requirements=plan.requirements)
+    rbase = next(iter(plan.registry_bases.values()), None)  # a registry base: its packages are kept as they are
+    replace_base = plan.config.replace_base_packages
+    keep_base = rbase.constraints(replace_base) if rbase is not None else []
+    if rbase is not None:
+        rbase.check_requirements((*plan.requirements, *extra_requirements), replace_base)
+    try:
+        return lock_project(
+            project, plan.platforms, plan.python_version, cache,
+            locked=locked, extra_requirements=tuple(extra_requirements), progress=progress,
+            constraints=(tuple(plan.gpu.constraints) if gpu_on(plan) else ()) + tuple(keep_base),
+            index=index_options(plan),
+            **(rbase.lock_options(cache, replace_base) if rbase is not None else {}),
+        )
+    except GpushipError as exc:
+        said = rbase.resolve_error(exc, replace_base) if rbase is not None else None
+        if said is None:
+            raise
+        raise said from exc
 
 
 PRUNED_GROUPS = ("cuda", "frameworks", "deps", "project", "app")
@@ -255,7 +264,7 @@ def _check_entries(plan: BuildPlan, pruned: dict[str, Any] | None) -> list[Entry
     return [Entry.file(e.path, body, e.mode) if e.path == MANIFEST_PATH.lstrip("/") else e for e in entries]
 
 
-def _index_options(plan: BuildPlan) -> Any:
+def index_options(plan: BuildPlan) -> Any:
     """The project's own index options, plus [tool.gpuship] index settings and any index the GPU plan needs."""
     idx = plan.project.index
     cfg = plan.config

@@ -11,7 +11,7 @@ from __future__ import annotations
 import posixpath
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -140,7 +140,7 @@ def plan_dockerfile(
     cache = cache or Cache()
     opts = BuildOptions(project_dir=Path(project_dir), platforms=tuple(platforms), extras=tuple(extras),
                         locked=locked, base=base)
-    plan = _make_plan(make_plan, opts, cache, progress)
+    plan = make_plan(opts, cache=cache, progress=progress)
     rbase = next(iter(getattr(plan, "registry_bases", {}).values()), None)
     profile = PROFILES[plan.base] if rbase is None else None
     cfg = plan.config
@@ -254,48 +254,12 @@ def plan_dockerfile(
     )
 
 
-def _make_plan(make_plan: Any, opts: Any, cache: Cache, progress: Progress | None) -> Any:
-    try:
-        return make_plan(opts, cache=cache, progress=progress)
-    except TypeError:  # a planner without registry bases
-        return make_plan(opts)
-
-
 def lock_as_build(plan: Any, extra_requirements: Sequence[str], *, locked: bool, cache: Cache,
                   progress: Progress | None) -> Any:
-    """``gpuship.lock`` exactly as ``gpuship build`` asks for it (same requirements, constraints, index, glibc),
-    so an export and a build of the same project share one lock and never rewrite each other's.
+    """``gpuship.lock`` exactly as ``gpuship build`` asks for it, so an export and a build share one lock."""
+    from ..build import lock_for_plan
 
-    Mirrors :func:`gpuship.build.build`'s lock step (which has no public helper yet).
-    """
-    from .. import build as b
-    from ..sources.python import lock_project
-
-    project = replace(plan.project, requirements=plan.requirements)
-    rbase = next(iter(getattr(plan, "registry_bases", {}).values()), None)
-    replace_base = tuple(getattr(plan.config, "replace_base_packages", ()))
-    keep_base = rbase.constraints(replace_base) if rbase is not None else []
-    if rbase is not None:
-        rbase.check_requirements((*plan.requirements, *extra_requirements), replace_base)
-    gpu_on = b.gpu_on(plan) if hasattr(b, "gpu_on") else bool(getattr(plan.gpu, "is_gpu", False))
-    kwargs: dict[str, Any] = {}
-    if hasattr(b, "_index_options"):
-        kwargs["index"] = b._index_options(plan)
-    if rbase is not None and hasattr(rbase, "lock_options"):
-        kwargs.update(rbase.lock_options(cache, replace_base))
-    elif rbase is not None and rbase.glibc:
-        kwargs["glibc"] = rbase.glibc
-    try:
-        return lock_project(
-            project, plan.platforms, plan.python_version, cache, locked=locked,
-            extra_requirements=tuple(extra_requirements), progress=progress,
-            constraints=(tuple(plan.gpu.constraints) if gpu_on else ()) + tuple(keep_base), **kwargs,
-        )
-    except Exception as exc:
-        said = rbase.resolve_error(exc, replace_base) if rbase is not None and hasattr(rbase, "resolve_error") else None
-        if said is None:
-            raise
-        raise said from exc
+    return lock_for_plan(plan, extra_requirements, locked=locked, cache=cache, progress=progress)
 
 
 def base_config() -> ImageConfig:
@@ -365,12 +329,9 @@ def _entries_key(entries: Sequence[Entry]) -> str:
 def _index_args(plan: Any) -> tuple[str, ...]:
     """Index options for the requirements file: the ones the lock was resolved with (project, config, GPU plan).
     Local ``--find-links`` folders are left out: a Docker build cannot see them."""
-    from .. import build as b
+    from ..build import index_options
 
-    if hasattr(b, "_index_options"):
-        idx = b._index_options(plan)
-    else:  # pragma: no cover - older build module
-        idx = plan.project.index
+    idx = index_options(plan)
     out: list[str] = []
     if idx.index_url:
         out.append(f"--index-url {idx.index_url}")
