@@ -146,44 +146,41 @@ def _run(argv: list[str], timeout: float = 15) -> tuple[int, str, str]:
         return 1, "", str(exc)
 
 
-def probe_docker() -> EngineInfo:
-    e = EngineInfo("docker", shutil.which("docker"))
+def _probe_engine(name: str, info_args: list[str]) -> tuple[EngineInfo, dict[str, Any] | None]:
+    """Ask the engine ``name`` for its ``info`` as JSON: the partly filled :class:`EngineInfo`, and the JSON when
+    the engine answered."""
+    e = EngineInfo(name, shutil.which(name))
     if not e.path:
-        return e
-    rc, out, err = _run([e.path, "info", "--format", "{{json .}}"])
+        return e, None
+    rc, out, err = _run([e.path, *info_args])
     if rc != 0:
         e.error = (err.strip().splitlines() or [""])[-1]
-        return e
+        return e, None
     try:
         info = json.loads(out)
     except ValueError:
-        e.error = "docker info printed no JSON"
-        return e
+        e.error = f"{name} info printed no JSON"
+        return e, None
     e.answers = True
-    e.version = str(info.get("ServerVersion", ""))
-    e.runtimes = tuple(sorted((info.get("Runtimes") or {}).keys()))
-    e.cdi_dirs = tuple(info.get("CDISpecDirs") or ())
+    return e, info
+
+
+def probe_docker() -> EngineInfo:
+    e, info = _probe_engine("docker", ["info", "--format", "{{json .}}"])
+    if info is not None:
+        e.version = str(info.get("ServerVersion", ""))
+        e.runtimes = tuple(sorted((info.get("Runtimes") or {}).keys()))
+        e.cdi_dirs = tuple(info.get("CDISpecDirs") or ())
     return e
 
 
 def probe_podman() -> EngineInfo:
-    e = EngineInfo("podman", shutil.which("podman"))
-    if not e.path:
-        return e
-    rc, out, err = _run([e.path, "info", "--format", "json"])
-    if rc != 0:
-        e.error = (err.strip().splitlines() or [""])[-1]
-        return e
-    try:
-        info = json.loads(out)
-    except ValueError:
-        e.error = "podman info printed no JSON"
-        return e
-    e.answers = True
-    e.version = str((info.get("version") or {}).get("Version", ""))
-    rt = ((info.get("host") or {}).get("ociRuntime") or {}).get("name")
-    e.runtimes = (rt,) if rt else ()
-    e.cdi_dirs = CDI_DIRS
+    e, info = _probe_engine("podman", ["info", "--format", "json"])
+    if info is not None:
+        e.version = str((info.get("version") or {}).get("Version", ""))
+        rt = ((info.get("host") or {}).get("ociRuntime") or {}).get("name")
+        e.runtimes = (rt,) if rt else ()
+        e.cdi_dirs = CDI_DIRS
     return e
 
 
