@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import sys
 from pathlib import Path
 from typing import Optional
@@ -10,15 +9,9 @@ from typing import Optional
 import typer
 
 from ..dev import dev as run_dev
-from ..run import RunOptions
-from ..run.options import parse_env, parse_port, parse_size, parse_volume
 from .console import err, handles_errors, info, state, status_progress
 from .main import app
-from .run import GPUS_HELP, RUNTIME_HELP, _runtime
-
-
-def _status(msg: str):  # noqa: ANN202 - a Rich status, or nothing when quiet
-    return contextlib.nullcontext() if state.quiet else err.status(msg)
+from .run import GPUS_HELP, RUNTIME_HELP, container_options, run_status
 
 
 @app.command(
@@ -61,21 +54,14 @@ def dev(
         # `gpuship dev -- python x.py`: no PATH was given, the first word after -- landed in it
         cmd = [str(path), *cmd]
         project = Path(".")
-    options = RunOptions(
+    options = container_options(
         command=tuple(cmd),
         entrypoint=() if cmd else None,  # a dev command is the whole command line, not arguments to the entrypoint
-        env=parse_env(env),
-        volumes=tuple(parse_volume(v) for v in volume),
-        ports=tuple(parse_port(p) for p in publish),
-        workdir=workdir,
-        user=user,
-        shm_size=parse_size(shm_size),
-        gpus=gpus,
-        runtime=_runtime(runtime),  # type: ignore[arg-type]
-        verbose=state.verbose > 0,
+        env=env, volume=volume, publish=publish, workdir=workdir, user=user, shm_size=shm_size, gpus=gpus,
+        runtime=runtime,
     )
     if state.quiet:
-        _, code = run_dev(project, options, image=image, base=base, extras=tuple(extra), notify=info, run_progress=_status)
+        _, code = run_dev(project, options, image=image, base=base, extras=tuple(extra), notify=info, run_progress=run_status)
         raise typer.Exit(code)
     with err.status("building the dev image…") as status:
         progress = status_progress(status, lambda msg: bool(state.verbose))
@@ -89,5 +75,5 @@ def dev(
         info(f"{image}: {project.resolve()} mounted at {made.workdir}, PYTHONPATH={made.source}")
     from ..run import run_image
 
-    code = run_image(made.image, dev_run_options(made, project, options), notify=info, progress=_status)
+    code = run_image(made.image, dev_run_options(made, project, options), notify=info, progress=run_status)
     raise typer.Exit(code)

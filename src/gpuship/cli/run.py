@@ -30,7 +30,7 @@ GPUS_HELP = (
 DEFAULT_ULIMIT_TEXT = " ".join(f"--ulimit {u}" for u in DEFAULT_ULIMITS)
 
 
-def _status(msg: str):  # noqa: ANN202 - a Rich status, or nothing when quiet
+def run_status(msg: str):  # noqa: ANN202 - a Rich status, or nothing when quiet
     return contextlib.nullcontext() if state.quiet else err.status(msg)
 
 
@@ -38,6 +38,28 @@ def _runtime(value: str) -> str:
     if value not in RUNTIMES:
         raise GpushipError(f"--runtime must be one of {', '.join(RUNTIMES)}, not {value!r}")
     return value
+
+
+def container_options(
+    *, command: tuple[str, ...], entrypoint: tuple[str, ...] | None, env: list[str] | None,
+    volume: list[str] | None, publish: list[str] | None, workdir: str | None, user: str | None, shm_size: str,
+    gpus: str, runtime: str, **more: object,
+) -> RunOptions:
+    """:class:`RunOptions` from the container options ``gpuship run`` and ``gpuship dev`` share, as typed."""
+    return RunOptions(
+        command=command,
+        entrypoint=entrypoint,
+        env=parse_env(env),
+        volumes=tuple(parse_volume(v) for v in volume or ()),
+        ports=tuple(parse_port(p) for p in publish or ()),
+        workdir=workdir,
+        user=user,
+        shm_size=parse_size(shm_size),
+        gpus=gpus,
+        runtime=_runtime(runtime),  # type: ignore[arg-type]
+        verbose=state.verbose > 0,
+        **more,  # type: ignore[arg-type]
+    )
 
 
 @app.command(
@@ -78,23 +100,13 @@ def run(
 
     Both give the container the host's NVIDIA GPUs the way the NVIDIA container toolkit does (device nodes, the driver's libraries, nvidia-smi), --shm-size 1g and unlimited memlock by default.
     """
-    options = RunOptions(
+    options = container_options(
         command=tuple(command or ()),
         entrypoint=None if entrypoint is None else ((entrypoint,) if entrypoint else ()),
-        env=parse_env(env),
-        volumes=tuple(parse_volume(v) for v in volume),
-        ports=tuple(parse_port(p) for p in publish),
-        workdir=workdir,
-        user=user,
-        shm_size=parse_size(shm_size),
-        gpus=gpus,
-        runtime=_runtime(runtime),  # type: ignore[arg-type]
-        read_only=read_only,
-        keep=keep,
-        name=name,
-        verbose=state.verbose > 0,
+        env=env, volume=volume, publish=publish, workdir=workdir, user=user, shm_size=shm_size, gpus=gpus,
+        runtime=runtime, read_only=read_only, keep=keep, name=name,
     ).with_ulimits(parse_ulimit(u) for u in ulimit)
-    code = run_image(image, options, notify=info, progress=_status)
+    code = run_image(image, options, notify=info, progress=run_status)
     raise typer.Exit(code)
 
 
@@ -112,5 +124,5 @@ def check(
     The same as `gpuship run IMAGE --entrypoint /usr/local/bin/gpuship-check`: it reports what the image carries (CUDA libraries, GPU architectures) against the GPUs and driver it finds.
     """
     options = RunOptions(env=parse_env(env), gpus=gpus, runtime=_runtime(runtime), verbose=state.verbose > 0)  # type: ignore[arg-type]
-    code = check_image(image, tuple(args or ()), options, notify=info, progress=_status)
+    code = check_image(image, tuple(args or ()), options, notify=info, progress=run_status)
     raise typer.Exit(code)
