@@ -409,11 +409,10 @@ def write_report(result: BuildResult, path: Path) -> None:
     """The build report (JSON) and, beside it, the SPDX 2.3 SBOM (``<name>.spdx.json``)."""
     from .sbom import Component, write_spdx
 
+    from .oci.layout import write_json
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(result.report_json(), indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
+    write_json(path, result.report_json())
     comps: list[Component] = []
     for p in result.platforms:
         comps += [Component("deb", n, v, a) for n, v, a in p.debian_packages]

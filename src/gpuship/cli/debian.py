@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import platform as host_platform
 import tomllib
 from pathlib import Path
@@ -158,9 +157,9 @@ def base(
             "layers": [l.to_record() for l in b.layers], "dropped": b.dropped.to_json(),
             "skipped": [list(s) for s in b.skipped], "suites": [str(s) for s in b.suites],
         }
-        tmp = report.with_suffix(report.suffix + ".tmp")
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-        tmp.replace(report)
+        from ..oci.layout import write_json
+
+        write_json(report, data)
 
 
 @app.command("libdeps")

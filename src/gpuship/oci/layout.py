@@ -210,6 +210,17 @@ def atomic_file(path: Path | str) -> Iterator[IO[bytes]]:
         tmp.unlink(missing_ok=True)
 
 
+def write_json(path: Path | str, data: Any) -> None:
+    """``data`` as indented, key-sorted JSON at ``path`` (its folder made), complete or not there at all."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _cannot_write(path, exc) from exc
+    with atomic_file(path) as fh:
+        fh.write((json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+
+
 def _copy_blob(blob: Blob, dest: Path) -> None:
     """Put ``blob`` at ``dest`` (temp + rename), unless a file of the right size is already there."""
     if dest.is_file() and dest.stat().st_size == blob.size:

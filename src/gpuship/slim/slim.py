@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import posixpath
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -459,8 +458,6 @@ def _packages(keeper: Keeper, view: RootView, kept: KeepSet, removed: list[Remov
 
 def write_report(result: SlimResult, path: Path) -> None:
     """The slimming report as JSON (written to a temporary file and renamed)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(result.report_json(), indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
+    from ..oci.layout import write_json
+
+    write_json(path, result.report_json())
