@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from ..cache import CHUNK, Cache
@@ -293,15 +293,23 @@ class BlobUploader:
 
     def _put_whole(self, blob: _Blob, location: str) -> None:
         pos = [0]
+        self._close_upload(
+            blob, location, f"uploading {blob.what} {blob.digest[:19]}", str(blob.size),
+            self._body(blob, 0, blob.size, pos),
+        )
+
+    def _close_upload(self, blob: _Blob, location: str, what: str, length: str, content: Any) -> None:
+        """The upload's closing PUT (``?digest=``), with ``content`` as its body: a broken connection after which
+        the registry has the blob counts as done, any other transient failure restarts the upload."""
         try:
             resp = self.client.send(
                 "PUT",
                 _with_query(location, digest=blob.digest),
-                headers={"Content-Type": "application/octet-stream", "Content-Length": str(blob.size)},
-                content=self._body(blob, 0, blob.size, pos),
+                headers={"Content-Type": "application/octet-stream", "Content-Length": length},
+                content=content,
                 ok=(201,),
                 retries=False,
-                what=f"uploading {blob.what} {blob.digest[:19]}",
+                what=what,
             )
         except Transient as exc:
             self._pause(exc, 1)
@@ -358,26 +366,7 @@ class BlobUploader:
                 location = self.client.resolve(location, loc)
             got = resp.headers.get("range")
             offset = _range_end(got) if got else end
-        try:
-            resp = self.client.send(
-                "PUT",
-                _with_query(location, digest=blob.digest),
-                headers={"Content-Type": "application/octet-stream", "Content-Length": "0"},
-                content=b"",
-                ok=(201,),
-                retries=False,
-                what=f"finishing the upload of {blob.digest[:19]}",
-            )
-        except Transient as exc:
-            self._pause(exc, 1)
-            if self.exists(blob.digest):
-                return
-            raise _Restart(exc.message) from exc
-        except RegistryError as exc:
-            self._check_upload_error(exc, blob)
-            raise
-        resp.close()
-        self._check_digest(resp.headers.get("docker-content-digest"), blob)
+        self._close_upload(blob, location, f"finishing the upload of {blob.digest[:19]}", "0", b"")
 
     def _pause(self, exc: Transient, failures: int) -> None:
         delay = self.client.retry.delay(failures)
