@@ -69,3 +69,20 @@ def build_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One gpuship cache for every test that runs `gpuship build`: wheels and .debs are downloaded once."""
     root = os.environ.get("GPUSHIP_TEST_CACHE")
     return Path(root) if root else tmp_path_factory.mktemp("build-cache")
+
+
+@pytest.fixture(scope="session")
+def tools_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the CUDA tool wheels (cuobjdump, nvJPEG) are installed once per test session."""
+    return tmp_path_factory.mktemp("cuda-tools")
+
+
+@pytest.fixture(scope="session")
+def cuobjdump_exe(tools_dir: Path) -> Path:
+    """NVIDIA's cuobjdump from its PyPI wheel: the reference the fatbin reader and the pruner are checked against."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent / "data" / "fatbin"))
+    from cudatools import cuobjdump
+
+    return cuobjdump(tools_dir)

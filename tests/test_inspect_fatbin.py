@@ -12,20 +12,10 @@ from gpuship.inspect import Arch, read_cuda_library
 from gpuship.inspect.fatbin import FatbinError, parse_fatbin
 
 sys.path.insert(0, str(Path(__file__).parent / "data" / "fatbin"))
-from cudatools import HERE, NVJPEG_CU12, NVJPEG_CU13, cuobjdump, install_wheel, listed_by_cuobjdump  # noqa: E402
+from cudatools import HERE, NVJPEG_CU12, NVJPEG_CU13, install_wheel, listed_by_cuobjdump  # noqa: E402
 
 MULTIARCH = HERE / "libmultiarch.so"
 VARIANTS = HERE / "libvariants.so"
-
-
-@pytest.fixture(scope="session")
-def tools_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("cuda-tools")
-
-
-@pytest.fixture(scope="session")
-def cuobjdump_exe(tools_dir: Path) -> Path:
-    return cuobjdump(tools_dir)
 
 
 def ours(lib_path: Path) -> Counter[str]:

@@ -21,20 +21,10 @@ from gpuship.oci.layer import rewrite_layer
 from gpuship.slim import ArchSelection, Target, gpu_json_fragment, prune_fatbins, prune_layer_entries
 
 sys.path.insert(0, str(Path(__file__).parent / "data" / "fatbin"))
-from cudatools import HERE, NVJPEG_CU13, cuobjdump, install_wheel, listed_by_cuobjdump  # noqa: E402
+from cudatools import HERE, NVJPEG_CU13, install_wheel, listed_by_cuobjdump  # noqa: E402
 
 MULTIARCH = HERE / "libmultiarch.so"
 VARIANTS = HERE / "libvariants.so"
-
-
-@pytest.fixture(scope="session")
-def tools_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("cuda-tools-prune")
-
-
-@pytest.fixture(scope="session")
-def cuobjdump_exe(tools_dir: Path) -> Path:
-    return cuobjdump(tools_dir)
 
 
 def sections(data: bytes) -> list[tuple[str, int, int]]:
