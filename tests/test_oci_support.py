@@ -88,3 +88,14 @@ def layer_from_tar(data: bytes, cache: Cache) -> Layer:
     digest = cache.put_bytes(gz)
     diff_id = "sha256:" + hashlib.sha256(data).hexdigest()
     return Layer(digest, diff_id, len(gz), len(data), "gzip", cache=cache)
+
+
+def test_apply_whiteout() -> None:
+    from gpuship.oci.entry import apply_whiteout
+
+    below = {"etc": 1, "etc/a": 1, "etc/a/b": 1, "etc/ab": 1, "opt/x": 1, "opt/x/y": 1}
+    assert not apply_whiteout("etc/c", below) and len(below) == 6
+    assert apply_whiteout("etc/.wh.a", below)  # the path and what is under it, not its prefix-sharing sibling
+    assert sorted(below) == ["etc", "etc/ab", "opt/x", "opt/x/y"]
+    assert apply_whiteout("opt/x/.wh..wh..opq", below)  # opaque: the folder stays, its contents go
+    assert sorted(below) == ["etc", "etc/ab", "opt/x"]

@@ -11,7 +11,7 @@ import posixpath
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import Any, BinaryIO, Literal
 
 from ..errors import IntegrityError
 
@@ -126,3 +126,19 @@ def rebase_through_links(path: str, links: dict[str, str]) -> str:
         else:
             return path
     raise IntegrityError(f"symlink loop while resolving {path!r}")
+
+
+def apply_whiteout(path: str, below: dict[str, Any]) -> bool:
+    """If ``path`` is a whiteout (``.wh.<name>`` or the opaque ``.wh..wh..opq``), drop what it hides from
+    ``below`` (the paths of the layers underneath, as keys) and return True; else return False."""
+    head, name = posixpath.split(path)
+    if name == OPAQUE_WHITEOUT:
+        hidden, keep_self = head, True
+    elif name.startswith(WHITEOUT_PREFIX):
+        hidden, keep_self = posixpath.join(head, name[len(WHITEOUT_PREFIX):]), False
+    else:
+        return False
+    prefix = hidden + "/"
+    for key in [k for k in below if k.startswith(prefix) or (not keep_self and k == hidden)]:
+        del below[key]
+    return True

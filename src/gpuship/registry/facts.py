@@ -21,7 +21,7 @@ from typing import Any
 from packaging.utils import canonicalize_name
 
 from ..cache import Cache
-from ..oci.entry import OPAQUE_WHITEOUT, WHITEOUT_PREFIX, clean_path
+from ..oci.entry import apply_whiteout, clean_path
 from ..oci.image import Image
 from ..oci.layer import Layer
 
@@ -93,12 +93,6 @@ def _interesting(path: str) -> bool:
     )
 
 
-def _drop_under(files: dict[str, _Node], path: str, *, keep_self: bool = False) -> None:
-    prefix = path + "/"
-    for key in [k for k in files if k.startswith(prefix) or (not keep_self and k == path)]:
-        del files[key]
-
-
 def _read_limited(fh: Any) -> bytes:
     return fh.read(MAX_READ) if fh is not None else b""
 
@@ -107,12 +101,7 @@ def _scan_layer(layer: Layer, files: dict[str, _Node]) -> None:
     added: dict[str, _Node] = {}
     missing_links: dict[str, str] = {}
     for entry, fh in layer.entries():
-        head, name = posixpath.split(entry.path)
-        if name == OPAQUE_WHITEOUT:
-            _drop_under(files, head, keep_self=True)
-            continue
-        if name.startswith(WHITEOUT_PREFIX):
-            _drop_under(files, posixpath.join(head, name[len(WHITEOUT_PREFIX):]))
+        if apply_whiteout(entry.path, files):
             continue
         if entry.kind != "dir" and entry.path in files:
             del files[entry.path]

@@ -36,7 +36,7 @@ from packaging.version import InvalidVersion, Version
 from ..cache import Cache
 from ..errors import ConfigError, GpushipError, ResolveError
 from ..oci import Image, ImageConfig, Layer, Platform
-from ..oci.entry import OPAQUE_WHITEOUT, WHITEOUT_PREFIX
+from ..oci.entry import apply_whiteout
 from ..registry.facts import BaseFacts, base_facts
 from .debian.profiles import PROFILES, PythonInfo
 
@@ -342,23 +342,12 @@ def stand_in_wheels(base: RegistryBase, cache: Cache, replace: Iterable[str] = (
 
 
 # -- reading the layers ----------------------------------------------------------------------------------------
-def _drop_under(nodes: dict[str, Any], path: str, keep_self: bool = False) -> None:
-    prefix = path + "/"
-    for key in [k for k in nodes if k.startswith(prefix) or (not keep_self and k == path)]:
-        del nodes[key]
-
-
 def scan_layers(layers: Sequence[Layer]) -> BaseScan:
     """Merged-/usr links, dpkg status and distribution locations, from the layers bottom-up (whiteouts honoured)."""
     nodes: dict[str, tuple[str, Any]] = {}
     for layer in layers:
         for entry, fh in layer.entries():
-            head, name = posixpath.split(entry.path)
-            if name == OPAQUE_WHITEOUT:
-                _drop_under(nodes, head, keep_self=True)
-                continue
-            if name.startswith(WHITEOUT_PREFIX):
-                _drop_under(nodes, posixpath.join(head, name[len(WHITEOUT_PREFIX):]))
+            if apply_whiteout(entry.path, nodes):
                 continue
             path = entry.path
             if entry.kind != "dir":
