@@ -93,6 +93,28 @@ def test_numpy_hello_renders_the_multi_stage_shape(numpy_hello: Path, shared_cac
     assert "PATH=/opt/venv/bin:" in runtime and "org.opencontainers.image.title=numpy-hello" in runtime
 
 
+def test_byte_code_step_skips_modules_that_do_not_compile(numpy_hello: Path, shared_cache: Cache, tmp_path: Path) -> None:
+    """The Dockerfile compiles the venv as gpuship does: a module in newer syntax than the base's Python (torch ships
+    a py312-only test module) gets no .pyc instead of failing `docker build`; the others are compiled."""
+    import shlex
+    import subprocess
+    import sys
+
+    spec = plan_dockerfile(numpy_hello, cache=shared_cache, libdeps=False)
+    [line] = [ln for ln in render_dockerfile(spec).splitlines() if "compileall" in ln]
+    venv = tmp_path / "opt" / "venv"
+    pkg = venv / "lib" / "python3.11" / "site-packages" / "pkg"
+    pkg.mkdir(parents=True)
+    (pkg / "ok.py").write_text("x = 1\n")
+    (pkg / "py312.py").write_text('def f[T](a: "new annotation"):\n    return a\n')
+    command = shlex.split(line.removeprefix("RUN ").replace("/opt/venv", str(venv)))
+    command[0] = sys.executable  # the base's Python here: 3.11, which cannot parse the py312 module
+    assert sys.version_info < (3, 12)
+    proc = subprocess.run(command, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert [p.name.split(".")[0] for p in (pkg / "__pycache__").iterdir()] == ["ok"]
+
+
 def test_export_writes_the_files_and_keeps_a_users_dockerignore(numpy_hello: Path, shared_cache: Cache, tmp_path: Path) -> None:
     (numpy_hello / ".dockerignore").write_text("notes/\n*.csv\n")
     ca = tmp_path / "ca.pem"

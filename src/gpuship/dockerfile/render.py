@@ -185,9 +185,15 @@ def _builder_registry(spec: DockerfileSpec, install: str, count: str) -> list[st
                   "FROM ${BASE} AS venv",
                   "USER 0:0",
                   f"COPY --from=pruned {venv} {venv}",
-                  _exec([f"{venv}/bin/python", "-m", "compileall", "-q", "--invalidation-mode", "unchecked-hash",
-                         f"{venv}/lib"])]
+                  _exec([f"{venv}/bin/python", "-c", _compile_venv(venv)])]
     return lines + [""]
+
+
+def _compile_venv(venv: str) -> str:
+    """Python that compiles the venv's byte code as gpuship does: a file that does not compile (a module written
+    for a newer Python, a template) gets no .pyc and does not fail the build; any other error does."""
+    return ("import compileall, py_compile; compileall.compile_dir("
+            f"{json.dumps(venv + '/lib')}, quiet=1, invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)")
 
 
 def _exec(argv: Sequence[str]) -> str:
@@ -203,7 +209,7 @@ def _after_install(spec: DockerfileSpec) -> list[str]:
                   *_run(spec.prune_commands)]
     if spec.bytecode == "unchecked-hash":
         lines += ["# bytecode compiled at build time, valid without source timestamps ([tool.gpuship] bytecode)",
-                  *_run([f"{venv}/bin/python -m compileall -q --invalidation-mode unchecked-hash {venv}/lib"])]
+                  *_run([f"{venv}/bin/python -c {shlex.quote(_compile_venv(venv))}"])]
     return lines + [""]
 
 
