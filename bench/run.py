@@ -132,7 +132,7 @@ class Bench:
         return ok
 
     # -- one example ------------------------------------------------------------------------------------
-    def example(self, name: str, arm64: bool) -> dict[str, Any]:
+    def example(self, name: str, arm64: bool, ways: tuple[str, ...] = WAYS) -> dict[str, Any]:
         from gpuship.dockerfile import export_dockerfile, plan_dockerfile
 
         log(f"{name}: preparing the three build folders (lock once, export the Dockerfile)")
@@ -153,52 +153,55 @@ class Bench:
         write_naive(dirs["naive"], spec, list(load_project(ex).requirements), self.ca)
         out: dict[str, Any] = {"packages": spec.package_count}
 
-        # gpuship
-        log(f"{name}: gpuship cold build x2")
-        caches = [self.work / "caches" / f"{name}-{i}" for i in (1, 2)]
-        for c in caches:
-            shutil.rmtree(c, ignore_errors=True)
-        t1, r1 = self.gpuship_build(dirs["gpuship"], self.tag(name, "gpuship", "cold1"), caches[0])
-        t2, r2 = self.gpuship_build(dirs["gpuship"], self.tag(name, "gpuship", "cold2"), caches[1])
-        shutil.rmtree(caches[1], ignore_errors=True)
-        log(f"{name}: gpuship rebuilds (3x no change, 3x after a one-line edit)")
         repeat = 1 if name in HEAVY else REPEAT
-        nochange = [self.gpuship_build(dirs["gpuship"], self.tag(name, "gpuship", "nochange"), caches[0])
-                    for _ in range(repeat)]
-        edits = []
-        for _ in range(repeat):
-            self._edit(dirs["gpuship"], name)
-            edits.append(self.gpuship_build(dirs["gpuship"], self.tag(name, "gpuship", "edit"), caches[0]))
-        g_tag = f"gpuship-bench/{name}-gpuship:cold1"
-        own = sum(layer["size"] for p in r1["platforms"] for layer in p["layers"])
-        out["gpuship"] = {
-            "cold_runs_s": [t1.seconds, t2.seconds], "cold_s": min(t1.seconds, t2.seconds),
-            "nochange_runs_s": [t.seconds for t, _ in nochange], "nochange_s": _median([t.seconds for t, _ in nochange]),
-            "edit_runs_s": [t.seconds for t, _ in edits], "edit_s": _median([t.seconds for t, _ in edits]),
-            "digests": [r1["digest"], r2["digest"]], "same_digest": r1["digest"] == r2["digest"],
-            "nochange_same_digest": all(r["digest"] == r1["digest"] for _, r in nochange),
-            "peak_rss_mb": round(max(t1.max_rss_mb, t2.max_rss_mb), 1),
-            "own_compressed": own, **self._sizes(g_tag), "smoke": self.smoke(name, g_tag),
-        }
-        if arm64 and name not in HEAVY:
-            log(f"{name}: gpuship cold builds for linux/amd64 and linux/arm64 (OCI archives)")
-            res = {}
-            for plat in ("linux/amd64", "linux/arm64"):
-                c = self.work / "caches" / f"{name}-{plat.replace('/', '-')}"
+        # gpuship
+        if "gpuship" in ways:
+            log(f"{name}: gpuship cold build x2")
+            caches = [self.work / "caches" / f"{name}-{i}" for i in (1, 2)]
+            for c in caches:
                 shutil.rmtree(c, ignore_errors=True)
-                archive = self.work / f"{name}-{plat.replace('/', '-')}.oci.tar"
-                t, _ = self.gpuship_build(dirs["gpuship"], f"{name}:{plat.split('/')[1]}", c, platform=plat,
-                                          output=f"oci-archive:{archive}")
-                res[plat] = {"cold_s": t.seconds, "peak_rss_mb": round(t.max_rss_mb, 1),
-                             "archive_bytes": archive.stat().st_size}
-                archive.unlink()
-                shutil.rmtree(c, ignore_errors=True)
-            res["ratio_arm64_over_amd64"] = res["linux/arm64"]["cold_s"] / res["linux/amd64"]["cold_s"]
-            out["arch"] = res
-        shutil.rmtree(caches[0], ignore_errors=True)
+            t1, r1 = self.gpuship_build(dirs["gpuship"], self.tag(name, "gpuship", "cold1"), caches[0])
+            t2, r2 = self.gpuship_build(dirs["gpuship"], self.tag(name, "gpuship", "cold2"), caches[1])
+            shutil.rmtree(caches[1], ignore_errors=True)
+            log(f"{name}: gpuship rebuilds (3x no change, 3x after a one-line edit)")
+            nochange = [self.gpuship_build(dirs["gpuship"], self.tag(name, "gpuship", "nochange"), caches[0])
+                        for _ in range(repeat)]
+            edits = []
+            for _ in range(repeat):
+                self._edit(dirs["gpuship"], name)
+                edits.append(self.gpuship_build(dirs["gpuship"], self.tag(name, "gpuship", "edit"), caches[0]))
+            g_tag = f"gpuship-bench/{name}-gpuship:cold1"
+            own = sum(layer["size"] for p in r1["platforms"] for layer in p["layers"])
+            out["gpuship"] = {
+                "cold_runs_s": [t1.seconds, t2.seconds], "cold_s": min(t1.seconds, t2.seconds),
+                "nochange_runs_s": [t.seconds for t, _ in nochange], "nochange_s": _median([t.seconds for t, _ in nochange]),
+                "edit_runs_s": [t.seconds for t, _ in edits], "edit_s": _median([t.seconds for t, _ in edits]),
+                "digests": [r1["digest"], r2["digest"]], "same_digest": r1["digest"] == r2["digest"],
+                "nochange_same_digest": all(r["digest"] == r1["digest"] for _, r in nochange),
+                "peak_rss_mb": round(max(t1.max_rss_mb, t2.max_rss_mb), 1),
+                "own_compressed": own, **self._sizes(g_tag), "smoke": self.smoke(name, g_tag),
+            }
+            if arm64 and name not in HEAVY:
+                log(f"{name}: gpuship cold builds for linux/amd64 and linux/arm64 (OCI archives)")
+                res = {}
+                for plat in ("linux/amd64", "linux/arm64"):
+                    c = self.work / "caches" / f"{name}-{plat.replace('/', '-')}"
+                    shutil.rmtree(c, ignore_errors=True)
+                    archive = self.work / f"{name}-{plat.replace('/', '-')}.oci.tar"
+                    t, _ = self.gpuship_build(dirs["gpuship"], f"{name}:{plat.split('/')[1]}", c, platform=plat,
+                                              output=f"oci-archive:{archive}")
+                    res[plat] = {"cold_s": t.seconds, "peak_rss_mb": round(t.max_rss_mb, 1),
+                                 "archive_bytes": archive.stat().st_size}
+                    archive.unlink()
+                    shutil.rmtree(c, ignore_errors=True)
+                res["ratio_arm64_over_amd64"] = res["linux/arm64"]["cold_s"] / res["linux/amd64"]["cold_s"]
+                out["arch"] = res
+            shutil.rmtree(caches[0], ignore_errors=True)
 
         # docker build of the exported Dockerfile, and of the naive one
         for way, dockerfile in (("dockerfile", "Dockerfile"), ("naive", "Dockerfile.naive")):
+            if way not in ways:
+                continue
             log(f"{name}: docker build ({way}) cold x2, then rebuilds")
             src = dirs[way]
             ta = self.tag(name, way, "cold1")
@@ -343,7 +346,8 @@ def tables(res: dict[str, Any]) -> str:
         a = ex.get("arch")
         arch = (f"{a['linux/amd64']['cold_s']:.1f} | {a['linux/arm64']['cold_s']:.1f} | "
                 f"{a['ratio_arm64_over_amd64']:.2f}") if a else "– | – | –"
-        lines.append(f"| {name} | {ex['gpuship']['peak_rss_mb']:.0f} | {arch} |")
+        rss = ex["gpuship"].get("peak_rss_mb")
+        lines.append(f"| {name} | {'–' if rss is None else f'{rss:.0f}'} | {arch} |")
     base = res.get("base")
     if base:
         lines += ["", "| base (compressed / uncompressed MB) | with CPython | compressed | uncompressed |",
@@ -373,9 +377,18 @@ def write_docs(res: dict[str, Any], path: Path) -> None:
     text = path.read_text() if path.is_file() else f"# Benchmarks\n\n{DOCS_START}\n{DOCS_END}\n"
     if DOCS_START not in text or DOCS_END not in text:
         text += f"\n{DOCS_START}\n{DOCS_END}\n"
-    block = (f"{DOCS_START}\n_Run {res['started']} (gpuship {res['gpuship']}, commit {res['commit'][:12]}), "
-             f"examples: {', '.join(res['examples'])}._\n\nMachine: {machine_line(res['machine'])}.\n\n"
-             f"Command: `{res['command']}`\n\n{tables(res)}\n{DOCS_END}")
+    runs = res.get("runs") or [res]
+    if len(runs) > 1:
+        head_line = "_Runs (one machine, one day; each figure comes from the run that measured it, see `measured` in " \
+                    "bench/results.json):_\n\n" + "\n".join(
+                        f"* {r['started']}, commit {str(r['commit'])[:12]}: `{r['command']}`" for r in runs)
+        command = ""
+    else:
+        head_line = (f"_Run {res['started']} (gpuship {res['gpuship']}, commit {res['commit'][:12]}), "
+                     f"examples: {', '.join(res['examples'])}._")
+        command = f"Command: `{res['command']}`\n\n"
+    block = (f"{DOCS_START}\n{head_line}\n\nMachine: {machine_line(res['machine'])}.\n\n"
+             f"{command}{tables(res)}\n{DOCS_END}")
     head, rest = text.split(DOCS_START, 1)
     tail = rest.split(DOCS_END, 1)[1]
     path.write_text(head + block + tail)
@@ -403,6 +416,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="skip the function-runtime load test (BENCH_SERVE=0)")
     ap.add_argument("--no-slim", action="store_true", default=os.environ.get("BENCH_SLIM") == "0",
                     help="skip the slimming figures of bench/slim_figures.py (BENCH_SLIM=0)")
+    ap.add_argument("--ways", default=os.environ.get("BENCH_WAYS") or ",".join(WAYS),
+                    help="which of gpuship,dockerfile,naive to build (BENCH_WAYS)")
+    ap.add_argument("--merge", action="store_true", default=os.environ.get("BENCH_MERGE") == "1",
+                    help="add to --out instead of replacing it: the examples and ways run now replace theirs, the rest "
+                         "is kept, and each run is listed (BENCH_MERGE=1)")
     ap.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temp folder, removed)")
     ap.add_argument("--render-only", action="store_true",
                     help="build nothing: print the tables of --out (bench/results.json) and update the docs")
@@ -414,6 +432,9 @@ def main(argv: list[str] | None = None) -> int:
             write_docs(res, args.docs)
         return 0
     examples = [e for e in args.examples.replace(",", " ").split() if e]
+    ways = tuple(w for w in WAYS if w in args.ways.replace(",", " ").split())
+    if not ways:
+        raise SystemExit(f"bench: --ways names none of {', '.join(WAYS)}")
     for e in examples:
         if not (ROOT / "examples" / e).is_dir():
             raise SystemExit(f"bench: no example {e!r} (choose from {', '.join(EXAMPLES)})")
@@ -432,17 +453,31 @@ def main(argv: list[str] | None = None) -> int:
                           "label=dev.gpuship.debian-base").split())
     bench = Bench(work, ca)
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    command = "make bench" + (f" BENCH_EXAMPLES=\"{' '.join(examples)}\"" if examples != list(EXAMPLES) else "")
+    command += f" BENCH_WAYS={','.join(ways)}" if ways != WAYS else ""
+    command += " BENCH_MERGE=1" if args.merge else ""
+    started = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    this_run = {"started": started, "commit": commit, "command": command, "examples": examples, "ways": list(ways)}
+    prev: dict[str, Any] = json.loads(args.out.read_text()) if args.merge and args.out.is_file() else {}
+    runs = prev.get("runs") or ([{k: prev.get(k) for k in ("started", "commit", "command", "finished")}
+                                 | {"examples": list(prev.get("examples") or {})}] if prev else [])
     res: dict[str, Any] = {
-        "started": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "gpuship": __version__, "commit": commit, "machine": machine(),
-        "command": "make bench" + (f" BENCH_EXAMPLES=\"{' '.join(examples)}\"" if examples != list(EXAMPLES) else ""),
-        "examples": {},
+        **{k: v for k, v in prev.items() if k in ("base", "serve", "slim")},
+        "started": started, "gpuship": __version__, "commit": commit, "machine": machine(),
+        "command": command, "examples": dict(prev.get("examples") or {}), "runs": [*runs, this_run],
     }
     try:
         for name in examples:
             started = time.monotonic()
             try:
-                res["examples"][name] = bench.example(name, arm64=not args.no_arm64)
+                got = bench.example(name, arm64=not args.no_arm64, ways=ways)
+                stamp = {w: {"started": started, "commit": commit} for w in ways}
+                kept = res["examples"].get(name) if args.merge else None
+                if kept and "error" not in kept:  # the ways not run now keep their figures from the earlier run
+                    got = {**kept, **got, "measured": {**kept.get("measured", {}), **stamp}}
+                else:
+                    got["measured"] = stamp
+                res["examples"][name] = got
             except Exception as exc:  # one failed example is reported, the others still run
                 log(f"{name} failed: {exc}")
                 res["examples"][name] = {"error": str(exc)}
@@ -460,7 +495,9 @@ def main(argv: list[str] | None = None) -> int:
         bench.cleanup(dangling)
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
-    res["finished"] = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    res["finished"] = this_run["finished"] = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    order = {e: i for i, e in enumerate(EXAMPLES)}
+    res["examples"] = dict(sorted(res["examples"].items(), key=lambda kv: order.get(kv[0], len(order))))
     args.out.write_text(json.dumps(res, indent=2) + "\n")
     print(f"Machine: {machine_line(res['machine'])}\n\n{tables(res)}")
     if not args.no_docs:
