@@ -456,14 +456,14 @@ def main(argv: list[str] | None = None) -> int:
     command = "make bench" + (f" BENCH_EXAMPLES=\"{' '.join(examples)}\"" if examples != list(EXAMPLES) else "")
     command += f" BENCH_WAYS={','.join(ways)}" if ways != WAYS else ""
     command += " BENCH_MERGE=1" if args.merge else ""
-    started = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    this_run = {"started": started, "commit": commit, "command": command, "examples": examples, "ways": list(ways)}
+    run_started = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    this_run = {"started": run_started, "commit": commit, "command": command, "examples": examples, "ways": list(ways)}
     prev: dict[str, Any] = json.loads(args.out.read_text()) if args.merge and args.out.is_file() else {}
     runs = prev.get("runs") or ([{k: prev.get(k) for k in ("started", "commit", "command", "finished")}
                                  | {"examples": list(prev.get("examples") or {})}] if prev else [])
     res: dict[str, Any] = {
         **{k: v for k, v in prev.items() if k in ("base", "serve", "slim")},
-        "started": started, "gpuship": __version__, "commit": commit, "machine": machine(),
+        "started": run_started, "gpuship": __version__, "commit": commit, "machine": machine(),
         "command": command, "examples": dict(prev.get("examples") or {}), "runs": [*runs, this_run],
     }
     try:
@@ -471,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
             started = time.monotonic()
             try:
                 got = bench.example(name, arm64=not args.no_arm64, ways=ways)
-                stamp = {w: {"started": started, "commit": commit} for w in ways}
+                stamp = {w: {"started": run_started, "commit": commit} for w in ways}
                 kept = res["examples"].get(name) if args.merge else None
                 if kept and "error" not in kept:  # the ways not run now keep their figures from the earlier run
                     got = {**kept, **got, "measured": {**kept.get("measured", {}), **stamp}}
