@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from .cache import Cache
-from .parallel import parallel_map
 from .errors import GpushipError
 from .oci import (
     Entry, Image, ImageConfig, Index, Layer, Platform, append_layers, cached_layer, empty_image, make_index, with_config,
 )
+from .parallel import parallel_map
 from .plan import BuildOptions, BuildPlan, make_plan
 from .project.entrypoint import VENV, choose_entrypoint
 from .sources.app import AppFiles, app_layer, select_app_files
@@ -407,9 +407,8 @@ def _self_key() -> str:
 
 def write_report(result: BuildResult, path: Path) -> None:
     """The build report (JSON) and, beside it, the SPDX 2.3 SBOM (``<name>.spdx.json``)."""
-    from .sbom import Component, write_spdx
-
     from .oci.layout import write_json
+    from .sbom import Component, write_spdx
 
     path = Path(path)
     write_json(path, result.report_json())

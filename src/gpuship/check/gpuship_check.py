@@ -596,7 +596,7 @@ def check_arch(report: Report, index: int, gpu: dict, manifest: dict) -> None:
     kept = [str(a).split(":")[-1] for a in pruned.get("archs") or []]
     if kept:  # prune-archs left only these: the GPU must be able to run one of them
         sass = [a for a in kept if a.startswith("sm_")]
-        ptxs = sorted((a for a in kept if a.startswith("compute_")), key=cc_tuple)
+        ptxs = [a for a in kept if a.startswith("compute_")]
         if not any(_runs_on(cc, sass, p) for p in ptxs or [""]):
             built = ", ".join(str(t) for t in pruned.get("targets") or targets) or ", ".join(kept)
             report.fail(

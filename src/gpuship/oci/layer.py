@@ -148,18 +148,26 @@ def cached_layer(
 
     The key is combined with the compressor and epoch, so a change of either rebuilds.
     """
-    full_key = _layer_key(key, compression)
-    with cache.lock(f"layer-{full_key}"):
-        rec = cache.get_ref("layers", full_key)
-        if rec is not None and cache.has(str(rec["digest"])):
-            return Layer.from_record(rec, cache, reused=True)
-        layer = build_layer(make_entries(), cache, compression=compression, comment=comment)
-        cache.put_ref("layers", full_key, layer.to_record())
-        return layer
+    return _remembered(
+        cache, _layer_key(key, compression),
+        lambda: build_layer(make_entries(), cache, compression=compression, comment=comment),
+    )
 
 
 def _layer_key(key: str, compression: Compression) -> str:
     return hashlib.sha256(json.dumps([key, compressor_id(compression), source_date_epoch()]).encode()).hexdigest()
+
+
+def _remembered(cache: Cache, full_key: str, make: Callable[[], Layer]) -> Layer:
+    """The layer recorded under ``full_key`` when its blob is still in the cache; else ``make()``'s, recorded.
+    One process makes it at a time (a lock per key)."""
+    with cache.lock(f"layer-{full_key}"):
+        rec = cache.get_ref("layers", full_key)
+        if rec is not None and cache.has(str(rec["digest"])):
+            return Layer.from_record(rec, cache, reused=True)
+        layer = make()
+        cache.put_ref("layers", full_key, layer.to_record())
+        return layer
 
 
 def recompress(layer: Layer, compression: Compression, cache: Cache | None = None) -> Layer:
@@ -171,10 +179,8 @@ def recompress(layer: Layer, compression: Compression, cache: Cache | None = Non
         return layer
     cache = cache or layer.cache
     key = hashlib.sha256(json.dumps(["recompress", layer.diff_id, compressor_id(compression)]).encode()).hexdigest()
-    with cache.lock(f"layer-{key}"):
-        rec = cache.get_ref("layers", key)
-        if rec is not None and cache.has(str(rec["digest"])):
-            return Layer.from_record(rec, cache, reused=True)
+
+    def make() -> Layer:
         with layer.open_tar() as src, cache.blob_writer() as sink:
             pipe = _Pipeline(sink, compression)
             while chunk := src.read(CHUNK):
@@ -185,9 +191,9 @@ def recompress(layer: Layer, compression: Compression, cache: Cache | None = Non
                     f"layer {layer.digest} does not decompress to its diff_id {layer.diff_id}",
                     "the cached blob is damaged; run gpuship cache prune and rebuild",
                 )
-        new = Layer(sink.digest, layer.diff_id, sink.size, pipe.usize, compression, layer.comment, False, cache)
-        cache.put_ref("layers", key, new.to_record())
-        return new
+        return Layer(sink.digest, layer.diff_id, sink.size, pipe.usize, compression, layer.comment, False, cache)
+
+    return _remembered(cache, key, make)
 
 
 def spooled_entries(layer: Layer, cache: Cache | None = None) -> Iterator[Entry]:
@@ -219,19 +225,15 @@ def rewrite_layer(
     remembered), so an unchanged layer is never compressed again.
     """
     cache = cache or layer.cache
-    full_key = _layer_key(f"rewrite:{key}:{layer.digest}", layer.compression)
-    with cache.lock(f"layer-{full_key}"):
-        rec = cache.get_ref("layers", full_key)
-        if rec is not None and cache.has(str(rec["digest"])):
-            return Layer.from_record(rec, cache, reused=True)
+
+    def make() -> Layer:
         entries = transform(spooled_entries(layer, cache))
         if entries is None:
-            new = layer
-        else:
-            new = build_layer(entries, cache, compression=layer.compression,
-                              comment=layer.comment if comment is None else comment)
-        cache.put_ref("layers", full_key, new.to_record())
-        return new
+            return layer
+        return build_layer(entries, cache, compression=layer.compression,
+                           comment=layer.comment if comment is None else comment)
+
+    return _remembered(cache, _layer_key(f"rewrite:{key}:{layer.digest}", layer.compression), make)
 
 
 def entries_from_dir(

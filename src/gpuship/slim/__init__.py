@@ -3,11 +3,11 @@
 
 from .archs import (
     ArchSelection,
-    arch_sort_key,
     LibraryPrune,
     PruneReport,
     PruneResult,
     Target,
+    arch_sort_key,
     gpu_json_fragment,
     prune_fatbins,
     prune_layer_entries,
@@ -20,7 +20,7 @@ from .trace import Probe, RunOutcome, Trace, read_trace, traced_run
 
 __all__ = [
     "ArchSelection", "Context", "KeepSet", "LayerSlim", "LibraryPrune", "Probe", "PruneReport", "PruneResult",
-    "RootView", "RunOutcome", "arch_sort_key", "SlimOptions", "SlimResult", "Target", "Trace", "elf_links", "gpu_json_fragment",
+    "RootView", "RunOutcome", "SlimOptions", "SlimResult", "Target", "Trace", "arch_sort_key", "elf_links", "gpu_json_fragment",
     "keep_set", "prune_fatbins", "prune_layer_entries", "ptx_jits_on", "read_trace", "rewrite_layers",
     "sass_runs_on", "slim_image", "traced_run", "write_report",
 ]
