@@ -154,49 +154,8 @@ class Bench:
         out: dict[str, Any] = {"packages": spec.package_count}
 
         repeat = 1 if name in HEAVY else REPEAT
-        # gpuship
         if "gpuship" in ways:
-            log(f"{name}: gpuship cold build x2")
-            caches = [self.work / "caches" / f"{name}-{i}" for i in (1, 2)]
-            for c in caches:
-                shutil.rmtree(c, ignore_errors=True)
-            t1, r1 = self.gpuship_build(dirs["gpuship"], self.tag(name, "gpuship", "cold1"), caches[0])
-            t2, r2 = self.gpuship_build(dirs["gpuship"], self.tag(name, "gpuship", "cold2"), caches[1])
-            shutil.rmtree(caches[1], ignore_errors=True)
-            log(f"{name}: gpuship rebuilds (3x no change, 3x after a one-line edit)")
-            nochange = [self.gpuship_build(dirs["gpuship"], self.tag(name, "gpuship", "nochange"), caches[0])
-                        for _ in range(repeat)]
-            edits = []
-            for _ in range(repeat):
-                self._edit(dirs["gpuship"], name)
-                edits.append(self.gpuship_build(dirs["gpuship"], self.tag(name, "gpuship", "edit"), caches[0]))
-            g_tag = f"gpuship-bench/{name}-gpuship:cold1"
-            own = sum(layer["size"] for p in r1["platforms"] for layer in p["layers"])
-            out["gpuship"] = {
-                "cold_runs_s": [t1.seconds, t2.seconds], "cold_s": min(t1.seconds, t2.seconds),
-                "nochange_runs_s": [t.seconds for t, _ in nochange], "nochange_s": _median([t.seconds for t, _ in nochange]),
-                "edit_runs_s": [t.seconds for t, _ in edits], "edit_s": _median([t.seconds for t, _ in edits]),
-                "digests": [r1["digest"], r2["digest"]], "same_digest": r1["digest"] == r2["digest"],
-                "nochange_same_digest": all(r["digest"] == r1["digest"] for _, r in nochange),
-                "peak_rss_mb": round(max(t1.max_rss_mb, t2.max_rss_mb), 1),
-                "own_compressed": own, **self._sizes(g_tag), "smoke": self.smoke(name, g_tag),
-            }
-            if arm64 and name not in HEAVY:
-                log(f"{name}: gpuship cold builds for linux/amd64 and linux/arm64 (OCI archives)")
-                res = {}
-                for plat in ("linux/amd64", "linux/arm64"):
-                    c = self.work / "caches" / f"{name}-{plat.replace('/', '-')}"
-                    shutil.rmtree(c, ignore_errors=True)
-                    archive = self.work / f"{name}-{plat.replace('/', '-')}.oci.tar"
-                    t, _ = self.gpuship_build(dirs["gpuship"], f"{name}:{plat.split('/')[1]}", c, platform=plat,
-                                              output=f"oci-archive:{archive}")
-                    res[plat] = {"cold_s": t.seconds, "peak_rss_mb": round(t.max_rss_mb, 1),
-                                 "archive_bytes": archive.stat().st_size}
-                    archive.unlink()
-                    shutil.rmtree(c, ignore_errors=True)
-                res["ratio_arm64_over_amd64"] = res["linux/arm64"]["cold_s"] / res["linux/amd64"]["cold_s"]
-                out["arch"] = res
-            shutil.rmtree(caches[0], ignore_errors=True)
+            out.update(self._gpuship_way(name, dirs["gpuship"], arm64=arm64, repeat=repeat))
 
         # docker build of the exported Dockerfile, and of the naive one
         for way, dockerfile in (("dockerfile", "Dockerfile"), ("naive", "Dockerfile.naive")):
@@ -230,6 +189,51 @@ class Bench:
         for way in ("gpuship",):
             for n in ("cold2", "nochange", "edit"):
                 docker("rmi", f"gpuship-bench/{name}-{way}:{n}", check=False)
+        return out
+
+    def _gpuship_way(self, name: str, src: Path, *, arm64: bool, repeat: int) -> dict[str, Any]:
+        """gpuship's figures for one example: cold x2, rebuilds, sizes, smoke; and the arm64/amd64 cold builds."""
+        log(f"{name}: gpuship cold build x2")
+        caches = [self.work / "caches" / f"{name}-{i}" for i in (1, 2)]
+        for c in caches:
+            shutil.rmtree(c, ignore_errors=True)
+        t1, r1 = self.gpuship_build(src, self.tag(name, "gpuship", "cold1"), caches[0])
+        t2, r2 = self.gpuship_build(src, self.tag(name, "gpuship", "cold2"), caches[1])
+        shutil.rmtree(caches[1], ignore_errors=True)
+        log(f"{name}: gpuship rebuilds ({repeat}x no change, {repeat}x after a one-line edit)")
+        nochange = [self.gpuship_build(src, self.tag(name, "gpuship", "nochange"), caches[0])
+                    for _ in range(repeat)]
+        edits = []
+        for _ in range(repeat):
+            self._edit(src, name)
+            edits.append(self.gpuship_build(src, self.tag(name, "gpuship", "edit"), caches[0]))
+        g_tag = f"gpuship-bench/{name}-gpuship:cold1"
+        own = sum(layer["size"] for p in r1["platforms"] for layer in p["layers"])
+        out: dict[str, Any] = {"gpuship": {
+            "cold_runs_s": [t1.seconds, t2.seconds], "cold_s": min(t1.seconds, t2.seconds),
+            "nochange_runs_s": [t.seconds for t, _ in nochange], "nochange_s": _median([t.seconds for t, _ in nochange]),
+            "edit_runs_s": [t.seconds for t, _ in edits], "edit_s": _median([t.seconds for t, _ in edits]),
+            "digests": [r1["digest"], r2["digest"]], "same_digest": r1["digest"] == r2["digest"],
+            "nochange_same_digest": all(r["digest"] == r1["digest"] for _, r in nochange),
+            "peak_rss_mb": round(max(t1.max_rss_mb, t2.max_rss_mb), 1),
+            "own_compressed": own, **self._sizes(g_tag), "smoke": self.smoke(name, g_tag),
+        }}
+        if arm64 and name not in HEAVY:
+            log(f"{name}: gpuship cold builds for linux/amd64 and linux/arm64 (OCI archives)")
+            res = {}
+            for plat in ("linux/amd64", "linux/arm64"):
+                c = self.work / "caches" / f"{name}-{plat.replace('/', '-')}"
+                shutil.rmtree(c, ignore_errors=True)
+                archive = self.work / f"{name}-{plat.replace('/', '-')}.oci.tar"
+                t, _ = self.gpuship_build(src, f"{name}:{plat.split('/')[1]}", c, platform=plat,
+                                          output=f"oci-archive:{archive}")
+                res[plat] = {"cold_s": t.seconds, "peak_rss_mb": round(t.max_rss_mb, 1),
+                             "archive_bytes": archive.stat().st_size}
+                archive.unlink()
+                shutil.rmtree(c, ignore_errors=True)
+            res["ratio_arm64_over_amd64"] = res["linux/arm64"]["cold_s"] / res["linux/amd64"]["cold_s"]
+            out["arch"] = res
+        shutil.rmtree(caches[0], ignore_errors=True)
         return out
 
     def _edit(self, src: Path, name: str) -> None:
@@ -320,7 +324,9 @@ def tables(res: dict[str, Any]) -> str:
             continue
         g = ex["gpuship"]
         for way in WAYS:
-            r = ex[way]
+            r = ex.get(way)
+            if r is None:  # not measured (BENCH_WAYS)
+                continue
             label = {"gpuship": "gpuship build", "dockerfile": "exported Dockerfile", "naive": "naive Dockerfile"}[way]
             same = "yes" if r["same_digest"] else (
                 f"no ({r['same_layers']}/{r['layer_count']} layers equal)" if "same_layers" in r else "no")
