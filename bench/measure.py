@@ -31,8 +31,9 @@ class Timed:
         return self
 
 
-def timed(argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: str | Path | None = None,
-          log: Path | None = None) -> Timed:
+def timed(
+    argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: str | Path | None = None, log: Path | None = None
+) -> Timed:
     """Run ``argv``; wall time and the child's peak resident memory (``ru_maxrss`` of wait4: the child and the
     descendants it waited for, as the largest of them)."""
     full_env = dict(os.environ)
@@ -112,6 +113,7 @@ def machine() -> dict[str, object]:
         "docker_server": docker("version", "--format", "{{.Server.Version}}", check=False).strip(),
         "docker_client": docker("version", "--format", "{{.Client.Version}}", check=False).strip(),
         "storage_driver": docker("info", "--format", "{{.Driver}}", check=False).strip(),
-        "builder": "classic (no buildx plugin)" if subprocess.run(
-            ["docker", "buildx", "version"], capture_output=True).returncode != 0 else "buildkit (buildx)",
+        "builder": "classic (no buildx plugin)"
+        if subprocess.run(["docker", "buildx", "version"], capture_output=True).returncode != 0
+        else "buildkit (buildx)",
     }

@@ -62,8 +62,13 @@ def write_naive(dest: Path, spec, requirements: Sequence[str], ca: Path | None) 
     if ca is not None:
         (dest / CA_NAME).write_bytes(ca.read_bytes())
     text = naive_dockerfile(
-        requirements=requirements, is_package=spec.is_package, entrypoint=spec.entrypoint, cmd=spec.cmd,
-        runtime_dir=runtime.context_dir if runtime is not None else "", extra_requirements=extra, ports=spec.ports,
+        requirements=requirements,
+        is_package=spec.is_package,
+        entrypoint=spec.entrypoint,
+        cmd=spec.cmd,
+        runtime_dir=runtime.context_dir if runtime is not None else "",
+        extra_requirements=extra,
+        ports=spec.ports,
     )
     path = dest / "Dockerfile.naive"
     path.write_text(text)

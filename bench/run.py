@@ -63,8 +63,11 @@ SMOKE: dict[str, tuple[list[str], str, int]] = {
     "numba-matmul": ([], "verified", 0),
     "cuda-ptx-matmul": ([], "no GPU visible", 1),
     "cuda-kernel-lib": ([], "no GPU visible", 1),
-    "torch-status": (["--entrypoint", "python", "{tag}", "-c",
-                      "from torch_status.app import handle; print(handle({'n': 8}))"], "'result_ok': True", 0),
+    "torch-status": (
+        ["--entrypoint", "python", "{tag}", "-c", "from torch_status.app import handle; print(handle({'n': 8}))"],
+        "'result_ok': True",
+        0,
+    ),
 }
 #: No-change and edit rebuilds are repeated; the median goes into the table (the machine may be shared).
 REPEAT = 3
@@ -101,11 +104,24 @@ class Bench:
         return t
 
     # -- the three ways --------------------------------------------------------------------------------
-    def gpuship_build(self, src: Path, tag: str, cache: Path, *, platform: str = "linux/amd64",
-                      output: str | None = None) -> tuple[Any, dict]:
+    def gpuship_build(
+        self, src: Path, tag: str, cache: Path, *, platform: str = "linux/amd64", output: str | None = None
+    ) -> tuple[Any, dict]:
         report = self.work / f"report-{tag.replace('/', '_').replace(':', '_')}.json"
-        argv = [*self.gpuship, "-q", "build", str(src), "--platform", platform, "-t", tag,
-                "-o", output or f"docker:{tag}", "--report", str(report)]
+        argv = [
+            *self.gpuship,
+            "-q",
+            "build",
+            str(src),
+            "--platform",
+            platform,
+            "-t",
+            tag,
+            "-o",
+            output or f"docker:{tag}",
+            "--report",
+            str(report),
+        ]
         t = timed(argv, env={"GPUSHIP_CACHE": str(cache)}, log=self.logfile(f"gpuship-{tag.split('/')[-1]}"))
         t.check(f"gpuship build {src.name}")
         if not output:
@@ -113,8 +129,18 @@ class Bench:
         return t, json.loads(report.read_text())
 
     def docker_build(self, src: Path, dockerfile: str, tag: str, *, no_cache: bool) -> Any:
-        argv = ["docker", "build", "-q", "--force-rm", "-t", tag, "-f", str(src / dockerfile),
-                "--build-arg", f"BASE={BASE_TAG}"]
+        argv = [
+            "docker",
+            "build",
+            "-q",
+            "--force-rm",
+            "-t",
+            tag,
+            "-f",
+            str(src / dockerfile),
+            "--build-arg",
+            f"BASE={BASE_TAG}",
+        ]
         if no_cache:
             argv.append("--no-cache")
         t = timed([*argv, str(src)], log=self.logfile(f"docker-{tag.split('/')[-1]}"))
@@ -167,8 +193,10 @@ class Bench:
             tb = self.tag(name, way, "cold2")
             d1 = self.docker_build(src, dockerfile, ta, no_cache=True)
             d2 = self.docker_build(src, dockerfile, tb, no_cache=True)
-            d3 = [self.docker_build(src, dockerfile, self.tag(name, way, "nochange"), no_cache=False)
-                  for _ in range(repeat)]
+            d3 = [
+                self.docker_build(src, dockerfile, self.tag(name, way, "nochange"), no_cache=False)
+                for _ in range(repeat)
+            ]
             d4 = []
             for _ in range(repeat):
                 self._edit(src, name)
@@ -176,14 +204,20 @@ class Bench:
             ia, ib = inspect(ta), inspect(tb)
             la, lb = ia["RootFS"]["Layers"], ib["RootFS"]["Layers"]
             out[way] = {
-                "cold_runs_s": [d1.seconds, d2.seconds], "cold_s": min(d1.seconds, d2.seconds),
-                "nochange_runs_s": [t.seconds for t in d3], "nochange_s": _median([t.seconds for t in d3]),
-                "edit_runs_s": [t.seconds for t in d4], "edit_s": _median([t.seconds for t in d4]),
-                "digests": [ia["Id"], ib["Id"]], "same_digest": ia["Id"] == ib["Id"],
-                "same_layers": sum(1 for x, y in zip(la, lb) if x == y), "layer_count": len(la),
+                "cold_runs_s": [d1.seconds, d2.seconds],
+                "cold_s": min(d1.seconds, d2.seconds),
+                "nochange_runs_s": [t.seconds for t in d3],
+                "nochange_s": _median([t.seconds for t in d3]),
+                "edit_runs_s": [t.seconds for t in d4],
+                "edit_s": _median([t.seconds for t in d4]),
+                "digests": [ia["Id"], ib["Id"]],
+                "same_digest": ia["Id"] == ib["Id"],
+                "same_layers": sum(1 for x, y in zip(la, lb) if x == y),
+                "layer_count": len(la),
                 # a no-change build reuses the newest cached steps: those of the second cold build
                 "nochange_same_digest": inspect(f"gpuship-bench/{name}-{way}:nochange")["Id"] == ib["Id"],
-                **self._sizes(ta), "smoke": self.smoke(name, ta),
+                **self._sizes(ta),
+                "smoke": self.smoke(name, ta),
             }
             docker("rmi", tb, f"gpuship-bench/{name}-{way}:nochange", f"gpuship-bench/{name}-{way}:edit", check=False)
         for way in ("gpuship",):
@@ -201,23 +235,30 @@ class Bench:
         t2, r2 = self.gpuship_build(src, self.tag(name, "gpuship", "cold2"), caches[1])
         shutil.rmtree(caches[1], ignore_errors=True)
         log(f"{name}: gpuship rebuilds ({repeat}x no change, {repeat}x after a one-line edit)")
-        nochange = [self.gpuship_build(src, self.tag(name, "gpuship", "nochange"), caches[0])
-                    for _ in range(repeat)]
+        nochange = [self.gpuship_build(src, self.tag(name, "gpuship", "nochange"), caches[0]) for _ in range(repeat)]
         edits = []
         for _ in range(repeat):
             self._edit(src, name)
             edits.append(self.gpuship_build(src, self.tag(name, "gpuship", "edit"), caches[0]))
         g_tag = f"gpuship-bench/{name}-gpuship:cold1"
         own = sum(layer["size"] for p in r1["platforms"] for layer in p["layers"])
-        out: dict[str, Any] = {"gpuship": {
-            "cold_runs_s": [t1.seconds, t2.seconds], "cold_s": min(t1.seconds, t2.seconds),
-            "nochange_runs_s": [t.seconds for t, _ in nochange], "nochange_s": _median([t.seconds for t, _ in nochange]),
-            "edit_runs_s": [t.seconds for t, _ in edits], "edit_s": _median([t.seconds for t, _ in edits]),
-            "digests": [r1["digest"], r2["digest"]], "same_digest": r1["digest"] == r2["digest"],
-            "nochange_same_digest": all(r["digest"] == r1["digest"] for _, r in nochange),
-            "peak_rss_mb": round(max(t1.max_rss_mb, t2.max_rss_mb), 1),
-            "own_compressed": own, **self._sizes(g_tag), "smoke": self.smoke(name, g_tag),
-        }}
+        out: dict[str, Any] = {
+            "gpuship": {
+                "cold_runs_s": [t1.seconds, t2.seconds],
+                "cold_s": min(t1.seconds, t2.seconds),
+                "nochange_runs_s": [t.seconds for t, _ in nochange],
+                "nochange_s": _median([t.seconds for t, _ in nochange]),
+                "edit_runs_s": [t.seconds for t, _ in edits],
+                "edit_s": _median([t.seconds for t, _ in edits]),
+                "digests": [r1["digest"], r2["digest"]],
+                "same_digest": r1["digest"] == r2["digest"],
+                "nochange_same_digest": all(r["digest"] == r1["digest"] for _, r in nochange),
+                "peak_rss_mb": round(max(t1.max_rss_mb, t2.max_rss_mb), 1),
+                "own_compressed": own,
+                **self._sizes(g_tag),
+                "smoke": self.smoke(name, g_tag),
+            }
+        }
         if arm64 and name not in HEAVY:
             log(f"{name}: gpuship cold builds for linux/amd64 and linux/arm64 (OCI archives)")
             res = {}
@@ -225,10 +266,14 @@ class Bench:
                 c = self.work / "caches" / f"{name}-{plat.replace('/', '-')}"
                 shutil.rmtree(c, ignore_errors=True)
                 archive = self.work / f"{name}-{plat.replace('/', '-')}.oci.tar"
-                t, _ = self.gpuship_build(src, f"{name}:{plat.split('/')[1]}", c, platform=plat,
-                                          output=f"oci-archive:{archive}")
-                res[plat] = {"cold_s": t.seconds, "peak_rss_mb": round(t.max_rss_mb, 1),
-                             "archive_bytes": archive.stat().st_size}
+                t, _ = self.gpuship_build(
+                    src, f"{name}:{plat.split('/')[1]}", c, platform=plat, output=f"oci-archive:{archive}"
+                )
+                res[plat] = {
+                    "cold_s": t.seconds,
+                    "peak_rss_mb": round(t.max_rss_mb, 1),
+                    "archive_bytes": archive.stat().st_size,
+                }
                 archive.unlink()
                 shutil.rmtree(c, ignore_errors=True)
             res["ratio_arm64_over_amd64"] = res["linux/arm64"]["cold_s"] / res["linux/amd64"]["cold_s"]
@@ -257,11 +302,14 @@ class Bench:
             out[f"gpuship_debian_bookworm_{arch}"] = {
                 "compressed": sum(layer.size for layer in b.layers),
                 "uncompressed": sum(layer.uncompressed_size for layer in b.layers),
-                "packages": len(b.packages), "python": b.python.version,
+                "packages": len(b.packages),
+                "python": b.python.version,
             }
         slim = image_sizes(BASE_TAG)
         out["debian_bookworm_slim_equivalent_amd64"] = {
-            "compressed": slim["compressed"], "uncompressed": slim["uncompressed"], "python": None,
+            "compressed": slim["compressed"],
+            "uncompressed": slim["uncompressed"],
+            "python": None,
             "how": "debootstrap --variant=minbase + debuerreotype slimify (gpuship.dockerfile.import_debian_base)",
         }
         shutil.rmtree(self.work / "caches" / "base", ignore_errors=True)
@@ -273,15 +321,20 @@ class Bench:
         for image in sorted(self.images):
             docker("rmi", image, check=False)
         # the builder stages of the bench's builds (FROM the imported base, which carries this label)
-        now = set(docker("images", "-q", "--no-trunc", "-f", "dangling=true",
-                         "-f", "label=dev.gpuship.debian-base").split())
+        now = set(
+            docker("images", "-q", "--no-trunc", "-f", "dangling=true", "-f", "label=dev.gpuship.debian-base").split()
+        )
         for image in sorted(now - dangling_before):
             docker("rmi", image, check=False)
 
 
 def serve_figures() -> dict[str, Any]:
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "serve_load.py"), "--requests", "2000",
-                           "--concurrency", "64"], capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "serve_load.py"), "--requests", "2000", "--concurrency", "64"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     if proc.returncode != 0 and not proc.stdout.strip():
         return {"error": (proc.stderr or "no output")[-1000:]}
     return json.loads(proc.stdout)
@@ -328,8 +381,11 @@ def tables(res: dict[str, Any]) -> str:
             if r is None:  # not measured (BENCH_WAYS)
                 continue
             label = {"gpuship": "gpuship build", "dockerfile": "exported Dockerfile", "naive": "naive Dockerfile"}[way]
-            same = "yes" if r["same_digest"] else (
-                f"no ({r['same_layers']}/{r['layer_count']} layers equal)" if "same_layers" in r else "no")
+            same = (
+                "yes"
+                if r["same_digest"]
+                else (f"no ({r['same_layers']}/{r['layer_count']} layers equal)" if "same_layers" in r else "no")
+            )
             lines.append(
                 f"| {name} | {label} | {r['cold_s']:.1f}{_ratio(r['cold_s'], g['cold_s'])} "
                 f"| {r['nochange_s']:.1f}{_ratio(r['nochange_s'], g['nochange_s'])} "
@@ -339,34 +395,51 @@ def tables(res: dict[str, Any]) -> str:
                 f"| {same} | {'yes' if r['smoke'] else 'NO'} |"
             )
     heavy = sorted(n for n in res["examples"] if n in HEAVY)
-    lines += ["", "Cold: the better of two cold builds; rebuilds: the median of three"
-              + (f" ({', '.join(heavy)}: one of each; no arm64 build)" if heavy else "")
-              + ". In brackets: the ratio to gpuship build (above 1: slower or bigger than gpuship). runs: the "
-              "example's smoke command passes (GPU-only apps: they say \"no GPU visible\" and exit 1, this machine "
-              "has no GPU).", ""]
-    lines += ["| example | gpuship peak memory MB | cold linux/amd64 s | cold linux/arm64 s | arm64 / amd64 |",
-              "| --- | ---: | ---: | ---: | ---: |"]
+    lines += [
+        "",
+        "Cold: the better of two cold builds; rebuilds: the median of three"
+        + (f" ({', '.join(heavy)}: one of each; no arm64 build)" if heavy else "")
+        + ". In brackets: the ratio to gpuship build (above 1: slower or bigger than gpuship). runs: the "
+        'example\'s smoke command passes (GPU-only apps: they say "no GPU visible" and exit 1, this machine '
+        "has no GPU).",
+        "",
+    ]
+    lines += [
+        "| example | gpuship peak memory MB | cold linux/amd64 s | cold linux/arm64 s | arm64 / amd64 |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
     for name, ex in res["examples"].items():
         if "error" in ex:
             continue
         a = ex.get("arch")
-        arch = (f"{a['linux/amd64']['cold_s']:.1f} | {a['linux/arm64']['cold_s']:.1f} | "
-                f"{a['ratio_arm64_over_amd64']:.2f}") if a else "– | – | –"
+        arch = (
+            (f"{a['linux/amd64']['cold_s']:.1f} | {a['linux/arm64']['cold_s']:.1f} | {a['ratio_arm64_over_amd64']:.2f}")
+            if a
+            else "– | – | –"
+        )
         rss = ex["gpuship"].get("peak_rss_mb")
         lines.append(f"| {name} | {'–' if rss is None else f'{rss:.0f}'} | {arch} |")
     base = res.get("base")
     if base:
-        lines += ["", "| base (compressed / uncompressed MB) | with CPython | compressed | uncompressed |",
-                  "| --- | --- | ---: | ---: |"]
+        lines += [
+            "",
+            "| base (compressed / uncompressed MB) | with CPython | compressed | uncompressed |",
+            "| --- | --- | ---: | ---: |",
+        ]
         for k, v in base.items():
-            lines.append(f"| {k} | {'yes ' + v['python'] if v.get('python') else 'no'} "
-                         f"| {_mb(v['compressed'])} | {_mb(v['uncompressed'])} |")
+            lines.append(
+                f"| {k} | {'yes ' + v['python'] if v.get('python') else 'no'} "
+                f"| {_mb(v['compressed'])} | {_mb(v['uncompressed'])} |"
+            )
     serve = res.get("serve")
     if serve and "latency_ms" in serve:
         lat = serve["latency_ms"]
-        lines += ["", f"Function runtime under load (bench/serve_load.py): {serve['requests']} requests, "
-                  f"{serve['concurrency']} concurrent: p50 {lat['p50']} ms, p99 {lat['p99']} ms, "
-                  f"{serve['throughput_rps']} requests/s, {serve['failed']} failed."]
+        lines += [
+            "",
+            f"Function runtime under load (bench/serve_load.py): {serve['requests']} requests, "
+            f"{serve['concurrency']} concurrent: p50 {lat['p50']} ms, p99 {lat['p99']} ms, "
+            f"{serve['throughput_rps']} requests/s, {serve['failed']} failed.",
+        ]
     slim = res.get("slim")
     if slim and slim.get("table"):
         lines += ["", *slim["table"]]
@@ -374,9 +447,11 @@ def tables(res: dict[str, Any]) -> str:
 
 
 def machine_line(m: dict[str, Any]) -> str:
-    return (f"{m['nproc']} CPUs ({m['cpu']}), {m['memory_gb']} GB memory, {m['disk_total_gb']} GB disk "
-            f"({m['disk_free_gb']} GB free), Docker Engine {m['docker_server']} ({m['storage_driver']}, "
-            f"{m['builder']} builder), CLI {m['docker_client']}, kernel {m['kernel']}")
+    return (
+        f"{m['nproc']} CPUs ({m['cpu']}), {m['memory_gb']} GB memory, {m['disk_total_gb']} GB disk "
+        f"({m['disk_free_gb']} GB free), Docker Engine {m['docker_server']} ({m['storage_driver']}, "
+        f"{m['builder']} builder), CLI {m['docker_client']}, kernel {m['kernel']}"
+    )
 
 
 def write_docs(res: dict[str, Any], path: Path) -> None:
@@ -385,16 +460,21 @@ def write_docs(res: dict[str, Any], path: Path) -> None:
         text += f"\n{DOCS_START}\n{DOCS_END}\n"
     runs = res.get("runs") or [res]
     if len(runs) > 1:
-        head_line = "_Runs (one machine, one day; each figure comes from the run that measured it, see `measured` in " \
-                    "bench/results.json):_\n\n" + "\n".join(
-                        f"* {r['started']}, commit {str(r['commit'])[:12]}: `{r['command']}`" for r in runs)
+        head_line = (
+            "_Runs (one machine, one day; each figure comes from the run that measured it, see `measured` in "
+            "bench/results.json):_\n\n"
+            + "\n".join(f"* {r['started']}, commit {str(r['commit'])[:12]}: `{r['command']}`" for r in runs)
+        )
         command = ""
     else:
-        head_line = (f"_Run {res['started']} (gpuship {res['gpuship']}, commit {res['commit'][:12]}), "
-                     f"examples: {', '.join(res['examples'])}._")
+        head_line = (
+            f"_Run {res['started']} (gpuship {res['gpuship']}, commit {res['commit'][:12]}), "
+            f"examples: {', '.join(res['examples'])}._"
+        )
         command = f"Command: `{res['command']}`\n\n"
-    block = (f"{DOCS_START}\n{head_line}\n\nMachine: {machine_line(res['machine'])}.\n\n"
-             f"{command}{tables(res)}\n{DOCS_END}")
+    block = (
+        f"{DOCS_START}\n{head_line}\n\nMachine: {machine_line(res['machine'])}.\n\n{command}{tables(res)}\n{DOCS_END}"
+    )
     head, rest = text.split(DOCS_START, 1)
     tail = rest.split(DOCS_END, 1)[1]
     path.write_text(head + block + tail)
@@ -405,31 +485,60 @@ def ensure_tools() -> None:
         if os.geteuid() != 0:
             raise SystemExit("bench: debootstrap is missing (apt-get install debootstrap)")
         log("installing debootstrap")
-        subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", "debootstrap"], check=True,
-                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"}, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-q", "--no-install-recommends", "debootstrap"],
+            check=True,
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+            stdout=subprocess.DEVNULL,
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="gpuship against docker build (see the module doc)")
-    ap.add_argument("--examples", default=os.environ.get("BENCH_EXAMPLES") or " ".join(EXAMPLES),
-                    help="space- or comma-separated examples (BENCH_EXAMPLES)")
+    ap.add_argument(
+        "--examples",
+        default=os.environ.get("BENCH_EXAMPLES") or " ".join(EXAMPLES),
+        help="space- or comma-separated examples (BENCH_EXAMPLES)",
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
     ap.add_argument("--docs", type=Path, default=ROOT / "docs" / "benchmarks.md")
     ap.add_argument("--no-docs", action="store_true", help="do not update docs/benchmarks.md")
-    ap.add_argument("--no-arm64", action="store_true", default=os.environ.get("BENCH_ARM64") == "0",
-                    help="skip the linux/arm64 builds (BENCH_ARM64=0)")
-    ap.add_argument("--no-serve", action="store_true", default=os.environ.get("BENCH_SERVE") == "0",
-                    help="skip the function-runtime load test (BENCH_SERVE=0)")
-    ap.add_argument("--no-slim", action="store_true", default=os.environ.get("BENCH_SLIM") == "0",
-                    help="skip the slimming figures of bench/slim_figures.py (BENCH_SLIM=0)")
-    ap.add_argument("--ways", default=os.environ.get("BENCH_WAYS") or ",".join(WAYS),
-                    help="which of gpuship,dockerfile,naive to build (BENCH_WAYS)")
-    ap.add_argument("--merge", action="store_true", default=os.environ.get("BENCH_MERGE") == "1",
-                    help="add to --out instead of replacing it: the examples and ways run now replace theirs, the rest "
-                         "is kept, and each run is listed (BENCH_MERGE=1)")
+    ap.add_argument(
+        "--no-arm64",
+        action="store_true",
+        default=os.environ.get("BENCH_ARM64") == "0",
+        help="skip the linux/arm64 builds (BENCH_ARM64=0)",
+    )
+    ap.add_argument(
+        "--no-serve",
+        action="store_true",
+        default=os.environ.get("BENCH_SERVE") == "0",
+        help="skip the function-runtime load test (BENCH_SERVE=0)",
+    )
+    ap.add_argument(
+        "--no-slim",
+        action="store_true",
+        default=os.environ.get("BENCH_SLIM") == "0",
+        help="skip the slimming figures of bench/slim_figures.py (BENCH_SLIM=0)",
+    )
+    ap.add_argument(
+        "--ways",
+        default=os.environ.get("BENCH_WAYS") or ",".join(WAYS),
+        help="which of gpuship,dockerfile,naive to build (BENCH_WAYS)",
+    )
+    ap.add_argument(
+        "--merge",
+        action="store_true",
+        default=os.environ.get("BENCH_MERGE") == "1",
+        help="add to --out instead of replacing it: the examples and ways run now replace theirs, the rest "
+        "is kept, and each run is listed (BENCH_MERGE=1)",
+    )
     ap.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temp folder, removed)")
-    ap.add_argument("--render-only", action="store_true",
-                    help="build nothing: print the tables of --out (bench/results.json) and update the docs")
+    ap.add_argument(
+        "--render-only",
+        action="store_true",
+        help="build nothing: print the tables of --out (bench/results.json) and update the docs",
+    )
     args = ap.parse_args(argv)
     if args.render_only:
         res = json.loads(args.out.read_text())
@@ -455,22 +564,36 @@ def main(argv: list[str] | None = None) -> int:
     ca = Path(ca_env) if ca_env and Path(ca_env).is_file() else None
     work = args.work or Path(tempfile.mkdtemp(prefix="gpuship-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    dangling = set(docker("images", "-q", "--no-trunc", "-f", "dangling=true", "-f",
-                          "label=dev.gpuship.debian-base").split())
+    dangling = set(
+        docker("images", "-q", "--no-trunc", "-f", "dangling=true", "-f", "label=dev.gpuship.debian-base").split()
+    )
     bench = Bench(work, ca)
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    command = "make bench" + (f" BENCH_EXAMPLES=\"{' '.join(examples)}\"" if examples != list(EXAMPLES) else "")
+    commit = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    command = "make bench" + (f' BENCH_EXAMPLES="{" ".join(examples)}"' if examples != list(EXAMPLES) else "")
     command += f" BENCH_WAYS={','.join(ways)}" if ways != WAYS else ""
     command += " BENCH_MERGE=1" if args.merge else ""
     run_started = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     this_run = {"started": run_started, "commit": commit, "command": command, "examples": examples, "ways": list(ways)}
     prev: dict[str, Any] = json.loads(args.out.read_text()) if args.merge and args.out.is_file() else {}
-    runs = prev.get("runs") or ([{k: prev.get(k) for k in ("started", "commit", "command", "finished")}
-                                 | {"examples": list(prev.get("examples") or {})}] if prev else [])
+    runs = prev.get("runs") or (
+        [
+            {k: prev.get(k) for k in ("started", "commit", "command", "finished")}
+            | {"examples": list(prev.get("examples") or {})}
+        ]
+        if prev
+        else []
+    )
     res: dict[str, Any] = {
         **{k: v for k, v in prev.items() if k in ("base", "serve", "slim")},
-        "started": run_started, "gpuship": __version__, "commit": commit, "machine": machine(),
-        "command": command, "examples": dict(prev.get("examples") or {}), "runs": [*runs, this_run],
+        "started": run_started,
+        "gpuship": __version__,
+        "commit": commit,
+        "machine": machine(),
+        "command": command,
+        "examples": dict(prev.get("examples") or {}),
+        "runs": [*runs, this_run],
     }
     try:
         for name in examples:

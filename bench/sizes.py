@@ -70,8 +70,11 @@ def _has_targets(name: str) -> bool:
 
 
 def _sizes(image: Any) -> dict[str, int]:
-    return {"compressed": image.size, "uncompressed": sum(l.uncompressed_size for l in image.layers),
-            "layers": len(image.layers)}
+    return {
+        "compressed": image.size,
+        "uncompressed": sum(l.uncompressed_size for l in image.layers),
+        "layers": len(image.layers),
+    }
 
 
 def wheel_floor(project: Path, platform: str) -> dict[str, Any]:
@@ -80,8 +83,11 @@ def wheel_floor(project: Path, platform: str) -> dict[str, Any]:
     for target in lock.get("target", []):
         if target.get("platform") == platform:
             pkgs = target.get("package", [])
-            return {"wheels": len(pkgs), "bytes": sum(int(p.get("size") or 0) for p in pkgs),
-                    "unsized": [p["name"] for p in pkgs if not p.get("size")]}
+            return {
+                "wheels": len(pkgs),
+                "bytes": sum(int(p.get("size") or 0) for p in pkgs),
+                "unsized": [p["name"] for p in pkgs if not p.get("size")],
+            }
     raise ValueError(f"{project}/gpuship.lock has no target {platform}")
 
 
@@ -94,8 +100,9 @@ def deb_floor(result: Any, cache: Any) -> dict[str, Any]:
     plan = result.plan
     cfg = plan.config
     plat = result.platforms[0]
-    suites = suites_for(get_profile(plan.base).codename, mirror=cfg.debian_mirror(),
-                        security_mirror=cfg.debian.get("security-mirror"))
+    suites = suites_for(
+        get_profile(plan.base).codename, mirror=cfg.debian_mirror(), security_mirror=cfg.debian.get("security-mirror")
+    )
     repo = Repository(suites, cache)
     try:
         index = repo.index(plat.platform.architecture)
@@ -132,8 +139,9 @@ def _slim(name: str, image: Any, cache: Any) -> dict[str, Any]:
     from gpuship.slim import SlimOptions, slim_image
 
     started = time.monotonic()
-    res = slim_image(image, SlimOptions(probe=_probe(name, image), allow_failure=True), cache=cache,
-                     progress=lambda m: log(f"  {m}"))
+    res = slim_image(
+        image, SlimOptions(probe=_probe(name, image), allow_failure=True), cache=cache, progress=lambda m: log(f"  {m}")
+    )
     proof = res.verified
     return {
         **_sizes(res.image),
@@ -212,7 +220,9 @@ def table(results: dict[str, Any]) -> list[str]:
     return lines
 
 
-def collect(examples: list[str] | None = None, work: Path | None = None, *, torch: bool | None = None) -> dict[str, Any]:
+def collect(
+    examples: list[str] | None = None, work: Path | None = None, *, torch: bool | None = None
+) -> dict[str, Any]:
     """``bench/run.py``'s hook: the figures for the examples it runs that this script covers, plus a table.
 
     torch-status when it is among ``examples`` (``BENCH_SLIM_TORCH=0`` leaves it out), with ``torch=True`` or with

@@ -12,8 +12,9 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 
 
-def gpuship(*args: str, cache: Path, cwd: Path | None = None, env: dict[str, str] | None = None,
-            timeout: float = 1500) -> subprocess.CompletedProcess[str]:
+def gpuship(
+    *args: str, cache: Path, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 1500
+) -> subprocess.CompletedProcess[str]:
     full_env = dict(os.environ)
     full_env["GPUSHIP_CACHE"] = str(cache)
     full_env.update(env or {})

@@ -38,7 +38,9 @@ class Docker:
     def __init__(self) -> None:
         self.exe = shutil.which("docker")
 
-    def run(self, *args: str, check: bool = True, timeout: float = 600, input: bytes | None = None) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, check: bool = True, timeout: float = 600, input: bytes | None = None
+    ) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
             [self.exe or "docker", *args], capture_output=True, text=input is None, input=input, timeout=timeout
         )

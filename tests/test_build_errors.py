@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -74,11 +73,18 @@ def test_missing_project_dir(tmp_path: Path) -> None:
 
 
 def test_secrets_are_left_out_with_a_warning(tmp_path: Path, docker) -> None:
-    project = _project(tmp_path, BASIC.format(deps="", tool=""), {
-        "main.py": "import os; print(sorted(os.listdir('.')))\n",
-        ".env": "TOKEN=s3cret\n", "deploy/id_rsa": "KEY\n", "certs/server.pem": "PEM\n", ".env.example": "TOKEN=\n",
-        "config.yaml": "a: 1\n",
-    })
+    project = _project(
+        tmp_path,
+        BASIC.format(deps="", tool=""),
+        {
+            "main.py": "import os; print(sorted(os.listdir('.')))\n",
+            ".env": "TOKEN=s3cret\n",
+            "deploy/id_rsa": "KEY\n",
+            "certs/server.pem": "PEM\n",
+            ".env.example": "TOKEN=\n",
+            "config.yaml": "a: 1\n",
+        },
+    )
     archive = tmp_path / "img.tar"
     proc = gpuship("build", str(project), "-o", f"docker-archive:{archive}", cache=_CACHE[0])
     assert proc.returncode == 0, proc.stderr
@@ -87,8 +93,15 @@ def test_secrets_are_left_out_with_a_warning(tmp_path: Path, docker) -> None:
     ref = docker.load(archive)
     try:
         listing = docker.run("run", "--rm", ref).stdout
-        found = docker.run("run", "--rm", "--entrypoint", "python", ref, "-c",
-                           "import os; print([os.path.join(d, f) for d, _, fs in os.walk('/app') for f in fs])").stdout
+        found = docker.run(
+            "run",
+            "--rm",
+            "--entrypoint",
+            "python",
+            ref,
+            "-c",
+            "import os; print([os.path.join(d, f) for d, _, fs in os.walk('/app') for f in fs])",
+        ).stdout
     finally:
         docker.run("rmi", "-f", ref, check=False)
     assert ".env.example" in listing and "config.yaml" in listing
@@ -107,10 +120,21 @@ def test_secret_named_in_include_ships(tmp_path: Path) -> None:
 def test_gitignore_and_dockerignore_are_honoured(tmp_path: Path) -> None:
     from gpuship.sources.app import select_app_files
 
-    project = _project(tmp_path, BASIC.format(deps="", tool=""), {
-        "main.py": "", ".gitignore": "data/\n*.log\n", ".dockerignore": "notes.txt\n", "data/big.bin": "x",
-        "run.log": "x", "notes.txt": "x", "keep.txt": "x", ".git/config": "x", "__pycache__/m.cpython-311.pyc": "x",
-    })
+    project = _project(
+        tmp_path,
+        BASIC.format(deps="", tool=""),
+        {
+            "main.py": "",
+            ".gitignore": "data/\n*.log\n",
+            ".dockerignore": "notes.txt\n",
+            "data/big.bin": "x",
+            "run.log": "x",
+            "notes.txt": "x",
+            "keep.txt": "x",
+            ".git/config": "x",
+            "__pycache__/m.cpython-311.pyc": "x",
+        },
+    )
     files = select_app_files(project).files
     assert "keep.txt" in files and "main.py" in files
     for gone in ("data/big.bin", "run.log", "notes.txt", ".git/config", "__pycache__/m.cpython-311.pyc"):

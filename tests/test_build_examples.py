@@ -6,16 +6,24 @@ import json
 import tarfile
 from pathlib import Path
 
-import pytest
-
 from build_support import copy_example, gpuship
 
 
 def _build_and_run(name: str, tmp_path: Path, cache: Path, docker, *extra: str, platform: str = "linux/amd64") -> str:
     project = copy_example(name, tmp_path)
     archive = tmp_path / f"{name}.tar"
-    proc = gpuship("build", str(project), "--platform", platform, "-o", f"docker-archive:{archive}",
-                   "--report", str(tmp_path / "report.json"), *extra, cache=cache)
+    proc = gpuship(
+        "build",
+        str(project),
+        "--platform",
+        platform,
+        "-o",
+        f"docker-archive:{archive}",
+        "--report",
+        str(tmp_path / "report.json"),
+        *extra,
+        cache=cache,
+    )
     assert proc.returncode == 0, proc.stderr
     ref = docker.load(archive)
     try:
@@ -49,8 +57,9 @@ def test_numpy_hello_arm64_under_qemu(tmp_path: Path, build_cache: Path, docker)
 def test_multi_platform_index(tmp_path: Path, build_cache: Path) -> None:
     project = copy_example("numpy-hello", tmp_path)
     out = tmp_path / "multi.oci.tar"
-    proc = gpuship("build", str(project), "--platform", "linux/amd64,linux/arm64", "-o", f"oci-archive:{out}",
-                   cache=build_cache)
+    proc = gpuship(
+        "build", str(project), "--platform", "linux/amd64,linux/arm64", "-o", f"oci-archive:{out}", cache=build_cache
+    )
     assert proc.returncode == 0, proc.stderr
     with tarfile.open(out) as tar:
         index = json.load(tar.extractfile("index.json"))
@@ -73,8 +82,15 @@ def test_image_defaults(tmp_path: Path, build_cache: Path, docker) -> None:
     ref = docker.load(archive)
     try:
         info = json.loads(docker.run("image", "inspect", ref).stdout)[0]["Config"]
-        who = docker.run("run", "--rm", "--entrypoint", "python", ref, "-c",
-                         "import os, sys; print(os.getuid(), os.getgid(), sys.prefix)").stdout.split()
+        who = docker.run(
+            "run",
+            "--rm",
+            "--entrypoint",
+            "python",
+            ref,
+            "-c",
+            "import os, sys; print(os.getuid(), os.getgid(), sys.prefix)",
+        ).stdout.split()
     finally:
         docker.run("rmi", "-f", ref, check=False)
     assert who == ["65532", "65532", "/opt/venv"]

@@ -8,8 +8,6 @@ import subprocess
 import tarfile
 from pathlib import Path
 
-import pytest
-
 from build_support import copy_example, gpuship
 
 
@@ -17,8 +15,15 @@ def _build(name: str, tmp_path: Path, cache: Path) -> tuple[Path, dict]:
     project = copy_example(name, tmp_path)
     archive = tmp_path / f"{name}.oci.tar"
     docker_archive = tmp_path / f"{name}.docker.tar"
-    proc = gpuship("build", str(project), "-o", f"oci-archive:{archive},docker-archive:{docker_archive}",
-                   "--report", str(tmp_path / "r.json"), cache=cache)
+    proc = gpuship(
+        "build",
+        str(project),
+        "-o",
+        f"oci-archive:{archive},docker-archive:{docker_archive}",
+        "--report",
+        str(tmp_path / "r.json"),
+        cache=cache,
+    )
     assert proc.returncode == 0, proc.stderr
     return archive, json.loads((tmp_path / "r.json").read_text())
 
@@ -30,7 +35,7 @@ def _config(archive: Path) -> dict:
         return json.load(tar.extractfile("blobs/sha256/" + manifest["config"]["digest"][7:]))
 
 
-def _docker_run(docker, archive: Path) -> "subprocess.CompletedProcess[str]":
+def _docker_run(docker, archive: Path) -> subprocess.CompletedProcess[str]:
     ref = docker.load(archive)
     try:
         return docker.run("run", "--rm", ref, check=False)
@@ -74,7 +79,9 @@ def test_numba_matmul_falls_back_to_the_cpu(tmp_path: Path, build_cache: Path, d
     plat = report["platforms"][0]
     names = {d[0] for d in plat["python_distributions"]}
     # numba-cuda got its CUDA extra: libNVVM ships with the image ("libNVVM cannot be found" is designed out)
-    assert "numba-cuda" in names and any(n.startswith(("nvidia-nvvm", "nvidia-cuda-nvcc", "cuda-toolkit")) for n in names)
+    assert "numba-cuda" in names and any(
+        n.startswith(("nvidia-nvvm", "nvidia-cuda-nvcc", "cuda-toolkit")) for n in names
+    )
     pruned = plat["pruned"]["gpu_archs"]
     assert pruned is not None and pruned["targets"] == ["sm_80", "sm_89", "sm_90"]
     run = gpuship("run", "--runtime", "builtin", f"oci-archive:{archive}", cache=build_cache)
@@ -122,8 +129,15 @@ def test_cuda_kernel_lib_prunes_the_apps_own_kernel_library(tmp_path: Path, buil
     b200 = copy_example("cuda-kernel-lib", tmp_path / "b200")
     py = b200 / "pyproject.toml"
     py.write_text(py.read_text().replace('targets = ["H100"]', 'targets = ["B200"]'))
-    proc = gpuship("build", str(b200), "-o", f"oci-archive:{tmp_path / 'b200.oci.tar'}",
-                   "--report", str(tmp_path / "b200.json"), cache=build_cache)
+    proc = gpuship(
+        "build",
+        str(b200),
+        "-o",
+        f"oci-archive:{tmp_path / 'b200.oci.tar'}",
+        "--report",
+        str(tmp_path / "b200.json"),
+        cache=build_cache,
+    )
     assert proc.returncode == 0, proc.stderr
     pruned = json.loads((tmp_path / "b200.json").read_text())["platforms"][0]["pruned"]["gpu_archs"]
     assert pruned["targets"] == ["sm_100"] and pruned["kept_archs"] == ["sm_100", "compute_100"]

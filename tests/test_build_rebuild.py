@@ -10,8 +10,9 @@ from build_support import copy_example, gpuship, one_error_line
 
 def _build(project: Path, tmp_path: Path, cache: Path, name: str, *extra: str) -> dict:
     report = tmp_path / f"{name}.json"
-    proc = gpuship("build", str(project), "-o", f"oci-archive:{tmp_path / name}.tar", "--report", str(report),
-                   *extra, cache=cache)
+    proc = gpuship(
+        "build", str(project), "-o", f"oci-archive:{tmp_path / name}.tar", "--report", str(report), *extra, cache=cache
+    )
     assert proc.returncode == 0, proc.stderr
     return json.loads(report.read_text())
 
@@ -43,8 +44,9 @@ def test_locked_refuses_a_stale_lock(tmp_path: Path, build_cache: Path) -> None:
     assert (project / "gpuship.lock").is_file()
     _build(project, tmp_path, cache, "again", "--locked")  # unchanged inputs: the lock is accepted
     pyproject = project / "pyproject.toml"
-    pyproject.write_text(pyproject.read_text().replace('dependencies = ["numpy>=1.26"]',
-                                                       'dependencies = ["numpy>=1.26", "packaging"]'))
+    pyproject.write_text(
+        pyproject.read_text().replace('dependencies = ["numpy>=1.26"]', 'dependencies = ["numpy>=1.26", "packaging"]')
+    )
     proc = gpuship("build", str(project), "--locked", "-o", f"oci-archive:{tmp_path}/x.tar", cache=cache)
     line = one_error_line(proc)
     assert "gpuship.lock is out of date" in line and "without --locked" in line
@@ -66,8 +68,16 @@ def test_layers_built_side_by_side_match_one_at_a_time(tmp_path: Path, build_cac
         for kind in ("layers", "python-groups", "prune-reports"):
             shutil.rmtree(cache / "refs" / kind, ignore_errors=True)
         report = tmp_path / f"jobs-{jobs}.json"
-        proc = gpuship("build", str(project), "-o", f"oci-archive:{tmp_path / jobs}.tar", "--report", str(report),
-                       cache=cache, env={"GPUSHIP_JOBS": jobs})
+        proc = gpuship(
+            "build",
+            str(project),
+            "-o",
+            f"oci-archive:{tmp_path / jobs}.tar",
+            "--report",
+            str(report),
+            cache=cache,
+            env={"GPUSHIP_JOBS": jobs},
+        )
         assert proc.returncode == 0, proc.stderr
         data = json.loads(report.read_text())
         assert not any(l["reused"] for l in data["platforms"][0]["layers"] if l["group"] in ("cuda", "deps"))

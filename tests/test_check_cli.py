@@ -16,8 +16,14 @@ CLI = [sys.executable, "-c", "from gpuship.cli.main import main; main()"]
 
 
 def gpuship(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=300, cwd=cwd,
-                          env={"COLUMNS": "200", "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"})
+    return subprocess.run(
+        [*CLI, *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=cwd,
+        env={"COLUMNS": "200", "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"},
+    )
 
 
 def _driver_here() -> bool:
@@ -60,14 +66,19 @@ def test_explain_json_for_numba_and_a_cpu_project() -> None:
     assert doc["is_gpu"] and doc["cuda"] == "13.0" and "numba-cuda[cu13]>=0.20" in doc["requirements"]
     assert doc["manifest"]["archs"]["numba-cuda"]["jit"] is True and "nvidia-nvvm==13.0.*" in doc["constraints"]
     cpu = json.loads(gpuship("explain", str(ROOT / "examples" / "numpy-hello"), "--json").stdout)
-    assert cpu == {"is_gpu": False, "platform": "linux/amd64", "requirements": ["numpy>=1.26"],
-                   "explain": [cpu["explain"][0]]} and "no GPU framework" in cpu["explain"][0]
+    assert (
+        cpu
+        == {"is_gpu": False, "platform": "linux/amd64", "requirements": ["numpy>=1.26"], "explain": [cpu["explain"][0]]}
+        and "no GPU framework" in cpu["explain"][0]
+    )
 
 
 def test_explain_requirements_and_overrides_without_a_project(tmp_path: Path) -> None:
     reqs = tmp_path / "requirements.txt"
     reqs.write_text("# a comment\ntorch>=2.6  # inline\ncupy\n")
-    proc = gpuship("explain", "-r", str(reqs), "-r", "numba-cuda", "--target", "V100", "--min-driver", "570", cwd=tmp_path)
+    proc = gpuship(
+        "explain", "-r", str(reqs), "-r", "numba-cuda", "--target", "V100", "--min-driver", "570", cwd=tmp_path
+    )
     assert proc.returncode == 0, proc.stderr
     assert "CUDA 12.6: the newest line" in proc.stdout
     for line in ("  torch>=2.7,<2.8", "  cupy-cuda12x[ctk]", "  numba-cuda[cu12]", "  cuda-toolkit==12.6.*"):

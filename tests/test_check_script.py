@@ -20,8 +20,15 @@ from pathlib import Path
 import pytest
 
 from gpuship.cache import Cache
-from gpuship.check import CHECK_PATH, MANIFEST_PATH, check_entries, check_script, check_source, gpu_manifest
-from gpuship.check import gpuship_check
+from gpuship.check import (
+    CHECK_PATH,
+    MANIFEST_PATH,
+    check_entries,
+    check_script,
+    check_source,
+    gpu_manifest,
+    gpuship_check,
+)
 from gpuship.cuda import GpuSettings, plan_gpu
 
 SCRIPT = Path(gpuship_check.__file__)
@@ -46,6 +53,7 @@ def _real_driver_here() -> bool:
 
 # -- standard library only ----------------------------------------------------------------------------------------
 
+
 def test_the_script_imports_only_the_standard_library() -> None:
     tree = ast.parse(check_source())
     names = set()
@@ -58,6 +66,7 @@ def test_the_script_imports_only_the_standard_library() -> None:
 
 
 # -- on this machine: no GPU ----------------------------------------------------------------------------------------
+
 
 @pytest.mark.skipif(_real_driver_here(), reason="this machine has an NVIDIA driver")
 def test_without_a_gpu_it_exits_1_with_no_gpu_visible() -> None:
@@ -74,7 +83,9 @@ def test_without_a_gpu_it_exits_1_with_no_gpu_visible() -> None:
 @pytest.mark.skipif(_real_driver_here(), reason="this machine has an NVIDIA driver")
 def test_json_output_parses_and_names_the_failure(tmp_path: Path) -> None:
     manifest = tmp_path / "gpu.json"
-    manifest.write_bytes(gpu_manifest(plan_gpu(["torch"], GpuSettings.from_table({"targets": ["H100"]}), "linux/amd64")))
+    manifest.write_bytes(
+        gpu_manifest(plan_gpu(["torch"], GpuSettings.from_table({"targets": ["H100"]}), "linux/amd64"))
+    )
     proc = run_check("--json", "--manifest", str(manifest))
     assert proc.returncode == 1
     doc = json.loads(proc.stdout)
@@ -90,12 +101,15 @@ def test_bad_arguments_exit_2() -> None:
 
 # -- the built-in PTX -------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.skipif(shutil.which("ptxas") is None, reason="needs ptxas (CUDA toolkit) on PATH")
 @pytest.mark.parametrize("arch", ["sm_75", "sm_80", "sm_90", "sm_100", "sm_120"])
 def test_the_builtin_ptx_assembles_for_every_current_gpu(tmp_path: Path, arch: str) -> None:
     src = tmp_path / "vadd.ptx"
     src.write_text(gpuship_check.ptx_source())  # .version 7.0, .target sm_52: every driver since R450 JITs it
-    proc = subprocess.run(["ptxas", f"-arch={arch}", str(src), "-o", str(tmp_path / "vadd.cubin")], capture_output=True, text=True)
+    proc = subprocess.run(
+        ["ptxas", f"-arch={arch}", str(src), "-o", str(tmp_path / "vadd.cubin")], capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stderr
     assert "gpuship_vadd" in gpuship_check.ptx_source() and ".version 7.0" in gpuship_check.ptx_source()
 
@@ -185,8 +199,10 @@ def test_a_wrong_result_fails(fake_driver: Path) -> None:
 def test_no_device_assigned(fake_driver: Path) -> None:
     proc = fake(fake_driver, FAKE_CUINIT="100", NVIDIA_VISIBLE_DEVICES="void")
     assert proc.returncode == 1
-    assert "FAIL driver: no GPU visible: the driver is injected but no GPU is assigned to the container " \
-           "(NVIDIA_VISIBLE_DEVICES=void)" in proc.stdout
+    assert (
+        "FAIL driver: no GPU visible: the driver is injected but no GPU is assigned to the container "
+        "(NVIDIA_VISIBLE_DEVICES=void)" in proc.stdout
+    )
 
 
 def test_the_toolkit_stub_is_not_a_driver(fake_driver: Path) -> None:
@@ -196,11 +212,15 @@ def test_the_toolkit_stub_is_not_a_driver(fake_driver: Path) -> None:
 
 def test_a_driver_older_than_the_images_cuda(fake_driver: Path, tmp_path: Path) -> None:
     manifest = tmp_path / "gpu.json"
-    manifest.write_bytes(gpu_manifest(plan_gpu(["torch"], GpuSettings.from_table({"targets": ["H100"]}), "linux/amd64")))
+    manifest.write_bytes(
+        gpu_manifest(plan_gpu(["torch"], GpuSettings.from_table({"targets": ["H100"]}), "linux/amd64"))
+    )
     proc = fake(fake_driver, "--manifest", str(manifest), FAKE_DRIVER_CUDA="12020")
     assert proc.returncode == 1
-    assert "FAIL driver: the driver (unknown, CUDA 12.2) is older than this image's CUDA 13.0: it needs driver >= " \
-           "580.65.06; update the host driver" in proc.stdout
+    assert (
+        "FAIL driver: the driver (unknown, CUDA 12.2) is older than this image's CUDA 13.0: it needs driver >= "
+        "580.65.06; update the host driver" in proc.stdout
+    )
     # and from the environment alone, as NVIDIA's images state it
     proc = fake(fake_driver, NVIDIA_REQUIRE_CUDA="cuda>=12.8 brand=tesla,driver>=470", FAKE_DRIVER_CUDA="12020")
     assert proc.returncode == 1 and "older than this image's CUDA 12.8: it needs driver >= 570.26" in proc.stdout
@@ -209,21 +229,27 @@ def test_a_driver_older_than_the_images_cuda(fake_driver: Path, tmp_path: Path) 
 def test_ptx_newer_than_the_driver(fake_driver: Path) -> None:
     proc = fake(fake_driver, "--ptx-version", "9.1")
     assert proc.returncode == 1
-    assert "FAIL gpu0 ptx: the driver (unknown, CUDA 13.0) is older than the PTX (ISA 9.1): it JITs PTX up to ISA 9.0 " \
-           "(CUDA_ERROR_UNSUPPORTED_PTX_VERSION, 222); PTX ISA 9.1 needs driver >= 590.44.01 (CUDA 13.1)" in proc.stdout
+    assert (
+        "FAIL gpu0 ptx: the driver (unknown, CUDA 13.0) is older than the PTX (ISA 9.1): it JITs PTX up to ISA 9.0 "
+        "(CUDA_ERROR_UNSUPPORTED_PTX_VERSION, 222); PTX ISA 9.1 needs driver >= 590.44.01 (CUDA 13.1)" in proc.stdout
+    )
     proc = fake(fake_driver, GPUSHIP_CHECK_PTX_VERSION="9.9")
     assert "older than the PTX (ISA 9.9)" in proc.stdout and "newer than every CUDA gpuship knows" in proc.stdout
 
 
 def test_an_architecture_the_image_lacks(fake_driver: Path, tmp_path: Path) -> None:
     manifest = tmp_path / "gpu.json"
-    manifest.write_bytes(gpu_manifest(plan_gpu(["torch"], GpuSettings.from_table({"targets": ["B200"]}), "linux/amd64")))
+    manifest.write_bytes(
+        gpu_manifest(plan_gpu(["torch"], GpuSettings.from_table({"targets": ["B200"]}), "linux/amd64"))
+    )
     ok = fake(fake_driver, "--manifest", str(manifest))  # an sm_90 GPU: torch's cu130 wheel has sm_90 kernels
     assert "note gpu0 arch: sm_90 is not among the image's targets (sm_100)" in ok.stdout and ok.returncode == 0
     volta = fake(fake_driver, "--manifest", str(manifest), FAKE_CC_MAJOR="7", FAKE_CC_MINOR="0")
     assert volta.returncode == 1
-    assert "FAIL gpu0 arch: image built for other GPUs: torch is built for sm_75, sm_80, sm_86, sm_90, sm_100, sm_120; " \
-           "this GPU is sm_70 (Fake GPU)" in volta.stdout
+    assert (
+        "FAIL gpu0 arch: image built for other GPUs: torch is built for sm_75, sm_80, sm_86, sm_90, sm_100, sm_120; "
+        "this GPU is sm_70 (Fake GPU)" in volta.stdout
+    )
     bare = tmp_path / "bare.json"
     bare.write_text(json.dumps({"cuda": "13.0", "targets": ["sm_100"], "frameworks": []}))
     proc = fake(fake_driver, "--manifest", str(bare))
@@ -232,19 +258,28 @@ def test_an_architecture_the_image_lacks(fake_driver: Path, tmp_path: Path) -> N
 
 def test_an_image_pruned_for_other_gpus(fake_driver: Path, tmp_path: Path) -> None:
     """prune-archs kept only B200 code: an sm_90 GPU fails with the targets named, though a framework JITs."""
+
     def manifest(kept: list[str]) -> str:
         path = tmp_path / f"gpu-{'-'.join(kept)}.json"
-        path.write_text(json.dumps({
-            "cuda": "13.0", "targets": ["sm_100"], "frameworks": ["cuda-bindings"],
-            "archs": {"cuda-bindings": {"sass": [], "ptx": "", "jit": True}},
-            "pruned": {"targets": ["sm_100"], "archs": kept},
-        }))
+        path.write_text(
+            json.dumps(
+                {
+                    "cuda": "13.0",
+                    "targets": ["sm_100"],
+                    "frameworks": ["cuda-bindings"],
+                    "archs": {"cuda-bindings": {"sass": [], "ptx": "", "jit": True}},
+                    "pruned": {"targets": ["sm_100"], "archs": kept},
+                }
+            )
+        )
         return str(path)
 
     proc = fake(fake_driver, "--manifest", manifest(["sm_100", "compute_100"]))
     assert proc.returncode == 1
-    assert "FAIL gpu0 arch: image built for sm_100; this GPU is sm_90 (Fake GPU): prune-archs removed the GPU code " \
-           "for other GPUs (kept sm_100, compute_100): rebuild with targets including \"sm_90\"" in proc.stdout
+    assert (
+        "FAIL gpu0 arch: image built for sm_100; this GPU is sm_90 (Fake GPU): prune-archs removed the GPU code "
+        'for other GPUs (kept sm_100, compute_100): rebuild with targets including "sm_90"' in proc.stdout
+    )
     assert "FAIL gpu0 arch" in fake(fake_driver, "--manifest", manifest(["sm_80", "sm_100"])).stdout  # SASS: same major
     for runs in (["sm_90", "compute_100"], ["compute_80"], ["sm_90a"]):  # SASS for sm_90, or older PTX
         proc = fake(fake_driver, "--manifest", manifest(runs))
@@ -253,12 +288,17 @@ def test_an_image_pruned_for_other_gpus(fake_driver: Path, tmp_path: Path) -> No
 
 # -- the image entries --------------------------------------------------------------------------------------------
 
+
 def test_check_entries_and_manifest() -> None:
     p = plan_gpu(["torch", "cupy"], GpuSettings.from_table({"targets": ["H100", "L4"]}), "linux/amd64")
     entries = {e.path: e for e in check_entries(p)}
     assert set(entries) == {"etc/gpuship", MANIFEST_PATH, "usr/local/bin", CHECK_PATH}
     script = entries[CHECK_PATH]
-    assert script.mode == 0o755 and script.read() == check_script() and script.read().startswith(b"#!/opt/venv/bin/python -I\n")
+    assert (
+        script.mode == 0o755
+        and script.read() == check_script()
+        and script.read().startswith(b"#!/opt/venv/bin/python -I\n")
+    )
     assert check_script("/usr/bin/python3").startswith(b"#!/usr/bin/python3 -I\n")
     doc = json.loads(entries[MANIFEST_PATH].read())
     assert doc["cuda"] == "13.0" and doc["require_cuda"] == "13.0" and doc["min_driver"] == "580.65.06"
@@ -272,6 +312,7 @@ def test_check_entries_and_manifest() -> None:
 
 # -- inside a real container ----------------------------------------------------------------------------------------
 
+
 @pytest.mark.docker
 def test_in_a_container_without_gpus_it_says_so(shared_cache: Cache, docker) -> None:  # type: ignore[no-untyped-def]
     """The Debian base + the check layer, run by Docker without --gpus: exit 1, 'no GPU visible'."""
@@ -282,8 +323,12 @@ def test_in_a_container_without_gpus_it_says_so(shared_cache: Cache, docker) -> 
     base = build_base("debian-bookworm", "linux/amd64", cache=shared_cache)
     p = plan_gpu(["torch"], GpuSettings.from_table({"targets": ["H100"]}), "linux/amd64")
     layer = build_layer(check_entries(p, python="/usr/bin/python3"), shared_cache)
-    cfg = ImageConfig(env=base.config.env + tuple(f"{k}={v}" for k, v in p.env.items()),
-                      entrypoint=("/usr/local/bin/gpuship-check",), user=base.config.user, working_dir="/")
+    cfg = ImageConfig(
+        env=base.config.env + tuple(f"{k}={v}" for k, v in p.env.items()),
+        entrypoint=("/usr/local/bin/gpuship-check",),
+        user=base.config.user,
+        working_dir="/",
+    )
     image = append_layers(empty_image(base.platform, cfg), [*base.layers, layer], created_by="test")
     tag = docker.tag()
     load_into_engine(image, tag)

@@ -36,12 +36,20 @@ from gpuship.cuda.compat import (
 from gpuship.cuda.gpus import parse_target
 from gpuship.errors import ConfigError
 
-
 # -- CUDA toolkit -> PTX ISA -> minimum driver ----------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     ("cuda", "isa"),
-    [("11.8", "7.8"), ("12.0", "8.0"), ("12.4", "8.4"), ("12.6", "8.5"), ("12.8", "8.7"), ("12.9", "8.8"), ("13.0", "9.0")],
+    [
+        ("11.8", "7.8"),
+        ("12.0", "8.0"),
+        ("12.4", "8.4"),
+        ("12.6", "8.5"),
+        ("12.8", "8.7"),
+        ("12.9", "8.8"),
+        ("13.0", "9.0"),
+    ],
 )
 def test_toolkit_to_ptx_isa(cuda: str, isa: str) -> None:
     assert ptx_isa(cuda) == isa
@@ -69,8 +77,15 @@ def test_ptx_isa_newer_than_every_known_toolkit_has_no_driver() -> None:
 
 @pytest.mark.parametrize(
     ("driver_cuda", "isa", "ok"),
-    [("13.0", "9.0", True), ("13.0", "9.1", False), ("13.0", "7.0", True), ("12.2", "8.7", False), ("12.8", "8.7", True),
-     ("13.4", "9.4", True), ("13.4", "9.5", False)],
+    [
+        ("13.0", "9.0", True),
+        ("13.0", "9.1", False),
+        ("13.0", "7.0", True),
+        ("12.2", "8.7", False),
+        ("12.8", "8.7", True),
+        ("13.4", "9.4", True),
+        ("13.4", "9.5", False),
+    ],
 )
 def test_driver_jits_ptx_up_to_its_own_isa(driver_cuda: str, isa: str, ok: bool) -> None:
     assert driver_jits_ptx(driver_cuda, isa) is ok
@@ -95,11 +110,14 @@ def test_ptx_isa_table_matches_the_installed_ptxas(tmp_path: Path) -> None:
     assert subprocess.run(["ptxas", "-arch=sm_90", str(good), "-o", str(tmp_path / "g.cubin")]).returncode == 0
     bad = tmp_path / "bad.ptx"
     bad.write_text(gpuship_check.ptx_source(f"{major}.{minor + 1}", "sm_75"))
-    proc = subprocess.run(["ptxas", "-arch=sm_90", str(bad), "-o", str(tmp_path / "b.cubin")], capture_output=True, text=True)
+    proc = subprocess.run(
+        ["ptxas", "-arch=sm_90", str(bad), "-o", str(tmp_path / "b.cubin")], capture_output=True, text=True
+    )
     assert proc.returncode != 0 and f"current version is '{isa}'" in proc.stderr
 
 
 # -- drivers -----------------------------------------------------------------------------------------------------
+
 
 def test_a_branch_compares_on_the_branch_a_full_version_in_full() -> None:
     assert Driver("580").at_least("580.65.06")  # "580" means the R580 branch
@@ -126,6 +144,7 @@ def test_last_driver_branch_of_old_gpus() -> None:
 
 
 # -- architectures and GPUs --------------------------------------------------------------------------------------
+
 
 def test_toolkits_drop_and_add_architectures() -> None:
     assert toolkit_builds_for("11.8", "3.7") and not toolkit_builds_for("12.0", "3.7")  # Kepler gone in 12.0
@@ -155,14 +174,33 @@ def test_sass_runs_on_same_major_higher_minor_ptx_on_newer() -> None:
 @pytest.mark.parametrize(
     ("text", "name", "cc"),
     [
-        ("H100", "H100", "9.0"), ("NVIDIA H100 80GB HBM3", "H100", "9.0"), ("h200", "H200", "9.0"),
-        ("GH200", "GH200", "9.0"), ("A100-SXM4-40GB", "A100", "8.0"), ("A10", "A10", "8.6"), ("A10G", "A10G", "8.6"),
-        ("L4", "L4", "8.9"), ("L40S", "L40S", "8.9"), ("Tesla T4", "T4", "7.5"), ("V100", "V100", "7.0"),
-        ("K80", "K80", "3.7"), ("P100", "P100", "6.0"), ("A30", "A30", "8.0"), ("L40", "L40", "8.9"),
-        ("B200", "B200", "10.0"), ("B300", "B300", "10.3"), ("GeForce RTX 3090", "RTX 3090", "8.6"),
-        ("rtx4090", "RTX 4090", "8.9"), ("RTX 5090", "RTX 5090", "12.0"), ("Jetson AGX Orin", "Jetson Orin", "8.7"),
-        ("Thor", "Thor", "11.0"), ("sm_80", "sm_80", "8.0"), ("sm_90a", "sm_90", "9.0"), ("8.9", "sm_89", "8.9"),
-        ("compute_120", "sm_120", "12.0"), ("sm_110", "sm_110", "11.0"),
+        ("H100", "H100", "9.0"),
+        ("NVIDIA H100 80GB HBM3", "H100", "9.0"),
+        ("h200", "H200", "9.0"),
+        ("GH200", "GH200", "9.0"),
+        ("A100-SXM4-40GB", "A100", "8.0"),
+        ("A10", "A10", "8.6"),
+        ("A10G", "A10G", "8.6"),
+        ("L4", "L4", "8.9"),
+        ("L40S", "L40S", "8.9"),
+        ("Tesla T4", "T4", "7.5"),
+        ("V100", "V100", "7.0"),
+        ("K80", "K80", "3.7"),
+        ("P100", "P100", "6.0"),
+        ("A30", "A30", "8.0"),
+        ("L40", "L40", "8.9"),
+        ("B200", "B200", "10.0"),
+        ("B300", "B300", "10.3"),
+        ("GeForce RTX 3090", "RTX 3090", "8.6"),
+        ("rtx4090", "RTX 4090", "8.9"),
+        ("RTX 5090", "RTX 5090", "12.0"),
+        ("Jetson AGX Orin", "Jetson Orin", "8.7"),
+        ("Thor", "Thor", "11.0"),
+        ("sm_80", "sm_80", "8.0"),
+        ("sm_90a", "sm_90", "9.0"),
+        ("8.9", "sm_89", "8.9"),
+        ("compute_120", "sm_120", "12.0"),
+        ("sm_110", "sm_110", "11.0"),
     ],
 )
 def test_gpu_names_and_architectures(text: str, name: str, cc: str) -> None:

@@ -28,6 +28,7 @@ def error(reqs: list[str], platform: str = "linux/amd64", **table: Any) -> GpuEr
 
 # -- the newest line the inputs allow -----------------------------------------------------------------------------
 
+
 def test_h100_on_the_default_r580_driver_gets_cuda_13_0_and_pypi_torch() -> None:
     p = plan(["torch"], targets=["H100"])
     assert p.is_gpu and p.cuda == "13.0"
@@ -224,16 +225,17 @@ def test_minor_version_compat_allows_a_newer_line_with_a_warning() -> None:
 
 # -- settings -----------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     ("table", "match"),
     [
         ({"target": ["H100"]}, "did you mean 'targets'"),
         ({"cuda": "12.7"}, "CUDA 12.7 is not a line gpuship can build"),
         ({"cuda": "14.0"}, "newer than its table"),
-        ({"cuda": "twelve"}, "must be \"auto\""),
+        ({"cuda": "twelve"}, 'must be "auto"'),
         ({"min-driver": "abc"}, "min-driver must be a driver version"),
         ({"targets": ["H100", "ZZ9"]}, "unknown GPU target 'ZZ9'"),
-        ({"targets": "H100", "driver-capabilities": ["utility"]}, "without \"compute\""),
+        ({"targets": "H100", "driver-capabilities": ["utility"]}, 'without "compute"'),
         ({"torch-index": "pytorch"}, "torch-index must be a URL"),
         ({"minor-version-compat": "yes"}, "must be true or false"),
         ({"enabled": "maybe"}, "enabled must be"),
@@ -254,6 +256,7 @@ def test_settings_parse_what_users_write() -> None:
 
 # -- a real resolution --------------------------------------------------------------------------------------------
 
+
 def test_the_rewritten_requirements_resolve_to_one_copy_of_each_cuda_library(tmp_path: Path) -> None:
     """uv resolves torch + CuPy + numba-cuda + JAX for the plan's line against the real index: every CUDA library
     is the CUDA 13 one, and the toolkit-versioned ones are from 13.0."""
@@ -263,10 +266,24 @@ def test_the_rewritten_requirements_resolve_to_one_copy_of_each_cuda_library(tmp
     from gpuship.tools import require
 
     proc = subprocess.run(
-        [require("uv"), "pip", "compile", str(tmp_path / "req.in"), "-c", str(tmp_path / "constraints.txt"),
-         "--python-version", f"{sys.version_info[0]}.{sys.version_info[1]}", "--python-platform",
-         "x86_64-manylinux_2_28", "--no-header", "--no-annotate", "-q"],
-        capture_output=True, text=True, timeout=300,
+        [
+            require("uv"),
+            "pip",
+            "compile",
+            str(tmp_path / "req.in"),
+            "-c",
+            str(tmp_path / "constraints.txt"),
+            "--python-version",
+            f"{sys.version_info[0]}.{sys.version_info[1]}",
+            "--python-platform",
+            "x86_64-manylinux_2_28",
+            "--no-header",
+            "--no-annotate",
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     pins = dict(line.split("==", 1) for line in proc.stdout.split() if "==" in line)

@@ -69,12 +69,16 @@ def test_bookworm_amd64_runs_python_as_non_root_with_the_full_stdlib(bookworm_am
     _run_probe(docker, b, "3.11", "x86_64")
 
 
-def test_bookworm_amd64_is_small_and_reproducible(bookworm_amd64: DebianBase, shared_cache: Cache, tmp_path: Path) -> None:
+def test_bookworm_amd64_is_small_and_reproducible(
+    bookworm_amd64: DebianBase, shared_cache: Cache, tmp_path: Path
+) -> None:
     b = bookworm_amd64
     size = sum(l.size for l in b.layers)
     assert size <= 20_000_000, f"the compressed base is {size / 1e6:.1f} MB"
     assert [l.comment.split(":")[0] for l in b.layers] == [
-        "debian bookworm core", "debian bookworm python", "debian system files",
+        "debian bookworm core",
+        "debian bookworm python",
+        "debian system files",
     ]
     # a second build from scratch: same .debs and indexes (hard-linked, no download), no cached layers
     fresh = Cache(tmp_path / "fresh")
@@ -109,8 +113,16 @@ def test_dpkg_status_lists_exactly_the_installed_packages(bookworm_amd64: Debian
     unpack(list(bookworm_amd64.layers), root)
     admin = root / "var/lib/dpkg"
     q = subprocess.run(
-        ["dpkg-query", "-W", "-f", "${Package}\t${Version}\t${Architecture}\t${db:Status-Abbrev}\n", f"--admindir={admin}"],
-        capture_output=True, text=True, check=True,
+        [
+            "dpkg-query",
+            "-W",
+            "-f",
+            "${Package}\t${Version}\t${Architecture}\t${db:Status-Abbrev}\n",
+            f"--admindir={admin}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert q.stderr == ""
     rows = sorted(tuple(line.split("\t")) for line in q.stdout.splitlines())
@@ -118,7 +130,9 @@ def test_dpkg_status_lists_exactly_the_installed_packages(bookworm_amd64: Debian
     # every file dpkg lists is there with the bytes its md5sums give (through the merged-/usr links)
     v = subprocess.run(["dpkg", f"--admindir={admin}", f"--root={root}", "--verify"], capture_output=True, text=True)
     assert v.returncode == 0 and v.stdout == "", v.stdout + v.stderr
-    listed = subprocess.run(["dpkg-query", f"--admindir={admin}", "-L", "libc6"], capture_output=True, text=True, check=True)
+    listed = subprocess.run(
+        ["dpkg-query", f"--admindir={admin}", "-L", "libc6"], capture_output=True, text=True, check=True
+    )
     assert "/lib/x86_64-linux-gnu/libc.so.6" in listed.stdout.split()  # as the package names it
     assert (root / "usr/lib/x86_64-linux-gnu/libc.so.6").is_file() and (root / "lib").is_symlink()
     assert "VERSION_CODENAME=bookworm" in (root / "etc/os-release").read_text()
@@ -137,9 +151,7 @@ def test_extra_package_adds_a_layer_and_reuses_the_base_layers(bookworm_amd64: D
     assert [l.digest for l in more.layers[:2]] == [l.digest for l in bookworm_amd64.layers[:2]]
     assert all(l.reused for l in more.layers[:2])
     assert len(more.layers) == 4 and "libyaml-0-2" in more.layers[2].comment
-    assert set(more.packages) - set(bookworm_amd64.packages) == {
-        p for p in more.packages if p[0] == "libyaml-0-2"
-    }
+    assert set(more.packages) - set(bookworm_amd64.packages) == {p for p in more.packages if p[0] == "libyaml-0-2"}
     assert more.why["libyaml-0-2"] == "requested"
 
 

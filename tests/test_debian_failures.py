@@ -25,7 +25,12 @@ from gpuship.sources.debian.repository import Repository
 
 
 def _snapshot(cache: Cache) -> set[str]:
-    return {str(p.relative_to(cache.root)) for sub in ("blobs", "refs") for p in (cache.root / sub).rglob("*") if p.is_file()}
+    return {
+        str(p.relative_to(cache.root))
+        for sub in ("blobs", "refs")
+        for p in (cache.root / sub).rglob("*")
+        if p.is_file()
+    }
 
 
 class _Tamper(http.server.BaseHTTPRequestHandler):
@@ -49,11 +54,11 @@ class _Tamper(http.server.BaseHTTPRequestHandler):
         if r.status_code == 200 and self.mode == "inrelease" and rest.endswith("/InRelease"):
             # change one hash in the signed text: the signature no longer matches
             i = body.index(b"SHA256:") + 10
-            body = body[:i] + (b"0" if body[i:i + 1] != b"0" else b"1") + body[i + 1:]
+            body = body[:i] + (b"0" if body[i : i + 1] != b"0" else b"1") + body[i + 1 :]
         if r.status_code == 200 and self.mode == "deb" and rest.endswith(".deb"):
             type(self).served_debs.append(rest)
             mid = len(body) // 2
-            body = body[:mid] + bytes([body[mid] ^ 0xFF]) + body[mid + 1:]
+            body = body[:mid] + bytes([body[mid] ^ 0xFF]) + body[mid + 1 :]
         self.send_response(r.status_code)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -108,7 +113,11 @@ def test_tampered_deb_is_refused_and_nothing_is_cached(tamper, cache: Cache, sha
     repo.index("amd64")  # downloads once per session (a no-op when another test did it)
     repo.close()
     _seed(shared_cache, cache)
-    suites = (Suite(f"{url}/main", "bookworm"), Suite(f"{url}/main", "bookworm-updates"), Suite(f"{url}/security", "bookworm-security"))
+    suites = (
+        Suite(f"{url}/main", "bookworm"),
+        Suite(f"{url}/main", "bookworm-updates"),
+        Suite(f"{url}/security", "bookworm-security"),
+    )
     repo = Repository(suites, cache)
     try:
         zlib = repo.index("amd64").get("zlib1g")
@@ -125,7 +134,9 @@ def test_tampered_deb_is_refused_and_nothing_is_cached(tamper, cache: Cache, sha
     # the whole build stops at the first altered package, and caches none of them
     handler.served_debs.clear()
     with pytest.raises(IntegrityError, match="does not match the SHA256"):
-        build_base("debian-bookworm", "linux/amd64", cache=cache, mirror=f"{url}/main", security_mirror=f"{url}/security")
+        build_base(
+            "debian-bookworm", "linux/amd64", cache=cache, mirror=f"{url}/main", security_mirror=f"{url}/security"
+        )
     assert handler.served_debs
     new = _snapshot(cache) - before
     assert not any(p.startswith("blobs/") for p in new), new  # no .deb landed
@@ -137,8 +148,16 @@ def test_unreachable_mirror_is_one_clear_error(cache: Cache) -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with pytest.raises(GpushipError) as exc:
-        build_base("debian-bookworm", "linux/amd64", cache=cache, mirror=f"http://127.0.0.1:{port}/debian", security_mirror="none")
+        build_base(
+            "debian-bookworm",
+            "linux/amd64",
+            cache=cache,
+            mirror=f"http://127.0.0.1:{port}/debian",
+            security_mirror="none",
+        )
     line = exc.value.line()
-    assert line.startswith(f"cannot reach the Debian mirror at http://127.0.0.1:{port}/debian/dists/bookworm/InRelease"), line
+    assert line.startswith(
+        f"cannot reach the Debian mirror at http://127.0.0.1:{port}/debian/dists/bookworm/InRelease"
+    ), line
     assert "GPUSHIP_DEBIAN_MIRROR" in line
     assert _snapshot(cache) == set()

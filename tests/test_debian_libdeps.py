@@ -44,8 +44,14 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     stubs, root = base / "stubs", base / "tree"
     bundled = root / "pkg.libs" / "libbundled-1a2b3c.so.1"
     _cc(bundled, soname="libbundled-1a2b3c.so.1")
-    _cc(root / "pkg" / "_ext.so", str(bundled), _stub(stubs, "libcuda.so.1"), _stub(stubs, "libgthread-2.0.so.0"),
-        _stub(stubs, "libnvidia-ml.so.1"), "-Wl,-rpath,$ORIGIN/../pkg.libs")
+    _cc(
+        root / "pkg" / "_ext.so",
+        str(bundled),
+        _stub(stubs, "libcuda.so.1"),
+        _stub(stubs, "libgthread-2.0.so.0"),
+        _stub(stubs, "libnvidia-ml.so.1"),
+        "-Wl,-rpath,$ORIGIN/../pkg.libs",
+    )
     _cc(root / "other" / "_x.so", str(bundled))
     (root / "pkg" / "data.so.txt").write_bytes(b"\x7fELF not really")
     return root
@@ -57,8 +63,15 @@ def bookworm(shared_cache: Cache) -> DebianBase:
 
 
 def test_driver_libraries_are_never_pulled_in() -> None:
-    for so in ("libcuda.so.1", "libcuda.so", "libnvidia-ml.so.1", "libnvidia-ptxjitcompiler.so.1", "libcudadebugger.so.1",
-               "libnvidia-nvvm.so.4", "libnvcuvid.so.1"):
+    for so in (
+        "libcuda.so.1",
+        "libcuda.so",
+        "libnvidia-ml.so.1",
+        "libnvidia-ptxjitcompiler.so.1",
+        "libcudadebugger.so.1",
+        "libnvidia-nvvm.so.4",
+        "libnvcuvid.so.1",
+    ):
         assert driver_provided(so), so
     assert not driver_provided("libcudart.so.12") and not driver_provided("libGL.so.1")
     assert "libnvidia-*.so*" in DRIVER_PROVIDED
@@ -68,33 +81,60 @@ def test_loader_search_rules() -> None:
     """RPATH, RUNPATH with $ORIGIN through a symlinked folder, LD_LIBRARY_PATH, the standard folders, absolute
     names through the merged-/usr links, libraries shipped elsewhere in the image, other architectures."""
     t = Tree()
-    for p in ("usr/lib/x86_64-linux-gnu/libc.so.6", "opt/v/lib/python3.11/site-packages/a.libs/liba.so.1",
-              "opt/extra/libe.so.1", "opt/rp/librp.so.1", "srv/elsewhere/libw.so.2"):
+    for p in (
+        "usr/lib/x86_64-linux-gnu/libc.so.6",
+        "opt/v/lib/python3.11/site-packages/a.libs/liba.so.1",
+        "opt/extra/libe.so.1",
+        "opt/rp/librp.so.1",
+        "srv/elsewhere/libw.so.2",
+    ):
         t.add(p, "file")
     t.add("opt/v/lib64", "symlink", "lib")
     sp = "opt/v/lib64/python3.11/site-packages"
     x86 = ("EM_X86_64", 64)
     facts = [
-        ElfFacts(f"{sp}/a/_m.so", ("libc.so.6", "liba.so.1", "libe.so.1", "libw.so.2", "libcuda.so.1"),
-                 runpath=("$ORIGIN/../a.libs",), machine=x86[0], elfclass=x86[1]),
+        ElfFacts(
+            f"{sp}/a/_m.so",
+            ("libc.so.6", "liba.so.1", "libe.so.1", "libw.so.2", "libcuda.so.1"),
+            runpath=("$ORIGIN/../a.libs",),
+            machine=x86[0],
+            elfclass=x86[1],
+        ),
         ElfFacts("opt/rp/bin/tool", ("librp.so.1",), rpath=("${ORIGIN}/..",), machine=x86[0], elfclass=x86[1]),
         # RPATH is ignored when RUNPATH is set, but the library is elsewhere in the image: satisfied
-        ElfFacts("opt/rp/bin/tool2", ("librp.so.1",), rpath=("$ORIGIN/..",), runpath=("/nowhere",), machine=x86[0], elfclass=x86[1]),
+        ElfFacts(
+            "opt/rp/bin/tool2",
+            ("librp.so.1",),
+            rpath=("$ORIGIN/..",),
+            runpath=("/nowhere",),
+            machine=x86[0],
+            elfclass=x86[1],
+        ),
         ElfFacts("opt/arm/_m.so", ("libnothere.so.1",), machine="EM_AARCH64", elfclass=64),
-        ElfFacts("opt/x/_m.so", ("libnothere.so.1", "/lib/x86_64-linux-gnu/libc.so.6"), machine=x86[0], elfclass=x86[1]),
+        ElfFacts(
+            "opt/x/_m.so", ("libnothere.so.1", "/lib/x86_64-linux-gnu/libc.so.6"), machine=x86[0], elfclass=x86[1]
+        ),
     ]
     t.add("lib", "symlink", "usr/lib")
     got = unsatisfied(facts, t, "amd64", ld_library_path=["/opt/extra"])
     assert got == {"libnothere.so.1": ["opt/x/_m.so"]}
     t2 = Tree()
     t2.add("usr/lib/x86_64-linux-gnu/libc.so.6", "file")
-    assert unsatisfied(facts[:1], t2, "amd64") == {so: [facts[0].path] for so in ("liba.so.1", "libe.so.1", "libw.so.2")}
+    assert unsatisfied(facts[:1], t2, "amd64") == {
+        so: [facts[0].path] for so in ("liba.so.1", "libe.so.1", "libw.so.2")
+    }
 
 
 def test_tree_needs_glib_only(tree: Path, bookworm: DebianBase, shared_cache: Cache) -> None:
     deps = libdeps_for_tree(tree, bookworm, shared_cache, prefix="/opt/app")
-    assert deps == [LibDep("libglib2.0-0", "libgthread-2.0.so.0", ("/opt/app/pkg/_ext.so",),
-                           "/usr/lib/x86_64-linux-gnu/libgthread-2.0.so.0")]
+    assert deps == [
+        LibDep(
+            "libglib2.0-0",
+            "libgthread-2.0.so.0",
+            ("/opt/app/pkg/_ext.so",),
+            "/usr/lib/x86_64-linux-gnu/libgthread-2.0.so.0",
+        )
+    ]
     # the same from a layer, as the build engine calls it
     layer = layer_from_dir(tree, shared_cache, prefix="opt/app")
     assert libdeps_for_layers([layer], bookworm, cache=shared_cache) == deps
@@ -110,8 +150,10 @@ def test_cli_prints_the_packages(tree: Path, shared_cache: Cache, monkeypatch: p
     res = CliRunner().invoke(app, ["-q", "libdeps", str(tree), "--prefix", "/opt/app", "--platform", "linux/amd64"])
     assert res.exit_code == 0, res.output
     assert res.stdout.split() == ["libglib2.0-0"]
-    res = CliRunner().invoke(app, ["-q", "libdeps", str(tree), "--prefix", "/opt/app", "--platform", "linux/amd64",
-                                   "--ignore", "libgthread-*"])
+    res = CliRunner().invoke(
+        app,
+        ["-q", "libdeps", str(tree), "--prefix", "/opt/app", "--platform", "linux/amd64", "--ignore", "libgthread-*"],
+    )
     assert res.exit_code == 0 and res.stdout.strip() == ""
 
 
@@ -130,9 +172,24 @@ def test_opencv_python_gets_libgl_and_imports(tmp_path: Path, shared_cache: Cach
     """opencv-python (not -headless) needs libGL.so.1 and friends: find-libdeps adds them; cv2 imports."""
     site = tmp_path / "site-packages"
     subprocess.run(
-        ["uv", "pip", "install", "--target", str(site), "--python-platform", "x86_64-manylinux_2_28",
-         "--python-version", "3.11", "--only-binary", ":all:", "opencv-python", "numpy"],
-        check=True, capture_output=True, timeout=600,
+        [
+            "uv",
+            "pip",
+            "install",
+            "--target",
+            str(site),
+            "--python-platform",
+            "x86_64-manylinux_2_28",
+            "--python-version",
+            "3.11",
+            "--only-binary",
+            ":all:",
+            "opencv-python",
+            "numpy",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=600,
     )
     prefix = "opt/venv/lib/python3.11/site-packages"
     env_layer = layer_from_dir(site, shared_cache, prefix=prefix)
@@ -142,15 +199,26 @@ def test_opencv_python_gets_libgl_and_imports(tmp_path: Path, shared_cache: Cach
     assert by_so["libGL.so.1"].package == "libgl1"
     assert any(p.startswith(f"/{prefix}/cv2/") for p in by_so["libGL.so.1"].needed_by)
     assert {"libglib2.0-0", "libstdc++6"} <= {d.package for d in deps}
-    full = build_base("debian-bookworm", "linux/amd64", extra_packages=sorted({d.package for d in deps}), cache=shared_cache)
+    full = build_base(
+        "debian-bookworm", "linux/amd64", extra_packages=sorted({d.package for d in deps}), cache=shared_cache
+    )
     assert {"libgl1", "libglx0"} <= set(full.package_names())
-    image = append_layers(empty_image(full.platform, full.config.with_env(PYTHONPATH=f"/{prefix}")), [*full.layers, env_layer])
+    image = append_layers(
+        empty_image(full.platform, full.config.with_env(PYTHONPATH=f"/{prefix}")), [*full.layers, env_layer]
+    )
     tag = docker.tag()
     load_into_engine(image, tag)
     try:
-        out = docker.run("run", "--rm", tag, "python3", "-c",
-                         "import cv2, numpy; ok, png = cv2.imencode('.png', numpy.zeros((8, 8, 3), 'uint8')); "
-                         "print(ok, png[:4].tobytes())", timeout=300)
+        out = docker.run(
+            "run",
+            "--rm",
+            tag,
+            "python3",
+            "-c",
+            "import cv2, numpy; ok, png = cv2.imencode('.png', numpy.zeros((8, 8, 3), 'uint8')); "
+            "print(ok, png[:4].tobytes())",
+            timeout=300,
+        )
         assert out.stdout.strip() == "True b'\\x89PNG'", out.stderr
     finally:
         docker.run("rmi", "-f", tag, check=False)

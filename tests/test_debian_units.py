@@ -53,11 +53,15 @@ def test_deb822_sources_give_the_three_suites_and_trixie_is_derived_by_codename(
     assert [s.uri for s in srcs] == [ARCHIVE, SECURITY, "http://thirdparty.example/apt"]
     book = suites_for("bookworm", sources=srcs, mirror=None, security_mirror=None)
     assert book == (
-        Suite(ARCHIVE, "bookworm"), Suite(ARCHIVE, "bookworm-updates"), Suite(SECURITY, "bookworm-security"),
+        Suite(ARCHIVE, "bookworm"),
+        Suite(ARCHIVE, "bookworm-updates"),
+        Suite(SECURITY, "bookworm-security"),
     )
     trixie = suites_for("trixie", sources=srcs)
     assert [(s.uri, s.name) for s in trixie] == [
-        (ARCHIVE, "trixie"), (ARCHIVE, "trixie-updates"), (SECURITY, "trixie-security"),
+        (ARCHIVE, "trixie"),
+        (ARCHIVE, "trixie-updates"),
+        (SECURITY, "trixie-security"),
     ]
 
 
@@ -71,9 +75,14 @@ def test_one_line_sources_and_mirror_overrides(monkeypatch: pytest.MonkeyPatch) 
     assert srcs[0].uri == ARCHIVE and srcs[0].components == ("main", "contrib")
     own = "http://mirror.internal/debian"
     s = suites_for("bookworm", sources=srcs, mirror=own + "/")
-    assert [(x.uri, x.name) for x in s] == [(own, "bookworm"), (own, "bookworm-updates"), (SECURITY, "bookworm-security")]
+    assert [(x.uri, x.name) for x in s] == [
+        (own, "bookworm"),
+        (own, "bookworm-updates"),
+        (SECURITY, "bookworm-security"),
+    ]
     assert [x.name for x in suites_for("bookworm", sources=srcs, mirror=own, security_mirror="none")] == [
-        "bookworm", "bookworm-updates",
+        "bookworm",
+        "bookworm-updates",
     ]
     monkeypatch.setenv("GPUSHIP_DEBIAN_MIRROR", own)
     assert suites_for("bookworm", sources=[])[0].uri == own
@@ -93,8 +102,14 @@ def test_host_sources_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
 
 # -- resolver -----------------------------------------------------------------------------------------
 def _rec(name: str, version: str = "1.0", **fields: str) -> dict[str, str]:
-    rec = {"Package": name, "Version": version, "Architecture": fields.pop("Architecture", "amd64"),
-           "Filename": f"pool/{name}_{version}.deb", "SHA256": "0" * 64, "Size": "10"}
+    rec = {
+        "Package": name,
+        "Version": version,
+        "Architecture": fields.pop("Architecture", "amd64"),
+        "Filename": f"pool/{name}_{version}.deb",
+        "SHA256": "0" * 64,
+        "Size": "10",
+    }
     rec.update({k.replace("_", "-"): v for k, v in fields.items()})
     return rec
 
@@ -144,7 +159,10 @@ def test_resolver_versions_updates_override_and_clear_chain_errors() -> None:
 def test_resolver_skips_script_only_dependencies_and_uses_installed_packages() -> None:
     idx = _index(
         _rec("ca-certificates", Architecture="all", Depends="openssl (>= 1.1.1), debconf (>= 0.5) | debconf-2.0"),
-        _rec("openssl"), _rec("debconf"), _rec("libfoo", Depends="libc6"), _rec("libc6", "2.36"),
+        _rec("openssl"),
+        _rec("debconf"),
+        _rec("libfoo", Depends="libc6"),
+        _rec("libc6", "2.36"),
     )
     res = resolve(idx, ["ca-certificates"])
     assert res.names() == ["ca-certificates"]
@@ -169,12 +187,16 @@ def test_merged_usr_rewrites_paths_and_relative_links() -> None:
     assert "lib64" not in merged_usr_links("arm64")
     assert rebase_entry(Entry.dir("bin"), links) == Entry.dir("usr/bin")
     assert rebase_entry(Entry.symlink("lib64", "usr/lib64"), links) is None
-    moved = rebase_entry(Entry.symlink("lib/x86_64-linux-gnu/libfoo.so.1", "../../usr/lib/x86_64-linux-gnu/libfoo.so.1.2"), links)
+    moved = rebase_entry(
+        Entry.symlink("lib/x86_64-linux-gnu/libfoo.so.1", "../../usr/lib/x86_64-linux-gnu/libfoo.so.1.2"), links
+    )
     assert moved is not None and moved.path == "usr/lib/x86_64-linux-gnu/libfoo.so.1"
     assert moved.target == "libfoo.so.1.2"
     same = rebase_entry(Entry.symlink("sbin/x", "../bin/y"), links)
     assert same is not None and (same.path, same.target) == ("usr/sbin/x", "../bin/y")
-    absolute = rebase_entry(Entry.symlink("lib64/ld-linux-x86-64.so.2", "/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"), links)
+    absolute = rebase_entry(
+        Entry.symlink("lib64/ld-linux-x86-64.so.2", "/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"), links
+    )
     assert absolute is not None and absolute.path == "usr/lib64/ld-linux-x86-64.so.2"
     assert absolute.target == "/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"
     hard = rebase_entry(Entry.hardlink("bin/a", "bin/b"), links)
@@ -252,14 +274,30 @@ Description: a tool
 
 
 def _deb(tmp: Path, data_compression: str = "xz") -> Path:
-    control = _tar([("./", None, ""), ("./control", CONTROL.encode(), ""), ("./conffiles", b"/etc/tool.conf\n", ""),
-                    ("./md5sums", b"d41d8cd98f00b204e9800998ecf8427e  bin/tool\n", "")], "gz")
-    data = _tar([
-        ("./", None, ""), ("./bin/", None, ""), ("./bin/tool", b"#!tool\n", ""), ("./bin/tool2", None, "=>./bin/tool"),
-        ("./etc/", None, ""), ("./etc/tool.conf", b"x=1\n", ""), ("./usr/share/doc/tool/", None, ""),
-        ("./usr/share/doc/tool/copyright", b"(c)\n", ""), ("./usr/share/doc/tool/README", b"read me\n", ""),
-        ("./lib/libtool.so.1", None, "->libtool.so.1.0"),
-    ], data_compression)
+    control = _tar(
+        [
+            ("./", None, ""),
+            ("./control", CONTROL.encode(), ""),
+            ("./conffiles", b"/etc/tool.conf\n", ""),
+            ("./md5sums", b"d41d8cd98f00b204e9800998ecf8427e  bin/tool\n", ""),
+        ],
+        "gz",
+    )
+    data = _tar(
+        [
+            ("./", None, ""),
+            ("./bin/", None, ""),
+            ("./bin/tool", b"#!tool\n", ""),
+            ("./bin/tool2", None, "=>./bin/tool"),
+            ("./etc/", None, ""),
+            ("./etc/tool.conf", b"x=1\n", ""),
+            ("./usr/share/doc/tool/", None, ""),
+            ("./usr/share/doc/tool/copyright", b"(c)\n", ""),
+            ("./usr/share/doc/tool/README", b"read me\n", ""),
+            ("./lib/libtool.so.1", None, "->libtool.so.1.0"),
+        ],
+        data_compression,
+    )
     ext = {"xz": ".xz", "gz": ".gz", "": ""}[data_compression]
     path = tmp / "tool.deb"
     path.write_bytes(_ar([("debian-binary", b"2.0\n"), ("control.tar.gz", control), (f"data.tar{ext}", data)]))
@@ -295,7 +333,9 @@ def test_deb_reader_refuses_damaged_files(tmp_path: Path) -> None:
 def test_dpkg_database_parses_with_dpkg_query(tmp_path: Path) -> None:
     info = read_deb_info(_deb(tmp_path), "tool")
     cand = Candidate.from_record(
-        {"Package": "tool", "Version": "1.0-1", "Architecture": "amd64", "Filename": "x", "Multi-Arch": "same"}, ARCHIVE, "bookworm"
+        {"Package": "tool", "Version": "1.0-1", "Architecture": "amd64", "Filename": "x", "Multi-Arch": "same"},
+        ARCHIVE,
+        "bookworm",
     )
     root = tmp_path / "root"
     for e in database_entries([(cand, info, ["bin", "bin/tool", "etc/tool.conf"])]):
@@ -306,8 +346,14 @@ def test_dpkg_database_parses_with_dpkg_query(tmp_path: Path) -> None:
             p.parent.mkdir(parents=True, exist_ok=True)
             p.write_bytes(e.read())
     assert b"Status: install ok installed" in status_file([(cand, info)])
-    q = subprocess.run(["dpkg-query", "-W", "-f", "${Package} ${Version} ${Status}\n", f"--admindir={root}/var/lib/dpkg"],
-                       capture_output=True, text=True, check=True)
+    q = subprocess.run(
+        ["dpkg-query", "-W", "-f", "${Package} ${Version} ${Status}\n", f"--admindir={root}/var/lib/dpkg"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert q.stdout == "tool 1.0-1 install ok installed\n"
-    listed = subprocess.run(["dpkg-query", "-L", f"--admindir={root}/var/lib/dpkg", "tool"], capture_output=True, text=True, check=True)
+    listed = subprocess.run(
+        ["dpkg-query", "-L", f"--admindir={root}/var/lib/dpkg", "tool"], capture_output=True, text=True, check=True
+    )
     assert listed.stdout.split() == ["/.", "/bin", "/bin/tool", "/etc/tool.conf"]

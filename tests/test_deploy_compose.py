@@ -31,8 +31,21 @@ from gpuship.serve import runtime_entries, with_runtime
 
 HOST_PYTHON = Path("/usr/bin/python3.11")
 STDLIB = Path("/usr/lib/python3.11")
-SKIP_STDLIB = {"test", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3", "pydoc_data", "site-packages",
-               "dist-packages", "__pycache__", "config-3.11-x86_64-linux-gnu", "unittest", "distutils"}
+SKIP_STDLIB = {
+    "test",
+    "idlelib",
+    "tkinter",
+    "turtledemo",
+    "ensurepip",
+    "lib2to3",
+    "pydoc_data",
+    "site-packages",
+    "dist-packages",
+    "__pycache__",
+    "config-3.11-x86_64-linux-gnu",
+    "unittest",
+    "distutils",
+}
 RUNTIME_DEPS = ("starlette", "uvicorn", "anyio", "h11", "click", "idna", "sniffio", "typing_extensions")
 
 STATUS_FN = '''"""Seed 003's status function, without torch: the runtime's /status says which device."""
@@ -52,8 +65,9 @@ def compose_cmd() -> list[str]:
 
 
 def compose_config(path: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*compose_cmd(), "-f", str(path), "config", "-q"], capture_output=True, text=True,
-                          cwd=path.parent, timeout=120)
+    return subprocess.run(
+        [*compose_cmd(), "-f", str(path), "config", "-q"], capture_output=True, text=True, cwd=path.parent, timeout=120
+    )
 
 
 def function_spec(cache: Cache, ref: str = "gpuship-test/status:1", **kw: object):
@@ -73,7 +87,13 @@ def test_compose_file_passes_compose_validation(cache: Cache, tmp_path: Path) ->
     assert svc["shm_size"] == "8g"
     assert svc["ulimits"] == {"memlock": -1, "stack": 67108864}
     assert svc["ports"] == ["8080:8080"] and svc["environment"] == {"LOG_LEVEL": "DEBUG"}
-    assert svc["healthcheck"]["test"] == ["CMD", "/usr/bin/python3", "/opt/gpuship/gpuship_runtime.py", "--probe", "/readyz"]
+    assert svc["healthcheck"]["test"] == [
+        "CMD",
+        "/usr/bin/python3",
+        "/opt/gpuship/gpuship_runtime.py",
+        "--probe",
+        "/readyz",
+    ]
     path = tmp_path / "compose.yaml"
     path.write_text(compose_yaml(spec))
     proc = compose_config(path)
@@ -81,7 +101,12 @@ def test_compose_file_passes_compose_validation(cache: Cache, tmp_path: Path) ->
     # all GPUs
     path.write_text(compose_yaml(spec, ComposeOptions(all_gpus=True)))
     assert compose_config(path).returncode == 0
-    assert yaml.safe_load(path.read_text())["services"]["status"]["deploy"]["resources"]["reservations"]["devices"][0]["count"] == "all"
+    assert (
+        yaml.safe_load(path.read_text())["services"]["status"]["deploy"]["resources"]["reservations"]["devices"][0][
+            "count"
+        ]
+        == "all"
+    )
 
 
 def test_compose_validation_is_not_vacuous(cache: Cache, tmp_path: Path) -> None:
@@ -110,8 +135,10 @@ def _ldd(paths: list[Path]) -> set[Path]:
 
 def host_python_entries() -> list[Entry]:
     """Debian's Python 3.11 from this host, enough to run the runtime, at the same paths."""
-    entries: list[Entry] = [Entry.file("usr/bin/python3.11", HOST_PYTHON, mode=0o755),
-                            Entry.symlink("usr/bin/python3", "python3.11")]
+    entries: list[Entry] = [
+        Entry.file("usr/bin/python3.11", HOST_PYTHON, mode=0o755),
+        Entry.symlink("usr/bin/python3", "python3.11"),
+    ]
     elves = [HOST_PYTHON]
     for dirpath, dirnames, filenames in os.walk(STDLIB):
         dirnames[:] = sorted(d for d in dirnames if d not in SKIP_STDLIB)
@@ -147,8 +174,9 @@ def status_image(docker, shared_cache: Cache) -> str:
         pytest.fail(f"{HOST_PYTHON} is missing: this test builds its image from the host's Debian Python")
     base = build_layer(host_python_entries(), shared_cache, comment="host python")
     runtime = build_layer(runtime_entries(), shared_cache, comment="gpuship function runtime")
-    cfg = with_runtime(ImageConfig(env=("PATH=/usr/bin:/bin",), working_dir="/app"), "status_fn:handle",
-                       python="/usr/bin/python3")
+    cfg = with_runtime(
+        ImageConfig(env=("PATH=/usr/bin:/bin",), working_dir="/app"), "status_fn:handle", python="/usr/bin/python3"
+    )
     img: Image = with_config(append_layers(empty_image("linux/amd64"), [base, runtime]), cfg)
     tag = docker.tag()
     write_output(img, f"docker:{tag}")
@@ -209,8 +237,9 @@ def test_compose_up_runs_the_function_image_and_status_says_cpu(docker, status_i
 
 def _memlock_the_engine_allows(docker, image: str) -> int:
     """-1 when the engine can run a container with memlock=-1, else the locked-memory hard limit it has."""
-    probe = docker.run("run", "--rm", "--ulimit", "memlock=-1", "--entrypoint", "/usr/bin/python3", image, "-c", "",
-                       check=False)
+    probe = docker.run(
+        "run", "--rm", "--ulimit", "memlock=-1", "--entrypoint", "/usr/bin/python3", image, "-c", "", check=False
+    )
     if probe.returncode == 0:
         return -1
     assert "rlimit" in probe.stderr, probe.stderr
@@ -225,5 +254,3 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-

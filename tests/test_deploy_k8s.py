@@ -37,8 +37,9 @@ def function_image(cache: Cache, function: str = "torch_status.app:handle", **co
 
 def plain_image(cache: Cache) -> Image:
     layer = build_layer([Entry.file("app/train.py", "print('hi')\n")], cache)
-    cfg = ImageConfig(entrypoint=("python3", "/app/train.py"), cmd=("--epochs", "3"), exposed_ports=("9000/tcp",),
-                      working_dir="/app")
+    cfg = ImageConfig(
+        entrypoint=("python3", "/app/train.py"), cmd=("--epochs", "3"), exposed_ports=("9000/tcp",), working_dir="/app"
+    )
     return with_config(append_layers(empty_image("linux/amd64"), [layer]), cfg)
 
 
@@ -51,9 +52,16 @@ def by_kind(docs: list[dict]) -> dict[str, dict]:
 
 
 def test_deployment_and_service_pass_the_official_schemas(cache: Cache) -> None:
-    spec = spec_from_image(function_image(cache), "registry.example:5000/team/torch-status:0.1.0", shm_size="8Gi", gpus=2)
-    opts = K8sOptions(runtime_class="nvidia", node_selector={"nvidia.com/gpu.present": "true"},
-                      tolerations=(Toleration.parse("sku=gpu:NoSchedule"),), memory="24Gi", cpu="4")
+    spec = spec_from_image(
+        function_image(cache), "registry.example:5000/team/torch-status:0.1.0", shm_size="8Gi", gpus=2
+    )
+    opts = K8sOptions(
+        runtime_class="nvidia",
+        node_selector={"nvidia.com/gpu.present": "true"},
+        tolerations=(Toleration.parse("sku=gpu:NoSchedule"),),
+        memory="24Gi",
+        cpu="4",
+    )
     docs = kubernetes_manifests(spec, opts)
     assert [d["kind"] for d in docs] == ["Deployment", "Service"]
     for doc in docs:
@@ -165,22 +173,53 @@ def test_yaml_round_trips_and_port_override_reaches_the_runtime(cache: Cache) ->
     assert env2 == [{"name": "SHUTDOWN_DELAY", "value": "0"}]
 
 
-def test_cli_writes_a_file_the_validator_cli_accepts(cache: Cache, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_writes_a_file_the_validator_cli_accepts(
+    cache: Cache, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("GPUSHIP_CACHE", str(cache.root))
     layout = write_oci_layout(function_image(cache), tmp_path / "layout", tag="torch-status")
     runner = CliRunner()
     out = tmp_path / "k8s"
-    res = runner.invoke(app, ["deploy", "k8s", f"oci:{layout}:torch-status", "--ref", "r.example/torch-status:1",
-                              "--shm-size", "2Gi", "--runtime-class", "nvidia", "-o", str(out)])
+    res = runner.invoke(
+        app,
+        [
+            "deploy",
+            "k8s",
+            f"oci:{layout}:torch-status",
+            "--ref",
+            "r.example/torch-status:1",
+            "--shm-size",
+            "2Gi",
+            "--runtime-class",
+            "nvidia",
+            "-o",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
     path = out / "torch-status.yaml"
-    proc = subprocess.run([sys.executable, "-m", "kubernetes_validate", "--strict", "-k", "1.37.0", str(path)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "kubernetes_validate", "--strict", "-k", "1.37.0", str(path)],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "passed for resource deployment/torch-status" in proc.stdout + proc.stderr
     # to stdout, same text
-    res2 = runner.invoke(app, ["deploy", "k8s", f"oci:{layout}:torch-status", "--ref", "r.example/torch-status:1",
-                               "--shm-size", "2Gi", "--runtime-class", "nvidia"])
+    res2 = runner.invoke(
+        app,
+        [
+            "deploy",
+            "k8s",
+            f"oci:{layout}:torch-status",
+            "--ref",
+            "r.example/torch-status:1",
+            "--shm-size",
+            "2Gi",
+            "--runtime-class",
+            "nvidia",
+        ],
+    )
     assert res2.exit_code == 0 and res2.stdout == path.read_text()
     # a local image without --ref: one clear line, exit 2
     res3 = runner.invoke(app, ["deploy", "k8s", f"oci:{layout}"])

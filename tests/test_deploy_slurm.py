@@ -69,8 +69,14 @@ def test_slurm_script_passes_shellcheck_and_runs_srun_with_the_image(cache: Cach
     script.write_text(slurm_script(spec, opts))
     shellcheck(script)
     text = script.read_text()
-    for line in ("#SBATCH --job-name=train", "#SBATCH --gpus-per-node=4", "#SBATCH --time=02:00:00",
-                 "#SBATCH --partition=gpu", "#SBATCH --cpus-per-task=16", "#SBATCH --mem=64G"):
+    for line in (
+        "#SBATCH --job-name=train",
+        "#SBATCH --gpus-per-node=4",
+        "#SBATCH --time=02:00:00",
+        "#SBATCH --partition=gpu",
+        "#SBATCH --cpus-per-task=16",
+        "#SBATCH --mem=64G",
+    ):
         assert line in text
     # every #SBATCH line comes before the first command, or sbatch ignores it
     first_cmd = next(i for i, l in enumerate(text.splitlines()) if l and not l.startswith("#"))
@@ -92,7 +98,10 @@ def test_slurm_script_passes_shellcheck_and_runs_srun_with_the_image(cache: Cach
         "--no-container-mount-home",
         "--container-workdir=/work",
         "--container-env=LOG_LEVEL",
-        "python3", "/work/train.py", "--data", "/data/set one",
+        "python3",
+        "/work/train.py",
+        "--data",
+        "/data/set one",
     ]
     assert rec["env"]["LOG_LEVEL"] == "DEBUG"
     assert (tmp_path / "results").is_dir()
@@ -115,15 +124,20 @@ def test_slurm_function_image_says_where_it_serves(cache: Cache, tmp_path: Path)
 
 # -- ngc -----------------------------------------------------------------------------------------------------
 def test_ngc_command_line(cache: Cache, tmp_path: Path) -> None:
-    spec = spec_from_image(function_image(cache), "nvcr.io/myorg/team/torch-status:1", gpus=2,
-                           env=["MSG=it's \"quoted\" $HOME"])
+    spec = spec_from_image(
+        function_image(cache), "nvcr.io/myorg/team/torch-status:1", gpus=2, env=['MSG=it\'s "quoted" $HOME']
+    )
     script = tmp_path / "ngc.sh"
     script.write_text(ngc_script(spec, NgcOptions(ace="nv-us-west-2", org="myorg", team="team", total_runtime="1h")))
     shellcheck(script)
     bin_dir = tmp_path / "bin"
     recorder(bin_dir, "ngc")
-    ran = subprocess.run(["bash", str(script)], capture_output=True, text=True,
-                         env={"PATH": f"{bin_dir}:/usr/bin:/bin", "RECORD": str(tmp_path / "ngc.json")})
+    ran = subprocess.run(
+        ["bash", str(script)],
+        capture_output=True,
+        text=True,
+        env={"PATH": f"{bin_dir}:/usr/bin:/bin", "RECORD": str(tmp_path / "ngc.json")},
+    )
     assert ran.returncode == 0, ran.stderr
     argv = json.loads((tmp_path / "ngc.json").read_text())["argv"]
     assert argv[:2] == ["batch", "run"]
@@ -135,9 +149,15 @@ def test_ngc_command_line(cache: Cache, tmp_path: Path) -> None:
     cl = opts["--commandline"]
     assert cl == commandline(spec)
     # the job's shell gets the value back exactly, and runs the image's entrypoint
-    probe = subprocess.run(["sh", "-c", cl.replace("cd /app && exec", "printf '%s|' \"$MSG\"; printf '%s|'")],
-                           capture_output=True, text=True)
-    assert probe.stdout == "it's \"quoted\" $HOME|/opt/venv/bin/python|/opt/gpuship/gpuship_runtime.py|torch_status.app:handle|"
+    probe = subprocess.run(
+        ["sh", "-c", cl.replace("cd /app && exec", "printf '%s|' \"$MSG\"; printf '%s|'")],
+        capture_output=True,
+        text=True,
+    )
+    assert (
+        probe.stdout
+        == 'it\'s "quoted" $HOME|/opt/venv/bin/python|/opt/gpuship/gpuship_runtime.py|torch_status.app:handle|'
+    )
 
 
 # -- squashfs ------------------------------------------------------------------------------------------------
@@ -152,8 +172,16 @@ def _dash_entries() -> list[Entry]:
 
 def chroot_image(cache: Cache) -> Image:
     base = build_layer(
-        [*_dash_entries(), Entry.dir("etc"), Entry.file("etc/doomed", "x"), Entry.file("etc/environment", "OLD=1\n"),
-         Entry.file("secret", "s", mode=0o600), Entry.symlink("bin", "usr/bin")], cache)
+        [
+            *_dash_entries(),
+            Entry.dir("etc"),
+            Entry.file("etc/doomed", "x"),
+            Entry.file("etc/environment", "OLD=1\n"),
+            Entry.file("secret", "s", mode=0o600),
+            Entry.symlink("bin", "usr/bin"),
+        ],
+        cache,
+    )
     top = build_layer([Entry.whiteout("etc/doomed")], cache)
     cfg = ImageConfig(
         env=("PATH=/usr/bin", "GREETING=hello world"),
@@ -227,7 +255,9 @@ def test_cli_export_and_slurm(cache: Cache, tmp_path: Path, monkeypatch: pytest.
     monkeypatch.setenv("GPUSHIP_CACHE", str(cache.root))
     layout = write_oci_layout(chroot_image(cache), tmp_path / "demo-layout", tag="demo")
     runner = CliRunner()
-    res = runner.invoke(app, ["export", f"oci:{layout}:demo", "--format", "squashfs", "-o", str(tmp_path / "demo.sqsh")])
+    res = runner.invoke(
+        app, ["export", f"oci:{layout}:demo", "--format", "squashfs", "-o", str(tmp_path / "demo.sqsh")]
+    )
     assert res.exit_code == 0, res.output
     assert (tmp_path / "demo.sqsh").read_bytes()[:4] == b"hsqs"
     res = runner.invoke(app, ["deploy", "slurm", f"oci:{layout}:demo", "--gpus", "2", "-o", str(tmp_path / "s")])
@@ -236,7 +266,9 @@ def test_cli_export_and_slurm(cache: Cache, tmp_path: Path, monkeypatch: pytest.
     assert os.access(script, os.X_OK)
     shellcheck(script)
     assert f"gpuship export oci:{layout}:demo --format squashfs -o demo.sqsh" in script.read_text()
-    res = runner.invoke(app, ["deploy", "ngc", f"oci:{layout}:demo", "--ref", "nvcr.io/o/demo:1", "-o", str(tmp_path / "s")])
+    res = runner.invoke(
+        app, ["deploy", "ngc", f"oci:{layout}:demo", "--ref", "nvcr.io/o/demo:1", "-o", str(tmp_path / "s")]
+    )
     assert res.exit_code == 0, res.output
     shellcheck(tmp_path / "s" / "demo-ngc.sh")
     assert shlex.split((tmp_path / "s" / "demo-ngc.sh").read_text().split("--commandline ", 1)[1])[0].endswith(

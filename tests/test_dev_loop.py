@@ -11,8 +11,8 @@ import re
 from pathlib import Path
 
 import pytest
-from build_support import gpuship
 
+from build_support import gpuship
 from gpuship.cache import Cache
 from gpuship.dev import dev_image, editable_entries, source_dir
 
@@ -48,9 +48,19 @@ def _oneline(text: str) -> str:
 
 
 def test_editable_layer_contents() -> None:
-    entries = {e.path: e for e in editable_entries(
-        name="Hello.Pkg", version="0.2.0", scripts={"hello": "hellopkg.cli:main [extra]"}, is_package=True,
-        venv="/opt/venv", python_minor="3.11", workdir="/app", src="/app/src")}
+    entries = {
+        e.path: e
+        for e in editable_entries(
+            name="Hello.Pkg",
+            version="0.2.0",
+            scripts={"hello": "hellopkg.cli:main [extra]"},
+            is_package=True,
+            venv="/opt/venv",
+            python_minor="3.11",
+            workdir="/app",
+            src="/app/src",
+        )
+    }
     site = "opt/venv/lib/python3.11/site-packages"
     assert entries[f"{site}/__editable__.hello_pkg-0.2.0.pth"].read() == b"/app/src\n"
     assert b'"editable": true' in entries[f"{site}/hello_pkg-0.2.0.dist-info/direct_url.json"].read()
@@ -59,8 +69,19 @@ def test_editable_layer_contents() -> None:
     assert launcher.mode == 0o755 and launcher.read().startswith(b"#!/opt/venv/bin/python\n")
     assert b"import_module('hellopkg.cli')" in launcher.read()
     # a script project gets only the mount point
-    assert [e.path for e in editable_entries(name="x", version="1", scripts={}, is_package=False, venv="/opt/venv",
-                                             python_minor="3.11", workdir="/srv/app", src="/srv/app")] == ["srv/app"]
+    assert [
+        e.path
+        for e in editable_entries(
+            name="x",
+            version="1",
+            scripts={},
+            is_package=False,
+            venv="/opt/venv",
+            python_minor="3.11",
+            workdir="/srv/app",
+            src="/srv/app",
+        )
+    ] == ["srv/app"]
 
 
 def test_source_dir(tmp_path: Path) -> None:
@@ -82,8 +103,10 @@ def test_dev_package_edit_shows_without_rebuild(tmp_path: Path, shared_cache: Ca
         assert digest2 == digest1 and new == 0  # the same image; no layer was made
 
         # -- CMD replaces the command; the project is an editable install from the mount
-        probe = ("import hellopkg, importlib.metadata as md, json; print(hellopkg.__file__, md.version('hello-pkg'), "
-                 "json.loads(md.distribution('hello-pkg').read_text('direct_url.json'))['dir_info'])")
+        probe = (
+            "import hellopkg, importlib.metadata as md, json; print(hellopkg.__file__, md.version('hello-pkg'), "
+            "json.loads(md.distribution('hello-pkg').read_text('direct_url.json'))['dir_info'])"
+        )
         proc = gpuship("dev", str(project), "-e", "X=1", "--", "python", "-c", probe, cache=shared_cache.root)
         assert proc.returncode == 0, proc.stderr
         assert proc.stdout.strip() == "/app/src/hellopkg/__init__.py 0.2.0 {'editable': True}"
@@ -96,7 +119,9 @@ def test_dev_package_edit_shows_without_rebuild(tmp_path: Path, shared_cache: Ca
 
         # --image: a prebuilt image (with the project's wheel installed); the mounted source wins through PYTHONPATH
         archive = tmp_path / "built.tar"
-        assert gpuship("build", str(project), "-o", f"docker-archive:{archive}", cache=shared_cache.root).returncode == 0
+        assert (
+            gpuship("build", str(project), "-o", f"docker-archive:{archive}", cache=shared_cache.root).returncode == 0
+        )
         (project / "src" / "hellopkg" / "__init__.py").write_text("GREETING = 'hello, after the build'\n")
         proc = gpuship("dev", str(project), "--image", f"docker-archive:{archive}", cache=shared_cache.root)
         assert proc.returncode == 3 and proc.stdout.strip() == "hello, after the build", proc.stderr

@@ -29,8 +29,10 @@ WALK = 'import os\nfor r, d, f in os.walk("/opt/venv"):\n    for x in f: print(o
 
 @pytest.fixture(scope="session")
 def debian_base(docker) -> str:  # type: ignore[no-untyped-def]
-    if shutil.which("debootstrap") is None and subprocess.run(["docker", "image", "inspect", DEFAULT_TAG],
-                                                             capture_output=True).returncode != 0:
+    if (
+        shutil.which("debootstrap") is None
+        and subprocess.run(["docker", "image", "inspect", DEFAULT_TAG], capture_output=True).returncode != 0
+    ):
         pytest.fail("debootstrap is missing: apt-get install debootstrap (scripts/bootstrap.sh installs it)")
     return import_debian_base(DEFAULT_TAG, "bookworm")
 
@@ -40,16 +42,19 @@ def _ca() -> Path | None:
 
 
 def _pems(text: str) -> set[str]:
-    return {"-----BEGIN CERTIFICATE-----" + b.split("-----END CERTIFICATE-----")[0]
-            for b in text.split("-----BEGIN CERTIFICATE-----")[1:]}
+    return {
+        "-----BEGIN CERTIFICATE-----" + b.split("-----END CERTIFICATE-----")[0]
+        for b in text.split("-----BEGIN CERTIFICATE-----")[1:]
+    }
 
 
 def _config(docker, tag: str) -> dict:  # type: ignore[no-untyped-def]
     return json.loads(docker.run("image", "inspect", tag).stdout)[0]["Config"]
 
 
-def test_exported_numpy_hello_builds_and_runs_like_gpuships_image(docker, debian_base: str, shared_cache: Cache,
-                                                                  tmp_path: Path) -> None:
+def test_exported_numpy_hello_builds_and_runs_like_gpuships_image(
+    docker, debian_base: str, shared_cache: Cache, tmp_path: Path
+) -> None:
     ignore = shutil.ignore_patterns("gpuship.lock")
     src, gsrc = tmp_path / "numpy-hello", tmp_path / "gpuship" / "numpy-hello"
     shutil.copytree(ROOT / "examples" / "numpy-hello", src, ignore=ignore)
@@ -83,7 +88,10 @@ def test_exported_numpy_hello_builds_and_runs_like_gpuships_image(docker, debian
         # the build's CA and pip/uv settings stay in the builder stage: the image trusts Debian's bundle only
         assert not {"PIP_CERT", "UV_NO_CACHE"} & {e.split("=", 1)[0] for e in dcfg["Env"]}
         probe = "import os; print(os.path.exists('/tmp/build'), os.path.exists('/opt/uv'))"
-        assert docker.run("run", "--rm", "--entrypoint", "python", dtag, "-c", probe).stdout.split() == ["False", "False"]
+        assert docker.run("run", "--rm", "--entrypoint", "python", dtag, "-c", probe).stdout.split() == [
+            "False",
+            "False",
+        ]
         history = docker.run("history", "--no-trunc", "--format", "{{.CreatedBy}}", dtag).stdout
         assert "build-ca" not in history and "uv pip install" not in history
         if _ca() is not None:
@@ -100,13 +108,24 @@ def test_build_context_is_gpuships_app_selection(docker, debian_base: str, share
     root = tmp_path / "proj"
     files = {
         "pyproject.toml": '[project]\nname = "ctx"\nversion = "1"\ndependencies = []\n'
-                          '[tool.gpuship]\nentrypoint = ["python", "main.py"]\n',
+        '[tool.gpuship]\nentrypoint = ["python", "main.py"]\n',
         "main.py": "print('hi')\n",
-        "pkg/__init__.py": "", "pkg/__pycache__/x.cpython-311.pyc": "x", "pkg/deep/tests/test_a.py": "",
-        ".env": "TOKEN=1", ".env.example": "TOKEN=", "conf/server.pem": "k", "conf/app.yml": "a: 1",
-        "data/raw/big.csv": "1,2", "data/small.csv": "1", "notes.txt": "n", "build/junk.o": "o",
-        ".git/config": "[core]", "venv/bin/python": "", ".gitignore": "data/raw/\nnotes.txt\n*.log\n",
-        "run.log": "l", "docs/guide.md": "g",
+        "pkg/__init__.py": "",
+        "pkg/__pycache__/x.cpython-311.pyc": "x",
+        "pkg/deep/tests/test_a.py": "",
+        ".env": "TOKEN=1",
+        ".env.example": "TOKEN=",
+        "conf/server.pem": "k",
+        "conf/app.yml": "a: 1",
+        "data/raw/big.csv": "1,2",
+        "data/small.csv": "1",
+        "notes.txt": "n",
+        "build/junk.o": "o",
+        ".git/config": "[core]",
+        "venv/bin/python": "",
+        ".gitignore": "data/raw/\nnotes.txt\n*.log\n",
+        "run.log": "l",
+        "docs/guide.md": "g",
     }
     for rel, text in files.items():
         p = root / rel

@@ -12,17 +12,22 @@ import os
 from pathlib import Path
 
 import pytest
-from test_dockerfile_docker import _clean_stages  # noqa: F401  (fixture: removes our stage images)
-from test_registry_base_build import NUMPY, _project, numpy_base, registry  # noqa: F401  (fixtures)
 
 from gpuship.cache import Cache
 from gpuship.dockerfile import DEFAULT_TAG, WORK_DIR, export_dockerfile, import_debian_base
+from test_dockerfile_docker import _clean_stages  # noqa: F401  (fixture: removes our stage images)
+from test_registry_base_build import NUMPY, _project, numpy_base, registry  # noqa: F401  (fixtures)
 
 pytestmark = [pytest.mark.registry, pytest.mark.docker, pytest.mark.slow]
 
 
-def test_exported_dockerfile_keeps_the_bases_packages(numpy_base: str, shared_cache: Cache, tmp_path: Path,  # noqa: F811
-                                                      docker, monkeypatch) -> None:
+def test_exported_dockerfile_keeps_the_bases_packages(
+    numpy_base: str,
+    shared_cache: Cache,
+    tmp_path: Path,  # noqa: F811
+    docker,
+    monkeypatch,
+) -> None:
     monkeypatch.setenv("GPUSHIP_INSECURE_REGISTRIES", numpy_base.split("/")[0])
     project = _project(tmp_path / "proj", ["numpy>=1.26,<2", "nv-tool>=2"], f"base = '{numpy_base}'\n")
     ca = Path(os.environ.get("SSL_CERT_FILE") or "/etc/ssl/certs/ca-certificates.crt")
@@ -39,8 +44,15 @@ def test_exported_dockerfile_keeps_the_bases_packages(numpy_base: str, shared_ca
     try:
         docker.run("build", "--force-rm", "-t", tag, "--build-arg", f"UV_BASE={uv_base}", str(project), timeout=900)
         out = docker.run("run", "--rm", tag).stdout
-        cfg = docker.run("run", "--rm", "--entrypoint", "python", tag, "-c",
-                         "import glob; print(glob.glob('/opt/venv/lib/python3.11/site-packages/numpy*'))").stdout
+        cfg = docker.run(
+            "run",
+            "--rm",
+            "--entrypoint",
+            "python",
+            tag,
+            "-c",
+            "import glob; print(glob.glob('/opt/venv/lib/python3.11/site-packages/numpy*'))",
+        ).stdout
     finally:
         pinned = text.split("ARG BASE=", 1)[1].split()[0]
         docker.run("rmi", "-f", tag, pinned, check=False)  # the image and the base it pulled

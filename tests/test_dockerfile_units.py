@@ -34,11 +34,22 @@ def _pkg(name: str, version: str, sha: str) -> LockedPackage:
 
 
 def test_requirements_one_line_per_version_with_every_platforms_hash() -> None:
-    lock = Lock(Path("gpuship.lock"), "3.11", "2.36", "sha256:x", (
-        LockedTarget(AMD, "x86_64-manylinux_2_36", (_pkg("numpy", "2.4.6", "a" * 64), _pkg("six", "1.17.0", "c" * 64),
-                                                     _pkg("only-amd", "1.0", "e" * 64))),
-        LockedTarget(ARM, "aarch64-manylinux_2_36", (_pkg("numpy", "2.4.6", "b" * 64), _pkg("six", "1.16.0", "d" * 64))),
-    ))
+    lock = Lock(
+        Path("gpuship.lock"),
+        "3.11",
+        "2.36",
+        "sha256:x",
+        (
+            LockedTarget(
+                AMD,
+                "x86_64-manylinux_2_36",
+                (_pkg("numpy", "2.4.6", "a" * 64), _pkg("six", "1.17.0", "c" * 64), _pkg("only-amd", "1.0", "e" * 64)),
+            ),
+            LockedTarget(
+                ARM, "aarch64-manylinux_2_36", (_pkg("numpy", "2.4.6", "b" * 64), _pkg("six", "1.16.0", "d" * 64))
+            ),
+        ),
+    )
     lines = {(ln.name, ln.version): ln.render() for ln in requirement_lines(lock, [AMD, ARM])}
     assert lines[("numpy", "2.4.6")] == f"numpy==2.4.6 --hash=sha256:{'a' * 64} --hash=sha256:{'b' * 64}"
     assert lines[("six", "1.17.0")] == f"six==1.17.0 ; platform_machine == 'x86_64' --hash=sha256:{'c' * 64}"
@@ -48,16 +59,19 @@ def test_requirements_one_line_per_version_with_every_platforms_hash() -> None:
     assert all(";" not in ln.render() for ln in requirement_lines(lock, [AMD]))
 
 
-@pytest.mark.parametrize(("gitignore", "docker"), [
-    ("__pycache__/", "**/__pycache__"),
-    ("*.pyc", "**/*.pyc"),
-    ("/dist", "dist"),
-    ("data/raw/", "data/raw"),
-    ("!keep.txt", "!**/keep.txt"),
-    ("**/logs", "**/logs"),
-    ("# comment", None),
-    ("", None),
-])
+@pytest.mark.parametrize(
+    ("gitignore", "docker"),
+    [
+        ("__pycache__/", "**/__pycache__"),
+        ("*.pyc", "**/*.pyc"),
+        ("/dist", "dist"),
+        ("data/raw/", "data/raw"),
+        ("!keep.txt", "!**/keep.txt"),
+        ("**/logs", "**/logs"),
+        ("# comment", None),
+        ("", None),
+    ],
+)
 def test_gitignore_lines_become_dockerignore_lines(gitignore: str, docker: str | None) -> None:
     assert gitignore_to_dockerignore(gitignore) == docker
 
@@ -93,7 +107,9 @@ def test_numpy_hello_renders_the_multi_stage_shape(numpy_hello: Path, shared_cac
     assert "PATH=/opt/venv/bin:" in runtime and "org.opencontainers.image.title=numpy-hello" in runtime
 
 
-def test_byte_code_step_skips_modules_that_do_not_compile(numpy_hello: Path, shared_cache: Cache, tmp_path: Path) -> None:
+def test_byte_code_step_skips_modules_that_do_not_compile(
+    numpy_hello: Path, shared_cache: Cache, tmp_path: Path
+) -> None:
     """The Dockerfile compiles the venv as gpuship does: a module in newer syntax than the base's Python (torch ships
     a py312-only test module) gets no .pyc instead of failing `docker build`; the others are compiled."""
     import shlex
@@ -115,7 +131,9 @@ def test_byte_code_step_skips_modules_that_do_not_compile(numpy_hello: Path, sha
     assert [p.name.split(".")[0] for p in (pkg / "__pycache__").iterdir()] == ["ok"]
 
 
-def test_export_writes_the_files_and_keeps_a_users_dockerignore(numpy_hello: Path, shared_cache: Cache, tmp_path: Path) -> None:
+def test_export_writes_the_files_and_keeps_a_users_dockerignore(
+    numpy_hello: Path, shared_cache: Cache, tmp_path: Path
+) -> None:
     (numpy_hello / ".dockerignore").write_text("notes/\n*.csv\n")
     ca = tmp_path / "ca.pem"
     ca.write_text("-----BEGIN CERTIFICATE-----\nxx\n-----END CERTIFICATE-----\n")
@@ -180,8 +198,12 @@ def test_registry_base_keeps_its_packages_with_constraints(numpy_hello: Path, sh
 
     spec = dataclasses.replace(
         plan_dockerfile(numpy_hello, cache=shared_cache, libdeps=False),
-        registry_base="registry.invalid/ml/pytorch@sha256:" + "0" * 64, registry_tag="registry.invalid/ml/pytorch:24.03",
-        base_python="/usr/bin/python3.10", runtime_packages=(), create_user=False, base_constraints=("torch==2.3.0",),
+        registry_base="registry.invalid/ml/pytorch@sha256:" + "0" * 64,
+        registry_tag="registry.invalid/ml/pytorch:24.03",
+        base_python="/usr/bin/python3.10",
+        runtime_packages=(),
+        create_user=False,
+        base_constraints=("torch==2.3.0",),
     )
     text = render_dockerfile(spec)
     assert f"ARG BASE={spec.registry_base}" in text

@@ -29,8 +29,7 @@ def torch_status(tmp_path_factory: pytest.TempPathFactory, docker, build_cache: 
     project = torch_status_for_this_machine(tmp)
     archive = tmp / "torch-status.tar"
     ref = f"gpuship-test/torch-status:{uuid.uuid4().hex[:8]}"
-    proc = gpuship("build", str(project), "-t", ref, "-o", f"docker-archive:{archive}", cache=build_cache,
-                   timeout=3000)
+    proc = gpuship("build", str(project), "-t", ref, "-o", f"docker-archive:{archive}", cache=build_cache, timeout=3000)
     assert proc.returncode == 0, proc.stderr
     docker.load(archive)
     yield ref, archive
@@ -43,7 +42,9 @@ def _compose() -> list[str]:
     return ["docker-compose"]
 
 
-def test_compose_up_answers_status_cpu(torch_status: tuple[str, Path], tmp_path: Path, docker, build_cache: Path) -> None:
+def test_compose_up_answers_status_cpu(
+    torch_status: tuple[str, Path], tmp_path: Path, docker, build_cache: Path
+) -> None:
     ref, archive = torch_status
     import socket
 
@@ -51,15 +52,28 @@ def test_compose_up_answers_status_cpu(torch_status: tuple[str, Path], tmp_path:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     out = tmp_path / "deploy"
-    proc = gpuship("deploy", "compose", f"docker-archive:{archive}", "--ref", ref, "--gpus", "0",
-                   "--host-port", str(port), "-o", str(out), cache=build_cache)
+    proc = gpuship(
+        "deploy",
+        "compose",
+        f"docker-archive:{archive}",
+        "--ref",
+        ref,
+        "--gpus",
+        "0",
+        "--host-port",
+        str(port),
+        "-o",
+        str(out),
+        cache=build_cache,
+    )
     assert proc.returncode == 0, proc.stderr
     compose_file = out / "compose.yaml"
     doc = yaml.safe_load(compose_file.read_text())
     service = next(iter(doc["services"].values()))
     assert service["shm_size"] and service["ulimits"]["memlock"] == -1
-    probe = docker.run("run", "--rm", "--ulimit", "memlock=-1", "--entrypoint", "/usr/bin/python3", ref, "-c", "",
-                       check=False)
+    probe = docker.run(
+        "run", "--rm", "--ulimit", "memlock=-1", "--entrypoint", "/usr/bin/python3", ref, "-c", "", check=False
+    )
     if probe.returncode != 0:  # this engine cannot raise RLIMIT_MEMLOCK (no CAP_SYS_RESOURCE): use its hard limit
         import resource
 
@@ -89,7 +103,9 @@ def test_compose_up_answers_status_cpu(torch_status: tuple[str, Path], tmp_path:
         subprocess.run([*cmd, "down", "-v"], capture_output=True, timeout=120)
 
 
-def test_k8s_manifests_pass_the_official_schemas(torch_status: tuple[str, Path], tmp_path: Path, build_cache: Path) -> None:
+def test_k8s_manifests_pass_the_official_schemas(
+    torch_status: tuple[str, Path], tmp_path: Path, build_cache: Path
+) -> None:
     ref, archive = torch_status
     out = tmp_path / "k8s"
     proc = gpuship("deploy", "k8s", f"docker-archive:{archive}", "--ref", ref, "-o", str(out), cache=build_cache)

@@ -25,7 +25,9 @@ def files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
     img = append_layers(
         empty_image("linux/amd64"),
         [
-            build_layer([Entry.file("usr/lib/libk.so", LIB, mode=0o755), Entry.file("srv/a.bin", blob)], cache, comment="base"),
+            build_layer(
+                [Entry.file("usr/lib/libk.so", LIB, mode=0o755), Entry.file("srv/a.bin", blob)], cache, comment="base"
+            ),
             build_layer([Entry.file("srv/b.bin", blob), Entry.file("etc/motd", b"hi\n")], cache, comment="top"),
         ],
     )
@@ -51,8 +53,16 @@ def test_tables_and_html(files: dict[str, Path], tmp_path: Path) -> None:
     page.parent.mkdir()
     res = CliRunner().invoke(app, ["inspect", f"oci:{files['layout']}", "--html", str(page), "--top", "5"])
     assert res.exit_code == 0, res.output
-    for text in ("Layers", "CUDA libraries", "/usr/lib/libk.so", "sm_80", "sm_100", "compute_100", "Largest files",
-                 "Stored more than once"):
+    for text in (
+        "Layers",
+        "CUDA libraries",
+        "/usr/lib/libk.so",
+        "sm_80",
+        "sm_100",
+        "compute_100",
+        "Largest files",
+        "Stored more than once",
+    ):
         assert text in res.stdout, res.stdout
     assert page.read_text().startswith("<!DOCTYPE html>")
     assert [p.name for p in page.parent.iterdir()] == ["report.html"]  # no temp file left behind

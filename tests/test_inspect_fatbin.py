@@ -22,9 +22,7 @@ def ours(lib_path: Path) -> Counter[str]:
     """Our entries in cuobjdump's terms (it prints family-specific sm_103f as sm_103)."""
     lib = read_cuda_library(lib_path)
     assert lib is not None
-    return Counter(
-        (e.arch.sass_name() if e.is_sass else e.arch.ptx_name()).removesuffix("f") for e in lib.entries
-    )
+    return Counter((e.arch.sass_name() if e.is_sass else e.arch.ptx_name()).removesuffix("f") for e in lib.entries)
 
 
 def test_synthetic_fixture_lists_exactly_what_nvcc_built(cuobjdump_exe: Path) -> None:

@@ -38,7 +38,10 @@ def dist(name: str, version: str, files: dict[str, bytes]) -> list[Entry]:
     meta = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode()
     listed = {**files, f"{info}/METADATA": meta}
     rec = record({**listed, f"{info}/RECORD": b""})
-    entries = [Entry.file(os.path.normpath(f"{SITE}/{p}"), d, mode=0o755 if p.endswith(".so") else 0o644) for p, d in listed.items()]
+    entries = [
+        Entry.file(os.path.normpath(f"{SITE}/{p}"), d, mode=0o755 if p.endswith(".so") else 0o644)
+        for p, d in listed.items()
+    ]
     return entries + [Entry.file(f"{SITE}/{info}/RECORD", rec)]
 
 
@@ -53,7 +56,10 @@ def debian_layer() -> list[Entry]:
         Entry.file("usr/lib/x86_64-linux-gnu/libfoo.so.1", b"\x00" * 200_000),
         Entry.file("etc/os-release", b"ID=debian\n"),
         Entry.file("var/lib/dpkg/status", status),
-        Entry.file("var/lib/dpkg/info/libfoo1:amd64.list", b"/.\n/lib\n/lib/x86_64-linux-gnu\n/lib/x86_64-linux-gnu/libfoo.so.1\n"),
+        Entry.file(
+            "var/lib/dpkg/info/libfoo1:amd64.list",
+            b"/.\n/lib\n/lib/x86_64-linux-gnu\n/lib/x86_64-linux-gnu/libfoo.so.1\n",
+        ),
         Entry.file("var/lib/dpkg/info/base-files.list", b"/.\n/etc\n/etc/os-release\n"),
         Entry.file("tmp/scratch.bin", b"y" * 1000),
     ]
@@ -62,8 +68,16 @@ def debian_layer() -> list[Entry]:
 @pytest.fixture
 def image(cache: Cache) -> Image:
     lib = (FIXTURES / "libmultiarch.so").read_bytes()
-    venv = dist("foo", "1.0", {"foo/__init__.py": b"x = 1\n", "foo/big.bin": BIG, "foo/libk.so": lib,
-                               "../../../bin/foo": b"#!/opt/venv/bin/python\n"})
+    venv = dist(
+        "foo",
+        "1.0",
+        {
+            "foo/__init__.py": b"x = 1\n",
+            "foo/big.bin": BIG,
+            "foo/libk.so": lib,
+            "../../../bin/foo": b"#!/opt/venv/bin/python\n",
+        },
+    )
     venv += dist("bar", "2.0", {"bar.py": b"print('bar')\n" * 100})
     top = [
         Entry.file("app/data/big.bin", BIG),  # the same bytes again, in another layer
@@ -72,9 +86,14 @@ def image(cache: Cache) -> Image:
         Entry.whiteout("tmp/scratch.bin"),
     ]
     img = empty_image("linux/amd64")
-    return append_layers(img, [build_layer(debian_layer(), cache, comment="debian"),
-                               build_layer(venv, cache, comment="python"),
-                               build_layer(top, cache, comment="app")])
+    return append_layers(
+        img,
+        [
+            build_layer(debian_layer(), cache, comment="debian"),
+            build_layer(venv, cache, comment="python"),
+            build_layer(top, cache, comment="app"),
+        ],
+    )
 
 
 def test_report_sizes_add_up(image: Image) -> None:
@@ -86,7 +105,9 @@ def test_report_sizes_add_up(image: Image) -> None:
     # python distributions: every file their RECORD lists, resolved from site-packages (scripts via ../../../bin)
     py = {p.name: p for p in r.python}
     assert set(py) == {"foo", "bar"}
-    foo_bytes = len(BIG) + len((FIXTURES / "libmultiarch.so").read_bytes()) + len(b"x = 1\n") + len(b"#!/opt/venv/bin/python\n")
+    foo_bytes = (
+        len(BIG) + len((FIXTURES / "libmultiarch.so").read_bytes()) + len(b"x = 1\n") + len(b"#!/opt/venv/bin/python\n")
+    )
     foo_meta = len(b"Metadata-Version: 2.1\nName: foo\nVersion: 1.0\n")
     foo_record = file_sizes(image)[f"{SITE}/foo-1.0.dist-info/RECORD"]
     assert py["foo"].files == 6 and py["foo"].size == foo_bytes + foo_meta + foo_record
@@ -150,10 +171,23 @@ def chromium(*args: str) -> subprocess.CompletedProcess[str]:
     profile = tempfile.mkdtemp(prefix="gpuship-chromium-")
     try:
         return subprocess.run(
-            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-             "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
-             f"--user-data-dir={profile}", *args],
-            capture_output=True, text=True, timeout=120, check=True,
+            [
+                CHROMIUM,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--disable-dev-shm-usage",
+                f"--user-data-dir={profile}",
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
         )
     finally:
         shutil.rmtree(profile, ignore_errors=True)
@@ -171,7 +205,9 @@ def test_html_renders_in_chromium(image: Image, tmp_path: Path) -> None:
     assert dom.count('class="block"') == len(blocks) > 3  # one treemap rect per block, drawn by the script
     assert dom.count('class="layer-rect"') == len({b[0] for b in blocks})
     assert "sm_90</span>" in dom and "compute_100</span>" in dom  # the CUDA table
-    assert dom.count('<tr class="row">') == len(r.layers) + len(r.cuda) + len(r.python) + len(r.debian) + len(r.largest) + len(r.duplicates)
+    assert dom.count('<tr class="row">') == len(r.layers) + len(r.cuda) + len(r.python) + len(r.debian) + len(
+        r.largest
+    ) + len(r.duplicates)
     shot = tmp_path / "report.png"
     chromium("--window-size=1280,900", f"--screenshot={shot}", page.as_uri())
     png = shot.read_bytes()

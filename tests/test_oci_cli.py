@@ -12,14 +12,16 @@ import pytest
 
 from gpuship.cache import Cache
 from gpuship.oci.docker_archive import write_docker_archive
-
 from test_oci_support import busybox_image, busybox_tree, run_tool  # noqa: F401
 
 
 def gpuship(*args: str, cache: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-c", "from gpuship.cli.main import main; main()", *args],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "GPUSHIP_CACHE": str(cache), "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "GPUSHIP_CACHE": str(cache), "COLUMNS": "200"},
     )
 
 
@@ -33,8 +35,18 @@ def test_convert_and_ls(archive: Path, tmp_path: Path) -> None:
     proc = gpuship("image", "convert", str(archive), f"oci-archive:{tmp_path / 'out.tar'}:v1", cache=tmp_path / "c")
     assert proc.returncode == 0, proc.stderr
     assert digest in proc.stdout
-    assert json.loads(run_tool("skopeo", "inspect", f"oci-archive:{tmp_path / 'out.tar'}:v1").stdout)["Digest"] == digest
-    proc = gpuship("image", "convert", f"oci-archive:{tmp_path / 'out.tar'}", f"oci:{tmp_path / 'z'}:v1", "--compression", "zstd", cache=tmp_path / "c")
+    assert (
+        json.loads(run_tool("skopeo", "inspect", f"oci-archive:{tmp_path / 'out.tar'}:v1").stdout)["Digest"] == digest
+    )
+    proc = gpuship(
+        "image",
+        "convert",
+        f"oci-archive:{tmp_path / 'out.tar'}",
+        f"oci:{tmp_path / 'z'}:v1",
+        "--compression",
+        "zstd",
+        cache=tmp_path / "c",
+    )
     assert proc.returncode == 0, proc.stderr
     raw = json.loads(run_tool("skopeo", "inspect", "--raw", f"oci:{tmp_path / 'z'}:v1").stdout)
     assert raw["layers"][0]["mediaType"].endswith("+zstd")
@@ -63,15 +75,23 @@ def test_user_errors_are_one_line_exit_2(archive: Path, tmp_path: Path) -> None:
     _one_line_error(gpuship("image", "ls", str(tmp_path / "missing.tar"), cache=c), "no such file")
     (tmp_path / "a-file").write_text("x")
     _one_line_error(
-        gpuship("image", "convert", str(archive), f"oci-archive:{tmp_path / 'a-file' / 'out.tar'}", cache=c), "cannot write"
+        gpuship("image", "convert", str(archive), f"oci-archive:{tmp_path / 'a-file' / 'out.tar'}", cache=c),
+        "cannot write",
     )
     _one_line_error(
-        gpuship("image", "convert", str(archive), f"docker-archive:{tmp_path / 'no' / 'such' / 'dir' / 'x.tar'}", cache=c),
+        gpuship(
+            "image", "convert", str(archive), f"docker-archive:{tmp_path / 'no' / 'such' / 'dir' / 'x.tar'}", cache=c
+        ),
         "cannot write",
     )
     data = bytearray(archive.read_bytes())
     (tmp_path / "cut.tar").write_bytes(bytes(data[: len(data) // 2]))
-    _one_line_error(gpuship("image", "convert", str(tmp_path / "cut.tar"), f"oci:{tmp_path / 'o'}", cache=c), "truncated")
+    _one_line_error(
+        gpuship("image", "convert", str(tmp_path / "cut.tar"), f"oci:{tmp_path / 'o'}", cache=c), "truncated"
+    )
     assert not (tmp_path / "o").exists()
     _one_line_error(gpuship("image", "convert", str(archive), f"s3:{tmp_path}/x", cache=c), "oci:DIR", "docker:NAME")
-    _one_line_error(gpuship("image", "convert", str(archive), f"oci:{tmp_path / 'o'}", "--compression", "xz", cache=c), "gzip or zstd")
+    _one_line_error(
+        gpuship("image", "convert", str(archive), f"oci:{tmp_path / 'o'}", "--compression", "xz", cache=c),
+        "gzip or zstd",
+    )

@@ -8,13 +8,13 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from test_oci_support import busybox_image, busybox_tree, run_tool  # noqa: F401  (fixture)
 
 from gpuship.cache import Cache
 from gpuship.errors import GpushipError
 from gpuship.oci.docker_archive import DockerTag, write_docker_archive
 from gpuship.oci.engine import load_into_engine
 from gpuship.oci.image import Platform, make_index
+from test_oci_support import busybox_image, busybox_tree, run_tool  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.docker
 
@@ -26,7 +26,9 @@ def docker_tag(docker):  # noqa: ANN001
     docker.run("rmi", "-f", tag, check=False)
 
 
-def test_docker_archive_is_combined_form_and_loads(busybox_tree: Path, cache: Cache, tmp_path: Path, docker, docker_tag: str) -> None:
+def test_docker_archive_is_combined_form_and_loads(
+    busybox_tree: Path, cache: Cache, tmp_path: Path, docker, docker_tag: str
+) -> None:
     img = busybox_image(busybox_tree, cache)
     out = write_docker_archive(img, tmp_path / "img.tar", tags=[docker_tag])
     with tarfile.open(out) as tar:
@@ -58,7 +60,9 @@ def test_load_into_engine_streams_and_runs(busybox_tree: Path, cache: Cache, doc
     assert cfg["Id"] == img.config_descriptor()["digest"]
 
 
-def test_zstd_docker_archive_loads_in_old_engines(busybox_tree: Path, cache: Cache, tmp_path: Path, docker, docker_tag: str) -> None:
+def test_zstd_docker_archive_loads_in_old_engines(
+    busybox_tree: Path, cache: Cache, tmp_path: Path, docker, docker_tag: str
+) -> None:
     """Docker < 23 cannot read zstd layers: manifest.json points at an uncompressed copy named by diff_id."""
     img = busybox_image(busybox_tree, cache, compression="zstd", cmd=("zstd ok",))
     out = write_docker_archive(img, tmp_path / "z.tar", tags=[docker_tag])
@@ -72,7 +76,9 @@ def test_zstd_docker_archive_loads_in_old_engines(busybox_tree: Path, cache: Cac
     run_tool("skopeo", "inspect", f"docker-archive:{out}")
 
 
-def test_index_lists_host_platform_in_manifest_json(busybox_tree: Path, cache: Cache, tmp_path: Path, docker, docker_tag: str) -> None:
+def test_index_lists_host_platform_in_manifest_json(
+    busybox_tree: Path, cache: Cache, tmp_path: Path, docker, docker_tag: str
+) -> None:
     amd = busybox_image(busybox_tree, cache, cmd=("amd64 picked",))
     arm = replace(busybox_image(busybox_tree, cache, cmd=("arm64 picked",)), platform=Platform.parse("linux/arm64"))
     index = make_index([arm, amd])
@@ -89,7 +95,9 @@ def test_index_lists_host_platform_in_manifest_json(busybox_tree: Path, cache: C
     assert docker.run("run", "--rm", docker_tag).stdout == "amd64 picked\n"
 
 
-def test_no_engine_is_one_clear_error(busybox_tree: Path, cache: Cache, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_engine_is_one_clear_error(
+    busybox_tree: Path, cache: Cache, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/nothing.sock")
     img = busybox_image(busybox_tree, cache)
     with pytest.raises(GpushipError, match="no docker engine answers") as info:

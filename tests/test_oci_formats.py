@@ -21,7 +21,6 @@ from gpuship.oci.layout import write_oci_layout
 from gpuship.oci.readers import read_image
 from gpuship.oci.sinks import write_output
 from gpuship.oci.unpack import unpack
-
 from test_oci_support import busybox_image, busybox_tree, run_tool  # noqa: F401
 
 
@@ -75,9 +74,11 @@ def test_zstd_image_skopeo_and_round_trip(busybox_tree: Path, cache: Cache, tmp_
 def test_read_back_keeps_digest_family_and_layers(image: Image, tmp_path: Path, kind: str) -> None:
     fresh = Cache(tmp_path / "fresh")
     target = {
-        "oci": f"oci:{tmp_path / 'l'}:t", "oci-archive": f"oci-archive:{tmp_path / 'a.tar'}:t",
+        "oci": f"oci:{tmp_path / 'l'}:t",
+        "oci-archive": f"oci-archive:{tmp_path / 'a.tar'}:t",
         "docker-archive": f"docker-archive:{tmp_path / 'd.tar'}:gpuship-test/x:t",
-        "bare-archive": f"docker-archive:{tmp_path / 'b.tar'}", "bare-dir": f"oci:{tmp_path / 'bd'}",
+        "bare-archive": f"docker-archive:{tmp_path / 'b.tar'}",
+        "bare-dir": f"oci:{tmp_path / 'bd'}",
     }[kind]
     write_output(image, target)
     source = {"bare-archive": str(tmp_path / "b.tar"), "bare-dir": str(tmp_path / "bd")}.get(kind, target)

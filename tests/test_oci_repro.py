@@ -14,7 +14,7 @@ from pathlib import Path
 
 from test_oci_support import busybox_tree  # noqa: F401
 
-BUILD = r'''
+BUILD = r"""
 import json, os, sys
 from gpuship.cache import Cache
 from gpuship.oci import ImageConfig, append_layers, build_layer, empty_image, entries_from_dir
@@ -28,13 +28,15 @@ img = append_layers(empty_image("linux/amd64", ImageConfig(entrypoint=("/bin/bus
 write_oci_archive(img, os.path.join(out, "img.oci.tar"), tag="v1")
 write_docker_archive(img, os.path.join(out, "img.docker.tar"), tags=["repro:v1"])
 print(json.dumps({"digest": img.digest, "layer": layer.digest}))
-'''
+"""
 
 
 def build_in_subprocess(src: Path, out: Path, umask: int, compression: str = "gzip") -> dict[str, str]:
     proc = subprocess.run(
         [sys.executable, "-c", BUILD, str(src), str(out), compression],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
         preexec_fn=lambda: os.umask(umask),  # noqa: PLW1509 - the point of the test
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -76,7 +76,9 @@ def raw_tar(members: list[tuple[tarfile.TarInfo, bytes | None]]) -> bytes:
     return buf.getvalue()
 
 
-def member(name: str, kind: bytes = tarfile.REGTYPE, data: bytes | None = b"", linkname: str = "", mode: int = 0o644) -> tuple[tarfile.TarInfo, bytes | None]:
+def member(
+    name: str, kind: bytes = tarfile.REGTYPE, data: bytes | None = b"", linkname: str = "", mode: int = 0o644
+) -> tuple[tarfile.TarInfo, bytes | None]:
     info = tarfile.TarInfo(name)
     info.type, info.linkname, info.mode = kind, linkname, mode
     return info, (data if kind == tarfile.REGTYPE else None)

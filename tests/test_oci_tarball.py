@@ -14,7 +14,6 @@ import pytest
 from gpuship.errors import IntegrityError
 from gpuship.oci import Entry, entries_from_dir
 from gpuship.oci.tarball import iter_tar, write_tar
-
 from test_oci_support import member, raw_tar
 
 
@@ -63,16 +62,23 @@ def test_mtime_is_the_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_identical_files_become_hardlinks() -> None:
-    data = tar_bytes([
-        Entry.file("a/one", b"same", mode=0o755), Entry.file("b/two", b"same", mode=0o755),
-        Entry.file("c/other-mode", b"same", mode=0o644), Entry.file("d/empty1", b""), Entry.file("d/empty2", b""),
-    ])
+    data = tar_bytes(
+        [
+            Entry.file("a/one", b"same", mode=0o755),
+            Entry.file("b/two", b"same", mode=0o755),
+            Entry.file("c/other-mode", b"same", mode=0o644),
+            Entry.file("d/empty1", b""),
+            Entry.file("d/empty2", b""),
+        ]
+    )
     by = {m.name: m for m in members(data)}
     assert by["a/one"].isreg()
     assert by["b/two"].islnk() and by["b/two"].linkname == "a/one"
     assert by["c/other-mode"].isreg()  # a different mode is a different file
     assert by["d/empty1"].isreg() and by["d/empty2"].isreg()
-    no_links = {m.name: m for m in members(tar_bytes([Entry.file("a", b"s"), Entry.file("b", b"s")], link_identical=False))}
+    no_links = {
+        m.name: m for m in members(tar_bytes([Entry.file("a", b"s"), Entry.file("b", b"s")], link_identical=False))
+    }
     assert no_links["b"].isreg()
 
 
@@ -98,7 +104,10 @@ def test_conflicting_paths_are_refused(entries: list[Entry]) -> None:
 
 
 def test_agreeing_duplicates_are_merged() -> None:
-    names = [m.name for m in members(tar_bytes([Entry.dir("d"), Entry.dir("d"), Entry.symlink("l", "d"), Entry.symlink("l", "d")]))]
+    names = [
+        m.name
+        for m in members(tar_bytes([Entry.dir("d"), Entry.dir("d"), Entry.symlink("l", "d"), Entry.symlink("l", "d")]))
+    ]
     assert names == ["d", "l"]
 
 
@@ -113,12 +122,22 @@ def test_reader_refuses_dotdot_and_cleans_absolute_paths() -> None:
         list(iter_tar(io.BytesIO(raw_tar([member("ok", data=b"1"), member("../../etc/passwd", data=b"x")]))))
     with pytest.raises(IntegrityError, match="escapes"):
         list(iter_tar(io.BytesIO(raw_tar([member("h", tarfile.LNKTYPE, linkname="../outside")]))))
-    got = [(e.path, e.kind) for e, _ in iter_tar(io.BytesIO(raw_tar([member("/etc/abs", data=b"1"), member("./rel/./x", data=b"2")])))]
+    got = [
+        (e.path, e.kind)
+        for e, _ in iter_tar(io.BytesIO(raw_tar([member("/etc/abs", data=b"1"), member("./rel/./x", data=b"2")])))
+    ]
     assert got == [("etc/abs", "file"), ("rel/x", "file")]
 
 
 def test_reader_drops_device_files() -> None:
-    data = raw_tar([member("dev/null", tarfile.CHRTYPE), member("dev/sda", tarfile.BLKTYPE), member("p", tarfile.FIFOTYPE), member("f", data=b"x")])
+    data = raw_tar(
+        [
+            member("dev/null", tarfile.CHRTYPE),
+            member("dev/sda", tarfile.BLKTYPE),
+            member("p", tarfile.FIFOTYPE),
+            member("f", data=b"x"),
+        ]
+    )
     assert [e.path for e, _ in iter_tar(io.BytesIO(data))] == ["f"]
 
 

@@ -8,6 +8,11 @@ import tarfile
 from pathlib import Path
 
 import pytest
+
+from gpuship.cache import Cache
+from gpuship.errors import GpushipError, IntegrityError
+from gpuship.oci import Entry, build_layer
+from gpuship.oci.unpack import unpack
 from test_oci_support import (  # noqa: F401
     busybox_image,
     busybox_tree,
@@ -15,11 +20,6 @@ from test_oci_support import (  # noqa: F401
     member,
     raw_tar,
 )
-
-from gpuship.cache import Cache
-from gpuship.errors import GpushipError, IntegrityError
-from gpuship.oci import Entry, build_layer
-from gpuship.oci.unpack import unpack
 
 
 def tree(root: Path) -> dict[str, str]:
@@ -41,16 +41,23 @@ def tree(root: Path) -> dict[str, str]:
 def test_whiteouts_opaque_and_type_changes(cache: Cache, tmp_path: Path) -> None:
     base = build_layer(
         [
-            Entry.file("etc/a", "A"), Entry.file("etc/b", "B"), Entry.file("opt/x/old", "old"),
-            Entry.file("opt/x/sub/deep", "deep"), Entry.file("var/f2d", "file"), Entry.file("var/d2f/inner", "i"),
+            Entry.file("etc/a", "A"),
+            Entry.file("etc/b", "B"),
+            Entry.file("opt/x/old", "old"),
+            Entry.file("opt/x/sub/deep", "deep"),
+            Entry.file("var/f2d", "file"),
+            Entry.file("var/d2f/inner", "i"),
             Entry.file("keep/me", "kept"),
         ],
         cache,
     )
     top = build_layer(
         [
-            Entry.whiteout("etc/a"), Entry.opaque("opt/x"), Entry.file("opt/x/new", "new"),
-            Entry.file("var/f2d/now", "now a dir"), Entry.file("var/d2f", "now a file"),
+            Entry.whiteout("etc/a"),
+            Entry.opaque("opt/x"),
+            Entry.file("opt/x/new", "new"),
+            Entry.file("var/f2d/now", "now a dir"),
+            Entry.file("var/d2f", "now a file"),
         ],
         cache,
     )
@@ -71,13 +78,15 @@ def test_whiteout_never_deletes_same_layer_content(cache: Cache, tmp_path: Path)
     """Opaque and plain whiteouts apply to lower layers only, wherever they sort in the tar."""
     base = build_layer([Entry.file("d/lower", "l"), Entry.file("d/-early", "lower early")], cache)
     top = layer_from_tar(
-        raw_tar([
-            member("d/", tarfile.DIRTYPE, mode=0o755),
-            member("d/-early", data=b"upper early"),  # sorts before .wh..wh..opq
-            member("d/.wh..wh..opq"),
-            member("d/same", data=b"s"),
-            member("d/.wh.same"),
-        ]),
+        raw_tar(
+            [
+                member("d/", tarfile.DIRTYPE, mode=0o755),
+                member("d/-early", data=b"upper early"),  # sorts before .wh..wh..opq
+                member("d/.wh..wh..opq"),
+                member("d/same", data=b"s"),
+                member("d/.wh.same"),
+            ]
+        ),
         cache,
     )
     unpack([base, top], tmp_path / "r")
@@ -87,8 +96,11 @@ def test_whiteout_never_deletes_same_layer_content(cache: Cache, tmp_path: Path)
 def test_links_modes_and_mtimes(cache: Cache, tmp_path: Path) -> None:
     layer = build_layer(
         [
-            Entry.file("bin/tool", b"x" * 10, mode=0o4755), Entry.file("bin/copy", b"x" * 10, mode=0o4755),
-            Entry.symlink("bin/alias", "tool"), Entry.dir("ro", mode=0o555), Entry.file("ro/inside", "in", mode=0o600),
+            Entry.file("bin/tool", b"x" * 10, mode=0o4755),
+            Entry.file("bin/copy", b"x" * 10, mode=0o4755),
+            Entry.symlink("bin/alias", "tool"),
+            Entry.dir("ro", mode=0o555),
+            Entry.file("ro/inside", "in", mode=0o600),
         ],
         cache,
     )
@@ -108,20 +120,24 @@ def test_symlinks_never_lead_outside(cache: Cache, tmp_path: Path) -> None:
     outside.mkdir()
     (outside / "secret").write_text("untouched")
     lower = layer_from_tar(
-        raw_tar([
-            member("abs", tarfile.SYMTYPE, linkname=str(outside)),
-            member("rel", tarfile.SYMTYPE, linkname="../../../../" + str(outside)),
-            member("file-link", tarfile.SYMTYPE, linkname=str(outside / "secret")),
-        ]),
+        raw_tar(
+            [
+                member("abs", tarfile.SYMTYPE, linkname=str(outside)),
+                member("rel", tarfile.SYMTYPE, linkname="../../../../" + str(outside)),
+                member("file-link", tarfile.SYMTYPE, linkname=str(outside / "secret")),
+            ]
+        ),
         cache,
     )
     upper = layer_from_tar(
-        raw_tar([  # no directory entries: the writer must resolve abs/ and rel/ itself
-            member("abs/secret", data=b"via abs"),
-            member("rel/secret", data=b"via rel"),
-            member("file-link", data=b"replaces the link"),
-            member("hl", tarfile.LNKTYPE, linkname="abs/secret"),
-        ]),
+        raw_tar(
+            [  # no directory entries: the writer must resolve abs/ and rel/ itself
+                member("abs/secret", data=b"via abs"),
+                member("rel/secret", data=b"via rel"),
+                member("file-link", data=b"replaces the link"),
+                member("hl", tarfile.LNKTYPE, linkname="abs/secret"),
+            ]
+        ),
         cache,
     )
     dest = tmp_path / "root"
@@ -153,12 +169,14 @@ def test_traversal_members_are_refused_and_leave_nothing(cache: Cache, tmp_path:
 
 def test_absolute_members_are_cleaned_and_devices_dropped(cache: Cache, tmp_path: Path) -> None:
     layer = layer_from_tar(
-        raw_tar([
-            member("/abs/file", data=b"cleaned"),
-            member("dev/null", tarfile.CHRTYPE),
-            member("dev/sda", tarfile.BLKTYPE),
-            member("fifo", tarfile.FIFOTYPE),
-        ]),
+        raw_tar(
+            [
+                member("/abs/file", data=b"cleaned"),
+                member("dev/null", tarfile.CHRTYPE),
+                member("dev/sda", tarfile.BLKTYPE),
+                member("fifo", tarfile.FIFOTYPE),
+            ]
+        ),
         cache,
     )
     unpack([layer], tmp_path / "root")
@@ -169,7 +187,9 @@ def test_hardlink_to_missing_or_directory_is_refused(cache: Cache, tmp_path: Pat
     missing = layer_from_tar(raw_tar([member("hl", tarfile.LNKTYPE, linkname="nope")]), cache)
     with pytest.raises(IntegrityError, match="not in the image"):
         unpack([missing], tmp_path / "a")
-    to_dir = layer_from_tar(raw_tar([member("d/", tarfile.DIRTYPE), member("hl", tarfile.LNKTYPE, linkname="d")]), cache)
+    to_dir = layer_from_tar(
+        raw_tar([member("d/", tarfile.DIRTYPE), member("hl", tarfile.LNKTYPE, linkname="d")]), cache
+    )
     with pytest.raises(IntegrityError, match="directory"):
         unpack([to_dir], tmp_path / "b")
 
@@ -198,7 +218,9 @@ def test_unpacked_busybox_runs(busybox_tree: Path, cache: Cache, tmp_path: Path)
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="chown to other users needs root")
 def test_owners_kept_as_root_or_mapped(cache: Cache, tmp_path: Path) -> None:
-    layer = build_layer([Entry.file("home/u/f", "x", uid=1000, gid=1001), Entry.dir("home/u", uid=1000, gid=1001)], cache)
+    layer = build_layer(
+        [Entry.file("home/u/f", "x", uid=1000, gid=1001), Entry.dir("home/u", uid=1000, gid=1001)], cache
+    )
     unpack([layer], tmp_path / "kept")
     st = (tmp_path / "kept/home/u/f").stat()
     assert (st.st_uid, st.st_gid) == (1000, 1001)

@@ -47,7 +47,10 @@ def write(root: Path, name: str, text: str) -> Path:
 
 
 def test_pyproject_dependencies_extras_and_metadata(tmp_path: Path) -> None:
-    write(tmp_path, "pyproject.toml", """\
+    write(
+        tmp_path,
+        "pyproject.toml",
+        """\
         [project]
         name = "demo-app"
         version = "1.2.3"
@@ -68,7 +71,8 @@ def test_pyproject_dependencies_extras_and_metadata(tmp_path: Path) -> None:
         build-backend = "hatchling.build"
         [tool.gpuship]
         entrypoint = ["demo"]
-        """)
+        """,
+    )
     plain = load_project(tmp_path)
     assert plain.requirements == ("numpy>=1.26", "click; python_version >= '3.8'")
     assert plain.name == "demo-app" and plain.version == "1.2.3" and plain.license == "MIT"
@@ -98,7 +102,10 @@ def test_python_constraint_is_checked(tmp_path: Path) -> None:
 
 
 def test_requirements_files_with_includes_constraints_markers_hashes(tmp_path: Path) -> None:
-    write(tmp_path, "requirements.txt", """\
+    write(
+        tmp_path,
+        "requirements.txt",
+        """\
         # the app
         --index-url https://pypi.example.invalid/simple
         --extra-index-url https://extra.example.invalid/simple
@@ -109,7 +116,8 @@ def test_requirements_files_with_includes_constraints_markers_hashes(tmp_path: P
         six==1.17.0 \\
             --hash=sha256:4721f391ed90541fddacab5acf947aa0d3dc7d27b2e1e8eda2be8970586c3274
         --pre
-        """)
+        """,
+    )
     write(tmp_path, "base.txt", "numpy\n-r more/extra.txt\n")
     write(tmp_path, "more/extra.txt", "click  # via -r inside -r\n")
     write(tmp_path, "constraints.txt", "numpy<3\n")
@@ -118,7 +126,9 @@ def test_requirements_files_with_includes_constraints_markers_hashes(tmp_path: P
     # in file order, an included file's lines where its -r stands
     assert p.requirements == ("numpy", "click", 'requests[socks] >=2.31 ; python_version >= "3.9"', "six==1.17.0")
     assert [f.relative_to(tmp_path).as_posix() for f in p.requirement_files] == [
-        "requirements.txt", "base.txt", "more/extra.txt",
+        "requirements.txt",
+        "base.txt",
+        "more/extra.txt",
     ]
     assert p.constraint_files == (tmp_path / "constraints.txt",)
     assert p.index.index_url == "https://pypi.example.invalid/simple"
@@ -126,7 +136,9 @@ def test_requirements_files_with_includes_constraints_markers_hashes(tmp_path: P
     assert p.index.find_links == (str(tmp_path / "wheels"),)
     assert "--pre" in p.uv_options and f"--find-links {tmp_path / 'wheels'}" in p.uv_options
     assert p.hashes == {"six": ("4721f391ed90541fddacab5acf947aa0d3dc7d27b2e1e8eda2be8970586c3274",)}
-    assert set(p.input_files) == {tmp_path / n for n in ("requirements.txt", "base.txt", "more/extra.txt", "constraints.txt")}
+    assert set(p.input_files) == {
+        tmp_path / n for n in ("requirements.txt", "base.txt", "more/extra.txt", "constraints.txt")
+    }
     assert "pytest" not in p.requirements  # requirements-dev.txt is not an input unless chosen
 
     dev = load_project(tmp_path, extras=["dev"])  # requirements-<extra>.txt is chosen by the extra
@@ -161,18 +173,34 @@ def test_seed_000_environment_is_translated(tmp_path: Path) -> None:
     assert p.cuda_version == "11.4"
     cuda = [r for r in p.requirements if r.startswith("nvidia-")]
     # CUDA 11 user-space libraries from PyPI, including libNVVM (nvidia-cuda-nvcc-cu11) that numba needs
-    assert {"nvidia-cuda-runtime-cu11", "nvidia-cuda-nvrtc-cu11", "nvidia-cuda-nvcc-cu11", "nvidia-cublas-cu11"} <= set(cuda)
+    assert {"nvidia-cuda-runtime-cu11", "nvidia-cuda-nvrtc-cu11", "nvidia-cuda-nvcc-cu11", "nvidia-cublas-cu11"} <= set(
+        cuda
+    )
     assert all(r.endswith("-cu11") for r in cuda)
     rest = [r for r in p.requirements if not r.startswith("nvidia-")]
     assert rest == [
-        "numpy", "numba", "black", "click", "grpcio", "grpcio-tools", "mypy_extensions", "packaging", "pathspec",
-        "platformdirs", "protobuf", "tomli", "typing_extensions",
+        "numpy",
+        "numba",
+        "black",
+        "click",
+        "grpcio",
+        "grpcio-tools",
+        "mypy_extensions",
+        "packaging",
+        "pathspec",
+        "platformdirs",
+        "protobuf",
+        "tomli",
+        "typing_extensions",
     ]
     assert any("cudatoolkit=11.4" in n and "CUDA 11" in n for n in p.notes)
 
 
 def test_conda_names_versions_pip_section_and_python_pin(tmp_path: Path) -> None:
-    write(tmp_path, "environment.yml", """\
+    write(
+        tmp_path,
+        "environment.yml",
+        """\
         name: vision
         channels: [pytorch, nvidia, conda-forge]
         dependencies:
@@ -191,7 +219,8 @@ def test_conda_names_versions_pip_section_and_python_pin(tmp_path: Path) -> None
               - tomli==2.0.1
               - -r extra-reqs.txt
               - --extra-index-url https://extra.example.invalid/simple
-        """)
+        """,
+    )
     write(tmp_path, "extra-reqs.txt", "rich\n")
     p = load_project(tmp_path)
     reqs = p.requirements
@@ -205,7 +234,9 @@ def test_conda_names_versions_pip_section_and_python_pin(tmp_path: Path) -> None
     assert p.python_constraints == (("environment.yml python", "==3.11.*"),)
     assert p.cuda_version == "12.4"
     assert any("skipped libprotobuf" in n for n in p.notes)
-    with pytest.raises(ConfigError, match=r"environment.yml python asks for Python ==3.11.\* but the base image has Python 3.13"):
+    with pytest.raises(
+        ConfigError, match=r"environment.yml python asks for Python ==3.11.\* but the base image has Python 3.13"
+    ):
         p.check_python("3.13")
 
 
@@ -232,8 +263,15 @@ def test_conda_only_packages_are_listed_at_once(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("conda", "pep440"),
-    [("", ""), ("=1.26", "==1.26.*"), ("==1.26.4", "==1.26.4"), (">=1.2,<2", ">=1.2,<2"), ("1.2.*", "==1.2.*"),
-     ("1.2", "==1.2"), ("=1.2.*", "==1.2.*")],
+    [
+        ("", ""),
+        ("=1.26", "==1.26.*"),
+        ("==1.26.4", "==1.26.4"),
+        (">=1.2,<2", ">=1.2,<2"),
+        ("1.2.*", "==1.2.*"),
+        ("1.2", "==1.2"),
+        ("=1.2.*", "==1.2.*"),
+    ],
 )
 def test_conda_version_specs(conda: str, pep440: str) -> None:
     assert conda_version_to_pep440(conda, where="t") == pep440
@@ -259,7 +297,10 @@ def test_mixed_inputs_merge(tmp_path: Path) -> None:
 
 
 def test_dynamic_dependencies_from_setuptools_files(tmp_path: Path) -> None:
-    write(tmp_path, "pyproject.toml", """\
+    write(
+        tmp_path,
+        "pyproject.toml",
+        """\
         [project]
         name = "dyn"
         version = "0.1"
@@ -269,7 +310,8 @@ def test_dynamic_dependencies_from_setuptools_files(tmp_path: Path) -> None:
         [build-system]
         requires = ["setuptools"]
         build-backend = "setuptools.build_meta"
-        """)
+        """,
+    )
     write(tmp_path, "reqs/base.txt", "attrs>=23\n")
     p = load_project(tmp_path)
     assert p.requirements == ("attrs>=23",)
@@ -277,7 +319,10 @@ def test_dynamic_dependencies_from_setuptools_files(tmp_path: Path) -> None:
 
 
 def test_uv_lock_is_honoured(tmp_path: Path) -> None:
-    write(tmp_path, "pyproject.toml", """\
+    write(
+        tmp_path,
+        "pyproject.toml",
+        """\
         [project]
         name = "locked-app"
         version = "0.1.0"
@@ -287,8 +332,11 @@ def test_uv_lock_is_honoured(tmp_path: Path) -> None:
         yaml = ["pyyaml"]
         [dependency-groups]
         dev = ["iniconfig"]
-        """)
-    subprocess.run([tools.require("uv"), "lock", "--quiet", "--project", str(tmp_path)], check=True, capture_output=True)
+        """,
+    )
+    subprocess.run(
+        [tools.require("uv"), "lock", "--quiet", "--project", str(tmp_path)], check=True, capture_output=True
+    )
     p = load_project(tmp_path, extras=["yaml"])
     assert "uv.lock" in p.sources and tmp_path / "uv.lock" in p.input_files
     pins = {pin.split("==")[0]: pin for pin in p.pins}

@@ -136,7 +136,11 @@ def test_prune_layer_entries(tmp_path: Path) -> None:
     assert [l.path for l in report.libraries] == ["opt/venv/lib/libmultiarch.so", "opt/venv/lib/libvariants.so"]
     assert report.kept_archs == ["compute_80", "sm_90", "sm_90a"]
     assert report.saved == sum(l.saved for l in report.libraries) > 0
-    assert gpu_json_fragment(report) == {"pruned": True, "targets": ["sm_90"], "archs": ["compute_80", "sm_90", "sm_90a"]}
+    assert gpu_json_fragment(report) == {
+        "pruned": True,
+        "targets": ["sm_90"],
+        "archs": ["compute_80", "sm_90", "sm_90a"],
+    }
     # a layer built from the pruned entries is smaller than one from the originals
     small = build_layer(new, cache)
     big = build_layer(entries, cache)

@@ -38,18 +38,25 @@ def _run(docker, shared_cache: Cache, tmp_path: Path, platform: Platform, machin
     tag = docker.tag()
     load_into_engine(image, tag)
     try:
-        out = docker.run("run", "--rm", "--platform", str(platform), tag, "/opt/venv/bin/python", "-c", PROBE, timeout=300)
-        assert out.stdout.strip() == (
-            "/opt/venv/bin/python /opt/venv 2.4.6 1.0 65532 ['numpy', 'pyflakes'] False"
-        ), out.stderr
+        out = docker.run(
+            "run", "--rm", "--platform", str(platform), tag, "/opt/venv/bin/python", "-c", PROBE, timeout=300
+        )
+        assert out.stdout.strip() == ("/opt/venv/bin/python /opt/venv 2.4.6 1.0 65532 ['numpy', 'pyflakes'] False"), (
+            out.stderr
+        )
         # `python` on PATH is the venv's; the console script runs through its shebang
-        assert docker.run("run", "--rm", tag, "python", "-c", "import sys; print(sys.prefix)").stdout.strip() == "/opt/venv"
+        assert (
+            docker.run("run", "--rm", tag, "python", "-c", "import sys; print(sys.prefix)").stdout.strip()
+            == "/opt/venv"
+        )
         assert docker.run("run", "--rm", tag, "pyflakes", "--version", timeout=300).stdout.startswith("3.4.0")
         # every numpy module imports from its precompiled .pyc (none is compiled at run time)
         verbose = docker.run("run", "--rm", tag, "python", "-v", "-c", "import numpy", timeout=300).stderr
         assert "matches /opt/venv/lib/python3.11/site-packages/numpy/__init__.py" in verbose
         assert "code object from '/opt/venv/lib/python3.11/site-packages/numpy/__init__.py'" not in verbose
-        arch = docker.run("run", "--rm", tag, "python", "-c", "import platform; print(platform.machine())").stdout.strip()
+        arch = docker.run(
+            "run", "--rm", tag, "python", "-c", "import platform; print(platform.machine())"
+        ).stdout.strip()
         assert arch == machine
     finally:
         docker.run("rmi", "-f", tag, check=False)

@@ -57,7 +57,8 @@ def layer_files(layer: Layer) -> dict[str, tuple[object, bytes | None]]:
 def test_group_rule() -> None:
     assert [group_of(n) for n in ("nvidia-cublas-cu12", "cuda-bindings", "nvidia_cudnn_cu12")] == ["cuda"] * 3
     assert [group_of(n) for n in ("torch", "Triton", "jaxlib", "cupy-cuda12x", "numba", "llvmlite", "tensorflow")] == [
-        "frameworks"] * 7
+        "frameworks"
+    ] * 7
     assert [group_of(n) for n in ("numpy", "pyflakes", "nvidia", "requests")] == ["deps"] * 4
 
 
@@ -72,7 +73,10 @@ def test_venv_layers(locked, shared_cache: Cache, platform: Platform) -> None:
     assert "pyflakes" in env.scripts
 
     venv = layer_files(dict(env.layers)["venv"])
-    assert venv["opt/venv/bin/python"][0].kind == "symlink" and venv["opt/venv/bin/python"][0].target == "/usr/bin/python3.11"
+    assert (
+        venv["opt/venv/bin/python"][0].kind == "symlink"
+        and venv["opt/venv/bin/python"][0].target == "/usr/bin/python3.11"
+    )
     assert venv["opt/venv/bin/python3"][0].target == "python"
     cfg = venv["opt/venv/pyvenv.cfg"][1].decode()
     assert "home = /usr/bin\n" in cfg and "version = 3.11.2\n" in cfg and "include-system-site-packages = false" in cfg
@@ -129,13 +133,17 @@ def test_same_inputs_same_layer_digests(locked, shared_cache: Cache, tmp_path: P
             fresh.put_file(shared_cache.blob_path(f"sha256:{pkg.sha256}"), expected=f"sha256:{pkg.sha256}")
         again = python_layers(locked, plat, BASE_PY, fresh)
         assert not any(layer.reused for _, layer in again.layers)  # really built a second time
-        assert [(g, lay.digest, lay.diff_id) for g, lay in again.layers] == [(g, lay.digest, lay.diff_id) for g, lay in env.layers]
+        assert [(g, lay.digest, lay.diff_id) for g, lay in again.layers] == [
+            (g, lay.digest, lay.diff_id) for g, lay in env.layers
+        ]
         assert again.distributions == env.distributions
     # another project on the same packages gets the same layers: nothing new is built
     other = tmp_path / "other"
     other.mkdir()
     (other / "requirements.txt").write_text("nvidia-ml-py==13.580.82\nnumpy==2.4.6\npyflakes==3.4.0\n")
-    other_env = python_layers(lock_project(load_project(other), [AMD64], "3.11", shared_cache), AMD64, BASE_PY, shared_cache)
+    other_env = python_layers(
+        lock_project(load_project(other), [AMD64], "3.11", shared_cache), AMD64, BASE_PY, shared_cache
+    )
     assert all(layer.reused for _, layer in other_env.layers)
     assert [lay.digest for _, lay in other_env.layers] == [lay.digest for _, lay in first[AMD64].layers]
     # a pure-Python group is the same layer on both architectures; numpy's is not
@@ -145,7 +153,9 @@ def test_same_inputs_same_layer_digests(locked, shared_cache: Cache, tmp_path: P
 
 def test_prune_rules_change_the_layer(locked, shared_cache: Cache) -> None:
     default = dict(python_layers(locked, AMD64, BASE_PY, shared_cache).layers)["deps"]
-    keep = python_layers(locked, AMD64, BASE_PY, shared_cache, prune=PruneRules(keep=("numpy/_core/tests/",), bytecode="none"))
+    keep = python_layers(
+        locked, AMD64, BASE_PY, shared_cache, prune=PruneRules(keep=("numpy/_core/tests/",), bytecode="none")
+    )
     files = {e.path for e, _ in dict(keep.layers)["deps"].entries()}
     assert f"{SITE}/numpy/_core/tests/test_multiarray.py" in files
     assert not any(p.endswith(".pyc") for p in files)
@@ -173,7 +183,9 @@ def test_unpacked_venv_runs_on_this_machine(locked, shared_cache: Cache, tmp_pat
     out = subprocess.run([str(python), "-I", "-c", code], capture_output=True, text=True, check=True).stdout
     assert "['numpy', 'nvidia-ml-py', 'pyflakes']" in out
     assert out.strip().endswith(f"{root}/{SITE}/numpy/__init__.py")
-    ver = subprocess.run([str(python), str(root / "opt/venv/bin/pyflakes"), "--version"], capture_output=True, text=True, check=True)
+    ver = subprocess.run(
+        [str(python), str(root / "opt/venv/bin/pyflakes"), "--version"], capture_output=True, text=True, check=True
+    )
     assert ver.stdout.startswith("3.4.0")
 
 
@@ -183,7 +195,8 @@ def test_install_project_builds_the_package(tmp_path: Path, cache: Cache) -> Non
     (root / "src" / "myapp" / "__init__.py").write_text("def main():\n    print('hello from myapp')\n")
     (root / "src" / "myapp" / "tests").mkdir()
     (root / "src" / "myapp" / "tests" / "test_it.py").write_text("def test(): pass\n")
-    (root / "pyproject.toml").write_text(textwrap.dedent("""\
+    (root / "pyproject.toml").write_text(
+        textwrap.dedent("""\
         [project]
         name = "myapp"
         version = "0.3.0"
@@ -193,7 +206,8 @@ def test_install_project_builds_the_package(tmp_path: Path, cache: Cache) -> Non
         [build-system]
         requires = ["hatchling"]
         build-backend = "hatchling.build"
-        """))
+        """)
+    )
     inst = install_project(load_project(root), BASE_PY, cache, platform=ARM64)
     assert (inst.name, inst.version, inst.scripts) == ("myapp", "0.3.0", ("myapp",))
     assert inst.wheel.endswith("-none-any.whl")

@@ -27,7 +27,8 @@ def project_dir(tmp_path: Path, deps: list[str], **extra: str) -> Path:
     root = tmp_path / "proj"
     root.mkdir(exist_ok=True)
     deps_toml = ", ".join(f'"{d}"' for d in deps)
-    (root / "pyproject.toml").write_text(textwrap.dedent(f"""\
+    (root / "pyproject.toml").write_text(
+        textwrap.dedent(f"""\
         [project]
         name = "lockme"
         version = "0.1.0"
@@ -35,7 +36,8 @@ def project_dir(tmp_path: Path, deps: list[str], **extra: str) -> Path:
         dependencies = [{deps_toml}]
         [tool.gpuship]
         entrypoint = {extra.get("entrypoint", '["python", "main.py"]')}
-        """))
+        """)
+    )
     return root
 
 
@@ -116,7 +118,9 @@ def test_unresolvable_requirements_show_uvs_explanation(tmp_path: Path, cache: C
         lock_project(load_project(root), [AMD64], "3.11", cache)
     line = exc.value.line()
     assert "\n" not in line
-    assert line.startswith("cannot resolve the Python requirements for linux/amd64: Because you require numpy>2 and numpy<1.20")
+    assert line.startswith(
+        "cannot resolve the Python requirements for linux/amd64: Because you require numpy>2 and numpy<1.20"
+    )
     assert "unsatisfiable" in line
     assert not (root / "gpuship.lock").exists()
 
@@ -164,31 +168,41 @@ def test_uv_lock_versions_are_kept(tmp_path: Path, cache: Cache) -> None:
     lock = lock_project(load_project(root), [AMD64], "3.11", cache)
     assert [(p.name, p.version) for p in lock.packages(AMD64)] == [("six", "1.16.0")]
     (root / "gpuship.lock").unlink()
-    assert [p.version for p in lock_project(load_project(root, use_uv_lock=False), [AMD64], "3.11", cache).packages(AMD64)] != ["1.16.0"]
+    assert [
+        p.version for p in lock_project(load_project(root, use_uv_lock=False), [AMD64], "3.11", cache).packages(AMD64)
+    ] != ["1.16.0"]
 
 
 def _cext_sdist(tmp_path: Path) -> Path:
     """A source-only package with a C extension, in a --find-links folder."""
     src = tmp_path / "cext"
     (src / "src").mkdir(parents=True)
-    (src / "pyproject.toml").write_text(textwrap.dedent("""\
+    (src / "pyproject.toml").write_text(
+        textwrap.dedent("""\
         [build-system]
         requires = ["setuptools>=61"]
         build-backend = "setuptools.build_meta"
         [project]
         name = "gpuship-cext-demo"
         version = "0.1.0"
-        """))
+        """)
+    )
     (src / "setup.py").write_text(
         'from setuptools import setup, Extension\nsetup(ext_modules=[Extension("gpuship_cext_demo", ["src/demo.c"])])\n'
     )
-    (src / "src" / "demo.c").write_text(textwrap.dedent("""\
+    (src / "src" / "demo.c").write_text(
+        textwrap.dedent("""\
         #include <Python.h>
         static struct PyModuleDef m = {PyModuleDef_HEAD_INIT, "gpuship_cext_demo", NULL, -1, NULL};
         PyMODINIT_FUNC PyInit_gpuship_cext_demo(void) { return PyModule_Create(&m); }
-        """))
+        """)
+    )
     dist = tmp_path / "dist"
-    subprocess.run([tools.require("uv"), "build", "--sdist", "-q", "--out-dir", str(dist), str(src)], check=True, capture_output=True)
+    subprocess.run(
+        [tools.require("uv"), "build", "--sdist", "-q", "--out-dir", str(dist), str(src)],
+        check=True,
+        capture_output=True,
+    )
     return dist
 
 

@@ -26,7 +26,9 @@ def _hash(data: bytes) -> str:
     return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
 
 
-def make_wheel(path: Path, files: dict[str, bytes], *, modes: dict[str, int] | None = None, links: dict[str, str] | None = None) -> Path:
+def make_wheel(
+    path: Path, files: dict[str, bytes], *, modes: dict[str, int] | None = None, links: dict[str, str] | None = None
+) -> Path:
     modes = modes or {}
     rows = []
     with zipfile.ZipFile(path, "w") as zf:
@@ -66,20 +68,28 @@ FILES = {
 
 
 def test_install_wheel_places_every_scheme(tmp_path: Path) -> None:
-    wheel = make_wheel(tmp_path / "demo-1.0-py3-none-any.whl", FILES,
-                       modes={"demo-1.0.data/scripts/tool.sh": 0o775, "demo/cli.py": 0o664},
-                       links={"demo/alias.py": "cli.py"})
+    wheel = make_wheel(
+        tmp_path / "demo-1.0-py3-none-any.whl",
+        FILES,
+        modes={"demo-1.0.data/scripts/tool.sh": 0o775, "demo/cli.py": 0o664},
+        links={"demo/alias.py": "cli.py"},
+    )
     with zipfile.ZipFile(wheel) as zf:
         wi = install_wheel(zf, wheel.name, venv="/opt/venv", python_minor="3.11")
         files = {f.rel: f for f in wi.files}
         assert wi.dist_info == f"{SITE}/demo-1.0.dist-info"
         assert f"{SITE}/demo/cli.py" in files and f"{SITE}/demo_extra.py" in files and f"{SITE}/demo_native.py" in files
         assert files[f"{SITE}/demo/cli.py"].entry.mode == 0o644  # group-writable bit dropped
-        assert files["bin/tool.sh"].entry.mode == 0o755 and files["bin/tool.sh"].entry.read() == b"#!/bin/sh\necho tool\n"
+        assert (
+            files["bin/tool.sh"].entry.mode == 0o755 and files["bin/tool.sh"].entry.read() == b"#!/bin/sh\necho tool\n"
+        )
         assert files["bin/demo-py"].entry.read() == b"#!/opt/venv/bin/python\nimport demo\n"
         assert "include/site/python3.11/demo/demo_api.h" in files
         assert "share/demo/config.json" in files and "share/man/man1/demo.1" in files
-        assert files[f"{SITE}/demo/alias.py"].entry.kind == "symlink" and files[f"{SITE}/demo/alias.py"].entry.target == "cli.py"
+        assert (
+            files[f"{SITE}/demo/alias.py"].entry.kind == "symlink"
+            and files[f"{SITE}/demo/alias.py"].entry.target == "cli.py"
+        )
         launcher_body = files["bin/demo"].entry.read().decode()
         assert launcher_body.startswith("#!/opt/venv/bin/python\n")
         assert "from demo.cli import App" in launcher_body and "sys.exit(App.run())" in launcher_body
@@ -88,7 +98,12 @@ def test_install_wheel_places_every_scheme(tmp_path: Path) -> None:
         assert all(f.entry.path.startswith("opt/venv/") for f in wi.files)
 
         entries, info = install_entries(
-            [wi], venv="/opt/venv", site=SITE, prune=PruneRules(), compiler=host_python("3.11"), workdir=tmp_path / "pyc"
+            [wi],
+            venv="/opt/venv",
+            site=SITE,
+            prune=PruneRules(),
+            compiler=host_python("3.11"),
+            workdir=tmp_path / "pyc",
         )
         paths = {e.path: e for e in entries}
         # pruned: tests, Cython sources, headers (package and venv include/), man pages; kept: data, scripts
@@ -110,14 +125,21 @@ def test_install_wheel_places_every_scheme(tmp_path: Path) -> None:
         assert rows["demo-1.0.dist-info/RECORD"][1:] == ["", ""]
         assert "demo/tests/test_demo.py" not in rows and "../../../share/man/man1/demo.1" not in rows
         # every row is a file that is installed, and every installed file has a row
-        installed = {e.path.removeprefix(f"opt/venv/{SITE}/") if e.path.startswith(f"opt/venv/{SITE}/")
-                     else "../../../" + e.path.removeprefix("opt/venv/") for e in entries}
+        installed = {
+            e.path.removeprefix(f"opt/venv/{SITE}/")
+            if e.path.startswith(f"opt/venv/{SITE}/")
+            else "../../../" + e.path.removeprefix("opt/venv/")
+            for e in entries
+        }
         assert set(rows) == installed
 
 
 def test_symlink_out_of_the_venv_is_refused(tmp_path: Path) -> None:
-    wheel = make_wheel(tmp_path / "demo-1.0-py3-none-any.whl", {"demo-1.0.dist-info/METADATA": b"Name: demo\n"},
-                       links={"demo/evil": "../../../../../../etc/shadow"})
+    wheel = make_wheel(
+        tmp_path / "demo-1.0-py3-none-any.whl",
+        {"demo-1.0.dist-info/METADATA": b"Name: demo\n"},
+        links={"demo/evil": "../../../../../../etc/shadow"},
+    )
     with zipfile.ZipFile(wheel) as zf, pytest.raises(IntegrityError, match="leaves the venv"):
         install_wheel(zf, wheel.name, venv="/opt/venv", python_minor="3.11")
 

@@ -15,14 +15,14 @@ from pathlib import Path
 import pytest
 
 from gpuship.errors import GpushipError
+from gpuship.oci import Platform, append_layers, empty_image
 from gpuship.oci.layer import Layer
-from gpuship.oci import Platform, empty_image, append_layers
 from gpuship.registry import ANONYMOUS, Credentials, Reference, lookup_credentials, parse_challenges, store_credentials
 from gpuship.registry.auth import erase_credentials
 from gpuship.registry.client import retry_after_seconds
 from gpuship.registry.limits import limits_for, oversized_layers
 
-HELPER = r'''#!PYTHON
+HELPER = r"""#!PYTHON
 import json, sys, pathlib
 store = pathlib.Path(__file__).with_name("helper-store.json")
 data = json.loads(store.read_text()) if store.exists() else {}
@@ -38,7 +38,7 @@ elif action == "store":
     store.write_text(json.dumps(data))
 elif action == "erase":
     data.pop(sys.stdin.read().strip(), None); store.write_text(json.dumps(data))
-'''
+"""
 
 
 @pytest.fixture
@@ -64,12 +64,17 @@ def b64(text: str) -> str:
 
 
 def test_auths_entries_in_every_spelling(tmp_path):
-    cfg = write_config(tmp_path / "config.json", {"auths": {
-        "https://index.docker.io/v1/": {"auth": b64("hubuser:hubpw")},
-        "https://ghcr.io": {"auth": b64("octo:ghp_token:with:colons")},
-        "registry.example.com:5000": {"username": "u", "password": "p"},
-        "id.example.com": {"identitytoken": "refresh-me"},
-    }})
+    cfg = write_config(
+        tmp_path / "config.json",
+        {
+            "auths": {
+                "https://index.docker.io/v1/": {"auth": b64("hubuser:hubpw")},
+                "https://ghcr.io": {"auth": b64("octo:ghp_token:with:colons")},
+                "registry.example.com:5000": {"username": "u", "password": "p"},
+                "id.example.com": {"identitytoken": "refresh-me"},
+            }
+        },
+    )
     hub = lookup_credentials("docker.io", cfg)
     assert (hub.username, hub.password) == ("hubuser", "hubpw")
     assert lookup_credentials("registry-1.docker.io", cfg) == hub
@@ -93,15 +98,22 @@ def test_broken_config_is_one_clear_error(tmp_path):
 
 
 def test_cred_helpers_and_creds_store(tmp_path, helper):
-    helper.write_text(json.dumps({
-        "ghcr.io": {"Username": "octo", "Secret": "from-helper"},
-        "https://index.docker.io/v1/": {"Username": "<token>", "Secret": "identity-from-helper"},
-    }))
-    cfg = write_config(tmp_path / "config.json", {
-        "credHelpers": {"ghcr.io": "gpushiptest"},
-        "credsStore": "gpushiptest",
-        "auths": {"quay.io": {"auth": b64("q:fallback")}},
-    })
+    helper.write_text(
+        json.dumps(
+            {
+                "ghcr.io": {"Username": "octo", "Secret": "from-helper"},
+                "https://index.docker.io/v1/": {"Username": "<token>", "Secret": "identity-from-helper"},
+            }
+        )
+    )
+    cfg = write_config(
+        tmp_path / "config.json",
+        {
+            "credHelpers": {"ghcr.io": "gpushiptest"},
+            "credsStore": "gpushiptest",
+            "auths": {"quay.io": {"auth": b64("q:fallback")}},
+        },
+    )
     assert lookup_credentials("ghcr.io", cfg).password == "from-helper"
     hub = lookup_credentials("docker.io", cfg)  # through credsStore; "<token>" means an identity token
     assert hub.identity_token == "identity-from-helper" and not hub.password
@@ -123,14 +135,19 @@ def test_store_goes_to_the_helper_when_one_is_configured(tmp_path, helper):
 
 
 def test_store_in_auths_keeps_other_settings_and_is_private(tmp_path):
-    cfg = write_config(tmp_path / "d" / "config.json", {"auths": {"https://ghcr.io": {"auth": b64("old:old")}},
-                                                        "psFormat": "table {{.ID}}"})
+    cfg = write_config(
+        tmp_path / "d" / "config.json",
+        {"auths": {"https://ghcr.io": {"auth": b64("old:old")}}, "psFormat": "table {{.ID}}"},
+    )
     os.chmod(cfg, 0o644)
     store_credentials("ghcr.io", Credentials("octo", "new"), cfg)
     store_credentials("docker.io", Credentials("hub", "hubpw"), cfg)
     data = json.loads(cfg.read_text())
     assert data["psFormat"] == "table {{.ID}}"
-    assert data["auths"] == {"ghcr.io": {"auth": b64("octo:new")}, "https://index.docker.io/v1/": {"auth": b64("hub:hubpw")}}
+    assert data["auths"] == {
+        "ghcr.io": {"auth": b64("octo:new")},
+        "https://index.docker.io/v1/": {"auth": b64("hub:hubpw")},
+    }
     assert stat.S_IMODE(cfg.stat().st_mode) == 0o600
     assert [p.name for p in cfg.parent.iterdir()] == ["config.json"]  # no temp file left
 
@@ -142,8 +159,10 @@ def test_docker_config_env(tmp_path, monkeypatch):
 
 
 def test_www_authenticate_parsing():
-    [c] = parse_challenges('Bearer realm="https://auth.example.com/token",service="registry.example.com",'
-                           'scope="repository:a/b:pull,push repository:c:pull"')
+    [c] = parse_challenges(
+        'Bearer realm="https://auth.example.com/token",service="registry.example.com",'
+        'scope="repository:a/b:pull,push repository:c:pull"'
+    )
     assert (c.scheme, c.realm, c.service) == ("bearer", "https://auth.example.com/token", "registry.example.com")
     assert c.scope.split() == ["repository:a/b:pull,push", "repository:c:pull"]
     both = parse_challenges('Basic realm="Registry Realm", Bearer realm="https://t/x",error="insufficient_scope"')
@@ -158,14 +177,17 @@ def test_retry_after():
     assert 25 <= retry_after_seconds(later) <= 31  # type: ignore[operator]
 
 
-@pytest.mark.parametrize("text,expected", [
-    ("ubuntu", ("docker.io", "library/ubuntu", "latest", None)),
-    ("nvcr.io/nvidia/pytorch:24.03-py3", ("nvcr.io", "nvidia/pytorch", "24.03-py3", None)),
-    ("localhost:5000/a/b", ("localhost:5000", "a/b", "latest", None)),
-    ("127.0.0.1:5000/x@sha256:" + "a" * 64, ("127.0.0.1:5000", "x", None, "sha256:" + "a" * 64)),
-    ("ghcr.io/o/r:t@sha256:" + "b" * 64, ("ghcr.io", "o/r", "t", "sha256:" + "b" * 64)),
-    ("index.docker.io/library/debian:12", ("docker.io", "library/debian", "12", None)),
-])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("ubuntu", ("docker.io", "library/ubuntu", "latest", None)),
+        ("nvcr.io/nvidia/pytorch:24.03-py3", ("nvcr.io", "nvidia/pytorch", "24.03-py3", None)),
+        ("localhost:5000/a/b", ("localhost:5000", "a/b", "latest", None)),
+        ("127.0.0.1:5000/x@sha256:" + "a" * 64, ("127.0.0.1:5000", "x", None, "sha256:" + "a" * 64)),
+        ("ghcr.io/o/r:t@sha256:" + "b" * 64, ("ghcr.io", "o/r", "t", "sha256:" + "b" * 64)),
+        ("index.docker.io/library/debian:12", ("docker.io", "library/debian", "12", None)),
+    ],
+)
 def test_reference_parsing(text, expected):
     r = Reference.parse(text)
     assert (r.registry, r.repository, r.tag, r.digest) == expected

@@ -10,21 +10,19 @@ on ``127.0.0.1:PORT/test/base:1`` with the real CLI, and the images run in the r
 from __future__ import annotations
 
 import json
-import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from build_support import gpuship, one_error_line
-from test_registry_support import LocalRegistry, have_tools
 
-from gpuship import tools
+from build_support import gpuship, one_error_line
 from gpuship.cache import Cache
 from gpuship.errors import ConfigError
 from gpuship.oci import Entry, Family, append_layers, build_layer, empty_image, entries_from_dir, with_family
 from gpuship.registry import push
 from gpuship.sources.python.uv import run_uv
 from gpuship.sources.registry_base import is_registry_reference, registry_base
+from test_registry_support import LocalRegistry, have_tools
 
 pytestmark = [pytest.mark.registry, pytest.mark.docker]
 
@@ -36,9 +34,11 @@ IDNA = "3.6"
 
 def nv_tool_entries() -> list[Entry]:
     meta = f"Metadata-Version: 2.1\nName: nv-tool\nVersion: {NV_TOOL}\nRequires-Dist: six>=1.16\n\nA tool.\n"
-    return [Entry.file(f"{DIST}/nv_tool.py", b"import six\nVERSION = 'nv'\n"),
-            Entry.file(f"{DIST}/nv_tool-{NV_TOOL}.dist-info/METADATA", meta.encode()),
-            Entry.file(f"{DIST}/nv_tool-{NV_TOOL}.dist-info/RECORD", b"")]
+    return [
+        Entry.file(f"{DIST}/nv_tool.py", b"import six\nVERSION = 'nv'\n"),
+        Entry.file(f"{DIST}/nv_tool-{NV_TOOL}.dist-info/METADATA", meta.encode()),
+        Entry.file(f"{DIST}/nv_tool-{NV_TOOL}.dist-info/RECORD", b""),
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -58,9 +58,23 @@ def numpy_base(registry: LocalRegistry, shared_cache: Cache, tmp_path_factory: p
 
     base = build_base("debian-bookworm", "linux/amd64", cache=shared_cache)
     target = tmp_path_factory.mktemp("numpy-target")
-    run_uv(["pip", "install", "--target", str(target), f"numpy=={NUMPY}", f"idna=={IDNA}", "--no-deps",
-            "--python-platform", "x86_64-manylinux_2_36", "--python-version", "3.11", "--quiet"],
-           what="installing numpy for the test base")
+    run_uv(
+        [
+            "pip",
+            "install",
+            "--target",
+            str(target),
+            f"numpy=={NUMPY}",
+            f"idna=={IDNA}",
+            "--no-deps",
+            "--python-platform",
+            "x86_64-manylinux_2_36",
+            "--python-version",
+            "3.11",
+            "--quiet",
+        ],
+        what="installing numpy for the test base",
+    )
     entries = [*entries_from_dir(target, DIST, include=lambda rel: not rel.startswith("bin")), *nv_tool_entries()]
     numpy_layer = build_layer(entries, shared_cache, comment=f"numpy {NUMPY} and nv-tool in dist-packages")
     img = append_layers(empty_image("linux/amd64", base.config), [*base.layers, numpy_layer])
@@ -96,7 +110,11 @@ def test_registry_base_reads_python_dpkg_and_constraints(numpy_base: str, shared
     assert rb.constraints(replace=["NumPy"]) == [f"idna=={IDNA}", f"nv-tool=={NV_TOOL}"]
     assert rb.scan.requires["nv-tool"] == ("Requires-Dist: six>=1.16",)
     wheels = sorted(p.name for p in rb.lock_options(shared_cache)["installed_wheels"].iterdir())
-    assert wheels == [f"idna-{IDNA}-py3-none-any.whl", f"numpy-{NUMPY}-py3-none-any.whl", f"nv_tool-{NV_TOOL}-py3-none-any.whl"]
+    assert wheels == [
+        f"idna-{IDNA}-py3-none-any.whl",
+        f"numpy-{NUMPY}-py3-none-any.whl",
+        f"nv_tool-{NV_TOOL}-py3-none-any.whl",
+    ]
     assert rb.location("numpy") == f"/{DIST}"
     assert "libc6" in [n for n, _, _ in rb.packages] and rb.glibc == "2.36"
     assert rb.links["bin"] == "usr/bin" and rb.dropped is None
@@ -110,19 +128,30 @@ def test_registry_base_reads_python_dpkg_and_constraints(numpy_base: str, shared
 
 def test_a_base_without_python_is_refused(registry: LocalRegistry, cache: Cache, monkeypatch) -> None:
     monkeypatch.setenv("GPUSHIP_INSECURE_REGISTRIES", registry.host)
-    img = append_layers(empty_image("linux/amd64"), [build_layer([Entry.file("etc/os-release", b"ID=debian\nVERSION_ID=12\n")], cache)])
+    img = append_layers(
+        empty_image("linux/amd64"), [build_layer([Entry.file("etc/os-release", b"ID=debian\nVERSION_ID=12\n")], cache)]
+    )
     push(img, f"{registry.host}/test/nopython:1", cache=cache, insecure=True)
     with pytest.raises(ConfigError, match="has no Python 3"):
         registry_base(f"{registry.host}/test/nopython:1", "linux/amd64", cache)
 
 
-def test_build_on_the_base_keeps_its_numpy(numpy_base: str, registry: LocalRegistry, shared_cache: Cache,
-                                           tmp_path: Path, docker) -> None:
+def test_build_on_the_base_keeps_its_numpy(
+    numpy_base: str, registry: LocalRegistry, shared_cache: Cache, tmp_path: Path, docker
+) -> None:
     # nv-tool is not on any index: the lock takes the base's, and six because the base's nv-tool requires it
     project = _project(tmp_path / "proj", ["numpy>=1.26,<2", "nv-tool>=2"], f"base = '{numpy_base}'\n")
     archive, layout = tmp_path / "img.tar", tmp_path / "layout"
-    proc = gpuship("build", str(project), "-o", f"docker-archive:{archive},oci:{layout}", "--report",
-                   str(tmp_path / "report.json"), cache=shared_cache.root, env=_env(registry))
+    proc = gpuship(
+        "build",
+        str(project),
+        "-o",
+        f"docker-archive:{archive},oci:{layout}",
+        "--report",
+        str(tmp_path / "report.json"),
+        cache=shared_cache.root,
+        env=_env(registry),
+    )
     assert proc.returncode == 0, proc.stderr
     lock = (project / "gpuship.lock").read_text()
     assert f'version = "{NUMPY}"' in lock  # the lock pins the base's numpy (a constraint) ...
@@ -149,9 +178,16 @@ def test_build_on_the_base_keeps_its_numpy(numpy_base: str, registry: LocalRegis
     ref = docker.load(archive)
     try:
         out = docker.run("run", "--rm", ref).stdout
-        cfg = docker.run("run", "--rm", "--entrypoint", "python", ref, "-c",
-                         "import sys, glob; print(open('/opt/venv/pyvenv.cfg').read());"
-                         "print(glob.glob('/opt/venv/lib/python3.11/site-packages/numpy*'))").stdout
+        cfg = docker.run(
+            "run",
+            "--rm",
+            "--entrypoint",
+            "python",
+            ref,
+            "-c",
+            "import sys, glob; print(open('/opt/venv/pyvenv.cfg').read());"
+            "print(glob.glob('/opt/venv/lib/python3.11/site-packages/numpy*'))",
+        ).stdout
     finally:
         docker.run("rmi", "-f", ref, check=False)
     assert f"numpy {NUMPY} /usr/lib/python3/dist-packages/numpy/__init__.py" in out
@@ -168,7 +204,10 @@ def test_a_requirement_that_would_replace_the_base_numpy_fails_clearly(
     project = _project(tmp_path / "proj", [requirement, "six"], f"base = '{numpy_base}'\n")
     proc = gpuship("build", str(project), "-o", f"oci:{tmp_path / 'out'}", cache=shared_cache.root, env=_env(registry))
     line = one_error_line(proc)
-    assert f"{requirement} is required but the base image {numpy_base} has numpy {NUMPY} (in /usr/lib/python3/dist-packages)" in line
+    assert (
+        f"{requirement} is required but the base image {numpy_base} has numpy {NUMPY} (in /usr/lib/python3/dist-packages)"
+        in line
+    )
     assert "it would be replaced" in line and "relax the requirement" in line
     assert f"choose a base with numpy {requirement[5:]}" in line and 'replace-base-packages = ["numpy"]' in line
     assert not (tmp_path / "out").exists() and not (project / "gpuship.lock").exists()
@@ -180,31 +219,49 @@ def test_unknown_profile_typo_is_not_pulled(tmp_path: Path, shared_cache: Cache)
     assert "unknown base 'debian-bokworm'" in line and "did you mean debian-bookworm" in line
 
 
-
-def test_replace_base_packages_installs_over_the_base(numpy_base: str, registry: LocalRegistry, shared_cache: Cache,
-                                                      tmp_path: Path, docker) -> None:
+def test_replace_base_packages_installs_over_the_base(
+    numpy_base: str, registry: LocalRegistry, shared_cache: Cache, tmp_path: Path, docker
+) -> None:
     """The way out the error names: the project's idna goes into the venv, which comes first on sys.path."""
     project = _project(tmp_path / "proj", ["idna==3.7", "six"], f"base = '{numpy_base}'\n")
     assert "idna==3.7 is required but the base image" in one_error_line(
-        gpuship("build", str(project), "-o", f"oci:{tmp_path / 'x'}", cache=shared_cache.root, env=_env(registry)))
-    project = _project(tmp_path / "proj", ["idna==3.7", "six"], f"base = '{numpy_base}'\nreplace-base-packages = ['idna']\n")
+        gpuship("build", str(project), "-o", f"oci:{tmp_path / 'x'}", cache=shared_cache.root, env=_env(registry))
+    )
+    project = _project(
+        tmp_path / "proj", ["idna==3.7", "six"], f"base = '{numpy_base}'\nreplace-base-packages = ['idna']\n"
+    )
     archive = tmp_path / "img.tar"
-    proc = gpuship("build", str(project), "-o", f"docker-archive:{archive}", cache=shared_cache.root, env=_env(registry))
+    proc = gpuship(
+        "build", str(project), "-o", f"docker-archive:{archive}", cache=shared_cache.root, env=_env(registry)
+    )
     assert proc.returncode == 0, proc.stderr
     ref = docker.load(archive)
     try:
-        out = docker.run("run", "--rm", "--entrypoint", "python", ref, "-c",
-                         "import idna, numpy; print(idna.__version__, idna.__file__, numpy.__version__)").stdout
+        out = docker.run(
+            "run",
+            "--rm",
+            "--entrypoint",
+            "python",
+            ref,
+            "-c",
+            "import idna, numpy; print(idna.__version__, idna.__file__, numpy.__version__)",
+        ).stdout
     finally:
         docker.run("rmi", "-f", ref, check=False)
     assert out.strip() == f"3.7 /opt/venv/lib/python3.11/site-packages/idna/__init__.py {NUMPY}"
 
 
-def test_a_library_the_base_lacks_is_a_build_error(numpy_base: str, registry: LocalRegistry, shared_cache: Cache,
-                                                  tmp_path: Path) -> None:
+def test_a_library_the_base_lacks_is_a_build_error(
+    numpy_base: str, registry: LocalRegistry, shared_cache: Cache, tmp_path: Path
+) -> None:
     """numpy 2.1.0 needs libstdc++, which this base does not have; find-libdeps cannot add .debs to a registry base."""
-    project = _project(tmp_path / "proj", ["numpy==2.1.0"], f"base = '{numpy_base}'\nreplace-base-packages = ['numpy']\n")
-    line = one_error_line(gpuship("build", str(project), "-o", f"oci:{tmp_path / 'out'}", cache=shared_cache.root,
-                                  env=_env(registry)))
-    assert "needs libstdc++.so.6, which the base image" in line and "/opt/venv/lib/python3.11/site-packages/numpy" in line
+    project = _project(
+        tmp_path / "proj", ["numpy==2.1.0"], f"base = '{numpy_base}'\nreplace-base-packages = ['numpy']\n"
+    )
+    line = one_error_line(
+        gpuship("build", str(project), "-o", f"oci:{tmp_path / 'out'}", cache=shared_cache.root, env=_env(registry))
+    )
+    assert (
+        "needs libstdc++.so.6, which the base image" in line and "/opt/venv/lib/python3.11/site-packages/numpy" in line
+    )
     assert "find-libdeps = false" in line and not (tmp_path / "out").exists()

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_registry_support import LocalRegistry, have_tools, make_image, make_tls, secret
 
 from gpuship.oci.sinks import write_output
 from gpuship.registry import configure, pull_image, settings
+from test_registry_support import LocalRegistry, have_tools, make_image, make_tls, secret
 
 pytestmark = pytest.mark.registry
 
@@ -36,8 +35,14 @@ def reg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalRegistr
 
 def gpuship(*args: str, env: dict[str, str], input: str | None = None) -> subprocess.CompletedProcess[str]:
     full = {**os.environ, **env, "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-c", "from gpuship.cli.main import main; main()", *args],
-                          capture_output=True, text=True, input=input, env=full, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", "from gpuship.cli.main import main; main()", *args],
+        capture_output=True,
+        text=True,
+        input=input,
+        env=full,
+        timeout=300,
+    )
 
 
 def test_login_then_push_an_oci_layout(reg, cache, tmp_path):
@@ -64,7 +69,9 @@ def test_login_then_push_an_oci_layout(reg, cache, tmp_path):
     assert PASSWORD not in first.stdout + first.stderr + again.stdout + again.stderr
 
     write_output(img, f"docker-archive:{tmp_path / 'img.tar'}", tag="cli/app:v1")
-    arch = gpuship("push", f"docker-archive:{tmp_path / 'img.tar'}", f"{r.host}/cli/from-archive:1", "--ca-file", str(ca), env=env)
+    arch = gpuship(
+        "push", f"docker-archive:{tmp_path / 'img.tar'}", f"{r.host}/cli/from-archive:1", "--ca-file", str(ca), env=env
+    )
     assert arch.returncode == 0, arch.stderr
 
     logout = gpuship("logout", r.host, env=env)
@@ -90,7 +97,9 @@ def test_output_registry_target_through_the_sinks_dispatcher(reg, cache, tmp_pat
     config.parent.mkdir()
     import base64
 
-    config.write_text(json.dumps({"auths": {r.host: {"auth": base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()}}}))
+    config.write_text(
+        json.dumps({"auths": {r.host: {"auth": base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()}}})
+    )
     monkeypatch.setenv("DOCKER_CONFIG", str(config.parent))
     saved = (settings.insecure, settings.ca_file)
     configure(ca_file=ca)

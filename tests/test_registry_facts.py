@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from test_registry_support import LocalRegistry, have_tools, make_image
 
 from gpuship.cache import Cache
 from gpuship.oci import Entry
 from gpuship.registry import base_facts, pull_image, push
 from gpuship.registry.facts import BaseFacts, parse_os_release
+from test_registry_support import LocalRegistry, have_tools, make_image
 
 pytestmark = pytest.mark.registry
 
@@ -57,8 +57,14 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRegistry
 
 
 def test_base_facts_of_a_pulled_base(registry, cache, tmp_path):
-    env = ("PATH=/usr/local/bin:/usr/bin:/bin", "PYTHON_VERSION=3.11.9", "CUDA_VERSION=12.4.1",
-           "NVIDIA_REQUIRE_CUDA=cuda>=12.4", "NV_CUDA_LIB_VERSION=12.4.1-1", "LANG=C.UTF-8")
+    env = (
+        "PATH=/usr/local/bin:/usr/bin:/bin",
+        "PYTHON_VERSION=3.11.9",
+        "CUDA_VERSION=12.4.1",
+        "NVIDIA_REQUIRE_CUDA=cuda>=12.4",
+        "NV_CUDA_LIB_VERSION=12.4.1-1",
+        "LANG=C.UTF-8",
+    )
     img = make_image(cache, base_layers(), env=env)
     ref = f"{registry.host}/bases/py:3.11"
     push(img, ref, cache=cache, insecure=True)
@@ -71,7 +77,11 @@ def test_base_facts_of_a_pulled_base(registry, cache, tmp_path):
     assert facts.os_release["ID"] == "debian" and facts.os_release["VERSION_ID"] == "12"
     assert facts.os_id == "debian 12"
     assert facts.cuda_version == "12.4.1"
-    assert facts.cuda_env == {"CUDA_VERSION": "12.4.1", "NVIDIA_REQUIRE_CUDA": "cuda>=12.4", "NV_CUDA_LIB_VERSION": "12.4.1-1"}
+    assert facts.cuda_env == {
+        "CUDA_VERSION": "12.4.1",
+        "NVIDIA_REQUIRE_CUDA": "cuda>=12.4",
+        "NV_CUDA_LIB_VERSION": "12.4.1-1",
+    }
     assert facts.env["LANG"] == "C.UTF-8"
     assert facts.site_packages == ("/usr/local/lib/python3.11/site-packages", "/usr/lib/python3/dist-packages")
     # whiteouts honoured (attrs, and everything under the opaque /opt/old); /usr/local wins over /usr
@@ -84,9 +94,13 @@ def test_base_facts_of_a_pulled_base(registry, cache, tmp_path):
 
 
 def test_base_facts_without_python_or_cuda(cache):
-    img = make_image(cache, [[Entry.file("etc/os-release", b"ID=alpine\nVERSION_ID=3.20.0\n")],
-                             [Entry.file("usr/lib/python3/dist-packages/numpy-1.26.4.dist-info/METADATA",
-                                         metadata("numpy", "1.26.4"))]])
+    img = make_image(
+        cache,
+        [
+            [Entry.file("etc/os-release", b"ID=alpine\nVERSION_ID=3.20.0\n")],
+            [Entry.file("usr/lib/python3/dist-packages/numpy-1.26.4.dist-info/METADATA", metadata("numpy", "1.26.4"))],
+        ],
+    )
     facts = base_facts(img, cache)
     assert facts.python_executable is None and facts.python_version is None and facts.cuda_version is None
     assert facts.distributions == {"numpy": "1.26.4"}
@@ -94,15 +108,23 @@ def test_base_facts_without_python_or_cuda(cache):
 
 
 def test_local_python_beats_system_python(cache):
-    img = make_image(cache, [
-        [Entry.file("usr/bin/python3.11", b"sys", mode=0o755), Entry.symlink("usr/bin/python3", "python3.11")],
-        [Entry.file("usr/local/bin/python3.12", b"local", mode=0o755),
-         Entry.symlink("usr/local/bin/python3", "/usr/local/bin/python3.12")],
-    ])
+    img = make_image(
+        cache,
+        [
+            [Entry.file("usr/bin/python3.11", b"sys", mode=0o755), Entry.symlink("usr/bin/python3", "python3.11")],
+            [
+                Entry.file("usr/local/bin/python3.12", b"local", mode=0o755),
+                Entry.symlink("usr/local/bin/python3", "/usr/local/bin/python3.12"),
+            ],
+        ],
+    )
     facts = base_facts(img, cache)
     assert (facts.python_executable, facts.python_version) == ("/usr/local/bin/python3", "3.12")
 
 
 def test_parse_os_release_quotes():
     assert parse_os_release('ID="ubuntu"\nVERSION_ID=\'22.04\'\n# comment\nNAME="A \\"B\\""\n') == {
-        "ID": "ubuntu", "VERSION_ID": "22.04", "NAME": 'A "B"'}
+        "ID": "ubuntu",
+        "VERSION_ID": "22.04",
+        "NAME": 'A "B"',
+    }

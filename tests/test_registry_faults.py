@@ -10,11 +10,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from test_registry_support import LocalRegistry, have_tools, make_image
 
 from gpuship.cache import Cache
 from gpuship.errors import RegistryError
 from gpuship.registry import RetryPolicy, pull_image, push
+from test_registry_support import LocalRegistry, have_tools, make_image
 
 pytestmark = pytest.mark.registry
 
@@ -24,7 +24,9 @@ MiB = 1 << 20
 class KillAfter:
     """Progress hook: kills the registry once ``threshold`` bytes went out (mid-request), then maybe restarts it."""
 
-    def __init__(self, reg: LocalRegistry, threshold: int, restart_after: float | None, at_boundary: bool = False) -> None:
+    def __init__(
+        self, reg: LocalRegistry, threshold: int, restart_after: float | None, at_boundary: bool = False
+    ) -> None:
         self.reg, self.threshold, self.restart_after = reg, threshold, restart_after
         self.at_boundary = at_boundary  # kill as a new chunk's body starts (the registry holds whole chunks only)
         self.sent = 0
@@ -85,10 +87,20 @@ def test_push_survives_a_registry_crash_mid_upload(plain_registry, big_image_cac
     cache, img = big_image_cache
     reg = plain_registry
     # mid-chunk: killed once the first half of the 4-6 MiB chunk went out (the rest is never sent)
-    hook = KillAfter(reg, threshold=5 * MiB + (300_000 if at_boundary else 0), restart_after=1.0, at_boundary=at_boundary)
+    hook = KillAfter(
+        reg, threshold=5 * MiB + (300_000 if at_boundary else 0), restart_after=1.0, at_boundary=at_boundary
+    )
     ref = f"{reg.host}/faults/resume:1"
-    result = push(img, ref, cache=cache, insecure=True, chunk_size=2 * MiB, jobs=1, progress=hook,
-                  retry=RetryPolicy(attempts=8, base_delay=0.3, max_delay=2.0))
+    result = push(
+        img,
+        ref,
+        cache=cache,
+        insecure=True,
+        chunk_size=2 * MiB,
+        jobs=1,
+        progress=hook,
+        retry=RetryPolicy(attempts=8, base_delay=0.3, max_delay=2.0),
+    )
     assert hook.killed.is_set() and hook.restarted.is_set()
     if at_boundary:
         # it resumed from the registry's offset (the three whole chunks it holds), it did not start again
@@ -115,8 +127,16 @@ def test_push_fails_clearly_when_the_registry_stays_down(plain_registry, big_ima
     hook = KillAfter(reg, threshold=5 * MiB, restart_after=None)
     ref = f"{reg.host}/faults/down:1"
     with pytest.raises(RegistryError) as info:
-        push(img, ref, cache=cache, insecure=True, chunk_size=2 * MiB, jobs=1, progress=hook,
-             retry=RetryPolicy(attempts=3, base_delay=0.1, max_delay=0.3))
+        push(
+            img,
+            ref,
+            cache=cache,
+            insecure=True,
+            chunk_size=2 * MiB,
+            jobs=1,
+            progress=hook,
+            retry=RetryPolicy(attempts=3, base_delay=0.1, max_delay=0.3),
+        )
     line = info.value.line()
     assert "\n" not in line and reg.host in line and "try again later" in line
     reg.start()  # back up: it holds no manifest and no tag for the failed push
@@ -193,7 +213,9 @@ class FaultProxy:
             if k.lower() not in ("transfer-encoding", "connection", "content-length", "content-encoding"):
                 h.send_header(k, v)
         data = b"" if h.command == "HEAD" else resp.content
-        h.send_header("Content-Length", str(len(data) if h.command != "HEAD" else resp.headers.get("content-length", "0")))
+        h.send_header(
+            "Content-Length", str(len(data) if h.command != "HEAD" else resp.headers.get("content-length", "0"))
+        )
         h.end_headers()
         if data:
             h.wfile.write(data)
@@ -211,14 +233,21 @@ def flaky(plain_registry) -> Iterator[FaultProxy]:
 def test_retry_after_5xx_and_resets_are_absorbed(flaky, cache):
     img = make_image(cache, [{"opt/data.bin": os.urandom(600_000)}, {"opt/x": b"x"}])
     flaky.faults = [
-        ("POST", "/blobs/uploads/", 503),      # starting an upload: retried
-        ("PATCH", "/blobs/uploads/", 503),     # a chunk: the upload asks where it stands and goes on
+        ("POST", "/blobs/uploads/", 503),  # starting an upload: retried
+        ("PATCH", "/blobs/uploads/", 503),  # a chunk: the upload asks where it stands and goes on
         ("PATCH", "/blobs/uploads/", "reset"),  # a chunk whose connection drops
-        ("PUT", "/manifests/", 429),           # the manifest: waits Retry-After (1 s), then retried
+        ("PUT", "/manifests/", 429),  # the manifest: waits Retry-After (1 s), then retried
     ]
     started = time.monotonic()
-    result = push(img, f"{flaky.host}/faults/flaky:1", cache=cache, insecure=True, chunk_size=128 << 10, jobs=1,
-                  retry=RetryPolicy(attempts=5, base_delay=0.05, max_delay=0.2))
+    result = push(
+        img,
+        f"{flaky.host}/faults/flaky:1",
+        cache=cache,
+        insecure=True,
+        chunk_size=128 << 10,
+        jobs=1,
+        retry=RetryPolicy(attempts=5, base_delay=0.05, max_delay=0.2),
+    )
     assert time.monotonic() - started >= 1.0  # Retry-After was honoured
     assert [a for _, _, a in flaky.served] == [503, 503, "reset", 429] and flaky.faults == []
     assert result.uploaded == 3 and result.digest == img.digest

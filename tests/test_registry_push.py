@@ -11,14 +11,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_registry_support import LocalRegistry, have_tools, make_image, make_tls, secret
 
 from gpuship.cache import Cache
 from gpuship.errors import GpushipError, RegistryError
-from gpuship.oci import Family, append_layers, build_layer, Entry, make_index, with_family
+from gpuship.oci import Entry, Family, append_layers, build_layer, make_index, with_family
 from gpuship.oci.media import DOCKER_LAYER_GZIP, DOCKER_MANIFEST, OCI_INDEX
-from gpuship.registry import Credentials, lookup_credentials, login, pull, pull_image, push
+from gpuship.registry import Credentials, login, lookup_credentials, pull, pull_image, push
 from gpuship.registry.pull import BASE_DIGEST
+from test_registry_support import LocalRegistry, have_tools, make_image, make_tls, secret
 
 pytestmark = pytest.mark.registry
 
@@ -62,8 +62,19 @@ def tls_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TLSRegist
 
 def skopeo_inspect(r: TLSRegistry, ref: str, *extra: str) -> dict:
     proc = subprocess.run(
-        ["skopeo", "inspect", *extra, "--cert-dir", str(r.cert_dir), "--creds", f"{USER}:{PASSWORD}", f"docker://{ref}"],
-        capture_output=True, text=True, timeout=120,
+        [
+            "skopeo",
+            "inspect",
+            *extra,
+            "--cert-dir",
+            str(r.cert_dir),
+            "--creds",
+            f"{USER}:{PASSWORD}",
+            f"docker://{ref}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
@@ -71,11 +82,14 @@ def skopeo_inspect(r: TLSRegistry, ref: str, *extra: str) -> dict:
 
 def test_push_is_pulled_by_docker_and_skopeo_and_repeats_upload_nothing(tls_registry, cache, docker, tmp_path):
     r = tls_registry
-    img = make_image(cache, [
-        {"usr/share/base/data.bin": os.urandom(200_000)},
-        {"opt/app/lib.bin": os.urandom(120_000)},
-        {"opt/app/main.py": b"print('hello')\n"},
-    ])
+    img = make_image(
+        cache,
+        [
+            {"usr/share/base/data.bin": os.urandom(200_000)},
+            {"opt/app/lib.bin": os.urandom(120_000)},
+            {"opt/app/main.py": b"print('hello')\n"},
+        ],
+    )
     ref = r.ref("gpuship-test/app:v1")
     first = push(img, ref, cache=cache, credentials=r.creds, ca_file=r.ca)
     config_size = len(img.config_bytes())
@@ -235,8 +249,15 @@ def test_rich_progress_draws_every_blob(tls_registry, cache):
     img = make_image(cache, [{"opt/a.bin": os.urandom(100_000)}, {"opt/b": b"b"}])
     buf = io.StringIO()
     with RichTransferProgress(Console(file=buf, force_terminal=True, width=120), transient=False) as progress:
-        result = push(img, r.ref("gpuship-test/progress:1"), cache=cache, credentials=r.creds, ca_file=r.ca,
-                      progress=progress, chunk_size=32 << 10)
+        result = push(
+            img,
+            r.ref("gpuship-test/progress:1"),
+            cache=cache,
+            credentials=r.creds,
+            ca_file=r.ca,
+            progress=progress,
+            chunk_size=32 << 10,
+        )
     assert result.uploaded == 3
     text = buf.getvalue()
     for layer in img.layers:

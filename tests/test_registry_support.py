@@ -60,18 +60,62 @@ class TLSFiles:
 def make_tls(directory: Path) -> TLSFiles:
     """A throw-away CA and a server certificate for 127.0.0.1 signed by it."""
     directory.mkdir(parents=True, exist_ok=True)
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
-            "-subj", "/CN=gpuship test CA", "-addext", "basicConstraints=critical,CA:TRUE",
-            "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=directory)
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
-            "-subj", "/CN=127.0.0.1", cwd=directory)
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=gpuship test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+        cwd=directory,
+    )
+    openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+        cwd=directory,
+    )
     (directory / "ext.cnf").write_text(
         "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n"
         "keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"
         "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n"
     )
-    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-            "-out", "server.crt", "-days", "2", "-extfile", "ext.cnf", cwd=directory)
+    openssl(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+        cwd=directory,
+    )
     return TLSFiles(directory / "ca.crt", directory / "server.crt", directory / "server.key")
 
 
@@ -99,8 +143,22 @@ class TokenServer:
     def __init__(self, directory: Path, users: dict[str, str], *, anonymous_pull: bool = True) -> None:
         self.dir = directory
         directory.mkdir(parents=True, exist_ok=True)
-        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "sign.key", "-out", "sign.crt",
-                "-days", "2", "-subj", "/CN=gpuship test token signer", cwd=directory)
+        openssl(
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "sign.key",
+            "-out",
+            "sign.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=gpuship test token signer",
+            cwd=directory,
+        )
         der = openssl("x509", "-in", "sign.crt", "-outform", "DER", cwd=directory)
         self.cert = directory / "sign.crt"
         self._x5c = base64.b64encode(der).decode()
@@ -151,7 +209,11 @@ class TokenServer:
         for scope in scopes:
             kind, _, rest = scope.partition(":")
             name, _, actions = rest.rpartition(":")
-            granted = actions.split(",") if user else (["pull"] if self.anonymous_pull and "pull" in actions.split(",") else [])
+            granted = (
+                actions.split(",")
+                if user
+                else (["pull"] if self.anonymous_pull and "pull" in actions.split(",") else [])
+            )
             if kind == "repository" and granted:
                 access.append({"type": "repository", "name": name, "actions": granted})
         self.requests.append({"user": user, "scopes": scopes, "service": q.get("service", [""])[0]})
@@ -173,7 +235,9 @@ class TokenServer:
         form = parse_qs(h.rfile.read(int(h.headers.get("Content-Length") or 0)).decode())
         user = self.refresh_tokens.get(form.get("refresh_token", [""])[0])
         scopes = [s for v in form.get("scope", []) for s in v.split(" ")]
-        self.requests.append({"user": user, "scopes": scopes, "service": form.get("service", [""])[0], "grant": "refresh_token"})
+        self.requests.append(
+            {"user": user, "scopes": scopes, "service": form.get("service", [""])[0], "grant": "refresh_token"}
+        )
         if form.get("grant_type") != ["refresh_token"] or user is None:
             h.send_response(401)
             h.send_header("Content-Length", "0")
@@ -197,8 +261,14 @@ class TokenServer:
         now = int(time.time())
         header = {"typ": "JWT", "alg": "RS256", "x5c": [self._x5c]}
         claims = {
-            "iss": self.ISSUER, "sub": subject, "aud": self.SERVICE, "iat": now, "nbf": now - 1,
-            "exp": now + self.lifetime - 60, "jti": uuid.uuid4().hex, "access": access,
+            "iss": self.ISSUER,
+            "sub": subject,
+            "aud": self.SERVICE,
+            "iat": now,
+            "nbf": now - 1,
+            "exp": now + self.lifetime - 60,
+            "jti": uuid.uuid4().hex,
+            "access": access,
         }
         signing_input = f"{_b64url(json.dumps(header).encode())}.{_b64url(json.dumps(claims).encode())}"
         sig = openssl("dgst", "-sha256", "-sign", "sign.key", cwd=self.dir, input=signing_input.encode())
@@ -256,8 +326,12 @@ class LocalRegistry:
             lines += ["auth:", "  htpasswd:", "    realm: gpuship-test", f"    path: {htpasswd}"]
         elif self.token:
             lines += [
-                "auth:", "  token:", f"    realm: {self.token.realm}", f"    service: {TokenServer.SERVICE}",
-                f"    issuer: {TokenServer.ISSUER}", f"    rootcertbundle: {self.token.cert}",
+                "auth:",
+                "  token:",
+                f"    realm: {self.token.realm}",
+                f"    service: {TokenServer.SERVICE}",
+                f"    issuer: {TokenServer.ISSUER}",
+                f"    rootcertbundle: {self.token.cert}",
             ]
         path = self.root / "config.yml"
         path.write_text("\n".join(lines) + "\n")
@@ -307,8 +381,12 @@ class LocalRegistry:
 
 
 # -- test images -------------------------------------------------------------------------------------------------
-def make_image(cache: Cache, layers: Iterable[dict[str, bytes] | list[Entry]], platform: str = "linux/amd64",
-               env: tuple[str, ...] = ("PATH=/usr/local/bin:/usr/bin:/bin",)) -> Image:
+def make_image(
+    cache: Cache,
+    layers: Iterable[dict[str, bytes] | list[Entry]],
+    platform: str = "linux/amd64",
+    env: tuple[str, ...] = ("PATH=/usr/local/bin:/usr/bin:/bin",),
+) -> Image:
     """An image made directly with gpuship.oci: each layer from {path: bytes} or a list of entries."""
     img = empty_image(platform, ImageConfig(env=env, cmd=("/bin/true",)))
     built = []
@@ -336,8 +414,18 @@ def test_registry_harness_serves_tls_with_htpasswd(tmp_path: Path) -> None:
     try:
         r = httpx.get(f"{reg.url}/v2/", verify=ssl.create_default_context(cafile=str(tls.ca_cert)))
         assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Basic")
-        assert httpx.get(f"{reg.url}/v2/", verify=ssl.create_default_context(cafile=str(tls.ca_cert)), auth=("alice", "s3cret")).status_code == 200
-        assert httpx.get(f"{reg.url}/v2/", verify=ssl.create_default_context(cafile=str(tls.ca_cert)), auth=("alice", "nope")).status_code == 401
+        assert (
+            httpx.get(
+                f"{reg.url}/v2/", verify=ssl.create_default_context(cafile=str(tls.ca_cert)), auth=("alice", "s3cret")
+            ).status_code
+            == 200
+        )
+        assert (
+            httpx.get(
+                f"{reg.url}/v2/", verify=ssl.create_default_context(cafile=str(tls.ca_cert)), auth=("alice", "nope")
+            ).status_code
+            == 401
+        )
     finally:
         reg.stop()
 
@@ -349,7 +437,9 @@ def test_token_server_tokens_are_accepted_by_the_registry(tmp_path: Path) -> Non
     try:
         r = httpx.get(f"{reg.url}/v2/some/repo/tags/list")
         assert r.status_code == 401 and 'realm="' + tokens.realm in r.headers["www-authenticate"]
-        tok = httpx.get(tokens.realm, params={"service": TokenServer.SERVICE, "scope": "repository:some/repo:pull"}).json()["token"]
+        tok = httpx.get(
+            tokens.realm, params={"service": TokenServer.SERVICE, "scope": "repository:some/repo:pull"}
+        ).json()["token"]
         r = httpx.get(f"{reg.url}/v2/some/repo/tags/list", headers={"Authorization": f"Bearer {tok}"})
         assert r.status_code == 404  # authorised; the repository just does not exist yet
     finally:

@@ -10,11 +10,11 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from test_registry_support import LocalRegistry, TokenServer, have_tools, make_image, secret
 
 from gpuship.cache import Cache
 from gpuship.errors import RegistryError
 from gpuship.registry import ANONYMOUS, Credentials, pull_image, push
+from test_registry_support import LocalRegistry, TokenServer, have_tools, make_image, secret
 
 pytestmark = pytest.mark.registry
 
@@ -95,8 +95,16 @@ def test_token_expiring_mid_push_is_refreshed(token_registry, cache):
     tokens.lifetime = 2  # the registry stops accepting each token after ~2 s; clients are told 300 s
     try:
         before = len(tokens.issued)
-        result = push(img, f"{reg.host}/team/slow:1", cache=cache, credentials=CREDS, insecure=True,
-                      chunk_size=256 << 10, jobs=1, progress=SleepAfterFirstChunk(3.0))
+        result = push(
+            img,
+            f"{reg.host}/team/slow:1",
+            cache=cache,
+            credentials=CREDS,
+            insecure=True,
+            chunk_size=256 << 10,
+            jobs=1,
+            progress=SleepAfterFirstChunk(3.0),
+        )
     finally:
         tokens.lifetime = 3600
     assert result.uploaded == 2
@@ -127,7 +135,13 @@ def test_no_token_or_password_in_logs_or_output(token_registry, cache, tmp_path,
     push(img, f"{reg.host}/team/logs:1", cache=cache, credentials=CREDS, insecure=True, chunk_size=16 << 10)
     pull_image(f"{reg.host}/team/logs:1", "linux/amd64", Cache(tmp_path / "c"), credentials=CREDS, insecure=True)
     with pytest.raises(RegistryError) as info:
-        push(img, f"{reg.host}/team/logs:2", cache=cache, credentials=Credentials(USER, "wrong-" + PASSWORD), insecure=True)
+        push(
+            img,
+            f"{reg.host}/team/logs:2",
+            cache=cache,
+            credentials=Credentials(USER, "wrong-" + PASSWORD),
+            insecure=True,
+        )
     issued = tokens.issued[first:]
     assert issued, "the flow issued no token, so this test would prove nothing"
     captured = capsys.readouterr()
@@ -145,10 +159,16 @@ def test_identity_token_is_exchanged_for_access_tokens(token_registry, cache):
     tokens.refresh_tokens[refresh] = USER
     img = make_image(cache, [{"etc/identity": b"oauth2\n"}])
     before = len(tokens.requests)
-    result = push(img, f"{reg.host}/team/identity:1", cache=cache, credentials=Credentials(identity_token=refresh),
-                  insecure=True)
+    result = push(
+        img, f"{reg.host}/team/identity:1", cache=cache, credentials=Credentials(identity_token=refresh), insecure=True
+    )
     assert result.uploaded == 2
     assert all(r.get("grant") == "refresh_token" and r["user"] == USER for r in tokens.requests[before:])
     with pytest.raises(RegistryError, match="refused"):
-        push(img, f"{reg.host}/team/identity:2", cache=cache, credentials=Credentials(identity_token="revoked"),
-             insecure=True)
+        push(
+            img,
+            f"{reg.host}/team/identity:2",
+            cache=cache,
+            credentials=Credentials(identity_token="revoked"),
+            insecure=True,
+        )

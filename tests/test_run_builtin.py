@@ -43,9 +43,15 @@ def _run(image: Image, cache: Cache, flavor: str, *cmd: str, **kw) -> int:
 
 @pytest.mark.parametrize("flavor", FLAVORS)
 def test_output_exit_code_and_image_config(image: Image, run_cache: Cache, flavor: str, capfd) -> None:
-    code = _run(image, run_cache, flavor, "sh", "-c",
-                'echo "out:$GREETING:$EXTRA"; id -u; id -g; id -G; pwd; echo "home:$HOME"; echo oops >&2; exit 7',
-                env={"EXTRA": "from -e"})
+    code = _run(
+        image,
+        run_cache,
+        flavor,
+        "sh",
+        "-c",
+        'echo "out:$GREETING:$EXTRA"; id -u; id -g; id -G; pwd; echo "home:$HOME"; echo oops >&2; exit 7',
+        env={"EXTRA": "from -e"},
+    )
     out, err = capfd.readouterr()
     assert code == 7
     lines = out.splitlines()
@@ -66,8 +72,9 @@ def test_default_command_user_and_workdir_overrides(image: Image, run_cache: Cac
 
 @pytest.mark.parametrize("flavor", FLAVORS)
 def test_shm_size_and_rlimits(image: Image, run_cache: Cache, flavor: str, capfd) -> None:
-    code = _run(image, run_cache, flavor, "sh", "-c", "df -k /dev/shm | tail -1; cat /proc/self/limits",
-                shm_size=256 << 20)
+    code = _run(
+        image, run_cache, flavor, "sh", "-c", "df -k /dev/shm | tail -1; cat /proc/self/limits", shm_size=256 << 20
+    )
     out = capfd.readouterr().out
     assert code == 0
     assert out.splitlines()[0].split()[1] == str(256 * 1024)  # 1K-blocks of the tmpfs
@@ -87,14 +94,19 @@ def test_fake_gpu_injection(image: Image, run_cache: Cache, flavor: str, tmp_pat
     assert host.driver is not None, host.reason
     lib = "/usr/local/nvidia/lib64"
     script = (
-        f"cd {lib} && for f in *; do if [ -L $f ]; then echo \"$f -> $(readlink $f)\"; else echo \"$f = $(cat $f)\"; fi; done; "
+        f'cd {lib} && for f in *; do if [ -L $f ]; then echo "$f -> $(readlink $f)"; else echo "$f = $(cat $f)"; fi; done; '
         "for d in /dev/nvidia*; do stat -c '%n %F %t:%T' $d; done; "
         "/usr/bin/nvidia-smi; cat /etc/ld.so.conf.d/000-gpuship-nvidia.conf; "
         "echo visible=$NVIDIA_VISIBLE_DEVICES; echo probe > /dev/nvidia1 && echo nvidia1-writable; "
         f"touch {lib}/x 2>/dev/null || echo libdir-file-read-only-ok; echo ro > {lib}/libcuda.so.1 2>/dev/null || echo lib-read-only"
     )
-    code = run_image(image, RunOptions(runtime=flavor, command=("sh", "-c", script), gpus="1"),  # type: ignore[arg-type]
-                     cache=run_cache, host=host, notify=lambda m: None)
+    code = run_image(
+        image,
+        RunOptions(runtime=flavor, command=("sh", "-c", script), gpus="1"),  # type: ignore[arg-type]
+        cache=run_cache,
+        host=host,
+        notify=lambda m: None,
+    )
     out = capfd.readouterr().out
     assert code == 0, out
     lines = set(out.splitlines())
@@ -132,8 +144,16 @@ def test_cache_is_never_written_and_read_only(image: Image, run_cache: Cache, fl
     assert not (root / "work/new").exists()
     assert _run(image, run_cache, flavor, "sh", "-c", "test -e /work/new && echo leaked || echo fresh") == 0
     assert capfd.readouterr().out.strip() == "fresh"
-    code = _run(image, run_cache, flavor, "sh", "-c", "touch /x 2>/dev/null && echo rw || echo ro; touch /tmp/x && echo tmp-ok",
-                user="0", read_only=True)
+    code = _run(
+        image,
+        run_cache,
+        flavor,
+        "sh",
+        "-c",
+        "touch /x 2>/dev/null && echo rw || echo ro; touch /tmp/x && echo tmp-ok",
+        user="0",
+        read_only=True,
+    )
     assert code == 0 and capfd.readouterr().out.split() == ["ro", "tmp-ok"]
 
 

@@ -60,8 +60,19 @@ def gpuship(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]
 
 @pytest.mark.parametrize("flavor", ["runc", "chroot"])
 def test_run_exit_code_output_and_cpu_note(env: dict[str, str], layout: str, flavor: str) -> None:
-    proc = gpuship(env, "run", layout, "--runtime", flavor, "-e", "FOO=bar", "--", "sh", "-c",
-                   'echo "foo=$FOO user=$(id -u) dir=$(pwd)"; exit 3')
+    proc = gpuship(
+        env,
+        "run",
+        layout,
+        "--runtime",
+        flavor,
+        "-e",
+        "FOO=bar",
+        "--",
+        "sh",
+        "-c",
+        'echo "foo=$FOO user=$(id -u) dir=$(pwd)"; exit 3',
+    )
     assert proc.returncode == 3, proc.stderr
     assert proc.stdout.strip() == "foo=bar user=65532 dir=/work"
     assert "note: no NVIDIA GPU or driver on this host" in proc.stderr
@@ -95,8 +106,14 @@ def test_builtin_refuses_port_remapping(env: dict[str, str], layout: str) -> Non
 @pytest.mark.parametrize("flavor", ["runc", "chroot"])
 def test_sigterm_reaches_the_command(env: dict[str, str], layout: str, flavor: str) -> None:
     script = 'trap "echo got-term; exit 42" TERM; echo ready; while :; do sleep 0.1; done'
-    proc = subprocess.Popen([*CLI, "run", layout, "--runtime", flavor, "--", "sh", "-c", script], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        [*CLI, "run", layout, "--runtime", flavor, "--", "sh", "-c", script],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "ready"

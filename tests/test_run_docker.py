@@ -27,10 +27,20 @@ def test_run_through_docker(docker, cache: Cache, capfd) -> None:
     try:
         code = run_image(
             image,
-            RunOptions(runtime="docker", keep=True, name=name, env={"EXTRA": "x"},
-                       command=("sh", "-c", 'echo "$(id -u) $(pwd) $GREETING $EXTRA"; df -k /dev/shm | tail -1; '
-                                            "grep -E 'Max (stack|locked)' /proc/self/limits; exit 5")),
-            cache=cache, notify=notes.append,
+            RunOptions(
+                runtime="docker",
+                keep=True,
+                name=name,
+                env={"EXTRA": "x"},
+                command=(
+                    "sh",
+                    "-c",
+                    'echo "$(id -u) $(pwd) $GREETING $EXTRA"; df -k /dev/shm | tail -1; '
+                    "grep -E 'Max (stack|locked)' /proc/self/limits; exit 5",
+                ),
+            ),
+            cache=cache,
+            notify=notes.append,
         )
         out = capfd.readouterr().out.splitlines()
         assert code == 5
@@ -52,8 +62,12 @@ def test_run_through_docker(docker, cache: Cache, capfd) -> None:
 
         # a second run reuses the loaded image (no second load) and passes the exit code through
         before = docker.run("image", "inspect", "--format", "{{.Id}}", tag).stdout
-        assert run_image(image, RunOptions(runtime="docker", command=("sh", "-c", "exit 9")), cache=cache,
-                         notify=notes.append) == 9
+        assert (
+            run_image(
+                image, RunOptions(runtime="docker", command=("sh", "-c", "exit 9")), cache=cache, notify=notes.append
+            )
+            == 9
+        )
         assert docker.run("image", "inspect", "--format", "{{.Id}}", tag).stdout == before
     finally:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True)

@@ -34,8 +34,19 @@ pytestmark = [
 ]
 
 MERGED_USR = {"bin": "usr/bin", "sbin": "usr/sbin", "lib": "usr/lib", "lib64": "usr/lib64"}
-SKIP_STDLIB = {"test", "tests", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3", "__pycache__",
-               "site-packages", "dist-packages", "pydoc_data"}
+SKIP_STDLIB = {
+    "test",
+    "tests",
+    "idlelib",
+    "tkinter",
+    "turtledemo",
+    "ensurepip",
+    "lib2to3",
+    "__pycache__",
+    "site-packages",
+    "dist-packages",
+    "pydoc_data",
+}
 
 CUDA_PROBE = r"""
 import ctypes, sys
@@ -72,7 +83,9 @@ def host_python_image(cache: Cache) -> Image:
     # the interpreter's libraries, and the glibc pieces the driver's libcuda and nvidia-smi load (libpthread, libdl,
     # librt, libm: a real Debian image has them all)
     drv = discover().driver
-    driver_files = [f.path for f in (drv.libraries + drv.binaries) if f.name in ("libcuda", "nvidia-smi")] if drv else []
+    driver_files = (
+        [f.path for f in (drv.libraries + drv.binaries) if f.name in ("libcuda", "nvidia-smi")] if drv else []
+    )
     libs = _ldd([exe, *map(str, dynload.glob("*.so")), *driver_files])
     libs = {p for p in libs if "nvidia" not in p and "libcuda" not in p}
     entries: list[Entry] = [Entry.symlink(k, v) for k, v in MERGED_USR.items()]
@@ -88,8 +101,13 @@ def host_python_image(cache: Cache) -> Image:
             entries.append(Entry.symlink(link, real))
             seen.add(link)
     entries.append(Entry.symlink("usr/bin/python3", "/" + rebase_through_links(exe.lstrip("/"), MERGED_USR)))
-    entries += list(entries_from_dir(stdlib, rebase_through_links(stdlib.lstrip("/"), MERGED_USR),
-                                     include=lambda rel: rel.split("/")[0] not in SKIP_STDLIB and "__pycache__" not in rel))
+    entries += list(
+        entries_from_dir(
+            stdlib,
+            rebase_through_links(stdlib.lstrip("/"), MERGED_USR),
+            include=lambda rel: rel.split("/")[0] not in SKIP_STDLIB and "__pycache__" not in rel,
+        )
+    )
     arch = sysconfig.get_config_var("MULTIARCH") or "x86_64-linux-gnu"
     entries += [
         Entry.file("etc/ld.so.conf", "include /etc/ld.so.conf.d/*.conf\n"),
@@ -127,8 +145,12 @@ def _flavors() -> list[str]:
 @pytest.mark.parametrize("flavor", _flavors())
 @pytest.mark.parametrize("user", ["0", "65532"])
 def test_cuda_works_in_the_container(image: Image, gpu_cache: Cache, flavor: str, user: str, capfd) -> None:
-    code = run_image(image, RunOptions(runtime=flavor, user=user, command=("python3", "-c", CUDA_PROBE)),  # type: ignore[arg-type]
-                     cache=gpu_cache, notify=print)
+    code = run_image(
+        image,
+        RunOptions(runtime=flavor, user=user, command=("python3", "-c", CUDA_PROBE)),  # type: ignore[arg-type]
+        cache=gpu_cache,
+        notify=print,
+    )
     captured = capfd.readouterr()
     out = captured.out
     assert code == 0, out + captured.err
@@ -145,12 +167,21 @@ def test_nvidia_smi_and_gpu_selection(image: Image, gpu_cache: Cache, flavor: st
     assert run_image(image, RunOptions(runtime=flavor, command=("nvidia-smi", "-L")), cache=gpu_cache) == 0  # type: ignore[arg-type]
     assert re.search(r"^GPU 0: .+ \(UUID: GPU-", capfd.readouterr().out, re.M)
     probe = "import os; print(sorted(n for n in os.listdir('/dev') if n.startswith('nvidia')))"
-    assert run_image(image, RunOptions(runtime=flavor, gpus="none", command=("python3", "-c", probe)),  # type: ignore[arg-type]
-                     cache=gpu_cache) == 0
+    assert (
+        run_image(
+            image,
+            RunOptions(runtime=flavor, gpus="none", command=("python3", "-c", probe)),  # type: ignore[arg-type]
+            cache=gpu_cache,
+        )
+        == 0
+    )
     seen = capfd.readouterr().out
     assert "'nvidiactl'" in seen and "'nvidia0'" not in seen
-    code = run_image(image, RunOptions(runtime=flavor, gpus="none", command=("python3", "-c", CUDA_PROBE)),  # type: ignore[arg-type]
-                     cache=gpu_cache)
+    code = run_image(
+        image,
+        RunOptions(runtime=flavor, gpus="none", command=("python3", "-c", CUDA_PROBE)),  # type: ignore[arg-type]
+        cache=gpu_cache,
+    )
     assert code == 3 and "cuInit=100" in capfd.readouterr().out  # CUDA_ERROR_NO_DEVICE
 
 
@@ -159,6 +190,8 @@ def test_require_cuda_newer_than_the_driver_is_refused(image: Image, gpu_cache: 
     assert drv is not None and drv.cuda_version
     major, minor = map(int, drv.cuda_version.split("."))
     too_new = f"{major}.{minor + 1}"
-    opts = RunOptions(runtime="chroot", env={"NVIDIA_REQUIRE_CUDA": f"cuda>={too_new}"}, command=("python3", "-c", "pass"))
+    opts = RunOptions(
+        runtime="chroot", env={"NVIDIA_REQUIRE_CUDA": f"cuda>={too_new}"}, command=("python3", "-c", "pass")
+    )
     with pytest.raises(GpuError, match=rf"driver {re.escape(drv.version)} supports CUDA up to {drv.cuda_version}"):
         run_image(image, opts, cache=gpu_cache)

@@ -21,8 +21,33 @@ from gpuship.oci import Entry, ImageConfig, append_layers, build_layer, empty_im
 from gpuship.oci.image import Image
 
 APPLETS = (
-    "sh", "id", "cat", "env", "pwd", "df", "ls", "echo", "sleep", "stat", "readlink", "grep", "test", "wc",
-    "touch", "mkdir", "head", "printf", "true", "false", "kill", "uname", "find", "awk", "cut", "sort", "tr",
+    "sh",
+    "id",
+    "cat",
+    "env",
+    "pwd",
+    "df",
+    "ls",
+    "echo",
+    "sleep",
+    "stat",
+    "readlink",
+    "grep",
+    "test",
+    "wc",
+    "touch",
+    "mkdir",
+    "head",
+    "printf",
+    "true",
+    "false",
+    "kill",
+    "uname",
+    "find",
+    "awk",
+    "cut",
+    "sort",
+    "tr",
 )
 FAKE_DRIVER = "580.159.04"
 USER_UID = 65532
@@ -32,8 +57,9 @@ USER_UID = 65532
 def busybox_binary() -> bytes:
     """The static busybox from Debian's busybox-static package (downloaded once per test session)."""
     with tempfile.TemporaryDirectory() as tmp:
-        proc = subprocess.run(["apt-get", "download", "busybox-static"], cwd=tmp, capture_output=True, text=True,
-                              timeout=300)
+        proc = subprocess.run(
+            ["apt-get", "download", "busybox-static"], cwd=tmp, capture_output=True, text=True, timeout=300
+        )
         debs = list(Path(tmp).glob("busybox-static_*.deb"))
         assert proc.returncode == 0 and debs, f"apt-get download busybox-static failed: {proc.stderr}"
         data = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(debs[0])], capture_output=True, check=True).stdout
@@ -44,13 +70,22 @@ def busybox_binary() -> bytes:
         return fh.read()
 
 
-def busybox_image(cache: Cache, *, env: dict[str, str] | None = None, extra: list[Entry] | None = None,
-                  user: str = "nonroot", cmd: tuple[str, ...] = ("sh", "-c", "echo default-cmd")) -> Image:
+def busybox_image(
+    cache: Cache,
+    *,
+    env: dict[str, str] | None = None,
+    extra: list[Entry] | None = None,
+    user: str = "nonroot",
+    cmd: tuple[str, ...] = ("sh", "-c", "echo default-cmd"),
+) -> Image:
     """A one-layer image: busybox + applet links in /bin, a nonroot user (65532), /work owned by it."""
     entries = [
         Entry.file("bin/busybox", busybox_binary(), mode=0o755),
         *[Entry.symlink(f"bin/{a}", "busybox") for a in APPLETS],
-        Entry.file("etc/passwd", f"root:x:0:0:root:/root:/bin/sh\nnonroot:x:{USER_UID}:{USER_UID}:nonroot:/home/nonroot:/bin/sh\n"),
+        Entry.file(
+            "etc/passwd",
+            f"root:x:0:0:root:/root:/bin/sh\nnonroot:x:{USER_UID}:{USER_UID}:nonroot:/home/nonroot:/bin/sh\n",
+        ),
         Entry.file("etc/group", f"root:x:0:\nnonroot:x:{USER_UID}:\nvideo:x:44:nonroot\n"),
         Entry.dir("home/nonroot", 0o755, USER_UID, USER_UID),
         Entry.dir("work", 0o755, USER_UID, USER_UID),
@@ -70,9 +105,12 @@ def fake_driver(root: Path, gpus: int = 2) -> dict[str, Path]:
     lib, dev, bindir, proc = root / "lib", root / "dev", root / "bin", root / "proc"
     for d in (lib, dev, bindir, proc):
         d.mkdir(parents=True)
-    for name, soname in (("libcuda", "libcuda.so.1"), ("libnvidia-ml", "libnvidia-ml.so.1"),
-                         ("libnvidia-ptxjitcompiler", "libnvidia-ptxjitcompiler.so.1"),
-                         ("libnvidia-nvvm", "libnvidia-nvvm.so.4")):
+    for name, soname in (
+        ("libcuda", "libcuda.so.1"),
+        ("libnvidia-ml", "libnvidia-ml.so.1"),
+        ("libnvidia-ptxjitcompiler", "libnvidia-ptxjitcompiler.so.1"),
+        ("libnvidia-nvvm", "libnvidia-nvvm.so.4"),
+    ):
         real = f"{name}.so.{FAKE_DRIVER}"
         (lib / real).write_text(f"fake {name} {FAKE_DRIVER}\n")
         os.symlink(real, lib / soname)

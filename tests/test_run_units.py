@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from gpuship.errors import GpuError, GpushipError
+from gpuship.oci import ImageConfig
 from gpuship.run import RunOptions, Ulimit, discover, gpu_request, plan_injection
 from gpuship.run.builtin import container_process, find_executable
 from gpuship.run.bundle import UNLIMITED, Process, runc_config
@@ -16,7 +17,6 @@ from gpuship.run.gpu import check_requirements, cuda_version_of_driver, min_driv
 from gpuship.run.options import parse_env, parse_port, parse_size, parse_ulimit, parse_volume
 from gpuship.run.requirements import parse_requirement, requirements_from_env, version_tuple
 from gpuship.run.users import ExecUser, resolve_user
-from gpuship.oci import ImageConfig
 from test_run_helpers import FAKE_DRIVER, fake_driver
 
 HOST = {"cuda": "13.0", "driver": "580.159.04", "arch": None, "brand": None}
@@ -128,7 +128,9 @@ def test_injection_plan(fake: dict[str, Path]) -> None:
     drv = _discover(fake).driver
     assert drv is not None
     plan = plan_injection(drv, gpu_request({}, {}, "1"))
-    assert [d.path for d in plan.devices if d.path.startswith("/dev/nvidia") and d.path[11:].isdigit()] == ["/dev/nvidia1"]
+    assert [d.path for d in plan.devices if d.path.startswith("/dev/nvidia") and d.path[11:].isdigit()] == [
+        "/dev/nvidia1"
+    ]
     targets = dict((c, h) for h, c in plan.mounts)
     assert f"/usr/local/nvidia/lib64/libcuda.so.{FAKE_DRIVER}" in targets
     assert "/usr/bin/nvidia-smi" in targets
@@ -183,7 +185,9 @@ def test_engine_command_line() -> None:
     opts = RunOptions(command=("python", "app.py"), env={"A": "1"}, ports=("8000:8000",), entrypoint=("/bin/sh", "-c"))
     argv = engine_argv("docker", "img:tag", opts, gpu_flags("docker", gpu_request({}, {}, "all")))
     joined = " ".join(argv[1:])
-    assert "run --rm -i --shm-size 1g --ulimit memlock=-1 --ulimit stack=67108864 --gpus all -e A=1 -p 8000:8000" in joined
+    assert (
+        "run --rm -i --shm-size 1g --ulimit memlock=-1 --ulimit stack=67108864 --gpus all -e A=1 -p 8000:8000" in joined
+    )
     assert argv[-4:] == ["img:tag", "-c", "python", "app.py"] and argv[argv.index("--entrypoint") + 1] == "/bin/sh"
     assert gpu_flags("docker", gpu_request({}, {}, "0,1")) == ["--gpus", '"device=0,1"']
     assert gpu_flags("podman", gpu_request({}, {}, "all")) == ["--device", "nvidia.com/gpu=all"]
@@ -193,8 +197,9 @@ def test_engine_command_line() -> None:
 
 def test_runc_config() -> None:
     proc = Process(("id",), ("PATH=/bin",), "/work", ExecUser(65532, 65532, (65532, 44), "/home/x"))
-    cfg = runc_config(proc, "/r", shm_size=256 << 20, ulimits=[Ulimit("memlock", -1, -1)], read_only=True,
-                      tmpfs=["/tmp"])
+    cfg = runc_config(
+        proc, "/r", shm_size=256 << 20, ulimits=[Ulimit("memlock", -1, -1)], read_only=True, tmpfs=["/tmp"]
+    )
     assert cfg["process"]["user"] == {"uid": 65532, "gid": 65532, "additionalGids": [65532, 44]}
     assert cfg["process"]["capabilities"]["effective"] == []  # not root: no effective capabilities
     assert cfg["process"]["rlimits"] == [{"type": "RLIMIT_MEMLOCK", "soft": UNLIMITED, "hard": UNLIMITED}]

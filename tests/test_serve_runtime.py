@@ -44,7 +44,7 @@ def _load_bench():
 
 bench = _load_bench()
 
-FUNCTIONS = '''
+FUNCTIONS = """
 import asyncio, time
 
 def echo(payload):
@@ -75,7 +75,7 @@ def bad_warm(payload):
         raise RuntimeError("GPU not there")
     return {"ok": True}
 bad_warm.warmup = {"warm": True}
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -176,7 +176,9 @@ def test_2000_requests_at_64_concurrent_none_lost(fndir: Path) -> None:
 def test_bench_script_prints_json() -> None:
     proc = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "serve_load.py"), "--requests", "300", "--concurrency", "16"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
@@ -314,15 +316,25 @@ def test_failed_warm_up_keeps_it_unready_and_says_why(fndir: Path) -> None:
 def test_import_failure_exits_1_with_one_line(fndir: Path) -> None:
     proc = subprocess.run(
         [sys.executable, str(bench.RUNTIME), "no_such_module:fn"],
-        cwd=fndir, capture_output=True, text=True, timeout=60, env={"PORT": str(bench.free_port()), "PATH": "/usr/bin"},
+        cwd=fndir,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PORT": str(bench.free_port()), "PATH": "/usr/bin"},
     )
     assert proc.returncode == 1
     assert "gpuship-runtime: error: cannot import no_such_module" in proc.stderr
-    proc = subprocess.run([sys.executable, str(bench.RUNTIME)], capture_output=True, text=True, timeout=60,
-                          env={"PATH": "/usr/bin"})
+    proc = subprocess.run(
+        [sys.executable, str(bench.RUNTIME)], capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin"}
+    )
     assert proc.returncode == 2 and "no function given" in proc.stderr
-    proc = subprocess.run([sys.executable, str(bench.RUNTIME), "fns:echo"], capture_output=True, text=True,
-                          timeout=60, env={"MAX_WORKERS": "0", "PATH": "/usr/bin"})
+    proc = subprocess.run(
+        [sys.executable, str(bench.RUNTIME), "fns:echo"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"MAX_WORKERS": "0", "PATH": "/usr/bin"},
+    )
     assert proc.returncode == 2 and "MAX_WORKERS=0 is below 1" in proc.stderr
 
 
@@ -330,8 +342,11 @@ def test_probe_mode_for_container_health_checks(echo_server) -> None:
     port = echo_server.url.rsplit(":", 1)[1]
     ok = subprocess.run([sys.executable, str(bench.RUNTIME), "--probe", "/readyz", "--port", port], timeout=30)
     assert ok.returncode == 0
-    bad = subprocess.run([sys.executable, str(bench.RUNTIME), "--probe", "/readyz", "--port", str(bench.free_port())],
-                         capture_output=True, timeout=30)
+    bad = subprocess.run(
+        [sys.executable, str(bench.RUNTIME), "--probe", "/readyz", "--port", str(bench.free_port())],
+        capture_output=True,
+        timeout=30,
+    )
     assert bad.returncode == 1
 
 
@@ -354,7 +369,11 @@ def test_runtime_entries_requirements_and_entrypoint() -> None:
     assert entries[-1].read() == Path(runtime_module.__file__).read_bytes()
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert runtime_requirements() == pyproject["project"]["optional-dependencies"]["serve"]
-    assert runtime_entrypoint("pkg.mod:fn", "/opt/venv/bin/python") == ["/opt/venv/bin/python", RUNTIME_PATH, "pkg.mod:fn"]
+    assert runtime_entrypoint("pkg.mod:fn", "/opt/venv/bin/python") == [
+        "/opt/venv/bin/python",
+        RUNTIME_PATH,
+        "pkg.mod:fn",
+    ]
     with pytest.raises(ConfigError):
         runtime_entrypoint("pkg.mod.fn")
 

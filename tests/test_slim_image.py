@@ -42,8 +42,18 @@ def test_slim_numpy_hello_runs_smaller(numpy_hello: Path, tmp_path: Path, shared
     slim = tmp_path / "slim.tar"
     report_path = tmp_path / "slim.json"
     tag = docker.tag()
-    proc = gpuship("slim", f"oci-archive:{numpy_hello}", "-o", f"docker-archive:{slim}", "-t", tag,
-                   "--report", str(report_path), "--check-output", cache=shared_cache.root)
+    proc = gpuship(
+        "slim",
+        f"oci-archive:{numpy_hello}",
+        "-o",
+        f"docker-archive:{slim}",
+        "-t",
+        tag,
+        "--report",
+        str(report_path),
+        "--check-output",
+        cache=shared_cache.root,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.count(HELLO) == 2  # the traced run and the proof on the slimmed image, same output
     report = json.loads(report_path.read_text())
@@ -66,7 +76,8 @@ def test_slim_numpy_hello_runs_smaller(numpy_hello: Path, tmp_path: Path, shared
         out = docker.run("run", "--rm", tag).stdout
         assert HELLO in out and "checksum 1134" in out
         facts = ast.literal_eval(
-            docker.run("run", "--rm", "--entrypoint", "/opt/venv/bin/python", tag, "-c", CHECK_SCRIPT).stdout)
+            docker.run("run", "--rm", "--entrypoint", "/opt/venv/bin/python", tag, "-c", CHECK_SCRIPT).stdout
+        )
     finally:
         docker.run("rmi", "-f", tag, check=False)
     assert facts["f2py"] is False and facts["f2py_bin"] is False  # untouched by the workload: gone
@@ -80,27 +91,58 @@ def test_slim_numpy_hello_runs_smaller(numpy_hello: Path, tmp_path: Path, shared
     assert HELLO in run.stdout
 
 
-def test_a_failing_proof_writes_nothing_and_keep_fixes_it(numpy_hello: Path, tmp_path: Path, shared_cache: Cache) -> None:
+def test_a_failing_proof_writes_nothing_and_keep_fixes_it(
+    numpy_hello: Path, tmp_path: Path, shared_cache: Cache
+) -> None:
     # os.path.exists is a stat: no audit event, no open, no load — the trace cannot see it, so the proof fails
-    probe = ("import os, sys; sys.exit(0 if os.path.exists("
-             "'/usr/lib/x86_64-linux-gnu/gconv/IBM1390.so') else 4)")
+    probe = "import os, sys; sys.exit(0 if os.path.exists('/usr/lib/x86_64-linux-gnu/gconv/IBM1390.so') else 4)"
     out = tmp_path / "never.tar"
-    proc = gpuship("slim", f"oci-archive:{numpy_hello}", "-o", f"oci-archive:{out}", "--entrypoint", "/opt/venv/bin/python",
-                   "--", "-c", probe, cache=shared_cache.root)
+    proc = gpuship(
+        "slim",
+        f"oci-archive:{numpy_hello}",
+        "-o",
+        f"oci-archive:{out}",
+        "--entrypoint",
+        "/opt/venv/bin/python",
+        "--",
+        "-c",
+        probe,
+        cache=shared_cache.root,
+    )
     line = one_error_line(proc)
     assert "does not run the workload as the original did" in line and "exited with 4, before 0" in line
     assert "--keep" in line
     assert not out.exists()
 
-    proc = gpuship("slim", f"oci-archive:{numpy_hello}", "-o", f"oci-archive:{out}", "--entrypoint", "/opt/venv/bin/python",
-                   "--keep", "/usr/lib/x86_64-linux-gnu/gconv/IBM1390.so", "--", "-c", probe, cache=shared_cache.root)
+    proc = gpuship(
+        "slim",
+        f"oci-archive:{numpy_hello}",
+        "-o",
+        f"oci-archive:{out}",
+        "--entrypoint",
+        "/opt/venv/bin/python",
+        "--keep",
+        "/usr/lib/x86_64-linux-gnu/gconv/IBM1390.so",
+        "--",
+        "-c",
+        probe,
+        cache=shared_cache.root,
+    )
     assert proc.returncode == 0, proc.stderr
     assert out.is_file()
 
 
 def test_a_workload_that_fails_under_the_trace_is_refused(numpy_hello: Path, shared_cache: Cache) -> None:
-    proc = gpuship("slim", f"oci-archive:{numpy_hello}", "--entrypoint", "/opt/venv/bin/python", "--",
-                   "-c", "raise SystemExit(3)", cache=shared_cache.root)
+    proc = gpuship(
+        "slim",
+        f"oci-archive:{numpy_hello}",
+        "--entrypoint",
+        "/opt/venv/bin/python",
+        "--",
+        "-c",
+        "raise SystemExit(3)",
+        cache=shared_cache.root,
+    )
     line = one_error_line(proc)
     assert "exited with 3 under the trace" in line and "--allow-failure" in line
 
@@ -112,5 +154,14 @@ def test_slim_help_is_complete() -> None:
 
         proc = subprocess.run([sys.executable, "-m", "gpuship", "slim", "--help"], capture_output=True, text=True)
     assert proc.returncode == 0
-    for flag in ("--output", "--report", "--http", "--keep", "--check-output", "--entrypoint", "--timeout", "--allow-failure"):
+    for flag in (
+        "--output",
+        "--report",
+        "--http",
+        "--keep",
+        "--check-output",
+        "--entrypoint",
+        "--timeout",
+        "--allow-failure",
+    ):
         assert flag in proc.stdout

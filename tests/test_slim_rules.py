@@ -51,7 +51,9 @@ def _link(root: Path, rel: str, target: str) -> None:
 def _dist(root: Path, name: str, version: str, files: list[str], requires: tuple[str, ...] = ()) -> None:
     stem = f"{name.replace('-', '_')}-{version}"  # dist-info folders use the escaped name
     info = f"{SP}/{stem}.dist-info"
-    meta = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n" + "".join(f"Requires-Dist: {r}\n" for r in requires)
+    meta = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n" + "".join(
+        f"Requires-Dist: {r}\n" for r in requires
+    )
     _write(root, f"{info}/METADATA", meta + "\nlong description\nRequires-Dist: not-a-header\n")
     rows = [f"{f},," for f in files] + [f"{stem}.dist-info/METADATA,,", f"{stem}.dist-info/RECORD,,"]
     _write(root, f"{info}/RECORD", "\n".join(rows) + "\n")
@@ -88,21 +90,40 @@ def image_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # a Python package: extension -> bundled lib via RUNPATH $ORIGIN; a second bundled lib nobody links
     _cc(root / SP / "pkg.libs" / "libbundled-1a2b.so.1", soname="libbundled-1a2b.so.1")
     _cc(root / SP / "pkg.libs" / "libextra-9f9f.so.1", soname="libextra-9f9f.so.1")
-    _cc(root / SP / "pkg" / "_ext.cpython-311-x86_64-linux-gnu.so", str(root / SP / "pkg.libs" / "libbundled-1a2b.so.1"),
-        str(root / LIBDIR / "libdep.so.2"), "-Wl,--enable-new-dtags,-rpath,$ORIGIN/../pkg.libs")
+    _cc(
+        root / SP / "pkg" / "_ext.cpython-311-x86_64-linux-gnu.so",
+        str(root / SP / "pkg.libs" / "libbundled-1a2b.so.1"),
+        str(root / LIBDIR / "libdep.so.2"),
+        "-Wl,--enable-new-dtags,-rpath,$ORIGIN/../pkg.libs",
+    )
     _write(root, f"{SP}/pkg/__init__.py", "from ._ext import *\n")
     _write(root, f"{SP}/pkg/__pycache__/__init__.cpython-311.pyc", b"\x00pyc")
     _write(root, f"{SP}/pkg/unused.py", "# never imported\n")
-    _dist(root, "pkg", "1.0", ["pkg/__init__.py", "pkg/__pycache__/__init__.cpython-311.pyc", "pkg/unused.py",
-                               "pkg/_ext.cpython-311-x86_64-linux-gnu.so", "pkg.libs/libbundled-1a2b.so.1",
-                               "pkg.libs/libextra-9f9f.so.1"])
+    _dist(
+        root,
+        "pkg",
+        "1.0",
+        [
+            "pkg/__init__.py",
+            "pkg/__pycache__/__init__.cpython-311.pyc",
+            "pkg/unused.py",
+            "pkg/_ext.cpython-311-x86_64-linux-gnu.so",
+            "pkg.libs/libbundled-1a2b.so.1",
+            "pkg.libs/libextra-9f9f.so.1",
+        ],
+    )
     # CUDA wheels nobody touched (a CPU run never loads them)
     _write(root, f"{SP}/nvidia/cublas/lib/libcublasLt.so.12", b"\x7fELF cublasLt stand-in")
     _write(root, f"{SP}/nvidia/cudnn/lib/libcudnn_engines_precompiled.so.9", b"\x7fELF cudnn stand-in")
     _dist(root, "nvidia-cublas-cu12", "12.6.4.1", ["nvidia/cublas/lib/libcublasLt.so.12"])
     # a GPU framework (touched: kept whole), what it requires (triton: GPU, whole; sympy: not, file by file)
-    _dist(root, "torch", "2.6.0", ["torch/__init__.py", "torch/_inductor/codegen.py", "torch/lib/libtorch_cuda.so"],
-          requires=("triton==3.2.0; platform_system == 'Linux'", "sympy>=1.13", "nvidia-cublas-cu12==12.6.4.1"))
+    _dist(
+        root,
+        "torch",
+        "2.6.0",
+        ["torch/__init__.py", "torch/_inductor/codegen.py", "torch/lib/libtorch_cuda.so"],
+        requires=("triton==3.2.0; platform_system == 'Linux'", "sympy>=1.13", "nvidia-cublas-cu12==12.6.4.1"),
+    )
     _dist(root, "triton", "3.2.0", ["triton/__init__.py", "triton/backends/nvidia/bin/ptxas"])
     _dist(root, "sympy", "1.13.1", ["sympy/__init__.py", "sympy/big.py"])
     # system files
@@ -119,19 +140,33 @@ def image_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _trace() -> Trace:
-    return Trace({
-        "open": frozenset({f"/{SP}/pkg/__pycache__/__init__.cpython-311.pyc", f"/{SP}/torch/__init__.py",
-                           f"/{SP}/sympy/__init__.py", "/app/main.py", "/app/missing/cache.db"}),
-        "module": frozenset({f"/{SP}/pkg/_ext.cpython-311-x86_64-linux-gnu.so"}),
-        "exec": frozenset({"prog", "/usr/local/bin/tool"}),
-    })
+    return Trace(
+        {
+            "open": frozenset(
+                {
+                    f"/{SP}/pkg/__pycache__/__init__.cpython-311.pyc",
+                    f"/{SP}/torch/__init__.py",
+                    f"/{SP}/sympy/__init__.py",
+                    "/app/main.py",
+                    "/app/missing/cache.db",
+                }
+            ),
+            "module": frozenset({f"/{SP}/pkg/_ext.cpython-311-x86_64-linux-gnu.so"}),
+            "exec": frozenset({"prog", "/usr/local/bin/tool"}),
+        }
+    )
 
 
 @pytest.fixture(scope="module")
 def kept(image_root: Path) -> KeepSet:
     view = RootView.scan(image_root)
-    ctx = Context(arch="amd64", env={"PATH": "/opt/venv/bin:/usr/local/bin:/usr/bin:/bin"},
-                  command=("python", "main.py"), working_dir="/app", user="65532:65532")
+    ctx = Context(
+        arch="amd64",
+        env={"PATH": "/opt/venv/bin:/usr/local/bin:/usr/bin:/bin"},
+        command=("python", "main.py"),
+        working_dir="/app",
+        user="65532:65532",
+    )
     result, keeper = keep_set(view, _trace(), ctx)
     assert keeper.touched_distributions == ["pkg", "sympy", "torch"]
     assert keeper.whole_distributions == ["nvidia-cublas-cu12", "torch", "triton"]
@@ -148,11 +183,17 @@ def test_elf_closure(kept: KeepSet, image_root: Path) -> None:
         f"{SP}/pkg/_ext.cpython-311-x86_64-linux-gnu.so",
         f"{SP}/pkg.libs/libbundled-1a2b.so.1",  # RUNPATH $ORIGIN/../pkg.libs
         f"{LIBDIR}/libdep.so.2",  # a default folder
-        f"{LIBDIR}/libinner.so.3", f"{LIBDIR}/libinner.so.3.0.1",  # needed by libdep, through its soname link
+        f"{LIBDIR}/libinner.so.3",
+        f"{LIBDIR}/libinner.so.3.0.1",  # needed by libdep, through its soname link
         f"{LIBDIR}/libc.so.6",
         "usr/bin/prog",  # a program started by name, found on PATH
-        "lib64", "usr/lib64/ld-linux-x86-64.so.2", f"{LIBDIR}/ld-linux-x86-64.so.2",  # its interpreter, via links
-        "usr/local/bin/tool", "usr/bin/env", "usr/bin/python3", "usr/bin/python3.11",  # #!/usr/bin/env python3
+        "lib64",
+        "usr/lib64/ld-linux-x86-64.so.2",
+        f"{LIBDIR}/ld-linux-x86-64.so.2",  # its interpreter, via links
+        "usr/local/bin/tool",
+        "usr/bin/env",
+        "usr/bin/python3",
+        "usr/bin/python3.11",  # #!/usr/bin/env python3
     ):
         assert p in kept.files, p
     assert kept.files[f"{LIBDIR}/libdep.so.2"] == "elf"
@@ -179,8 +220,13 @@ def test_python_rules(kept: KeepSet) -> None:
 
 
 def test_safety_list_app_and_directories(kept: KeepSet) -> None:
-    for p in ("etc/passwd", "etc/ssl/certs/ca-certificates.crt", "usr/share/doc/foo/copyright",
-              "app/templates/page.html", "app/main.py"):
+    for p in (
+        "etc/passwd",
+        "etc/ssl/certs/ca-certificates.crt",
+        "usr/share/doc/foo/copyright",
+        "app/templates/page.html",
+        "app/main.py",
+    ):
         assert p in kept.files, p
     assert "usr/share/doc/foo/changelog.gz" not in kept.files
     assert {"tmp", "proc", "home/nonroot", "app"} <= set(kept.dirs)  # empty folders and mount points, the home, the app
@@ -197,7 +243,9 @@ def test_glob_patterns() -> None:
 
 
 def test_read_trace_merges_hook_and_loader_logs(tmp_path: Path) -> None:
-    (tmp_path / "py.12").write_text("open\t/etc/passwd\nmodule\t/app/main.py\nopen\t/proc/self/maps\ndlopen\tlibz.so.1\n")
+    (tmp_path / "py.12").write_text(
+        "open\t/etc/passwd\nmodule\t/app/main.py\nopen\t/proc/self/maps\ndlopen\tlibz.so.1\n"
+    )
     (tmp_path / "ld.13").write_text(
         "     13:\tfile=libz.so.1 [0];  needed by /usr/bin/gzip [0]\n"
         "     13:\t  trying file=/usr/lib/x86_64-linux-gnu/libz.so.1\n"
@@ -216,23 +264,42 @@ def test_read_trace_merges_hook_and_loader_logs(tmp_path: Path) -> None:
 
 def test_rewrite_layers_keeps_only_visible_kept_entries(tmp_path: Path) -> None:
     cache = Cache(tmp_path / "cache")
-    low = build_layer([
-        Entry.dir("etc"), Entry.file("etc/keep.txt", "keep"), Entry.file("etc/drop.txt", "drop" * 100),
-        Entry.file("etc/over.txt", "old" * 100), Entry.dir("gone"), Entry.file("gone/x.txt", "gone"),
-        Entry.dir("data"), Entry.file("data/old.txt", "hidden by the opaque directory above"),
-        Entry.symlink("etc/link", "keep.txt"), Entry.dir("empty"),
-    ], cache, comment="low")
-    high = build_layer([
-        Entry.file("etc/over.txt", "new"), Entry.whiteout("gone"), Entry.opaque("data"),
-        Entry.file("data/new.txt", "new data"), Entry.file("etc/unused.txt", "not kept"),
-    ], cache, comment="high")
+    low = build_layer(
+        [
+            Entry.dir("etc"),
+            Entry.file("etc/keep.txt", "keep"),
+            Entry.file("etc/drop.txt", "drop" * 100),
+            Entry.file("etc/over.txt", "old" * 100),
+            Entry.dir("gone"),
+            Entry.file("gone/x.txt", "gone"),
+            Entry.dir("data"),
+            Entry.file("data/old.txt", "hidden by the opaque directory above"),
+            Entry.symlink("etc/link", "keep.txt"),
+            Entry.dir("empty"),
+        ],
+        cache,
+        comment="low",
+    )
+    high = build_layer(
+        [
+            Entry.file("etc/over.txt", "new"),
+            Entry.whiteout("gone"),
+            Entry.opaque("data"),
+            Entry.file("data/new.txt", "new data"),
+            Entry.file("etc/unused.txt", "not kept"),
+        ],
+        cache,
+        comment="high",
+    )
     top = build_layer([Entry.file("etc/top.txt", "all kept"), Entry.whiteout("etc/unused.txt")], cache, comment="top")
     image = append_layers(empty_image("linux/amd64"), [low, high, top])
     root = tmp_path / "root"
     unpack(image, root)
     view = RootView.scan(root)
-    kept = KeepSet(files={p: "test" for p in ("etc/keep.txt", "etc/over.txt", "data/new.txt", "etc/link", "etc/top.txt")},
-                   dirs={"etc": "parent", "data": "parent", "empty": "empty-dir"})
+    kept = KeepSet(
+        files={p: "test" for p in ("etc/keep.txt", "etc/over.txt", "data/new.txt", "etc/link", "etc/top.txt")},
+        dirs={"etc": "parent", "data": "parent", "empty": "empty-dir"},
+    )
     layers, stats, removed = rewrite_layers(image, view, kept, cache)
     assert len(layers) == 3
     paths = [[e.path for e, _ in l.entries()] for l in layers]

@@ -38,8 +38,24 @@ def test_slim_torch_status(tmp_path: Path, docker) -> None:
     slim = tmp_path / "slim.tar"
     tag = docker.tag()
     report_path = tmp_path / "slim.json"
-    proc = gpuship("slim", f"oci-archive:{archive}", "--http", "/status", "-e", f"PORT={port}", "--port", str(port),
-                   "-o", f"docker-archive:{slim}", "-t", tag, "--report", str(report_path), cache=cache, timeout=3000)
+    proc = gpuship(
+        "slim",
+        f"oci-archive:{archive}",
+        "--http",
+        "/status",
+        "-e",
+        f"PORT={port}",
+        "--port",
+        str(port),
+        "-o",
+        f"docker-archive:{slim}",
+        "-t",
+        tag,
+        "--report",
+        str(report_path),
+        cache=cache,
+        timeout=3000,
+    )
     assert proc.returncode == 0, proc.stderr
     report = json.loads(report_path.read_text())
     assert report["traced_run"]["http_status"] == report["verified_run"]["http_status"] == 200

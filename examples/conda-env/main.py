@@ -2,8 +2,6 @@
 
 import click
 import numpy
-import packaging
-import tomli
 import yaml
 
 print(f"conda env ok: numpy {numpy.__version__}, pyyaml {yaml.__version__}, click {click.__version__}")

@@ -18,7 +18,17 @@ from typing import Any
 from .cache import Cache
 from .errors import GpushipError
 from .oci import (
-    Entry, Image, ImageConfig, Index, Layer, Platform, append_layers, cached_layer, empty_image, make_index, with_config,
+    Entry,
+    Image,
+    ImageConfig,
+    Index,
+    Layer,
+    Platform,
+    append_layers,
+    cached_layer,
+    empty_image,
+    make_index,
+    with_config,
 )
 from .parallel import parallel_map
 from .plan import BuildOptions, BuildPlan, make_plan
@@ -139,8 +149,10 @@ def build(options: BuildOptions, *, cache: Cache | None = None, progress: Progre
         _say(progress, line)
 
     app = select_app_files(options.project_dir, include=plan.config.include, exclude=plan.config.exclude)
-    warnings = [f"left out {s}: it looks like a secret (name it in [tool.gpuship] include to ship it)"
-                for s in app.secrets_skipped]
+    warnings = [
+        f"left out {s}: it looks like a secret (name it in [tool.gpuship] include to ship it)"
+        for s in app.secrets_skipped
+    ]
     for w in warnings:
         _say(progress, f"warning: {w}")
 
@@ -163,7 +175,9 @@ def build(options: BuildOptions, *, cache: Cache | None = None, progress: Progre
             _say(progress, f"writing {target}")
             write_output(result, target.strip(), tag=plan.tag)
             outputs.append(target.strip())
-    br = BuildResult(plan, result, tuple(results), app.secrets_skipped, time.monotonic() - started, tuple(outputs), tuple(warnings))
+    br = BuildResult(
+        plan, result, tuple(results), app.secrets_skipped, time.monotonic() - started, tuple(outputs), tuple(warnings)
+    )
     if options.report:
         write_report(br, options.report)
     return br
@@ -173,8 +187,9 @@ def gpu_on(plan: BuildPlan) -> bool:
     return plan.gpu is not None and bool(plan.gpu.is_gpu)
 
 
-def lock_for_plan(plan: BuildPlan, extra_requirements: Sequence[str], *, locked: bool, cache: Cache,
-                  progress: Progress | None = None) -> Any:
+def lock_for_plan(
+    plan: BuildPlan, extra_requirements: Sequence[str], *, locked: bool, cache: Cache, progress: Progress | None = None
+) -> Any:
     """``gpuship.lock`` for ``plan``: its requirements (after CUDA targeting) plus ``extra_requirements``, the GPU
     plan's constraints, a registry base's packages kept as they are, and :func:`index_options`. ``gpuship build``
     and ``gpuship dockerfile`` both lock through here, so they share one lock."""
@@ -188,8 +203,13 @@ def lock_for_plan(plan: BuildPlan, extra_requirements: Sequence[str], *, locked:
         rbase.check_requirements((*plan.requirements, *extra_requirements), replace_base)
     try:
         return lock_project(
-            project, plan.platforms, plan.python_version, cache,
-            locked=locked, extra_requirements=tuple(extra_requirements), progress=progress,
+            project,
+            plan.platforms,
+            plan.python_version,
+            cache,
+            locked=locked,
+            extra_requirements=tuple(extra_requirements),
+            progress=progress,
             constraints=(tuple(plan.gpu.constraints) if gpu_on(plan) else ()) + tuple(keep_base),
             index=index_options(plan),
             **(rbase.lock_options(cache, replace_base) if rbase is not None else {}),
@@ -247,8 +267,12 @@ def _prune_archs(
         saved += int(report.get("saved", 0))
         libraries += report.get("libraries", [])
         out.append(new_layer)
-    return out, {"targets": [t.sm for t in sel.targets], "kept_archs": sorted(kept, key=arch_sort_key), "saved": saved,
-                 "libraries": libraries}
+    return out, {
+        "targets": [t.sm for t in sel.targets],
+        "kept_archs": sorted(kept, key=arch_sort_key),
+        "saved": saved,
+        "libraries": libraries,
+    }
 
 
 def _check_entries(plan: BuildPlan, pruned: dict[str, Any] | None) -> list[Entry]:
@@ -271,8 +295,12 @@ def index_options(plan: BuildPlan) -> Any:
     extra = tuple(idx.extra_index_urls) + tuple(cfg.extra_index_urls)
     if plan.gpu is not None and plan.gpu.is_gpu:
         extra += tuple(u for u in plan.gpu.index_urls if u not in extra)
-    return replace(idx, index_url=cfg.index_url or idx.index_url, extra_index_urls=extra,
-                   find_links=tuple(idx.find_links) + tuple(cfg.find_links))
+    return replace(
+        idx,
+        index_url=cfg.index_url or idx.index_url,
+        extra_index_urls=extra,
+        find_links=tuple(idx.find_links) + tuple(cfg.find_links),
+    )
 
 
 @dataclass(frozen=True)
@@ -292,7 +320,12 @@ def _function_runtime(plan: BuildPlan) -> _Runtime | None:
 
 
 def _build_platform(
-    plan: BuildPlan, platform: Platform, lock: Any, app: AppFiles, runtime: _Runtime | None, cache: Cache,
+    plan: BuildPlan,
+    platform: Platform,
+    lock: Any,
+    app: AppFiles,
+    runtime: _Runtime | None,
+    cache: Cache,
     progress: Progress | None,
 ) -> PlatformResult:
     from .sources.debian import PROFILES, build_base, libdeps_for_layers
@@ -305,8 +338,16 @@ def _build_platform(
     python = rbase.python if rbase is not None else PROFILES[plan.base].python_info()
     prune = PruneRules(keep=tuple(cfg.keep), drop=tuple(cfg.drop), bytecode=cfg.bytecode)  # type: ignore[arg-type]
     if rbase is not None:  # the venv sees the base's site-packages; what the base has is not installed again
-        env = python_layers(rbase.strip_provided(lock, cfg.replace_base_packages), platform, python, cache, prune=prune,
-                            progress=progress, compression=compression, system_site_packages=True)
+        env = python_layers(
+            rbase.strip_provided(lock, cfg.replace_base_packages),
+            platform,
+            python,
+            cache,
+            prune=prune,
+            progress=progress,
+            compression=compression,
+            system_site_packages=True,
+        )
     else:
         env = python_layers(lock, platform, python, cache, prune=prune, progress=progress, compression=compression)
     env_layers: list[tuple[str, Layer]] = list(env.layers)
@@ -318,17 +359,37 @@ def _build_platform(
     pruned: dict[str, Any] | None = None
     if gpu_on(plan):
         both, pruned = _prune_archs(plan, env_layers + own, cache, progress)
-        env_layers, own = both[: len(env_layers)], both[len(env_layers):]
+        env_layers, own = both[: len(env_layers)], both[len(env_layers) :]
 
     upper: list[tuple[str, Layer]] = [gl for gl in own if gl[0] == "project"]
     if gpu_on(plan):
         entries = _check_entries(plan, pruned)
         key = "gpu-check:" + hashlib.sha256(b"".join(e.read() for e in entries)).hexdigest()
-        upper.append(("gpu-check", cached_layer(cache, key, lambda: entries, compression=compression,
-                                                 comment="gpuship-check and /etc/gpuship/gpu.json")))
+        upper.append(
+            (
+                "gpu-check",
+                cached_layer(
+                    cache,
+                    key,
+                    lambda: entries,
+                    compression=compression,
+                    comment="gpuship-check and /etc/gpuship/gpu.json",
+                ),
+            )
+        )
     if runtime is not None:
-        upper.append(("runtime", cached_layer(cache, "runtime:" + _self_key(), lambda: runtime.entries,
-                                              compression=compression, comment="gpuship function runtime")))
+        upper.append(
+            (
+                "runtime",
+                cached_layer(
+                    cache,
+                    "runtime:" + _self_key(),
+                    lambda: runtime.entries,
+                    compression=compression,
+                    comment="gpuship function runtime",
+                ),
+            )
+        )
     if plan.options.dev:  # gpuship dev: the project is mounted at the workdir and installed in editable mode
         from .dev import editable_layer
 
@@ -343,10 +404,18 @@ def _build_platform(
         rbase.check_libraries([l for _, l in env_layers + upper], cache, image_env(plan, rbase.config))
     elif cfg.find_libdeps:
         _say(progress, f"[{platform}] find-libdeps: scanning shared libraries")
-        pre = build_base(plan.base, platform, extra_packages=extra, cache=cache, mirror=cfg.debian_mirror(),
-                         security_mirror=cfg.debian.get("security-mirror"), compression=compression)
-        deps = tuple(libdeps_for_layers([l for _, l in env_layers + upper], pre, cache=cache,
-                                        env=image_env(plan, pre.config)))
+        pre = build_base(
+            plan.base,
+            platform,
+            extra_packages=extra,
+            cache=cache,
+            mirror=cfg.debian_mirror(),
+            security_mirror=cfg.debian.get("security-mirror"),
+            compression=compression,
+        )
+        deps = tuple(
+            libdeps_for_layers([l for _, l in env_layers + upper], pre, cache=cache, env=image_env(plan, pre.config))
+        )
         if deps:
             extra = tuple(sorted(set(extra) | {d.package for d in deps}))
             for d in deps:
@@ -355,18 +424,31 @@ def _build_platform(
         base: Any = rbase
     else:
         _say(progress, f"[{platform}] assembling the Debian base")
-        base = build_base(plan.base, platform, extra_packages=extra, cache=cache, mirror=cfg.debian_mirror(),
-                          security_mirror=cfg.debian.get("security-mirror"), compression=compression)
+        base = build_base(
+            plan.base,
+            platform,
+            extra_packages=extra,
+            cache=cache,
+            mirror=cfg.debian_mirror(),
+            security_mirror=cfg.debian.get("security-mirror"),
+            compression=compression,
+        )
 
     runtime_argv = runtime.argv if runtime else ()
-    entrypoint = choose_entrypoint(cfg.entrypoint, getattr(plan.project, "scripts", {}) or {}, app.files, runtime_argv=runtime_argv)
+    entrypoint = choose_entrypoint(
+        cfg.entrypoint, getattr(plan.project, "scripts", {}) or {}, app.files, runtime_argv=runtime_argv
+    )
     config = ImageConfig(
         env=tuple(f"{k}={v}" for k, v in image_env(plan, base.config).items()),
         entrypoint=entrypoint,
         cmd=cfg.cmd,
         working_dir=cfg.workdir,
         user=cfg.user,
-        labels={**base.config.labels, **plan.labels, **(plan.gpu.labels if plan.gpu is not None and getattr(plan.gpu, "is_gpu", False) else {})},
+        labels={
+            **base.config.labels,
+            **plan.labels,
+            **(plan.gpu.labels if plan.gpu is not None and getattr(plan.gpu, "is_gpu", False) else {}),
+        },
         exposed_ports=cfg.ports,
     )
     if rbase is not None:  # the pulled image as it is (its layers, history, media-type family), with our config
@@ -379,14 +461,20 @@ def _build_platform(
     image = append_layers(image, [l for _, l in upper], created_by="gpuship: app")
     rows = tuple(LayerRow(g, l.digest, l.size, l.uncompressed_size, l.reused, l.comment) for g, l in groups)
     return PlatformResult(
-        platform, image, rows,
+        platform,
+        image,
+        rows,
         tuple(base.packages),
         tuple((d.name, d.version) for d in env.distributions),
-        deps, {"python": env.report, "gpu_archs": pruned}, getattr(base, "dropped", None),
+        deps,
+        {"python": env.report, "gpu_archs": pruned},
+        getattr(base, "dropped", None),
     )
 
 
-def _project_layer(plan: BuildPlan, platform: Platform, python: Any, prune: Any, cache: Cache, progress: Progress | None) -> Layer:
+def _project_layer(
+    plan: BuildPlan, platform: Platform, python: Any, prune: Any, cache: Cache, progress: Progress | None
+) -> Layer:
     """The project itself, built as a wheel and installed into the venv (its own layer, below the app files)."""
     from .sources.python import install_project
 
@@ -395,8 +483,13 @@ def _project_layer(plan: BuildPlan, platform: Platform, python: Any, prune: Any,
     for e in inst.entries:
         h.update(f"{e.path}\0{e.kind}\0{e.mode}\0{e.target}\0".encode())
         h.update(hashlib.sha256(e.read()).digest() if e.kind == "file" else b"")
-    return cached_layer(cache, "project:" + h.hexdigest(), lambda: inst.entries,
-                        compression=plan.compression, comment=f"project {inst.name} {inst.version}")  # type: ignore[arg-type]
+    return cached_layer(
+        cache,
+        "project:" + h.hexdigest(),
+        lambda: inst.entries,
+        compression=plan.compression,
+        comment=f"project {inst.name} {inst.version}",
+    )  # type: ignore[arg-type]
 
 
 def _self_key() -> str:
@@ -424,8 +517,17 @@ def layer_table_rows(result: BuildResult) -> Sequence[tuple[str, ...]]:
     rows = []
     for p in result.platforms:
         for r in p.rows:
-            rows.append((str(p.platform), r.group, r.digest[7:19], _mb(r.size), _mb(r.uncompressed_size),
-                         "cached" if r.reused else "new", r.what))
+            rows.append(
+                (
+                    str(p.platform),
+                    r.group,
+                    r.digest[7:19],
+                    _mb(r.size),
+                    _mb(r.uncompressed_size),
+                    "cached" if r.reused else "new",
+                    r.what,
+                )
+            )
     return rows
 
 

@@ -194,8 +194,14 @@ class Cache:
         blobs = list((self.root / "blobs" / "sha256").iterdir())
         refs = sum(1 for ns in self._namespaces(dirs=False) for p in ns.rglob("*") if p.is_file())
         dirs = [d for ns in self._namespaces(dirs=True) for d in ns.iterdir()]
-        return CacheInfo(self.root, len(blobs), sum(p.stat().st_size for p in blobs), refs, len(dirs),
-                         sum(_tree_bytes(d) for d in dirs))
+        return CacheInfo(
+            self.root,
+            len(blobs),
+            sum(p.stat().st_size for p in blobs),
+            refs,
+            len(dirs),
+            sum(_tree_bytes(d) for d in dirs),
+        )
 
     def _namespaces(self, *, dirs: bool) -> list[Path]:
         return [p for p in (self.root / "refs").iterdir() if p.is_dir() and p.name.startswith("dirs-") == dirs]

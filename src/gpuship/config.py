@@ -60,7 +60,7 @@ def _str_list(value: Any, key: str) -> tuple[str, ...]:
         return (value,)
     if isinstance(value, list) and all(isinstance(v, (str, int)) for v in value):
         return tuple(str(v) for v in value)
-    raise ConfigError(f"[tool.gpuship] {key} must be a list of strings", f"e.g. {key} = [\"...\"]")
+    raise ConfigError(f"[tool.gpuship] {key} must be a list of strings", f'e.g. {key} = ["..."]')
 
 
 @dataclass(frozen=True)
@@ -85,9 +85,7 @@ class Entrypoint:
             if ":" not in fn:
                 raise ConfigError(f"entrypoint function '{fn}' must be 'package.module:function'")
             return cls(function=fn)
-        raise ConfigError(
-            "[tool.gpuship] entrypoint must be a list, a string, or { function = \"pkg.module:func\" }"
-        )
+        raise ConfigError('[tool.gpuship] entrypoint must be a list, a string, or { function = "pkg.module:func" }')
 
 
 @dataclass(frozen=True)
@@ -125,7 +123,7 @@ class GpushipConfig:
         def mapping(key: str) -> dict[str, str]:
             v = table.get(key) or {}
             if not isinstance(v, dict):
-                raise ConfigError(f"[tool.gpuship] {key} must be a table", f"e.g. {key} = {{ KEY = \"value\" }}")
+                raise ConfigError(f"[tool.gpuship] {key} must be a table", f'e.g. {key} = {{ KEY = "value" }}')
             return {str(k): str(val) for k, val in v.items()}
 
         compression = str(table.get("compression", "gzip"))

@@ -61,8 +61,15 @@ def _script_launcher(python: str, spec: str) -> bytes:
 
 
 def editable_entries(
-    *, name: str, version: str, scripts: Mapping[str, str], is_package: bool, venv: str, python_minor: str,
-    workdir: str, src: str,
+    *,
+    name: str,
+    version: str,
+    scripts: Mapping[str, str],
+    is_package: bool,
+    venv: str,
+    python_minor: str,
+    workdir: str,
+    src: str,
 ) -> list[Entry]:
     """The editable layer's files (see the module docstring)."""
     entries = [Entry.dir(workdir.lstrip("/"))]
@@ -75,8 +82,10 @@ def editable_entries(
         f"{site}/__editable__.{dist}.pth": f"{src}\n".encode(),
         f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
         f"{info}/INSTALLER": b"gpuship\n",
-        f"{info}/direct_url.json": json.dumps({"url": f"file://{workdir}", "dir_info": {"editable": True}},
-                                              sort_keys=True).encode() + b"\n",
+        f"{info}/direct_url.json": json.dumps(
+            {"url": f"file://{workdir}", "dir_info": {"editable": True}}, sort_keys=True
+        ).encode()
+        + b"\n",
     }
     if scripts:
         files[f"{info}/entry_points.txt"] = (
@@ -86,8 +95,10 @@ def editable_entries(
     files[f"{info}/RECORD"] = ("\n".join(record) + "\n").encode()
     entries += [Entry.file(p, data) for p, data in sorted(files.items())]
     python = f"{venv}/bin/python"
-    entries += [Entry.file(f"{venv}/bin/{script}".lstrip("/"), _script_launcher(python, spec), mode=0o755)
-                for script, spec in sorted(scripts.items())]
+    entries += [
+        Entry.file(f"{venv}/bin/{script}".lstrip("/"), _script_launcher(python, spec), mode=0o755)
+        for script, spec in sorted(scripts.items())
+    ]
     return entries
 
 
@@ -105,15 +116,24 @@ def editable_layer(plan: Any, python: Any, cache: Cache) -> Layer:
     project = plan.project
     workdir = plan.config.workdir
     args = dict(
-        name=str(getattr(project, "name", "") or plan.name), version=str(getattr(project, "version", "") or "0.0.0"),
-        scripts=dict(getattr(project, "scripts", {}) or {}), is_package=bool(getattr(project, "is_package", False)),
-        venv=VENV, python_minor=python_minor(python.version), workdir=workdir,
+        name=str(getattr(project, "name", "") or plan.name),
+        version=str(getattr(project, "version", "") or "0.0.0"),
+        scripts=dict(getattr(project, "scripts", {}) or {}),
+        is_package=bool(getattr(project, "is_package", False)),
+        venv=VENV,
+        python_minor=python_minor(python.version),
+        workdir=workdir,
         src=source_dir(plan.options.project_dir, workdir),
     )
     key = "editable:" + hashlib.sha256(json.dumps([EDITABLE_FORMAT, args], sort_keys=True).encode()).hexdigest()
     what = f"editable install of {args['name']} from {args['src']}" if args["is_package"] else f"mount point {workdir}"
-    return cached_layer(cache, key, lambda: editable_entries(**args), compression=plan.compression,  # type: ignore[arg-type]
-                        comment=f"gpuship dev: {what}")
+    return cached_layer(
+        cache,
+        key,
+        lambda: editable_entries(**args),
+        compression=plan.compression,  # type: ignore[arg-type]
+        comment=f"gpuship dev: {what}",
+    )
 
 
 @dataclass(frozen=True)
@@ -129,8 +149,13 @@ class DevImage:
 
 
 def dev_image(
-    project_dir: Path, *, image: str | None = None, base: str | None = None, extras: Sequence[str] = (),
-    cache: Cache | None = None, progress: Progress | None = None,
+    project_dir: Path,
+    *,
+    image: str | None = None,
+    base: str | None = None,
+    extras: Sequence[str] = (),
+    cache: Cache | None = None,
+    progress: Progress | None = None,
 ) -> DevImage:
     """Build the dev image of ``project_dir`` for this machine's platform (or take ``image`` as it is)."""
     from .plan import BuildOptions
@@ -148,7 +173,9 @@ def dev_image(
     from .build import build
     from .sources.python.platforms import host_platform
 
-    opts = BuildOptions(project_dir=project_dir, platforms=(str(host_platform()),), extras=tuple(extras), base=base, dev=True)
+    opts = BuildOptions(
+        project_dir=project_dir, platforms=(str(host_platform()),), extras=tuple(extras), base=base, dev=True
+    )
     result = build(opts, cache=cache or Cache(), progress=progress)
     new = sum(1 for p in result.platforms for r in p.rows if not r.reused)
     workdir = result.plan.config.workdir
@@ -165,14 +192,23 @@ def dev_run_options(dev: DevImage, project_dir: Path, options: RunOptions) -> Ru
 
 
 def dev(
-    project_dir: Path, options: RunOptions = RunOptions(), *, image: str | None = None, base: str | None = None,
-    extras: Sequence[str] = (), cache: Cache | None = None, progress: Progress | None = None,
-    notify: Callable[[str], None] | None = None, run_progress: Any = None,
+    project_dir: Path,
+    options: RunOptions = RunOptions(),
+    *,
+    image: str | None = None,
+    base: str | None = None,
+    extras: Sequence[str] = (),
+    cache: Cache | None = None,
+    progress: Progress | None = None,
+    notify: Callable[[str], None] | None = None,
+    run_progress: Any = None,
 ) -> tuple[DevImage, int]:
     """Build (or take) the dev image and run it with the project mounted; returns it and the command's exit code."""
     cache = cache or Cache()
     made = dev_image(project_dir, image=image, base=base, extras=extras, cache=cache, progress=progress)
     if notify is not None and made.digest:
         notify(f"dev image {made.digest} ({made.new_layers} new layers); {project_dir} mounted at {made.workdir}")
-    code = run_image(made.image, dev_run_options(made, project_dir, options), cache=cache, notify=notify, progress=run_progress)
+    code = run_image(
+        made.image, dev_run_options(made, project_dir, options), cache=cache, notify=notify, progress=run_progress
+    )
     return made, code

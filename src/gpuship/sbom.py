@@ -43,7 +43,9 @@ def spdx_document(name: str, image_digest: str, components: Iterable[Component])
             "licenseDeclared": "NOASSERTION",
             "copyrightText": "NOASSERTION",
             "filesAnalyzed": False,
-            "externalRefs": [{"referenceCategory": "PACKAGE-MANAGER", "referenceType": "purl", "referenceLocator": c.purl}],
+            "externalRefs": [
+                {"referenceCategory": "PACKAGE-MANAGER", "referenceType": "purl", "referenceLocator": c.purl}
+            ],
         }
         for c in comps
     ]
@@ -65,8 +67,17 @@ def spdx_document(name: str, image_digest: str, components: Iterable[Component])
         "documentNamespace": f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, 'gpuship:' + image_digest)}",
         "creationInfo": {"created": "1970-01-01T00:00:00Z", "creators": [f"Tool: gpuship-{__version__}"]},
         "packages": [root, *packages],
-        "relationships": [{"spdxElementId": "SPDXRef-DOCUMENT", "relationshipType": "DESCRIBES", "relatedSpdxElement": "SPDXRef-image"}]
-        + [{"spdxElementId": "SPDXRef-image", "relationshipType": "CONTAINS", "relatedSpdxElement": p["SPDXID"]} for p in packages],
+        "relationships": [
+            {
+                "spdxElementId": "SPDXRef-DOCUMENT",
+                "relationshipType": "DESCRIBES",
+                "relatedSpdxElement": "SPDXRef-image",
+            }
+        ]
+        + [
+            {"spdxElementId": "SPDXRef-image", "relationshipType": "CONTAINS", "relatedSpdxElement": p["SPDXID"]}
+            for p in packages
+        ],
     }
 
 

@@ -68,9 +68,7 @@ def run(
     if env is not None:
         full_env = dict(os.environ)
         full_env.update(env)
-    proc = subprocess.run(
-        args, input=input, capture_output=True, env=full_env, cwd=cwd, timeout=timeout, check=False
-    )
+    proc = subprocess.run(args, input=input, capture_output=True, env=full_env, cwd=cwd, timeout=timeout, check=False)
     if check and proc.returncode != 0:
         raise GpushipError(f"{what or Path(args[0]).name} failed: {last_line(proc.stderr or proc.stdout)}")
     return proc

@@ -43,9 +43,7 @@ def manifest_data(plan: Any, python: str | None = DEFAULT_PYTHON, ptx_version: s
         "targets": [t.sm for t in plan.targets],
         "target_names": [t.name for t in plan.targets],
         "frameworks": list(plan.frameworks),
-        "archs": {
-            name: {"sass": list(a.sass), "ptx": a.ptx, "jit": a.jit} for name, a in sorted(plan.archs.items())
-        },
+        "archs": {name: {"sass": list(a.sass), "ptx": a.ptx, "jit": a.jit} for name, a in sorted(plan.archs.items())},
         "platform": plan.platform,
     }
     if python:
@@ -73,6 +71,12 @@ def check_entries(plan: Any, python: str = DEFAULT_PYTHON, ptx_version: str | No
 
 
 __all__ = [
-    "CHECK_PATH", "DEFAULT_PYTHON", "MANIFEST_PATH", "check_entries", "check_script", "check_source", "gpu_manifest",
+    "CHECK_PATH",
+    "DEFAULT_PYTHON",
+    "MANIFEST_PATH",
+    "check_entries",
+    "check_script",
+    "check_source",
+    "gpu_manifest",
     "manifest_data",
 ]

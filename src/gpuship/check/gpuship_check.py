@@ -38,24 +38,63 @@ ENV_LIB_DIRS = "GPUSHIP_DRIVER_LIB_DIRS"
 #: Where a driver's libraries may live when the loader's path does not name them (the NVIDIA runtime's own
 #: directory first). Never a ``stubs`` directory: the toolkit's stub libcuda is not a driver.
 DRIVER_DIRS = (
-    "/usr/local/nvidia/lib64", "/usr/local/nvidia/lib", "/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu",
-    "/usr/lib64", "/usr/lib", "/usr/lib/wsl/lib",
+    "/usr/local/nvidia/lib64",
+    "/usr/local/nvidia/lib",
+    "/usr/lib/x86_64-linux-gnu",
+    "/usr/lib/aarch64-linux-gnu",
+    "/usr/lib64",
+    "/usr/lib",
+    "/usr/lib/wsl/lib",
 )
 
 NO_GPU = "no GPU visible: the container was started without GPU support (use --gpus all / the nvidia runtime / CDI)"
 
 #: CUDA toolkit -> PTX ISA version (a copy of gpuship.cuda.data.PTX_ISA; a test keeps them equal).
 PTX_ISA = {
-    "11.0": "7.0", "11.1": "7.1", "11.2": "7.2", "11.3": "7.3", "11.4": "7.4", "11.5": "7.5", "11.6": "7.6",
-    "11.7": "7.7", "11.8": "7.8", "12.0": "8.0", "12.1": "8.1", "12.2": "8.2", "12.3": "8.3", "12.4": "8.4",
-    "12.5": "8.5", "12.6": "8.5", "12.8": "8.7", "12.9": "8.8", "13.0": "9.0", "13.1": "9.1", "13.2": "9.2",
+    "11.0": "7.0",
+    "11.1": "7.1",
+    "11.2": "7.2",
+    "11.3": "7.3",
+    "11.4": "7.4",
+    "11.5": "7.5",
+    "11.6": "7.6",
+    "11.7": "7.7",
+    "11.8": "7.8",
+    "12.0": "8.0",
+    "12.1": "8.1",
+    "12.2": "8.2",
+    "12.3": "8.3",
+    "12.4": "8.4",
+    "12.5": "8.5",
+    "12.6": "8.5",
+    "12.8": "8.7",
+    "12.9": "8.8",
+    "13.0": "9.0",
+    "13.1": "9.1",
+    "13.2": "9.2",
 }
 #: CUDA toolkit -> minimum driver (a copy of gpuship.cuda.data.MIN_DRIVER; a test keeps them equal).
 MIN_DRIVER = {
-    "11.0": "450.36.06", "11.1": "455.23.05", "11.2": "460.27.03", "11.3": "465.19.01", "11.4": "470.42.01",
-    "11.5": "495.29.05", "11.6": "510.39.01", "11.7": "515.43.04", "11.8": "520.61.05", "12.0": "525.60.13",
-    "12.1": "530.30.02", "12.2": "535.54.03", "12.3": "545.23.06", "12.4": "550.54.14", "12.5": "555.42.02",
-    "12.6": "560.28.03", "12.8": "570.26", "12.9": "575.51.03", "13.0": "580.65.06", "13.1": "590.44.01",
+    "11.0": "450.36.06",
+    "11.1": "455.23.05",
+    "11.2": "460.27.03",
+    "11.3": "465.19.01",
+    "11.4": "470.42.01",
+    "11.5": "495.29.05",
+    "11.6": "510.39.01",
+    "11.7": "515.43.04",
+    "11.8": "520.61.05",
+    "12.0": "525.60.13",
+    "12.1": "530.30.02",
+    "12.2": "535.54.03",
+    "12.3": "545.23.06",
+    "12.4": "550.54.14",
+    "12.5": "555.42.02",
+    "12.6": "560.28.03",
+    "12.8": "570.26",
+    "12.9": "575.51.03",
+    "13.0": "580.65.06",
+    "13.1": "590.44.01",
     "13.2": "595.45.04",
 }
 
@@ -336,15 +375,21 @@ class Cuda:
             err_log = ctypes.create_string_buffer(8192)
             info_log = ctypes.create_string_buffer(8192)
             opts = (ctypes.c_int * 4)(
-                CU_JIT_ERROR_LOG_BUFFER, CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES,
-                CU_JIT_INFO_LOG_BUFFER, CU_JIT_INFO_LOG_BUFFER_SIZE_BYTES,
+                CU_JIT_ERROR_LOG_BUFFER,
+                CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES,
+                CU_JIT_INFO_LOG_BUFFER,
+                CU_JIT_INFO_LOG_BUFFER_SIZE_BYTES,
             )
             vals = (ctypes.c_void_p * 4)(
-                ctypes.cast(err_log, ctypes.c_void_p), ctypes.c_void_p(len(err_log)),
-                ctypes.cast(info_log, ctypes.c_void_p), ctypes.c_void_p(len(info_log)),
+                ctypes.cast(err_log, ctypes.c_void_p),
+                ctypes.c_void_p(len(err_log)),
+                ctypes.cast(info_log, ctypes.c_void_p),
+                ctypes.c_void_p(len(info_log)),
             )
             try:
-                self.call("cuModuleLoadDataEx", ctypes.byref(module), ctypes.cast(image, ctypes.c_void_p), 4, opts, vals)
+                self.call(
+                    "cuModuleLoadDataEx", ctypes.byref(module), ctypes.cast(image, ctypes.c_void_p), 4, opts, vals
+                )
             except CudaError as exc:
                 exc.log = err_log.value.decode(errors="replace").strip()
                 raise
@@ -373,7 +418,10 @@ class Cuda:
             if wrong:
                 i = wrong[0]
                 raise CudaError(
-                    "verify", -2, "wrong result", f"{len(wrong)} of {n} sums wrong (c[{i}] = {c[i]}, expected {3 * i + 1})"
+                    "verify",
+                    -2,
+                    "wrong result",
+                    f"{len(wrong)} of {n} sums wrong (c[{i}] = {c[i]}, expected {3 * i + 1})",
                 )
             return f"vector add of {n} floats verified ({grid}x{block} threads)"
         finally:
@@ -476,7 +524,12 @@ class Report:
         return [c for c in self.checks if c["ok"] is False]
 
     def to_json(self) -> dict:
-        return {"ok": not self.failures, **self.facts, "checks": self.checks, "failures": [c["detail"] for c in self.failures]}
+        return {
+            "ok": not self.failures,
+            **self.facts,
+            "checks": self.checks,
+            "failures": [c["detail"] for c in self.failures],
+        }
 
 
 def _no_driver_cause() -> str:
@@ -554,7 +607,7 @@ def check_driver(report: Report, manifest: dict) -> Cuda | None:
             "driver",
             f"the driver ({driver or 'unknown'}, CUDA {driver_cuda}) is older than this image's CUDA {image_cuda}: it needs "
             f"driver >= {need_driver or need}; update the host driver"
-            + (f", or rebuild the image with min-driver = \"{branch}\"" if branch else ""),
+            + (f', or rebuild the image with min-driver = "{branch}"' if branch else ""),
         )
     else:
         report.ok(
@@ -563,7 +616,10 @@ def check_driver(report: Report, manifest: dict) -> Cuda | None:
             + (f"; image needs CUDA >= {need}" if need else ""),
         )
     if not nv:
-        report.note("nvml", "libnvidia-ml.so.1 not loadable (NVIDIA_DRIVER_CAPABILITIES lacks utility): nvidia-smi will not work")
+        report.note(
+            "nvml",
+            "libnvidia-ml.so.1 not loadable (NVIDIA_DRIVER_CAPABILITIES lacks utility): nvidia-smi will not work",
+        )
     return cuda
 
 
@@ -602,7 +658,7 @@ def check_arch(report: Report, index: int, gpu: dict, manifest: dict) -> None:
             report.fail(
                 name,
                 f"image built for {built}; this GPU is {smv} ({gpu['name']}): prune-archs removed the GPU code for "
-                f"other GPUs (kept {', '.join(kept)}): rebuild with targets including \"{smv}\"",
+                f'other GPUs (kept {", ".join(kept)}): rebuild with targets including "{smv}"',
             )
             return
     lacking = []
@@ -615,17 +671,19 @@ def check_arch(report: Report, index: int, gpu: dict, manifest: dict) -> None:
         report.fail(
             name,
             f"image built for other GPUs: {'; '.join(lacking)}; this GPU is {smv} ({gpu['name']}): rebuild with "
-            f"targets including \"{smv}\"",
+            f'targets including "{smv}"',
         )
         return
     if targets and not archs and not _runs_on(cc, targets, ""):
         report.fail(
             name,
-            f"image built for {', '.join(targets)}; this GPU is {smv} ({gpu['name']}): rebuild with targets including \"{smv}\"",
+            f'image built for {", ".join(targets)}; this GPU is {smv} ({gpu["name"]}): rebuild with targets including "{smv}"',
         )
         return
     if targets and not _runs_on(cc, targets, ""):
-        report.note(name, f"{smv} is not among the image's targets ({', '.join(targets)}), but its frameworks carry code for it")
+        report.note(
+            name, f"{smv} is not among the image's targets ({', '.join(targets)}), but its frameworks carry code for it"
+        )
     else:
         report.ok(name, f"{smv} is covered" + (f" (targets {', '.join(targets)})" if targets else ""))
 
@@ -638,15 +696,21 @@ def check_core(report: Report, cuda: Cuda, index: int, dev: int, gpu: dict, ptx_
         detail = cuda.run_vadd(dev, ptx_source(ptx_version, target))
         report.ok(name, f"{detail}: PTX ISA {ptx_version} JIT-compiled by the driver for {gpu['sm']}")
     except CudaError as exc:
-        report.fail(name, _core_cause(exc, ptx_version, driver_cuda, report.facts.get("driver", {}).get("version", "")), code=exc.code)
+        report.fail(
+            name,
+            _core_cause(exc, ptx_version, driver_cuda, report.facts.get("driver", {}).get("version", "")),
+            code=exc.code,
+        )
 
 
 def _core_cause(exc: CudaError, isa: str, driver_cuda: str, driver: str) -> str:
     if exc.code == CUDA_ERROR_UNSUPPORTED_PTX_VERSION:
         can = driver_ptx_isa(driver_cuda)
         line = cuda_for_ptx_isa(isa)
-        need = f"PTX ISA {isa} needs driver >= {MIN_DRIVER[line]} (CUDA {line})" if line else (
-            f"PTX ISA {isa} is newer than every CUDA gpuship knows"
+        need = (
+            f"PTX ISA {isa} needs driver >= {MIN_DRIVER[line]} (CUDA {line})"
+            if line
+            else (f"PTX ISA {isa} is newer than every CUDA gpuship knows")
         )
         return (
             f"the driver ({driver or 'unknown'}, CUDA {driver_cuda}) is older than the PTX (ISA {isa}): it JITs PTX up to "
@@ -771,7 +835,7 @@ def _framework_cause(fw: str, error: str, gpu_sm: str) -> str:
     if "libNVVM cannot be found" in error or "NvvmSupportError" in error:
         return f"{fw}: libNVVM cannot be found: install numba-cuda with its CUDA extra (numba-cuda[cu12] / [cu13])"
     if "no kernel image is available" in error:
-        return f"{fw}: has no kernels for this GPU ({gpu_sm}): rebuild the image with targets including \"{gpu_sm}\""
+        return f'{fw}: has no kernels for this GPU ({gpu_sm}): rebuild the image with targets including "{gpu_sm}"'
     if "UNSUPPORTED_PTX_VERSION" in error or "unsupported toolchain" in error:
         return f"{fw}: its PTX is newer than the driver can JIT: update the host driver or build for an older CUDA line"
     if "driver version is insufficient" in error or "INSUFFICIENT_DRIVER" in error:
@@ -779,7 +843,9 @@ def _framework_cause(fw: str, error: str, gpu_sm: str) -> str:
     return f"{fw}: {error}"
 
 
-def check_frameworks(report: Report, manifest: dict, python: str, timeout: float, gpu_sm: str, only: list | None) -> None:
+def check_frameworks(
+    report: Report, manifest: dict, python: str, timeout: float, gpu_sm: str, only: list | None
+) -> None:
     listed = [str(f) for f in manifest.get("frameworks") or []]
     names = only or listed or list(PROBES)
     env = dict(os.environ)
@@ -803,7 +869,7 @@ def check_frameworks(report: Report, manifest: dict, python: str, timeout: float
         result = None
         for line in proc.stdout.splitlines():
             if line.startswith("GPUSHIP-CHECK "):
-                result = json.loads(line[len("GPUSHIP-CHECK "):])
+                result = json.loads(line[len("GPUSHIP-CHECK ") :])
         secs = time.monotonic() - start
         if result is None:
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [f"exit status {proc.returncode}"]
@@ -823,11 +889,17 @@ def check_frameworks(report: Report, manifest: dict, python: str, timeout: float
 
 
 def run_checks(
-    manifest: dict, ptx_version: str, frameworks: bool = True, python: str = "", timeout: float = 300.0,
+    manifest: dict,
+    ptx_version: str,
+    frameworks: bool = True,
+    python: str = "",
+    timeout: float = 300.0,
     only: list | None = None,
 ) -> Report:
     report = Report()
-    report.facts["image"] = {k: manifest[k] for k in ("cuda", "require_cuda", "min_driver", "targets", "frameworks") if k in manifest}
+    report.facts["image"] = {
+        k: manifest[k] for k in ("cuda", "require_cuda", "min_driver", "targets", "frameworks") if k in manifest
+    }
     cuda = check_driver(report, manifest)
     if cuda is None:
         return report
@@ -850,12 +922,17 @@ def run_checks(
             continue
         info["index"] = i
         gpus.append(info)
-        report.ok(f"gpu{i}", f"{info['name']}, {info['memory_bytes'] / 2**30:.1f} GiB, {info['sm']}, {info['multiprocessors']} SMs")
+        report.ok(
+            f"gpu{i}",
+            f"{info['name']}, {info['memory_bytes'] / 2**30:.1f} GiB, {info['sm']}, {info['multiprocessors']} SMs",
+        )
         check_arch(report, i, info, manifest)
         check_core(report, cuda, i, dev, info, ptx_version, driver_cuda)
     report.facts["gpus"] = gpus
     if frameworks and gpus:
-        check_frameworks(report, manifest, python or manifest.get("python") or sys.executable, timeout, gpus[0]["sm"], only)
+        check_frameworks(
+            report, manifest, python or manifest.get("python") or sys.executable, timeout, gpus[0]["sm"], only
+        )
     return report
 
 
@@ -866,9 +943,12 @@ def main(argv: list | None = None) -> int:
         "and each GPU framework in the image. Exit 0 when all pass, 1 otherwise.",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of lines")
-    parser.add_argument("--manifest", default=None, help=f"the image's GPU facts (default {MANIFEST}, or ${ENV_MANIFEST})")
     parser.add_argument(
-        "--ptx-version", default=None,
+        "--manifest", default=None, help=f"the image's GPU facts (default {MANIFEST}, or ${ENV_MANIFEST})"
+    )
+    parser.add_argument(
+        "--ptx-version",
+        default=None,
         help=f"PTX ISA version of the built-in kernel (default {DEFAULT_PTX_VERSION}; also ${ENV_PTX})",
     )
     parser.add_argument("--no-frameworks", action="store_true", help="only the driver, the GPUs and the PTX kernel")
@@ -879,13 +959,19 @@ def main(argv: list | None = None) -> int:
 
     manifest = read_manifest(args.manifest)
     ptx_version = (
-        args.ptx_version or os.environ.get(ENV_PTX) or str((manifest.get("check") or {}).get("ptx_version") or "")
+        args.ptx_version
+        or os.environ.get(ENV_PTX)
+        or str((manifest.get("check") or {}).get("ptx_version") or "")
         or DEFAULT_PTX_VERSION
     )
     if not re.fullmatch(r"\d+\.\d+", ptx_version):
         parser.error(f"--ptx-version must look like 7.0, not {ptx_version!r}")
     report = run_checks(
-        manifest, ptx_version, frameworks=not args.no_frameworks, python=args.python, timeout=args.timeout,
+        manifest,
+        ptx_version,
+        frameworks=not args.no_frameworks,
+        python=args.python,
+        timeout=args.timeout,
         only=args.framework,
     )
     if args.json:

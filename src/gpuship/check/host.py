@@ -14,8 +14,13 @@ from typing import Any
 from . import gpuship_check as gc
 
 CDI_DIRS = ("/etc/cdi", "/var/run/cdi")
-NVIDIA_TOOLS = ("nvidia-smi", "nvidia-ctk", "nvidia-container-cli", "nvidia-container-runtime",
-                "nvidia-container-runtime-hook")
+NVIDIA_TOOLS = (
+    "nvidia-smi",
+    "nvidia-ctk",
+    "nvidia-container-cli",
+    "nvidia-container-runtime",
+    "nvidia-container-runtime-hook",
+)
 
 
 @dataclass
@@ -66,13 +71,17 @@ class HostReport:
         out = ["host GPU"]
         if self.driver:
             d = self.driver
-            out.append(f"  driver   {d.get('version') or 'unknown'} (CUDA {d['cuda']}; JITs PTX up to ISA {d['ptx_isa']}) from {d['libcuda']}")
+            out.append(
+                f"  driver   {d.get('version') or 'unknown'} (CUDA {d['cuda']}; JITs PTX up to ISA {d['ptx_isa']}) from {d['libcuda']}"
+            )
             from ..cuda.compat import Driver, cuda_for_driver
 
             if d.get("version"):
                 full = cuda_for_driver(Driver(d["version"]))
                 major = d["cuda"].split(".")[0]
-                out.append(f"  images   CUDA <= {full or d['cuda']} run fully; CUDA {major}.x wheels run under minor-version compatibility (no newer PTX)")
+                out.append(
+                    f"  images   CUDA <= {full or d['cuda']} run fully; CUDA {major}.x wheels run under minor-version compatibility (no newer PTX)"
+                )
         else:
             out.append(f"  driver   none: {self.no_gpu}")
         for g in self.gpus:
@@ -96,7 +105,9 @@ class HostReport:
         else:
             out.append(f"  cdi      no specs in {' or '.join(CDI_DIRS)}")
         for name, path in self.tools.items():
-            out.append(f"  {name:<8} {path or 'not installed'}" if len(name) <= 8 else f"  {name}: {path or 'not installed'}")
+            out.append(
+                f"  {name:<8} {path or 'not installed'}" if len(name) <= 8 else f"  {name}: {path or 'not installed'}"
+            )
         out.append(f"gpuship run will use: {self.run_runtime}{' — ' + self.run_gpus if self.run_gpus else ''}")
         return out
 
@@ -215,14 +226,17 @@ def _run_choice(report: HostReport) -> tuple[str, str]:
         runtime = next((e.name for e in report.engines if e.answers), "runc" if shutil.which("runc") else "chroot")
     nvidia_cdi = [c for c in report.cdi if c.kind == "nvidia.com/gpu"]
     if not report.driver or not report.gpus:
-        return runtime, "no GPU on this host: containers start without one (gpuship-check inside says \"no GPU visible\")"
+        return runtime, 'no GPU on this host: containers start without one (gpuship-check inside says "no GPU visible")'
     engine = next((e for e in report.engines if e.name == runtime), None)
     if runtime == "docker" and engine is not None:
         hook = report.tools.get("nvidia-container-runtime-hook")
         if engine.nvidia_runtime or hook:
             return runtime, "GPUs through --gpus all (NVIDIA Container Toolkit)"
         if nvidia_cdi and engine.cdi_dirs:
-            return runtime, "GPUs through CDI: --device nvidia.com/gpu=all (gpuship passes --gpus; CDI needs Docker's CDI support)"
+            return (
+                runtime,
+                "GPUs through CDI: --device nvidia.com/gpu=all (gpuship passes --gpus; CDI needs Docker's CDI support)",
+            )
         return runtime, (
             "Docker has no NVIDIA support (no nvidia runtime, no nvidia-container-runtime-hook): install the NVIDIA "
             "Container Toolkit, or use --runtime builtin (gpuship injects the driver itself)"

@@ -23,20 +23,34 @@ OUTPUT_HELP = (
 @app.command()
 @handles_errors
 def build(
-    path: Path = typer.Argument(Path("."), help="The project directory (pyproject.toml, requirements*.txt or environment.yml)."),
+    path: Path = typer.Argument(
+        Path("."), help="The project directory (pyproject.toml, requirements*.txt or environment.yml)."
+    ),
     output: str = typer.Option(None, "--output", "-o", help=OUTPUT_HELP),
     platform: list[str] = typer.Option(
-        None, "--platform", help="Target platform(s), e.g. linux/amd64,linux/arm64 (no emulation needed). Default: [tool.gpuship] platforms, else linux/amd64."
+        None,
+        "--platform",
+        help="Target platform(s), e.g. linux/amd64,linux/arm64 (no emulation needed). Default: [tool.gpuship] platforms, else linux/amd64.",
     ),
     extra: list[str] = typer.Option(None, "--extra", help="Optional-dependency group(s) of the project to include."),
     locked: bool = typer.Option(False, "--locked", help="Refuse to change gpuship.lock (for CI): fail if it is stale."),
-    report: Path = typer.Option(None, "--report", help="Write the full build report (JSON) here, and an SPDX 2.3 SBOM beside it."),
+    report: Path = typer.Option(
+        None, "--report", help="Write the full build report (JSON) here, and an SPDX 2.3 SBOM beside it."
+    ),
     compression: str = typer.Option(
-        None, "--compression", help="Layer compression: gzip (default) or zstd. Note: Debian's Docker 20.10 refuses zstd layers in `docker load`; use zstd for registries and newer engines.",
+        None,
+        "--compression",
+        help="Layer compression: gzip (default) or zstd. Note: Debian's Docker 20.10 refuses zstd layers in `docker load`; use zstd for registries and newer engines.",
     ),
     tag: str = typer.Option(None, "--tag", "-t", help="Image name:tag (default: the project's name:version)."),
-    base: str = typer.Option(None, "--base", help="Base profile (debian-bookworm, debian-trixie) or registry image; overrides [tool.gpuship] base."),
-    insecure: bool = typer.Option(False, "--insecure", help="Allow plain HTTP / unverified TLS for registry bases and registry: outputs."),
+    base: str = typer.Option(
+        None,
+        "--base",
+        help="Base profile (debian-bookworm, debian-trixie) or registry image; overrides [tool.gpuship] base.",
+    ),
+    insecure: bool = typer.Option(
+        False, "--insecure", help="Allow plain HTTP / unverified TLS for registry bases and registry: outputs."
+    ),
     ca_file: Path = typer.Option(None, "--ca-file", help="Extra CA certificate (PEM) for a private registry."),
 ) -> None:
     """Build a minimal, reproducible image from a Python project, without a Docker daemon."""
@@ -50,8 +64,15 @@ def build(
         configure(insecure=insecure or None, ca_file=ca_file)
     platforms = tuple(p.strip() for item in (platform or []) for p in item.split(",") if p.strip())
     opts = BuildOptions(
-        project_dir=path, platforms=platforms, output=output, extras=tuple(extra or ()), locked=locked,
-        report=report, compression=compression, tag=tag, base=base,
+        project_dir=path,
+        platforms=platforms,
+        output=output,
+        extras=tuple(extra or ()),
+        locked=locked,
+        report=report,
+        compression=compression,
+        tag=tag,
+        base=base,
     )
     if opts.output is None:
         name = path.resolve().name

@@ -17,8 +17,10 @@ app.add_typer(cache_app, name="cache")
 def info() -> None:
     """Where the cache is and how much it holds."""
     i = Cache().info()
-    out.print(f"cache   {i.root}\nblobs   {i.blobs} ({i.blob_bytes / 1e6:.1f} MB)\n"
-              f"unpacked {i.dirs} (images for the built-in runner, trees; {i.dir_bytes / 1e6:.1f} MB)\nrecords {i.refs}")
+    out.print(
+        f"cache   {i.root}\nblobs   {i.blobs} ({i.blob_bytes / 1e6:.1f} MB)\n"
+        f"unpacked {i.dirs} (images for the built-in runner, trees; {i.dir_bytes / 1e6:.1f} MB)\nrecords {i.refs}"
+    )
 
 
 @cache_app.command("prune")

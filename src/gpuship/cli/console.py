@@ -51,7 +51,11 @@ def handles_errors(fn: F) -> F:
         except GpushipError as exc:
             fail(exc)
         except OSError as exc:
-            fail(GpushipError(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), "check the path and its permissions"))
+            fail(
+                GpushipError(
+                    f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), "check the path and its permissions"
+                )
+            )
         except KeyboardInterrupt:
             err.print("interrupted")
             sys.exit(130)

@@ -54,7 +54,11 @@ def _mirrors(mirror: str | None, security: str | None, project: Path) -> tuple[s
 
     cfg = _config_debian(project)
     m = mirror or os.environ.get("GPUSHIP_DEBIAN_MIRROR") or cfg.get("mirror") or None
-    s = security if security is not None else os.environ.get("GPUSHIP_DEBIAN_SECURITY_MIRROR", cfg.get("security-mirror"))
+    s = (
+        security
+        if security is not None
+        else os.environ.get("GPUSHIP_DEBIAN_SECURITY_MIRROR", cfg.get("security-mirror"))
+    )
     return m, s
 
 
@@ -123,7 +127,9 @@ def base(
     mirror: str = typer.Option(None, "--mirror", help=MIRROR_HELP),
     security_mirror: str = typer.Option(None, "--security-mirror", help=SECURITY_HELP),
     output: str = typer.Option(
-        None, "--output", "-o",
+        None,
+        "--output",
+        "-o",
         help="Also write the bare base image: oci:DIR, oci-archive:FILE, docker-archive:FILE or docker:NAME:TAG.",
     ),
     report: Path = typer.Option(None, "--report", help="Write packages, layers and the slimming report (JSON) here."),
@@ -137,11 +143,18 @@ def base(
     b = build_base(profile, plat, tuple(package or ()), Cache(), m, _progress(), security_mirror=s)
     table = Table("layer", "digest", "compressed", "uncompressed", "", box=None)
     for layer in b.layers:
-        table.add_row(layer.comment.split(":")[0], layer.digest[7:19], f"{layer.size / 1e6:.1f} MB",
-                      f"{layer.uncompressed_size / 1e6:.1f} MB", "cached" if layer.reused else "new")
+        table.add_row(
+            layer.comment.split(":")[0],
+            layer.digest[7:19],
+            f"{layer.size / 1e6:.1f} MB",
+            f"{layer.uncompressed_size / 1e6:.1f} MB",
+            "cached" if layer.reused else "new",
+        )
     out.print(table)
-    out.print(f"{len(b.packages)} packages, {sum(l.size for l in b.layers) / 1e6:.1f} MB compressed; "
-              f"Python {b.python.version} at {b.python.executable}")
+    out.print(
+        f"{len(b.packages)} packages, {sum(l.size for l in b.layers) / 1e6:.1f} MB compressed; "
+        f"Python {b.python.version} at {b.python.executable}"
+    )
     out.print(b.dropped.summary())
     for dep, by in b.skipped:
         info(f"not installed (maintainer scripts only): {dep}, for {by}")
@@ -152,10 +165,15 @@ def base(
         out.print(write_output(image, output))
     if report:
         data = {
-            "profile": b.profile, "platform": str(b.platform), "python": b.python.__dict__,
-            "packages": [list(p) for p in b.packages], "why": dict(b.why),
-            "layers": [l.to_record() for l in b.layers], "dropped": b.dropped.to_json(),
-            "skipped": [list(s) for s in b.skipped], "suites": [str(s) for s in b.suites],
+            "profile": b.profile,
+            "platform": str(b.platform),
+            "python": b.python.__dict__,
+            "packages": [list(p) for p in b.packages],
+            "why": dict(b.why),
+            "layers": [l.to_record() for l in b.layers],
+            "dropped": b.dropped.to_json(),
+            "skipped": [list(s) for s in b.skipped],
+            "suites": [str(s) for s in b.suites],
         }
         from ..oci.layout import write_json
 
@@ -165,13 +183,19 @@ def base(
 @app.command("libdeps")
 @handles_errors
 def libdeps(
-    path: Path = typer.Argument(..., help="A folder to scan: a virtual environment, site-packages or any installed tree."),
+    path: Path = typer.Argument(
+        ..., help="A folder to scan: a virtual environment, site-packages or any installed tree."
+    ),
     prefix: str = typer.Option(
-        None, "--prefix", help="Where PATH lives in the image (default: PATH's own absolute path), for $ORIGIN and RPATH."
+        None,
+        "--prefix",
+        help="Where PATH lives in the image (default: PATH's own absolute path), for $ORIGIN and RPATH.",
     ),
     profile: str = typer.Option("debian-bookworm", "--profile", help=PROFILE_HELP),
     platform: str = typer.Option(None, "--platform", help=PLATFORM_HELP),
-    ignore: list[str] = typer.Option(None, "--ignore", help="Soname pattern provided at run time (repeatable), e.g. 'libfoo.so.*'."),
+    ignore: list[str] = typer.Option(
+        None, "--ignore", help="Soname pattern provided at run time (repeatable), e.g. 'libfoo.so.*'."
+    ),
     mirror: str = typer.Option(None, "--mirror", help=MIRROR_HELP),
     explain: bool = typer.Option(False, "--explain", help="Print the soname and the files that need each package."),
 ) -> None:

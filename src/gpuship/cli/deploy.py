@@ -145,8 +145,18 @@ def default_name(image: str, reference: str | None) -> str:
     return dns_name(stem)
 
 
-def _spec(image: str, ref: str | None, name: str | None, gpus: int, replicas: int, shm_size: str | None,
-          port: int | None, env: list[str] | None, platform: str | None, need_ref: bool = True) -> DeploySpec:
+def _spec(
+    image: str,
+    ref: str | None,
+    name: str | None,
+    gpus: int,
+    replicas: int,
+    shm_size: str | None,
+    port: int | None,
+    env: list[str] | None,
+    platform: str | None,
+    need_ref: bool = True,
+) -> DeploySpec:
     local = image.startswith(LOCAL_SCHEMES) or (not image.startswith("registry:") and Path(image).exists())
     if need_ref:
         reference = pull_ref(image, ref)
@@ -154,8 +164,9 @@ def _spec(image: str, ref: str | None, name: str | None, gpus: int, replicas: in
         reference = ref or image.removeprefix("registry:")
     name = name or default_name(image, None if local and not ref else reference)
     img = read_for_deploy(image, platform)
-    return spec_from_image(img, reference, name=name, gpus=gpus, replicas=replicas, shm_size=shm_size,
-                           port=port, env=env or ())
+    return spec_from_image(
+        img, reference, name=name, gpus=gpus, replicas=replicas, shm_size=shm_size, port=port, env=env or ()
+    )
 
 
 def _emit(files: dict[str, str], out: Path | None, executable: tuple[str, ...] = ()) -> None:
@@ -185,23 +196,51 @@ def k8s(
     ref: str = typer.Option(None, "--ref", help=REF_HELP),
     out: Path = typer.Option(None, "--out", "-o", help=OUT_HELP),
     name: str = typer.Option(None, "--name", help=NAME_HELP),
-    kind: Kind = typer.Option(Kind.deployment, "--kind", help="Deployment (a service), Job (runs to completion) or DaemonSet (one per node)."),
-    replicas: int = typer.Option(1, "--replicas", help="Replicas (Deployment), or completions run in parallel (Job). With KEDA: the minimum."),
+    kind: Kind = typer.Option(
+        Kind.deployment, "--kind", help="Deployment (a service), Job (runs to completion) or DaemonSet (one per node)."
+    ),
+    replicas: int = typer.Option(
+        1, "--replicas", help="Replicas (Deployment), or completions run in parallel (Job). With KEDA: the minimum."
+    ),
     gpus: int = typer.Option(1, "--gpus", help=GPUS_HELP + " Requested as the nvidia.com/gpu limit."),
     shm_size: str = typer.Option(None, "--shm-size", help=SHM_HELP + " A memory-backed emptyDir at /dev/shm."),
     port: int = typer.Option(None, "--port", help=PORT_HELP),
     env: list[str] = typer.Option(None, "--env", "-e", help=ENV_HELP),
-    namespace: str = typer.Option(None, "--namespace", "-n", help="Namespace written into the objects (default: none, kubectl's)."),
-    runtime_class: str = typer.Option(None, "--runtime-class", help="runtimeClassName, e.g. nvidia (clusters where the NVIDIA runtime is not the default)."),
-    node_selector: list[str] = typer.Option(None, "--node-selector", help="Node label KEY=VALUE the pods need (repeatable), e.g. nvidia.com/gpu.present=true."),
-    toleration: list[str] = typer.Option(None, "--toleration", help="Extra toleration KEY[=VALUE][:EFFECT] (repeatable). GPU pods always tolerate nvidia.com/gpu:NoSchedule."),
-    service_type: ServiceType = typer.Option(ServiceType.ClusterIP, "--service-type", help="Type of the Service in front of the port."),
-    memory: str = typer.Option(None, "--memory", help="Memory request and limit (e.g. 16Gi); /dev/shm counts toward it."),
+    namespace: str = typer.Option(
+        None, "--namespace", "-n", help="Namespace written into the objects (default: none, kubectl's)."
+    ),
+    runtime_class: str = typer.Option(
+        None,
+        "--runtime-class",
+        help="runtimeClassName, e.g. nvidia (clusters where the NVIDIA runtime is not the default).",
+    ),
+    node_selector: list[str] = typer.Option(
+        None,
+        "--node-selector",
+        help="Node label KEY=VALUE the pods need (repeatable), e.g. nvidia.com/gpu.present=true.",
+    ),
+    toleration: list[str] = typer.Option(
+        None,
+        "--toleration",
+        help="Extra toleration KEY[=VALUE][:EFFECT] (repeatable). GPU pods always tolerate nvidia.com/gpu:NoSchedule.",
+    ),
+    service_type: ServiceType = typer.Option(
+        ServiceType.ClusterIP, "--service-type", help="Type of the Service in front of the port."
+    ),
+    memory: str = typer.Option(
+        None, "--memory", help="Memory request and limit (e.g. 16Gi); /dev/shm counts toward it."
+    ),
     cpu: str = typer.Option(None, "--cpu", help="CPU request (e.g. 4)."),
-    keda_prometheus: str = typer.Option(None, "--keda-prometheus", help="Prometheus URL: add a KEDA ScaledObject scaling on the runtime's request rate."),
+    keda_prometheus: str = typer.Option(
+        None, "--keda-prometheus", help="Prometheus URL: add a KEDA ScaledObject scaling on the runtime's request rate."
+    ),
     max_replicas: int = typer.Option(10, "--max-replicas", help="KEDA: the most replicas."),
-    keda_threshold: str = typer.Option("10", "--keda-threshold", help="KEDA: requests per second one replica takes before another is added."),
-    keda_query: str = typer.Option(None, "--keda-query", help='KEDA: the PromQL query (default: sum(rate(gpuship_requests_total{app="NAME"}[2m])).'),
+    keda_threshold: str = typer.Option(
+        "10", "--keda-threshold", help="KEDA: requests per second one replica takes before another is added."
+    ),
+    keda_query: str = typer.Option(
+        None, "--keda-query", help='KEDA: the PromQL query (default: sum(rate(gpuship_requests_total{app="NAME"}[2m])).'
+    ),
     platform: str = typer.Option(None, "--platform", help=PLATFORM_HELP),
 ) -> None:
     """Kubernetes: a Deployment/Job/DaemonSet with GPU limits, /dev/shm, probes, a Service, optional KEDA."""
@@ -247,12 +286,20 @@ def slurm(
     image: str = typer.Argument(..., help=IMAGE_HELP),
     out: Path = typer.Option(None, "--out", "-o", help=OUT_HELP + " The file is NAME.sbatch."),
     name: str = typer.Option(None, "--name", help=NAME_HELP + " (the job name)"),
-    image_file: str = typer.Option(None, "--image-file", help="The squashfs file srun runs (default NAME.sqsh beside the script; make it with gpuship export)."),
+    image_file: str = typer.Option(
+        None,
+        "--image-file",
+        help="The squashfs file srun runs (default NAME.sqsh beside the script; make it with gpuship export).",
+    ),
     gpus: int = typer.Option(1, "--gpus", help=GPUS_HELP + " As #SBATCH --gpus-per-node."),
     nodes: int = typer.Option(1, "--nodes", help="Nodes (one task each)."),
     port: int = typer.Option(None, "--port", help=PORT_HELP),
-    env: list[str] = typer.Option(None, "--env", "-e", help=ENV_HELP + " Passed with --container-env so they win over the image's."),
-    mount: list[str] = typer.Option(None, "--mount", help="Extra bind mount SRC:DST[:FLAGS] (repeatable); $RESULTS_DIR is always at /results."),
+    env: list[str] = typer.Option(
+        None, "--env", "-e", help=ENV_HELP + " Passed with --container-env so they win over the image's."
+    ),
+    mount: list[str] = typer.Option(
+        None, "--mount", help="Extra bind mount SRC:DST[:FLAGS] (repeatable); $RESULTS_DIR is always at /results."
+    ),
     time: str = typer.Option(None, "--time", help="#SBATCH --time (e.g. 01:00:00)."),
     partition: str = typer.Option(None, "--partition", help="#SBATCH --partition."),
     account: str = typer.Option(None, "--account", help="#SBATCH --account."),
@@ -262,8 +309,16 @@ def slurm(
 ) -> None:
     """Slurm: an sbatch script running the image's squashfs file with pyxis (srun --container-image)."""
     spec = _spec(image, None, name, gpus, 1, None, port, env, platform, need_ref=False)
-    opts = SlurmOptions(image_file=image_file or "", mounts=tuple(mount or ()), time=time, partition=partition,
-                        account=account, cpus_per_task=cpus_per_task, memory=mem, nodes=nodes)
+    opts = SlurmOptions(
+        image_file=image_file or "",
+        mounts=tuple(mount or ()),
+        time=time,
+        partition=partition,
+        account=account,
+        cpus_per_task=cpus_per_task,
+        memory=mem,
+        nodes=nodes,
+    )
     _emit({f"{spec.name}.sbatch": slurm_script(spec, opts)}, out, executable=(f"{spec.name}.sbatch",))
 
 
@@ -296,8 +351,14 @@ def ngc(
 def export(
     image: str = typer.Argument(..., help=IMAGE_HELP),
     output: Path = typer.Option(..., "--output", "-o", help="The file to write (e.g. image.sqsh)."),
-    format: ExportFormat = typer.Option(ExportFormat.squashfs, "--format", help="squashfs: one file enroot and pyxis run (srun --container-image=./image.sqsh)."),
-    compression: str = typer.Option("gzip", "--compression", help="squashfs compression: " + ", ".join(COMPRESSIONS) + "."),
+    format: ExportFormat = typer.Option(
+        ExportFormat.squashfs,
+        "--format",
+        help="squashfs: one file enroot and pyxis run (srun --container-image=./image.sqsh).",
+    ),
+    compression: str = typer.Option(
+        "gzip", "--compression", help="squashfs compression: " + ", ".join(COMPRESSIONS) + "."
+    ),
     platform: str = typer.Option(None, "--platform", help=PLATFORM_HELP),
 ) -> None:
     """Export an image's root filesystem (with enroot's /etc/rc and /etc/environment) as a reproducible squashfs."""
@@ -308,5 +369,3 @@ def export(
         with err.status("exporting…") as status:
             export_squashfs(img, output, compression=compression, progress=status.update)
     info(f"wrote {output} ({output.stat().st_size / 1e6:.1f} MB, {img.platform})")
-
-

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -22,26 +21,37 @@ from .run import GPUS_HELP, RUNTIME_HELP, container_options, run_status
 @handles_errors
 def dev(
     path: Path = typer.Argument(Path("."), help="The project directory (default: the current one)."),
-    command: Optional[list[str]] = typer.Argument(  # noqa: UP007 - Typer reads Optional
-        None, help="The command to run, after -- (e.g. -- pytest -x): it replaces the image's Entrypoint and Cmd. "
-        "Without it the image runs its own command."
+    command: list[str] | None = typer.Argument(  # noqa: UP007 - Typer reads Optional
+        None,
+        help="The command to run, after -- (e.g. -- pytest -x): it replaces the image's Entrypoint and Cmd. "
+        "Without it the image runs its own command.",
     ),
-    image: Optional[str] = typer.Option(  # noqa: UP007
-        None, "--image",
+    image: str | None = typer.Option(  # noqa: UP007
+        None,
+        "--image",
         help="Run this prebuilt image instead of building the dev image (oci:DIR, oci-archive:FILE, docker-archive:FILE, "
         "or an image the engine holds); the mounted source then goes first on PYTHONPATH.",
     ),
-    base: Optional[str] = typer.Option(None, "--base", help="Base profile or registry image; overrides \\[tool.gpuship] base."),  # noqa: UP007
+    base: str | None = typer.Option(
+        None, "--base", help="Base profile or registry image; overrides \\[tool.gpuship] base."
+    ),  # noqa: UP007
     extra: list[str] = typer.Option([], "--extra", help="Optional-dependency group(s) of the project to include."),
     runtime: str = typer.Option("auto", "--runtime", help=RUNTIME_HELP),
-    gpus: Optional[str] = typer.Option(None, "--gpus", help=GPUS_HELP),  # noqa: UP007
-    env: list[str] = typer.Option([], "--env", "-e", help="Set KEY=VALUE in the container (KEY alone: the host's value). Repeatable."),
+    gpus: str | None = typer.Option(None, "--gpus", help=GPUS_HELP),  # noqa: UP007
+    env: list[str] = typer.Option(
+        [], "--env", "-e", help="Set KEY=VALUE in the container (KEY alone: the host's value). Repeatable."
+    ),
     volume: list[str] = typer.Option([], "--volume", "-v", help="Also bind-mount HOST:CONTAINER[:ro]. Repeatable."),
     publish: list[str] = typer.Option(
-        [], "--publish", "-p", help="Publish [IP:][HOST:]PORT (the built-in runner serves on the host's network). Repeatable."
+        [],
+        "--publish",
+        "-p",
+        help="Publish [IP:][HOST:]PORT (the built-in runner serves on the host's network). Repeatable.",
     ),
-    workdir: Optional[str] = typer.Option(None, "--workdir", "-w", help="Working directory (default: the image's, the app directory)."),  # noqa: UP007
-    user: Optional[str] = typer.Option(None, "--user", "-u", help="USER[:GROUP] or UID[:GID] (default: the image's)."),  # noqa: UP007
+    workdir: str | None = typer.Option(
+        None, "--workdir", "-w", help="Working directory (default: the image's, the app directory)."
+    ),  # noqa: UP007
+    user: str | None = typer.Option(None, "--user", "-u", help="USER[:GROUP] or UID[:GID] (default: the image's)."),  # noqa: UP007
     shm_size: str = typer.Option("1g", "--shm-size", help="Size of /dev/shm."),
 ) -> None:
     """Run the project's image with the project directory mounted over the app directory (/app, or \\[tool.gpuship] workdir) and the project installed in editable mode: edit, run again, no rebuild.
@@ -57,11 +67,19 @@ def dev(
     options = container_options(
         command=tuple(cmd),
         entrypoint=() if cmd else None,  # a dev command is the whole command line, not arguments to the entrypoint
-        env=env, volume=volume, publish=publish, workdir=workdir, user=user, shm_size=shm_size, gpus=gpus,
+        env=env,
+        volume=volume,
+        publish=publish,
+        workdir=workdir,
+        user=user,
+        shm_size=shm_size,
+        gpus=gpus,
         runtime=runtime,
     )
     if state.quiet:
-        _, code = run_dev(project, options, image=image, base=base, extras=tuple(extra), notify=info, run_progress=run_status)
+        _, code = run_dev(
+            project, options, image=image, base=base, extras=tuple(extra), notify=info, run_progress=run_status
+        )
         raise typer.Exit(code)
     with err.status("building the dev image…") as status:
         progress = status_progress(status, lambda msg: bool(state.verbose))

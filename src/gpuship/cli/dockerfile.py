@@ -30,27 +30,39 @@ def dockerfile(
     path: Path = typer.Argument(Path("."), help="The project directory (it becomes the Docker build context)."),
     file: str = typer.Option("Dockerfile", "--file", "-f", help="Name of the Dockerfile written in PATH."),
     platform: list[str] = typer.Option(
-        None, "--platform", help="Platform(s) whose locked files requirements.lock.txt lists, e.g. linux/amd64,linux/arm64. Default: as gpuship build."
+        None,
+        "--platform",
+        help="Platform(s) whose locked files requirements.lock.txt lists, e.g. linux/amd64,linux/arm64. Default: as gpuship build.",
     ),
     extra: list[str] = typer.Option(None, "--extra", help="Optional-dependency group(s) of the project to include."),
-    base: str = typer.Option(None, "--base", help="Base profile (debian-bookworm, debian-trixie); overrides the project's configured base."),
+    base: str = typer.Option(
+        None, "--base", help="Base profile (debian-bookworm, debian-trixie); overrides the project's configured base."
+    ),
     variant: str = typer.Option(
-        "pip", "--variant",
+        "pip",
+        "--variant",
         help="pip (default): PyPI wheels from gpuship.lock. micromamba: an environment.yml project's conda packages, "
-             "created by micromamba (needs the conda channels and the micromamba image at build time).",
+        "created by micromamba (needs the conda channels and the micromamba image at build time).",
     ),
     ca_bundle: Path = typer.Option(
-        None, "--ca-bundle",
+        None,
+        "--ca-bundle",
         help="CA bundle (PEM) the build stages trust for outbound TLS, e.g. a proxy's. Default: $SSL_CERT_FILE when set.",
     ),
     no_ca_bundle: bool = typer.Option(False, "--no-ca-bundle", help="Do not put a CA bundle into the build context."),
     no_libdeps: bool = typer.Option(
-        False, "--no-libdeps", help="Skip find-libdeps (which installs the environment into gpuship's cache to scan its libraries)."
+        False,
+        "--no-libdeps",
+        help="Skip find-libdeps (which installs the environment into gpuship's cache to scan its libraries).",
     ),
     locked: bool = typer.Option(False, "--locked", help="Refuse to change gpuship.lock (for CI): fail if it is stale."),
-    force: bool = typer.Option(False, "--force", help="Replace a Dockerfile or requirements.lock.txt that gpuship did not write."),
+    force: bool = typer.Option(
+        False, "--force", help="Replace a Dockerfile or requirements.lock.txt that gpuship did not write."
+    ),
     import_base: str = typer.Option(
-        None, "--import-base", metavar="TAG",
+        None,
+        "--import-base",
+        metavar="TAG",
         help="Also make a debian:<codename>-slim equivalent from the Debian mirror and load it into Docker as TAG (kept if it exists).",
     ),
 ) -> None:
@@ -69,8 +81,16 @@ def dockerfile(
 
     with err.status("planning the Dockerfile…", spinner="dots") if not state.quiet else _null():
         result = export_dockerfile(
-            path, dockerfile_name=file, platforms=platforms, extras=tuple(extra or ()), base=base,
-            variant=variant, libdeps=not no_libdeps, locked=locked, ca_bundle=ca, force=force,  # type: ignore[arg-type]
+            path,
+            dockerfile_name=file,
+            platforms=platforms,
+            extras=tuple(extra or ()),
+            base=base,
+            variant=variant,
+            libdeps=not no_libdeps,
+            locked=locked,
+            ca_bundle=ca,
+            force=force,  # type: ignore[arg-type]
             progress=progress,
         )
     spec = result.spec

@@ -67,9 +67,7 @@ def _layers_table(img: Image) -> Table:
     for col in ("#", "digest", "size", "compression", "uncompressed"):
         table.add_column(col, justify="right" if col in ("#", "size", "uncompressed") else "left")
     for i, layer in enumerate(img.layers, 1):
-        table.add_row(
-            str(i), layer.digest[:19], _mb(layer.size), layer.compression, _mb(layer.uncompressed_size)
-        )
+        table.add_row(str(i), layer.digest[:19], _mb(layer.size), layer.compression, _mb(layer.uncompressed_size))
     return table
 
 

@@ -51,7 +51,9 @@ def inspect_cmd(
     ),
     platform: str = typer.Option(None, "--platform", help="For a multi-platform image: which one (e.g. linux/arm64)."),
     as_json: bool = typer.Option(False, "--json", help="Print the whole report as JSON on stdout."),
-    html: Path = typer.Option(None, "--html", help="Also write a self-contained HTML report (treemap and tables) here."),
+    html: Path = typer.Option(
+        None, "--html", help="Also write a self-contained HTML report (treemap and tables) here."
+    ),
     top: int = typer.Option(15, "--top", min=1, help="Rows per table (largest files, packages, duplicates)."),
 ) -> None:
     """Show where an image's bytes go: per layer, per Python distribution and Debian package (compressed and
@@ -61,8 +63,13 @@ def inspect_cmd(
     Compressed sizes of files and packages are each file's share of its layer's real compressed size.
     """
     img = _read(image, platform)
-    with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), console=err,
-                  disable=state.quiet or as_json, transient=True) as progress:
+    with Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        console=err,
+        disable=state.quiet or as_json,
+        transient=True,
+    ) as progress:
         task = progress.add_task("reading layers", total=len(img.layers) or 1)
 
         def step(i: int, n: int, layer) -> None:  # type: ignore[no-untyped-def]
@@ -102,8 +109,13 @@ def render(report: ImageReport, top: int = 15) -> None:
                 t.add_row("/" + c.path, human(c.size), "?", f"[red]{c.error}[/]", "")
                 continue
             lib = c.library
-            t.add_row("/" + c.path, human(c.size), human(lib.fatbin_bytes), " ".join(lib.sass),
-                      " ".join(lib.ptx) + (f" (PTX ISA {', '.join(lib.ptx_versions)})" if lib.ptx else ""))
+            t.add_row(
+                "/" + c.path,
+                human(c.size),
+                human(lib.fatbin_bytes),
+                " ".join(lib.sass),
+                " ".join(lib.ptx) + (f" (PTX ISA {', '.join(lib.ptx_versions)})" if lib.ptx else ""),
+            )
         out.print(t)
     for title, rows in (("Python distributions", report.python), ("Debian packages", report.debian)):
         if not rows:

@@ -38,7 +38,18 @@ def _register() -> None:
     import importlib
 
     for name in (
-        "build", "dockerfile", "run", "dev", "gpu", "registry", "deploy", "inspect", "slim", "debian", "image", "cache",
+        "build",
+        "dockerfile",
+        "run",
+        "dev",
+        "gpu",
+        "registry",
+        "deploy",
+        "inspect",
+        "slim",
+        "debian",
+        "image",
+        "cache",
     ):
         try:
             importlib.import_module(f"gpuship.cli.{name}")

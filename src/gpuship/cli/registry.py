@@ -29,7 +29,8 @@ def login(
 
     For nvcr.io the user name is the literal $oauthtoken and the password an NGC API key.
     """
-    from ..registry import limits_for, login as do_login
+    from ..registry import limits_for
+    from ..registry import login as do_login
 
     if password_stdin:
         password = sys.stdin.read().rstrip("\r\n")
@@ -60,9 +61,12 @@ def logout(registry: str = typer.Argument(..., help="Registry host to forget the
 @handles_errors
 def push(
     image: str = typer.Argument(
-        ..., help="The image to push: oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE, registry:REF, or a path."
+        ...,
+        help="The image to push: oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE, registry:REF, or a path.",
     ),
-    ref: str = typer.Argument(..., help="Where to: \\[registry/]name\\[:tag]\\[@sha256:digest], e.g. ghcr.io/org/app:1.0."),
+    ref: str = typer.Argument(
+        ..., help="Where to: \\[registry/]name\\[:tag]\\[@sha256:digest], e.g. ghcr.io/org/app:1.0."
+    ),
     insecure: bool = typer.Option(False, "--insecure", help=_INSECURE_HELP),
     ca_file: Path = typer.Option(None, "--ca-file", exists=True, dir_okay=False, help=_CA_HELP),
     jobs: int = typer.Option(4, "--jobs", "-j", min=1, max=32, help="Blobs uploaded at once."),
@@ -91,8 +95,13 @@ def push(
         err.print(f"[yellow]warning:[/] {msg}", markup=True, highlight=False)
 
     kwargs = dict(
-        cache=cache, insecure=insecure, ca_file=ca_file, jobs=jobs, chunk_size=chunk_size << 20,
-        mount_from=mount_from, on_warning=warn,
+        cache=cache,
+        insecure=insecure,
+        ca_file=ca_file,
+        jobs=jobs,
+        chunk_size=chunk_size << 20,
+        mount_from=mount_from,
+        on_warning=warn,
     )
     if state.quiet or not err.is_terminal:
         result = do_push(obj, ref, **kwargs)  # type: ignore[arg-type]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Optional
 
 import typer
 
@@ -41,9 +40,18 @@ def _runtime(value: str) -> str:
 
 
 def container_options(
-    *, command: tuple[str, ...], entrypoint: tuple[str, ...] | None, env: list[str] | None,
-    volume: list[str] | None, publish: list[str] | None, workdir: str | None, user: str | None, shm_size: str,
-    gpus: str, runtime: str, **more: object,
+    *,
+    command: tuple[str, ...],
+    entrypoint: tuple[str, ...] | None,
+    env: list[str] | None,
+    volume: list[str] | None,
+    publish: list[str] | None,
+    workdir: str | None,
+    user: str | None,
+    shm_size: str,
+    gpus: str,
+    runtime: str,
+    **more: object,
 ) -> RunOptions:
     """:class:`RunOptions` from the container options ``gpuship run`` and ``gpuship dev`` share, as typed."""
     return RunOptions(
@@ -70,29 +78,42 @@ def container_options(
 @handles_errors
 def run(
     image: str = typer.Argument(..., help=IMAGE_HELP),
-    command: Optional[list[str]] = typer.Argument(  # noqa: UP007 - Typer reads Optional
+    command: list[str] | None = typer.Argument(  # noqa: UP007 - Typer reads Optional
         None, help="The command, after --: it replaces the image's Cmd (the Entrypoint stays, as with docker run)."
     ),
     runtime: str = typer.Option("auto", "--runtime", help=RUNTIME_HELP),
-    gpus: Optional[str] = typer.Option(None, "--gpus", help=GPUS_HELP),  # noqa: UP007
-    env: list[str] = typer.Option([], "--env", "-e", help="Set KEY=VALUE in the container (KEY alone: the host's value). Repeatable."),
+    gpus: str | None = typer.Option(None, "--gpus", help=GPUS_HELP),  # noqa: UP007
+    env: list[str] = typer.Option(
+        [], "--env", "-e", help="Set KEY=VALUE in the container (KEY alone: the host's value). Repeatable."
+    ),
     volume: list[str] = typer.Option([], "--volume", "-v", help="Bind-mount HOST:CONTAINER[:ro]. Repeatable."),
     publish: list[str] = typer.Option(
-        [], "--publish", "-p",
+        [],
+        "--publish",
+        "-p",
         help="Publish [IP:][HOST:]PORT. Engines map it; the built-in runner shares the host's network, so the port "
         "is served as it is (HOST must equal PORT). Repeatable.",
     ),
-    workdir: Optional[str] = typer.Option(None, "--workdir", "-w", help="Working directory (default: the image's)."),  # noqa: UP007
-    user: Optional[str] = typer.Option(None, "--user", "-u", help="USER[:GROUP] or UID[:GID] (default: the image's)."),  # noqa: UP007
-    entrypoint: Optional[str] = typer.Option(None, "--entrypoint", help="Replace the image's Entrypoint (\"\" clears it)."),  # noqa: UP007
-    shm_size: str = typer.Option("1g", "--shm-size", help="Size of /dev/shm (engines give 64m, too small for PyTorch DataLoader workers)."),
+    workdir: str | None = typer.Option(None, "--workdir", "-w", help="Working directory (default: the image's)."),  # noqa: UP007
+    user: str | None = typer.Option(None, "--user", "-u", help="USER[:GROUP] or UID[:GID] (default: the image's)."),  # noqa: UP007
+    entrypoint: str | None = typer.Option(
+        None, "--entrypoint", help='Replace the image\'s Entrypoint ("" clears it).'
+    ),  # noqa: UP007
+    shm_size: str = typer.Option(
+        "1g", "--shm-size", help="Size of /dev/shm (engines give 64m, too small for PyTorch DataLoader workers)."
+    ),
     ulimit: list[str] = typer.Option(
-        [], "--ulimit",
+        [],
+        "--ulimit",
         help=f"NAME=SOFT[:HARD] (-1: unlimited), on top of the defaults {DEFAULT_ULIMIT_TEXT}. Repeatable.",
     ),
-    read_only: bool = typer.Option(False, "--read-only", help="Read-only root filesystem, with tmpfs on /tmp (and /var/tmp, /run in the built-in runner)."),
+    read_only: bool = typer.Option(
+        False,
+        "--read-only",
+        help="Read-only root filesystem, with tmpfs on /tmp (and /var/tmp, /run in the built-in runner).",
+    ),
     keep: bool = typer.Option(False, "--keep", help="Engines: keep the container after it exits (no --rm)."),
-    name: Optional[str] = typer.Option(None, "--name", help="Engines: name the container."),  # noqa: UP007
+    name: str | None = typer.Option(None, "--name", help="Engines: name the container."),  # noqa: UP007
 ) -> None:
     """Run IMAGE (its command, or the one after --) and exit with the command's exit code.
 
@@ -103,8 +124,17 @@ def run(
     options = container_options(
         command=tuple(command or ()),
         entrypoint=None if entrypoint is None else ((entrypoint,) if entrypoint else ()),
-        env=env, volume=volume, publish=publish, workdir=workdir, user=user, shm_size=shm_size, gpus=gpus,
-        runtime=runtime, read_only=read_only, keep=keep, name=name,
+        env=env,
+        volume=volume,
+        publish=publish,
+        workdir=workdir,
+        user=user,
+        shm_size=shm_size,
+        gpus=gpus,
+        runtime=runtime,
+        read_only=read_only,
+        keep=keep,
+        name=name,
     ).with_ulimits(parse_ulimit(u) for u in ulimit)
     code = run_image(image, options, notify=info, progress=run_status)
     raise typer.Exit(code)
@@ -114,9 +144,9 @@ def run(
 @handles_errors
 def check(
     image: str = typer.Argument(..., help=IMAGE_HELP),
-    args: Optional[list[str]] = typer.Argument(None, help="Arguments for gpuship-check, after --."),  # noqa: UP007
+    args: list[str] | None = typer.Argument(None, help="Arguments for gpuship-check, after --."),  # noqa: UP007
     runtime: str = typer.Option("auto", "--runtime", help=RUNTIME_HELP),
-    gpus: Optional[str] = typer.Option(None, "--gpus", help=GPUS_HELP),  # noqa: UP007
+    gpus: str | None = typer.Option(None, "--gpus", help=GPUS_HELP),  # noqa: UP007
     env: list[str] = typer.Option([], "--env", "-e", help="Set KEY=VALUE in the container. Repeatable."),
 ) -> None:
     """Run the image's own GPU self-test (/usr/local/bin/gpuship-check) on this host; its exit code is ours.

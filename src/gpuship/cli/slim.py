@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.table import Table
@@ -34,36 +33,46 @@ def _mb(n: int) -> str:
 @handles_errors
 def slim_cmd(
     image: str = typer.Argument(
-        ..., help="The image: oci:DIR[:TAG], oci-archive:FILE, docker-archive:FILE, or any other reference gpuship reads."
+        ...,
+        help="The image: oci:DIR[:TAG], oci-archive:FILE, docker-archive:FILE, or any other reference gpuship reads.",
     ),
-    command: Optional[list[str]] = typer.Argument(  # noqa: UP007 - Typer reads Optional
-        None, help="The workload, after --: it replaces the image's Cmd (the Entrypoint stays, as with docker run). "
+    command: list[str] | None = typer.Argument(  # noqa: UP007 - Typer reads Optional
+        None,
+        help="The workload, after --: it replaces the image's Cmd (the Entrypoint stays, as with docker run). "
         "Default: the image's own command. It must finish (or, with --http, serve).",
     ),
-    output: Optional[str] = typer.Option(  # noqa: UP007
-        None, "--output", "-o",
+    output: str | None = typer.Option(  # noqa: UP007
+        None,
+        "--output",
+        "-o",
         help="Where to write the slimmed image: oci:DIR, oci-archive:FILE, docker-archive:FILE, docker:NAME "
         "(written only once the slimmed image has passed the workload).",
     ),
-    tag: Optional[str] = typer.Option(None, "--tag", "-t", help="Name[:tag] for targets that carry one."),  # noqa: UP007
-    report: Optional[Path] = typer.Option(  # noqa: UP007
-        None, "--report", help="Write the report (bytes removed per layer and per package, what each rule kept) as JSON.",
+    tag: str | None = typer.Option(None, "--tag", "-t", help="Name[:tag] for targets that carry one."),  # noqa: UP007
+    report: Path | None = typer.Option(  # noqa: UP007
+        None,
+        "--report",
+        help="Write the report (bytes removed per layer and per package, what each rule kept) as JSON.",
     ),
-    entrypoint: Optional[str] = typer.Option(  # noqa: UP007
-        None, "--entrypoint", help="Replace the image's Entrypoint for the workload (\"\" clears it)."
+    entrypoint: str | None = typer.Option(  # noqa: UP007
+        None, "--entrypoint", help='Replace the image\'s Entrypoint for the workload ("" clears it).'
     ),
     env: list[str] = typer.Option([], "--env", "-e", help="Set KEY=VALUE for the workload (both runs). Repeatable."),
-    http: Optional[str] = typer.Option(  # noqa: UP007
-        None, "--http",
+    http: str | None = typer.Option(  # noqa: UP007
+        None,
+        "--http",
         help="The workload is a server: once it answers GET PATH (e.g. /status) with a status below 500, it is "
         "stopped (SIGTERM). The slimmed image must answer with the same status.",
     ),
-    port: Optional[int] = typer.Option(  # noqa: UP007
-        None, "--port", help="Port for --http (default: -e PORT, the image's PORT, its first exposed port, 8080). "
+    port: int | None = typer.Option(  # noqa: UP007
+        None,
+        "--port",
+        help="Port for --http (default: -e PORT, the image's PORT, its first exposed port, 8080). "
         "The built-in runner shares the host's network.",
     ),
     keep: list[str] = typer.Option(
-        [], "--keep",
+        [],
+        "--keep",
         help="Also keep these image paths (globs: * within a name, ** across folders; a folder is kept whole), "
         "e.g. --keep '/usr/share/zoneinfo/**'. Repeatable.",
     ),
@@ -71,13 +80,15 @@ def slim_cmd(
         False, "--check-output", help="Also require the same stdout (or, with --http, the same response body)."
     ),
     allow_failure: bool = typer.Option(
-        False, "--allow-failure", help="Slim even when the workload exits non-zero (the slimmed image must exit the same)."
+        False,
+        "--allow-failure",
+        help="Slim even when the workload exits non-zero (the slimmed image must exit the same).",
     ),
     timeout: float = typer.Option(600.0, "--timeout", min=1, help="Seconds one run of the workload may take."),
     runtime: str = typer.Option(
         "builtin", "--runtime", help="The daemonless runner: builtin (runc if installed, else chroot), runc, chroot."
     ),
-    platform: Optional[str] = typer.Option(  # noqa: UP007
+    platform: str | None = typer.Option(  # noqa: UP007
         None, "--platform", help="For a multi-platform image: which one (default: this host's; it must run here)."
     ),
 ) -> None:
@@ -95,8 +106,10 @@ def slim_cmd(
     from ..slim import Probe, SlimOptions, slim_image, write_report
 
     if runtime not in RUNTIMES:
-        raise GpushipError(f"--runtime must be one of {', '.join(RUNTIMES)}, not {runtime!r}",
-                           "slimming traces the workload in the built-in runner")
+        raise GpushipError(
+            f"--runtime must be one of {', '.join(RUNTIMES)}, not {runtime!r}",
+            "slimming traces the workload in the built-in runner",
+        )
     if http is not None and not http.startswith("/"):
         raise GpushipError(f"--http {http!r} is not a path", "give the path to ask, e.g. --http /status")
     cache = Cache()
@@ -104,7 +117,11 @@ def slim_cmd(
     probe = Probe(
         command=tuple(command or ()),
         entrypoint=None if entrypoint is None else ((entrypoint,) if entrypoint else ()),
-        env=parse_env(env), http=http, port=port, timeout=timeout, runtime=runtime,
+        env=parse_env(env),
+        http=http,
+        port=port,
+        timeout=timeout,
+        runtime=runtime,
     )
     options = SlimOptions(probe=probe, keep=tuple(keep), check_output=check_output, allow_failure=allow_failure)
     with err.status("slimming", spinner="dots") if not state.quiet else _null() as status:
@@ -146,8 +163,13 @@ def _render(result, output: str | None) -> None:  # type: ignore[no-untyped-def]
     for col in ("#", "contents", "files", "compressed before", "after"):
         table.add_column(col, justify="right" if col != "contents" else "left")
     for l in result.layers:
-        table.add_row(str(l.index + 1), (l.comment or "")[:50], f"{l.files_after}/{l.files_before}",
-                      _mb(l.before.size), _mb(l.after.size))
+        table.add_row(
+            str(l.index + 1),
+            (l.comment or "")[:50],
+            f"{l.files_after}/{l.files_before}",
+            _mb(l.before.size),
+            _mb(l.after.size),
+        )
     err.print(table)
     pk = Table(title="removed, by package (top 10)")
     for col in ("package", "files removed", "bytes removed", "bytes kept"):
@@ -156,8 +178,11 @@ def _render(result, output: str | None) -> None:  # type: ignore[no-untyped-def]
         pk.add_row(f"{p['kind']}:{p['name']}", str(p["files_removed"]), _mb(p["bytes_removed"]), _mb(p["bytes_kept"]))
     err.print(pk)
     proof = result.verified
-    what = (f"GET answered {proof.http_status}" if proof and proof.http_status is not None
-            else f"exit {proof.exit_code if proof else '?'}")
+    what = (
+        f"GET answered {proof.http_status}"
+        if proof and proof.http_status is not None
+        else f"exit {proof.exit_code if proof else '?'}"
+    )
     err.print(
         f"slimmed {_mb(result.compressed_before)} -> {_mb(result.compressed_after)} compressed "
         f"({len(result.removed)} files, {_mb(result.bytes_removed)} removed); the workload still passes ({what})"

@@ -23,7 +23,23 @@ from .plan import FrameworkArchs, GpuPlan, TorchChoice, plan_gpu
 from .settings import GpuSettings
 
 __all__ = [
-    "Driver", "FrameworkArchs", "GpuPlan", "GpuSettings", "Target", "TorchChoice", "cc_str", "cuda_for_driver",
-    "cuda_for_ptx_isa", "driver_jits_ptx", "driver_ptx_isa", "min_driver", "min_driver_for_ptx_isa", "parse_target",
-    "plan_gpu", "ptx_isa", "runs_on", "sm", "toolkit_builds_for",
+    "Driver",
+    "FrameworkArchs",
+    "GpuPlan",
+    "GpuSettings",
+    "Target",
+    "TorchChoice",
+    "cc_str",
+    "cuda_for_driver",
+    "cuda_for_ptx_isa",
+    "driver_jits_ptx",
+    "driver_ptx_isa",
+    "min_driver",
+    "min_driver_for_ptx_isa",
+    "parse_target",
+    "plan_gpu",
+    "ptx_isa",
+    "runs_on",
+    "sm",
+    "toolkit_builds_for",
 ]

@@ -67,11 +67,13 @@ class Driver:
             v = vt(text)
         except ValueError:
             raise ConfigError(
-                f"{where} must be a driver version like \"580\" or \"570.124.06\", not {value!r}",
+                f'{where} must be a driver version like "580" or "570.124.06", not {value!r}',
                 "give the branch (535, 570, 580) or the full version `nvidia-smi` prints",
             ) from None
         if not 300 <= v[0] < 1000:
-            raise ConfigError(f"{where} {text!r} is not an NVIDIA driver version", "driver branches look like 535, 570, 580")
+            raise ConfigError(
+                f"{where} {text!r} is not an NVIDIA driver version", "driver branches look like 535, 570, 580"
+            )
         return cls(text)
 
     @property

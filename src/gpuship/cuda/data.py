@@ -322,12 +322,22 @@ CUDA_BINDINGS_MAJORS: tuple[int, ...] = (11, 12, 13)
 #: numba-cuda and JAX share one copy of each library.  [PYPI-META] (cuda-toolkit 12.8.1 / 13.0.3.0 pins)
 TOOLKIT_VERSIONED: dict[int, tuple[str, ...]] = {
     12: (
-        "cuda-toolkit", "nvidia-cuda-runtime-cu12", "nvidia-cuda-nvrtc-cu12", "nvidia-cuda-nvcc-cu12",
-        "nvidia-cuda-cupti-cu12", "nvidia-nvjitlink-cu12",
+        "cuda-toolkit",
+        "nvidia-cuda-runtime-cu12",
+        "nvidia-cuda-nvrtc-cu12",
+        "nvidia-cuda-nvcc-cu12",
+        "nvidia-cuda-cupti-cu12",
+        "nvidia-nvjitlink-cu12",
     ),
     13: (
-        "cuda-toolkit", "nvidia-cuda-runtime", "nvidia-cuda-nvrtc", "nvidia-cuda-nvcc", "nvidia-cuda-crt",
-        "nvidia-nvvm", "nvidia-cuda-cupti", "nvidia-nvjitlink",
+        "cuda-toolkit",
+        "nvidia-cuda-runtime",
+        "nvidia-cuda-nvrtc",
+        "nvidia-cuda-nvcc",
+        "nvidia-cuda-crt",
+        "nvidia-nvvm",
+        "nvidia-cuda-cupti",
+        "nvidia-nvjitlink",
     ),
 }
 
@@ -337,7 +347,19 @@ MAJOR_VERSIONED = ("cuda-bindings", "cuda-python")
 #: The CUDA lines gpuship chooses between: a line needs its driver row, its ISA row and PyPI CUDA wheels
 #: (``cuda-toolkit`` exists for 11.8 and every 12.x/13.x minor).  [PYPI-META] ``pip index versions cuda-toolkit``
 LINES: tuple[str, ...] = (
-    "11.8", "12.0", "12.1", "12.2", "12.3", "12.4", "12.5", "12.6", "12.8", "12.9", "13.0", "13.1", "13.2",
+    "11.8",
+    "12.0",
+    "12.1",
+    "12.2",
+    "12.3",
+    "12.4",
+    "12.5",
+    "12.6",
+    "12.8",
+    "12.9",
+    "13.0",
+    "13.1",
+    "13.2",
 )
 
 #: The driver assumed when ``min-driver`` is not set: the R580 long-term branch (the last for GPUs below

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import SpecifierSet
-from packaging.version import InvalidVersion, Version
 from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
 
 from . import data
 from .compat import major_of, vs, vt
@@ -142,7 +142,9 @@ def detect(lines: Sequence[Line], gpu_table_present: bool) -> tuple[dict[str, Fo
                 f.restrict({major}, f"{name} is the CUDA {major} build")
             allowed = {mj for mj, (_, _, first, last) in data.CUPY.items() if admits(req.specifier, first, last)}
             if str(req.specifier) and allowed != set(data.CUPY):
-                f.restrict(allowed, f"cupy{req.specifier} exists for CUDA {'/'.join(map(str, sorted(allowed))) or 'none'}")
+                f.restrict(
+                    allowed, f"cupy{req.specifier} exists for CUDA {'/'.join(map(str, sorted(allowed))) or 'none'}"
+                )
         elif name == "numba-cuda":
             f = get("numba-cuda")
             f.lines.append(line)
@@ -168,15 +170,17 @@ def detect(lines: Sequence[Line], gpu_table_present: bool) -> tuple[dict[str, Fo
                     f.jax_local = True
             if name == "jax" and str(req.specifier):
                 allowed = {mj for mj, (_, first, _) in data.JAX_CUDA.items() if admits(req.specifier, first, "9.99")}
-                f.restrict(allowed, f"jax{req.specifier} has CUDA {'/'.join(map(str, sorted(allowed))) or 'no'} plugins")
+                f.restrict(
+                    allowed, f"jax{req.specifier} has CUDA {'/'.join(map(str, sorted(allowed))) or 'no'} plugins"
+                )
         elif name in ("cuda-python", "cuda-bindings", "cuda-core"):
             f = get("cuda-bindings")
             f.lines.append(line)
             if name != "cuda-core" and str(req.specifier):
-                allowed = {
-                    mj for mj in data.CUDA_BINDINGS_MAJORS if admits(req.specifier, f"{mj}.0", f"{mj}.99")
-                }
-                f.restrict(allowed, f"{line.text.strip()} is the CUDA {'/'.join(map(str, sorted(allowed))) or 'no'} binding")
+                allowed = {mj for mj in data.CUDA_BINDINGS_MAJORS if admits(req.specifier, f"{mj}.0", f"{mj}.99")}
+                f.restrict(
+                    allowed, f"{line.text.strip()} is the CUDA {'/'.join(map(str, sorted(allowed))) or 'no'} binding"
+                )
             for e in req.extras:
                 if re.fullmatch(r"cu\d+", e):
                     f.restrict({int(e[2:])}, f"{line.text.strip()} asks for {e}")

@@ -36,7 +36,7 @@ def _match_name(text: str) -> str:
     for k in range(1, min(3, len(words)) + 1):
         joined = "".join(words[:k])
         for key in _BY_NORM:
-            if joined.startswith(key) and _VARIANT.match(joined[len(key):]) and len(key) > len(best):
+            if joined.startswith(key) and _VARIANT.match(joined[len(key) :]) and len(key) > len(best):
                 best = key
     return best
 
@@ -68,7 +68,7 @@ def parse_target(text: str) -> Target:
     architecture (``sm_90``, ``compute_90``, ``9.0``, ``90``)."""
     given = str(text).strip()
     if not given:
-        raise ConfigError("an empty GPU target", "targets look like [\"H100\", \"sm_80\"]")
+        raise ConfigError("an empty GPU target", 'targets look like ["H100", "sm_80"]')
     if re.fullmatch(r"(?i)(sm_|compute_)?\d+(\.\d+)?[af]?", given):
         try:
             cc = cc_str(given)

@@ -20,7 +20,6 @@ from .compat import (
     Driver,
     cuda_tag,
     driver_allows,
-    lines_newest_first,
     major_of,
     min_driver,
     ptx_isa,
@@ -208,7 +207,9 @@ def plan_gpu(requirements: Sequence[str], settings: GpuSettings, platform: Platf
         return GpuPlan(is_gpu=False, requirements=tuple(requirements), platform=str(plat), lines=(why,))
 
     if machine not in ("x86_64", "aarch64"):
-        raise GpuError(f"CUDA images are built for linux/amd64 and linux/arm64, not {plat}", "choose one of those platforms")
+        raise GpuError(
+            f"CUDA images are built for linux/amd64 and linux/arm64, not {plat}", "choose one of those platforms"
+        )
 
     explain: list[str] = []
     targets = settings.targets
@@ -230,14 +231,18 @@ def plan_gpu(requirements: Sequence[str], settings: GpuSettings, platform: Platf
                     raise GpuError(
                         f"{t.label()}: the last driver branch for this GPU is R{last}, so min-driver "
                         f"{settings.min_driver} can never run on it",
-                        f"set min-driver = \"{last}\" or drop {t.name} from targets",
+                        f'set min-driver = "{last}" or drop {t.name} from targets',
                     )
                 d, note = Driver(last), f"the last branch for {t.name}"
-                explain.append(f"{t.label()}: its last driver branch is R{last}, so the image must run on driver {last}")
+                explain.append(
+                    f"{t.label()}: its last driver branch is R{last}, so the image must run on driver {last}"
+                )
             first = first_driver_branch(t.cc)
             if first and d.branch < int(first):
                 d, note = Driver(first), f"the first branch that drives {t.name}"
-                explain.append(f"{t.label()}: hosts with it run driver {first} or newer (its first CUDA toolkit's driver)")
+                explain.append(
+                    f"{t.label()}: hosts with it run driver {first} or newer (its first CUDA toolkit's driver)"
+                )
         key = str(d)
         if key in drivers:
             drivers[key][1].append(t.name if t else "")
@@ -253,7 +258,7 @@ def plan_gpu(requirements: Sequence[str], settings: GpuSettings, platform: Platf
             asked = frozenset({settings.cuda})
         else:
             asked = frozenset(x for x in data.LINES if major_of(x) == int(settings.cuda))
-        rules.append(Rule(f"cuda = \"{settings.cuda}\"", asked, f"asks for CUDA {_fmt(asked)}", "set cuda = \"auto\""))
+        rules.append(Rule(f'cuda = "{settings.cuda}"', asked, f"asks for CUDA {_fmt(asked)}", 'set cuda = "auto"'))
 
     # 2. the target GPUs' architectures
     for t in targets:
@@ -369,7 +374,7 @@ def _check_targets(targets: Sequence[Target], plat: Platform) -> None:
         if t.cc == "10.1":
             raise GpuError(
                 f"{t.label()}: sm_101 is Thor's name before CUDA 13 (JetPack only); CUDA 13 renamed it sm_110",
-                "use targets = [\"Thor\"] (sm_110 on CUDA 13)",
+                'use targets = ["Thor"] (sm_110 on CUDA 13)',
             )
         if t.cc == "11.0" and plat.machine != "aarch64":
             raise GpuError(f"{t.label()} is an arm64 system, but the platform is {plat}", "build for linux/arm64")
@@ -406,9 +411,13 @@ def _torch_rule(
         parts.append(f"has wheels{src} for CUDA {_fmt(allowed)}" + (" that run on every target" if targets else ""))
     elif opts:
         lacking = [t.label() for t in targets if not any(runs_on(t.cc, o.sass, o.ptx) for o in opts)]
-        parts.append(f"has no wheel{'' if with_index else ' on PyPI'} with kernels for {', '.join(lacking) or 'every target at once'}")
+        parts.append(
+            f"has no wheel{'' if with_index else ' on PyPI'} with kernels for {', '.join(lacking) or 'every target at once'}"
+        )
     else:
-        parts.append(f"has no CUDA wheel for {machine}" + ("" if with_index else " on PyPI") + " that the requirement admits")
+        parts.append(
+            f"has no CUDA wheel for {machine}" + ("" if with_index else " on PyPI") + " that the requirement admits"
+        )
     hint = ""
     if index_only and not with_index:
         old = [o for o in index_opts if o.line in index_only]
@@ -471,7 +480,9 @@ def _hint(rule: Rule, others: frozenset[str]) -> str:
     return rule.hint
 
 
-def _choose_torch(opts: Sequence[TorchChoice], line: str, targets: Sequence[Target], settings: GpuSettings) -> TorchChoice:
+def _choose_torch(
+    opts: Sequence[TorchChoice], line: str, targets: Sequence[Target], settings: GpuSettings
+) -> TorchChoice:
     here = [o for o in opts if o.line == line]
     if settings.torch_index:
         best_rel = max(vt(o.releases[0]) for o in here)
@@ -536,7 +547,9 @@ def _rewrite_one(
             why = f"CuPy's CUDA {major} wheel" + (f"; [{extra}] brings the CUDA libraries from PyPI" if extra else "")
             explain.append(f"requirement: {original} -> {new} ({why})")
         if not extra:
-            explain.append(f"note: {pkg} has no [ctk] extra: it needs the CUDA {major} libraries from nvidia-*-cu{major} wheels")
+            explain.append(
+                f"note: {pkg} has no [ctk] extra: it needs the CUDA {major} libraries from nvidia-*-cu{major} wheels"
+            )
         return new
     if name == "numba-cuda":
         extras = [e for e in req.extras if e not in ("cu11", "cu12", "cu13")] + [data.NUMBA_CUDA_EXTRA[major]]
@@ -544,7 +557,7 @@ def _rewrite_one(
         if new != original:
             explain.append(
                 f"requirement: {original} -> {new} (without [{data.NUMBA_CUDA_EXTRA[major]}]: "
-                "\"NvvmSupportError: libNVVM cannot be found\")"
+                '"NvvmSupportError: libNVVM cannot be found")'
             )
         return new
     if name == "jax":
@@ -555,7 +568,11 @@ def _rewrite_one(
         new = _fmt_req(req.name, extras, spec, marker)
         if new != original:
             local = any(e.endswith("local") for e in req.extras)
-            why = "the -local extras expect a system CUDA, which gpuship images do not have" if local else f"JAX's CUDA {major} plugin and libraries"
+            why = (
+                "the -local extras expect a system CUDA, which gpuship images do not have"
+                if local
+                else f"JAX's CUDA {major} plugin and libraries"
+            )
             explain.append(f"requirement: {original} -> {new} ({why})")
         return new
     if name == "cuda-bindings":
@@ -599,9 +616,7 @@ def _join_spec(user: str, extra: str) -> str:
     return ",".join(out)
 
 
-def _archs(
-    found: Mapping[str, Found], line: str, torch: TorchChoice | None, machine: str
-) -> dict[str, FrameworkArchs]:
+def _archs(found: Mapping[str, Found], line: str, torch: TorchChoice | None, machine: str) -> dict[str, FrameworkArchs]:
     toolkit = tuple(data.ARCHS[line])
     out: dict[str, FrameworkArchs] = {}
     for name in FRAMEWORKS:
@@ -636,14 +651,17 @@ def _explain_choice(
     )
     if mvc:
         out.append(
-            f"note: under minor-version compatibility the driver cannot JIT PTX newer than its own CUDA version: "
-            f"code must carry SASS for each target (numba-cuda, CuPy and JAX compile at run time and may fail)"
+            "note: under minor-version compatibility the driver cannot JIT PTX newer than its own CUDA version: "
+            "code must carry SASS for each target (numba-cuda, CuPy and JAX compile at run time and may fail)"
         )
     if targets:
         out.append("targets: " + ", ".join(t.label() for t in targets))
     if torch is not None:
-        out.append(f"torch: {torch.describe()} (SASS {', '.join(sm(a) for a in torch.sass)}"
-                   + (f", PTX {sm(torch.ptx)}" if torch.ptx else "") + ")")
+        out.append(
+            f"torch: {torch.describe()} (SASS {', '.join(sm(a) for a in torch.sass)}"
+            + (f", PTX {sm(torch.ptx)}" if torch.ptx else "")
+            + ")"
+        )
     for url in index_urls:
         out.append(f"index: torch for {cuda_tag(line)} comes from {url}")
     major = major_of(line)

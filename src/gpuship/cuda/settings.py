@@ -14,13 +14,13 @@ from .compat import Driver, line_of, vt
 from .gpus import Target, parse_target
 
 KEYS = {
-    "cuda": "CUDA line: \"auto\" (default), a line such as \"12.8\", or a major such as \"12\"",
-    "targets": "GPUs the image must run on: names (\"H100\", \"L4\") or architectures (\"sm_80\")",
-    "min-driver": "oldest host driver the image must run on: a branch (\"535\") or a version (\"570.124.06\")",
+    "cuda": 'CUDA line: "auto" (default), a line such as "12.8", or a major such as "12"',
+    "targets": 'GPUs the image must run on: names ("H100", "L4") or architectures ("sm_80")',
+    "min-driver": 'oldest host driver the image must run on: a branch ("535") or a version ("570.124.06")',
     "torch-index": "URL of the PyTorch wheel index for the chosen CUDA variant; {tag} becomes cu128, cu130, ...",
     "minor-version-compat": "allow a CUDA line newer than min-driver under minor-version compatibility",
-    "enabled": "\"auto\" (default: GPU when a GPU framework is present), true, or false",
-    "driver-capabilities": "NVIDIA_DRIVER_CAPABILITIES (default [\"compute\", \"utility\"])",
+    "enabled": '"auto" (default: GPU when a GPU framework is present), true, or false',
+    "driver-capabilities": 'NVIDIA_DRIVER_CAPABILITIES (default ["compute", "utility"])',
     "prune-archs": "drop GPU machine code for architectures no target runs (default: true when targets are set)",
 }
 
@@ -47,7 +47,9 @@ class GpuSettings:
         return cls(
             cuda=_parse_cuda(table.get("cuda", "auto")),
             targets=_parse_targets(table.get("targets", ())),
-            min_driver=Driver.parse(table["min-driver"], "[tool.gpuship.gpu] min-driver") if "min-driver" in table else None,
+            min_driver=Driver.parse(table["min-driver"], "[tool.gpuship.gpu] min-driver")
+            if "min-driver" in table
+            else None,
             torch_index=_parse_index(table.get("torch-index", "")),
             minor_version_compat=_parse_bool(table.get("minor-version-compat", False), "minor-version-compat"),
             enabled=_parse_enabled(table.get("enabled", "auto")),
@@ -92,7 +94,7 @@ def _parse_cuda(value: Any) -> str:
         line = line_of(text)
     except ValueError:
         raise ConfigError(
-            f"[tool.gpuship.gpu] cuda must be \"auto\", a CUDA line such as \"12.8\", or a major such as \"12\"; not {value!r}",
+            f'[tool.gpuship.gpu] cuda must be "auto", a CUDA line such as "12.8", or a major such as "12"; not {value!r}',
             f"known lines: {', '.join(data.LINES)}",
         ) from None
     if line not in data.LINES:
@@ -100,7 +102,7 @@ def _parse_cuda(value: Any) -> str:
         raise ConfigError(
             f"[tool.gpuship.gpu] cuda = {value!r}: CUDA {line} is not a line gpuship can build "
             + ("(newer than its table)" if newer else "(no CUDA wheels for it on the package index)"),
-            f"choose one of {', '.join(data.LINES)}, or \"auto\"",
+            f'choose one of {", ".join(data.LINES)}, or "auto"',
         )
     return line
 
@@ -141,7 +143,7 @@ def _parse_enabled(value: Any) -> bool | None:
         return None
     if isinstance(value, bool):
         return value
-    raise ConfigError(f"[tool.gpuship.gpu] enabled must be \"auto\", true or false, not {value!r}")
+    raise ConfigError(f'[tool.gpuship.gpu] enabled must be "auto", true or false, not {value!r}')
 
 
 def _parse_caps(value: Any) -> tuple[str, ...]:
@@ -152,10 +154,12 @@ def _parse_caps(value: Any) -> tuple[str, ...]:
     caps = tuple(str(v).strip() for v in value)
     for c in caps:
         if c not in CAPABILITIES:
-            raise ConfigError(f"[tool.gpuship.gpu] driver-capabilities: unknown capability {c!r}", f"known: {', '.join(CAPABILITIES)}")
+            raise ConfigError(
+                f"[tool.gpuship.gpu] driver-capabilities: unknown capability {c!r}", f"known: {', '.join(CAPABILITIES)}"
+            )
     if "compute" not in caps and "all" not in caps:
         raise ConfigError(
-            "[tool.gpuship.gpu] driver-capabilities without \"compute\": libcuda would not be injected and CUDA fails",
+            '[tool.gpuship.gpu] driver-capabilities without "compute": libcuda would not be injected and CUDA fails',
             'add "compute" (nvidia-smi works with "utility" alone, CUDA does not)',
         )
     return caps

@@ -48,7 +48,22 @@ def write_files(files: Mapping[str, str], out_dir: Path | str, *, executable: tu
 
 
 __all__ = [
-    "ComposeOptions", "DeploySpec", "K8sOptions", "Keda", "NgcOptions", "SlurmOptions", "Toleration",
-    "compose_file", "compose_yaml", "export_squashfs", "kubernetes_manifests", "ngc_script", "parse_size",
-    "slurm_script", "spec_from_image", "to_yaml", "write_enroot_config", "write_files",
+    "ComposeOptions",
+    "DeploySpec",
+    "K8sOptions",
+    "Keda",
+    "NgcOptions",
+    "SlurmOptions",
+    "Toleration",
+    "compose_file",
+    "compose_yaml",
+    "export_squashfs",
+    "kubernetes_manifests",
+    "ngc_script",
+    "parse_size",
+    "slurm_script",
+    "spec_from_image",
+    "to_yaml",
+    "write_enroot_config",
+    "write_files",
 ]

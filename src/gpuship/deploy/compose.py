@@ -36,7 +36,10 @@ def compose_file(spec: DeploySpec, opts: ComposeOptions = ComposeOptions()) -> d
     if spec.function_runtime and spec.port is not None:
         svc["healthcheck"] = {
             "test": ["CMD", *spec.probe_argv("/readyz")],
-            "interval": "10s", "timeout": "5s", "retries": 3, "start_period": "120s",
+            "interval": "10s",
+            "timeout": "5s",
+            "retries": 3,
+            "start_period": "120s",
         }
     if spec.gpus or opts.all_gpus:
         device: dict[str, Any] = {"driver": "nvidia"}

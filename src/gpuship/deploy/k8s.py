@@ -95,7 +95,11 @@ def _container(spec: DeploySpec, opts: K8sOptions, probes: bool) -> dict[str, An
     if spec.port is not None:
         c["ports"] = [{"name": "http", "containerPort": spec.port, "protocol": "TCP"}]
     env = list(spec.env)
-    if spec.function_runtime and not any(k == "SHUTDOWN_DELAY" for k, _ in env) and "SHUTDOWN_DELAY" not in spec.image_env:
+    if (
+        spec.function_runtime
+        and not any(k == "SHUTDOWN_DELAY" for k, _ in env)
+        and "SHUTDOWN_DELAY" not in spec.image_env
+    ):
         # keep serving 5 s after SIGTERM with /readyz at 503 while the Service drops the pod from its endpoints
         env.append(("SHUTDOWN_DELAY", str(SHUTDOWN_DELAY)))
     if env:
@@ -122,11 +126,15 @@ def _container(spec: DeploySpec, opts: K8sOptions, probes: bool) -> dict[str, An
         # liveness never kills a pod that is still importing torch; /readyz waits for the warm-up call.
         c["livenessProbe"] = {
             "httpGet": {"path": "/healthz", "port": "http"},
-            "periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 3,
+            "periodSeconds": 10,
+            "timeoutSeconds": 5,
+            "failureThreshold": 3,
         }
         c["readinessProbe"] = {
             "httpGet": {"path": "/readyz", "port": "http"},
-            "periodSeconds": 5, "timeoutSeconds": 5, "failureThreshold": 3,
+            "periodSeconds": 5,
+            "timeoutSeconds": 5,
+            "failureThreshold": 3,
         }
     return c
 
@@ -157,7 +165,9 @@ def _template(spec: DeploySpec, opts: K8sOptions, probes: bool, restart: str | N
     meta: dict[str, Any] = {"labels": _labels(spec.name)}
     if spec.function_runtime and spec.port is not None:
         meta["annotations"] = {
-            "prometheus.io/scrape": "true", "prometheus.io/port": str(spec.port), "prometheus.io/path": "/metrics",
+            "prometheus.io/scrape": "true",
+            "prometheus.io/port": str(spec.port),
+            "prometheus.io/path": "/metrics",
         }
     return {"metadata": meta, "spec": _pod_spec(spec, opts, probes, restart)}
 
@@ -166,14 +176,19 @@ def workload(spec: DeploySpec, opts: K8sOptions) -> dict[str, Any]:
     """The Deployment, Job or DaemonSet."""
     selector = {"matchLabels": {"app.kubernetes.io/name": spec.name}}
     if opts.kind == "deployment":
-        dspec: dict[str, Any] = {"replicas": spec.replicas, "selector": selector,
-                                 "template": _template(spec, opts, True, None)}
+        dspec: dict[str, Any] = {
+            "replicas": spec.replicas,
+            "selector": selector,
+            "template": _template(spec, opts, True, None),
+        }
         if opts.keda is not None:
             del dspec["replicas"]  # KEDA's HPA owns it; re-applying the file must not reset the count
         return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": _meta(spec, opts), "spec": dspec}
     if opts.kind == "daemonset":
         return {
-            "apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": _meta(spec, opts),
+            "apiVersion": "apps/v1",
+            "kind": "DaemonSet",
+            "metadata": _meta(spec, opts),
             "spec": {"selector": selector, "template": _template(spec, opts, True, None)},
         }
     if opts.kind == "job":
@@ -187,7 +202,9 @@ def workload(spec: DeploySpec, opts: K8sOptions) -> dict[str, Any]:
 def service(spec: DeploySpec, opts: K8sOptions) -> dict[str, Any]:
     assert spec.port is not None
     return {
-        "apiVersion": "v1", "kind": "Service", "metadata": _meta(spec, opts),
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(spec, opts),
         "spec": {
             "type": opts.service_type,
             "selector": {"app.kubernetes.io/name": spec.name},
@@ -200,19 +217,23 @@ def scaled_object(spec: DeploySpec, opts: K8sOptions) -> dict[str, Any]:
     keda = opts.keda
     assert keda is not None
     return {
-        "apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "metadata": _meta(spec, opts),
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": _meta(spec, opts),
         "spec": {
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": spec.name},
             "minReplicaCount": spec.replicas,
             "maxReplicaCount": keda.max_replicas,
-            "triggers": [{
-                "type": "prometheus",
-                "metadata": {
-                    "serverAddress": keda.server,
-                    "query": keda.query_for(spec.name),
-                    "threshold": keda.threshold,
-                },
-            }],
+            "triggers": [
+                {
+                    "type": "prometheus",
+                    "metadata": {
+                        "serverAddress": keda.server,
+                        "query": keda.query_for(spec.name),
+                        "threshold": keda.threshold,
+                    },
+                }
+            ],
         },
     }
 

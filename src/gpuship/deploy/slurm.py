@@ -52,10 +52,14 @@ def _quote_argv(argv: Sequence[str]) -> str:
 
 def slurm_script(spec: DeploySpec, opts: SlurmOptions = SlurmOptions()) -> str:
     if not spec.command:
-        raise GpushipError(f"{spec.image} has no ENTRYPOINT or CMD", "build it with an entrypoint, or write the srun line yourself")
+        raise GpushipError(
+            f"{spec.image} has no ENTRYPOINT or CMD", "build it with an entrypoint, or write the srun line yourself"
+        )
     image_file = opts.image_file or f"{spec.name}.sqsh"
     if not _SAFE.fullmatch(image_file):
-        raise GpushipError(f"image file name {image_file!r} has characters a shell would read", "use letters, digits, . _ - /")
+        raise GpushipError(
+            f"image file name {image_file!r} has characters a shell would read", "use letters, digits, . _ - /"
+        )
     lines = [
         "#!/bin/bash",
         f"# gpuship deploy slurm: runs {spec.image} with pyxis/enroot.",
@@ -82,12 +86,14 @@ def slurm_script(spec: DeploySpec, opts: SlurmOptions = SlurmOptions()) -> str:
     lines += [
         "set -euo pipefail",
         "",
-        "SUBMIT_DIR=\"${SLURM_SUBMIT_DIR:-$PWD}\"",
-        "IMAGE_FILE=\"${IMAGE_FILE:-" + (image_file if image_file.startswith("/") else "$SUBMIT_DIR/" + image_file) + "}\"",
-        "RESULTS_DIR=\"${RESULTS_DIR:-$SUBMIT_DIR/results}\"",
-        "mkdir -p \"$RESULTS_DIR\"",
-        "if [ ! -f \"$IMAGE_FILE\" ]; then",
-        "    echo \"no image file $IMAGE_FILE: run gpuship export first (see the top of this script)\" >&2",
+        'SUBMIT_DIR="${SLURM_SUBMIT_DIR:-$PWD}"',
+        'IMAGE_FILE="${IMAGE_FILE:-'
+        + (image_file if image_file.startswith("/") else "$SUBMIT_DIR/" + image_file)
+        + '}"',
+        'RESULTS_DIR="${RESULTS_DIR:-$SUBMIT_DIR/results}"',
+        'mkdir -p "$RESULTS_DIR"',
+        'if [ ! -f "$IMAGE_FILE" ]; then',
+        '    echo "no image file $IMAGE_FILE: run gpuship export first (see the top of this script)" >&2',
         "    exit 1",
         "fi",
     ]
@@ -101,7 +107,7 @@ def slurm_script(spec: DeploySpec, opts: SlurmOptions = SlurmOptions()) -> str:
             env_names.append(k)
     if spec.function_runtime and spec.port is not None:
         lines.append("")
-        lines.append(f"echo \"{spec.name}: serving on http://$(hostname):{spec.port} (POST /invoke, GET /status)\"")
+        lines.append(f'echo "{spec.name}: serving on http://$(hostname):{spec.port} (POST /invoke, GET /status)"')
     mounts = ",".join(["$RESULTS_DIR:/results", *(_check_mount(m) for m in opts.mounts)])
     srun = ["srun", '--container-image="$IMAGE_FILE"', f'--container-mounts="{mounts}"', "--no-container-mount-home"]
     if spec.workdir:

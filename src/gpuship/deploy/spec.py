@@ -17,9 +17,20 @@ SHM_LABEL = "dev.gpuship.shm-size"
 DEFAULT_SHM = "1Gi"
 
 _UNITS = {
-    "": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4,
-    "ki": 1 << 10, "mi": 1 << 20, "gi": 1 << 30, "ti": 1 << 40,
-    "kb": 1 << 10, "mb": 1 << 20, "gb": 1 << 30, "tb": 1 << 40, "b": 1,
+    "": 1,
+    "k": 1000,
+    "m": 1000**2,
+    "g": 1000**3,
+    "t": 1000**4,
+    "ki": 1 << 10,
+    "mi": 1 << 20,
+    "gi": 1 << 30,
+    "ti": 1 << 40,
+    "kb": 1 << 10,
+    "mb": 1 << 20,
+    "gb": 1 << 30,
+    "tb": 1 << 40,
+    "b": 1,
 }
 
 
@@ -141,8 +152,11 @@ def _port_from_image(image: Image) -> int | None:
     env = image.config.env_dict()
     if is_runtime_image(image.config) and env.get("PORT", "").isdigit():
         return int(env["PORT"])
-    tcp = sorted(int(p.split("/")[0]) for p in image.config.exposed_ports if p.split("/")[0].isdigit()
-                 and (p.endswith("/tcp") or "/" not in p))
+    tcp = sorted(
+        int(p.split("/")[0])
+        for p in image.config.exposed_ports
+        if p.split("/")[0].isdigit() and (p.endswith("/tcp") or "/" not in p)
+    )
     if tcp:
         return tcp[0]
     return DEFAULT_PORT if is_runtime_image(image.config) else None

@@ -60,7 +60,7 @@ def enroot_files(config: ImageConfig) -> dict[str, bytes]:
         "fi",
         "",
         "if [ $# -gt 0 ]; then",
-        f"    exec {entrypoint} \"$@\"" if entrypoint else "    exec \"$@\"",
+        f'    exec {entrypoint} "$@"' if entrypoint else '    exec "$@"',
         "else",
         f"    exec {' '.join(p for p in (entrypoint, cmd_text) if p)}",
         "fi",
@@ -83,7 +83,9 @@ def _real_dir(root: Path, rel: str) -> Path:
     for part in Path(rel).parts:
         path = path / part
         if path.is_symlink():
-            raise IntegrityError(f"/{rel} is a symlink in the image", "enroot's config files cannot be written through it")
+            raise IntegrityError(
+                f"/{rel} is a symlink in the image", "enroot's config files cannot be written through it"
+            )
         if not path.exists():
             path.mkdir(mode=0o755)
         elif not path.is_dir():
@@ -146,13 +148,22 @@ def set_times(rootfs: Path | str, epoch: int) -> None:
     os.utime(rootfs, (epoch, epoch))
 
 
-def mksquashfs_argv(rootfs: Path | str, out: Path | str, compression: str = "gzip", epoch: int | None = None) -> list[str]:
+def mksquashfs_argv(
+    rootfs: Path | str, out: Path | str, compression: str = "gzip", epoch: int | None = None
+) -> list[str]:
     """The reproducible mksquashfs command line (squashfs-tools >= 4.4)."""
     if compression not in COMPRESSIONS:
         raise GpushipError(f"unknown squashfs compression {compression!r}", "use " + ", ".join(COMPRESSIONS))
     argv = [
-        "mksquashfs", str(rootfs), str(out), "-noappend", "-reproducible", "-all-root", "-no-xattrs",
-        "-no-progress", "-quiet",
+        "mksquashfs",
+        str(rootfs),
+        str(out),
+        "-noappend",
+        "-reproducible",
+        "-all-root",
+        "-no-xattrs",
+        "-no-progress",
+        "-quiet",
     ]
     if "SOURCE_DATE_EPOCH" not in os.environ:
         # with SOURCE_DATE_EPOCH set, mksquashfs takes it for the filesystem time and clamps file times to it

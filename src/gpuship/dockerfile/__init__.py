@@ -20,7 +20,17 @@ from .requirements import REQUIREMENTS_NAME, render_requirements, requirement_li
 from .spec import CA_NAME, WORK_DIR, DockerfileSpec, plan_dockerfile
 
 __all__ = [
-    "CA_NAME", "DEFAULT_TAG", "REQUIREMENTS_NAME", "WORK_DIR", "DockerfileSpec", "ExportResult",
-    "export_dockerfile", "import_debian_base", "plan_dockerfile", "render_dockerfile", "render_dockerignore",
-    "render_requirements", "requirement_lines",
+    "CA_NAME",
+    "DEFAULT_TAG",
+    "REQUIREMENTS_NAME",
+    "WORK_DIR",
+    "DockerfileSpec",
+    "ExportResult",
+    "export_dockerfile",
+    "import_debian_base",
+    "plan_dockerfile",
+    "render_dockerfile",
+    "render_dockerignore",
+    "render_requirements",
+    "requirement_lines",
 ]

@@ -111,7 +111,9 @@ def import_debian_base(
     if debootstrap is None:
         raise tools.ToolMissing("debootstrap is not installed", "apt-get install debootstrap")
     if os.geteuid() != 0:
-        raise GpushipError("making a Debian base with debootstrap needs root", "run as root, or pull debian:bookworm-slim")
+        raise GpushipError(
+            "making a Debian base with debootstrap needs root", "run as root, or pull debian:bookworm-slim"
+        )
     sources = debian_sources(codename, mirror)
     uri = sources.split("URIs: ", 1)[1].split("\n", 1)[0]
     with tempfile.TemporaryDirectory(prefix="gpuship-debootstrap-") as tmp:
@@ -138,9 +140,21 @@ def import_debian_base(
             ["tar", "--numeric-owner", "--xattrs", "-C", str(root), "-c", "."], stdout=subprocess.PIPE
         )
         imp = subprocess.run(
-            [exe, "import", "--change", f"ENV PATH={PATH}", "--change", 'CMD ["bash"]',
-             "--change", f"LABEL {SOURCE_LABEL}={codename}", "-", tag],
-            stdin=tar.stdout, capture_output=True, text=True,
+            [
+                exe,
+                "import",
+                "--change",
+                f"ENV PATH={PATH}",
+                "--change",
+                'CMD ["bash"]',
+                "--change",
+                f"LABEL {SOURCE_LABEL}={codename}",
+                "-",
+                tag,
+            ],
+            stdin=tar.stdout,
+            capture_output=True,
+            text=True,
         )
         assert tar.stdout is not None
         tar.stdout.close()

@@ -73,7 +73,9 @@ def export_dockerfile(
     """Plan and write the Dockerfile of ``project_dir`` (see the module doc for the files)."""
     root = Path(project_dir).resolve()
     if "/" in dockerfile_name or dockerfile_name in ("", ".", ".."):
-        raise GpushipError(f"--file {dockerfile_name!r} must be a file name", "the Dockerfile goes in the project folder")
+        raise GpushipError(
+            f"--file {dockerfile_name!r} must be a file name", "the Dockerfile goes in the project folder"
+        )
     dockerfile = root / dockerfile_name
     req = root / REQUIREMENTS_NAME
     if not force:
@@ -82,8 +84,18 @@ def export_dockerfile(
     if ca_bundle is not None and not Path(ca_bundle).is_file():
         raise GpushipError(f"CA bundle {ca_bundle} does not exist", "give a PEM file, or --no-ca-bundle")
 
-    spec = plan_dockerfile(root, platforms=platforms, extras=extras, base=base, variant=variant, libdeps=libdeps,
-                           locked=locked, dockerfile_name=dockerfile_name, cache=cache, progress=progress)
+    spec = plan_dockerfile(
+        root,
+        platforms=platforms,
+        extras=extras,
+        base=base,
+        variant=variant,
+        libdeps=libdeps,
+        locked=locked,
+        dockerfile_name=dockerfile_name,
+        cache=cache,
+        progress=progress,
+    )
     written: list[Path] = []
     work = root / WORK_DIR
     work.mkdir(parents=True, exist_ok=True)
@@ -107,8 +119,10 @@ def export_dockerfile(
 
 def _refuse_foreign(path: Path, ours: Callable[[str], bool]) -> None:
     if path.is_file() and not ours(path.read_text(errors="replace")):
-        raise GpushipError(f"{path} exists and was not written by gpuship",
-                           "use --file NAME to write the Dockerfile elsewhere, or --force to replace it")
+        raise GpushipError(
+            f"{path} exists and was not written by gpuship",
+            "use --file NAME to write the Dockerfile elsewhere, or --force to replace it",
+        )
 
 
 def _write(path: Path, data: bytes, written: list[Path], mode: int = 0o644) -> None:

@@ -79,7 +79,7 @@ def _header(spec: DockerfileSpec) -> list[str]:
     lines.append(f"ARG BASE={spec.base_default}")
     if spec.registry_base:
         lines.append("# where uv comes from (any Debian with python3-venv)")
-        lines.append(f"ARG UV_BASE=debian:bookworm-slim")
+        lines.append("ARG UV_BASE=debian:bookworm-slim")
     if spec.variant == "micromamba":
         lines += [f"ARG MICROMAMBA_IMAGE={MICROMAMBA_IMAGE}", "", "FROM ${MICROMAMBA_IMAGE} AS micromamba"]
     return lines + [""]
@@ -89,19 +89,22 @@ def _ca_steps(packages: Sequence[str]) -> list[str]:
     """COPY of the optional CA, apt-get of the builder's packages, and the CA appended to the system bundle."""
     return [
         f"COPY {WORK_DIR}/{README_NAME} {WORK_DIR}/{CA_NAME[:-1]}[{CA_NAME[-1]}] {BUILD_DIR}/",
-        *_run([
-            "apt-get update",
-            "apt-get install -y --no-install-recommends " + " ".join(packages),
-            "rm -rf /var/lib/apt/lists/*",
-            f"if [ -f {BUILD_DIR}/{CA_NAME} ]; then cat {BUILD_DIR}/{CA_NAME} >> {SYSTEM_CA}; fi",
-        ]),
+        *_run(
+            [
+                "apt-get update",
+                "apt-get install -y --no-install-recommends " + " ".join(packages),
+                "rm -rf /var/lib/apt/lists/*",
+                f"if [ -f {BUILD_DIR}/{CA_NAME} ]; then cat {BUILD_DIR}/{CA_NAME} >> {SYSTEM_CA}; fi",
+            ]
+        ),
     ]
 
 
 def _builder_pip(spec: DockerfileSpec) -> list[str]:
     venv = spec.venv
-    install = (f"/opt/uv/bin/uv pip install --python {venv}/bin/python --require-hashes --no-deps"
-               + (" --index-strategy unsafe-best-match" if any("--extra-index-url" in a for a in spec.index_args) else ""))
+    install = f"/opt/uv/bin/uv pip install --python {venv}/bin/python --require-hashes --no-deps" + (
+        " --index-strategy unsafe-best-match" if any("--extra-index-url" in a for a in spec.index_args) else ""
+    )
     count = f"# {spec.package_count} package{'s' if spec.package_count != 1 else ''}, each pinned to the file gpuship locked (any other file fails its hash)"
     if spec.registry_base:
         return _builder_registry(spec, install, count)
@@ -113,12 +116,14 @@ def _builder_pip(spec: DockerfileSpec) -> list[str]:
         f"ENV SSL_CERT_FILE={SYSTEM_CA} PIP_CERT={SYSTEM_CA} \\",
         "    PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 UV_NO_CACHE=1 UV_PYTHON_DOWNLOADS=never",
         f"ARG UV_VERSION={spec.uv_version}",
-        *_run([
-            f"{py} -m venv /opt/uv",
-            '/opt/uv/bin/pip install --quiet "uv==${UV_VERSION}"',
-            f"{py} -m venv --without-pip {venv}",
-            f"rm -f {venv}/bin/[Aa]ctivate*",
-        ]),
+        *_run(
+            [
+                f"{py} -m venv /opt/uv",
+                '/opt/uv/bin/pip install --quiet "uv==${UV_VERSION}"',
+                f"{py} -m venv --without-pip {venv}",
+                f"rm -f {venv}/bin/[Aa]ctivate*",
+            ]
+        ),
         f"COPY {REQUIREMENTS_NAME} {BUILD_DIR}/",
         count,
         *_run([f"{install} -r {BUILD_DIR}/{REQUIREMENTS_NAME}"]),
@@ -164,8 +169,19 @@ def _builder_registry(spec: DockerfileSpec, install: str, count: str) -> list[st
             "# ---- project: the project itself, built into a wheel and installed as its own layer ---------------------",
             "FROM builder AS project",
             "COPY . /tmp/src",
-            _exec(["/opt/uv/bin/uv", "pip", "install", "--python", f"{venv}/bin/python", "--no-deps",
-                   "--prefix", f"{LAYERS}/project", "/tmp/src"]),
+            _exec(
+                [
+                    "/opt/uv/bin/uv",
+                    "pip",
+                    "install",
+                    "--python",
+                    f"{venv}/bin/python",
+                    "--no-deps",
+                    "--prefix",
+                    f"{LAYERS}/project",
+                    "/tmp/src",
+                ]
+            ),
             "",
         ]
     lines += [
@@ -177,23 +193,30 @@ def _builder_registry(spec: DockerfileSpec, install: str, count: str) -> list[st
         lines.append(f"COPY --from=project {LAYERS}/project {LAYERS}/project")
     cleanup = [f"rm -f {venv}/bin/[Aa]ctivate*"]
     if spec.is_package:
-        cleanup += [f"rm -f {LAYERS}/project/.lock",
-                    f"find {LAYERS}/project -depth -type d -name __pycache__ -exec rm -rf {{}} +"]
+        cleanup += [
+            f"rm -f {LAYERS}/project/.lock",
+            f"find {LAYERS}/project -depth -type d -name __pycache__ -exec rm -rf {{}} +",
+        ]
     lines += _run([*spec.prune_commands, *cleanup])
     if spec.bytecode == "unchecked-hash":
-        lines += ["", "# ---- venv: byte code compiled by the base's own Python ------------------------------------------------",
-                  "FROM ${BASE} AS venv",
-                  "USER 0:0",
-                  f"COPY --from=pruned {venv} {venv}",
-                  _exec([f"{venv}/bin/python", "-c", _compile_venv(venv)])]
+        lines += [
+            "",
+            "# ---- venv: byte code compiled by the base's own Python ------------------------------------------------",
+            "FROM ${BASE} AS venv",
+            "USER 0:0",
+            f"COPY --from=pruned {venv} {venv}",
+            _exec([f"{venv}/bin/python", "-c", _compile_venv(venv)]),
+        ]
     return lines + [""]
 
 
 def _compile_venv(venv: str) -> str:
     """Python that compiles the venv's byte code as gpuship does: a file that does not compile (a module written
     for a newer Python, a template) gets no .pyc and does not fail the build; any other error does."""
-    return ("import compileall, py_compile; compileall.compile_dir("
-            f"{json.dumps(venv + '/lib')}, quiet=1, invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)")
+    return (
+        "import compileall, py_compile; compileall.compile_dir("
+        f"{json.dumps(venv + '/lib')}, quiet=1, invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)"
+    )
 
 
 def _exec(argv: Sequence[str]) -> str:
@@ -205,11 +228,15 @@ def _after_install(spec: DockerfileSpec) -> list[str]:
     venv = spec.venv
     lines: list[str] = []
     if spec.prune_commands:
-        lines += ["# gpuship's prune rules: caches, tests, headers and static libraries (run-time compilers keep theirs)",
-                  *_run(spec.prune_commands)]
+        lines += [
+            "# gpuship's prune rules: caches, tests, headers and static libraries (run-time compilers keep theirs)",
+            *_run(spec.prune_commands),
+        ]
     if spec.bytecode == "unchecked-hash":
-        lines += ["# bytecode compiled at build time, valid without source timestamps ([tool.gpuship] bytecode)",
-                  *_run([f"{venv}/bin/python -c {shlex.quote(_compile_venv(venv))}"])]
+        lines += [
+            "# bytecode compiled at build time, valid without source timestamps ([tool.gpuship] bytecode)",
+            *_run([f"{venv}/bin/python -c {shlex.quote(_compile_venv(venv))}"]),
+        ]
     return lines + [""]
 
 
@@ -223,12 +250,14 @@ def _builder_micromamba(spec: DockerfileSpec) -> list[str]:
         f"    MAMBA_SSL_VERIFY={SYSTEM_CA} MAMBA_ROOT_PREFIX=/opt/micromamba PIP_NO_CACHE_DIR=1",
         "COPY --from=micromamba /bin/micromamba /usr/local/bin/micromamba",
         f"COPY {spec.environment_file} {BUILD_DIR}/",
-        *_run([
-            f"micromamba create --yes --prefix {venv} --file {BUILD_DIR}/{spec.environment_file}",
-            "micromamba clean --all --yes",
-            f"find {venv} -depth -type d -name __pycache__ -exec rm -rf {{}} +",
-            f"rm -rf {venv}/share/doc {venv}/share/man {venv}/share/info",
-        ]),
+        *_run(
+            [
+                f"micromamba create --yes --prefix {venv} --file {BUILD_DIR}/{spec.environment_file}",
+                "micromamba clean --all --yes",
+                f"find {venv} -depth -type d -name __pycache__ -exec rm -rf {{}} +",
+                f"rm -rf {venv}/share/doc {venv}/share/man {venv}/share/info",
+            ]
+        ),
         "",
     ]
 
@@ -243,24 +272,33 @@ def _project_stage(spec: DockerfileSpec) -> list[str]:
         "# ---- project: the project itself, built into a wheel and installed as its own layer ---------------------",
         "FROM builder AS project",
         "COPY . /tmp/src",
-        *_run([install, f"rm -f {prefix}/.lock", f"find {prefix} -depth -type d -name __pycache__ -exec rm -rf {{}} +"]),
+        *_run(
+            [install, f"rm -f {prefix}/.lock", f"find {prefix} -depth -type d -name __pycache__ -exec rm -rf {{}} +"]
+        ),
         "",
     ]
 
 
 def _runtime(spec: DockerfileSpec) -> list[str]:
-    lines = ["# ---- the image ----------------------------------------------------------------------------------------",
-             "FROM ${BASE}"]
+    lines = [
+        "# ---- the image ----------------------------------------------------------------------------------------",
+        "FROM ${BASE}",
+    ]
     steps: list[str] = []
     if spec.runtime_packages:
-        what = ("Python's interpreter and standard library, the base's libraries"
-                if spec.variant == "pip" and not spec.registry_base else "the base's libraries")
+        what = (
+            "Python's interpreter and standard library, the base's libraries"
+            if spec.variant == "pip" and not spec.registry_base
+            else "the base's libraries"
+        )
         lines.append(f"# {what}, system packages and find-libdeps' packages: one RUN, no apt lists left")
         for d in spec.libdeps:
             lines.append(f"#   {d.package}: {d.soname}, needed by /{d.needed_by.lstrip('/')}")
-        steps = ["apt-get update",
-                 "apt-get install -y --no-install-recommends " + " ".join(spec.runtime_packages),
-                 "rm -rf /var/lib/apt/lists/*"]
+        steps = [
+            "apt-get update",
+            "apt-get install -y --no-install-recommends " + " ".join(spec.runtime_packages),
+            "rm -rf /var/lib/apt/lists/*",
+        ]
     if spec.variant == "pip" and not spec.registry_base:
         steps.append(f"ln -sf python{spec.python_version} /usr/bin/python3")
     if spec.create_user:
@@ -289,7 +327,9 @@ def _runtime(spec: DockerfileSpec) -> list[str]:
     if spec.revision:
         labels.append(("org.opencontainers.image.revision", "${REVISION}"))
     if labels:
-        lines.append("LABEL " + " \\\n      ".join(f"{_q(k)}={_q(v, allow_vars=v == '${REVISION}')}" for k, v in labels))
+        lines.append(
+            "LABEL " + " \\\n      ".join(f"{_q(k)}={_q(v, allow_vars=v == '${REVISION}')}" for k, v in labels)
+        )
     if spec.ports:
         lines.append("EXPOSE " + " ".join(spec.ports))
     lines.append(f"USER {spec.user}")

@@ -53,7 +53,10 @@ def requirement_lines(lock: Lock, platforms: Sequence[Platform]) -> list[Require
         hashes = tuple(sorted({sha for sha, _ in per.values()}))
         out.append(
             RequirementLine(
-                names[key], version, hashes, () if machines == machines_all else tuple(machines),
+                names[key],
+                version,
+                hashes,
+                () if machines == machines_all else tuple(machines),
                 sdist=any(s for _, s in per.values()),
             )
         )
@@ -64,7 +67,10 @@ def render_requirements(lock: Lock, platforms: Sequence[Platform], index_options
     """The text of ``requirements.lock.txt``."""
     lines = requirement_lines(lock, platforms)
     plats = ", ".join(str(p) for p in platforms)
-    text = [HEADER, f"# Python {lock.python}, glibc {lock.glibc}; platforms: {plats}; {len(lines)} package{'s' if len(lines) != 1 else ''}."]
+    text = [
+        HEADER,
+        f"# Python {lock.python}, glibc {lock.glibc}; platforms: {plats}; {len(lines)} package{'s' if len(lines) != 1 else ''}.",
+    ]
     text += list(index_options)
     text += [ln.render() for ln in lines]
     return "\n".join(text) + "\n"

@@ -138,8 +138,9 @@ def plan_dockerfile(
     from ..sources.debian import PROFILES
 
     cache = cache or Cache()
-    opts = BuildOptions(project_dir=Path(project_dir), platforms=tuple(platforms), extras=tuple(extras),
-                        locked=locked, base=base)
+    opts = BuildOptions(
+        project_dir=Path(project_dir), platforms=tuple(platforms), extras=tuple(extras), locked=locked, base=base
+    )
     plan = make_plan(opts, cache=cache, progress=progress)
     rbase = next(iter(getattr(plan, "registry_bases", {}).values()), None)
     profile = PROFILES[plan.base] if rbase is None else None
@@ -165,8 +166,13 @@ def plan_dockerfile(
         except ImportError:  # pragma: no cover - gpuship-check ships with gpuship
             check_entries = None  # type: ignore[assignment]
         if check_entries is not None:
-            extra_layers.append(ExtraLayer("gpu-check", "gpuship-check and /etc/gpuship/gpu.json",
-                                           tuple(check_entries(gpu, python=f"{VENV}/bin/python"))))
+            extra_layers.append(
+                ExtraLayer(
+                    "gpu-check",
+                    "gpuship-check and /etc/gpuship/gpu.json",
+                    tuple(check_entries(gpu, python=f"{VENV}/bin/python")),
+                )
+            )
     if cfg.entrypoint is not None and cfg.entrypoint.function:
         from ..serve import runtime_entries, runtime_entrypoint, runtime_requirements
 
@@ -254,8 +260,9 @@ def plan_dockerfile(
     )
 
 
-def lock_as_build(plan: Any, extra_requirements: Sequence[str], *, locked: bool, cache: Cache,
-                  progress: Progress | None) -> Any:
+def lock_as_build(
+    plan: Any, extra_requirements: Sequence[str], *, locked: bool, cache: Cache, progress: Progress | None
+) -> Any:
     """``gpuship.lock`` exactly as ``gpuship build`` asks for it, so an export and a build share one lock."""
     from ..build import lock_for_plan
 
@@ -287,8 +294,9 @@ def lock_names(lock: Any, platforms: Sequence[Platform]) -> tuple[str, ...]:
     return tuple(sorted({p.key for plat in platforms for p in lock.packages(plat)}))
 
 
-def _find_libdeps(plan: Any, lock: Any, app: AppFiles, extra: Sequence[ExtraLayer], cache: Cache,
-                  progress: Progress | None) -> list[LibDepNote]:
+def _find_libdeps(
+    plan: Any, lock: Any, app: AppFiles, extra: Sequence[ExtraLayer], cache: Cache, progress: Progress | None
+) -> list[LibDepNote]:
     """gpuship's find-libdeps over the environment, gpuship's own files and the app, for every platform."""
     from ..build import image_env
     from ..oci import cached_layer
@@ -306,11 +314,23 @@ def _find_libdeps(plan: Any, lock: Any, app: AppFiles, extra: Sequence[ExtraLaye
         layers = [layer for _, layer in env.layers]
         for x in extra:
             entries = x.entries
-            layers.append(cached_layer(cache, f"dockerfile-extra:{x.group}:" + _entries_key(entries),
-                                       lambda entries=entries: entries, comment=x.comment))
+            layers.append(
+                cached_layer(
+                    cache,
+                    f"dockerfile-extra:{x.group}:" + _entries_key(entries),
+                    lambda entries=entries: entries,
+                    comment=x.comment,
+                )
+            )
         layers.append(app_layer(app, cfg.workdir, cache))
-        pre = build_base(plan.base, platform, extra_packages=tuple(cfg.system_packages), cache=cache,
-                         mirror=cfg.debian_mirror(), security_mirror=cfg.debian.get("security-mirror"))
+        pre = build_base(
+            plan.base,
+            platform,
+            extra_packages=tuple(cfg.system_packages),
+            cache=cache,
+            mirror=cfg.debian_mirror(),
+            security_mirror=cfg.debian.get("security-mirror"),
+        )
         for d in libdeps_for_layers(layers, pre, cache=cache, env=image_env(plan, pre.config)):
             found.setdefault(d.package, LibDepNote(d.package, d.soname, d.needed_by[0] if d.needed_by else ""))
     return [found[k] for k in sorted(found)]
@@ -376,9 +396,14 @@ def gitignore_to_dockerignore(pattern: str) -> str | None:
 
 def dockerignore_lines(root: Path, include: Sequence[str], exclude: Sequence[str], dockerfile_name: str) -> list[str]:
     """The .dockerignore that leaves out what gpuship's app layer leaves out (see :mod:`gpuship.sources.app`)."""
-    out = ["# Written by `gpuship dockerfile`: the files gpuship leaves out of its app layer, left out of the",
-           "# build context too (run `gpuship dockerfile` again after changing .gitignore or [tool.gpuship]).",
-           dockerfile_name, ".dockerignore", "", "# always left out: VCS data, caches, local environments, outputs"]
+    out = [
+        "# Written by `gpuship dockerfile`: the files gpuship leaves out of its app layer, left out of the",
+        "# build context too (run `gpuship dockerfile` again after changing .gitignore or [tool.gpuship]).",
+        dockerfile_name,
+        ".dockerignore",
+        "",
+        "# always left out: VCS data, caches, local environments, outputs",
+    ]
     out += [x for p in ALWAYS_EXCLUDED if (x := gitignore_to_dockerignore(p))]
     out += ["", "# look like secrets (name them in [tool.gpuship] include to ship them)"]
     forced = set(include)
@@ -422,8 +447,9 @@ def _user_dockerignore(root: Path) -> list[str]:
 # -- pruning -------------------------------------------------------------------------------------------------
 
 
-def prune_commands(venv: str, python: str, keep: Sequence[str], drop: Sequence[str],
-                   packages: Sequence[str]) -> list[str]:
+def prune_commands(
+    venv: str, python: str, keep: Sequence[str], drop: Sequence[str], packages: Sequence[str]
+) -> list[str]:
     """gpuship's default prune rules (:mod:`gpuship.sources.python.prune`) as ``find`` commands.
 
     Packages that compile code at run time keep their headers, static libraries and Cython sources; only the
@@ -467,5 +493,15 @@ def _say(progress: Progress | None, msg: str) -> None:
         progress(msg)
 
 
-__all__ = ["CA_NAME", "DockerfileSpec", "ExtraLayer", "LibDepNote", "WORK_DIR", "dockerignore_lines",
-           "gitignore_to_dockerignore", "plan_dockerfile", "prune_commands", "uv_version"]
+__all__ = [
+    "CA_NAME",
+    "DockerfileSpec",
+    "ExtraLayer",
+    "LibDepNote",
+    "WORK_DIR",
+    "dockerignore_lines",
+    "gitignore_to_dockerignore",
+    "plan_dockerfile",
+    "prune_commands",
+    "uv_version",
+]

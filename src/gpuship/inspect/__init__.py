@@ -21,7 +21,21 @@ from .report import (
 )
 
 __all__ = [
-    "Arch", "CudaLibrary", "CudaLibraryReport", "Duplicate", "FatbinContainer", "FatbinEntry", "FatbinError",
-    "FatbinSection", "FileRecord", "ImageReport", "LayerReport", "PackageReport", "inspect_image",
-    "parse_fatbin", "read_cuda_library", "render_html", "write_html",
+    "Arch",
+    "CudaLibrary",
+    "CudaLibraryReport",
+    "Duplicate",
+    "FatbinContainer",
+    "FatbinEntry",
+    "FatbinError",
+    "FatbinSection",
+    "FileRecord",
+    "ImageReport",
+    "LayerReport",
+    "PackageReport",
+    "inspect_image",
+    "parse_fatbin",
+    "read_cuda_library",
+    "render_html",
+    "write_html",
 ]

@@ -100,7 +100,7 @@ class Arch:
         t = text.strip().lower()
         for prefix in ("sm_", "compute_", "sm", "compute"):
             if t.startswith(prefix):
-                t = t[len(prefix):]
+                t = t[len(prefix) :]
                 break
         variant = ""
         if t and t[-1] in "af":

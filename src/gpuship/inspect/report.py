@@ -26,8 +26,8 @@ from ..oci.entry import OPAQUE_WHITEOUT, WHITEOUT_PREFIX, clean_path
 from ..oci.image import Image
 from ..oci.layer import Layer
 from .cudalib import CudaLibrary, is_elf, read_cuda_library
-from .fatbin import FatbinError, MAGIC_BYTES
-from .owners import Package, debian_packages, is_owner_database, python_distributions
+from .fatbin import MAGIC_BYTES, FatbinError
+from .owners import debian_packages, is_owner_database, python_distributions
 
 CHUNK = 1 << 20
 #: ELF files up to this size are spooled in memory, larger ones to a temporary file.
@@ -48,8 +48,13 @@ class FileRecord:
     compressed: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        return {"layer": self.layer, "path": "/" + self.path, "size": self.size, "compressed": self.compressed,
-                "sha256": self.sha256}
+        return {
+            "layer": self.layer,
+            "path": "/" + self.path,
+            "size": self.size,
+            "compressed": self.compressed,
+            "sha256": self.sha256,
+        }
 
 
 @dataclass(frozen=True)
@@ -64,9 +69,16 @@ class LayerReport:
     whiteouts: int
 
     def to_json(self) -> dict[str, Any]:
-        return {"index": self.index, "digest": self.digest, "comment": self.comment, "size": self.size,
-                "uncompressed_size": self.uncompressed_size, "files": self.files, "file_bytes": self.file_bytes,
-                "whiteouts": self.whiteouts}
+        return {
+            "index": self.index,
+            "digest": self.digest,
+            "comment": self.comment,
+            "size": self.size,
+            "uncompressed_size": self.uncompressed_size,
+            "files": self.files,
+            "file_bytes": self.file_bytes,
+            "whiteouts": self.whiteouts,
+        }
 
 
 @dataclass(frozen=True)
@@ -83,8 +95,15 @@ class PackageReport:
     declared_size: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"kind": self.kind, "name": self.name, "version": self.version, "files": self.files,
-                             "size": self.size, "compressed": self.compressed, "layers": list(self.layers)}
+        d: dict[str, Any] = {
+            "kind": self.kind,
+            "name": self.name,
+            "version": self.version,
+            "files": self.files,
+            "size": self.size,
+            "compressed": self.compressed,
+            "layers": list(self.layers),
+        }
         if self.kind == "debian":
             d["installed_size"] = self.declared_size
         return d
@@ -103,8 +122,12 @@ class Duplicate:
         return self.size * (len(self.copies) - 1)
 
     def to_json(self) -> dict[str, Any]:
-        return {"sha256": self.sha256, "size": self.size, "wasted": self.wasted,
-                "copies": [{"layer": l, "path": "/" + p} for l, p in self.copies]}
+        return {
+            "sha256": self.sha256,
+            "size": self.size,
+            "wasted": self.wasted,
+            "copies": [{"layer": l, "path": "/" + p} for l, p in self.copies],
+        }
 
 
 @dataclass(frozen=True)
@@ -167,7 +190,9 @@ class ImageReport:
             "largest": [f.to_json() for f in self.largest],
             "duplicates": [d.to_json() for d in self.duplicates],
             "cuda": [c.to_json() for c in self.cuda],
-            "blocks": [{"layer": l, "kind": k, "label": n, "size": s, "compressed": c} for l, k, n, s, c in self.blocks],
+            "blocks": [
+                {"layer": l, "kind": k, "label": n, "size": s, "compressed": c} for l, k, n, s, c in self.blocks
+            ],
         }
 
 
@@ -192,7 +217,9 @@ def _link_target(path: str, target: str) -> str | None:
         return None
 
 
-def _scan_file(index: int, path: str, size: int, fh: BinaryIO, scan: _LayerScan, compressor: zstandard.ZstdCompressor) -> None:
+def _scan_file(
+    index: int, path: str, size: int, fh: BinaryIO, scan: _LayerScan, compressor: zstandard.ZstdCompressor
+) -> None:
     sha = hashlib.sha256()
     z = compressor.compressobj()
     estimate = 0
@@ -241,7 +268,7 @@ def _scan_layer(index: int, layer: Layer) -> _LayerScan:
         if entry.kind == "file" and name == OPAQUE_WHITEOUT:
             scan.opaque.append(posixpath.dirname(entry.path))
         elif entry.kind == "file" and name.startswith(WHITEOUT_PREFIX):
-            scan.whiteouts.append(posixpath.join(posixpath.dirname(entry.path), name[len(WHITEOUT_PREFIX):]))
+            scan.whiteouts.append(posixpath.join(posixpath.dirname(entry.path), name[len(WHITEOUT_PREFIX) :]))
         elif entry.kind == "file" and fh is not None:
             _scan_file(index, entry.path, entry.size, fh, scan, compressor)
         elif entry.kind == "hardlink":
@@ -306,8 +333,16 @@ def inspect_image(image: Image, *, top: int = 25, progress: Progress | None = No
         for c in scan.cuda:
             cuda[c.path] = c
         layers.append(
-            LayerReport(i, layer.digest, layer.comment, layer.size, layer.uncompressed_size, len(scan.files),
-                        sum(f.size for f in scan.files), len(scan.whiteouts) + len(scan.opaque))
+            LayerReport(
+                i,
+                layer.digest,
+                layer.comment,
+                layer.size,
+                layer.uncompressed_size,
+                len(scan.files),
+                sum(f.size for f in scan.files),
+                len(scan.whiteouts) + len(scan.opaque),
+            )
         )
     cuda = {p: c for p, c in cuda.items() if p in view}
     comments = _layer_comments(image)
@@ -320,9 +355,16 @@ def inspect_image(image: Image, *, top: int = 25, progress: Progress | None = No
         recs = {p: view[p] for p in pkg.paths if p in view}
         owner.update((p, (pkg.kind, pkg.name)) for p in recs)
         reports[pkg.kind].append(
-            PackageReport(pkg.kind, pkg.name, pkg.version, len(recs), sum(r.size for r in recs.values()),
-                          sum(r.compressed for r in recs.values()), tuple(sorted({r.layer for r in recs.values()})),
-                          pkg.declared_size)
+            PackageReport(
+                pkg.kind,
+                pkg.name,
+                pkg.version,
+                len(recs),
+                sum(r.size for r in recs.values()),
+                sum(r.compressed for r in recs.values()),
+                tuple(sorted({r.layer for r in recs.values()})),
+                pkg.declared_size,
+            )
         )
     unowned = [r for p, r in view.items() if p not in owner]
 

@@ -20,7 +20,25 @@ from .layer import Compression, Layer, build_layer, cached_layer, entries_from_d
 from .media import Family
 
 __all__ = [
-    "Compression", "Entry", "Family", "History", "Image", "ImageConfig", "Index", "Layer", "Platform",
-    "append_layers", "build_layer", "cached_layer", "clean_path", "empty_image", "entries_from_dir",
-    "layer_from_dir", "make_index", "rebase_through_links", "with_annotations", "with_config", "with_family",
+    "Compression",
+    "Entry",
+    "Family",
+    "History",
+    "Image",
+    "ImageConfig",
+    "Index",
+    "Layer",
+    "Platform",
+    "append_layers",
+    "build_layer",
+    "cached_layer",
+    "clean_path",
+    "empty_image",
+    "entries_from_dir",
+    "layer_from_dir",
+    "make_index",
+    "rebase_through_links",
+    "with_annotations",
+    "with_config",
+    "with_family",
 ]

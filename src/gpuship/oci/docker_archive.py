@@ -91,7 +91,9 @@ def pick_image(obj: ImageOrIndex, platform: Platform | str | None = None) -> Ima
         return obj
     if not obj.images:
         raise GpushipError("the index holds no images", "build at least one platform")
-    want = host_platform() if platform is None else (Platform.parse(platform) if isinstance(platform, str) else platform)
+    want = (
+        host_platform() if platform is None else (Platform.parse(platform) if isinstance(platform, str) else platform)
+    )
     for img in obj.images:
         if img.platform.os == want.os and img.platform.architecture == want.architecture:
             return img

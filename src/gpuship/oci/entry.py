@@ -135,7 +135,7 @@ def apply_whiteout(path: str, below: dict[str, Any]) -> bool:
     if name == OPAQUE_WHITEOUT:
         hidden, keep_self = head, True
     elif name.startswith(WHITEOUT_PREFIX):
-        hidden, keep_self = posixpath.join(head, name[len(WHITEOUT_PREFIX):]), False
+        hidden, keep_self = posixpath.join(head, name[len(WHITEOUT_PREFIX) :]), False
     else:
         return False
     prefix = hidden + "/"

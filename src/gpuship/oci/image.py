@@ -254,7 +254,6 @@ class Image(_Manifested):
             d["annotations"] = dict(self.annotations)
         return d
 
-
     def descriptor(self) -> dict[str, Any]:
         data = self.manifest_bytes()
         return {
@@ -353,7 +352,6 @@ class Index(_Manifested):
         if self.annotations and self.family is Family.OCI:
             d["annotations"] = dict(self.annotations)
         return d
-
 
     def for_platform(self, platform: Platform | str) -> Image:
         p = Platform.parse(platform) if isinstance(platform, str) else platform

@@ -133,7 +133,9 @@ def build_layer(
         pipe = _Pipeline(sink, compression)
         write_tar(entries, pipe, mtime=mtime)  # type: ignore[arg-type]
         pipe.finish()
-    return Layer(sink.digest, "sha256:" + pipe.diff.hexdigest(), sink.size, pipe.usize, compression, comment, False, cache)
+    return Layer(
+        sink.digest, "sha256:" + pipe.diff.hexdigest(), sink.size, pipe.usize, compression, comment, False, cache
+    )
 
 
 def cached_layer(
@@ -149,7 +151,8 @@ def cached_layer(
     The key is combined with the compressor and epoch, so a change of either rebuilds.
     """
     return _remembered(
-        cache, _layer_key(key, compression),
+        cache,
+        _layer_key(key, compression),
         lambda: build_layer(make_entries(), cache, compression=compression, comment=comment),
     )
 
@@ -230,8 +233,9 @@ def rewrite_layer(
         entries = transform(spooled_entries(layer, cache))
         if entries is None:
             return layer
-        return build_layer(entries, cache, compression=layer.compression,
-                           comment=layer.comment if comment is None else comment)
+        return build_layer(
+            entries, cache, compression=layer.compression, comment=layer.comment if comment is None else comment
+        )
 
     return _remembered(cache, _layer_key(f"rewrite:{key}:{layer.digest}", layer.compression), make)
 
@@ -308,7 +312,9 @@ class _Decompressing(io.RawIOBase):
             try:
                 data = self._zr.read(want)
             except zstandard.ZstdError as exc:
-                raise IntegrityError(f"corrupt compressed layer: {exc}", "the blob is damaged; rebuild or re-pull") from exc
+                raise IntegrityError(
+                    f"corrupt compressed layer: {exc}", "the blob is damaged; rebuild or re-pull"
+                ) from exc
         elif self._compression == "gzip":
             data = self._gzip_read(want)
         else:
@@ -338,7 +344,9 @@ class _Decompressing(io.RawIOBase):
             try:
                 out = self._z.decompress(self._pending, want)
             except zlib.error as exc:
-                raise IntegrityError(f"corrupt compressed layer: {exc}", "the blob is damaged; rebuild or re-pull") from exc
+                raise IntegrityError(
+                    f"corrupt compressed layer: {exc}", "the blob is damaged; rebuild or re-pull"
+                ) from exc
             self._pending = self._z.unconsumed_tail
             if out:
                 return out

@@ -112,7 +112,9 @@ class _Store:
         with self._reading(path) as fh:
             data = fh.read(limit + 1)
         if len(data) > limit:
-            raise IntegrityError(f"{self.name}: {path} is larger than {limit >> 20} MiB", "this is not a manifest or config")
+            raise IntegrityError(
+                f"{self.name}: {path} is larger than {limit >> 20} MiB", "this is not a manifest or config"
+            )
         return data
 
     @contextmanager
@@ -165,7 +167,9 @@ class _TarStore(_Store):
         # A tar cut short between members reads as complete: its end-of-archive marker (1024 zero bytes) is missing.
         if _is_plain_file(self._tar) and path.stat().st_size < self._tar.offset + 1024:
             self._tar.close()
-            raise IntegrityError(f"{path} is truncated (it ends without the end-of-archive marker)", "write or copy it again")
+            raise IntegrityError(
+                f"{path} is truncated (it ends without the end-of-archive marker)", "write or copy it again"
+            )
 
     def has(self, path: str) -> bool:
         return path in self._members
@@ -314,7 +318,9 @@ def _read_manifest(store: _Store, desc: dict[str, Any], cache: Cache) -> Image:
     manifest_bytes, manifest = _read_blob_json(store, desc)
     media_type = manifest.get("mediaType") or desc.get("mediaType") or OCI_MANIFEST
     if media_type not in MANIFEST_TYPES:
-        raise GpushipError(f"{store.name}: unsupported manifest type {media_type}", "gpuship reads OCI and Docker v2 images")
+        raise GpushipError(
+            f"{store.name}: unsupported manifest type {media_type}", "gpuship reads OCI and Docker v2 images"
+        )
     config_bytes, config = _read_blob_json(store, manifest.get("config") or {})
     layer_descs = list(manifest.get("layers") or [])
     diff_ids = _diff_ids(store, config, len(layer_descs))
@@ -322,12 +328,19 @@ def _read_manifest(store: _Store, desc: dict[str, Any], cache: Cache) -> Image:
     for ld, diff_id in zip(layer_descs, diff_ids):
         mt = str(ld.get("mediaType", ""))
         if mt not in LAYER_TYPES:
-            raise GpushipError(f"{store.name}: unsupported layer type {mt}", "foreign or encrypted layers cannot be read")
+            raise GpushipError(
+                f"{store.name}: unsupported layer type {mt}", "foreign or encrypted layers cannot be read"
+            )
         digest = str(ld.get("digest", ""))
         layers.append(
             _import_layer(
-                store, blob_path(digest), cache, digest=digest, size=int(ld["size"]) if "size" in ld else None,
-                compression=compression_of(mt), diff_id=diff_id,
+                store,
+                blob_path(digest),
+                cache,
+                digest=digest,
+                size=int(ld["size"]) if "size" in ld else None,
+                compression=compression_of(mt),
+                diff_id=diff_id,
             )
         )
     img = _image_from_config(config, layers, family_of(media_type), dict(manifest.get("annotations") or {}))
@@ -370,7 +383,9 @@ def _pick_descriptor(store: _Store, manifests: list[dict[str, Any]], name: str |
         if len({d.get("digest") for d in manifests}) == 1:
             return manifests[0]
         have = sorted({n for d in manifests for n in names(d)})
-        raise GpushipError(f"{store.name} holds {len(manifests)} images", "name one: " + ", ".join(have or ["(untagged)"]))
+        raise GpushipError(
+            f"{store.name} holds {len(manifests)} images", "name one: " + ", ".join(have or ["(untagged)"])
+        )
     wanted = {name}
     try:
         t = DockerTag.parse(name)
@@ -381,7 +396,9 @@ def _pick_descriptor(store: _Store, manifests: list[dict[str, Any]], name: str |
         if wanted & set(names(d)):
             return d
     have = sorted({n for d in manifests for n in names(d)})
-    raise GpushipError(f"{store.name} has no image named {name!r}", "it has: " + (", ".join(have) or "(untagged images only)"))
+    raise GpushipError(
+        f"{store.name} has no image named {name!r}", "it has: " + (", ".join(have) or "(untagged images only)")
+    )
 
 
 def _read_layout(store: _Store, name: str | None, platform: Platform | None, cache: Cache) -> ReadResult:
@@ -392,7 +409,10 @@ def _read_layout(store: _Store, name: str | None, platform: Platform | None, cac
         return _read_index(store, desc, cache, platform)
     if media_type in MANIFEST_TYPES or media_type is None:
         img = _read_manifest(store, desc, cache)
-        if platform is not None and (img.platform.os, img.platform.architecture) != (platform.os, platform.architecture):
+        if platform is not None and (img.platform.os, img.platform.architecture) != (
+            platform.os,
+            platform.architecture,
+        ):
             raise GpushipError(f"{store.name} holds a {img.platform} image, not {platform}")
         return img
     raise GpushipError(f"{store.name}: unsupported descriptor type {media_type}")
@@ -429,7 +449,9 @@ def _read_legacy(store: _Store, name: str | None, cache: Cache) -> Image:
         if compression == "none":
             layers.append(_compress_legacy_layer(store, path, cache, diff_id))
         else:
-            layers.append(_import_layer(store, path, cache, digest=None, size=None, compression=compression, diff_id=diff_id))
+            layers.append(
+                _import_layer(store, path, cache, digest=None, size=None, compression=compression, diff_id=diff_id)
+            )
     img = _image_from_config(config, layers, Family.DOCKER, {})
     return replace(img, origin=Origin(img.fingerprint(), config_bytes, None))
 
@@ -473,9 +495,7 @@ def _open_store(kind: str, path: Path) -> _Store:
     return _TarStore(path)
 
 
-def read_image(
-    ref: str, platform: Platform | str | None = None, cache: Cache | None = None
-) -> ReadResult:
+def read_image(ref: str, platform: Platform | str | None = None, cache: Cache | None = None) -> ReadResult:
     """Read the image or index at ``ref`` (see the module doc); ``platform`` picks one image of an index."""
     cache = cache or Cache()
     p = Platform.parse(platform) if isinstance(platform, str) else platform
@@ -488,7 +508,9 @@ def read_image(
     if sep and scheme in _SOURCES:
         return _SOURCES[scheme](rest, p, cache)
     if sep and scheme in _PROVIDERS:
-        raise GpushipError(f"reading {scheme}: images is not available in this build", "use oci:, oci-archive: or docker-archive:")
+        raise GpushipError(
+            f"reading {scheme}: images is not available in this build", "use oci:, oci-archive: or docker-archive:"
+        )
     kind, path, name = parse_source(ref)
     store = _open_store(kind, path)
     try:

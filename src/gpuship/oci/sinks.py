@@ -28,9 +28,18 @@ from .image import Platform
 from .layout import ImageOrIndex, write_oci_layout
 
 __all__ = [
-    "Sink", "SinkOptions", "load_into_engine", "parse_target", "register_sink", "sink_schemes", "write_docker_archive",
-    "write_oci_archive", "write_oci_layout", "write_output",
+    "Sink",
+    "SinkOptions",
+    "load_into_engine",
+    "parse_target",
+    "register_sink",
+    "sink_schemes",
+    "write_docker_archive",
+    "write_oci_archive",
+    "write_oci_layout",
+    "write_output",
 ]
+
 
 @dataclass(frozen=True)
 class SinkOptions:
@@ -84,9 +93,7 @@ def parse_target(target: str) -> tuple[Sink, str]:
             pass
     sink = _SINKS.get(scheme) if sep else None
     if sink is None:
-        raise GpushipError(
-            f"unknown output {target!r}", "use one of: " + ", ".join(sink_schemes())
-        )
+        raise GpushipError(f"unknown output {target!r}", "use one of: " + ", ".join(sink_schemes()))
     return sink, rest
 
 

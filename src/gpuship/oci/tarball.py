@@ -119,9 +119,7 @@ class _SizeChecked:
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
-def write_tar(
-    entries: Iterable[Entry], out: BinaryIO, *, mtime: int | None = None, link_identical: bool = True
-) -> int:
+def write_tar(entries: Iterable[Entry], out: BinaryIO, *, mtime: int | None = None, link_identical: bool = True) -> int:
     """Write ``entries`` as a reproducible tar stream to ``out``; returns the number of entries written."""
     epoch = source_date_epoch() if mtime is None else mtime
     items = normalize(entries)
@@ -202,4 +200,6 @@ def iter_tar(stream: BinaryIO) -> Iterator[tuple[Entry, BinaryIO | None]]:
                 fh = tar.extractfile(m) if m.isreg() else None
                 yield e, (_MemberReader(fh) if fh is not None else None)  # type: ignore[misc]
     except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
-        raise IntegrityError(f"corrupt or truncated tar stream: {exc}", "the archive is damaged; rebuild or re-download it") from exc
+        raise IntegrityError(
+            f"corrupt or truncated tar stream: {exc}", "the archive is damaged; rebuild or re-download it"
+        ) from exc

@@ -285,9 +285,7 @@ def apply_layers(layers: Iterable[Layer], root: Path | str, *, owner: tuple[int,
     return UnpackSummary(layers=n, **applier.counts)
 
 
-def unpack(
-    image: Image | Sequence[Layer], dest: Path | str, *, owner: tuple[int, int] | None = None
-) -> UnpackSummary:
+def unpack(image: Image | Sequence[Layer], dest: Path | str, *, owner: tuple[int, int] | None = None) -> UnpackSummary:
     """Unpack ``image`` (or a list of layers, bottom first) into ``dest``, which must be new or empty.
 
     The tree is assembled under a temp name beside ``dest`` and renamed into place when complete, so a

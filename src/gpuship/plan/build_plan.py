@@ -152,8 +152,7 @@ def make_plan(options: BuildOptions, cache: Any = None, progress: Any = None) ->
         for p, other in zip(platforms[1:], plans[1:]):
             if tuple(other.requirements) != tuple(gpu.requirements) or other.cuda != gpu.cuda:
                 raise ConfigError(
-                    f"the CUDA plan for {p} differs from the one for {platforms[0]} "
-                    f"(CUDA {other.cuda} vs {gpu.cuda})",
+                    f"the CUDA plan for {p} differs from the one for {platforms[0]} (CUDA {other.cuda} vs {gpu.cuda})",
                     "build each platform separately with --platform, or pin [tool.gpuship.gpu] cuda",
                 )
         requirements = tuple(gpu.requirements)

@@ -146,13 +146,17 @@ def translate_environment(path: Path, overrides: Mapping[str, str] | None = None
 
     # The CUDA major comes from any versioned CUDA meta package, wherever it sits in the list.
     majors = {
-        m for s in specs if s.name in cuda["meta"] and (m := _major_of(s.version) or cuda["meta"][s.name].get("default"))
+        m
+        for s in specs
+        if s.name in cuda["meta"] and (m := _major_of(s.version) or cuda["meta"][s.name].get("default"))
     }
     if len(majors) > 1:
         raise ConfigError(f"{where} asks for several CUDA majors ({', '.join(map(str, sorted(majors)))})", "keep one")
     major = majors.pop() if majors else int(cuda["default-major"])
     cuda_versions = [s.version for s in specs if s.name in cuda["meta"] and s.version]
-    out.cuda_version = cuda_versions[0] if cuda_versions else (str(major) if any(s.name in cuda["meta"] for s in specs) else "")
+    out.cuda_version = (
+        cuda_versions[0] if cuda_versions else (str(major) if any(s.name in cuda["meta"] for s in specs) else "")
+    )
 
     missing: list[str] = []
     skipped: list[str] = []
@@ -166,7 +170,9 @@ def translate_environment(path: Path, overrides: Mapping[str, str] | None = None
         if s.name == "python":
             m = re.match(r"^==(\d+)\.(\d+)\.\d+", s.specifier)
             if m:  # an exported env pins the patch level; the base's Python is Debian's: check the minor only
-                out.notes.append(f"{where}: {s.raw} is checked as Python {m.group(1)}.{m.group(2)} (the base's patch level is Debian's)")
+                out.notes.append(
+                    f"{where}: {s.raw} is checked as Python {m.group(1)}.{m.group(2)} (the base's patch level is Debian's)"
+                )
                 out.python = f"=={m.group(1)}.{m.group(2)}.*"
             else:
                 out.python = s.specifier
@@ -178,7 +184,9 @@ def translate_environment(path: Path, overrides: Mapping[str, str] | None = None
             if target_set:
                 names = cuda["sets"].get(str(major), {}).get(target_set)
                 if names is None:
-                    raise ConfigError(f"{where}: no PyPI CUDA wheels are known for CUDA {major} ({s.raw})", "use CUDA 11, 12 or 13")
+                    raise ConfigError(
+                        f"{where}: no PyPI CUDA wheels are known for CUDA {major} ({s.raw})", "use CUDA 11, 12 or 13"
+                    )
                 reqs += names
                 out.notes.append(
                     f"{s.raw} -> {len(names)} nvidia CUDA {major} wheels (the newest of the major: CUDA minor-version "
@@ -189,7 +197,10 @@ def translate_environment(path: Path, overrides: Mapping[str, str] | None = None
             per_major = cuda["components"][s.name]
             pypi = per_major.get(str(major))
             if pypi is None:
-                raise ConfigError(f"{where}: {s.name} has no PyPI wheel for CUDA {major}", f"known for CUDA {', '.join(sorted(per_major))}")
+                raise ConfigError(
+                    f"{where}: {s.name} has no PyPI wheel for CUDA {major}",
+                    f"known for CUDA {', '.join(sorted(per_major))}",
+                )
             reqs.append(pypi)
             continue
         if _matches(s.name, conda_only["names"], conda_only["globs"]):

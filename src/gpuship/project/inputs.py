@@ -211,8 +211,12 @@ def load_project(
         if pyproject.has_project:
             sources.append("pyproject.toml")
             meta.update(
-                name=pyproject.name, version=pyproject.version, description=pyproject.description,
-                license=pyproject.license, urls=pyproject.urls, scripts=pyproject.scripts,
+                name=pyproject.name,
+                version=pyproject.version,
+                description=pyproject.description,
+                license=pyproject.license,
+                urls=pyproject.urls,
+                scripts=pyproject.scripts,
             )
             groups = {canonicalize_name(g) for g in pyproject.optional_groups}
             remaining_extras = [e for e in extras if canonicalize_name(e) not in groups]
@@ -278,7 +282,9 @@ def load_project(
         known = sorted(pyproject.optional_groups) if pyproject is not None else []
         raise ConfigError(
             f"unknown extra{'s' if len(remaining_extras) > 1 else ''}: {', '.join(remaining_extras)}",
-            f"known extras: {', '.join(known)}" if known else "the project has no optional-dependencies and no requirements-<extra>.txt",
+            f"known extras: {', '.join(known)}"
+            if known
+            else "the project has no optional-dependencies and no requirements-<extra>.txt",
         )
 
     # 4. uv.lock

@@ -43,7 +43,12 @@ class Pyproject:
         lic = self.project.get("license")
         if isinstance(lic, str):
             return lic  # PEP 639 SPDX expression
-        if isinstance(lic, dict) and isinstance(lic.get("text"), str) and len(lic["text"]) <= 80 and "\n" not in lic["text"]:
+        if (
+            isinstance(lic, dict)
+            and isinstance(lic.get("text"), str)
+            and len(lic["text"]) <= 80
+            and "\n" not in lic["text"]
+        ):
             return lic["text"]
         for c in self.project.get("classifiers") or ():
             if isinstance(c, str) and c.startswith("License :: OSI Approved :: "):

@@ -23,12 +23,17 @@ from ..errors import ConfigError
 
 #: pip options that take a value, by every spelling, and what they mean.
 _OPTION_WITH_VALUE = {
-    "-r": "requirement", "--requirement": "requirement",
-    "-c": "constraint", "--constraint": "constraint",
-    "-i": "index-url", "--index-url": "index-url",
+    "-r": "requirement",
+    "--requirement": "requirement",
+    "-c": "constraint",
+    "--constraint": "constraint",
+    "-i": "index-url",
+    "--index-url": "index-url",
     "--extra-index-url": "extra-index-url",
-    "-f": "find-links", "--find-links": "find-links",
-    "-e": "editable", "--editable": "editable",
+    "-f": "find-links",
+    "--find-links": "find-links",
+    "-e": "editable",
+    "--editable": "editable",
 }
 
 _URL_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
@@ -112,7 +117,9 @@ class RequirementReader:
         try:
             text = path.read_text()
         except FileNotFoundError as exc:
-            raise ConfigError(f"requirements file {self._show(path)} does not exist", "fix the -r/-c line that names it") from exc
+            raise ConfigError(
+                f"requirements file {self._show(path)} does not exist", "fix the -r/-c line that names it"
+            ) from exc
         except UnicodeDecodeError as exc:
             raise ConfigError(f"requirements file {self._show(path)} is not UTF-8 text") from exc
         if constraint:
@@ -147,7 +154,9 @@ class RequirementReader:
         if kind in ("requirement", "constraint"):
             ref = _local(value, base)
             if ref is None:
-                raise ConfigError(f"{where}: -r/-c with a URL ({value}) is not supported", "download the file into the project")
+                raise ConfigError(
+                    f"{where}: -r/-c with a URL ({value}) is not supported", "download the file into the project"
+                )
             self.read_file(ref, constraint=kind == "constraint")
         elif kind == "index-url":
             self.scan.index_url = value
@@ -195,7 +204,9 @@ class RequirementReader:
             if path == self.root:
                 self.scan.self_references.append(body)
                 return
-            raise ConfigError(f"{where}: local path requirement {body!r} is not supported", "build a wheel and use --find-links")
+            raise ConfigError(
+                f"{where}: local path requirement {body!r} is not supported", "build a wheel and use --find-links"
+            )
         if hashes:
             self.scan.hashes.setdefault(canonicalize_name(req.name), []).extend(h.lower() for h in hashes)
         if body not in self.scan.requirements:

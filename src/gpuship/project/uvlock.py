@@ -14,8 +14,17 @@ def export_uv_lock(root: Path, extras: Sequence[str]) -> tuple[list[str], list[s
     from ..sources.python.uv import UvFailed, run_uv
 
     args = [
-        "export", "--locked", "--no-hashes", "--no-emit-workspace", "--no-dev", "--format", "requirements-txt",
-        "--no-header", "--no-annotate", "--project", str(root),
+        "export",
+        "--locked",
+        "--no-hashes",
+        "--no-emit-workspace",
+        "--no-dev",
+        "--format",
+        "requirements-txt",
+        "--no-header",
+        "--no-annotate",
+        "--project",
+        str(root),
     ]
     for e in extras:
         args += ["--extra", e]

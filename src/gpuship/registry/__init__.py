@@ -46,7 +46,9 @@ def login(
     """Check ``username``/``password`` against ``registry`` (``GET /v2/``, through its token service if it
     has one), then store them like ``docker login``. Returns where they were stored."""
     creds = Credentials(username, password, "", "login")
-    with RegistryClient(registry, credentials=creds, insecure=insecure, ca_file=ca_file, retry=RetryPolicy(attempts=3)) as client:
+    with RegistryClient(
+        registry, credentials=creds, insecure=insecure, ca_file=ca_file, retry=RetryPolicy(attempts=3)
+    ) as client:
         client.ping()
     return store_credentials(registry, creds, docker_config)
 
@@ -64,8 +66,13 @@ class RegistrySettings:
 settings = RegistrySettings()
 
 
-def configure(*, insecure: bool | None = None, ca_file: Path | str | None = None, jobs: int | None = None,
-              chunk_size: int | None = None) -> RegistrySettings:
+def configure(
+    *,
+    insecure: bool | None = None,
+    ca_file: Path | str | None = None,
+    jobs: int | None = None,
+    chunk_size: int | None = None,
+) -> RegistrySettings:
     """Set what ``registry:REF`` targets and sources use (``--insecure``, ``--ca-file`` of a build command)."""
     if insecure is not None:
         settings.insecure = insecure
@@ -96,18 +103,37 @@ def _registry_sink(obj, rest: str, opts) -> str:  # type: ignore[no-untyped-def]
     console = Console(stderr=True, highlight=False)
     if sys.stderr.isatty():
         with RichTransferProgress(console) as progress:
-            result = push(obj, ref, cache=cache, insecure=settings.insecure, ca_file=settings.ca_file, jobs=settings.jobs,
-                          chunk_size=settings.chunk_size, progress=progress, on_warning=lambda m: console.print(f"warning: {m}"))
+            result = push(
+                obj,
+                ref,
+                cache=cache,
+                insecure=settings.insecure,
+                ca_file=settings.ca_file,
+                jobs=settings.jobs,
+                chunk_size=settings.chunk_size,
+                progress=progress,
+                on_warning=lambda m: console.print(f"warning: {m}"),
+            )
     else:
-        result = push(obj, ref, cache=cache, insecure=settings.insecure, ca_file=settings.ca_file, jobs=settings.jobs,
-                      chunk_size=settings.chunk_size, on_warning=lambda m: console.print(f"warning: {m}"))
+        result = push(
+            obj,
+            ref,
+            cache=cache,
+            insecure=settings.insecure,
+            ca_file=settings.ca_file,
+            jobs=settings.jobs,
+            chunk_size=settings.chunk_size,
+            on_warning=lambda m: console.print(f"warning: {m}"),
+        )
     return result.summary()
 
 
 def _registry_source(rest: str, platform, cache):  # type: ignore[no-untyped-def]
     """``read_image("registry:REF")``: one platform's image, or everything the reference holds."""
     if platform is not None:
-        return pull_image(rest, platform, cache, insecure=settings.insecure, ca_file=settings.ca_file, jobs=settings.jobs)
+        return pull_image(
+            rest, platform, cache, insecure=settings.insecure, ca_file=settings.ca_file, jobs=settings.jobs
+        )
     return pull(rest, cache, insecure=settings.insecure, ca_file=settings.ca_file, jobs=settings.jobs)
 
 
@@ -122,9 +148,31 @@ _register()
 
 
 __all__ = [
-    "ANONYMOUS", "BaseFacts", "Credentials", "DEFAULT_CHUNK_SIZE", "KNOWN_LIMITS", "NoProgress", "PushResult",
-    "Reference", "RegistryClient", "RetryPolicy", "RichTransferProgress", "TransferProgress", "base_facts",
-    "docker_config_path", "erase_credentials", "limits_for", "login", "lookup_credentials", "oversized_layers",
-    "parse_challenges", "pull", "pull_image", "push", "store_credentials", "configure", "settings",
+    "ANONYMOUS",
+    "BaseFacts",
+    "Credentials",
+    "DEFAULT_CHUNK_SIZE",
+    "KNOWN_LIMITS",
+    "NoProgress",
+    "PushResult",
+    "Reference",
+    "RegistryClient",
+    "RetryPolicy",
+    "RichTransferProgress",
+    "TransferProgress",
+    "base_facts",
+    "docker_config_path",
+    "erase_credentials",
+    "limits_for",
+    "login",
+    "lookup_credentials",
+    "oversized_layers",
+    "parse_challenges",
+    "pull",
+    "pull_image",
+    "push",
+    "store_credentials",
+    "configure",
+    "settings",
     "RegistrySettings",
 ]

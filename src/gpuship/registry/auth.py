@@ -105,7 +105,9 @@ def _run_helper(name: str, action: str, payload: bytes) -> subprocess.CompletedP
     try:
         return subprocess.run([exe, action], input=payload, capture_output=True, timeout=60, check=False)
     except subprocess.TimeoutExpired as exc:
-        raise GpushipError(f"credential helper {exe} did not answer in 60 s", "check the helper (is it waiting for a prompt?)") from exc
+        raise GpushipError(
+            f"credential helper {exe} did not answer in 60 s", "check the helper (is it waiting for a prompt?)"
+        ) from exc
 
 
 def _helper_get(name: str, registry: str) -> Credentials | None:
@@ -194,7 +196,9 @@ def store_credentials(registry: str, creds: Credentials, config_path: Path | Non
     config = _load_config(path)
     helper = _helper_for(config, reg)
     if helper:
-        username, secret = (creds.username, creds.password) if not creds.identity_token else ("<token>", creds.identity_token)
+        username, secret = (
+            (creds.username, creds.password) if not creds.identity_token else ("<token>", creds.identity_token)
+        )
         payload = json.dumps({"ServerURL": auth_key(reg), "Username": username, "Secret": secret}).encode()
         proc = _run_helper(helper, "store", payload)
         if proc.returncode != 0:

@@ -23,13 +23,13 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urljoin, urlsplit, urlunsplit
+from urllib.parse import urljoin, urlsplit
 
 import httpx
 
 from .. import __version__
 from ..errors import GpushipError, RegistryError
-from .auth import ANONYMOUS, Challenge, Credentials, lookup_credentials, parse_challenges
+from .auth import Challenge, Credentials, lookup_credentials, parse_challenges
 from .reference import DOCKER_HUB, DOCKER_HUB_ENDPOINT, normalize_registry
 
 log = logging.getLogger("gpuship.registry")
@@ -102,7 +102,9 @@ def ssl_context(registry: str, *, ca_file: Path | str | None = None) -> ssl.SSLC
         try:
             ctx.load_verify_locations(cafile=str(ca_file))
         except (OSError, ssl.SSLError) as exc:
-            raise GpushipError(f"cannot use {ca_file} as a CA certificate: {exc}", "give a PEM file with the registry's CA") from exc
+            raise GpushipError(
+                f"cannot use {ca_file} as a CA certificate: {exc}", "give a PEM file with the registry's CA"
+            ) from exc
     return ctx
 
 
@@ -184,7 +186,9 @@ def _tls_problem(exc: BaseException) -> str | None:
 
 def _is_not_tls(exc: BaseException) -> bool:
     text = str(exc).lower()
-    return any(s in text for s in ("wrong version number", "record layer failure", "packet length too long", "http request"))
+    return any(
+        s in text for s in ("wrong version number", "record layer failure", "packet length too long", "http request")
+    )
 
 
 class RegistryClient:
@@ -333,7 +337,9 @@ class RegistryClient:
                     attempt -= 1
                     continue
                 if resp.status_code in RETRY_STATUSES:
-                    wait = retry_after_seconds(resp.headers.get("retry-after")) if resp.status_code in (429, 503) else None
+                    wait = (
+                        retry_after_seconds(resp.headers.get("retry-after")) if resp.status_code in (429, 503) else None
+                    )
                     detail = _error_detail(resp)
                     resp.close()
                     raise Transient(f"{self.host} answered {resp.status_code} ({detail})", wait)
@@ -357,7 +363,10 @@ class RegistryClient:
             if resp.status_code == 401:
                 challenge = parse_challenges(resp.headers.get("www-authenticate", ""))
                 resp.close()
-                if any(c.params.get("error") == "insufficient_scope" for c in challenge) and not self.credentials.anonymous:
+                if (
+                    any(c.params.get("error") == "insufficient_scope" for c in challenge)
+                    and not self.credentials.anonymous
+                ):
                     raise RegistryError(
                         f"{self.host} denied {what or method + ' ' + _redact(url)}: the account has no access to it",
                         "check the repository name and the account's permissions",
@@ -435,7 +444,9 @@ class RegistryClient:
                     raise self._refused()
                 self._basic = True  # (another thread may have set it already: then this request just retries)
                 return
-        raise RegistryError(f"{self.host} asked for authentication gpuship does not speak ({resp.headers.get('www-authenticate', 'none')[:60]})")
+        raise RegistryError(
+            f"{self.host} asked for authentication gpuship does not speak ({resp.headers.get('www-authenticate', 'none')[:60]})"
+        )
 
     def _fetch_token(self, challenge: Challenge) -> _Token:
         creds = self.credentials
@@ -446,7 +457,11 @@ class RegistryClient:
             attempt += 1
             try:
                 if creds.identity_token:
-                    form = {"grant_type": "refresh_token", "refresh_token": creds.identity_token, "client_id": "gpuship"}
+                    form = {
+                        "grant_type": "refresh_token",
+                        "refresh_token": creds.identity_token,
+                        "client_id": "gpuship",
+                    }
                     if challenge.service:
                         form["service"] = challenge.service
                     if scopes:

@@ -33,7 +33,6 @@ from ..oci.media import (
     DOCKER_MANIFEST_LIST,
     OCI_INDEX,
     OCI_MANIFEST,
-    Family,
     compression_of,
     family_of,
 )
@@ -72,7 +71,10 @@ class Manifest:
 def fetch_manifest(client: RegistryClient, repository: str, identifier: str) -> Manifest:
     """GET a manifest or index (any of the four types); by digest it is verified."""
     resp = client.send(
-        "GET", f"/v2/{repository}/manifests/{identifier}", headers={"Accept": ACCEPT}, ok=(200,),
+        "GET",
+        f"/v2/{repository}/manifests/{identifier}",
+        headers={"Accept": ACCEPT},
+        ok=(200,),
         what=f"fetching manifest {repository}:{identifier[:19]}",
     )
     data = resp.content
@@ -85,7 +87,11 @@ def fetch_manifest(client: RegistryClient, repository: str, identifier: str) -> 
     media_type = resp.headers.get("content-type", "").split(";", 1)[0].strip()
     if media_type not in MANIFEST_TYPES:
         media_type = str(doc.get("mediaType") or "")
-    if doc.get("schemaVersion") == 1 or "prettyjws" in media_type or media_type.startswith("application/vnd.docker.distribution.manifest.v1"):
+    if (
+        doc.get("schemaVersion") == 1
+        or "prettyjws" in media_type
+        or media_type.startswith("application/vnd.docker.distribution.manifest.v1")
+    ):
         raise RegistryError(
             f"{repository}:{identifier} has a Docker schema 1 manifest, which gpuship does not read",
             "push the image again with a current tool",
@@ -133,7 +139,9 @@ def select_platform(index: Mapping[str, Any], platform: Platform) -> dict[str, A
 
 
 # -- blobs ---------------------------------------------------------------------------------------------------------
-def fetch_blob_bytes(client: RegistryClient, repository: str, digest: str, cache: Cache, limit: int = 64 << 20) -> bytes:
+def fetch_blob_bytes(
+    client: RegistryClient, repository: str, digest: str, cache: Cache, limit: int = 64 << 20
+) -> bytes:
     """A small blob (a config), verified and kept in the cache."""
     if cache.has(digest):
         return cache.read(digest)
@@ -208,7 +216,9 @@ def fetch_layer(
             while chunk := fh.read(1 << 20):
                 hasher.feed(chunk)
         if hasher.diff_id == diff_id:
-            layer = Layer(digest, diff_id, cache.blob_path(digest).stat().st_size, hasher.size, compression, "", True, cache)  # type: ignore[arg-type]
+            layer = Layer(
+                digest, diff_id, cache.blob_path(digest).stat().st_size, hasher.size, compression, "", True, cache
+            )  # type: ignore[arg-type]
             cache.put_ref(LAYERS_NS, digest, layer.to_record())
             progress.start(digest, digest[7:19], size)
             progress.finish(digest, "cached")
@@ -219,7 +229,9 @@ def fetch_layer(
         progress.start(digest, digest[7:19], size)
         hasher = _DiffHasher(compression)
         try:
-            resp = client.send("GET", f"/v2/{repository}/blobs/{digest}", ok=(200,), stream=True, what=f"fetching layer {digest[:19]}")
+            resp = client.send(
+                "GET", f"/v2/{repository}/blobs/{digest}", ok=(200,), stream=True, what=f"fetching layer {digest[:19]}"
+            )
             with cache.blob_writer(expected=digest) as w:
                 for chunk in client.stream_body(resp):
                     w.write(chunk)
@@ -235,7 +247,9 @@ def fetch_layer(
             break
         except Transient as exc:
             if attempt >= client.retry.attempts:
-                raise RegistryError(f"download of layer {digest[:19]} kept failing: {exc.message}", "try again later") from exc
+                raise RegistryError(
+                    f"download of layer {digest[:19]} kept failing: {exc.message}", "try again later"
+                ) from exc
             log.info("download of %s broke off, starting it again: %s", digest[:19], exc.message)
     layer = Layer(digest, diff_id, w.size, hasher.size, compression, "", False, cache)  # type: ignore[arg-type]
     cache.put_ref(LAYERS_NS, digest, layer.to_record())
@@ -270,7 +284,9 @@ def image_from_manifest(
         )
     prog = progress or NoProgress()
     with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(descs) or 1)), thread_name_prefix="gpuship-pull") as pool:
-        layers = list(pool.map(lambda pair: fetch_layer(client, repository, pair[0], pair[1], cache, prog), zip(descs, diff_ids)))
+        layers = list(
+            pool.map(lambda pair: fetch_layer(client, repository, pair[0], pair[1], cache, prog), zip(descs, diff_ids))
+        )
     for layer in layers:
         remember_location(cache, client.registry, repository, layer.digest)
     history = tuple(
@@ -279,7 +295,9 @@ def image_from_manifest(
     )
     if sum(1 for h in history if not h.empty_layer) != len(layers):
         history = ()  # history that does not line up with the layers is dropped rather than made wrong
-    platform = Platform(str(cfg.get("os") or "linux"), str(cfg.get("architecture") or "amd64"), str(cfg.get("variant") or ""))
+    platform = Platform(
+        str(cfg.get("os") or "linux"), str(cfg.get("architecture") or "amd64"), str(cfg.get("variant") or "")
+    )
     annotations = dict(doc.get("annotations") or {})
     annotations[BASE_DIGEST] = manifest.digest
     if base_name:
@@ -291,11 +309,20 @@ def image_from_manifest(
 
 
 def _client_for(
-    ref: Reference, credentials: Credentials | None, insecure: bool, ca_file: Path | str | None,
-    retry: RetryPolicy | None, docker_config: Path | None,
+    ref: Reference,
+    credentials: Credentials | None,
+    insecure: bool,
+    ca_file: Path | str | None,
+    retry: RetryPolicy | None,
+    docker_config: Path | None,
 ) -> RegistryClient:
     client = RegistryClient(
-        ref.registry, credentials=credentials, insecure=insecure, ca_file=ca_file, retry=retry, docker_config=docker_config
+        ref.registry,
+        credentials=credentials,
+        insecure=insecure,
+        ca_file=ca_file,
+        retry=retry,
+        docker_config=docker_config,
     )
     client.add_scope(ref.repository, "pull")
     return client
@@ -326,7 +353,12 @@ def pull_image(
             if manifest.is_index:
                 raise GpushipError(f"{target} nests an index inside an index", "gpuship reads one level of index")
         image = image_from_manifest(
-            client, target.repository, manifest, cache, progress=progress, jobs=jobs,
+            client,
+            target.repository,
+            manifest,
+            cache,
+            progress=progress,
+            jobs=jobs,
             base_name=str(target.with_digest(top.digest)),
         )
     if image.platform.os != want.os or image.platform.architecture != want.architecture:
@@ -355,25 +387,30 @@ def pull(
         top = fetch_manifest(client, target.repository, target.identifier)
         name = str(target.with_digest(top.digest))
         if not top.is_index:
-            return image_from_manifest(client, target.repository, top, cache, progress=progress, jobs=jobs, base_name=name)
+            return image_from_manifest(
+                client, target.repository, top, cache, progress=progress, jobs=jobs, base_name=name
+            )
         doc = top.json()
         wanted = list(platforms) if platforms else None
         images: list[Image] = []
         skipped = False
         for desc in doc.get("manifests") or []:
             p = _platform_of(desc)
-            if p is None or (wanted is not None and not any(p.os == w.os and p.architecture == w.architecture for w in wanted)):
+            if p is None or (
+                wanted is not None and not any(p.os == w.os and p.architecture == w.architecture for w in wanted)
+            ):
                 skipped = True
                 continue
             m = fetch_manifest(client, target.repository, str(desc["digest"]))
             if m.is_index:
                 skipped = True
                 continue
-            images.append(image_from_manifest(client, target.repository, m, cache, progress=progress, jobs=jobs, base_name=name))
+            images.append(
+                image_from_manifest(client, target.repository, m, cache, progress=progress, jobs=jobs, base_name=name)
+            )
         if not images:
             raise GpushipError(f"{target} has no image for the requested platforms", "check the platforms it offers")
         index = Index(tuple(images), dict(doc.get("annotations") or {}), family_of(top.media_type))
         if not skipped:
             index = replace(index, origin=Origin(index.fingerprint(), b"", top.data))
         return index
-

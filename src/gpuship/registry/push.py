@@ -294,7 +294,10 @@ class BlobUploader:
     def _put_whole(self, blob: _Blob, location: str) -> None:
         pos = [0]
         self._close_upload(
-            blob, location, f"uploading {blob.what} {blob.digest[:19]}", str(blob.size),
+            blob,
+            location,
+            f"uploading {blob.what} {blob.digest[:19]}",
+            str(blob.size),
             self._body(blob, 0, blob.size, pos),
         )
 
@@ -414,7 +417,10 @@ class BlobUploader:
 # -- manifests ---------------------------------------------------------------------------------------------------
 def manifest_exists(client: RegistryClient, repository: str, digest: str, media_type: str) -> bool:
     resp = client.send(
-        "HEAD", f"/v2/{repository}/manifests/{digest}", headers={"Accept": media_type}, ok=(200, 404),
+        "HEAD",
+        f"/v2/{repository}/manifests/{digest}",
+        headers={"Accept": media_type},
+        ok=(200, 404),
         what=f"checking manifest {digest[:19]}",
     )
     resp.close()
@@ -435,7 +441,9 @@ def put_manifest(client: RegistryClient, repository: str, identifier: str, data:
     resp.close()
     got = resp.headers.get("docker-content-digest")
     if got and got != digest:
-        raise IntegrityError(f"{client.host} stored the manifest under {got}, not {digest}", "the registry rewrote it; report this")
+        raise IntegrityError(
+            f"{client.host} stored the manifest under {got}, not {digest}", "the registry rewrote it; report this"
+        )
     return digest
 
 
@@ -475,8 +483,13 @@ def push(
         warn(line)
     own_client = client is None
     client = client or RegistryClient(
-        target.registry, credentials=credentials, insecure=insecure, ca_file=ca_file, retry=retry,
-        docker_config=docker_config, max_connections=max(4, jobs * 2),
+        target.registry,
+        credentials=credentials,
+        insecure=insecure,
+        ca_file=ca_file,
+        retry=retry,
+        docker_config=docker_config,
+        max_connections=max(4, jobs * 2),
     )
     try:
         uploader = BlobUploader(
@@ -530,8 +543,14 @@ def _run_parallel(uploader: BlobUploader, blobs: list[_Blob], jobs: int) -> None
             exc = failed.exception()
             # report the first real failure, not another thread's reaction to the abort
             real = next(
-                (f.exception() for f in futures if f.done() and not f.cancelled() and f.exception() is not None
-                 and not isinstance(f.exception(), _Aborted)),
+                (
+                    f.exception()
+                    for f in futures
+                    if f.done()
+                    and not f.cancelled()
+                    and f.exception() is not None
+                    and not isinstance(f.exception(), _Aborted)
+                ),
                 exc,
             )
             assert real is not None

@@ -21,7 +21,9 @@ DOCKER_HUB_AUTH_KEY = "https://index.docker.io/v1/"
 _COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
 _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
-_HOST = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*|\[[0-9a-fA-F:]+\])(?::[0-9]+)?")
+_HOST = re.compile(
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*|\[[0-9a-fA-F:]+\])(?::[0-9]+)?"
+)
 
 
 def _bad(text: str, why: str) -> GpushipError:
@@ -36,7 +38,7 @@ def normalize_registry(name: str) -> str:
     host = name.strip()
     for prefix in ("https://", "http://"):
         if host.startswith(prefix):
-            host = host[len(prefix):]
+            host = host[len(prefix) :]
     host = host.split("/", 1)[0].lower()
     if host in ("index.docker.io", DOCKER_HUB_ENDPOINT, "registry.hub.docker.com"):
         return DOCKER_HUB
@@ -68,7 +70,7 @@ class Reference:
         last_slash = rest.rfind("/")
         colon = rest.rfind(":")
         if colon > last_slash:
-            rest, tag = rest[:colon], rest[colon + 1:]
+            rest, tag = rest[:colon], rest[colon + 1 :]
             if not _TAG.fullmatch(tag):
                 raise _bad(text, f"{tag!r} is not a valid tag")
         first, _, remainder = rest.partition("/")

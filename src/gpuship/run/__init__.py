@@ -10,7 +10,20 @@ from .options import DEFAULT_SHM_SIZE, DEFAULT_ULIMITS, RunOptions, Ulimit, Volu
 from .runner import check_image, resolve_runtime, run_image
 
 __all__ = [
-    "DEFAULT_SHM_SIZE", "DEFAULT_ULIMITS", "Driver", "GpuRequest", "HostGpus", "Injection", "RunOptions", "Ulimit",
-    "Volume", "check_image", "check_requirements", "discover", "gpu_request", "plan_injection", "resolve_runtime",
+    "DEFAULT_SHM_SIZE",
+    "DEFAULT_ULIMITS",
+    "Driver",
+    "GpuRequest",
+    "HostGpus",
+    "Injection",
+    "RunOptions",
+    "Ulimit",
+    "Volume",
+    "check_image",
+    "check_requirements",
+    "discover",
+    "gpu_request",
+    "plan_injection",
+    "resolve_runtime",
     "run_image",
 ]

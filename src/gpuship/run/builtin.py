@@ -74,8 +74,10 @@ def _command(config: ImageConfig, options: RunOptions) -> tuple[str, ...]:
         cmd = config.cmd if options.entrypoint is None else ()
     args = tuple(entrypoint) + tuple(cmd)
     if not args:
-        raise GpushipError("the image has no Entrypoint or Cmd, and no command was given",
-                           "give one after --: gpuship run IMAGE -- COMMAND")
+        raise GpushipError(
+            "the image has no Entrypoint or Cmd, and no command was given",
+            "give one after --: gpuship run IMAGE -- COMMAND",
+        )
     return args
 
 
@@ -125,10 +127,14 @@ def container_process(
     provided = [m[1] for m in injection.mounts] + [v.destination for v in options.volumes]
     if find_executable(root, args[0], env["PATH"], cwd, provided) is None:
         if args[0] == CHECK_PATH:
-            raise GpushipError(f"this image has no {CHECK_PATH}",
-                               "images built by gpuship carry it; rebuild the image with gpuship build")
-        raise GpushipError(f"{args[0]!r} is not found in the image (PATH={env['PATH']})",
-                           "check the command, or give the full path inside the image")
+            raise GpushipError(
+                f"this image has no {CHECK_PATH}",
+                "images built by gpuship carry it; rebuild the image with gpuship build",
+            )
+        raise GpushipError(
+            f"{args[0]!r} is not found in the image (PATH={env['PATH']})",
+            "check the command, or give the full path inside the image",
+        )
     return Process(args, tuple(f"{k}={v}" for k, v in env.items()), cwd, user)
 
 
@@ -186,14 +192,21 @@ def run_rootfs(
         bundle = rundir / "bundle"
         bundle.mkdir()
         config_json = runc_config(
-            process, str(root), shm_size=options.shm_size, ulimits=ulimits, devices=injection.devices,
-            volumes=options.volumes, read_only=options.read_only, tmpfs=tmpfs,
+            process,
+            str(root),
+            shm_size=options.shm_size,
+            ulimits=ulimits,
+            devices=injection.devices,
+            volumes=options.volumes,
+            read_only=options.read_only,
+            tmpfs=tmpfs,
         )
         (bundle / "config.json").write_text(json.dumps(config_json, indent=1))
         spec["runc"] = {"argv": [str(runc), "run", "--bundle", str(bundle), cid]}
     else:
-        spec["volumes"] = [{"source": v.source, "destination": v.destination, "readonly": v.readonly}
-                           for v in options.volumes]
+        spec["volumes"] = [
+            {"source": v.source, "destination": v.destination, "readonly": v.readonly} for v in options.volumes
+        ]
         spec["process"] = {
             "args": list(process.args),
             "env": dict(e.split("=", 1) for e in process.env),
@@ -215,11 +228,12 @@ def run_rootfs(
         code = run_forwarding([sys.executable, "-I", "-S", str(Path(launcher.__file__).resolve()), str(spec_path)])
         err = rundir / "error"
         if code == launcher.SETUP_FAILED and err.exists():
-            raise GpushipError(f"the container did not start: {err.read_text().strip()}",
-                               "run with -v for details; --runtime docker/podman is the alternative")
+            raise GpushipError(
+                f"the container did not start: {err.read_text().strip()}",
+                "run with -v for details; --runtime docker/podman is the alternative",
+            )
         return code
     finally:
         if runc is not None:
             subprocess.run([runc, "delete", "--force", cid], capture_output=True, check=False)
         shutil.rmtree(rundir, ignore_errors=True)
-

@@ -19,13 +19,32 @@ from .users import ExecUser
 
 #: Docker's default capability set (moby oci/caps/defaults.go).
 DEFAULT_CAPS = (
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID",
-    "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL",
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
     "CAP_AUDIT_WRITE",
 )
 MASKED_PATHS = (
-    "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
-    "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware",
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
 )
 READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
 UNLIMITED = 2**64 - 1
@@ -71,36 +90,67 @@ def runc_config(
     }
     mounts: list[dict[str, Any]] = [
         {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
-        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
-         "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
-        {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
-         "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
-        {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
-         "options": ["nosuid", "noexec", "nodev", "mode=1777", f"size={int(shm_size)}"]},
+        {
+            "destination": "/dev",
+            "type": "tmpfs",
+            "source": "tmpfs",
+            "options": ["nosuid", "strictatime", "mode=755", "size=65536k"],
+        },
+        {
+            "destination": "/dev/pts",
+            "type": "devpts",
+            "source": "devpts",
+            "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"],
+        },
+        {
+            "destination": "/dev/shm",
+            "type": "tmpfs",
+            "source": "shm",
+            "options": ["nosuid", "noexec", "nodev", "mode=1777", f"size={int(shm_size)}"],
+        },
         {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
         {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
-        {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
-         "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]},
+        {
+            "destination": "/sys/fs/cgroup",
+            "type": "cgroup",
+            "source": "cgroup",
+            "options": ["nosuid", "noexec", "nodev", "relatime", "ro"],
+        },
     ]
     for v in volumes:
-        mounts.append({"destination": v.destination, "type": "bind", "source": v.source,
-                       "options": ["rbind", "ro" if v.readonly else "rw"]})
+        mounts.append(
+            {
+                "destination": v.destination,
+                "type": "bind",
+                "source": v.source,
+                "options": ["rbind", "ro" if v.readonly else "rw"],
+            }
+        )
     for d in tmpfs:
-        mounts.append({"destination": d, "type": "tmpfs", "source": "tmpfs",
-                       "options": ["nosuid", "nodev", "mode=1777"]})
+        mounts.append(
+            {"destination": d, "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=1777"]}
+        )
     dev_rules: list[dict[str, Any]] = [{"allow": False, "access": "rwm"}]
     dev_nodes = []
     for d in devices:
-        dev_nodes.append({"path": d.path, "type": "c", "major": d.major, "minor": d.minor,
-                          "fileMode": d.mode, "uid": d.uid, "gid": d.gid})
+        dev_nodes.append(
+            {
+                "path": d.path,
+                "type": "c",
+                "major": d.major,
+                "minor": d.minor,
+                "fileMode": d.mode,
+                "uid": d.uid,
+                "gid": d.gid,
+            }
+        )
         dev_rules.append({"allow": True, "type": "c", "major": d.major, "minor": d.minor, "access": "rwm"})
     namespaces = [{"type": "pid"}, {"type": "ipc"}, {"type": "mount"}]
     return {
         "ociVersion": "1.0.2",
         "process": {
             "terminal": False,
-            "user": {"uid": process.user.uid, "gid": process.user.gid,
-                     "additionalGids": list(process.user.groups)},
+            "user": {"uid": process.user.uid, "gid": process.user.gid, "additionalGids": list(process.user.groups)},
             "args": list(process.args),
             "env": list(process.env),
             "cwd": process.cwd,

@@ -139,8 +139,10 @@ def run_in_engine(
         target = ensure_loaded(engine, image, progress)
     elif ref is not None:
         if not engine_has(engine, ref):
-            raise GpushipError(f"{engine} has no image {ref!r} and gpuship cannot read it",
-                               "give an OCI layout, an archive, or an image the engine holds")
+            raise GpushipError(
+                f"{engine} has no image {ref!r} and gpuship cannot read it",
+                "give an OCI layout, an archive, or an image the engine holds",
+            )
         target = ref
     else:  # pragma: no cover - callers pass one of them
         raise ValueError("run_in_engine needs an image or a ref")

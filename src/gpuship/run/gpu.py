@@ -45,15 +45,36 @@ CONTAINER_BIN_DIR = "/usr/bin"
 LIBRARIES: dict[str, tuple[str, ...]] = {
     "utility": ("libnvidia-ml", "libnvidia-cfg", "libnvidia-nscq"),
     "compute": (
-        "libcuda", "libcudadebugger", "libnvidia-opencl", "libnvidia-ptxjitcompiler", "libnvidia-fatbinaryloader",
-        "libnvidia-allocator", "libnvidia-compiler", "libnvidia-nvvm", "libnvidia-nvvm70", "libnvidia-gpucomp",
-        "libnvidia-pkcs11", "libnvidia-pkcs11-openssl3", "libnvidia-tileiras",
+        "libcuda",
+        "libcudadebugger",
+        "libnvidia-opencl",
+        "libnvidia-ptxjitcompiler",
+        "libnvidia-fatbinaryloader",
+        "libnvidia-allocator",
+        "libnvidia-compiler",
+        "libnvidia-nvvm",
+        "libnvidia-nvvm70",
+        "libnvidia-gpucomp",
+        "libnvidia-pkcs11",
+        "libnvidia-pkcs11-openssl3",
+        "libnvidia-tileiras",
     ),
     "video": ("libvdpau_nvidia", "libnvidia-encode", "libnvidia-opticalflow", "libnvcuvid"),
     "graphics": (
-        "libnvidia-eglcore", "libnvidia-glcore", "libnvidia-tls", "libnvidia-glsi", "libnvidia-fbc",
-        "libnvidia-ifr", "libnvidia-rtcore", "libnvoptix", "libGLX_nvidia", "libEGL_nvidia", "libGLESv2_nvidia",
-        "libGLESv1_CM_nvidia", "libnvidia-glvkspirv", "libnvidia-gpucomp",
+        "libnvidia-eglcore",
+        "libnvidia-glcore",
+        "libnvidia-tls",
+        "libnvidia-glsi",
+        "libnvidia-fbc",
+        "libnvidia-ifr",
+        "libnvidia-rtcore",
+        "libnvoptix",
+        "libGLX_nvidia",
+        "libEGL_nvidia",
+        "libGLESv2_nvidia",
+        "libGLESv1_CM_nvidia",
+        "libnvidia-glvkspirv",
+        "libnvidia-gpucomp",
     ),
 }
 #: Programs per capability.
@@ -69,10 +90,20 @@ CONTROL_DEVICES = ("nvidiactl", "nvidia-uvm", "nvidia-uvm-tools", "nvidia-modese
 #: Versions"; see /work/shared/notes/gpu-facts.md). Used to name the driver to install in an error, and to
 #: estimate the driver's CUDA version when neither libcuda nor nvidia-smi can be asked.
 MIN_DRIVER_FOR_CUDA: tuple[tuple[str, str], ...] = (
-    ("13.2", "595.45.04"), ("13.1", "590.44.01"), ("13.0", "580.65.06"), ("12.9", "575.51.03"),
-    ("12.8", "570.26"), ("12.6", "560.28.03"), ("12.5", "555.42.02"), ("12.4", "550.54.14"),
-    ("12.3", "545.23.06"), ("12.2", "535.54.03"), ("12.1", "530.30.02"), ("12.0", "525.60.13"),
-    ("11.8", "520.61.05"), ("11.0", "450.36.06"),
+    ("13.2", "595.45.04"),
+    ("13.1", "590.44.01"),
+    ("13.0", "580.65.06"),
+    ("12.9", "575.51.03"),
+    ("12.8", "570.26"),
+    ("12.6", "560.28.03"),
+    ("12.5", "555.42.02"),
+    ("12.4", "550.54.14"),
+    ("12.3", "545.23.06"),
+    ("12.2", "535.54.03"),
+    ("12.1", "530.30.02"),
+    ("12.0", "525.60.13"),
+    ("11.8", "520.61.05"),
+    ("11.0", "450.36.06"),
 )
 
 # Environment overrides for discovery (a driver kept somewhere unusual; tests that bring their own).
@@ -98,12 +129,26 @@ class DeviceNode:
     @classmethod
     def of(cls, host_path: Path, container_path: str) -> DeviceNode:
         st = os.stat(host_path)
-        return cls(str(host_path), container_path, os.major(st.st_rdev), os.minor(st.st_rdev),
-                   stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
+        return cls(
+            str(host_path),
+            container_path,
+            os.major(st.st_rdev),
+            os.minor(st.st_rdev),
+            stat.S_IMODE(st.st_mode),
+            st.st_uid,
+            st.st_gid,
+        )
 
     def to_json(self) -> dict[str, Any]:
-        return {"host_path": self.host_path, "path": self.path, "major": self.major, "minor": self.minor,
-                "mode": self.mode, "uid": self.uid, "gid": self.gid}
+        return {
+            "host_path": self.host_path,
+            "path": self.path,
+            "major": self.major,
+            "minor": self.minor,
+            "mode": self.mode,
+            "uid": self.uid,
+            "gid": self.gid,
+        }
 
 
 @dataclass(frozen=True)
@@ -346,11 +391,15 @@ def _proc_gpus(proc_dir: Path) -> list[tuple[str, int, str, str]]:
         uuid = re.search(r"GPU UUID:\s*(\S+)", text)
         model = re.search(r"Model:\s*(.+)", text)
         if minor:
-            gpus.append((pci, int(minor.group(1)), uuid.group(1) if uuid else "", model.group(1).strip() if model else ""))
+            gpus.append(
+                (pci, int(minor.group(1)), uuid.group(1) if uuid else "", model.group(1).strip() if model else "")
+            )
     return gpus
 
 
-def _find_devices(dev_dir: Path, proc_dir: Path) -> tuple[list[DeviceNode], list[tuple[Gpu, DeviceNode]], list[DeviceNode]]:
+def _find_devices(
+    dev_dir: Path, proc_dir: Path
+) -> tuple[list[DeviceNode], list[tuple[Gpu, DeviceNode]], list[DeviceNode]]:
     control = [DeviceNode.of(dev_dir / n, f"/dev/{n}") for n in CONTROL_DEVICES if _is_chardev(dev_dir / n)]
     nodes: dict[int, Path] = {}
     try:
@@ -447,13 +496,19 @@ def discover(
         return HostGpus(None, f"no NVIDIA GPU or driver on this host ({dev}/nvidiactl is missing)")
     version = _driver_version(libs, proc)
     if version is None:
-        return HostGpus(None, "the NVIDIA kernel driver is loaded but its libraries (libcuda.so.*) are not found "
-                              f"in {', '.join(map(str, libs)) or 'any library directory'} "
-                              f"(set {ENV_LIB_DIRS} to their directory)")
+        return HostGpus(
+            None,
+            "the NVIDIA kernel driver is loaded but its libraries (libcuda.so.*) are not found "
+            f"in {', '.join(map(str, libs)) or 'any library directory'} "
+            f"(set {ENV_LIB_DIRS} to their directory)",
+        )
     libraries = _find_libraries(libs, version)
     if not any(lib.name == "libcuda" for lib in libraries):
-        return HostGpus(None, f"libcuda.so.{version} is not found in {', '.join(map(str, libs))} "
-                              f"(set {ENV_LIB_DIRS} to the driver's library directory)")
+        return HostGpus(
+            None,
+            f"libcuda.so.{version} is not found in {', '.join(map(str, libs))} "
+            f"(set {ENV_LIB_DIRS} to the driver's library directory)",
+        )
     binaries = _find_binaries(bins)
     control, gpus, caps = _find_devices(dev, proc)
     libcuda = next(lib for lib in libraries if lib.name == "libcuda")
@@ -468,7 +523,7 @@ def parse_gpus_option(value: str) -> str:
     """``--gpus all|none|void|0,1|GPU-uuid`` (also Docker's ``device=0,1`` and a count-free ``"device=..."``)."""
     v = value.strip().strip('"').strip("'")
     if v.startswith("device="):
-        v = v[len("device="):]
+        v = v[len("device=") :]
     if not v:
         raise GpuError("--gpus needs a value", "use --gpus all, --gpus none or --gpus 0,1")
     return v
@@ -515,11 +570,15 @@ def select_gpus(driver: Driver, devices: Iterable[str]) -> list[tuple[Gpu, Devic
             match = [g for g in driver.gpus if g[0].index == idx]
             if not match:
                 have = f"0-{count - 1}" if count else "none"
-                raise GpuError(f"GPU {idx} was asked for but this host has {count} GPU(s) (indices {have})",
-                               "use --gpus all or an index that exists (nvidia-smi -L lists them)")
+                raise GpuError(
+                    f"GPU {idx} was asked for but this host has {count} GPU(s) (indices {have})",
+                    "use --gpus all or an index that exists (nvidia-smi -L lists them)",
+                )
         elif item.startswith("MIG-"):
-            raise GpuError(f"MIG device {item} cannot be selected by the built-in runner",
-                           "use --runtime docker or podman with the NVIDIA container toolkit for MIG")
+            raise GpuError(
+                f"MIG device {item} cannot be selected by the built-in runner",
+                "use --runtime docker or podman with the NVIDIA container toolkit for MIG",
+            )
         else:
             match = [g for g in driver.gpus if g[0].uuid and g[0].uuid.startswith(item)]
             if not match:
@@ -537,8 +596,12 @@ def host_facts(driver: Driver, requirements: Sequence[Requirement] = ()) -> dict
         smi = next((b.path for b in driver.binaries if b.name == "nvidia-smi"), None)
         if smi:
             try:
-                out = subprocess.run([smi, "--query-gpu=compute_cap", "--format=csv,noheader"],
-                                     capture_output=True, text=True, timeout=60).stdout.split()
+                out = subprocess.run(
+                    [smi, "--query-gpu=compute_cap", "--format=csv,noheader"],
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                ).stdout.split()
                 facts["arch"] = min(out, key=version_tuple) if out else None
             except (OSError, subprocess.TimeoutExpired, ValueError):
                 pass
@@ -556,10 +619,14 @@ def check_requirements(driver: Driver, env: Mapping[str, str]) -> None:
     cuda = required_cuda(failed)
     need = min_driver_for(cuda) if cuda else None
     what = "; ".join(f"{r.name}={r.text}" for r in failed)
-    supports = f"supports CUDA up to {driver.cuda_version}" if driver.cuda_version else "does not report its CUDA version"
-    hint = (f"update the NVIDIA driver to {need} or newer" if need else "update the NVIDIA driver") + (
-        f", or use an image built for CUDA {driver.cuda_version}" if driver.cuda_version else ""
-    ) + "; NVIDIA_DISABLE_REQUIRE=1 skips this check"
+    supports = (
+        f"supports CUDA up to {driver.cuda_version}" if driver.cuda_version else "does not report its CUDA version"
+    )
+    hint = (
+        (f"update the NVIDIA driver to {need} or newer" if need else "update the NVIDIA driver")
+        + (f", or use an image built for CUDA {driver.cuda_version}" if driver.cuda_version else "")
+        + "; NVIDIA_DISABLE_REQUIRE=1 skips this check"
+    )
     raise GpuError(f"the host's NVIDIA driver {driver.version} {supports}, but the image requires {what}", hint)
 
 
@@ -597,7 +664,9 @@ def plan_injection(driver: Driver, request: GpuRequest, lib_dir: str = CONTAINER
         if b.capability in caps:
             mounts.append((b.path, f"{CONTAINER_BIN_DIR}/{b.name}"))
     names = ", ".join(f"GPU {g.index}" for g, _ in gpus) or "no GPU devices"
-    summary = f"NVIDIA driver {driver.version} (CUDA {driver.cuda_version or '?'}): {names}; " \
-              f"capabilities {','.join(sorted(caps))}"
+    summary = (
+        f"NVIDIA driver {driver.version} (CUDA {driver.cuda_version or '?'}): {names}; "
+        f"capabilities {','.join(sorted(caps))}"
+    )
     env = {"NVIDIA_VISIBLE_DEVICES": request.env_value} if request.explicit else {}
     return Injection(tuple(devices), tuple(mounts), tuple(links), (lib_dir,) if mounts else (), env, summary)

@@ -31,8 +31,24 @@ class Ulimit:
 #: What seed 004 (and NVIDIA's own guidance for deep-learning containers) passes: unlimited locked memory
 #: (pinned host buffers, NCCL) and a 64 MiB stack.
 DEFAULT_ULIMITS: tuple[Ulimit, ...] = (Ulimit("memlock", -1, -1), Ulimit("stack", 67108864, 67108864))
-ULIMIT_NAMES = ("core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice", "nofile", "nproc",
-                "rss", "rtprio", "rttime", "sigpending", "stack", "as")
+ULIMIT_NAMES = (
+    "core",
+    "cpu",
+    "data",
+    "fsize",
+    "locks",
+    "memlock",
+    "msgqueue",
+    "nice",
+    "nofile",
+    "nproc",
+    "rss",
+    "rtprio",
+    "rttime",
+    "sigpending",
+    "stack",
+    "as",
+)
 
 
 @dataclass(frozen=True)

@@ -57,8 +57,9 @@ def open_image(ref: ImageRef, cache: Cache | None = None) -> Image:
         try:
             from ..oci.readers import read_image
         except ImportError as exc:  # pragma: no cover - only while gpuship.oci.readers is missing
-            raise GpushipError("this gpuship cannot read image references yet (gpuship.oci.readers)",
-                               "update gpuship") from exc
+            raise GpushipError(
+                "this gpuship cannot read image references yet (gpuship.oci.readers)", "update gpuship"
+            ) from exc
         obj = read_image(ref, None, cache)
     else:
         obj = ref
@@ -123,13 +124,21 @@ def run_image(
             ref = image  # an image the engine holds already
         env = img.config.env_dict() if img is not None else {}
         request, injection = settle_gpus(env, options, host, notify)
-        return run_in_engine(runtime, img, ref, options, request if injection is not None else None,
-                             progress=progress, notify=notify)
+        return run_in_engine(
+            runtime, img, ref, options, request if injection is not None else None, progress=progress, notify=notify
+        )
     img = open_image(image, cache)
     _, injection = settle_gpus(img.config.env_dict(), options, host, notify)
     rootfs = unpacked_rootfs(img, cache, progress)
-    return run_rootfs(rootfs, img.config, options, runtime, injection or Injection(),  # type: ignore[arg-type]
-                      cache=cache, notify=notify)
+    return run_rootfs(
+        rootfs,
+        img.config,
+        options,
+        runtime,
+        injection or Injection(),  # type: ignore[arg-type]
+        cache=cache,
+        notify=notify,
+    )
 
 
 def check_image(

@@ -101,7 +101,17 @@ def is_runtime_image(config: ImageConfig) -> bool:
 
 
 __all__ = [
-    "DEFAULT_PORT", "FUNCTION_LABEL", "RUNTIME_DIR", "RUNTIME_LABEL", "RUNTIME_PATH", "check_function_ref",
-    "is_runtime_image", "runtime_entries", "runtime_entrypoint", "runtime_env", "runtime_requirements",
-    "runtime_source", "with_runtime",
+    "DEFAULT_PORT",
+    "FUNCTION_LABEL",
+    "RUNTIME_DIR",
+    "RUNTIME_LABEL",
+    "RUNTIME_PATH",
+    "check_function_ref",
+    "is_runtime_image",
+    "runtime_entries",
+    "runtime_entrypoint",
+    "runtime_env",
+    "runtime_requirements",
+    "runtime_source",
+    "with_runtime",
 ]

@@ -146,9 +146,7 @@ def _takes_argument(fn: Callable[..., Any]) -> bool:
         params = inspect.signature(fn).parameters.values()
     except (TypeError, ValueError):
         return True
-    return any(
-        p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL) for p in params
-    )
+    return any(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL) for p in params)
 
 
 # -- GPU facts -----------------------------------------------------------------------------------------------
@@ -278,8 +276,14 @@ class LibCuda:
             g: dict[str, Any] = {"index": i, "name": buf.value.decode(errors="replace")}
             major, minor, total = ctypes.c_int(), ctypes.c_int(), ctypes.c_size_t()
             if (
-                self.lib.cuDeviceGetAttribute(ctypes.byref(major), self.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, dev) == 0
-                and self.lib.cuDeviceGetAttribute(ctypes.byref(minor), self.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, dev) == 0
+                self.lib.cuDeviceGetAttribute(
+                    ctypes.byref(major), self.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, dev
+                )
+                == 0
+                and self.lib.cuDeviceGetAttribute(
+                    ctypes.byref(minor), self.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, dev
+                )
+                == 0
             ):
                 g["compute_capability"] = f"{major.value}.{minor.value}"
             if self.lib.cuDeviceTotalMem_v2(ctypes.byref(total), dev) == 0:
@@ -321,10 +325,14 @@ def _framework_probe() -> dict[str, Any] | None:
                 gpus = []
                 for i in range(torch.cuda.device_count()):
                     p = torch.cuda.get_device_properties(i)
-                    gpus.append({
-                        "index": i, "name": p.name, "compute_capability": f"{p.major}.{p.minor}",
-                        "memory_total_bytes": int(p.total_memory),
-                    })
+                    gpus.append(
+                        {
+                            "index": i,
+                            "name": p.name,
+                            "compute_capability": f"{p.major}.{p.minor}",
+                            "memory_total_bytes": int(p.total_memory),
+                        }
+                    )
                 fw["gpus"] = gpus
             elif torch.version.cuda is None:
                 fw["reason"] = f"torch {torch.__version__} is a CPU-only build"
@@ -343,8 +351,14 @@ def _framework_probe() -> dict[str, Any] | None:
             for i in range(n):
                 p = rt.getDeviceProperties(i)
                 name = p["name"].decode() if isinstance(p["name"], bytes) else str(p["name"])
-                gpus.append({"index": i, "name": name, "compute_capability": f"{p['major']}.{p['minor']}",
-                             "memory_total_bytes": int(p["totalGlobalMem"])})
+                gpus.append(
+                    {
+                        "index": i,
+                        "name": name,
+                        "compute_capability": f"{p['major']}.{p['minor']}",
+                        "memory_total_bytes": int(p["totalGlobalMem"]),
+                    }
+                )
             fw["gpus"] = gpus
             return fw
         except Exception as exc:  # noqa: BLE001
@@ -420,8 +434,10 @@ class GpuProbe:
         nvml_gpus = self.nvml.gpus()
         if cuda.error == "libcuda.so.1 not found":
             if nvml_gpus:
-                return (f"{what}: the driver shows {len(nvml_gpus)} GPU(s) but libcuda.so.1 is missing "
-                        "(NVIDIA_DRIVER_CAPABILITIES lacks 'compute')")
+                return (
+                    f"{what}: the driver shows {len(nvml_gpus)} GPU(s) but libcuda.so.1 is missing "
+                    "(NVIDIA_DRIVER_CAPABILITIES lacks 'compute')"
+                )
             return f"{what}: no NVIDIA driver in the container (run with --gpus all or the nvidia runtime)"
         if cuda.error:
             return f"{what}: {cuda.error}"
@@ -504,8 +520,12 @@ class Metrics:
             lines.append(f"# TYPE {name} {kind}")
             lines.extend(f"{name}{labels} {_num(value)}" for labels, value in samples)
 
-        metric("gpuship_requests_total", "counter", "Invocations (POST /invoke) by HTTP status.",
-               [(f'{{status="{s}"}}', n) for s, n in sorted(self.requests.items())] or [('{status="200"}', 0)])
+        metric(
+            "gpuship_requests_total",
+            "counter",
+            "Invocations (POST /invoke) by HTTP status.",
+            [(f'{{status="{s}"}}', n) for s, n in sorted(self.requests.items())] or [('{status="200"}', 0)],
+        )
         cumulative, samples = 0, []
         for bound, n in zip(LATENCY_BUCKETS, self.buckets):
             cumulative += n
@@ -516,27 +536,56 @@ class Metrics:
         lines.extend(f"gpuship_request_duration_seconds{s} {_num(v)}" for s, v in samples)
         lines.append(f"gpuship_request_duration_seconds_sum {_num(self.latency_sum)}")
         lines.append(f"gpuship_request_duration_seconds_count {self.latency_count}")
-        metric("gpuship_in_flight", "gauge", "Invocations admitted and not yet answered (running + queued).",
-               [("", rt.admitted)])
+        metric(
+            "gpuship_in_flight",
+            "gauge",
+            "Invocations admitted and not yet answered (running + queued).",
+            [("", rt.admitted)],
+        )
         metric("gpuship_running", "gauge", "Invocations running the function now.", [("", rt.running)])
-        metric("gpuship_max_workers", "gauge", "MAX_WORKERS: invocations allowed to run at once.",
-               [("", rt.settings.max_workers)])
+        metric(
+            "gpuship_max_workers",
+            "gauge",
+            "MAX_WORKERS: invocations allowed to run at once.",
+            [("", rt.settings.max_workers)],
+        )
         metric("gpuship_ready", "gauge", "1 once the function is imported and warmed up.", [("", int(rt.ready))])
-        metric("gpuship_start_time_seconds", "gauge", "Start time of the process (Unix time).",
-               [("", round(self.started, 3))])
+        metric(
+            "gpuship_start_time_seconds",
+            "gauge",
+            "Start time of the process (Unix time).",
+            [("", round(self.started, 3))],
+        )
         if gpus:
+
             def gl(g: dict[str, Any]) -> str:
                 return f'{{gpu="{g["index"]}",name="{_label(str(g.get("name") or ""))}"}}'
 
-            metric("gpuship_gpu_memory_used_bytes", "gauge", "GPU memory in use (all processes, from NVML).",
-                   [(gl(g), g["memory_used_bytes"]) for g in gpus if "memory_used_bytes" in g])
-            metric("gpuship_gpu_memory_total_bytes", "gauge", "GPU memory in all (from NVML).",
-                   [(gl(g), g["memory_total_bytes"]) for g in gpus if "memory_total_bytes" in g])
+            metric(
+                "gpuship_gpu_memory_used_bytes",
+                "gauge",
+                "GPU memory in use (all processes, from NVML).",
+                [(gl(g), g["memory_used_bytes"]) for g in gpus if "memory_used_bytes" in g],
+            )
+            metric(
+                "gpuship_gpu_memory_total_bytes",
+                "gauge",
+                "GPU memory in all (from NVML).",
+                [(gl(g), g["memory_total_bytes"]) for g in gpus if "memory_total_bytes" in g],
+            )
         if torch_mem:
-            metric("gpuship_torch_memory_allocated_bytes", "gauge", "GPU memory this process's tensors hold.",
-                   [(f'{{gpu="{i}"}}', a) for i, a, _ in torch_mem])
-            metric("gpuship_torch_memory_reserved_bytes", "gauge", "GPU memory torch's caching allocator holds.",
-                   [(f'{{gpu="{i}"}}', r) for i, _, r in torch_mem])
+            metric(
+                "gpuship_torch_memory_allocated_bytes",
+                "gauge",
+                "GPU memory this process's tensors hold.",
+                [(f'{{gpu="{i}"}}', a) for i, a, _ in torch_mem],
+            )
+            metric(
+                "gpuship_torch_memory_reserved_bytes",
+                "gauge",
+                "GPU memory torch's caching allocator holds.",
+                [(f'{{gpu="{i}"}}', r) for i, _, r in torch_mem],
+            )
         return "\n".join(lines) + "\n"
 
 
@@ -671,8 +720,11 @@ def create_app(settings: Settings, function: Callable[..., Any] | None = None) -
         if rt.admitted >= capacity:
             rt.metrics.observe(503, None)
             return _error(
-                503, "busy", f"{rt.running} running, {rt.admitted - rt.running} queued (MAX_WORKERS="
-                f"{settings.max_workers}, MAX_QUEUE={settings.max_queue}); retry later", {"Retry-After": "1"}
+                503,
+                "busy",
+                f"{rt.running} running, {rt.admitted - rt.running} queued (MAX_WORKERS="
+                f"{settings.max_workers}, MAX_QUEUE={settings.max_queue}); retry later",
+                {"Retry-After": "1"},
             )
         rt.admitted += 1
         start = time.perf_counter()
@@ -701,8 +753,9 @@ def create_app(settings: Settings, function: Callable[..., Any] | None = None) -
                 try:
                     result = await rt.call(payload)
                 except Exception as exc:  # noqa: BLE001 - the function's failure is the caller's answer
-                    log.error("%s raised %s: %s\n%s", settings.function, type(exc).__name__, exc,
-                              traceback.format_exc())
+                    log.error(
+                        "%s raised %s: %s\n%s", settings.function, type(exc).__name__, exc, traceback.format_exc()
+                    )
                     status = 500
                     return _error(500, "function raised", f"{type(exc).__name__}: {exc}")
                 finally:
@@ -748,10 +801,12 @@ def create_app(settings: Settings, function: Callable[..., Any] | None = None) -
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def index(request: Request) -> Response:
-        return JSONResponse({
-            "function": settings.function,
-            "endpoints": ["POST /invoke", "GET /status", "GET /healthz", "GET /readyz", "GET /metrics"],
-        })
+        return JSONResponse(
+            {
+                "function": settings.function,
+                "endpoints": ["POST /invoke", "GET /status", "GET /healthz", "GET /readyz", "GET /metrics"],
+            }
+        )
 
     @asynccontextmanager
     async def lifespan(app: Any):  # type: ignore[no-untyped-def]
@@ -853,8 +908,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", help="CRITICAL..DEBUG (default: $LOG_LEVEL or INFO)")
     parser.add_argument("--probe", metavar="PATH", help="check a running server's PATH (e.g. /readyz) and exit")
     args = parser.parse_args(argv)
-    for flag, env in (("port", "PORT"), ("host", "HOST"), ("max_workers", "MAX_WORKERS"),
-                      ("max_queue", "MAX_QUEUE"), ("log_level", "LOG_LEVEL")):
+    for flag, env in (
+        ("port", "PORT"),
+        ("host", "HOST"),
+        ("max_workers", "MAX_WORKERS"),
+        ("max_queue", "MAX_QUEUE"),
+        ("log_level", "LOG_LEVEL"),
+    ):
         value = getattr(args, flag)
         if value is not None:
             os.environ[env] = str(value)

@@ -28,7 +28,7 @@ from typing import Any
 from ..cache import Cache
 from ..errors import ConfigError, IntegrityError
 from ..inspect.cudalib import CudaLibrary, is_elf, read_cuda_library
-from ..inspect.fatbin import CONTAINER_HEADER, Arch, FatbinContainer, FatbinEntry, FatbinError
+from ..inspect.fatbin import Arch, FatbinContainer, FatbinEntry, FatbinError
 from ..oci.entry import Entry
 
 PRUNED_SECTIONS = (".nv_fatbin",)
@@ -36,16 +36,52 @@ PRUNED_SECTIONS = (".nv_fatbin",)
 #: GPU product name -> compute capability (NVIDIA's CUDA GPUs list). Only a fallback: names are looked up in
 #: gpuship.cuda's GPU table when that module is there (TODO: drop this map once gpuship.cuda has landed for good).
 GPU_CAPABILITIES: dict[str, tuple[int, int]] = {
-    "k80": (3, 7), "p4": (6, 1), "p40": (6, 1), "p100": (6, 0), "v100": (7, 0), "titan-v": (7, 0),
-    "t4": (7, 5), "rtx-2080": (7, 5), "rtx-2080-ti": (7, 5), "quadro-rtx-8000": (7, 5),
-    "a100": (8, 0), "a30": (8, 0), "a800": (8, 0),
-    "a10": (8, 6), "a10g": (8, 6), "a16": (8, 6), "a2": (8, 6), "a40": (8, 6), "a6000": (8, 6), "rtx-a6000": (8, 6),
-    "rtx-3090": (8, 6), "rtx-3080": (8, 6), "orin": (8, 7), "jetson-orin": (8, 7),
-    "l4": (8, 9), "l40": (8, 9), "l40s": (8, 9), "rtx-4090": (8, 9), "rtx-6000-ada": (8, 9),
-    "h100": (9, 0), "h200": (9, 0), "h800": (9, 0), "h20": (9, 0), "gh200": (9, 0),
-    "b200": (10, 0), "gb200": (10, 0), "b100": (10, 0), "b300": (10, 3), "gb300": (10, 3),
-    "thor": (11, 0), "jetson-thor": (11, 0),
-    "rtx-5090": (12, 0), "rtx-5080": (12, 0), "rtx-pro-6000": (12, 0), "gb10": (12, 1), "dgx-spark": (12, 1),
+    "k80": (3, 7),
+    "p4": (6, 1),
+    "p40": (6, 1),
+    "p100": (6, 0),
+    "v100": (7, 0),
+    "titan-v": (7, 0),
+    "t4": (7, 5),
+    "rtx-2080": (7, 5),
+    "rtx-2080-ti": (7, 5),
+    "quadro-rtx-8000": (7, 5),
+    "a100": (8, 0),
+    "a30": (8, 0),
+    "a800": (8, 0),
+    "a10": (8, 6),
+    "a10g": (8, 6),
+    "a16": (8, 6),
+    "a2": (8, 6),
+    "a40": (8, 6),
+    "a6000": (8, 6),
+    "rtx-a6000": (8, 6),
+    "rtx-3090": (8, 6),
+    "rtx-3080": (8, 6),
+    "orin": (8, 7),
+    "jetson-orin": (8, 7),
+    "l4": (8, 9),
+    "l40": (8, 9),
+    "l40s": (8, 9),
+    "rtx-4090": (8, 9),
+    "rtx-6000-ada": (8, 9),
+    "h100": (9, 0),
+    "h200": (9, 0),
+    "h800": (9, 0),
+    "h20": (9, 0),
+    "gh200": (9, 0),
+    "b200": (10, 0),
+    "gb200": (10, 0),
+    "b100": (10, 0),
+    "b300": (10, 3),
+    "gb300": (10, 3),
+    "thor": (11, 0),
+    "jetson-thor": (11, 0),
+    "rtx-5090": (12, 0),
+    "rtx-5080": (12, 0),
+    "rtx-pro-6000": (12, 0),
+    "gb10": (12, 1),
+    "dgx-spark": (12, 1),
 }
 
 
@@ -53,7 +89,7 @@ def _gpu_key(name: str) -> str:
     k = name.strip().lower().replace("_", "-").replace(" ", "-")
     for prefix in ("nvidia-", "geforce-", "tesla-"):
         if k.startswith(prefix):
-            k = k[len(prefix):]
+            k = k[len(prefix) :]
     return k.replace("rtx", "rtx-").replace("--", "-") if k.startswith("rtx") and not k.startswith("rtx-") else k
 
 
@@ -94,7 +130,8 @@ class Target:
             arch = Arch.parse(text)
         except ValueError:
             raise ConfigError(
-                f"unknown GPU target {text!r}", "give a GPU name such as H100, L4 or A100, or an architecture: sm_90, 8.6"
+                f"unknown GPU target {text!r}",
+                "give a GPU name such as H100, L4 or A100, or an architecture: sm_90, 8.6",
             ) from None
         return cls(arch.major, arch.minor, text.strip())
 
@@ -135,7 +172,7 @@ class ArchSelection:
 
     def __post_init__(self) -> None:
         if not self.targets:
-            raise ConfigError("no GPU targets to prune for", "give at least one target, e.g. targets = [\"H100\"]")
+            raise ConfigError("no GPU targets to prune for", 'give at least one target, e.g. targets = ["H100"]')
 
     @classmethod
     def from_targets(cls, names: Iterable[str]) -> ArchSelection:
@@ -159,7 +196,7 @@ class ArchSelection:
             return None
         if not targets:
             raise ConfigError(
-                "[tool.gpuship.gpu] prune-archs = true needs targets", "add targets = [\"H100\"] (GPU names or sm_XX)"
+                "[tool.gpuship.gpu] prune-archs = true needs targets", 'add targets = ["H100"] (GPU names or sm_XX)'
             )
         return cls.from_targets(targets)
 
@@ -275,9 +312,13 @@ def _verify(out: bytes, before: CudaLibrary, kept: int, saved: int) -> None:
     try:
         after = read_cuda_library(out)
     except FatbinError as exc:
-        raise IntegrityError(f"pruning produced an unreadable fatbin ({exc})", "report this; use prune-archs = false") from exc
+        raise IntegrityError(
+            f"pruning produced an unreadable fatbin ({exc})", "report this; use prune-archs = false"
+        ) from exc
     if after is None or len(after.entries) != kept or before.fatbin_bytes - after.fatbin_bytes != saved:
-        raise IntegrityError("pruning produced a fatbin whose sizes do not add up", "report this; use prune-archs = false")
+        raise IntegrityError(
+            "pruning produced a fatbin whose sizes do not add up", "report this; use prune-archs = false"
+        )
 
 
 # -- whole layers --------------------------------------------------------------------------------------------
@@ -294,8 +335,12 @@ class LibraryPrune:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "path": "/" + self.path, "size": self.size, "saved": self.saved,
-            "kept": list(self.kept), "dropped": list(self.dropped), "unserved": list(self.unserved),
+            "path": "/" + self.path,
+            "size": self.size,
+            "saved": self.saved,
+            "kept": list(self.kept),
+            "dropped": list(self.dropped),
+            "unserved": list(self.unserved),
         }
 
 
@@ -353,7 +398,9 @@ def prune_layer_entries(
         try:
             res = prune_fatbins(data, sel)
         except FatbinError as exc:
-            raise IntegrityError(f"/{e.path}: {exc}", "the library's GPU code is damaged; set prune-archs = false") from exc
+            raise IntegrityError(
+                f"/{e.path}: {exc}", "the library's GPU code is damaged; set prune-archs = false"
+            ) from exc
         if not res.kept and not res.dropped:
             out.append(e)
             continue

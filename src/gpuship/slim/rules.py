@@ -48,7 +48,6 @@ from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
 from ..elf import dynamic_links
-
 from ..errors import GpushipError
 from ..inspect.owners import Package, debian_packages, is_owner_database, python_distributions
 from ..sources.debian.libdeps import TRIPLETS, default_dirs, driver_provided
@@ -57,31 +56,69 @@ from .trace import PSEUDO, Trace
 #: Kept in every image when present (globs over real paths; ``**`` crosses folders, a folder match keeps it whole).
 SAFETY: tuple[str, ...] = (
     # users, name service, network configuration the C library reads
-    "etc/passwd", "etc/group", "etc/shadow", "etc/gshadow", "etc/nsswitch.conf", "etc/hosts", "etc/host.conf",
-    "etc/hostname", "etc/resolv.conf", "etc/gai.conf", "etc/services", "etc/protocols", "etc/mime.types",
+    "etc/passwd",
+    "etc/group",
+    "etc/shadow",
+    "etc/gshadow",
+    "etc/nsswitch.conf",
+    "etc/hosts",
+    "etc/host.conf",
+    "etc/hostname",
+    "etc/resolv.conf",
+    "etc/gai.conf",
+    "etc/services",
+    "etc/protocols",
+    "etc/mime.types",
     # the dynamic loader's cache and configuration
-    "etc/ld.so.cache", "etc/ld.so.conf", "etc/ld.so.conf.d/**",
+    "etc/ld.so.cache",
+    "etc/ld.so.conf",
+    "etc/ld.so.conf.d/**",
     # time zone, release, TLS trust
-    "etc/localtime", "etc/timezone", "etc/os-release", "usr/lib/os-release", "etc/debian_version",
-    "etc/ssl/**", "usr/lib/ssl/**", "usr/share/ca-certificates/**", "etc/ca-certificates.conf", "etc/pki/**",
+    "etc/localtime",
+    "etc/timezone",
+    "etc/os-release",
+    "usr/lib/os-release",
+    "etc/debian_version",
+    "etc/ssl/**",
+    "usr/lib/ssl/**",
+    "usr/share/ca-certificates/**",
+    "etc/ca-certificates.conf",
+    "etc/pki/**",
     # gpuship's own GPU self-test and manifest
-    "etc/gpuship/**", "usr/local/bin/gpuship-check",
+    "etc/gpuship/**",
+    "usr/local/bin/gpuship-check",
     # package metadata and licenses
-    "var/lib/dpkg/status", "var/lib/dpkg/status.d/**", "usr/share/doc/*/copyright", "usr/share/common-licenses/**",
-    "**/*.dist-info/**", "**/*.egg-info/**", "**/site-packages/*.pth", "**/dist-packages/*.pth", "**/pyvenv.cfg",
+    "var/lib/dpkg/status",
+    "var/lib/dpkg/status.d/**",
+    "usr/share/doc/*/copyright",
+    "usr/share/common-licenses/**",
+    "**/*.dist-info/**",
+    "**/*.egg-info/**",
+    "**/site-packages/*.pth",
+    "**/dist-packages/*.pth",
+    "**/pyvenv.cfg",
     # each Python installation's landmark, extension modules and start-up codecs
-    "**/lib/python3.*/os.py", "**/lib/python3.*/lib-dynload/**", "**/lib/python3.*/encodings/__init__.py",
-    "**/lib/python3.*/encodings/aliases.py", "**/lib/python3.*/encodings/utf_8.py",
+    "**/lib/python3.*/os.py",
+    "**/lib/python3.*/lib-dynload/**",
+    "**/lib/python3.*/encodings/__init__.py",
+    "**/lib/python3.*/encodings/aliases.py",
+    "**/lib/python3.*/encodings/utf_8.py",
     # glibc's charset-conversion configuration (the modules themselves are traced when loaded)
-    "usr/lib/*/gconv/gconv-modules", "usr/lib/*/gconv/gconv-modules.cache", "usr/lib/*/gconv/gconv-modules.d/**",
+    "usr/lib/*/gconv/gconv-modules",
+    "usr/lib/*/gconv/gconv-modules.cache",
+    "usr/lib/*/gconv/gconv-modules.d/**",
     # the C.UTF-8 locale Python coerces to (PEP 538)
-    "usr/lib/locale/C.utf8/**", "usr/lib/locale/C.UTF-8/**",
+    "usr/lib/locale/C.utf8/**",
+    "usr/lib/locale/C.UTF-8/**",
 )
 
 #: The CUDA wheels and system CUDA: kept whole, touched or not (see the module doc, rule 4).
 GPU_PATHS: tuple[str, ...] = (
-    "**/site-packages/nvidia/**", "**/dist-packages/nvidia/**",
-    "usr/local/cuda*/**/lib*.so*", "usr/local/cuda*/nvvm/**", "usr/local/cuda*/bin/**",
+    "**/site-packages/nvidia/**",
+    "**/dist-packages/nvidia/**",
+    "usr/local/cuda*/**/lib*.so*",
+    "usr/local/cuda*/nvvm/**",
+    "usr/local/cuda*/bin/**",
 )
 
 #: CUDA-family libraries (by file name), kept wherever they are: loaded lazily, often by ``dlopen`` from C.
@@ -93,10 +130,35 @@ CUDA_LIBRARY = re.compile(
 
 #: Python distributions kept whole once kept at all (normalised names; globs).
 GPU_DISTRIBUTIONS: tuple[str, ...] = (
-    "torch", "torchvision", "torchaudio", "triton", "pytorch-triton*", "numba-cuda", "numba", "llvmlite",
-    "cupy*", "jax", "jaxlib", "jax-cuda*", "cuda-python", "cuda-bindings", "cuda-core", "cuda-pathfinder",
-    "cuda-toolkit", "nvidia-*", "tensorrt*", "onnxruntime-gpu", "pycuda", "xformers", "flash-attn", "bitsandbytes",
-    "tensorflow*", "tf-keras", "paddlepaddle-gpu", "cuda-cccl", "nvmath-python",
+    "torch",
+    "torchvision",
+    "torchaudio",
+    "triton",
+    "pytorch-triton*",
+    "numba-cuda",
+    "numba",
+    "llvmlite",
+    "cupy*",
+    "jax",
+    "jaxlib",
+    "jax-cuda*",
+    "cuda-python",
+    "cuda-bindings",
+    "cuda-core",
+    "cuda-pathfinder",
+    "cuda-toolkit",
+    "nvidia-*",
+    "tensorrt*",
+    "onnxruntime-gpu",
+    "pycuda",
+    "xformers",
+    "flash-attn",
+    "bitsandbytes",
+    "tensorflow*",
+    "tf-keras",
+    "paddlepaddle-gpu",
+    "cuda-cccl",
+    "nvmath-python",
 )
 
 #: A working directory kept whole unless it is one of these.
@@ -445,7 +507,9 @@ class Keeper:
         t = TRIPLETS.get(self.ctx.arch, "")
         d = d.replace("${ORIGIN}", "$ORIGIN").replace("$ORIGIN", "/" + origin)
         d = d.replace("${LIB}", "$LIB").replace("$LIB", f"lib/{t}")
-        d = d.replace("${PLATFORM}", "$PLATFORM").replace("$PLATFORM", {"amd64": "x86_64", "arm64": "aarch64"}.get(self.ctx.arch, self.ctx.arch))
+        d = d.replace("${PLATFORM}", "$PLATFORM").replace(
+            "$PLATFORM", {"amd64": "x86_64", "arm64": "aarch64"}.get(self.ctx.arch, self.ctx.arch)
+        )
         return d
 
     def find_library(self, name: str, dirs: Iterable[str]) -> str | None:
@@ -530,7 +594,9 @@ class Keeper:
                 if dot:
                     names.add(f"{lang}.{codeset.lower().replace('-', '')}")
         for n in sorted(names):
-            self.keep_glob([f"usr/lib/locale/{n}/**", "usr/lib/locale/locale-archive", f"usr/share/locale/{n}/**"], "safety")
+            self.keep_glob(
+                [f"usr/lib/locale/{n}/**", "usr/lib/locale/locale-archive", f"usr/share/locale/{n}/**"], "safety"
+            )
         tz = self.ctx.env.get("TZ", "").lstrip(":")
         if tz:
             self.keep(tz if tz.startswith("/") else f"usr/share/zoneinfo/{tz}", "safety")
@@ -592,7 +658,7 @@ class Keeper:
             if not line.strip():
                 break  # the headers end at the first blank line
             if line.startswith("Requires-Dist:"):
-                m = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", line[len("Requires-Dist:"):])
+                m = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", line[len("Requires-Dist:") :])
                 if m:
                     out.append(normalize_name(m.group(1)))
         return out
@@ -723,7 +789,9 @@ def check_patterns(patterns: Sequence[str]) -> tuple[str, ...]:
     for p in patterns:
         q = p.strip()
         if not q or q.strip("/") in ("", "**"):
-            raise GpushipError(f"--keep {p!r} keeps everything", "give a folder or a glob, e.g. --keep '/usr/share/zoneinfo/**'")
+            raise GpushipError(
+                f"--keep {p!r} keeps everything", "give a folder or a glob, e.g. --keep '/usr/share/zoneinfo/**'"
+            )
         out.append(q.lstrip("/"))
     return tuple(out)
 

@@ -121,14 +121,23 @@ class SlimResult:
     def report_json(self, top: int = 40) -> dict[str, Any]:
         largest = sorted(self.removed, key=lambda r: -r.size)[:top]
         return {
-            "original": {"digest": self.original.digest, "compressed": self.compressed_before,
-                         "uncompressed": sum(l.uncompressed_size for l in self.original.layers),
-                         "files": sum(l.files_before for l in self.layers)},
-            "slim": {"digest": self.image.digest, "compressed": self.compressed_after,
-                     "uncompressed": sum(l.uncompressed_size for l in self.image.layers),
-                     "files": sum(l.files_after for l in self.layers)},
-            "removed": {"compressed": self.compressed_before - self.compressed_after,
-                        "bytes": self.bytes_removed, "files": len(self.removed)},
+            "original": {
+                "digest": self.original.digest,
+                "compressed": self.compressed_before,
+                "uncompressed": sum(l.uncompressed_size for l in self.original.layers),
+                "files": sum(l.files_before for l in self.layers),
+            },
+            "slim": {
+                "digest": self.image.digest,
+                "compressed": self.compressed_after,
+                "uncompressed": sum(l.uncompressed_size for l in self.image.layers),
+                "files": sum(l.files_after for l in self.layers),
+            },
+            "removed": {
+                "compressed": self.compressed_before - self.compressed_after,
+                "bytes": self.bytes_removed,
+                "files": len(self.removed),
+            },
             "command": list(self.command),
             "traced_run": self.traced.to_json(),
             "verified_run": self.verified.to_json() if self.verified else None,
@@ -138,8 +147,15 @@ class SlimResult:
             "whole_distributions": list(self.whole_distributions),
             "layers": [l.to_json() for l in self.layers],
             "packages": list(self.packages),
-            "largest_removed": [{"path": "/" + r.path, "size": r.size, "layer": r.layer,
-                                 "owner": f"{r.owner[0]}:{r.owner[1]}" if r.owner else None} for r in largest],
+            "largest_removed": [
+                {
+                    "path": "/" + r.path,
+                    "size": r.size,
+                    "layer": r.layer,
+                    "owner": f"{r.owner[0]}:{r.owner[1]}" if r.owner else None,
+                }
+                for r in largest
+            ],
             "rules": describe_rules(),
         }
 
@@ -151,8 +167,12 @@ def _say(progress: Progress | None, msg: str) -> None:
 
 def merge_traces(a: Trace, b: Trace) -> Trace:
     paths = {k: a.paths.get(k, frozenset()) | b.paths.get(k, frozenset()) for k in set(a.paths) | set(b.paths)}
-    return Trace(paths, a.python_processes + b.python_processes, a.loader_logs + b.loader_logs,
-                 a.sampled_processes + b.sampled_processes)
+    return Trace(
+        paths,
+        a.python_processes + b.python_processes,
+        a.loader_logs + b.loader_logs,
+        a.sampled_processes + b.sampled_processes,
+    )
 
 
 def slim_image(
@@ -173,8 +193,10 @@ def slim_image(
     keep_globs = check_patterns(options.keep)
     command = tuple(probe.describe(image))
     if not command:
-        raise GpushipError("the image has no Entrypoint or Cmd, and no command was given",
-                           "give the workload after --: gpuship slim IMAGE -- COMMAND")
+        raise GpushipError(
+            "the image has no Entrypoint or Cmd, and no command was given",
+            "give the workload after --: gpuship slim IMAGE -- COMMAND",
+        )
     _say(progress, f"unpacking {image.digest[7:19]}")
     rootfs = unpacked_rootfs(image, cache)
     view = RootView.scan(rootfs)
@@ -192,23 +214,41 @@ def slim_image(
     env = image.config.env_dict()
     env.update(probe.env)
     ctx = Context(
-        arch=image.platform.architecture, env=env, command=command,
-        working_dir=image.config.working_dir, user=image.config.user, keep=keep_globs,
+        arch=image.platform.architecture,
+        env=env,
+        command=command,
+        working_dir=image.config.working_dir,
+        user=image.config.user,
+        keep=keep_globs,
     )
     kept, keeper = keep_set(view, trace, ctx)
 
     layers, stats, removed = rewrite_layers(image, view, kept, cache, progress, owner_of=keeper.owner.get)
     rewritten = [new is not old for new, old in zip(layers, image.layers)]
-    slim = replace(image, layers=tuple(layers), history=_slim_history(image, rewritten),
-                   annotations={**image.annotations, "dev.gpuship.slim.source": image.digest})
+    slim = replace(
+        image,
+        layers=tuple(layers),
+        history=_slim_history(image, rewritten),
+        annotations={**image.annotations, "dev.gpuship.slim.source": image.digest},
+    )
 
     _say(progress, "verifying: the same workload on the slimmed image")
     verified = _verify(slim, view, kept, traced, probe, options, cache, notify, echo)
 
     packages = _packages(keeper, view, kept, removed)
     return SlimResult(
-        image, slim, tuple(stats), tuple(removed), kept, trace, traced, verified, command, tuple(packages),
-        tuple(keeper.touched_distributions), tuple(keeper.whole_distributions),
+        image,
+        slim,
+        tuple(stats),
+        tuple(removed),
+        kept,
+        trace,
+        traced,
+        verified,
+        command,
+        tuple(packages),
+        tuple(keeper.touched_distributions),
+        tuple(keeper.whole_distributions),
     )
 
 
@@ -228,8 +268,15 @@ def _check_traced(traced: RunOutcome, probe: Probe, options: SlimOptions) -> Non
 
 
 def _verify(
-    slim: Image, view: RootView, kept: KeepSet, traced: RunOutcome, probe: Probe, options: SlimOptions,
-    cache: Cache, notify: Callable[[str], None] | None, echo: Callable[[bytes], None] | None,
+    slim: Image,
+    view: RootView,
+    kept: KeepSet,
+    traced: RunOutcome,
+    probe: Probe,
+    options: SlimOptions,
+    cache: Cache,
+    notify: Callable[[str], None] | None,
+    echo: Callable[[bytes], None] | None,
 ) -> RunOutcome:
     verified = run_workload(slim, without_trace_env(probe), cache=cache, notify=notify, echo=echo)
     problems: list[str] = []
@@ -248,7 +295,9 @@ def _verify(
         hint = "keep what it needs with --keep"
         if missing:
             hint += ": it looked for " + ", ".join("/" + m for m in missing[:5]) + (" ..." if len(missing) > 5 else "")
-        raise GpushipError("the slimmed image does not run the workload as the original did: " + "; ".join(problems), hint)
+        raise GpushipError(
+            "the slimmed image does not run the workload as the original did: " + "; ".join(problems), hint
+        )
     return verified
 
 
@@ -315,7 +364,11 @@ class _RealDirs:
 
 
 def rewrite_layers(
-    image: Image, view: RootView, kept: KeepSet, cache: Cache, progress: Progress | None = None,
+    image: Image,
+    view: RootView,
+    kept: KeepSet,
+    cache: Cache,
+    progress: Progress | None = None,
     owner_of: Callable[[str], tuple[str, str, str] | None] = lambda _p: None,
 ) -> tuple[list[Layer], list[LayerSlim], list[Removed]]:
     """Every layer with only its visible, kept entries (top layer first, so each knows what the ones above hide)."""
@@ -337,7 +390,7 @@ def rewrite_layers(
                 mine.opaque.add(reals.real(entry.path).rpartition("/")[0] if parent else "")
                 continue
             if name.startswith(WHITEOUT_PREFIX):
-                mine.whiteout.add(reals.real(posixpath.join(parent, name[len(WHITEOUT_PREFIX):])))
+                mine.whiteout.add(reals.real(posixpath.join(parent, name[len(WHITEOUT_PREFIX) :])))
                 continue
             real = reals.real(entry.path)
             hidden = cover.hides(real)
@@ -440,8 +493,15 @@ def _packages(keeper: Keeper, view: RootView, kept: KeepSet, removed: list[Remov
         kind, name, version = owner if owner else ("none", "(no package)", "")
         r = rows.get((kind, name))
         if r is None:
-            r = rows[(kind, name)] = {"kind": kind, "name": name, "version": version, "files_kept": 0,
-                                      "bytes_kept": 0, "files_removed": 0, "bytes_removed": 0}
+            r = rows[(kind, name)] = {
+                "kind": kind,
+                "name": name,
+                "version": version,
+                "files_kept": 0,
+                "bytes_kept": 0,
+                "files_removed": 0,
+                "bytes_removed": 0,
+            }
         return r
 
     for r in removed:

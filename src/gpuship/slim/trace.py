@@ -240,7 +240,7 @@ class ProcSampler(threading.Thread):
                 if prefix:
                     if not (path == prefix or path.startswith(prefix + "/")):
                         return
-                    path = path[len(prefix):] or "/"
+                    path = path[len(prefix) :] or "/"
                 self.paths[kind].add(path)
 
             for kind, link in (("exe", "exe"), ("dir", "cwd")):
@@ -338,7 +338,10 @@ def run_workload(
     env = dict(probe.env)
     env.update(extra_env or {})
     options = RunOptions(
-        command=tuple(probe.command), entrypoint=probe.entrypoint, env=env, volumes=tuple(volumes),
+        command=tuple(probe.command),
+        entrypoint=probe.entrypoint,
+        env=env,
+        volumes=tuple(volumes),
         runtime=probe.runtime,  # type: ignore[arg-type]
     )
     port = probe_port(image, probe) if probe.http else None
@@ -441,7 +444,10 @@ def trace_setup(rootfs: Path, cache: Cache) -> Iterator[TraceSetup]:
         os.chmod(host / "hook.py", 0o644)
         pth = host / PTH_NAME
         pth.write_text(
-            "import os; exec(compile(open(" + repr(HOOK_PATH) + ").read(), " + repr(HOOK_PATH)
+            "import os; exec(compile(open("
+            + repr(HOOK_PATH)
+            + ").read(), "
+            + repr(HOOK_PATH)
             + ", 'exec'), {'__name__': 'gpuship_slim_trace'}) if os.environ.get('GPUSHIP_SLIM_TRACE') else None\n"
         )
         os.chmod(pth, 0o644)
@@ -460,14 +466,27 @@ def trace_setup(rootfs: Path, cache: Cache) -> Iterator[TraceSetup]:
 
 
 def traced_run(
-    image: Image, rootfs: Path, probe: Probe, *, cache: Cache, notify: Callable[[str], None] | None = None,
+    image: Image,
+    rootfs: Path,
+    probe: Probe,
+    *,
+    cache: Cache,
+    notify: Callable[[str], None] | None = None,
     echo: Callable[[bytes], None] | None = None,
 ) -> tuple[RunOutcome, Trace]:
     """Run the workload with every view recording; returns how it went and what it touched."""
     with trace_setup(rootfs, cache) as setup:
         sampler = ProcSampler(os.getpid())
-        outcome = run_workload(image, probe, cache=cache, volumes=setup.volumes, extra_env=setup.env,
-                               sampler=sampler, notify=notify, echo=echo)
+        outcome = run_workload(
+            image,
+            probe,
+            cache=cache,
+            volumes=setup.volumes,
+            extra_env=setup.env,
+            sampler=sampler,
+            notify=notify,
+            echo=echo,
+        )
         trace = read_trace(setup.trace_dir, sampler)
     return outcome, trace
 

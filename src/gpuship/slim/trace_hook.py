@@ -26,7 +26,9 @@ def _gpuship_slim_install():  # noqa: C901 - one closure over the few names the 
     if not out or getattr(_sys, "_gpuship_slim_traced", False):
         return
     try:
-        fd = _os.open(out + "/py." + str(_os.getpid()), _os.O_WRONLY | _os.O_CREAT | _os.O_APPEND | _os.O_CLOEXEC, 0o666)
+        fd = _os.open(
+            out + "/py." + str(_os.getpid()), _os.O_WRONLY | _os.O_CREAT | _os.O_APPEND | _os.O_CLOEXEC, 0o666
+        )
     except OSError:
         return
     _sys._gpuship_slim_traced = True
@@ -73,9 +75,21 @@ def _gpuship_slim_install():  # noqa: C901 - one closure over the few names the 
                 note("dlopen", args[0], relative_ok=True)
             elif event == "os.chdir":
                 note("dir", args[0])
-            elif event in ("os.mkdir", "os.rmdir", "os.remove", "os.truncate", "os.utime", "os.chmod", "os.chown",
-                           "os.symlink", "os.link", "shutil.rmtree", "tempfile.mkstemp", "tempfile.mkdtemp",
-                           "sqlite3.connect"):
+            elif event in (
+                "os.mkdir",
+                "os.rmdir",
+                "os.remove",
+                "os.truncate",
+                "os.utime",
+                "os.chmod",
+                "os.chown",
+                "os.symlink",
+                "os.link",
+                "shutil.rmtree",
+                "tempfile.mkstemp",
+                "tempfile.mkdtemp",
+                "sqlite3.connect",
+            ):
                 note("touch", args[0])
             elif event in ("os.rename", "shutil.copyfile", "shutil.copymode", "shutil.copystat", "shutil.move"):
                 note("touch", args[0])

@@ -22,19 +22,70 @@ from ..oci import Entry, Layer, cached_layer
 
 #: Always left out: VCS data, caches, local environments, gpuship's own outputs.
 ALWAYS_EXCLUDED = (
-    ".git/", ".hg/", ".svn/", "__pycache__/", "*.pyc", "*.pyo", ".venv/", "venv/", ".tox/", ".nox/",
-    ".pytest_cache/", ".mypy_cache/", ".ruff_cache/", ".ipynb_checkpoints/", "*.egg-info/", ".DS_Store",
-    ".idea/", ".vscode/", "dist/", "build/", "*.oci", "*.tar", "gpuship.lock", "gpuship.toml",
+    ".git/",
+    ".hg/",
+    ".svn/",
+    "__pycache__/",
+    "*.pyc",
+    "*.pyo",
+    ".venv/",
+    "venv/",
+    ".tox/",
+    ".nox/",
+    ".pytest_cache/",
+    ".mypy_cache/",
+    ".ruff_cache/",
+    ".ipynb_checkpoints/",
+    "*.egg-info/",
+    ".DS_Store",
+    ".idea/",
+    ".vscode/",
+    "dist/",
+    "build/",
+    "*.oci",
+    "*.tar",
+    "gpuship.lock",
+    "gpuship.toml",
     ".gpuship/",  # gpuship's own working files (gpuship dockerfile's build inputs, a build CA): never the app's
 )
 
 #: Names that look like secrets: refused unless the user names them in ``include``.
 SECRET_PATTERNS = (
-    ".env", ".env.*", "*.env", ".envrc", "*.pem", "*.key", "*.p12", "*.pfx", "*.jks", "*.keystore",
-    "id_rsa*", "id_dsa*", "id_ecdsa*", "id_ed25519*", ".netrc", "_netrc", ".pypirc", ".npmrc", ".git-credentials",
-    ".dockercfg", "credentials", "credentials.json", "application_default_credentials.json",
-    "service-account*.json", "*.kubeconfig", "kubeconfig", ".htpasswd", "secrets.toml", "secrets.yaml",
-    "secrets.yml", ".aws/*", ".azure/*", ".gcloud/*", ".ssh/*", ".docker/config.json",
+    ".env",
+    ".env.*",
+    "*.env",
+    ".envrc",
+    "*.pem",
+    "*.key",
+    "*.p12",
+    "*.pfx",
+    "*.jks",
+    "*.keystore",
+    "id_rsa*",
+    "id_dsa*",
+    "id_ecdsa*",
+    "id_ed25519*",
+    ".netrc",
+    "_netrc",
+    ".pypirc",
+    ".npmrc",
+    ".git-credentials",
+    ".dockercfg",
+    "credentials",
+    "credentials.json",
+    "application_default_credentials.json",
+    "service-account*.json",
+    "*.kubeconfig",
+    "kubeconfig",
+    ".htpasswd",
+    "secrets.toml",
+    "secrets.yaml",
+    "secrets.yml",
+    ".aws/*",
+    ".azure/*",
+    ".gcloud/*",
+    ".ssh/*",
+    ".docker/config.json",
 )
 #: Harmless look-alikes that are not secrets.
 NOT_SECRETS = (".env.example", ".env.sample", ".env.template", "*.pub")
@@ -44,8 +95,9 @@ def looks_like_secret(rel: str) -> bool:
     name = rel.rsplit("/", 1)[-1]
     if any(fnmatch.fnmatch(name, p) for p in NOT_SECRETS):
         return False
-    return any(fnmatch.fnmatch(name, p) or fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(rel, f"*/{p}")
-               for p in SECRET_PATTERNS)
+    return any(
+        fnmatch.fnmatch(name, p) or fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(rel, f"*/{p}") for p in SECRET_PATTERNS
+    )
 
 
 @dataclass(frozen=True)
@@ -134,6 +186,9 @@ def app_entries(app: AppFiles, dest: str) -> Iterator[Entry]:
 
 def app_layer(app: AppFiles, dest: str, cache: Cache, *, compression: str = "gzip") -> Layer:
     return cached_layer(
-        cache, f"app:{dest}:{app.key()}", lambda: app_entries(app, dest),
-        compression=compression, comment=f"app: {len(app.files)} files",  # type: ignore[arg-type]
+        cache,
+        f"app:{dest}:{app.key()}",
+        lambda: app_entries(app, dest),
+        compression=compression,
+        comment=f"app: {len(app.files)} files",  # type: ignore[arg-type]
     )

@@ -73,13 +73,22 @@ class BaseScan:
     requires: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"version": SCAN_VERSION, "links": dict(self.links), "packages": [list(p) for p in self.packages],
-                "locations": dict(self.locations), "requires": {k: list(v) for k, v in self.requires.items()}}
+        return {
+            "version": SCAN_VERSION,
+            "links": dict(self.links),
+            "packages": [list(p) for p in self.packages],
+            "locations": dict(self.locations),
+            "requires": {k: list(v) for k, v in self.requires.items()},
+        }
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> BaseScan:
-        return cls(dict(d.get("links") or {}), tuple(tuple(p) for p in d.get("packages") or ()),  # type: ignore[misc]
-                   dict(d.get("locations") or {}), {k: tuple(v) for k, v in (d.get("requires") or {}).items()})
+        return cls(
+            dict(d.get("links") or {}),
+            tuple(tuple(p) for p in d.get("packages") or ()),  # type: ignore[misc]
+            dict(d.get("locations") or {}),
+            {k: tuple(v) for k, v in (d.get("requires") or {}).items()},
+        )
 
 
 @dataclass(frozen=True)
@@ -99,8 +108,10 @@ class RegistryBase:
     @property
     def layers(self) -> tuple[Layer, ...]:
         n = len(self.image.layers)
-        return tuple(replace(l, comment=l.comment or f"base {self.reference} ({i + 1}/{n})")
-                     for i, l in enumerate(self.image.layers))
+        return tuple(
+            replace(l, comment=l.comment or f"base {self.reference} ({i + 1}/{n})")
+            for i, l in enumerate(self.image.layers)
+        )
 
     @property
     def config(self) -> ImageConfig:
@@ -155,9 +166,15 @@ class RegistryBase:
         """Refuse, in one line, a top-level requirement that the base's version of that package does not meet."""
         have = self.distributions(replace)
         env = dict(default_environment())
-        env.update(python_version=_minor(self.python.version), python_full_version=_full(self.python.version),
-                   platform_machine=self.platform.machine, sys_platform="linux", platform_system="Linux",
-                   implementation_name="cpython", platform_python_implementation="CPython")
+        env.update(
+            python_version=_minor(self.python.version),
+            python_full_version=_full(self.python.version),
+            platform_machine=self.platform.machine,
+            sys_platform="linux",
+            platform_system="Linux",
+            implementation_name="cpython",
+            platform_python_implementation="CPython",
+        )
         for text in requirements:
             try:
                 req = Requirement(text)
@@ -190,7 +207,9 @@ class RegistryBase:
             return None
         text = re.sub(r"^cannot resolve the Python requirements for \S+: ", "", exc.message)
         have = self.distributions(replace)
-        named = [n for n in have if re.search(rf"(?<![\w.-]){re.escape(n).replace('-', '[-_.]')}\s*[<>=!~]", text, re.I)]
+        named = [
+            n for n in have if re.search(rf"(?<![\w.-]){re.escape(n).replace('-', '[-_.]')}\s*[<>=!~]", text, re.I)
+        ]
         if not named:
             return None
         first = named[0]
@@ -271,7 +290,10 @@ class RegistryBase:
         line = f"base image {self.pinned}: {f.os_id}, Python {self.python.version} at {self.python.executable}"
         if f.cuda_version:
             line += f", CUDA {f.cuda_version}"
-        lines = [line, f"{len(f.distributions)} Python distributions of the base are kept as they are (lock constraints)"]
+        lines = [
+            line,
+            f"{len(f.distributions)} Python distributions of the base are kept as they are (lock constraints)",
+        ]
         return lines
 
 
@@ -304,13 +326,16 @@ def stub_wheel(directory: Path, name: str, version: str, fields: Sequence[str] =
 
     dist = f"{re.sub(r'[-_.]+', '_', name)}-{version}"
     files = {
-        f"{dist}.dist-info/METADATA": (f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
-                                       + "".join(f"{f}\n" for f in fields)).encode(),
+        f"{dist}.dist-info/METADATA": (
+            f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n" + "".join(f"{f}\n" for f in fields)
+        ).encode(),
         f"{dist}.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: gpuship (base image stand-in)\nRoot-Is-Purelib: true\n"
-                                   b"Tag: py3-none-any\n",
+        b"Tag: py3-none-any\n",
     }
-    record = [f"{p},sha256={base64.urlsafe_b64encode(hashlib.sha256(d).digest()).rstrip(b'=').decode()},{len(d)}"
-              for p, d in files.items()] + [f"{dist}.dist-info/RECORD,,"]
+    record = [
+        f"{p},sha256={base64.urlsafe_b64encode(hashlib.sha256(d).digest()).rstrip(b'=').decode()},{len(d)}"
+        for p, d in files.items()
+    ] + [f"{dist}.dist-info/RECORD,,"]
     files[f"{dist}.dist-info/RECORD"] = ("\n".join(record) + "\n").encode()
     path = directory / f"{dist}-py3-none-any.whl"
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
@@ -357,16 +382,20 @@ def scan_layers(layers: Sequence[Layer]) -> BaseScan:
                     nodes[path] = ("link", entry.target)
                 else:
                     nodes.pop(path, None)
-            elif path == _DPKG_STATUS or (path.startswith(_DPKG_STATUS_D) and "/" not in path[len(_DPKG_STATUS_D):]):
+            elif path == _DPKG_STATUS or (path.startswith(_DPKG_STATUS_D) and "/" not in path[len(_DPKG_STATUS_D) :]):
                 if entry.kind == "file" and fh is not None:
                     nodes[path] = ("status", fh.read(MAX_STATUS).decode("utf-8", errors="replace"))
             else:
                 m = _METADATA.fullmatch(path)
                 if m is not None and entry.kind in ("file", "symlink", "hardlink"):
-                    fields = _dependency_fields(fh.read(MAX_METADATA)) if entry.kind == "file" and fh is not None else ()
+                    fields = (
+                        _dependency_fields(fh.read(MAX_METADATA)) if entry.kind == "file" and fh is not None else ()
+                    )
                     name = canonicalize_name(m.group("dir").split("-", 1)[0])
                     nodes[path] = ("dist", ("/" + m.group("sp"), name, fields))
-    links = {p: posixpath.normpath(posixpath.join("", v.lstrip("/"))) for p, (k, v) in sorted(nodes.items()) if k == "link"}
+    links = {
+        p: posixpath.normpath(posixpath.join("", v.lstrip("/"))) for p, (k, v) in sorted(nodes.items()) if k == "link"
+    }
     status = [v for _, (k, v) in sorted(nodes.items()) if k == "status"]
     found = [v for _, (k, v) in sorted(nodes.items()) if k == "dist"]
     dirs = sorted({sp for sp, _, _ in found}, key=lambda sp: (not sp.startswith("/usr/local/"), sp))
@@ -465,8 +494,14 @@ def registry_base(
         ca_file = settings.ca_file
     if progress is not None:
         progress(f"pulling base image {ref} for {plat}")
-    image = pull_image(ref, plat, cache, insecure=insecure, ca_file=ca_file,
-                       progress=_PullProgress(progress, f"pulling base image {ref}") if progress else None)
+    image = pull_image(
+        ref,
+        plat,
+        cache,
+        insecure=insecure,
+        ca_file=ca_file,
+        progress=_PullProgress(progress, f"pulling base image {ref}") if progress else None,
+    )
     if progress is not None:
         progress(f"reading base image {ref}")
     facts = base_facts(image, cache)
@@ -499,19 +534,23 @@ def plan_registry_bases(
     if getattr(config, "system_packages", ()):
         raise ConfigError(
             f"[tool.gpuship] system-packages needs a Debian profile base, but base {ref} is a registry image",
-            "install the packages in the base image itself, or use base = \"debian-bookworm\"",
+            'install the packages in the base image itself, or use base = "debian-bookworm"',
         )
     if "/" not in ref and ":" not in ref and "@" not in ref:
         import difflib
 
         close = difflib.get_close_matches(ref, list(PROFILES), n=1, cutoff=0.8)
         if close:
-            raise ConfigError(f"unknown base {ref!r}", f"did you mean {close[0]}? (a registry image needs a tag: {ref}:TAG)")
+            raise ConfigError(
+                f"unknown base {ref!r}", f"did you mean {close[0]}? (a registry image needs a tag: {ref}:TAG)"
+            )
     bases = {p: registry_base(ref, p, cache, progress=progress) for p in platforms}
     versions = {_minor(b.python.version): p for p, b in bases.items()}
     if len(versions) > 1:
         have = ", ".join(f"{p}: Python {_minor(b.python.version)}" for p, b in bases.items())
-        raise ConfigError(f"base image {ref} has different Pythons per platform ({have})", "build each platform separately")
+        raise ConfigError(
+            f"base image {ref} has different Pythons per platform ({have})", "build each platform separately"
+        )
     first = next(iter(bases.values()))
     version = first.python.version
     wanted = getattr(config, "python", "")

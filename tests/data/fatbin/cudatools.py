@@ -25,8 +25,21 @@ def install_wheel(spec: str, target: Path) -> Path:
     if not target.exists():
         tmp = target.with_name(target.name + ".tmp")
         subprocess.run(
-            [require("uv"), "pip", "install", "--quiet", "--no-deps", "--python", sys.executable, "--target", str(tmp), spec],
-            check=True, capture_output=True, timeout=600,
+            [
+                require("uv"),
+                "pip",
+                "install",
+                "--quiet",
+                "--no-deps",
+                "--python",
+                sys.executable,
+                "--target",
+                str(tmp),
+                spec,
+            ],
+            check=True,
+            capture_output=True,
+            timeout=600,
         )
         tmp.rename(target)
     return target

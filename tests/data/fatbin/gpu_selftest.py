@@ -54,8 +54,18 @@ def prepare_nvjpeg(out: Path) -> None:
         data = lib if targets is None else prune_fatbins(lib, ArchSelection.from_targets(targets)).data
         (out / name / Path(member).name).write_bytes(data)
     subprocess.run(
-        ["nvcc", "-O2", "-cudart", "static", "-o", str(out / "nvjpeg_decode"), str(HERE / "nvjpeg_decode.c"),
-         f"-I{wheel / Path(member).parent.parent / 'include'}", f"-L{out / 'orig'}", "-l:libnvjpeg.so.13"],
+        [
+            "nvcc",
+            "-O2",
+            "-cudart",
+            "static",
+            "-o",
+            str(out / "nvjpeg_decode"),
+            str(HERE / "nvjpeg_decode.c"),
+            f"-I{wheel / Path(member).parent.parent / 'include'}",
+            f"-L{out / 'orig'}",
+            "-l:libnvjpeg.so.13",
+        ],
         check=True,
     )
     shutil.copy(HERE / "sample.jpg", out / "sample.jpg")
@@ -66,8 +76,9 @@ def run_nvjpeg(out: Path) -> int:
     results = {}
     for name in NVJPEG_VARIANTS:
         env = {"LD_LIBRARY_PATH": f"{out / name}:/usr/local/nvidia/lib64"}
-        proc = subprocess.run([str(out / "nvjpeg_decode"), str(out / "sample.jpg")], capture_output=True, text=True,
-                              timeout=120, env=env)
+        proc = subprocess.run(
+            [str(out / "nvjpeg_decode"), str(out / "sample.jpg")], capture_output=True, text=True, timeout=120, env=env
+        )
         results[name] = (proc.returncode, proc.stdout.strip())
         print(f"nvjpeg {name}: exit {proc.returncode}: {proc.stdout.strip()} {proc.stderr.strip()}")
     ok = results["orig"][0] == 0 and results["h100"] == results["orig"] and results["a100"][0] != 0
@@ -87,16 +98,24 @@ def prepare(out: Path) -> None:
         if targets is not None:
             res = prune_fatbins(data, ArchSelection.from_targets(targets))
             data, kept = res.data, res.kept_archs
-            print(f"{name}: kept {' '.join(res.kept_archs)}; dropped {' '.join(res.dropped_archs)}; saved {res.saved} B")
+            print(
+                f"{name}: kept {' '.join(res.kept_archs)}; dropped {' '.join(res.dropped_archs)}; saved {res.saved} B"
+            )
         (out / name).write_bytes(data)
         (out / name).chmod(0o755)
         expected[name] = {"targets": targets, "kept": kept, "exit": rc}
     (out / "expected.json").write_text(json.dumps(expected, indent=2))
-    lines = ["#!/bin/sh", "# Runs every self-test library on this GPU; exit 0 when each behaves as expected.json says.",
-             'cd "$(dirname "$0")"', "fail=0"]
+    lines = [
+        "#!/bin/sh",
+        "# Runs every self-test library on this GPU; exit 0 when each behaves as expected.json says.",
+        'cd "$(dirname "$0")"',
+        "fail=0",
+    ]
     for name, exp in expected.items():
         want = "0" if exp["exit"] == 0 else "1"
-        lines.append(f'./selftest "$PWD/{name}"; rc=$?; [ "$rc" = {want} ] || {{ echo "UNEXPECTED: {name} exit $rc"; fail=1; }}')
+        lines.append(
+            f'./selftest "$PWD/{name}"; rc=$?; [ "$rc" = {want} ] || {{ echo "UNEXPECTED: {name} exit $rc"; fail=1; }}'
+        )
     lines.append('[ "$fail" = 0 ] && echo "all pruned libraries behaved as expected"; exit $fail')
     (out / "run.sh").write_text("\n".join(lines) + "\n")
     (out / "run.sh").chmod(0o755)
@@ -111,7 +130,9 @@ def run(out: Path) -> int:
         got = line.rsplit("= ", 1)[-1] if "gpuship_selftest() = " in line else f"exit {proc.returncode}"
         ok = got == str(exp["exit"])
         bad += not ok
-        print(f"{'ok  ' if ok else 'FAIL'} {name}: selftest returned {got}, expected {exp['exit']} (kept {exp['kept']})")
+        print(
+            f"{'ok  ' if ok else 'FAIL'} {name}: selftest returned {got}, expected {exp['exit']} (kept {exp['kept']})"
+        )
     bad += run_nvjpeg(out)
     return 1 if bad else 0
 

@@ -42,8 +42,12 @@ def run(n: int = 256) -> tuple[str, float]:
         d_a, d_b, d_c = (_check(driver.cuMemAlloc(nbytes)) for _ in range(3))
         _check(driver.cuMemcpyHtoD(d_a, a.ctypes.data, nbytes))
         _check(driver.cuMemcpyHtoD(d_b, b.ctypes.data, nbytes))
-        args = [np.array([int(d_a)], dtype=np.uint64), np.array([int(d_b)], dtype=np.uint64),
-                np.array([int(d_c)], dtype=np.uint64), np.array([n], dtype=np.int32)]
+        args = [
+            np.array([int(d_a)], dtype=np.uint64),
+            np.array([int(d_b)], dtype=np.uint64),
+            np.array([int(d_c)], dtype=np.uint64),
+            np.array([n], dtype=np.int32),
+        ]
         params = np.array([arg.ctypes.data for arg in args], dtype=np.uint64)
         block = 16
         grid = (n + block - 1) // block

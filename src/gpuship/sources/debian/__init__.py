@@ -13,6 +13,14 @@ from .profiles import PROFILES, Profile, PythonInfo, get_profile
 from .slim import SlimReport
 
 __all__ = [
-    "PROFILES", "DebianBase", "LibDep", "Profile", "PythonInfo", "SlimReport", "build_base", "get_profile",
-    "libdeps_for_layers", "libdeps_for_tree",
+    "PROFILES",
+    "DebianBase",
+    "LibDep",
+    "Profile",
+    "PythonInfo",
+    "SlimReport",
+    "build_base",
+    "get_profile",
+    "libdeps_for_layers",
+    "libdeps_for_tree",
 ]

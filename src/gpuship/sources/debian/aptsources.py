@@ -164,7 +164,10 @@ def suites_for(
     suites: list[Suite] = []
     for kind in SUITE_KINDS:
         for uri, comps in by_kind[kind]:
-            comps = tuple(c for c in comps if c in ("main", "contrib", "non-free", "non-free-firmware")) or DEFAULT_COMPONENTS
+            comps = (
+                tuple(c for c in comps if c in ("main", "contrib", "non-free", "non-free-firmware"))
+                or DEFAULT_COMPONENTS
+            )
             if "main" not in comps:
                 comps = ("main", *comps)
             s = Suite(uri, codename + kind, comps)

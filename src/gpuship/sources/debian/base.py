@@ -125,7 +125,9 @@ def dropped_of(installed: Iterable[Installed], links: Mapping[str, str]) -> Slim
     return SlimReport.of(items)
 
 
-def layer_plan(group: Sequence[Installed], links: Mapping[str, str]) -> tuple[dict[str, tuple[Placed, Installed]], list[str]]:
+def layer_plan(
+    group: Sequence[Installed], links: Mapping[str, str]
+) -> tuple[dict[str, tuple[Placed, Installed]], list[str]]:
     """What a layer of ``group`` holds (image path -> member and package) and the paths two packages share.
 
     Where two packages ship the same file, the later one (by name) wins, as an upper layer would.
@@ -153,7 +155,9 @@ def layer_plan(group: Sequence[Installed], links: Mapping[str, str]) -> tuple[di
     return by_path, overlaps
 
 
-def _group_entries(group: Sequence[Installed], links: Mapping[str, str], cache: Cache, workdir: Path, with_links: bool) -> list[Entry]:
+def _group_entries(
+    group: Sequence[Installed], links: Mapping[str, str], cache: Cache, workdir: Path, with_links: bool
+) -> list[Entry]:
     plan, _ = layer_plan(group, links)
     files: dict[str, dict[str, Path]] = {}
     targets: dict[str, dict[str, str]] = {}
@@ -172,7 +176,9 @@ def _group_entries(group: Sequence[Installed], links: Mapping[str, str], cache: 
             name = inst.candidate.name
             src = files[name].get(targets[name].get(p.member.path, p.member.path))
             if src is None:
-                raise GpushipError(f"package {inst.candidate}: {p.member.path} is missing from its data", "re-download it")
+                raise GpushipError(
+                    f"package {inst.candidate}: {p.member.path} is missing from its data", "re-download it"
+                )
             e = replace(e, open=lambda src=src: open(src, "rb"))
         out.append(e)
     return out
@@ -211,7 +217,8 @@ def build_base(
     arch = plat.architecture
     if plat.os != "linux" or arch not in prof.architectures:
         raise GpushipError(
-            f"profile {prof.name} has no {plat} build", f"use one of: {', '.join('linux/' + a for a in prof.architectures)}"
+            f"profile {prof.name} has no {plat} build",
+            f"use one of: {', '.join('linux/' + a for a in prof.architectures)}",
         )
     cache = cache or Cache()
     suites = suites_for(prof.codename, mirror=mirror, security_mirror=security_mirror)
@@ -219,8 +226,15 @@ def build_base(
     try:
         # The same profile, packages and signed indexes always give the same base: remember the result, so a
         # rebuild skips resolution (the layers are cached anyway). The key holds every index's hash.
-        key = _key("base", BASE_MEMO_VERSION, prof.name, str(plat), sorted(set(extra_packages)), compression,
-                   [[s.uri, s.name, sorted(repo.release(s).files.items())] for s in suites])
+        key = _key(
+            "base",
+            BASE_MEMO_VERSION,
+            prof.name,
+            str(plat),
+            sorted(set(extra_packages)),
+            compression,
+            [[s.uri, s.name, sorted(repo.release(s).files.items())] for s in suites],
+        )
         memo = cache.get_ref("base-results", hashlib.sha256(key.encode()).hexdigest())
         if memo is not None and cache.has(memo["digest"]):
             base = pickle.loads(cache.read(memo["digest"]))
@@ -245,8 +259,13 @@ def resolve_profile(prof: Profile, index, extra_packages: Sequence[str]) -> dict
 
 
 def _build(
-    prof: Profile, plat: Platform, extra: tuple[str, ...], cache: Cache, repo: Repository,
-    progress: Progress | None, compression: Compression,
+    prof: Profile,
+    plat: Platform,
+    extra: tuple[str, ...],
+    cache: Cache,
+    repo: Repository,
+    progress: Progress | None,
+    compression: Compression,
 ) -> DebianBase:
     arch = plat.architecture
     _say(progress, f"resolving {prof.name} packages for {arch}")
@@ -264,7 +283,8 @@ def _build(
     installed: dict[str, list[Installed]] = {}
     for name, cands in groups.items():
         installed[name] = [
-            Installed(c, "sha256:" + c.sha256, deb_info(cache, "sha256:" + c.sha256, f"package {c}"), name) for c in cands
+            Installed(c, "sha256:" + c.sha256, deb_info(cache, "sha256:" + c.sha256, f"package {c}"), name)
+            for c in cands
         ]
     all_installed = [i for g in installed.values() for i in g]
     names = {i.candidate.name for i in all_installed}
@@ -278,7 +298,9 @@ def _build(
 
         def workdir() -> Path:
             if not work:
-                work.append(Path(stack.enter_context(tempfile.TemporaryDirectory(dir=cache.root / "tmp", prefix="debian-"))))
+                work.append(
+                    Path(stack.enter_context(tempfile.TemporaryDirectory(dir=cache.root / "tmp", prefix="debian-")))
+                )
             return work[0]
 
         for name, group in installed.items():
@@ -292,38 +314,60 @@ def _build(
                 return _group_entries(group, links, cache, workdir(), name == "core")
 
             layer = cached_layer(
-                cache, key, make, compression=compression,
+                cache,
+                key,
+                make,
+                compression=compression,
                 comment=f"debian {prof.codename} {name}: " + " ".join(i.candidate.name for i in group),
             )
             layers.append(layer)
 
         by_name = {i.candidate.name: i for i in all_installed}
         sys_key = _key(
-            "debian-system", LAYER_FORMAT, SLIM_VERSION, prof.codename, arch, py.version, links,
-            sorted(_pkg_key(all_installed)), hashlib.sha256((PASSWD + GROUP + NSSWITCH_DEFAULT).encode()).hexdigest(),
+            "debian-system",
+            LAYER_FORMAT,
+            SLIM_VERSION,
+            prof.codename,
+            arch,
+            py.version,
+            links,
+            sorted(_pkg_key(all_installed)),
+            hashlib.sha256((PASSWD + GROUP + NSSWITCH_DEFAULT).encode()).hexdigest(),
         )
 
         def make_system() -> list[Entry]:
             certs: dict[str, bytes] = {}
             if "ca-certificates" in by_name:
                 ca = by_name["ca-certificates"]
-                certs = read_data_files(cache.blob_path(ca.digest), "package ca-certificates", prefix="usr/share/ca-certificates/")
+                certs = read_data_files(
+                    cache.blob_path(ca.digest), "package ca-certificates", prefix="usr/share/ca-certificates/"
+                )
             nss = None
             if "base-files" in by_name:
                 nss = read_data_files(
-                    cache.blob_path(by_name["base-files"].digest), "package base-files",
+                    cache.blob_path(by_name["base-files"].digest),
+                    "package base-files",
                     want={"usr/share/base-files/nsswitch.conf"},
                 ).get("usr/share/base-files/nsswitch.conf")
             entries = system_entries(python_version=py.version, ca_certs=certs, nsswitch=nss, has_dash="dash" in names)
             entries += database_entries([(i.candidate, i.info, kept_paths(i.info, links)) for i in all_installed])
             return [rebase_entry(e, links) or e for e in entries]
 
-        layers.append(cached_layer(cache, sys_key, make_system, compression=compression,
-                                   comment="debian system files: users, CA bundle, dpkg database"))
+        layers.append(
+            cached_layer(
+                cache,
+                sys_key,
+                make_system,
+                compression=compression,
+                comment="debian system files: users, CA bundle, dpkg database",
+            )
+        )
 
     placed_python = any(
         p.entry is not None and p.entry.path == py.executable.lstrip("/")
-        for i in all_installed if i.layer == "python" for p in place(i.info, links)
+        for i in all_installed
+        if i.layer == "python"
+        for p in place(i.info, links)
     )
     if not placed_python:
         raise GpushipError(f"{prof.name}: {py.executable} is not in the packages {prof.python_packages}", "report this")

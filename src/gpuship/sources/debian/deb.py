@@ -131,14 +131,18 @@ class DebInfo:
 
     def to_json(self) -> dict:
         return {
-            "control": self.control, "md5sums": self.md5sums, "conffiles": [list(c) for c in self.conffiles],
+            "control": self.control,
+            "md5sums": self.md5sums,
+            "conffiles": [list(c) for c in self.conffiles],
             "members": [[m.path, m.kind, m.mode, m.uid, m.gid, m.size, m.target] for m in self.members],
         }
 
     @classmethod
     def from_json(cls, d: dict) -> DebInfo:
         return cls(
-            d["control"], d["md5sums"], tuple((a, b) for a, b in d["conffiles"]),
+            d["control"],
+            d["md5sums"],
+            tuple((a, b) for a, b in d["conffiles"]),
             tuple(Member(p, k, mo, u, g, s, t) for p, k, mo, u, g, s, t in d["members"]),
         )
 
@@ -175,7 +179,11 @@ def read_deb_info(path: Path | str, what: str) -> DebInfo:
                         conffiles = data
         if not control.strip():
             raise IntegrityError(f"{what} has no control file", "re-download it; the file is damaged")
-        wanted = {clean_path(line.strip()) for line in conffiles.splitlines() if line.strip() and not line.startswith("remove-on-upgrade")}
+        wanted = {
+            clean_path(line.strip())
+            for line in conffiles.splitlines()
+            if line.strip() and not line.startswith("remove-on-upgrade")
+        }
         sums: dict[str, str] = {}
         members: list[Member] = []
         with open_tar_member(fh, "data.tar", what) as tar:

@@ -48,7 +48,11 @@ def info_entries(cand: Candidate, info: DebInfo, kept: Sequence[str]) -> list[En
     lines = ["/."] + [f"/{p}" for p in kept]
     out = [Entry.file(f"{ADMINDIR}/info/{name}.list", "\n".join(lines) + "\n")]
     keep = set(kept)
-    sums = [ln for ln in info.md5sums.splitlines() if ln.strip() and ln.split(None, 1)[-1].strip().removeprefix("./").lstrip("/") in keep]
+    sums = [
+        ln
+        for ln in info.md5sums.splitlines()
+        if ln.strip() and ln.split(None, 1)[-1].strip().removeprefix("./").lstrip("/") in keep
+    ]
     if sums:
         out.append(Entry.file(f"{ADMINDIR}/info/{name}.md5sums", "\n".join(sums) + "\n"))
     return out

@@ -39,7 +39,9 @@ class Http:
 
     def __init__(self, timeout: float = 60.0) -> None:
         self._client = httpx.Client(
-            verify=ssl_context(), timeout=httpx.Timeout(timeout, connect=15.0), follow_redirects=True,
+            verify=ssl_context(),
+            timeout=httpx.Timeout(timeout, connect=15.0),
+            follow_redirects=True,
             headers={"User-Agent": "gpuship"},
         )
 

@@ -19,8 +19,23 @@ from debian.debian_support import Version
 
 #: The fields of a Packages record a resolution and a fetch need.
 KEPT_FIELDS = (
-    "Package", "Version", "Architecture", "Multi-Arch", "Essential", "Priority", "Section", "Source",
-    "Pre-Depends", "Depends", "Provides", "Conflicts", "Breaks", "Filename", "Size", "SHA256", "Installed-Size",
+    "Package",
+    "Version",
+    "Architecture",
+    "Multi-Arch",
+    "Essential",
+    "Priority",
+    "Section",
+    "Source",
+    "Pre-Depends",
+    "Depends",
+    "Provides",
+    "Conflicts",
+    "Breaks",
+    "Filename",
+    "Size",
+    "SHA256",
+    "Installed-Size",
 )
 
 
@@ -55,8 +70,15 @@ class Candidate:
     @classmethod
     def from_record(cls, rec: dict[str, str], uri: str, suite: str) -> Candidate:
         return cls(
-            rec["Package"], rec["Version"], rec.get("Architecture", "all"), rec["Filename"], rec.get("SHA256", ""),
-            int(rec.get("Size", "0") or 0), uri, suite, tuple(sorted(rec.items())),
+            rec["Package"],
+            rec["Version"],
+            rec.get("Architecture", "all"),
+            rec["Filename"],
+            rec.get("SHA256", ""),
+            int(rec.get("Size", "0") or 0),
+            uri,
+            suite,
+            tuple(sorted(rec.items())),
         )
 
     def field(self, name: str, default: str = "") -> str:

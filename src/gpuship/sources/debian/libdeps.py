@@ -31,9 +31,8 @@ from typing import BinaryIO
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
-from ...elf import dynamic_links
-
 from ...cache import Cache
+from ...elf import dynamic_links
 from ...errors import GpushipError, ResolveError
 from ...oci.entry import Entry, clean_path, rebase_through_links
 from ...oci.layer import Layer, entries_from_dir
@@ -45,9 +44,19 @@ CONTENTS_FORMAT = "1"
 
 #: Sonames the NVIDIA driver (container toolkit / CDI) mounts into the container at start.
 DRIVER_PROVIDED = (
-    "libcuda.so*", "libcudadebugger.so*", "libnvidia-*.so*", "libnvcuvid.so*", "libnvoptix.so*",
-    "libGLX_nvidia.so*", "libEGL_nvidia.so*", "libGLESv2_nvidia.so*", "libGLESv1_CM_nvidia.so*",
-    "libvdpau_nvidia.so*", "libnvidia-ml.so*", "libnvcuextend.so*", "libdxcore.so*",
+    "libcuda.so*",
+    "libcudadebugger.so*",
+    "libnvidia-*.so*",
+    "libnvcuvid.so*",
+    "libnvoptix.so*",
+    "libGLX_nvidia.so*",
+    "libEGL_nvidia.so*",
+    "libGLESv2_nvidia.so*",
+    "libGLESv1_CM_nvidia.so*",
+    "libvdpau_nvidia.so*",
+    "libnvidia-ml.so*",
+    "libnvcuextend.so*",
+    "libdxcore.so*",
 )
 
 TRIPLETS = {"amd64": "x86_64-linux-gnu", "arm64": "aarch64-linux-gnu"}
@@ -195,7 +204,11 @@ def _scan_layer_digest(layer: Layer, cache: Cache, links: Mapping[str, str]) -> 
         data = json.loads(cache.read(rec["digest"]))
         for p, kind, target in data["entries"]:
             tree.add(p, kind, target)
-        return tree, [ElfFacts(f[0], tuple(f[1]), tuple(f[2]), tuple(f[3]), f[4], f[5]) for f in data["elves"]], rec["digest"]
+        return (
+            tree,
+            [ElfFacts(f[0], tuple(f[1]), tuple(f[2]), tuple(f[3]), f[4], f[5]) for f in data["elves"]],
+            rec["digest"],
+        )
     entries: list[list[str]] = []
 
     def recorded() -> Iterator[tuple[Entry, BinaryIO | None]]:
@@ -204,7 +217,12 @@ def _scan_layer_digest(layer: Layer, cache: Cache, links: Mapping[str, str]) -> 
             yield e, r
 
     facts = scan_items(recorded(), tree, links)
-    blob = json.dumps({"entries": entries, "elves": [[f.path, list(f.needed), list(f.rpath), list(f.runpath), f.machine, f.elfclass] for f in facts]})
+    blob = json.dumps(
+        {
+            "entries": entries,
+            "elves": [[f.path, list(f.needed), list(f.rpath), list(f.runpath), f.machine, f.elfclass] for f in facts],
+        }
+    )
     digest = cache.put_bytes(blob.encode())
     cache.put_ref("debian-libdeps-scan", key, {"digest": digest})
     return tree, facts, digest
@@ -303,8 +321,14 @@ def _canon_dir(d: str, links: Mapping[str, str]) -> str:
 
 
 def map_sonames(
-    missing: Mapping[str, Sequence[str]], repo: Repository, arch: str, cache: Cache, *,
-    installed: Iterable[str], links: Mapping[str, str], label: str,
+    missing: Mapping[str, Sequence[str]],
+    repo: Repository,
+    arch: str,
+    cache: Cache,
+    *,
+    installed: Iterable[str],
+    links: Mapping[str, str],
+    label: str,
 ) -> list[LibDep]:
     """The package for each missing soname: one that ships it in a standard folder (exact name)."""
     if not missing:
@@ -320,8 +344,14 @@ def map_sonames(
         in_std = [(d, p) for d, p in locs if _canon_dir(d, links) in std]
         if not in_std:
             where = ", ".join(sorted({f"/{d} ({p})" for d, p in locs})[:4])
-            detail = (f"{label} ships it only outside the loader's folders: {where} (Debian links those with "
-                      "update-alternatives, a maintainer script gpuship does not run)") if locs else f"no {label} package ships it"
+            detail = (
+                (
+                    f"{label} ships it only outside the loader's folders: {where} (Debian links those with "
+                    "update-alternatives, a maintainer script gpuship does not run)"
+                )
+                if locs
+                else f"no {label} package ships it"
+            )
             raise ResolveError(
                 f"{so}, needed by {files[0]}, is not in the image and {detail}",
                 "bundle the library with the wheel, install a package that provides it through system-packages, "
@@ -384,9 +414,11 @@ def libdeps_for_layers(
     if rec is not None:
         return [LibDep(d["package"], d["soname"], tuple(d["needed_by"]), d["path"]) for d in rec]
     deps = _finish(facts, tree, base, cache, env, ignore, progress)
-    cache.put_ref("libdeps-results", key, [
-        {"package": d.package, "soname": d.soname, "needed_by": list(d.needed_by), "path": d.path} for d in deps
-    ])
+    cache.put_ref(
+        "libdeps-results",
+        key,
+        [{"package": d.package, "soname": d.soname, "needed_by": list(d.needed_by), "path": d.path} for d in deps],
+    )
     return deps
 
 
@@ -434,7 +466,8 @@ def _finish(facts, tree, base, cache, env, ignore, progress) -> list[LibDep]:  #
     arch = base.platform.architecture
     pats = tuple(ignore)
     missing = {
-        so: files for so, files in unsatisfied(facts, tree, arch, ld_library_path=_ld_library_path(env)).items()
+        so: files
+        for so, files in unsatisfied(facts, tree, arch, ld_library_path=_ld_library_path(env)).items()
         if not any(fnmatch.fnmatchcase(so, p) for p in pats)
     }
     if not missing:

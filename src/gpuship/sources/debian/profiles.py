@@ -72,4 +72,6 @@ def get_profile(name: str) -> Profile:
     try:
         return PROFILES[name]
     except KeyError:
-        raise ConfigError(f"unknown Debian base profile {name!r}", f"use one of: {', '.join(sorted(PROFILES))}") from None
+        raise ConfigError(
+            f"unknown Debian base profile {name!r}", f"use one of: {', '.join(sorted(PROFILES))}"
+        ) from None

@@ -20,7 +20,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from debian import deb822
@@ -45,7 +45,9 @@ def _ttl() -> float:
     try:
         return float(raw) if raw else DEFAULT_TTL
     except ValueError as exc:
-        raise GpushipError(f"GPUSHIP_DEBIAN_INDEX_TTL={raw!r} is not a number of seconds", "unset it or give seconds") from exc
+        raise GpushipError(
+            f"GPUSHIP_DEBIAN_INDEX_TTL={raw!r} is not a number of seconds", "unset it or give seconds"
+        ) from exc
 
 
 def keyring_path() -> str:
@@ -66,7 +68,8 @@ def verify_inrelease(data: bytes, what: str, keyring: str | None = None) -> str:
         src.write_bytes(data)
         proc = tools.run(
             ["gpgv", "--keyring", keyring, "--status-fd", "1", "--output", str(out), str(src)],
-            what="gpgv", check=False,
+            what="gpgv",
+            check=False,
         )
         status = proc.stdout.decode(errors="replace").splitlines()
         good = [ln for ln in status if ln.startswith("[GNUPG:] GOODSIG ")]
@@ -103,8 +106,15 @@ class Release:
         if not files:
             raise IntegrityError(f"the Release file of {suite} lists no SHA256 sums", "use a current Debian mirror")
         return cls(
-            suite, r.get("Codename", ""), r.get("Version", ""), r.get("Origin", ""), r.get("Label", ""),
-            r.get("Date", ""), files, r.get("Acquire-By-Hash", "no").lower() == "yes", digest,
+            suite,
+            r.get("Codename", ""),
+            r.get("Version", ""),
+            r.get("Origin", ""),
+            r.get("Label", ""),
+            r.get("Date", ""),
+            files,
+            r.get("Acquire-By-Hash", "no").lower() == "yes",
+            digest,
         )
 
     def check(self, *, now: float | None = None, text: str = "") -> None:
@@ -118,7 +128,7 @@ class Release:
         if valid_until and os.environ.get("GPUSHIP_DEBIAN_ALLOW_EXPIRED", "") not in ("1", "yes", "true"):
             until = email.utils.parsedate_to_datetime(valid_until)
             if until.tzinfo is None:
-                until = until.replace(tzinfo=timezone.utc)
+                until = until.replace(tzinfo=UTC)
             if (now or time.time()) > until.timestamp():
                 raise IntegrityError(
                     f"the Release file of {self.suite} expired on {valid_until} (a stale or replayed mirror)",
@@ -262,7 +272,9 @@ class Repository:
         """Download one ``.deb`` by the SHA256 its (signed) index gives; returns the blob digest."""
         if not cand.sha256:
             raise IntegrityError(f"the index gives no SHA256 for {cand}", "use a current Debian mirror")
-        return self.http.download(cand.url, self.cache, cand.sha256, what=f"package {cand.name} {cand.version}", size=cand.size)
+        return self.http.download(
+            cand.url, self.cache, cand.sha256, what=f"package {cand.name} {cand.version}", size=cand.size
+        )
 
 
 def release_date(rel: Release) -> datetime | None:

@@ -28,10 +28,24 @@ from ...errors import ResolveError
 from .index import Candidate, PackageIndex
 
 #: Dependencies that exist for maintainer scripts (which gpuship never runs), not for the programs.
-SCRIPT_ONLY = frozenset({
-    "debconf", "debconf-2.0", "cdebconf", "dpkg", "install-info", "init-system-helpers", "adduser", "ucf",
-    "lsb-base", "sysvinit-utils", "sensible-utils", "usrmerge", "usr-is-merged", "systemd-sysv",
-})
+SCRIPT_ONLY = frozenset(
+    {
+        "debconf",
+        "debconf-2.0",
+        "cdebconf",
+        "dpkg",
+        "install-info",
+        "init-system-helpers",
+        "adduser",
+        "ucf",
+        "lsb-base",
+        "sysvinit-utils",
+        "sensible-utils",
+        "usrmerge",
+        "usr-is-merged",
+        "systemd-sysv",
+    }
+)
 #: Per-package script-only dependencies: base-files needs awk only in its postinst;
 #: ca-certificates needs openssl only for update-ca-certificates, whose work gpuship does itself.
 SCRIPT_ONLY_FOR = {
@@ -42,7 +56,11 @@ SCRIPT_ONLY_FOR = {
 PRIORITY_RANK = {"required": 0, "important": 1, "standard": 2, "optional": 3, "extra": 4}
 
 _OPS = {
-    "<<": lambda c: c < 0, "<=": lambda c: c <= 0, "=": lambda c: c == 0, ">=": lambda c: c >= 0, ">>": lambda c: c > 0,
+    "<<": lambda c: c < 0,
+    "<=": lambda c: c <= 0,
+    "=": lambda c: c == 0,
+    ">=": lambda c: c >= 0,
+    ">>": lambda c: c > 0,
 }
 
 
@@ -67,7 +85,9 @@ def format_group(group: Sequence[Mapping]) -> str:
     return " | ".join(format_alt(a) for a in group)
 
 
-_REQ = re.compile(r"^\s*([a-z0-9][a-z0-9+.\-]+)(?::[a-z0-9]+)?\s*(?:(=|>=|<=|>>|<<)\s*([^\s]+)|\(\s*(=|>=|<=|>>|<<)\s*([^)\s]+)\s*\))?\s*$")
+_REQ = re.compile(
+    r"^\s*([a-z0-9][a-z0-9+.\-]+)(?::[a-z0-9]+)?\s*(?:(=|>=|<=|>>|<<)\s*([^\s]+)|\(\s*(=|>=|<=|>>|<<)\s*([^)\s]+)\s*\))?\s*$"
+)
 
 
 def parse_request(text: str) -> dict:
@@ -194,8 +214,11 @@ class _Resolver:
                 if c is None and len(provs) == 1 and req["version"] is None:
                     c = provs[0].candidate
                 else:
-                    hint = (f"it is a virtual package; name one of: {', '.join(p.candidate.name for p in provs[:8])}"
-                            if provs and c is None else "check the name and the suite (apt-cache policy NAME on a Debian host)")
+                    hint = (
+                        f"it is a virtual package; name one of: {', '.join(p.candidate.name for p in provs[:8])}"
+                        if provs and c is None
+                        else "check the name and the suite (apt-cache policy NAME on a Debian host)"
+                    )
                     raise ResolveError(f"cannot install {format_alt(req)}: {self.why_not(req)}", hint)
             if self.add(c, "requested", text):
                 queue.append(c)
@@ -240,7 +263,11 @@ class _Resolver:
                 for group in c.relations(field_name):
                     for alt in group:
                         other = have.get(alt["name"])
-                        if other is not None and other.name != c.name and version_satisfies(other.version, alt.get("version")):
+                        if (
+                            other is not None
+                            and other.name != c.name
+                            and version_satisfies(other.version, alt.get("version"))
+                        ):
                             raise ResolveError(
                                 f"{c.name} {c.version} {field_name.lower()} {format_alt(alt)}, and both are needed "
                                 f"({self._chain(c.name)}; {self._chain(other.name)})",

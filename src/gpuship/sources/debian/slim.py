@@ -89,9 +89,15 @@ class SlimReport:
             "files": self.files,
             "bytes": self.bytes,
             "by_rule": {k: {"files": n, "bytes": b} for k, (n, b) in self.by_rule.items()},
-            "dropped": [{"path": "/" + d.path, "bytes": d.size, "rule": d.rule, "package": d.package} for d in self.dropped],
+            "dropped": [
+                {"path": "/" + d.path, "bytes": d.size, "rule": d.rule, "package": d.package} for d in self.dropped
+            ],
         }
 
     def summary(self) -> str:
         parts = [f"{k} {n} files {b / 1e6:.1f} MB" for k, (n, b) in self.by_rule.items()]
-        return f"dropped {self.files} files ({self.bytes / 1e6:.1f} MB): " + ", ".join(parts) if parts else "dropped nothing"
+        return (
+            f"dropped {self.files} files ({self.bytes / 1e6:.1f} MB): " + ", ".join(parts)
+            if parts
+            else "dropped nothing"
+        )

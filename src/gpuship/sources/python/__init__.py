@@ -21,7 +21,23 @@ from .project import ProjectInstall, install_project
 from .prune import JIT_PACKAGES, PruneReport, PruneRules
 
 __all__ = [
-    "GROUPS", "JIT_PACKAGES", "LOCK_NAME", "VENV", "Distribution", "Lock", "LockedPackage", "LockedTarget",
-    "NoWheelError", "ProjectInstall", "PruneReport", "PruneRules", "PythonEnv", "PythonInfo", "group_of",
-    "install_project", "lock_project", "python_layers", "read_lock",
+    "GROUPS",
+    "JIT_PACKAGES",
+    "LOCK_NAME",
+    "VENV",
+    "Distribution",
+    "Lock",
+    "LockedPackage",
+    "LockedTarget",
+    "NoWheelError",
+    "ProjectInstall",
+    "PruneReport",
+    "PruneRules",
+    "PythonEnv",
+    "PythonInfo",
+    "group_of",
+    "install_project",
+    "lock_project",
+    "python_layers",
+    "read_lock",
 ]

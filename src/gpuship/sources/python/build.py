@@ -43,10 +43,13 @@ def _build(source: Path, python: str, tmp: Path, *, what: str, index_args: Seque
     try:
         run_uv(
             ["build", "--wheel", "--out-dir", str(out), "--python", hp.path, *index_args, str(source)],
-            what=what, timeout=3600,
+            what=what,
+            timeout=3600,
         )
     except UvFailed as exc:
-        raise GpushipError(f"{what} failed: {exc.explanation}", "fix the build (run `uv build --wheel` to see its log)") from exc
+        raise GpushipError(
+            f"{what} failed: {exc.explanation}", "fix the build (run `uv build --wheel` to see its log)"
+        ) from exc
     wheels = sorted(out.glob("*.whl"))
     if len(wheels) != 1:
         raise GpushipError(f"{what} made {len(wheels)} wheels, expected one")
@@ -64,7 +67,9 @@ def built_wheel(pkg: LockedPackage, python: str, cache: Cache, *, index_args: Se
         tmp = Path(tmpdir)
         src = tmp / pkg.filename
         shutil.copyfile(blob, src)
-        wheel = _build(src, python, tmp, what=f"building {pkg.filename} (no wheel was published)", index_args=index_args)
+        wheel = _build(
+            src, python, tmp, what=f"building {pkg.filename} (no wheel was published)", index_args=index_args
+        )
         digest, _ = cache.put_file(wheel)
         cache.put_ref("python-sdist-builds", key, {"digest": digest, "filename": wheel.name})
         return BuiltWheel(cache.blob_path(digest), wheel.name, digest.split(":", 1)[1])

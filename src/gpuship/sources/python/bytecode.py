@@ -39,13 +39,30 @@ def compile_sources(sources: Iterable[Entry], python: HostPython, workdir: Path)
     env.pop("SOURCE_DATE_EPOCH", None)
     env.pop("PYTHONPYCACHEPREFIX", None)
     proc = subprocess.run(
-        [python.path, "-I", "-m", "compileall", "-q", "-f", "--invalidation-mode", "unchecked-hash",
-         "-s", str(workdir), "-p", "/", str(workdir)],
-        capture_output=True, env=env, check=False,
+        [
+            python.path,
+            "-I",
+            "-m",
+            "compileall",
+            "-q",
+            "-f",
+            "--invalidation-mode",
+            "unchecked-hash",
+            "-s",
+            str(workdir),
+            "-p",
+            "/",
+            str(workdir),
+        ],
+        capture_output=True,
+        env=env,
+        check=False,
     )
     # 1 = some file did not compile (Python 2 leftovers, templates): those simply get no .pyc, as with pip.
     if proc.returncode not in (0, 1):
-        raise GpushipError(f"compiling byte code failed: {(proc.stderr or proc.stdout).decode(errors='replace').strip()[-300:]}")
+        raise GpushipError(
+            f"compiling byte code failed: {(proc.stderr or proc.stdout).decode(errors='replace').strip()[-300:]}"
+        )
     out: list[Entry] = []
     for pyc in sorted(workdir.rglob("*.pyc")):
         rel = pyc.relative_to(workdir).as_posix()

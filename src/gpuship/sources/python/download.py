@@ -55,7 +55,9 @@ def fetch(
         if parsed.scheme in ("", "file"):
             path = Path(unquote(parsed.path))
             if not path.is_file():
-                raise GpushipError(f"locked file {path} does not exist any more", "restore it, or delete gpuship.lock to lock again")
+                raise GpushipError(
+                    f"locked file {path} does not exist any more", "restore it, or delete gpuship.lock to lock again"
+                )
             cache.put_file(path, expected=digest)
             return cache.blob_path(digest)
         own = client is None
@@ -102,7 +104,10 @@ def fetch_all(
     out = {sha: cache.blob_path(f"sha256:{sha}") for sha in todo if sha not in missing}
     if missing:
         with http_client() as client, ThreadPoolExecutor(max_workers=workers) as pool:
-            futures = {sha: pool.submit(fetch, cache, url, sha, client=client, progress=progress) for sha, url in missing.items()}
+            futures = {
+                sha: pool.submit(fetch, cache, url, sha, client=client, progress=progress)
+                for sha, url in missing.items()
+            }
             for sha, fut in futures.items():
                 out[sha] = fut.result()
     return out

@@ -79,14 +79,19 @@ class PythonEnv:
         }
 
 
-def _venv_layer(cache: Cache, venv: str, python: PythonLike, compression: Compression, system_site_packages: bool = False) -> Layer:
+def _venv_layer(
+    cache: Cache, venv: str, python: PythonLike, compression: Compression, system_site_packages: bool = False
+) -> Layer:
     parts: list[object] = ["python-venv", LAYOUT_VERSION, venv, python.executable, python.version]
     if system_site_packages:
         parts.append("system-site-packages")
     key = json.dumps(parts)
     return cached_layer(
-        cache, key, lambda: venv_entries(venv, python.executable, python.version, system_site_packages=system_site_packages),
-        compression=compression, comment=f"python venv {venv}" + (" (sees the base's site-packages)" if system_site_packages else ""),
+        cache,
+        key,
+        lambda: venv_entries(venv, python.executable, python.version, system_site_packages=system_site_packages),
+        compression=compression,
+        comment=f"python venv {venv}" + (" (sees the base's site-packages)" if system_site_packages else ""),
     )
 
 
@@ -156,14 +161,15 @@ def install_entries(
     pycs: list[Entry] = []
     if compiler is not None:
         sources = [
-            f.entry for f, _ in kept.values()
+            f.entry
+            for f, _ in kept.values()
             if f.entry.kind == "file" and f.rel.endswith(".py") and f.rel.startswith(site + "/")
         ]
         pycs = compile_sources(sorted(sources, key=lambda e: e.path), compiler, workdir)
     owner_of_source = {f.rel: wi for f, wi in kept.values()}
     pyc_by_dist: dict[int, list[tuple[str, Entry]]] = {}
     for e in pycs:
-        rel = e.path[len(prefix):]
+        rel = e.path[len(prefix) :]
         cache_dir, name = posixpath.split(rel)
         src = posixpath.join(posixpath.dirname(cache_dir), name.rsplit(".", 2)[0] + ".py")  # x.cpython-311.pyc
         owner = owner_of_source.get(src)
@@ -196,7 +202,12 @@ def install_entries(
         {k: (v[0], v[1]) for k, v in sorted(pruned_by_dist.items())},
         (len(pycs), sum(e.size for e in pycs)),
     )
-    info = {"distributions": distributions, "report": report.to_json(), "scripts": sorted(scripts), "overlaps": sorted(set(overlaps))}
+    info = {
+        "distributions": distributions,
+        "report": report.to_json(),
+        "scripts": sorted(scripts),
+        "overlaps": sorted(set(overlaps)),
+    }
     return entries, info
 
 
@@ -237,8 +248,13 @@ def python_layers(
 
     def group_layer(group: str, pkgs: list[LockedPackage]) -> tuple[Layer, dict[str, Any]]:
         key_data = {
-            "kind": "python-group", "layout": LAYOUT_VERSION, "group": group, "venv": venv, "python": py,
-            "files": [[p.key, p.version, p.sha256] for p in pkgs], "prune": prune.key(),
+            "kind": "python-group",
+            "layout": LAYOUT_VERSION,
+            "group": group,
+            "venv": venv,
+            "python": py,
+            "files": [[p.key, p.version, p.sha256] for p in pkgs],
+            "prune": prune.key(),
             "compiler": compiler.version if compiler is not None else None,
         }
         key = json.dumps(key_data, sort_keys=True)
@@ -257,15 +273,22 @@ def python_layers(
                     zf = stack.enter_context(zipfile.ZipFile(path))
                     installs.append(install_wheel(zf, filename, venv=venv, python_minor=py))
                 workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=cache.root / "tmp", prefix="pyc-")))
-                entries, info = install_entries(installs, venv=venv, site=site, prune=prune, compiler=compiler, workdir=workdir)
+                entries, info = install_entries(
+                    installs, venv=venv, site=site, prune=prune, compiler=compiler, workdir=workdir
+                )
                 built["info"] = info
                 if progress is not None:
                     progress(f"layer {group} for {platform}")
                 return entries
 
             layer = cached_layer(
-                cache, key, make, compression=compression,
-                comment=f"python {group}: " + ", ".join(f"{p.name}=={p.version}" for p in pkgs[:8]) + (" ..." if len(pkgs) > 8 else ""),
+                cache,
+                key,
+                make,
+                compression=compression,
+                comment=f"python {group}: "
+                + ", ".join(f"{p.name}=={p.version}" for p in pkgs[:8])
+                + (" ..." if len(pkgs) > 8 else ""),
             )
             info = built.get("info")
             if info is not None:
@@ -285,6 +308,11 @@ def python_layers(
         report = report.merged(PruneReport.from_json(info["report"]))
         scripts += info.get("scripts", [])
     return PythonEnv(
-        platform=platform, venv=venv, python=py, layers=tuple(layers), distributions=tuple(distributions),
-        report=report, scripts=tuple(sorted(set(scripts))),
+        platform=platform,
+        venv=venv,
+        python=py,
+        layers=tuple(layers),
+        distributions=tuple(distributions),
+        report=report,
+        scripts=tuple(sorted(set(scripts))),
     )

@@ -62,7 +62,9 @@ def host_python(minor: str) -> HostPython:
     path = out.stdout.decode().strip().splitlines()[-1]
     proc = subprocess.run(
         [path, "-c", "import json, sys; print(json.dumps([sys.version.split()[0], sys.implementation.cache_tag]))"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     version, _tag = json.loads(proc.stdout)
     return HostPython(str(Path(path)), version)

@@ -163,14 +163,21 @@ def read_lock(path: Path) -> Lock:
                 is_sdist = "sdist" in p
                 pkgs.append(
                     LockedPackage(
-                        name=p["name"], version=p["version"], filename=p["sdist" if is_sdist else "wheel"],
-                        url=p["url"], sha256=p["sha256"], size=p.get("size"), sdist=is_sdist,
+                        name=p["name"],
+                        version=p["version"],
+                        filename=p["sdist" if is_sdist else "wheel"],
+                        url=p["url"],
+                        sha256=p["sha256"],
+                        size=p.get("size"),
+                        sdist=is_sdist,
                     )
                 )
             targets.append(LockedTarget(Platform.parse(t["platform"]), t["python-platform"], tuple(pkgs)))
         return Lock(path, str(data["python"]), str(data["glibc"]), str(data["inputs"]), tuple(targets))
     except (tomllib.TOMLDecodeError, KeyError, TypeError) as exc:
-        raise ConfigError(f"{path.name} is damaged ({exc})", "restore it from version control, or delete it to lock again") from exc
+        raise ConfigError(
+            f"{path.name} is damaged ({exc})", "restore it from version control, or delete it to lock again"
+        ) from exc
 
 
 def input_hash(
@@ -246,7 +253,9 @@ def lock_project(
                 f"run the build without --locked to update it, then commit {path.name}",
             )
     elif locked:
-        raise ConfigError(f"--locked, but the project has no {path.name}", f"build once without --locked and commit {path.name}")
+        raise ConfigError(
+            f"--locked, but the project has no {path.name}", f"build once without --locked and commit {path.name}"
+        )
 
     # Keep platforms the lock already covers (it stays one file for every target of the project).
     targets_wanted = sorted(set(want) | set(existing.platforms if existing is not None else ()))
@@ -258,8 +267,16 @@ def lock_project(
             progress(f"lock {plat}")
         prefs = previous[plat].packages if plat in previous else preferred
         target = resolve_platform(
-            project, plat, py, cache, glibc=glibc, extra_requirements=extra_requirements,
-            constraints=constraints, preferences=prefs, index=index, installed_wheels=installed_wheels,
+            project,
+            plat,
+            py,
+            cache,
+            glibc=glibc,
+            extra_requirements=extra_requirements,
+            constraints=constraints,
+            preferences=prefs,
+            index=index,
+            installed_wheels=installed_wheels,
         )
         targets.append(target)
         preferred = preferred or target.packages
@@ -298,9 +315,18 @@ def resolve_platform(
         body += [*project.requirements, *extra_requirements]
         req_in.write_text("\n".join(body) + "\n")
         args: list[str] = [
-            "pip", "compile", str(req_in), *map(str, project.uv_project_files),
-            "--python-platform", target, "--python-version", python,
-            "--output-file", str(tmp / "pylock.toml"), "--quiet", "--no-header",
+            "pip",
+            "compile",
+            str(req_in),
+            *map(str, project.uv_project_files),
+            "--python-platform",
+            target,
+            "--python-version",
+            python,
+            "--output-file",
+            str(tmp / "pylock.toml"),
+            "--quiet",
+            "--no-header",
         ]
         for e in project.extras if project.uv_project_files else ():
             args += ["--extra", e]
@@ -325,17 +351,24 @@ def resolve_platform(
     return LockedTarget(platform, target, tuple(sorted(packages, key=lambda p: p.key)))
 
 
-_NO_WHEEL_RE = re.compile(r"Because (?:only )?([A-Za-z0-9_.\-]+)(?:[<>=!~][^ ]*)? (?:\S+ )?has no wheels with a matching platform tag")
+_NO_WHEEL_RE = re.compile(
+    r"Because (?:only )?([A-Za-z0-9_.\-]+)(?:[<>=!~][^ ]*)? (?:\S+ )?has no wheels with a matching platform tag"
+)
 
 
 def _resolve_error(explanation: str, platform: Platform, python: str) -> ResolveError:
-    m = _NO_WHEEL_RE.search(explanation) or re.search(r"([A-Za-z0-9_.\-]+)(?:==\S+)? has no wheels with a matching", explanation)
+    m = _NO_WHEEL_RE.search(explanation) or re.search(
+        r"([A-Za-z0-9_.\-]+)(?:==\S+)? has no wheels with a matching", explanation
+    )
     if m:
         return NoWheelError(
             f"{m.group(1)} has no wheel for {platform} (Python {python}): {explanation}",
             f"choose a version of {m.group(1)} that ships one, or drop {platform} from the platforms",
         )
-    if "not found in the package registry" in explanation or "was not found in the provided package locations" in explanation:
+    if (
+        "not found in the package registry" in explanation
+        or "was not found in the provided package locations" in explanation
+    ):
         return ResolveError(
             f"cannot resolve the Python requirements for {platform}: {explanation}",
             "check the package name (a conda-only name in environment.yml needs a PyPI equivalent)",
@@ -385,7 +418,10 @@ def _choose_files(
             url, sha, size, fname = wheels[best]
             chosen = LockedPackage(name, version, fname, url, sha, size)
         else:
-            sdist = pkg.get("sdist") or next(({"url": f[0], "hashes": {"sha256": f[1]}, "size": f[2]} for f in files if not f[3].endswith(".whl")), None)
+            sdist = pkg.get("sdist") or next(
+                ({"url": f[0], "hashes": {"sha256": f[1]}, "size": f[2]} for f in files if not f[3].endswith(".whl")),
+                None,
+            )
             if sdist is None:
                 raise NoWheelError(
                     f"{name} {version} has no wheel for {platform} (Python {python}) and no source distribution",

@@ -80,6 +80,10 @@ def install_project(
             else:
                 out.append(e)
     return ProjectInstall(
-        name=wi.name, version=wi.version, wheel=built.filename, entries=tuple(out),
-        scripts=tuple(info["scripts"]), report=PruneReport.from_json(info["report"]),
+        name=wi.name,
+        version=wi.version,
+        wheel=built.filename,
+        entries=tuple(out),
+        scripts=tuple(info["scripts"]),
+        report=PruneReport.from_json(info["report"]),
     )

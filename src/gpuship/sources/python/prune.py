@@ -22,10 +22,42 @@ Bytecode = Literal["unchecked-hash", "none"]
 
 #: Packages that compile C/C++/CUDA at run time and read their own headers, archives or .pxd files.
 JIT_PACKAGES = (
-    "nvidia", "cuda", "cuda_bindings", "cuda_core", "torch", "triton", "cupy", "cupy_backends", "cupyx", "numba",
-    "numba_cuda", "jax", "jaxlib", "jax_plugins", "cffi", "Cython", "pyximport", "pybind11", "pycuda", "warp",
-    "flashinfer", "deep_gemm", "tilelang", "tvm", "tvm_ffi", "pytensor", "theano", "cutlass", "cutlass_library",
-    "cuda_python", "nvmath", "cuequivariance", "torch_tensorrt", "tensorrt_llm", "apex", "transformer_engine",
+    "nvidia",
+    "cuda",
+    "cuda_bindings",
+    "cuda_core",
+    "torch",
+    "triton",
+    "cupy",
+    "cupy_backends",
+    "cupyx",
+    "numba",
+    "numba_cuda",
+    "jax",
+    "jaxlib",
+    "jax_plugins",
+    "cffi",
+    "Cython",
+    "pyximport",
+    "pybind11",
+    "pycuda",
+    "warp",
+    "flashinfer",
+    "deep_gemm",
+    "tilelang",
+    "tvm",
+    "tvm_ffi",
+    "pytensor",
+    "theano",
+    "cutlass",
+    "cutlass_library",
+    "cuda_python",
+    "nvmath",
+    "cuequivariance",
+    "torch_tensorrt",
+    "tensorrt_llm",
+    "apex",
+    "transformer_engine",
 )
 _JIT_KEEP = tuple(f"/{p}/" for p in JIT_PACKAGES)
 
@@ -64,7 +96,9 @@ def _spec(patterns: Iterable[str]) -> pathspec.PathSpec:
     try:
         return pathspec.PathSpec.from_lines("gitignore", list(patterns))
     except Exception as exc:  # pathspec raises a few types for a bad pattern
-        raise ConfigError(f"bad prune pattern: {exc}", "patterns use .gitignore syntax, e.g. 'mypkg/data/' or '*.h'") from exc
+        raise ConfigError(
+            f"bad prune pattern: {exc}", "patterns use .gitignore syntax, e.g. 'mypkg/data/' or '*.h'"
+        ) from exc
 
 
 @dataclass(frozen=True)
@@ -89,7 +123,8 @@ class PruneRules:
             "keep": list(self.keep),
             "drop": list(self.drop),
             "defaults": [[r.category, list(r.drop), list(r.unless)] for r in DEFAULT_RULES + VENV_RULES]
-            if self.defaults else [],
+            if self.defaults
+            else [],
             "bytecode": self.bytecode,
         }
 

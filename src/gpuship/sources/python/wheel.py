@@ -102,7 +102,9 @@ def launcher(python: str, target: str) -> bytes:
     if not module or not attr:
         raise IntegrityError(f"entry point {target!r} is not 'module:function'")
     import_name = attr.split(".")[0]
-    return SCRIPT_TEMPLATE.format(python=python, module=module.strip(), import_name=import_name, func=attr.strip()).encode()
+    return SCRIPT_TEMPLATE.format(
+        python=python, module=module.strip(), import_name=import_name, func=attr.strip()
+    ).encode()
 
 
 def install_wheel(
@@ -166,7 +168,7 @@ def install_wheel(
                 data = zf.read(info)
                 m = re.match(rb"^#!python(w)?[^\S\r\n]*(\r?\n)", data)
                 if m:
-                    data = f"#!{python}".encode() + m.group(2) + data[m.end():]
+                    data = f"#!{python}".encode() + m.group(2) + data[m.end() :]
                     rec = ""
                 add(clean_path(f"bin/{rest}"), 0o755, None, data, rec)
                 result.scripts.append(posixpath.basename(rest))
