@@ -22,7 +22,7 @@ from typing import Any, BinaryIO
 
 import zstandard
 
-from ..oci.entry import OPAQUE_WHITEOUT, WHITEOUT_PREFIX, clean_path
+from ..oci.entry import clean_path, is_whiteout_meta, whiteout_of
 from ..oci.image import Image
 from ..oci.layer import Layer
 from .cudalib import CudaLibrary, is_elf, read_cuda_library
@@ -264,11 +264,11 @@ def _scan_layer(index: int, layer: Layer) -> _LayerScan:
     scan = _LayerScan()
     compressor = zstandard.ZstdCompressor(level=ESTIMATE_LEVEL)
     for entry, fh in layer.entries():
-        name = posixpath.basename(entry.path)
-        if entry.kind == "file" and name == OPAQUE_WHITEOUT:
-            scan.opaque.append(posixpath.dirname(entry.path))
-        elif entry.kind == "file" and name.startswith(WHITEOUT_PREFIX):
-            scan.whiteouts.append(posixpath.join(posixpath.dirname(entry.path), name[len(WHITEOUT_PREFIX) :]))
+        whiteout = whiteout_of(entry.path) if entry.kind == "file" else None
+        if entry.kind == "file" and is_whiteout_meta(entry.path):
+            continue
+        if whiteout is not None:
+            (scan.opaque if whiteout[1] else scan.whiteouts).append(whiteout[0])
         elif entry.kind == "file" and fh is not None:
             _scan_file(index, entry.path, entry.size, fh, scan, compressor)
         elif entry.kind == "hardlink":

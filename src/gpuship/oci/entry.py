@@ -20,6 +20,8 @@ EntryKind = Literal["file", "dir", "symlink", "hardlink"]
 #: OCI whiteout prefixes (image-spec layer.md).
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_WHITEOUT = ".wh..wh..opq"
+#: Names under this prefix are reserved for whiteout metadata; only the opaque marker has a meaning.
+WHITEOUT_META_PREFIX = ".wh..wh."
 
 
 def clean_path(path: str) -> str:
@@ -128,16 +130,47 @@ def rebase_through_links(path: str, links: dict[str, str]) -> str:
     raise IntegrityError(f"symlink loop while resolving {path!r}")
 
 
+def whiteout_of(path: str) -> tuple[str, bool] | None:
+    """What the layer entry at ``path`` (a cleaned path) whites out: ``(hidden, opaque)``, or None if it is not a
+    whiteout.
+
+    ``dir/.wh.name`` hides ``dir/name`` (``opaque`` False); ``dir/.wh..wh..opq`` hides the contents of ``dir``
+    (``hidden`` is ``dir``, ``opaque`` True). The name after ``.wh.`` must be a plain name in the same directory:
+    ``.wh.`` alone, ``.wh..`` and ``.wh...`` would hide the directory itself or its parent, so they are refused
+    (an :class:`IntegrityError`), never applied. Other ``.wh..wh.*`` names are whiteout metadata (aufs'
+    ``.wh..wh.plnk``): they hide nothing and are skipped, as containerd and Docker do.
+    """
+    head, name = posixpath.split(path)
+    if not name.startswith(WHITEOUT_PREFIX):
+        return None
+    if name == OPAQUE_WHITEOUT:
+        return head, True
+    if name.startswith(WHITEOUT_META_PREFIX):
+        return None
+    hidden = name[len(WHITEOUT_PREFIX) :]
+    if hidden in ("", ".", "..") or "/" in hidden:
+        raise IntegrityError(
+            f"layer entry /{path} is a whiteout of {hidden!r}, which is not a name inside its directory",
+            "the layer is malformed or hostile; refusing it",
+        )
+    return posixpath.join(head, hidden), False
+
+
+def is_whiteout_meta(path: str) -> bool:
+    """Whether ``path`` is whiteout metadata that is neither a file nor a whiteout (``.wh..wh.plnk``)."""
+    name = posixpath.basename(path)
+    return name.startswith(WHITEOUT_META_PREFIX) and name != OPAQUE_WHITEOUT
+
+
 def apply_whiteout(path: str, below: dict[str, Any]) -> bool:
     """If ``path`` is a whiteout (``.wh.<name>`` or the opaque ``.wh..wh..opq``), drop what it hides from
     ``below`` (the paths of the layers underneath, as keys) and return True; else return False."""
-    head, name = posixpath.split(path)
-    if name == OPAQUE_WHITEOUT:
-        hidden, keep_self = head, True
-    elif name.startswith(WHITEOUT_PREFIX):
-        hidden, keep_self = posixpath.join(head, name[len(WHITEOUT_PREFIX) :]), False
-    else:
+    if is_whiteout_meta(path):
+        return True
+    found = whiteout_of(path)
+    if found is None:
         return False
+    hidden, keep_self = found
     prefix = hidden + "/"
     for key in [k for k in below if k.startswith(prefix) or (not keep_self and k == hidden)]:
         del below[key]

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import GpushipError, IntegrityError
-from .entry import OPAQUE_WHITEOUT, WHITEOUT_PREFIX, Entry
+from .entry import Entry, is_whiteout_meta, whiteout_of
 from .image import Image, Index
 from .layer import Layer
 from .tarball import CHUNK, source_date_epoch
@@ -152,16 +152,18 @@ class _Applier:
         self._created.clear()
 
     def apply(self, entry: Entry, reader: BinaryIO | None) -> None:
-        parent, name = posixpath.split(entry.path)
-        if name == OPAQUE_WHITEOUT:
-            self.counts["whiteouts"] += 1
-            real_dir = self.resolve_dir(parent)
-            assert real_dir is not None
-            self._clear_lower(real_dir)
+        if is_whiteout_meta(entry.path):
             return
-        if name.startswith(WHITEOUT_PREFIX):
+        whiteout = whiteout_of(entry.path)
+        if whiteout is not None:
             self.counts["whiteouts"] += 1
-            split = self._split(posixpath.join(parent, name[len(WHITEOUT_PREFIX) :]), create=False)
+            hidden, opaque = whiteout
+            if opaque:
+                real_dir = self.resolve_dir(hidden)
+                assert real_dir is not None
+                self._clear_lower(real_dir)
+                return
+            split = self._split(hidden, create=False)
             if split is not None:
                 real = posixpath.join(*split) if split[0] else split[1]
                 if real not in self._created:

@@ -25,7 +25,7 @@ from typing import Any
 
 from ..cache import Cache
 from ..errors import GpushipError
-from ..oci.entry import OPAQUE_WHITEOUT, WHITEOUT_PREFIX, Entry
+from ..oci.entry import Entry, is_whiteout_meta, whiteout_of
 from ..oci.image import History, Image
 from ..oci.layer import Layer, cached_layer
 from ..run.rootfs import unpacked_rootfs
@@ -385,12 +385,15 @@ def rewrite_layers(
         dir_entries: list[tuple[Entry, str, bool]] = []
         files_before = files_after = bytes_before = bytes_after = shadowed = 0
         for entry, _reader in layer.entries():
-            parent, name = posixpath.split(entry.path)
-            if name == OPAQUE_WHITEOUT:
-                mine.opaque.add(reals.real(entry.path).rpartition("/")[0] if parent else "")
+            if is_whiteout_meta(entry.path):
                 continue
-            if name.startswith(WHITEOUT_PREFIX):
-                mine.whiteout.add(reals.real(posixpath.join(parent, name[len(WHITEOUT_PREFIX) :])))
+            whiteout = whiteout_of(entry.path)
+            if whiteout is not None:
+                hidden_path, opaque = whiteout
+                if opaque:
+                    mine.opaque.add(reals.real(entry.path).rpartition("/")[0] if hidden_path else "")
+                else:
+                    mine.whiteout.add(reals.real(hidden_path))
                 continue
             real = reals.real(entry.path)
             hidden = cover.hides(real)
