@@ -33,7 +33,8 @@ from .oci import (
 from .parallel import parallel_map
 from .plan import BuildOptions, BuildPlan, make_plan
 from .project.entrypoint import VENV, choose_entrypoint
-from .sources.app import AppFiles, app_layer, select_app_files
+from .sources.app import app_layer, select_app_files
+from .sources.models import ModelSet, build_models, mounts_label
 
 #: progress(message) for a step; progress(message, done, total) for bytes moved
 Progress = Callable[..., None]
@@ -72,6 +73,7 @@ class BuildResult:
     seconds: float
     outputs: tuple[str, ...] = ()
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    models: ModelSet | None = None
 
     @property
     def digest(self) -> str:
@@ -89,6 +91,7 @@ class BuildResult:
             "gpu": (gpu.explain() if gpu is not None and getattr(gpu, "is_gpu", False) else None),
             "secrets_skipped": list(self.secrets_skipped),
             "warnings": list(self.warnings),
+            "models": [m.to_json() for m in self.models.records] if self.models else [],
             "platforms": [
                 {
                     "platform": str(p.platform),
@@ -124,7 +127,9 @@ def _say(progress: Progress | None, msg: str) -> None:
         progress(msg)
 
 
-def image_env(plan: BuildPlan, base_config: ImageConfig) -> dict[str, str]:
+def image_env(plan: BuildPlan, base_config: ImageConfig, models: bool = False) -> dict[str, str]:
+    """The image's environment: the base's, the venv, the GPU plan's, with ``models`` the model variables
+    (mount paths, the hub cache), and the project's own ``env`` last."""
     env = base_config.env_dict()
     path = env.get("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
     env.update(
@@ -135,6 +140,8 @@ def image_env(plan: BuildPlan, base_config: ImageConfig) -> dict[str, str]:
     )
     if plan.gpu is not None and getattr(plan.gpu, "is_gpu", False):
         env.update(plan.gpu.env)
+    if models:
+        env.update(plan.config.models.env())
     env.update(plan.config.env)
     return env
 
@@ -156,6 +163,16 @@ def build(options: BuildOptions, *, cache: Cache | None = None, progress: Progre
     for w in warnings:
         _say(progress, f"warning: {w}")
 
+    models = build_models(
+        options.project_dir.resolve(),
+        app,
+        plan.config.models,
+        plan.config.workdir,
+        cache,
+        compression=plan.compression,  # type: ignore[arg-type]
+        project_files=not options.dev,
+        progress=progress,
+    )
     runtime = _function_runtime(plan)
     extra_reqs = tuple(runtime.requirements) if runtime else ()
     _say(progress, "locking dependencies")
@@ -163,7 +180,7 @@ def build(options: BuildOptions, *, cache: Cache | None = None, progress: Progre
 
     results: list[PlatformResult] = []
     for platform in plan.platforms:
-        results.append(_build_platform(plan, platform, lock, app, runtime, cache, progress))
+        results.append(_build_platform(plan, platform, lock, models, runtime, cache, progress))
 
     images = [r.image for r in results]
     result: Image | Index = images[0] if len(images) == 1 else make_index(images)
@@ -176,7 +193,14 @@ def build(options: BuildOptions, *, cache: Cache | None = None, progress: Progre
             write_output(result, target.strip(), tag=plan.tag)
             outputs.append(target.strip())
     br = BuildResult(
-        plan, result, tuple(results), app.secrets_skipped, time.monotonic() - started, tuple(outputs), tuple(warnings)
+        plan,
+        result,
+        tuple(results),
+        app.secrets_skipped,
+        time.monotonic() - started,
+        tuple(outputs),
+        tuple(warnings),
+        models,
     )
     if options.report:
         write_report(br, options.report)
@@ -323,7 +347,7 @@ def _build_platform(
     plan: BuildPlan,
     platform: Platform,
     lock: Any,
-    app: AppFiles,
+    models: ModelSet,
     runtime: _Runtime | None,
     cache: Cache,
     progress: Progress | None,
@@ -333,6 +357,7 @@ def _build_platform(
 
     compression = plan.compression
     cfg = plan.config
+    app = models.app
     _say(progress, f"[{platform}] installing the Python environment")
     rbase = plan.registry_bases.get(platform)  # None: a Debian profile base
     python = rbase.python if rbase is not None else PROFILES[plan.base].python_info()
@@ -439,7 +464,7 @@ def _build_platform(
         cfg.entrypoint, getattr(plan.project, "scripts", {}) or {}, app.files, runtime_argv=runtime_argv
     )
     config = ImageConfig(
-        env=tuple(f"{k}={v}" for k, v in image_env(plan, base.config).items()),
+        env=tuple(f"{k}={v}" for k, v in image_env(plan, base.config, models=True).items()),
         entrypoint=entrypoint,
         cmd=cfg.cmd,
         working_dir=cfg.workdir,
@@ -448,6 +473,7 @@ def _build_platform(
             **base.config.labels,
             **plan.labels,
             **(plan.gpu.labels if plan.gpu is not None and getattr(plan.gpu, "is_gpu", False) else {}),
+            **mounts_label(models.mounts),
         },
         exposed_ports=cfg.ports,
     )
@@ -456,9 +482,14 @@ def _build_platform(
     else:
         image = empty_image(platform, config)
         image = append_layers(image, base.layers, created_by="gpuship: debian base")
+    # the models sit below the app layer: a code edit leaves their digests (and the chain IDs engines key on) alone
+    at = len(upper) - 1 if upper and upper[-1][0] in ("app", "editable") else len(upper)
+    upper = upper[:at] + [("model", m.layer) for m in models.layers] + upper[at:]
     groups = [("base", l) for l in base.layers] + env_layers + upper
     image = append_layers(image, [l for _, l in env_layers], created_by="gpuship: python environment")
-    image = append_layers(image, [l for _, l in upper], created_by="gpuship: app")
+    image = append_layers(image, [layer for _, layer in upper[:at]], created_by="gpuship: app")
+    image = append_layers(image, [m.layer for m in models.layers], created_by="gpuship: model")
+    image = append_layers(image, [layer for _, layer in upper[at + len(models.layers) :]], created_by="gpuship: app")
     rows = tuple(LayerRow(g, l.digest, l.size, l.uncompressed_size, l.reused, l.comment) for g, l in groups)
     return PlatformResult(
         platform,
@@ -509,8 +540,25 @@ def write_report(result: BuildResult, path: Path) -> None:
     for p in result.platforms:
         comps += [Component("deb", n, v, a) for n, v, a in p.debian_packages]
         comps += [Component("pypi", n, v) for n, v in p.python_distributions]
+    comps += model_components(result.models)
     sbom = path.with_name(path.name.removesuffix(".json") + ".spdx.json")
     write_spdx(sbom, result.plan.tag, result.digest, comps)
+
+
+def model_components(models: ModelSet | None) -> list[Any]:
+    """The SBOM's model entries: a hub repository at its revision, a fetched file and a project weight file with
+    its sha256 (a project model directory is named without one)."""
+    from .sbom import Component
+
+    comps = []
+    for m in models.records if models else ():
+        if m.kind == "hf":
+            comps.append(Component("huggingface", m.name, m.version))
+        elif m.kind == "url":
+            comps.append(Component("generic", m.name.rsplit("/", 1)[-1], m.version, sha256=m.version, download=m.name))
+        elif m.kind == "project":
+            comps.append(Component("generic", m.name, m.version or "dir", sha256=m.version))
+    return comps
 
 
 def layer_table_rows(result: BuildResult) -> Sequence[tuple[str, ...]]:

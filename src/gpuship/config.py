@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import difflib
 import os
+import posixpath
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from .errors import ConfigError
 
@@ -39,6 +42,8 @@ KNOWN_KEYS = {
     "extra-index-url": "additional Python package indexes",
     "find-links": "directories or pages of wheels to use besides the index",
     "replace-base-packages": "Python packages of a registry base image the project may install over (default: none)",
+    "models": "model files: project globs ('!' takes away), hf://ORG/NAME@REVISION, https://...#sha256=..., or "
+    "{ mount = '/models/NAME' } for weights mounted at run time (docs/models.md)",
 }
 
 DEFAULT_USER = "65532:65532"
@@ -88,6 +93,213 @@ class Entrypoint:
         raise ConfigError('[tool.gpuship] entrypoint must be a list, a string, or { function = "pkg.module:func" }')
 
 
+#: Project files taken for model weights unless ``[tool.gpuship] models`` says otherwise (gitignore syntax).
+MODEL_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.ckpt", "*.gguf", "*.onnx")
+#: Where fetched models go in the image: the Hugging Face hub cache (``HF_HUB_CACHE``), and plain files.
+HF_HUB_DIR = "/opt/huggingface/hub"
+MODELS_DIR = "/opt/models"
+_HEX40 = re.compile(r"[0-9a-f]{40}")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_REPO = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?")
+_NAME = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
+_ENV = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _image_path(value: Any, workdir: str, what: str) -> str:
+    """An absolute path in the image: as given, or relative to the workdir."""
+    text = str(value).strip()
+    if not text or ".." in text.split("/"):
+        raise ConfigError(f"[tool.gpuship] models: {what} path {text!r} is not a usable path", "e.g. /opt/models/NAME")
+    return posixpath.normpath(text if text.startswith("/") else posixpath.join(workdir, text))
+
+
+@dataclass(frozen=True)
+class HubModel:
+    """``hf://ORG/NAME@REVISION``: a Hugging Face model repository at a pinned commit, fetched at build time."""
+
+    repo: str
+    revision: str
+    #: file patterns to fetch (fnmatch, as huggingface_hub's allow_patterns); empty: every file
+    files: tuple[str, ...] = ()
+    #: "" = the hub cache layout under :data:`HF_HUB_DIR` (``from_pretrained`` finds it offline); else a plain
+    #: directory in the image holding the files
+    path: str = ""
+
+    @property
+    def ref(self) -> str:
+        return f"hf://{self.repo}@{self.revision}"
+
+    @classmethod
+    def parse(cls, text: str, files: tuple[str, ...] = (), path: str = "") -> HubModel:
+        body = text.removeprefix("hf://")
+        repo, sep, revision = body.partition("@")
+        if not _REPO.fullmatch(repo):
+            raise ConfigError(f"[tool.gpuship] models: {text!r} is not hf://ORG/NAME@REVISION")
+        if not sep or not _HEX40.fullmatch(revision):
+            raise ConfigError(
+                f"[tool.gpuship] models: {text!r} needs a pinned revision",
+                f"write hf://{repo}@<the 40-hex commit id> (the model page's 'Files and versions' history shows it)",
+            )
+        return cls(repo, revision, files, path)
+
+
+@dataclass(frozen=True)
+class UrlModel:
+    """``https://HOST/PATH#sha256=HEX``: one file, fetched at build time and checked against its hash."""
+
+    url: str  # without the fragment
+    sha256: str
+    path: str  # where in the image
+
+    @classmethod
+    def parse(cls, text: str, workdir: str, path: str = "", sha256: str = "") -> UrlModel:
+        url, _, fragment = text.partition("#")
+        parts = urlsplit(url)
+        if parts.scheme not in ("https", "http") or not parts.hostname or not parts.path.strip("/"):
+            raise ConfigError(f"[tool.gpuship] models: {redact_url(url)!r} is not an https://HOST/PATH URL")
+        if fragment.startswith("sha256="):
+            sha256 = sha256 or fragment.removeprefix("sha256=")
+        sha256 = sha256.lower()
+        if not _HEX64.fullmatch(sha256):
+            raise ConfigError(
+                f"[tool.gpuship] models: {redact_url(url)} has no #sha256= of 64 hex digits",
+                "add the file's hash: URL#sha256=$(sha256sum FILE)",
+            )
+        name = posixpath.basename(parts.path.rstrip("/"))
+        dest = _image_path(path, workdir, "url") if path else f"{MODELS_DIR}/{name}"
+        return cls(url, sha256, dest)
+
+
+@dataclass(frozen=True)
+class MountedModel:
+    """Weights kept outside the image (shared storage), mounted at ``path`` at run time."""
+
+    name: str
+    path: str
+    env: str  # set to ``path`` in the image
+    host: str = ""  # default host directory: bind mount (compose, slurm, run) or hostPath (k8s)
+    claim: str = ""  # default PersistentVolumeClaim (k8s)
+
+    def to_json(self) -> dict[str, str]:
+        d = {"name": self.name, "path": self.path, "env": self.env}
+        d.update({k: v for k, v in (("host", self.host), ("claim", self.claim)) if v})
+        return d
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> MountedModel:
+        return cls(str(d["name"]), str(d["path"]), str(d["env"]), str(d.get("host", "")), str(d.get("claim", "")))
+
+
+_TABLE_KEYS = {
+    "hf": "a Hugging Face model: hf://ORG/NAME@REVISION",
+    "files": "hf: which files of the repository (patterns; default all)",
+    "url": "a file to fetch: https://HOST/PATH#sha256=HEX",
+    "sha256": "url: the file's SHA-256 (instead of #sha256= in the URL)",
+    "path": "where the fetched model goes in the image",
+    "mount": "mounted at run time at this path in the image",
+    "name": "mount: the model's name (deploy --model NAME=SOURCE)",
+    "env": "mount: the variable set to the mount path (default GPUSHIP_MODEL_<NAME>)",
+    "host": "mount: default host directory (bind mount, hostPath)",
+    "claim": "mount: default PersistentVolumeClaim (Kubernetes)",
+}
+
+
+@dataclass(frozen=True)
+class ModelsConfig:
+    """``[tool.gpuship] models``: which project files are model weights, what to fetch, what is mounted."""
+
+    #: gitignore-style patterns after :data:`MODEL_PATTERNS` (last match wins; ``!PATTERN`` takes away)
+    patterns: tuple[str, ...] = ()
+    hub: tuple[HubModel, ...] = ()
+    urls: tuple[UrlModel, ...] = ()
+    mounts: tuple[MountedModel, ...] = ()
+
+    @classmethod
+    def parse(cls, value: Any, workdir: str = DEFAULT_WORKDIR) -> ModelsConfig:
+        if value is None:
+            return cls()
+        if not isinstance(value, list):
+            raise ConfigError(
+                "[tool.gpuship] models must be a list", 'e.g. models = ["weights/", "hf://ORG/NAME@REVISION"]'
+            )
+        patterns: list[str] = []
+        hub: list[HubModel] = []
+        urls: list[UrlModel] = []
+        mounts: list[MountedModel] = []
+        for item in value:
+            if isinstance(item, str) and item.startswith("hf://"):
+                hub.append(HubModel.parse(item))
+            elif isinstance(item, str) and item.startswith(("https://", "http://")):
+                urls.append(UrlModel.parse(item, workdir))
+            elif isinstance(item, str) and item.strip():
+                patterns.append(item.strip())
+            elif isinstance(item, dict):
+                _check_keys(item, _TABLE_KEYS, "a [tool.gpuship] models table")
+                kinds = [k for k in ("hf", "url", "mount") if k in item]
+                if len(kinds) != 1:
+                    raise ConfigError(
+                        "[tool.gpuship] models: each table needs exactly one of hf, url or mount",
+                        'e.g. { mount = "/models/llama" }',
+                    )
+                if kinds == ["hf"]:
+                    path = _image_path(item["path"], workdir, "hf") if "path" in item else ""
+                    hub.append(HubModel.parse(str(item["hf"]), _str_list(item.get("files"), "models files"), path))
+                elif kinds == ["url"]:
+                    urls.append(
+                        UrlModel.parse(str(item["url"]), workdir, str(item.get("path", "")), item.get("sha256", ""))
+                    )
+                else:
+                    mounts.append(_mounted(item))
+            else:
+                raise ConfigError(f"[tool.gpuship] models: {item!r} is not a path, a reference or a table")
+        _unique([m.name for m in mounts], "mount name")
+        _unique([m.path for m in mounts] + [u.path for u in urls] + [h.path for h in hub if h.path], "model path")
+        return cls(tuple(patterns), tuple(hub), tuple(urls), tuple(mounts))
+
+    def env(self) -> dict[str, str]:
+        """What the image's environment gets: each mount's variable, and the hub cache for hub models."""
+        env = {m.env: m.path for m in self.mounts}
+        if any(not h.path for h in self.hub):
+            env.update(HF_HUB_CACHE=HF_HUB_DIR, HF_HUB_OFFLINE="1")
+        return env
+
+
+def _mounted(item: Mapping[str, Any]) -> MountedModel:
+    path = str(item["mount"])
+    if not path.startswith("/") or posixpath.normpath(path) == "/" or ".." in path.split("/"):
+        raise ConfigError(f"[tool.gpuship] models: mount {path!r} must be an absolute directory", "e.g. /models/llama")
+    path = posixpath.normpath(path)
+    name = str(item.get("name") or posixpath.basename(path)).lower().replace("_", "-")
+    if not _NAME.fullmatch(name):
+        raise ConfigError(
+            f"[tool.gpuship] models: mount name {name!r} is not usable", "use lowercase letters, digits, '-'"
+        )
+    env = str(item.get("env") or "GPUSHIP_MODEL_" + name.upper().replace("-", "_"))
+    if not _ENV.fullmatch(env):
+        raise ConfigError(f"[tool.gpuship] models: env {env!r} is not a variable name", "e.g. MODEL_DIR")
+    host = str(item.get("host", ""))
+    if host and not host.startswith("/"):
+        raise ConfigError(f"[tool.gpuship] models: host {host!r} must be an absolute path")
+    return MountedModel(name, path, env, host, str(item.get("claim", "")))
+
+
+def _unique(values: list[str], what: str) -> None:
+    seen = set()
+    for v in values:
+        if v in seen:
+            raise ConfigError(f"[tool.gpuship] models: the {what} {v!r} is given twice")
+        seen.add(v)
+
+
+def redact_url(url: str) -> str:
+    """``url`` without user, password and query (where tokens and signatures live): safe for reports and logs."""
+    parts = urlsplit(url.partition("#")[0])
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
 @dataclass(frozen=True)
 class GpushipConfig:
     base: str = "debian-bookworm"
@@ -114,6 +326,7 @@ class GpushipConfig:
     extra_index_urls: tuple[str, ...] = ()
     find_links: tuple[str, ...] = ()
     replace_base_packages: tuple[str, ...] = ()
+    models: ModelsConfig = field(default_factory=lambda: ModelsConfig())
 
     @classmethod
     def from_table(cls, table: Mapping[str, Any] | None) -> GpushipConfig:
@@ -167,6 +380,7 @@ class GpushipConfig:
             extra_index_urls=_str_list(extra_idx, "extra-index-url"),
             find_links=_str_list(table.get("find-links"), "find-links"),
             replace_base_packages=_str_list(table.get("replace-base-packages"), "replace-base-packages"),
+            models=ModelsConfig.parse(table.get("models"), workdir),
         )
 
     def debian_mirror(self) -> str | None:

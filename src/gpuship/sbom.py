@@ -1,5 +1,6 @@
-"""An SPDX 2.3 JSON SBOM for a built image: Debian packages (from the dpkg status) and Python distributions
-(from their dist-info), each with a package URL. Deterministic: the same image gives the same document."""
+"""An SPDX 2.3 JSON SBOM for a built image: Debian packages (from the dpkg status), Python distributions
+(from their dist-info) and model files (Hugging Face repositories at their revision, fetched files and the
+project's weights with their SHA-256), each with a package URL. Deterministic: the same image gives the same document."""
 
 from __future__ import annotations
 
@@ -8,22 +9,32 @@ import re
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
+from urllib.parse import quote
 
 from . import __version__
 
 
 @dataclass(frozen=True, order=True)
 class Component:
-    ecosystem: str  # "deb" or "pypi"
+    ecosystem: str  # "deb", "pypi", "huggingface" or "generic" (a model file)
     name: str
     version: str
     arch: str = ""
+    #: generic: the file's sha256 (hex) and where it was fetched from (a redacted URL: no user, password, query)
+    sha256: str = ""
+    download: str = ""
 
     @property
     def purl(self) -> str:
         if self.ecosystem == "deb":
             q = f"?arch={self.arch}" if self.arch else ""
             return f"pkg:deb/debian/{self.name}@{self.version}{q}"
+        if self.ecosystem == "huggingface":
+            return f"pkg:huggingface/{quote(self.name, safe='/')}@{self.version}"
+        if self.ecosystem == "generic":
+            qs = [f"checksum=sha256:{self.sha256}"] if self.sha256 else []
+            qs += [f"download_url={quote(self.download, safe='')}"] if self.download else []
+            return f"pkg:generic/{quote(self.name, safe='')}" + (f"?{'&'.join(qs)}" if qs else "")
         return f"pkg:pypi/{re.sub(r'[-_.]+', '-', self.name).lower()}@{self.version}"
 
 
@@ -43,6 +54,7 @@ def spdx_document(name: str, image_digest: str, components: Iterable[Component])
             "licenseDeclared": "NOASSERTION",
             "copyrightText": "NOASSERTION",
             "filesAnalyzed": False,
+            **({"checksums": [{"algorithm": "SHA256", "checksumValue": c.sha256}]} if c.sha256 else {}),
             "externalRefs": [
                 {"referenceCategory": "PACKAGE-MANAGER", "referenceType": "purl", "referenceLocator": c.purl}
             ],
