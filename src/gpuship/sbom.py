@@ -1,6 +1,7 @@
 """An SPDX 2.3 JSON SBOM for a built image: Debian packages (from the dpkg status), Python distributions
 (from their dist-info) and model files (Hugging Face repositories at their revision, fetched files and the
-project's weights with their SHA-256), each with a package URL. Deterministic: the same image gives the same document."""
+project's weights with their SHA-256), each with a package URL. Deterministic: the same image gives the same
+document."""
 
 from __future__ import annotations
 
