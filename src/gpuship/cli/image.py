@@ -7,8 +7,10 @@ from rich.table import Table
 
 from ..errors import GpushipError
 from ..oci.image import Image, Index, with_compression
+from ..oci.parts import manifest_path
 from ..oci.readers import read_image
-from ..oci.sinks import sink_schemes, write_output
+from ..oci.sinks import sink_schemes, write_output, write_split
+from ..run.options import parse_size
 from .console import err, handles_errors, out, state
 from .main import app
 
@@ -48,18 +50,43 @@ def convert(
         None, "--platform", help="Keep only this platform of a multi-platform image (e.g. linux/arm64)."
     ),
     compression: str = typer.Option(None, "--compression", help=COMPRESSION_HELP),
+    split: str = typer.Option(
+        None,
+        "--split",
+        metavar="SIZE",
+        help="Cut the archive (oci-archive: or docker-archive: DEST) into numbered parts FILE.000, FILE.001, ... of "
+        "at most SIZE (e.g. 60m, 1g; binary units) and write FILE.parts.json with each part's size and sha256, "
+        "for hosts an image cannot be pulled to. Every gpuship command reads FILE.parts.json as the image, "
+        "after checking every part; `cat FILE.[0-9]* > FILE` joins them without gpuship (the manifest's digest "
+        "is the joined file's sha256).",
+    ),
 ) -> None:
     """Read SOURCE and write it to DEST. Digests are kept unless --platform or --compression changes the image."""
     if compression not in (None, "gzip", "zstd"):
         raise GpushipError(f"--compression must be gzip or zstd, not {compression!r}")
+    part_size = parse_size(split) if split is not None else None
     with _status(f"reading {source}"):
         obj = read_image(source, platform)
     if compression:
         with _status(f"compressing layers with {compression}"):
             obj = with_compression(obj, compression)  # type: ignore[arg-type]
     with _status(f"writing {dest}"):
-        line = write_output(obj, dest, platform=platform)
+        if part_size is None:
+            line = write_output(obj, dest, platform=platform)
+        else:
+            parts = write_split(obj, dest, part_size, platform=platform)
+            first, last = parts.parts[0].name, parts.parts[-1].name
+            line = (
+                f"{parts.format} of {parts.size / 1e6:.1f} MB in {len(parts.parts)} part"
+                + ("s" if len(parts.parts) > 1 else "")
+                + f" ({first}{' .. ' + last if len(parts.parts) > 1 else ''}), "
+                f"read as {manifest_path(_archive_path(dest))}"
+            )
     out.print(f"{line}  {obj.digest}", soft_wrap=True)
+
+
+def _archive_path(dest: str) -> str:
+    return dest.partition(":")[2].partition(":")[0]
 
 
 def _layers_table(img: Image) -> Table:

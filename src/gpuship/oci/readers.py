@@ -3,7 +3,7 @@
 ``read_image(ref)`` takes::
 
     oci:DIR[:TAG]                   an OCI image layout directory
-    oci-archive:FILE[:TAG]          an OCI layout in a tar file
+    oci-archive:FILE[:TAG]          an OCI layout in a tar file (FILE may be the .parts.json of a split archive)
     docker-archive:FILE[:NAME:TAG]  a docker save / gpuship docker-archive (with or without index.json)
     PATH                            any of the above, recognised by what it holds
     registry:REF                    provided by gpuship.registry (see :func:`register_source`)
@@ -61,6 +61,7 @@ from .media import (
     compression_of,
     family_of,
 )
+from .parts import is_parts_manifest, manifest_path, open_parts
 
 #: Manifests and configs are small; anything bigger is not one.
 MAX_JSON = 32 << 20
@@ -150,12 +151,16 @@ class _DirStore(_Store):
 
 
 class _TarStore(_Store):
-    def __init__(self, path: Path) -> None:
+    """A tar file, or ``fileobj`` (the joined parts of a split archive, ``size`` bytes) named ``path``."""
+
+    def __init__(self, path: Path, fileobj: BinaryIO | None = None, size: int | None = None) -> None:
         self.name = f"archive {path}"
         try:
-            self._tar = tarfile.open(path, "r:*")
+            self._tar = tarfile.open(path, "r:*", fileobj=fileobj) if fileobj else tarfile.open(path, "r:*")
             members = self._tar.getmembers()
         except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+            if fileobj:
+                fileobj.close()
             raise IntegrityError(f"{path} is truncated or not a tar archive ({exc})", "write or copy it again") from exc
         self._members: dict[str, tarfile.TarInfo] = {}
         for m in members:
@@ -165,8 +170,10 @@ class _TarStore(_Store):
                 except IntegrityError:
                     continue  # a member outside the root is never read
         # A tar cut short between members reads as complete: its end-of-archive marker (1024 zero bytes) is missing.
-        if _is_plain_file(self._tar) and path.stat().st_size < self._tar.offset + 1024:
+        if _is_plain_file(self._tar) and (size if fileobj else path.stat().st_size) < self._tar.offset + 1024:
             self._tar.close()
+            if fileobj:
+                fileobj.close()
             raise IntegrityError(
                 f"{path} is truncated (it ends without the end-of-archive marker)", "write or copy it again"
             )
@@ -181,6 +188,8 @@ class _TarStore(_Store):
 
     def close(self) -> None:
         self._tar.close()
+        if self._tar.fileobj is not None and not self._tar.fileobj.closed:  # a fileobj given to tarfile stays open
+            self._tar.fileobj.close()
 
 
 def _is_plain_file(tar: tarfile.TarFile) -> bool:
@@ -480,6 +489,8 @@ def parse_source(ref: str) -> tuple[str, Path, str | None]:
 
 def _open_store(kind: str, path: Path) -> _Store:
     if not path.exists():
+        if manifest_path(path).is_file():
+            raise GpushipError(f"{path} was split into parts", f"read it as {manifest_path(path)}")
         raise GpushipError(f"no such file or directory: {path}", "check the path")
     if path.is_dir():
         if kind in ("oci-archive", "docker-archive"):
@@ -492,6 +503,9 @@ def _open_store(kind: str, path: Path) -> _Store:
             pass
     except OSError as exc:
         raise GpushipError(f"cannot read {path}: {exc.strerror}", "check its permissions") from exc
+    if is_parts_manifest(path):  # an archive split by `gpuship image convert --split`: every part checked first
+        parts, joined = open_parts(path)
+        return _TarStore(path, joined, parts.size)
     return _TarStore(path)
 
 

@@ -9,7 +9,8 @@ optional name)::
     docker:NAME[:TAG]              loaded into the local Docker Engine (streamed into docker load)
     registry:REF                   pushed to a registry (provided by gpuship.registry, see register_sink)
 
-Each writer is deterministic (same image, same bytes) and leaves nothing behind on failure.
+Each writer is deterministic (same image, same bytes) and leaves nothing behind on failure. :func:`write_split`
+writes an archive target in numbered parts with a manifest of their digests (:mod:`gpuship.oci.parts`).
 Other modules add schemes with :func:`register_sink`; ``registry`` is looked up in :mod:`gpuship.registry`
 the first time a ``registry:`` target is used, so that package only needs to call ``register_sink``.
 """
@@ -21,11 +22,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import GpushipError
-from .archive import write_oci_archive
-from .docker_archive import DockerTag, write_docker_archive
+from .archive import write_oci_archive, write_oci_archive_to
+from .docker_archive import DockerTag, write_docker_archive, write_docker_archive_to
 from .engine import load_into_engine
 from .image import Platform
-from .layout import ImageOrIndex, write_oci_layout
+from .layout import ImageOrIndex, _check_layout_tag, write_oci_layout
+from .parts import Parts, write_parts
 
 __all__ = [
     "Sink",
@@ -38,6 +40,7 @@ __all__ = [
     "write_oci_archive",
     "write_oci_layout",
     "write_output",
+    "write_split",
 ]
 
 
@@ -148,6 +151,42 @@ def _docker(obj: ImageOrIndex, rest: str, opts: SinkOptions) -> str:
     if not name:
         raise GpushipError("output docker: names no image", "use docker:NAME[:TAG]")
     return f"loaded into Docker as {load_into_engine(obj, name, platform=opts.platform)}"
+
+
+def write_split(
+    obj: ImageOrIndex,
+    target: str,
+    part_size: int,
+    *,
+    platform: Platform | str | None = None,
+    tag: str | None = None,
+) -> Parts:
+    """Write ``obj`` as the archive ``target`` names (``oci-archive:FILE[:TAG]`` or
+    ``docker-archive:FILE[:NAME:TAG]``), cut into parts of at most ``part_size`` bytes plus ``FILE.parts.json``
+    (see :mod:`gpuship.oci.parts`); FILE itself is not written."""
+    scheme, _, rest = target.partition(":")
+    p = Platform.parse(platform) if isinstance(platform, str) else platform
+    if scheme == "oci-archive":
+        _need_path(rest, "oci-archive:FILE[:TAG]")
+        path, name = _split_name(rest)
+        name = name or _tag_part(tag)
+        if name is not None:
+            _check_layout_tag(name)
+        return write_parts(
+            lambda fh: write_oci_archive_to(obj, fh, name), path, part_size, format=scheme, image=obj.digest
+        )
+    if scheme == "docker-archive":
+        _need_path(rest, "docker-archive:FILE[:NAME:TAG]")
+        path, name = _split_name(rest)
+        name = name or tag
+        tags = [name] if name else []
+        return write_parts(
+            lambda fh: write_docker_archive_to(obj, fh, tags, p), path, part_size, format=scheme, image=obj.digest
+        )
+    raise GpushipError(
+        f"--split cuts an archive into parts, and {target!r} is not one",
+        "write to oci-archive:FILE or docker-archive:FILE",
+    )
 
 
 register_sink("oci", _oci, "oci:DIR[:TAG]")
