@@ -6,14 +6,27 @@ Every input is crafted here, as an attacker or a careless user would make it: la
 
 from __future__ import annotations
 
+import fcntl
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from build_support import gpuship, one_error_line
 from gpuship.cache import Cache
-from gpuship.errors import IntegrityError
-from gpuship.oci import Entry, build_layer
+from gpuship.config import GpushipConfig
+from gpuship.errors import ConfigError, GpushipError, IntegrityError
+from gpuship.oci import Entry, append_layers, build_layer, empty_image
+from gpuship.oci.layout import write_oci_layout
+from gpuship.oci.readers import read_image
+from gpuship.oci.tarball import MAX_EPOCH, created_timestamp
 from gpuship.oci.unpack import apply_layers, unpack
+from gpuship.parallel import build_jobs
+from gpuship.plan.build_plan import load_config
+from gpuship.project import load_project
 from test_oci_support import layer_from_tar, member, raw_tar
 
 
@@ -48,3 +61,201 @@ def test_whiteout_metadata_names_hide_nothing(cache: Cache, tmp_path: Path) -> N
     top = layer_from_tar(raw_tar([member("etc/.wh..wh.plnk"), member("etc/b", data=b"B")]), cache)
     unpack([base, top], tmp_path / "r")
     assert sorted(p.name for p in (tmp_path / "r" / "etc").iterdir()) == ["a", "b", "plnk"]
+
+
+# -- 4. and 8.: every pyproject / [tool.gpuship] field is checked for its shape -------------------------------------
+def _plan_inputs(root: Path) -> GpushipConfig:
+    """What `gpuship build` reads before anything is downloaded: the project inputs and [tool.gpuship]."""
+    project = load_project(root)
+    return load_config(root, project.tool)
+
+
+def _project(tmp_path: Path, text: str | bytes) -> Path:
+    root = tmp_path / "proj"
+    root.mkdir(exist_ok=True)
+    (root / "pyproject.toml").write_bytes(text.encode() if isinstance(text, str) else text)
+    return root
+
+
+HEAD = '[project]\nname = "x"\nversion = "1"\n'
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (HEAD + 'dependencies = "numpy"\n', "[project] dependencies must be a list of strings, not a string"),
+        (
+            HEAD + "dependencies = [1, 2]\n",
+            "[project] dependencies must be a list of strings, but one item is an integer",
+        ),
+        (HEAD + 'optional-dependencies = { gpu = "cupy" }\n', "[project] optional-dependencies.gpu must be a list"),
+        (HEAD + "requires-python = 3.11\n", "[project] requires-python must be a string, not a float"),
+        (HEAD + 'scripts = { app = ["x"] }\n', "[project] scripts.app must be a string, not a list"),
+        (HEAD + 'authors = "me"\n', "[project] authors must be a list of tables, not a string"),
+        ('project = "x"\n', "[project] must be a table, not a string"),
+        (HEAD + '[tool]\ngpuship = "yes"\n', "[tool.gpuship] must be a table, not a string"),
+        ('tool = ["gpuship"]\n' + HEAD, "[tool] must be a table, not a list"),
+        (HEAD + "[tool.uv]\npackage = 'yes'\n", "[tool.uv] package must be true or false, not a string"),
+        (
+            HEAD + '[tool.gpuship]\nenv = { A = { B = "c" } }\n',
+            "[tool.gpuship] env.A must be a string or a number, not a table",
+        ),
+        (HEAD + '[tool.gpuship]\nports = ["http", -1, 99999]\n', "[tool.gpuship] ports: 'http' is not a port"),
+        (HEAD + "[tool.gpuship]\nports = [-1]\n", "[tool.gpuship] ports: -1 is not a port"),
+        (HEAD + "[tool.gpuship]\nports = [99999]\n", "[tool.gpuship] ports: 99999 is not a port"),
+        (HEAD + '[tool.gpuship]\nuser = "root; rm -rf /"\n', "is not a user"),
+        (HEAD + '[tool.gpuship]\nuser = "1:2:3"\n', "is not a user"),
+        (HEAD + '[tool.gpuship]\nuser = "99999999999"\n', "is not a user"),
+        (HEAD + "[tool.gpuship]\nuser = { name = 'app' }\n", "[tool.gpuship] user must be a string, not a table"),
+        (HEAD + "[tool.gpuship]\nfind-libdeps = 'no'\n", "[tool.gpuship] find-libdeps must be true or false"),
+        (HEAD + "[tool.gpuship]\ncmd = [8000]\n", "[tool.gpuship] cmd must be a list of strings"),
+        (HEAD + "[tool.gpuship]\nbase = ['debian-bookworm']\n", "[tool.gpuship] base must be a string, not a list"),
+        (HEAD + "[tool.gpuship]\npython = 3.10\n", "[tool.gpuship] python must be a string, not a float"),
+        (HEAD + "[tool.gpuship]\nlabels = { a = [1] }\n", "[tool.gpuship] labels.a must be a string or a number"),
+        (HEAD + "[tool.gpuship]\nentrypoint = 'python \"unclosed'\n", "[tool.gpuship] entrypoint"),
+        (HEAD + "[tool.gpuship]\nworkdir = '/app/../etc'\n", "[tool.gpuship] workdir must be an absolute path"),
+        (HEAD + "[tool.gpuship.debian]\nmirror = 5\n", "[tool.gpuship.debian] mirror must be a string"),
+        (
+            HEAD + "dynamic = ['dependencies']\n[tool.setuptools]\ndynamic = 'x'\n",
+            "[tool.setuptools.dynamic] must be a table",
+        ),
+        (HEAD.encode() + b'description = "caf\xe9"\n', "pyproject.toml is not UTF-8 text (byte 0xe9"),
+        (HEAD + "x = " + "[" * 3000 + "]" * 3000 + "\n", "pyproject.toml"),
+    ],
+)
+def test_a_wrongly_shaped_field_is_one_line_naming_it(tmp_path: Path, text: str | bytes, message: str) -> None:
+    root = _project(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        _plan_inputs(root)
+    line = info.value.line()
+    assert message in line and "\n" not in line, line
+
+
+def test_a_string_of_dependencies_never_becomes_one_package_per_letter(tmp_path: Path) -> None:
+    """The dependency-confusion hole: `dependencies = "numpy"` was read as n, u, m, p, y."""
+    root = _project(tmp_path, HEAD + 'dependencies = "numpy"\n')
+    proc = gpuship("build", str(root), "--output", f"oci:{tmp_path / 'out'}", cache=tmp_path / "cache")
+    line = one_error_line(proc)
+    assert "[project] dependencies must be a list of strings, not a string" in line
+    assert 'e.g. dependencies = ["numpy"]' in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_good_values_still_pass(tmp_path: Path) -> None:
+    root = _project(
+        tmp_path,
+        HEAD
+        + 'dependencies = ["numpy"]\n[tool.gpuship]\nports = [8000, "9000/udp"]\nuser = 1000\n'
+        + 'env = { WORKERS = 4, HF_HOME = "/data" }\nentrypoint = "python main.py"\n',
+    )
+    cfg = _plan_inputs(root)
+    assert cfg.ports == ("8000", "9000/udp") and cfg.user == "1000"
+    assert dict(cfg.env) == {"WORKERS": "4", "HF_HOME": "/data"}
+
+
+# -- 8. and 9.: environment values ------------------------------------------------------------------------------
+def test_a_bad_gpuship_jobs_is_one_line_before_any_work(tmp_path: Path) -> None:
+    project = _project(tmp_path, HEAD + "dependencies = []\n")
+    out = tmp_path / "out"
+    proc = gpuship("build", str(project), "--output", f"oci:{out}", cache=tmp_path / "c", env={"GPUSHIP_JOBS": "abc"})
+    assert "GPUSHIP_JOBS='abc' is not a number of jobs" in one_error_line(proc)
+    assert "locking" not in proc.stderr and not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("GPUSHIP_JOBS", "0"), ("GPUSHIP_JOBS", "-2"), ("SOURCE_DATE_EPOCH", "9" * 40), ("SOURCE_DATE_EPOCH", "-5")],
+)
+def test_bad_environment_values_are_config_errors(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=f"^{name}="):
+        build_jobs() if name == "GPUSHIP_JOBS" else created_timestamp()
+
+
+def test_the_largest_epoch_still_writes_a_layer(monkeypatch: pytest.MonkeyPatch, cache: Cache) -> None:
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", str(MAX_EPOCH))
+    assert created_timestamp() == "9999-12-31T23:59:59Z"
+    layer = build_layer([Entry.file("a", "x")], cache)
+    assert [e.path for e, _ in layer.entries()] == ["a"]
+
+
+def test_prune_with_a_negative_age_removes_nothing(tmp_path: Path) -> None:
+    cache = Cache(tmp_path / "c")
+    digest = cache.put_bytes(b"keep me")
+    for bad in (-1.0, float("nan"), float("-inf")):
+        with pytest.raises(GpushipError, match="--older-than must be a number of days, 0 or more"):
+            cache.prune(bad)
+    line = one_error_line(gpuship("cache", "prune", "--older-than", "-1", cache=cache.root))
+    assert "--older-than must be a number of days, 0 or more" in line
+    assert cache.has(digest)
+
+
+# -- 9. prune while another command uses the cache; what killed commands leave in tmp/ ---------------------------
+def _big_layout(tmp_path: Path, cache: Cache, mb: int = 48) -> Path:
+    """An OCI layout whose one layer takes a `gpuship image convert --compression gzip` a few seconds."""
+    layer = build_layer([Entry.file("data.bin", os.urandom(mb << 20))], cache, compression="zstd")
+    return write_oci_layout(append_layers(empty_image("linux/amd64"), [layer]), tmp_path / "src")
+
+
+def _convert(src: Path, dest: Path, cache_root: Path) -> subprocess.Popen[str]:
+    env = {**os.environ, "GPUSHIP_CACHE": str(cache_root)}
+    argv = [sys.executable, "-m", "gpuship", "image", "convert", "--compression", "gzip", f"oci:{src}", f"oci:{dest}"]
+    return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_until_in_use(cache: Cache, proc: subprocess.Popen[str]) -> None:
+    """Until ``proc`` holds the cache's in-use lock (polled with a try-lock that is let go at once)."""
+    deadline = time.monotonic() + 120
+    fd = os.open(cache.root / "locks" / "in-use.lock", os.O_RDWR | os.O_CREAT)
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            except BlockingIOError:
+                return
+            time.sleep(0.02)
+    finally:
+        os.close(fd)
+    raise AssertionError(f"the command never held the cache: {proc.communicate()}")
+
+
+def test_prune_during_a_running_command_removes_nothing_it_needs(tmp_path: Path) -> None:
+    cache = Cache(tmp_path / "c")
+    src = _big_layout(tmp_path, cache)
+    before = sorted(p.name for p in (cache.root / "blobs" / "sha256").iterdir())
+    proc = _convert(src, tmp_path / "dst", cache.root)
+    _wait_until_in_use(cache, proc)
+    with pytest.raises(GpushipError, match="is in use by another gpuship command"):
+        cache.prune()
+    assert set(before) <= {p.name for p in (cache.root / "blobs" / "sha256").iterdir()}
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    assert read_image(f"oci:{tmp_path / 'dst'}", cache=Cache(tmp_path / "fresh")).layers[0].compression == "gzip"
+    removed, _ = cache.prune()  # the command has finished: now it may
+    assert removed >= len(before) and not any((cache.root / "blobs" / "sha256").iterdir())
+
+
+def test_what_a_killed_command_left_in_tmp_is_cleaned_by_the_next(tmp_path: Path) -> None:
+    cache = Cache(tmp_path / "c")
+    src = _big_layout(tmp_path, cache)
+    proc = _convert(src, tmp_path / "dst", cache.root)
+    _wait_until_in_use(cache, proc)
+    deadline = time.monotonic() + 120
+    while not any((cache.root / "tmp").iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.kill()
+    proc.communicate()
+    left = list((cache.root / "tmp").iterdir())
+    assert left, "the command was killed before it wrote anything"
+    time.sleep(2.1)  # the next command leaves alone what is younger than 2 s (it may be another's, just made)
+    assert gpuship("cache", "info", cache=cache.root).returncode == 0
+    assert list((cache.root / "tmp").iterdir()) == []
+    (cache.root / "tmp" / "blob-left-by-a-kill").write_bytes(b"partial")
+    os.utime(cache.root / "tmp" / "blob-left-by-a-kill", (1, 1))
+    with cache.blob_writer() as writing:  # one still being written is not a leftover
+        writing.write(b"in flight")
+        in_flight = [p for p in (cache.root / "tmp").iterdir() if p.name != "blob-left-by-a-kill"]
+        cache.prune()
+        assert list((cache.root / "tmp").iterdir()) == in_flight and len(in_flight) == 1
+    assert cache.has(writing.digest)

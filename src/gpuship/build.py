@@ -30,7 +30,7 @@ from .oci import (
     make_index,
     with_config,
 )
-from .parallel import parallel_map
+from .parallel import build_jobs, parallel_map
 from .plan import BuildOptions, BuildPlan, make_plan
 from .project.entrypoint import VENV, choose_entrypoint
 from .sources.app import app_layer, select_app_files
@@ -149,6 +149,7 @@ def image_env(plan: BuildPlan, base_config: ImageConfig, models: bool = False) -
 def build(options: BuildOptions, *, cache: Cache | None = None, progress: Progress | None = None) -> BuildResult:
     """Build the project described by ``options``; write every requested output; return what was made."""
     started = time.monotonic()
+    build_jobs()  # a bad GPUSHIP_JOBS is refused before any work
     cache = cache or Cache()
     _say(progress, f"planning {options.project_dir}")
     plan = make_plan(options, cache=cache, progress=progress)

@@ -8,12 +8,20 @@ Layout under the cache root (``GPUSHIP_CACHE`` or the user cache dir)::
     locks/                    file locks, so two builds at once never step on each other
 
 Nothing half-written is ever visible under ``blobs`` or ``refs``: writes go to ``tmp`` and are renamed.
+
+Pruning and running commands: every ``gpuship`` command holds the cache's shared *in-use* lock
+(:meth:`Cache.in_use`) while it runs; :meth:`Cache.prune` needs it exclusively, so a prune never deletes what a
+running build, run or convert still needs: it says the cache is in use instead. What a killed process left in
+``tmp/`` is removed by the next command that finds no other one running, and by ``prune``; a blob being written
+holds a lock on its temp file, so it is never taken for a leftover.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import math
 import os
 import shutil
 import stat
@@ -43,6 +51,19 @@ def parse_digest(digest: str) -> tuple[str, str]:
     if algo != "sha256" or len(hexpart) != 64 or any(c not in "0123456789abcdef" for c in hexpart):
         raise IntegrityError(f"not a sha256 digest: {digest!r}")
     return algo, hexpart
+
+
+#: The in-use locks this process holds (see :meth:`Cache.in_use`): ``root -> [fd, depth]``.
+_HELD: dict[Path, list[int]] = {}
+IN_USE_LOCK = "in-use.lock"
+
+
+def _try_flock(fd: int, mode: int) -> bool:
+    try:
+        fcntl.flock(fd, mode | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
 
 
 class BlobWriter:
@@ -114,6 +135,7 @@ class Cache:
     def blob_writer(self, expected: str | None = None) -> Iterator[BlobWriter]:
         """Write a blob; it lands under its digest only if the block finishes (and matches ``expected``)."""
         fd, tmpname = tempfile.mkstemp(dir=self.root / "tmp", prefix="blob-")
+        fcntl.flock(fd, fcntl.LOCK_EX)  # "being written": clean_tmp never takes it for a leftover
         tmp = Path(tmpname)
         try:
             with os.fdopen(fd, "wb") as fh:
@@ -206,16 +228,89 @@ class Cache:
     def _namespaces(self, *, dirs: bool) -> list[Path]:
         return [p for p in (self.root / "refs").iterdir() if p.is_dir() and p.name.startswith("dirs-") == dirs]
 
+    @contextmanager
+    def in_use(self) -> Iterator[Cache]:
+        """Hold the cache's shared in-use lock for the block (every ``gpuship`` command holds it while it runs,
+        and so does :func:`gpuship.build.build`), so a ``prune`` elsewhere refuses instead of deleting what
+        the block needs. Taking it, a process that finds no other one running first removes what killed ones
+        left in ``tmp/``. Nested and repeated uses in one process share one lock."""
+        key = self.root.resolve()
+        held = _HELD.get(key)
+        if held is None:
+            fd = os.open(self.root / "locks" / IN_USE_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            if _try_flock(fd, fcntl.LOCK_EX):
+                self.clean_tmp()
+            fcntl.flock(fd, fcntl.LOCK_SH)  # from exclusive: a downgrade; else it waits only for a prune
+            held = _HELD[key] = [fd, 0]
+        held[1] += 1
+        try:
+            yield self
+        finally:
+            held[1] -= 1
+            if held[1] == 0:
+                del _HELD[key]
+                os.close(held[0])
+
+    def clean_tmp(self, min_age: float = 2.0) -> tuple[int, int]:
+        """Remove what killed processes left in ``tmp/`` (not a blob still being written, nor anything younger
+        than ``min_age`` seconds); returns ``(entries removed, bytes freed)``."""
+        removed = freed = 0
+        now = time.time()
+        for p in (self.root / "tmp").iterdir():
+            try:
+                st = p.lstat()
+                if now - st.st_mtime < min_age:
+                    continue
+                fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                if not _try_flock(fd, fcntl.LOCK_EX):
+                    continue  # a writer holds it
+                if stat.S_ISDIR(st.st_mode):
+                    freed += _tree_bytes(p)
+                    _make_writable(p)
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    freed += st.st_size
+                    p.unlink(missing_ok=True)
+                removed += 1
+            finally:
+                os.close(fd)
+        return removed, freed
+
     def prune(self, older_than_days: float | None = None) -> tuple[int, int]:
         """Delete blobs, cached directories (unpacked images) and stale temp files; ``older_than_days`` keeps
         those used more recently.
 
-        Returns ``(entries removed, bytes freed)``. Without ``older_than_days`` every record goes too.
+        Returns ``(entries removed, bytes freed)``. Without ``older_than_days`` every record goes too. Refused
+        while another process uses the cache (a build, a run: see :meth:`in_use`), so nothing it needs goes.
         """
+        if older_than_days is not None and not (math.isfinite(older_than_days) and older_than_days >= 0):
+            raise GpushipError(
+                f"--older-than must be a number of days, 0 or more, not {older_than_days}",
+                "e.g. --older-than 30; without it, prune removes everything",
+            )
+        held = _HELD.get(self.root.resolve())
+        fd = held[0] if held is not None else os.open(self.root / "locks" / IN_USE_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            if not _try_flock(fd, fcntl.LOCK_EX):
+                raise GpushipError(
+                    f"the cache {self.root} is in use by another gpuship command (a build, run or convert)",
+                    "prune it when that has finished; nothing was removed",
+                )
+            return self._prune(older_than_days)
+        finally:
+            if held is not None:
+                fcntl.flock(fd, fcntl.LOCK_SH)
+            else:
+                os.close(fd)
+
+    def _prune(self, older_than_days: float | None) -> tuple[int, int]:
         cutoff = time.time() - older_than_days * 86400 if older_than_days is not None else None
-        removed = freed = 0
+        removed, freed = self.clean_tmp(min_age=0 if older_than_days is None else older_than_days * 86400)
         with self.lock("prune"):
-            places = [self.root / "blobs" / "sha256", self.root / "tmp", *self._namespaces(dirs=True)]
+            places = [self.root / "blobs" / "sha256", *self._namespaces(dirs=True)]
             for place in places:
                 for p in place.iterdir():
                     st = p.lstat()
@@ -232,6 +327,15 @@ class Cache:
                 shutil.rmtree(self.root / "refs", ignore_errors=True)
                 (self.root / "refs").mkdir()
         return removed, freed
+
+
+def _make_writable(path: Path) -> None:
+    """So that rmtree works on a tree an image made read-only (an unpack cut short)."""
+    for dirpath, _dirs, _files in os.walk(path):
+        try:
+            os.chmod(dirpath, stat.S_IMODE(os.lstat(dirpath).st_mode) | 0o700)
+        except OSError:
+            pass
 
 
 def _tree_bytes(path: Path) -> int:

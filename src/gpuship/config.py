@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from . import schema
 from .errors import ConfigError
 
 KNOWN_KEYS = {
@@ -61,11 +62,55 @@ def _check_keys(table: Mapping[str, Any], known: Mapping[str, str] | set[str], w
 def _str_list(value: Any, key: str) -> tuple[str, ...]:
     if value is None:
         return ()
-    if isinstance(value, str):
-        return (value,)
-    if isinstance(value, list) and all(isinstance(v, (str, int)) for v in value):
-        return tuple(str(v) for v in value)
-    raise ConfigError(f"[tool.gpuship] {key} must be a list of strings", f'e.g. {key} = ["..."]')
+    return schema.string_list(value, f"[tool.gpuship] {key}", f'{key} = ["..."]', one_string=True)
+
+
+_NAME = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}"
+MAX_ID = 2**31 - 1
+
+
+def parse_user(value: Any) -> str:
+    """``user``: ``name``, ``uid``, ``name:group`` or ``uid:gid`` (ids 0..2^31-1), as a string or an integer uid."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    text = schema.string(value, "[tool.gpuship] user", 'user = "65532:65532"')
+    parts = text.split(":")
+    ok = 1 <= len(parts) <= 2 and all(re.fullmatch(_NAME, p) for p in parts)
+    if ok:
+        ok = all(not p.isdigit() or int(p) <= MAX_ID for p in parts)
+    if not ok:
+        raise ConfigError(
+            f"[tool.gpuship] user = {text!r} is not a user",
+            'give NAME, UID, NAME:GROUP or UID:GID (numbers up to 2147483647), e.g. user = "1000:1000"',
+        )
+    return text
+
+
+def parse_ports(value: Any) -> tuple[str, ...]:
+    """``ports``: integers or ``"N"`` / ``"N/tcp"`` / ``"N/udp"``, each 1..65535."""
+    if value is None:
+        return ()
+    items = value if isinstance(value, list) else [value]
+    out: list[str] = []
+    for item in items:
+        text = str(item) if isinstance(item, (int, str)) and not isinstance(item, bool) else None
+        m = re.fullmatch(r"(\d{1,5})(/(tcp|udp|sctp))?", text or "")
+        if m is None or not 1 <= int(m.group(1)) <= 65535:
+            raise ConfigError(
+                f"[tool.gpuship] ports: {item!r} is not a port",
+                'give numbers 1-65535, optionally with /tcp or /udp, e.g. ports = [8000, "9000/udp"]',
+            )
+        out.append(text)  # type: ignore[arg-type]
+    return tuple(out)
+
+
+def parse_env_table(value: Any) -> dict[str, str]:
+    """``env``: names to strings (numbers are written as TOML writes them); names without ``=`` or NUL."""
+    env = schema.string_table(value, "[tool.gpuship] env", 'env = { HF_HOME = "/data" }', numbers=True)
+    for k, v in env.items():
+        if not k or "=" in k or "\0" in k or "\0" in v:
+            raise ConfigError(f"[tool.gpuship] env: {k!r} is not a variable name", "use names like HF_HOME")
+    return env
 
 
 @dataclass(frozen=True)
@@ -82,7 +127,12 @@ class Entrypoint:
         if isinstance(value, str):
             import shlex
 
-            return cls(argv=tuple(shlex.split(value)))
+            try:
+                return cls(argv=tuple(shlex.split(value)))
+            except ValueError as exc:
+                raise ConfigError(
+                    f"[tool.gpuship] entrypoint {value!r}: {exc}", "close the quote, or give a list"
+                ) from None
         if isinstance(value, list):
             return cls(argv=_str_list(value, "entrypoint"))
         if isinstance(value, dict) and set(value) == {"function"} and isinstance(value["function"], str):
@@ -333,51 +383,55 @@ class GpushipConfig:
         table = dict(table or {})
         _check_keys(table, KNOWN_KEYS, "[tool.gpuship]")
 
-        def mapping(key: str) -> dict[str, str]:
-            v = table.get(key) or {}
-            if not isinstance(v, dict):
-                raise ConfigError(f"[tool.gpuship] {key} must be a table", f'e.g. {key} = {{ KEY = "value" }}')
-            return {str(k): str(val) for k, val in v.items()}
+        def text(key: str, default: str, example: str) -> str:
+            return schema.string(table.get(key, default), f"[tool.gpuship] {key}", example)
 
-        compression = str(table.get("compression", "gzip"))
+        compression = text("compression", "gzip", 'compression = "zstd"')
         if compression not in ("gzip", "zstd"):
             raise ConfigError(f"[tool.gpuship] compression must be gzip or zstd, not {compression!r}")
-        bytecode = str(table.get("bytecode", "unchecked-hash"))
+        bytecode = text("bytecode", "unchecked-hash", 'bytecode = "none"')
         if bytecode not in ("none", "unchecked-hash"):
             raise ConfigError(f"[tool.gpuship] bytecode must be 'none' or 'unchecked-hash', not {bytecode!r}")
-        user = str(table.get("user", DEFAULT_USER))
-        workdir = str(table.get("workdir", DEFAULT_WORKDIR))
-        if not workdir.startswith("/"):
-            raise ConfigError(f"[tool.gpuship] workdir must be an absolute path, not {workdir!r}")
+        workdir = text("workdir", DEFAULT_WORKDIR, 'workdir = "/app"')
+        if not workdir.startswith("/") or "\0" in workdir or ".." in workdir.split("/"):
+            raise ConfigError(f"[tool.gpuship] workdir must be an absolute path without '..', not {workdir!r}")
         for sub in ("gpu", "debian"):
-            if sub in table and not isinstance(table[sub], dict):
-                raise ConfigError(f"[tool.gpuship.{sub}] must be a table")
+            if sub in table:
+                schema.table(table[sub], f"[tool.gpuship.{sub}]")
         debian = dict(table.get("debian") or {})
         _check_keys(debian, {"mirror", "security-mirror"}, "[tool.gpuship.debian]")
-        extra_idx = table.get("extra-index-url")
+        for k, v in debian.items():
+            schema.string(v, f"[tool.gpuship.debian] {k}", f'{k} = "http://..."')
+        python = table.get("python", "")
+        if isinstance(python, float):
+            raise ConfigError(
+                f"[tool.gpuship] python must be a string, not a float ({python})", 'quote it: python = "3.11"'
+            )
         return cls(
-            base=str(table.get("base", "debian-bookworm")),
-            python=str(table.get("python", "")),
+            base=text("base", "debian-bookworm", 'base = "debian-bookworm"'),
+            python=schema.string(python, "[tool.gpuship] python", 'python = "3.11"'),
             platforms=_str_list(table.get("platforms"), "platforms"),
             entrypoint=Entrypoint.parse(table.get("entrypoint")),
             cmd=_str_list(table.get("cmd"), "cmd"),
-            env=mapping("env"),
-            ports=_str_list(table.get("ports"), "ports"),
+            env=parse_env_table(table.get("env", {})),
+            ports=parse_ports(table.get("ports")),
             system_packages=_str_list(table.get("system-packages"), "system-packages"),
             keep=_str_list(table.get("keep"), "keep"),
             drop=_str_list(table.get("drop"), "drop"),
             include=_str_list(table.get("include"), "include"),
             exclude=_str_list(table.get("exclude"), "exclude"),
-            user=user,
+            user=parse_user(table.get("user", DEFAULT_USER)),
             workdir=workdir,
-            labels=mapping("labels"),
+            labels=schema.string_table(
+                table.get("labels", {}), "[tool.gpuship] labels", 'labels = { team = "ml" }', numbers=True
+            ),
             compression=compression,
-            find_libdeps=bool(table.get("find-libdeps", True)),
+            find_libdeps=schema.boolean(table.get("find-libdeps", True), "[tool.gpuship] find-libdeps"),
             bytecode=bytecode,
             gpu=dict(table.get("gpu") or {}),
             debian=debian,
-            index_url=str(table.get("index-url", "")),
-            extra_index_urls=_str_list(extra_idx, "extra-index-url"),
+            index_url=text("index-url", "", 'index-url = "https://host/simple"'),
+            extra_index_urls=_str_list(table.get("extra-index-url"), "extra-index-url"),
             find_links=_str_list(table.get("find-links"), "find-links"),
             replace_base_packages=_str_list(table.get("replace-base-packages"), "replace-base-packages"),
             models=ModelsConfig.parse(table.get("models"), workdir),

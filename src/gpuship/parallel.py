@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
+from .errors import ConfigError
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -15,7 +17,9 @@ R = TypeVar("R")
 def build_jobs() -> int:
     """How many layers gpuship builds at once: ``GPUSHIP_JOBS``, else the number of CPUs this process may use."""
     env = os.environ.get("GPUSHIP_JOBS", "").strip()
-    if env.isdigit() and int(env) > 0:
+    if env:
+        if not (env.isascii() and env.isdigit()) or not 1 <= int(env) <= 1024:
+            raise ConfigError(f"GPUSHIP_JOBS={env!r} is not a number of jobs", "give 1 to 1024, or unset it")
         return int(env)
     try:
         return max(1, len(os.sched_getaffinity(0)))

@@ -25,12 +25,26 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More detail; -v shows tracebacks on errors."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only errors and the final result."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
     state.verbose = verbose
     state.quiet = quiet
+    _hold_cache(ctx)
+
+
+def _hold_cache(ctx: typer.Context) -> None:
+    """Every command holds the cache's in-use lock while it runs, so `gpuship cache prune` elsewhere never
+    deletes what it needs (and cleans what killed commands left behind in its tmp/)."""
+    from ..cache import Cache
+    from ..errors import GpushipError
+
+    try:
+        ctx.with_resource(Cache().in_use())
+    except (GpushipError, OSError):
+        pass  # an unusable cache is reported by the command that needs it
 
 
 def _register() -> None:

@@ -17,19 +17,23 @@ import zlib
 from collections.abc import Iterable, Iterator
 from typing import BinaryIO
 
-from ..errors import IntegrityError
+from ..errors import ConfigError, IntegrityError
 from .entry import Entry, clean_path
 
 CHUNK = 1 << 20
+#: 9999-12-31T23:59:59Z: the last time an image config's ``created`` (RFC 3339) can say.
+MAX_EPOCH = 253402300799
 
 
 def source_date_epoch() -> int:
     """The timestamp every entry gets: ``SOURCE_DATE_EPOCH`` if set, else 0."""
-    raw = os.environ.get("SOURCE_DATE_EPOCH", "0")
-    try:
-        return max(0, int(raw))
-    except ValueError as exc:
-        raise IntegrityError(f"SOURCE_DATE_EPOCH={raw!r} is not an integer", "unset it or give seconds") from exc
+    raw = os.environ.get("SOURCE_DATE_EPOCH", "0").strip() or "0"
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 12 or int(raw) > MAX_EPOCH:
+        raise ConfigError(
+            f"SOURCE_DATE_EPOCH={raw[:40]!r} is not a time gpuship can write",
+            f"give whole seconds since 1970, 0 to {MAX_EPOCH} (the end of year 9999), or unset it",
+        )
+    return int(raw)
 
 
 def created_timestamp() -> str:

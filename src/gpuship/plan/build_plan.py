@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +12,7 @@ from ..config import GpushipConfig
 from ..errors import ConfigError, GpushipError
 from ..oci import Platform
 from ..oci.tarball import created_timestamp
+from ..project.pyproject import read_toml
 
 VENV = "/opt/venv"
 
@@ -76,10 +76,7 @@ def load_config(project_dir: Path, tool_table: Mapping[str, Any] | None) -> Gpus
     table = dict(tool_table or {})
     side = project_dir / "gpuship.toml"
     if side.is_file():
-        try:
-            extra = tomllib.loads(side.read_text())
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{side} is not valid TOML: {exc}", "fix the file") from exc
+        extra = read_toml(side)
         for k, v in extra.items():
             table.setdefault(k, v)
     return GpushipConfig.from_table(table)

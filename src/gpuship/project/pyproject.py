@@ -12,7 +12,63 @@ from typing import Any
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
+from .. import schema
 from ..errors import ConfigError
+
+_LIST = "a list of strings"
+_TABLE = "a table of strings"
+#: The PEP 621 ``[project]`` fields and the shape each must have (checked before any is used).
+PROJECT_FIELDS: dict[str, tuple[str, str]] = {
+    "name": ("string", 'name = "my-app"'),
+    "version": ("string", 'version = "1.0"'),
+    "description": ("string", 'description = "..."'),
+    "readme": ("string-or-table", 'readme = "README.md"'),
+    "requires-python": ("string", 'requires-python = ">=3.11"'),
+    "license": ("string-or-table", 'license = "MIT"'),
+    "license-files": ("list", 'license-files = ["LICENSE"]'),
+    "authors": ("people", 'authors = [{ name = "Ada" }]'),
+    "maintainers": ("people", 'maintainers = [{ name = "Ada" }]'),
+    "keywords": ("list", 'keywords = ["gpu"]'),
+    "classifiers": ("list", 'classifiers = ["Programming Language :: Python"]'),
+    "urls": ("string-table", 'urls = { Source = "https://..." }'),
+    "scripts": ("string-table", 'scripts = { app = "app.main:run" }'),
+    "gui-scripts": ("string-table", 'gui-scripts = { app = "app.main:run" }'),
+    "entry-points": ("table-of-string-tables", 'entry-points = { group = { name = "mod:obj" } }'),
+    "dependencies": ("list", 'dependencies = ["numpy"]'),
+    "optional-dependencies": ("table-of-lists", 'optional-dependencies = { gpu = ["cupy"] }'),
+    "dynamic": ("list", 'dynamic = ["version"]'),
+}
+
+
+def check_project_table(project: dict[str, Any], file: str) -> None:
+    """Every PEP 621 field of ``project`` has its shape, or a one-line :class:`ConfigError` names it."""
+    for key, (shape, example) in PROJECT_FIELDS.items():
+        if key not in project:
+            continue
+        value, where = project[key], f"{file}: [project] {key}"
+        if shape == "string":
+            schema.string(value, where, example)
+        elif shape == "list":
+            schema.string_list(value, where, example)
+        elif shape == "string-table":
+            schema.string_table(value, where, example)
+        elif shape == "string-or-table":
+            if not isinstance(value, (str, dict)):
+                raise schema.wrong(where, "a string or a table", value, example)
+            if isinstance(value, dict):
+                for k, v in value.items():
+                    schema.string(v, f"{where}.{k}", example)
+        elif shape == "people":
+            if not isinstance(value, list) or not all(isinstance(p, dict) for p in value):
+                raise schema.wrong(where, "a list of tables", value, example)
+            for person in value:
+                schema.string_table(person, where, example)
+        elif shape == "table-of-string-tables":
+            for group, entries in schema.table(value, where, example).items():
+                schema.string_table(entries, f"{where}.{group}", example)
+        elif shape == "table-of-lists":
+            for group, reqs in schema.table(value, where, example).items():
+                schema.string_list(reqs, f"{where}.{group}", example)
 
 
 @dataclass
@@ -73,7 +129,7 @@ class Pyproject:
 
     @property
     def tool(self) -> dict[str, Any]:
-        return dict((self.data.get("tool") or {}).get("gpuship") or {})
+        return schema.table_at(self.data, "tool", "gpuship", where=f"{self.path.name}: ")
 
     @property
     def has_build_system(self) -> bool:
@@ -120,34 +176,58 @@ class Pyproject:
         some other way (then uv reads the project itself)."""
         if "dependencies" not in self.dynamic and "optional-dependencies" not in self.dynamic:
             return []
-        dyn = ((self.data.get("tool") or {}).get("setuptools") or {}).get("dynamic") or {}
+        dyn = schema.table_at(self.data, "tool", "setuptools", "dynamic", where=f"{self.path.name}: ")
         files: list[Path] = []
         if "dependencies" in self.dynamic:
             spec = dyn.get("dependencies")
             if not (isinstance(spec, dict) and "file" in spec):
                 return None
-            files += [self.path.parent / f for f in _as_list(spec["file"])]
+            files += [self.path.parent / f for f in self._dynamic_files(spec["file"], "dependencies")]
         if "optional-dependencies" in self.dynamic and extras:
-            groups = dyn.get("optional-dependencies") or {}
+            groups = schema.table_at(
+                dyn, "optional-dependencies", where=f"{self.path.name}: [tool.setuptools.dynamic] "
+            )
             for e in extras:
                 spec = groups.get(e)
                 if isinstance(spec, dict) and "file" in spec:
-                    files += [self.path.parent / f for f in _as_list(spec["file"])]
+                    files += [
+                        self.path.parent / f for f in self._dynamic_files(spec["file"], f"optional-dependencies.{e}")
+                    ]
                 elif spec is not None:
                     return None
         return files
 
+    def _dynamic_files(self, value: Any, key: str) -> tuple[str, ...]:
+        where = f"{self.path.name}: [tool.setuptools.dynamic] {key}.file"
+        return schema.string_list(value, where, 'file = ["requirements.txt"]', one_string=True)
 
-def _as_list(v: Any) -> list[str]:
-    return [v] if isinstance(v, str) else [str(x) for x in v]
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """A TOML file as data; not UTF-8 or not TOML is a one-line :class:`ConfigError`."""
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path.name} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})",
+            "TOML files must be UTF-8; save it as UTF-8",
+        ) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path.name} is not valid TOML: {exc}", "fix the file") from None
+    except RecursionError:
+        raise ConfigError(f"{path.name} nests tables or lists too deeply", "flatten it") from None
 
 
 def read_pyproject(path: Path) -> Pyproject:
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path.name} is not valid TOML: {exc}", "fix the file") from exc
-    project = data.get("project") or {}
-    if not isinstance(project, dict):
-        raise ConfigError(f"{path.name}: [project] must be a table")
+    data = read_toml(path)
+    name = path.name
+    project = schema.table_at(data, "project", where=f"{name}: ")
+    check_project_table(project, name)
+    for keys in (("tool",), ("tool", "gpuship"), ("tool", "uv"), ("build-system",)):
+        schema.table_at(data, *keys, where=f"{name}: ")
+    package = schema.table_at(data, "tool", "uv").get("package")
+    if package is not None:
+        schema.boolean(package, f"{name}: [tool.uv] package")
     return Pyproject(path=path, data=data, project=project)
