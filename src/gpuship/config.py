@@ -65,7 +65,7 @@ def _str_list(value: Any, key: str) -> tuple[str, ...]:
     return schema.string_list(value, f"[tool.gpuship] {key}", f'{key} = ["..."]', one_string=True)
 
 
-_NAME = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}"
+_USER_PART = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}"
 MAX_ID = 2**31 - 1
 
 
@@ -75,7 +75,7 @@ def parse_user(value: Any) -> str:
         value = str(value)
     text = schema.string(value, "[tool.gpuship] user", 'user = "65532:65532"')
     parts = text.split(":")
-    ok = 1 <= len(parts) <= 2 and all(re.fullmatch(_NAME, p) for p in parts)
+    ok = 1 <= len(parts) <= 2 and all(re.fullmatch(_USER_PART, p) for p in parts)
     if ok:
         ok = all(not p.isdigit() or int(p) <= MAX_ID for p in parts)
     if not ok:
