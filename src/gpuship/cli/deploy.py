@@ -54,6 +54,10 @@ GPUS_HELP = "GPUs per replica (0: none, no GPU reservation)."
 SHM_HELP = "Size of /dev/shm (e.g. 8Gi, 2g). Default: the image's dev.gpuship.shm-size label, else 1Gi."
 PORT_HELP = "Container port. Default: the runtime's PORT, else the image's first exposed TCP port."
 ENV_HELP = "Extra environment KEY=VALUE (repeatable)."
+MODEL_HELP = (
+    "Where a mounted model of the image comes from, NAME=SOURCE (repeatable; the names are the image's "
+    "[tool.gpuship] models mounts). Default: the image's own claim/host for it, else {default}."
+)
 PLATFORM_HELP = "Which platform of a multi-platform image to read (default linux/amd64, else the only one)."
 
 
@@ -156,6 +160,7 @@ def _spec(
     env: list[str] | None,
     platform: str | None,
     need_ref: bool = True,
+    models: list[str] | None = None,
 ) -> DeploySpec:
     local = image.startswith(LOCAL_SCHEMES) or (not image.startswith("registry:") and Path(image).exists())
     if need_ref:
@@ -165,7 +170,15 @@ def _spec(
     name = name or default_name(image, None if local and not ref else reference)
     img = read_for_deploy(image, platform)
     return spec_from_image(
-        img, reference, name=name, gpus=gpus, replicas=replicas, shm_size=shm_size, port=port, env=env or ()
+        img,
+        reference,
+        name=name,
+        gpus=gpus,
+        replicas=replicas,
+        shm_size=shm_size,
+        port=port,
+        env=env or (),
+        models=models or (),
     )
 
 
@@ -241,10 +254,16 @@ def k8s(
     keda_query: str = typer.Option(
         None, "--keda-query", help='KEDA: the PromQL query (default: sum(rate(gpuship_requests_total{app="NAME"}[2m])).'
     ),
+    model: list[str] = typer.Option(
+        None,
+        "--model",
+        help=MODEL_HELP.format(default="a PersistentVolumeClaim named NAME")
+        + " SOURCE: pvc:CLAIM, or an absolute host path (a hostPath volume). Mounted read-only.",
+    ),
     platform: str = typer.Option(None, "--platform", help=PLATFORM_HELP),
 ) -> None:
     """Kubernetes: a Deployment/Job/DaemonSet with GPU limits, /dev/shm, probes, a Service, optional KEDA."""
-    spec = _spec(image, ref, name, gpus, replicas, shm_size, port, env, platform)
+    spec = _spec(image, ref, name, gpus, replicas, shm_size, port, env, platform, models=model)
     opts = K8sOptions(
         kind=kind.value,  # type: ignore[arg-type]
         namespace=namespace,
@@ -273,10 +292,16 @@ def compose(
     port: int = typer.Option(None, "--port", help=PORT_HELP),
     host_port: int = typer.Option(None, "--host-port", help="Host port to publish on (default: the container port)."),
     env: list[str] = typer.Option(None, "--env", "-e", help=ENV_HELP),
+    model: list[str] = typer.Option(
+        None,
+        "--model",
+        help=MODEL_HELP.format(default="./models/NAME beside compose.yaml")
+        + " SOURCE: a host directory, bind-mounted read-only.",
+    ),
     platform: str = typer.Option(None, "--platform", help=PLATFORM_HELP),
 ) -> None:
     """Docker Compose: GPU device reservation, shm_size, memlock/stack ulimits, a health check on /readyz."""
-    spec = _spec(image, ref, name, gpus, 1, shm_size, port, env, platform)
+    spec = _spec(image, ref, name, gpus, 1, shm_size, port, env, platform, models=model)
     _emit({"compose.yaml": compose_yaml(spec, ComposeOptions(host_port=host_port, all_gpus=all_gpus))}, out)
 
 
@@ -305,10 +330,16 @@ def slurm(
     account: str = typer.Option(None, "--account", help="#SBATCH --account."),
     cpus_per_task: int = typer.Option(None, "--cpus-per-task", help="#SBATCH --cpus-per-task."),
     mem: str = typer.Option(None, "--mem", help="#SBATCH --mem (e.g. 64G)."),
+    model: list[str] = typer.Option(
+        None,
+        "--model",
+        help=MODEL_HELP.format(default="$MODELS_DIR/NAME ($MODELS_DIR defaults to ./models beside the script)")
+        + " SOURCE: a directory on the nodes, bind-mounted read-only.",
+    ),
     platform: str = typer.Option(None, "--platform", help=PLATFORM_HELP),
 ) -> None:
     """Slurm: an sbatch script running the image's squashfs file with pyxis (srun --container-image)."""
-    spec = _spec(image, None, name, gpus, 1, None, port, env, platform, need_ref=False)
+    spec = _spec(image, None, name, gpus, 1, None, port, env, platform, need_ref=False, models=model)
     opts = SlurmOptions(
         image_file=image_file or "",
         mounts=tuple(mount or ()),

@@ -8,7 +8,16 @@ import typer
 
 from ..errors import GpushipError
 from ..run import RunOptions, check_image, run_image
-from ..run.options import DEFAULT_ULIMITS, RUNTIMES, parse_env, parse_port, parse_size, parse_ulimit, parse_volume
+from ..run.options import (
+    DEFAULT_ULIMITS,
+    RUNTIMES,
+    parse_env,
+    parse_models,
+    parse_port,
+    parse_size,
+    parse_ulimit,
+    parse_volume,
+)
 from .console import err, handles_errors, info, state
 from .main import app
 
@@ -87,6 +96,12 @@ def run(
         [], "--env", "-e", help="Set KEY=VALUE in the container (KEY alone: the host's value). Repeatable."
     ),
     volume: list[str] = typer.Option([], "--volume", "-v", help="Bind-mount HOST:CONTAINER[:ro]. Repeatable."),
+    model: list[str] = typer.Option(
+        [],
+        "--model",
+        help="Mount a host directory, read-only, where the image expects the model NAME (its [tool.gpuship] models "
+        "mounts): NAME=DIR. Default: the image's own host directory for it, if any. Repeatable.",
+    ),
     publish: list[str] = typer.Option(
         [],
         "--publish",
@@ -135,6 +150,7 @@ def run(
         read_only=read_only,
         keep=keep,
         name=name,
+        models=parse_models(model),
     ).with_ulimits(parse_ulimit(u) for u in ulimit)
     code = run_image(image, options, notify=info, progress=run_status)
     raise typer.Exit(code)

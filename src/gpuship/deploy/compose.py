@@ -29,6 +29,8 @@ def compose_file(spec: DeploySpec, opts: ComposeOptions = ComposeOptions()) -> d
         svc["ports"] = [f"{opts.host_port or spec.port}:{spec.port}"]
     if spec.env:
         svc["environment"] = dict(spec.env)
+    if spec.models:  # read-only bind mounts; a relative directory is beside compose.yaml
+        svc["volumes"] = [f"{m.host_dir(f'./models/{m.name}')}:{m.path}:ro" for m in spec.models]
     svc["shm_size"] = docker_size(spec.shm_size)
     svc["ulimits"] = {"memlock": -1, "stack": 67108864}
     svc["restart"] = opts.restart

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import yaml
 
 from ..errors import GpushipError
-from .spec import DeploySpec, k8s_quantity
+from .spec import DeploySpec, ModelVolume, k8s_quantity
 
 Kind = Literal["deployment", "job", "daemonset"]
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -120,7 +120,9 @@ def _container(spec: DeploySpec, opts: K8sOptions, probes: bool) -> dict[str, An
         resources["requests"] = requests
     if resources:
         c["resources"] = resources
-    c["volumeMounts"] = [{"name": "dshm", "mountPath": "/dev/shm"}]
+    c["volumeMounts"] = [{"name": "dshm", "mountPath": "/dev/shm"}] + [
+        {"name": m.volume_name, "mountPath": m.path, "readOnly": True} for m in spec.models
+    ]
     if probes and spec.function_runtime and spec.port is not None:
         # /healthz answers as soon as the server listens (the function imports in the background), so
         # liveness never kills a pod that is still importing torch; /readyz waits for the warm-up call.
@@ -158,7 +160,17 @@ def _pod_spec(spec: DeploySpec, opts: K8sOptions, probes: bool, restart: str | N
         pod["terminationGracePeriodSeconds"] = 35 if spec.function_runtime else 30
     pod["containers"] = [_container(spec, opts, probes)]
     pod["volumes"] = [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": k8s_quantity(spec.shm_size)}}]
+    pod["volumes"] += [model_volume(m) for m in spec.models]
     return pod
+
+
+def model_volume(m: ModelVolume) -> dict[str, Any]:
+    """A mounted model's volume: ``--model NAME=pvc:CLAIM`` or ``=/host/dir``, else the image's ``claim``, else its
+    ``host`` (a hostPath), else a PersistentVolumeClaim named NAME."""
+    source = m.source or (f"pvc:{m.claim}" if m.claim else m.host) or f"pvc:{m.name}"
+    if source.startswith("pvc:"):
+        return {"name": m.volume_name, "persistentVolumeClaim": {"claimName": source[4:], "readOnly": True}}
+    return {"name": m.volume_name, "hostPath": {"path": source, "type": "Directory"}}
 
 
 def _template(spec: DeploySpec, opts: K8sOptions, probes: bool, restart: str | None) -> dict[str, Any]:

@@ -108,7 +108,13 @@ def slurm_script(spec: DeploySpec, opts: SlurmOptions = SlurmOptions()) -> str:
     if spec.function_runtime and spec.port is not None:
         lines.append("")
         lines.append(f'echo "{spec.name}: serving on http://$(hostname):{spec.port} (POST /invoke, GET /status)"')
-    mounts = ",".join(["$RESULTS_DIR:/results", *(_check_mount(m) for m in opts.mounts)])
+    models = [(m, m.host_dir("")) for m in spec.models]
+    if any(not src for _, src in models):
+        lines.append('MODELS_DIR="${MODELS_DIR:-$SUBMIT_DIR/models}"')
+    model_mounts = [
+        _check_mount(f"{src}:{m.path}:ro") if src else f"$MODELS_DIR/{m.name}:{m.path}:ro" for m, src in models
+    ]
+    mounts = ",".join(["$RESULTS_DIR:/results", *(_check_mount(m) for m in opts.mounts), *model_mounts])
     srun = ["srun", '--container-image="$IMAGE_FILE"', f'--container-mounts="{mounts}"', "--no-container-mount-home"]
     if spec.workdir:
         srun.append(f"--container-workdir={shlex.quote(spec.workdir)}")

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from ..errors import GpushipError
 from ..oci import Image
 from ..serve import DEFAULT_PORT, RUNTIME_PATH, is_runtime_image
+from ..sources.models import mounts_from_labels
 
 #: A label an image may carry to say how much /dev/shm it wants (e.g. "8Gi"); --shm-size wins over it.
 SHM_LABEL = "dev.gpuship.shm-size"
@@ -109,6 +110,54 @@ def parse_env(pairs: Iterable[str]) -> tuple[tuple[str, str], ...]:
 
 
 @dataclass(frozen=True)
+class ModelVolume:
+    """A model the image expects mounted at ``path`` (``[tool.gpuship] models = [{ mount = ... }]``), and where
+    it comes from: ``pvc:CLAIM`` or a host directory, from ``--model NAME=SOURCE`` or the image's defaults
+    (``claim``, ``host``); "" leaves the choice to the writer."""
+
+    name: str
+    path: str
+    env: str
+    source: str = ""
+    claim: str = ""
+    host: str = ""
+
+    @property
+    def volume_name(self) -> str:
+        return dns_name(f"model-{self.name}")
+
+    def host_dir(self, default: str) -> str:
+        """For bind mounts (compose, slurm, run): the directory given, else the image's ``host``, else
+        ``default``."""
+        if self.source.startswith("pvc:"):
+            raise GpushipError(
+                f"--model {self.name}={self.source}: a PersistentVolumeClaim is for Kubernetes",
+                f"give a host directory: --model {self.name}=/path/to/{self.name}",
+            )
+        return self.source or self.host or default
+
+
+def model_volumes(labels: Mapping[str, str], sources: Iterable[str]) -> tuple[ModelVolume, ...]:
+    """The image's mounted models with ``--model NAME=SOURCE`` applied (a name the image lacks is an error)."""
+    mounts = mounts_from_labels(dict(labels))
+    given: dict[str, str] = {}
+    for pair in sources:
+        name, sep, source = pair.partition("=")
+        if not sep or not source:
+            raise GpushipError(f"--model {pair!r} is not NAME=SOURCE", "e.g. --model llama=pvc:llama-weights")
+        if name not in {m.name for m in mounts}:
+            have = ", ".join(m.name for m in mounts) or "none"
+            raise GpushipError(
+                f"--model {name}: the image mounts no model of that name (it has: {have})",
+                "declare it in [tool.gpuship] models = [{ mount = ... }] and rebuild",
+            )
+        if not (source.startswith("pvc:") and len(source) > 4) and not source.startswith(("/", "./", "../")):
+            raise GpushipError(f"--model {pair!r}: SOURCE must be pvc:CLAIM or a directory path", "e.g. /data/llama")
+        given[name] = source
+    return tuple(ModelVolume(m.name, m.path, m.env, given.get(m.name, ""), m.claim, m.host) for m in mounts)
+
+
+@dataclass(frozen=True)
 class DeploySpec:
     """One workload: the image reference a cluster pulls and how to run it."""
 
@@ -127,6 +176,8 @@ class DeploySpec:
     #: The runtime's Python inside the image (for a Compose health check).
     python: str = "python3"
     image_env: Mapping[str, str] = field(default_factory=dict)
+    #: Models the image expects mounted (read-only) and where each comes from.
+    models: tuple[ModelVolume, ...] = ()
 
     def __post_init__(self) -> None:
         check_name(self.name)
@@ -172,6 +223,7 @@ def spec_from_image(
     shm_size: str | int | None = None,
     port: int | None = None,
     env: Iterable[str] = (),
+    models: Iterable[str] = (),
 ) -> DeploySpec:
     """A :class:`DeploySpec` from an image's config, with the options on top."""
     cfg = image.config
@@ -198,4 +250,5 @@ def spec_from_image(
         function_runtime=runtime,
         python=python,
         image_env=cfg.env_dict(),
+        models=model_volumes(cfg.labels, models),
     )

@@ -81,6 +81,8 @@ class RunOptions:
     keep: bool = False  # engines: keep the container (no --rm)
     name: str | None = None  # engines: the container's name
     verbose: bool = False
+    #: ``--model NAME=DIR``: host directories for the image's mounted models (``[tool.gpuship] models`` mounts)
+    models: Mapping[str, str] = field(default_factory=dict)
 
     def with_ulimits(self, extra: Iterable[Ulimit]) -> RunOptions:
         """The defaults, with same-named entries replaced by ``extra``."""
@@ -120,6 +122,19 @@ def parse_ulimit(text: str) -> Ulimit:
     if soft != -1 and hard != -1 and soft > hard:
         raise GpushipError(f"--ulimit {text!r}: the soft limit is above the hard one")
     return Ulimit(name, soft, hard)
+
+
+def parse_models(items: Iterable[str]) -> dict[str, str]:
+    """``NAME=DIR`` pairs (``--model``); the directory is made absolute and must exist."""
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise GpushipError(f"--model {item!r} is not NAME=DIR", "e.g. --model llama=/data/llama")
+        if not os.path.isdir(path):
+            raise GpushipError(f"--model {item!r}: {path} is not a directory", "give the directory holding the model")
+        out[name] = os.path.abspath(path)
+    return out
 
 
 def parse_volume(text: str) -> Volume:

@@ -15,7 +15,7 @@ from . import gpu as gpu_mod
 from .builtin import CHECK_PATH, run_rootfs
 from .engines import engine_answers, engine_has, run_in_engine
 from .gpu import GpuRequest, HostGpus, Injection
-from .options import RunOptions
+from .options import RunOptions, Volume
 from .rootfs import unpacked_rootfs
 
 Notify = Callable[[str], None]
@@ -123,11 +123,13 @@ def run_image(
                 ) from exc
             ref = image  # an image the engine holds already
         env = img.config.env_dict() if img is not None else {}
+        options = with_model_mounts(options, img.config.labels if img is not None else {}, notify)
         request, injection = settle_gpus(env, options, host, notify)
         return run_in_engine(
             runtime, img, ref, options, request if injection is not None else None, progress=progress, notify=notify
         )
     img = open_image(image, cache)
+    options = with_model_mounts(options, img.config.labels, notify)
     _, injection = settle_gpus(img.config.env_dict(), options, host, notify)
     rootfs = unpacked_rootfs(img, cache, progress)
     return run_rootfs(
@@ -139,6 +141,33 @@ def run_image(
         cache=cache,
         notify=notify,
     )
+
+
+def with_model_mounts(options: RunOptions, labels: dict[str, str], notify: Notify) -> RunOptions:
+    """The image's mounted models as read-only volumes: ``--model NAME=DIR``, else the image's own ``host``
+    directory for it; a model left without one is noted (its directory in the image stays empty)."""
+    from ..sources.models import mounts_from_labels
+
+    mounts = mounts_from_labels(labels)
+    names = {m.name for m in mounts}
+    for name in options.models:
+        if name not in names:
+            have = ", ".join(sorted(names)) or "none"
+            raise GpushipError(
+                f"--model {name}: the image mounts no model of that name (it has: {have})",
+                "declare it in [tool.gpuship] models = [{ mount = ... }] and rebuild",
+            )
+    taken = {v.destination for v in options.volumes}
+    volumes = []
+    for m in mounts:
+        source = options.models.get(m.name) or m.host
+        if m.path in taken:
+            continue  # the user's own -v wins
+        if not source:
+            notify(f"note: nothing is mounted at {m.path} for model {m.name} (pass --model {m.name}=DIR)")
+            continue
+        volumes.append(Volume(source, m.path, readonly=True))
+    return replace(options, volumes=options.volumes + tuple(volumes))
 
 
 def check_image(
