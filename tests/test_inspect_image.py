@@ -121,9 +121,10 @@ def test_report_sizes_add_up(image: Image) -> None:
     assert set(deb) == {"libfoo1", "base-files"}
     assert deb["libfoo1"].files == 1 and deb["libfoo1"].size == 200_000 and deb["libfoo1"].declared_size == 300 * 1024
     assert deb["base-files"].size == len(b"ID=debian\n")
-    # owned + unowned == everything the final image holds
+    # owned + models + unowned == everything the final image holds (app/data/*.bin are model files by name)
     owned = sum(p.size for p in r.python) + sum(p.size for p in r.debian)
-    assert owned + r.unowned_bytes == r.final_bytes
+    assert [(m.name, m.files, m.size) for m in r.models] == [("/app/data", 2, len(BIG))]
+    assert owned + sum(m.size for m in r.models) + r.unowned_bytes == r.final_bytes
     # the whiteout removed tmp/scratch.bin from the final view; its bytes are still stored in layer 0
     assert r.shadowed_bytes == 1000
     assert all(f.path != "tmp/scratch.bin" for f in r.largest)
@@ -205,9 +206,8 @@ def test_html_renders_in_chromium(image: Image, tmp_path: Path) -> None:
     assert dom.count('class="block"') == len(blocks) > 3  # one treemap rect per block, drawn by the script
     assert dom.count('class="layer-rect"') == len({b[0] for b in blocks})
     assert "sm_90</span>" in dom and "compute_100</span>" in dom  # the CUDA table
-    assert dom.count('<tr class="row">') == len(r.layers) + len(r.cuda) + len(r.python) + len(r.debian) + len(
-        r.largest
-    ) + len(r.duplicates)
+    rows = len(r.layers) + len(r.cuda) + len(r.models) + len(r.python) + len(r.debian)
+    assert dom.count('<tr class="row">') == rows + len(r.largest) + len(r.duplicates)
     shot = tmp_path / "report.png"
     chromium("--window-size=1280,900", f"--screenshot={shot}", page.as_uri())
     png = shot.read_bytes()

@@ -337,3 +337,27 @@ def test_mount_points_become_a_layer_and_a_label() -> None:
 
 def test_hub_model_value() -> None:
     assert HubModel.parse(f"hf://org/name@{COMMIT}").ref == f"hf://org/name@{COMMIT}"
+
+
+# -- inspect ---------------------------------------------------------------------------------------------------
+def test_inspect_shows_model_files_as_their_own_category(tmp_path: Path, cache: Cache, hub: FakeHub) -> None:
+    from gpuship.inspect import inspect_image
+    from gpuship.oci import Entry, append_layers, build_layer, empty_image
+
+    root = project(tmp_path)
+    safetensors(root / "weights" / "model.safetensors", 40_000)
+    (root / "weights" / "labels.txt").write_text("cat\ndog\n")
+    models = models_of(root, cache, ["weights/", f"hf://gpuship-test/tiny@{COMMIT}"])
+    app = build_layer([Entry.file("app/main.py", "print(1)\n"), Entry.file("app/notes.pt", b"x" * 500)], cache)
+    img = append_layers(empty_image("linux/amd64"), [m.layer for m in models.layers] + [app])
+    report = inspect_image(img).to_json()
+    got = {m["name"]: (m["files"], m["size"]) for m in report["models"]}
+    assert got == {
+        # its three files and refs/main (the revision, 40 bytes)
+        "gpuship-test/tiny": (4, sum(len(d) for d in hub.repos["gpuship-test/tiny"].files.values()) + 40),
+        "/app/weights": (2, (root / "weights" / "model.safetensors").stat().st_size + 8),
+        "/app": (1, 500),  # a weights file by its name, in any layer
+    }
+    assert report["model_bytes"] == sum(s for _, s in got.values())
+    assert report["unowned_bytes"] == len("print(1)\n")
+    assert {b["label"] for b in report["blocks"] if b["kind"] == "model"} == set(got)

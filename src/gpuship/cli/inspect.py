@@ -117,6 +117,13 @@ def render(report: ImageReport, top: int = 15) -> None:
                 " ".join(lib.ptx) + (f" (PTX ISA {', '.join(lib.ptx_versions)})" if lib.ptx else ""),
             )
         out.print(t)
+    if report.models:
+        t = Table(title=f"Models ({len(report.models)})", title_justify="left")
+        for c in ("model", "files", "size", "compressed", "layers"):
+            t.add_column(c, justify="left" if c in ("model", "layers") else "right", overflow="fold")
+        for m in report.models[:top]:
+            t.add_row(m.name, str(m.files), human(m.size), human(m.compressed), ", ".join(map(str, m.layers)))
+        out.print(t)
     for title, rows in (("Python distributions", report.python), ("Debian packages", report.debian)):
         if not rows:
             continue

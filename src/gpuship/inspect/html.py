@@ -61,11 +61,12 @@ td.path { white-space: pre-line; word-break: break-all; font-family: ui-monospac
   <div class="toggle">Treemap of the final image by layer and owner:
     <button id="by-size" class="on" type="button">uncompressed</button>
     <button id="by-compressed" type="button">compressed</button></div>
-  <div class="legend"><span><i style="background:#3b7be8"></i>Python distribution</span><span><i style="background:#c2410c"></i>Debian package</span><span><i style="background:#64748b"></i>directory (no owner)</span><span><i style="background:#a1a1aa"></i>the rest</span></div>
+  <div class="legend"><span><i style="background:#3b7be8"></i>Python distribution</span><span><i style="background:#c2410c"></i>Debian package</span><span><i style="background:#16a34a"></i>model</span><span><i style="background:#64748b"></i>directory (no owner)</span><span><i style="background:#a1a1aa"></i>the rest</span></div>
   <svg id="treemap" role="img" aria-label="size treemap" viewBox="0 0 1200 460" preserveAspectRatio="none"></svg>
 </section>
 <section><h2>Layers</h2><table id="layers"></table></section>
 <section><h2>CUDA libraries and their GPU architectures</h2><table id="cuda"></table></section>
+<section><h2>Models</h2><table id="models"></table></section>
 <section><h2>Python distributions</h2><table id="python"></table></section>
 <section><h2>Debian packages</h2><table id="debian"></table></section>
 <section><h2>Largest files</h2><table id="largest"></table></section>
@@ -132,7 +133,7 @@ function squarify(items, x, y, w, h) {
   }
   return out;
 }
-const COLORS = {python: "#3b7be8", debian: "#c2410c", dir: "#64748b", other: "#a1a1aa"};
+const COLORS = {python: "#3b7be8", debian: "#c2410c", model: "#16a34a", dir: "#64748b", other: "#a1a1aa"};
 function drawTreemap(key) {
   const svg = document.getElementById("treemap");
   while (svg.firstChild) svg.removeChild(svg.firstChild);
@@ -178,6 +179,9 @@ table("cuda", [
   {title: "PTX", get: c => archList(c.ptx || [], c.bytes_by_arch || {})}], R.cuda, "no CUDA libraries");
 const pkgCols = [{title: "name", get: p => p.name}, {title: "version", get: p => p.version}, {title: "files", num: true, get: p => p.files},
   {title: "size", num: true, get: p => fmt(p.size)}, {title: "compressed", num: true, get: p => fmt(p.compressed)}, {title: "layers", get: p => p.layers.join(", ")}];
+table("models", [{title: "model", path: true, get: m => m.name}, {title: "files", num: true, get: m => m.files},
+  {title: "size", num: true, get: m => fmt(m.size)}, {title: "compressed", num: true, get: m => fmt(m.compressed)},
+  {title: "layers", get: m => m.layers.join(", ")}], R.models || [], "no model files");
 table("python", pkgCols, R.python, "no Python distributions");
 table("debian", pkgCols, R.debian, "no Debian packages");
 table("largest", [{title: "path", path: true, get: f => f.path}, {title: "layer", num: true, get: f => f.layer}, {title: "size", num: true, get: f => fmt(f.size)},

@@ -162,11 +162,13 @@ class ImageReport:
     final_files: int
     final_bytes: int
     shadowed_bytes: int  # stored in a layer but hidden by a later one (overwritten or deleted)
-    unowned_bytes: int  # in the final view, owned by no Python distribution nor Debian package
+    unowned_bytes: int  # in the final view, owned by no Python distribution nor Debian package, and no model
     unowned_compressed: int
     #: The final view in blocks for a treemap: (layer, kind, label, bytes, compressed); kind is python, debian,
-    #: dir (unowned files, by directory) or other (the small rest of a layer).
+    #: model, dir (unowned files, by directory) or other (the small rest of a layer).
     blocks: tuple[tuple[int, str, str, int, int], ...] = field(default=())
+    #: Model files (weights by name, hub caches, gpuship's model layers), per model: see :func:`model_of`.
+    models: tuple[PackageReport, ...] = field(default=())
 
     @property
     def duplicate_bytes(self) -> int:
@@ -184,6 +186,9 @@ class ImageReport:
             "duplicate_bytes": self.duplicate_bytes,
             "unowned_bytes": self.unowned_bytes,
             "unowned_compressed": self.unowned_compressed,
+            "model_bytes": sum(m.size for m in self.models),
+            "model_compressed": sum(m.compressed for m in self.models),
+            "models": [m.to_json() for m in self.models],
             "layers": [l.to_json() for l in self.layers],
             "python": [p.to_json() for p in self.python],
             "debian": [p.to_json() for p in self.debian],
@@ -366,6 +371,25 @@ def inspect_image(image: Image, *, top: int = 25, progress: Progress | None = No
                 pkg.declared_size,
             )
         )
+    model_layers = {l.index for l in layers if l.comment.startswith("model ")}
+    by_model: dict[str, list[FileRecord]] = defaultdict(list)
+    for p, r in view.items():
+        label = None if p in owner else model_of(p, r.layer in model_layers)
+        if label is not None:
+            owner[p] = ("model", label)
+            by_model[label].append(r)
+    models = [
+        PackageReport(
+            "model",
+            label,
+            "",
+            len(recs),
+            sum(r.size for r in recs),
+            sum(r.compressed for r in recs),
+            tuple(sorted({r.layer for r in recs})),
+        )
+        for label, recs in by_model.items()
+    ]
     unowned = [r for p, r in view.items() if p not in owner]
 
     final_ids = {id(r) for r in view.values()}
@@ -394,7 +418,25 @@ def inspect_image(image: Image, *, top: int = 25, progress: Progress | None = No
         unowned_bytes=sum(r.size for r in unowned),
         unowned_compressed=sum(r.compressed for r in unowned),
         blocks=_blocks(view, owner),
+        models=tuple(sorted(models, key=lambda p: (-p.size, p.name))),
     )
+
+
+#: File names that are model weights wherever they are (as ``[tool.gpuship] models`` finds them).
+MODEL_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf", ".onnx")
+
+
+def model_of(path: str, in_model_layer: bool = False) -> str | None:
+    """The model a file of no package belongs to, or None: a Hugging Face hub cache repository
+    (``.../models--ORG--NAME/...`` -> ``ORG/NAME``); else, for a weights file or any file of a gpuship model
+    layer, its directory."""
+    parts = path.split("/")
+    for part in parts[:-1]:
+        if part.startswith("models--") and part.count("--") >= 1:
+            return part.removeprefix("models--").replace("--", "/")
+    if in_model_layer or path.endswith(MODEL_SUFFIXES):
+        return "/" + "/".join(parts[:-1])
+    return None
 
 
 def _layer_comments(image: Image) -> list[str]:
