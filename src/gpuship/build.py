@@ -29,9 +29,11 @@ from .oci import (
     empty_image,
     make_index,
     with_config,
+    with_created,
 )
 from .parallel import build_jobs, parallel_map
 from .plan import BuildOptions, BuildPlan, make_plan
+from .plan.build_plan import config_home
 from .project.entrypoint import VENV, choose_entrypoint
 from .sources.app import app_layer, select_app_files
 from .sources.models import ModelSet, build_models, mounts_label
@@ -164,6 +166,15 @@ def build(options: BuildOptions, *, cache: Cache | None = None, progress: Progre
     for w in warnings:
         _say(progress, f"warning: {w}")
 
+    runtime = _function_runtime(plan)
+    # what the image runs is known from the files: refuse a missing one before the long steps
+    entrypoint = choose_entrypoint(
+        plan.config.entrypoint,
+        getattr(plan.project, "scripts", {}) or {},
+        app.files,
+        runtime_argv=runtime.argv if runtime else (),
+        where=config_home(plan.project.root, getattr(plan.project, "tool", None)),
+    )
     models = build_models(
         options.project_dir.resolve(),
         app,
@@ -174,14 +185,13 @@ def build(options: BuildOptions, *, cache: Cache | None = None, progress: Progre
         project_files=not options.dev,
         progress=progress,
     )
-    runtime = _function_runtime(plan)
     extra_reqs = tuple(runtime.requirements) if runtime else ()
     _say(progress, "locking dependencies")
     lock = lock_for_plan(plan, extra_reqs, locked=options.locked, cache=cache, progress=progress)
 
     results: list[PlatformResult] = []
     for platform in plan.platforms:
-        results.append(_build_platform(plan, platform, lock, models, runtime, cache, progress))
+        results.append(_build_platform(plan, platform, lock, models, runtime, entrypoint, cache, progress))
 
     images = [r.image for r in results]
     result: Image | Index = images[0] if len(images) == 1 else make_index(images)
@@ -204,7 +214,9 @@ def build(options: BuildOptions, *, cache: Cache | None = None, progress: Progre
         models,
     )
     if options.report:
+        _say(progress, f"writing the report {options.report}")
         write_report(br, options.report)
+        br = replace(br, seconds=time.monotonic() - started)  # the time the user waited, the report included
     return br
 
 
@@ -350,6 +362,7 @@ def _build_platform(
     lock: Any,
     models: ModelSet,
     runtime: _Runtime | None,
+    entrypoint: tuple[str, ...],
     cache: Cache,
     progress: Progress | None,
 ) -> PlatformResult:
@@ -460,10 +473,6 @@ def _build_platform(
             compression=compression,
         )
 
-    runtime_argv = runtime.argv if runtime else ()
-    entrypoint = choose_entrypoint(
-        cfg.entrypoint, getattr(plan.project, "scripts", {}) or {}, app.files, runtime_argv=runtime_argv
-    )
     config = ImageConfig(
         env=tuple(f"{k}={v}" for k, v in image_env(plan, base.config, models=True).items()),
         entrypoint=entrypoint,
@@ -491,6 +500,7 @@ def _build_platform(
     image = append_layers(image, [layer for _, layer in upper[:at]], created_by="gpuship: app")
     image = append_layers(image, [m.layer for m in models.layers], created_by="gpuship: model")
     image = append_layers(image, [layer for _, layer in upper[at + len(models.layers) :]], created_by="gpuship: app")
+    image = with_created(image, plan.created)
     rows = tuple(LayerRow(g, l.digest, l.size, l.uncompressed_size, l.reused, l.comment) for g, l in groups)
     return PlatformResult(
         platform,
@@ -562,23 +572,25 @@ def model_components(models: ModelSet | None) -> list[Any]:
     return comps
 
 
-def layer_table_rows(result: BuildResult) -> Sequence[tuple[str, ...]]:
-    rows = []
-    for p in result.platforms:
-        for r in p.rows:
-            rows.append(
-                (
-                    str(p.platform),
-                    r.group,
-                    r.digest[7:19],
-                    _mb(r.size),
-                    _mb(r.uncompressed_size),
-                    "cached" if r.reused else "new",
-                    r.what,
-                )
-            )
-    return rows
+def layer_table_rows(platform: PlatformResult) -> list[tuple[str, str, str, str, str, str]]:
+    """One platform's layers as text cells: layer, short digest, size, unpacked size, new/cached, contents."""
+    return [
+        (
+            r.group,
+            r.digest.removeprefix("sha256:")[:12],
+            human_size(r.size),
+            human_size(r.uncompressed_size),
+            "cached" if r.reused else "new",
+            r.what,
+        )
+        for r in platform.rows
+    ]
 
 
-def _mb(n: int) -> str:
-    return f"{n / 1e6:.1f} MB"
+def human_size(n: int) -> str:
+    """``7.4 MB``, ``1.23 GB``, ``812 kB``: at most 8 characters, decimal units as registries and engines show."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale * 0.95:
+            value = n / scale
+            return f"{value:.2f} {unit}" if unit == "GB" and value < 10 else f"{value:.1f} {unit}"
+    return f"{n} B"

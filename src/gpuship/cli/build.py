@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
+from ..build import BuildResult, human_size, layer_table_rows
 from ..build import build as run_build
-from ..build import layer_table_rows
 from ..plan import BuildOptions
 from .console import err, handles_errors, info, out, state, status_progress
 from .main import app
@@ -85,13 +86,38 @@ def build(
             progress = status_progress(status, lambda msg: bool(state.verbose) or not msg.startswith("["))
             result = run_build(opts, progress=progress)
     if not state.quiet:
-        table = Table(title=f"{result.plan.tag}  {result.digest}", show_lines=False)
-        for col in ("platform", "layer", "digest", "compressed", "uncompressed", "", "contents"):
-            table.add_column(col, no_wrap=True, overflow="ellipsis", max_width=48 if col == "contents" else None)
-        for row in layer_table_rows(result):
-            table.add_row(*row)
-        err.print(table)
+        print_layers(result)
         for w in result.warnings:
-            info(f"[yellow]warning:[/] {w}")
-        info(f"built in {result.seconds:.1f}s -> {', '.join(result.outputs) or '(no output)'}")
+            info(f"[yellow]warning:[/] {escape(w)}")
+        info(f"built in {result.seconds:.1f}s -> {escape(', '.join(result.outputs) or '(no output)')}")
     out.print(result.digest)
+
+
+def print_layers(result: BuildResult) -> None:
+    """The layer table of each platform, made to be read in an 80-column CI log: whole layer names, digests and
+    sizes; only the contents column is shortened; a total per platform."""
+    names = ", ".join(result.outputs) or result.plan.tag
+    for p in result.platforms:
+        err.print(f"{p.platform}  {p.image.digest[:19]}  {escape(names)}", highlight=False)
+        rows = layer_table_rows(p)
+        table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold", expand=False)
+        for col in ("layer", "digest", "size", "unpacked", ""):
+            table.add_column(col, no_wrap=True, justify="right" if col in ("size", "unpacked") else "left")
+        fixed = sum(
+            max(len(col), *(len(r[i]) for r in rows))
+            for i, col in enumerate(("layer", "digest", "size", "unpacked", ""))
+        )
+        table.add_column("contents", no_wrap=True, overflow="ellipsis", max_width=max(12, err.width - fixed - 2 * 5))
+        for row in rows:
+            table.add_row(*(escape(c) for c in row))
+        new = sum(1 for r in p.rows if not r.reused)
+        table.add_row(
+            "total",
+            f"{len(p.rows)} layers",
+            human_size(sum(r.size for r in p.rows)),
+            human_size(sum(r.uncompressed_size for r in p.rows)),
+            f"{new} new",
+            "",
+            style="bold",
+        )
+        err.print(table)

@@ -11,8 +11,9 @@ from rich.console import Console
 
 from ..errors import GpushipError
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+out = Console(highlight=False, log_path=False)
+#: progress lines carry the time, not the source line that logged them (``console.py:75`` helps nobody)
+err = Console(stderr=True, highlight=False, log_path=False)
 
 
 class State:

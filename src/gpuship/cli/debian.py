@@ -26,10 +26,10 @@ PROFILE_HELP = "Base profile: debian-bookworm (Python 3.11) or debian-trixie (Py
 PLATFORM_HELP = "Target platform: linux/amd64 or linux/arm64 (default: this machine's)."
 MIRROR_HELP = (
     "Debian archive URI to use instead of the host's apt sources (else GPUSHIP_DEBIAN_MIRROR, else "
-    "\\[tool.gpuship.debian] mirror in ./pyproject.toml)."
+    "[tool.gpuship.debian] mirror in ./pyproject.toml)."
 )
 SECURITY_HELP = "Debian security archive URI ('none' for no security suite); default: the host's apt sources."
-PACKAGE_HELP = "Extra Debian package to install (repeatable), like system-packages in \\[tool.gpuship]."
+PACKAGE_HELP = "Extra Debian package to install (repeatable), like system-packages in [tool.gpuship]."
 
 
 def _default_platform() -> str:

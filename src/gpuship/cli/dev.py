@@ -33,7 +33,7 @@ def dev(
         "or an image the engine holds); the mounted source then goes first on PYTHONPATH.",
     ),
     base: str | None = typer.Option(
-        None, "--base", help="Base profile or registry image; overrides \\[tool.gpuship] base."
+        None, "--base", help="Base profile or registry image; overrides [tool.gpuship] base."
     ),  # noqa: UP007
     extra: list[str] = typer.Option([], "--extra", help="Optional-dependency group(s) of the project to include."),
     runtime: str = typer.Option("auto", "--runtime", help=RUNTIME_HELP),
@@ -54,9 +54,9 @@ def dev(
     user: str | None = typer.Option(None, "--user", "-u", help="USER[:GROUP] or UID[:GID] (default: the image's)."),  # noqa: UP007
     shm_size: str = typer.Option("1g", "--shm-size", help="Size of /dev/shm."),
 ) -> None:
-    """Run the project's image with the project directory mounted over the app directory (/app, or \\[tool.gpuship] workdir) and the project installed in editable mode: edit, run again, no rebuild.
+    """Run the project's image with the project directory mounted over the app directory (/app, or [tool.gpuship] workdir) and the project installed in editable mode: edit, run again, no rebuild.
 
-    gpuship builds the dev image first: the project's image without its project-wheel and app layers, plus a small editable-install layer (a .pth file pointing at /app/src or /app, and launchers for \\[project.scripts]). Only a change of dependencies or configuration makes a new image; code edits do not. Runs through Docker or Podman when one answers, else the built-in runner (root). The exit code is the command's.
+    gpuship builds the dev image first: the project's image without its project-wheel and app layers, plus a small editable-install layer (a .pth file pointing at /app/src or /app, and launchers for [project.scripts]). Only a change of dependencies or configuration makes a new image; code edits do not. Runs through Docker or Podman when one answers, else the built-in runner (root). The exit code is the command's.
     """
     project = path
     cmd = list(command or ())

@@ -60,13 +60,10 @@ def _project_inputs(path: Path) -> tuple[list[str], dict[str, Any], tuple[str, .
         rq = root / "requirements.txt"
         if rq.is_file():
             reqs += _requirements_from([str(rq)])
-    side = root / "gpuship.toml"
-    if side.is_file():
-        try:
-            for k, v in tomllib.loads(side.read_text(encoding="utf-8")).items():
-                tool.setdefault(k, v)
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{side} is not valid TOML: {exc}", "fix the file") from exc
+    from ..plan.build_plan import read_gpuship_toml
+
+    for k, v in read_gpuship_toml(root).items():
+        tool.setdefault(k, v)
     plats = tool.get("platforms") or ()
     plats = (plats,) if isinstance(plats, str) else tuple(str(p) for p in plats)
     return reqs, tool, plats
@@ -90,9 +87,7 @@ def explain(
     cuda: str | None = typer.Option(None, "--cuda", help="Override the cuda setting: auto, 12.8, 13, ..."),  # noqa: UP007
     target: list[str] = typer.Option([], "--target", "-t", help="Override targets: H100, L4, sm_80, ...; repeatable."),
     min_driver: str | None = typer.Option(None, "--min-driver", help="Override min-driver: 535, 570.124.06, ..."),  # noqa: UP007
-    torch_index: str | None = typer.Option(
-        None, "--torch-index", help="Override torch-index (a URL; {tag} -> cu128)."
-    ),  # noqa: UP007
+    torch_index: str | None = typer.Option(None, "--torch-index", help="Override torch-index (a URL; {tag} -> cu128)."),  # noqa: UP007
     platform: str | None = typer.Option(
         None, "--platform", help="linux/amd64 (default: the project's first) or linux/arm64."
     ),  # noqa: UP007

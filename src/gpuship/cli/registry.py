@@ -64,9 +64,7 @@ def push(
         ...,
         help="The image to push: oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE, registry:REF, or a path.",
     ),
-    ref: str = typer.Argument(
-        ..., help="Where to: \\[registry/]name\\[:tag]\\[@sha256:digest], e.g. ghcr.io/org/app:1.0."
-    ),
+    ref: str = typer.Argument(..., help="Where to: [registry/]name[:tag][@sha256:digest], e.g. ghcr.io/org/app:1.0."),
     insecure: bool = typer.Option(False, "--insecure", help=_INSECURE_HELP),
     ca_file: Path = typer.Option(None, "--ca-file", exists=True, dir_okay=False, help=_CA_HELP),
     jobs: int = typer.Option(4, "--jobs", "-j", min=1, max=32, help="Blobs uploaded at once."),

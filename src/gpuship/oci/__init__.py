@@ -14,6 +14,7 @@ from .image import (
     make_index,
     with_annotations,
     with_config,
+    with_created,
     with_family,
 )
 from .layer import Compression, Layer, build_layer, cached_layer, entries_from_dir, layer_from_dir
@@ -40,5 +41,6 @@ __all__ = [
     "rebase_through_links",
     "with_annotations",
     "with_config",
+    "with_created",
     "with_family",
 ]

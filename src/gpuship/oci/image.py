@@ -125,8 +125,8 @@ class History:
     comment: str = ""
     empty_layer: bool = False
 
-    def to_json(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"created": EPOCH_CREATED, "created_by": self.created_by}
+    def to_json(self, created: str = EPOCH_CREATED) -> dict[str, Any]:
+        d: dict[str, Any] = {"created": created, "created_by": self.created_by}
         if self.comment:
             d["comment"] = self.comment
         if self.empty_layer:
@@ -189,12 +189,15 @@ class Image(_Manifested):
     history: tuple[History, ...] = ()
     annotations: Mapping[str, str] = field(default_factory=dict)
     family: Family = Family.OCI
+    #: the image's creation time (config ``created`` and every history entry), ISO 8601 UTC
+    created: str = EPOCH_CREATED
     #: Set by readers (see :class:`Origin`); never compared.
     origin: Origin | None = field(default=None, compare=False, repr=False)
 
     def fingerprint(self) -> tuple[Any, ...]:
         """Everything the serialised form depends on (what :class:`Origin` checks)."""
         return (
+            self.created,
             self.platform,
             self.config,
             tuple((l.digest, l.diff_id, l.size, l.compression) for l in self.layers),
@@ -214,12 +217,12 @@ class Image(_Manifested):
         non_empty = sum(1 for h in hist if not h.empty_layer)
         hist += [History(created_by="gpuship", comment=l.comment) for l in self.layers[non_empty:]]
         d: dict[str, Any] = {
-            "created": EPOCH_CREATED,
+            "created": self.created,
             "architecture": self.platform.architecture,
             "os": self.platform.os,
             "config": self.config.to_json(),
             "rootfs": {"type": "layers", "diff_ids": [l.diff_id for l in self.layers]},
-            "history": [h.to_json() for h in hist],
+            "history": [h.to_json(self.created) for h in hist],
         }
         if self.platform.variant:
             d["variant"] = self.platform.variant
@@ -306,6 +309,11 @@ def append_layers(image: Image, layers: Iterable[Layer], created_by: str = "gpus
 
 def with_config(image: Image, config: ImageConfig) -> Image:
     return replace(image, config=config)
+
+
+def with_created(image: Image, created: str) -> Image:
+    """``image`` created at ``created`` (ISO 8601 UTC, e.g. from :func:`gpuship.oci.tarball.created_timestamp`)."""
+    return replace(image, created=created)
 
 
 def with_family(image: Image, family: Family) -> Image:

@@ -38,7 +38,7 @@ from ..cache import CHUNK, Cache, parse_digest
 from ..errors import GpushipError, IntegrityError
 from .docker_archive import DockerTag
 from .entry import clean_path
-from .image import History, Image, ImageConfig, Index, Origin, Platform
+from .image import EPOCH_CREATED, History, Image, ImageConfig, Index, Origin, Platform
 from .layer import Layer, _Pipeline, compressor_id, decompressing_reader
 from .layout import (
     CONTAINERD_NAME,
@@ -311,7 +311,10 @@ def _image_from_config(
         History(str(h.get("created_by") or ""), str(h.get("comment") or ""), bool(h.get("empty_layer")))
         for h in config.get("history") or []
     )
-    return Image(platform, ImageConfig.from_json(config.get("config")), tuple(layers), history, annotations, family)
+    created = str(config.get("created") or EPOCH_CREATED)
+    return Image(
+        platform, ImageConfig.from_json(config.get("config")), tuple(layers), history, annotations, family, created
+    )
 
 
 def _diff_ids(store: _Store, config: dict[str, Any], n_layers: int) -> list[str]:

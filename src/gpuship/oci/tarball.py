@@ -36,11 +36,12 @@ def source_date_epoch() -> int:
     return int(raw)
 
 
-def created_timestamp() -> str:
-    """:func:`source_date_epoch` as ISO 8601 (for ``org.opencontainers.image.created``)."""
+def created_timestamp(epoch: int | None = None) -> str:
+    """``epoch`` (default: :func:`source_date_epoch`) as ISO 8601 UTC (an image's ``created``)."""
     import datetime
 
-    return datetime.datetime.fromtimestamp(source_date_epoch(), datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    when = source_date_epoch() if epoch is None else epoch
+    return datetime.datetime.fromtimestamp(when, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _content_hash(entry: Entry) -> str:

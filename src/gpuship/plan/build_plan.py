@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -50,6 +51,9 @@ class BuildPlan:
     #: a registry base, pulled and read for each platform (gpuship.sources.registry_base.RegistryBase); empty
     #: for a Debian profile base
     registry_bases: Mapping[Platform, Any] = field(default_factory=dict)
+    #: the image's creation time (ISO 8601 UTC) and where it comes from (:func:`image_created`)
+    created: str = "1970-01-01T00:00:00Z"
+    created_from: str = ""
 
     @property
     def tag(self) -> str:
@@ -64,6 +68,8 @@ class BuildPlan:
             f"base {self.base} (Python {self.python_version}) for {', '.join(map(str, self.platforms))}",
             f"{len(self.requirements)} top-level requirements",
         ]
+        if self.created_from:
+            lines.append(f"created {self.created} ({self.created_from})")
         if self.registry_bases:
             lines += next(iter(self.registry_bases.values())).explain()
         if self.gpu is not None and getattr(self.gpu, "is_gpu", False):
@@ -71,15 +77,44 @@ class BuildPlan:
         return lines
 
 
-def load_config(project_dir: Path, tool_table: Mapping[str, Any] | None) -> GpushipConfig:
-    """``[tool.gpuship]`` from pyproject.toml, else a ``gpuship.toml`` beside the project files."""
-    table = dict(tool_table or {})
+def read_gpuship_toml(project_dir: Path) -> dict[str, Any]:
+    """The settings in ``gpuship.toml`` (a requirements.txt / environment.yml project's ``[tool.gpuship]``).
+
+    Its keys sit at the top level (``entrypoint = [...]``, ``[gpu]``); a file written as ``[tool.gpuship]`` (and
+    ``[tool.gpuship.gpu]``), copied from a pyproject.toml, means the same."""
     side = project_dir / "gpuship.toml"
-    if side.is_file():
-        extra = read_toml(side)
-        for k, v in extra.items():
-            table.setdefault(k, v)
+    if not side.is_file():
+        return {}
+    data = read_toml(side)
+    tool = data.pop("tool", None)
+    if tool is None:
+        return data
+    other = sorted(set(tool) - {"gpuship"}) if isinstance(tool, dict) else []
+    if not isinstance(tool, dict) or not isinstance(tool.get("gpuship", {}), dict) or other:
+        raise ConfigError(
+            f"{side}: only gpuship's settings belong here, not [tool.{other[0] if other else 'gpuship'}]",
+            "write gpuship's keys at the top level (entrypoint = [...]) or under [tool.gpuship]",
+        )
+    table = dict(tool.get("gpuship") or {})
+    for k, v in data.items():  # top-level keys beside a [tool.gpuship] table: both count
+        table.setdefault(k, v)
+    return table
+
+
+def load_config(project_dir: Path, tool_table: Mapping[str, Any] | None) -> GpushipConfig:
+    """``[tool.gpuship]`` from pyproject.toml, merged over a ``gpuship.toml`` beside the project files."""
+    table = dict(tool_table or {})
+    for k, v in read_gpuship_toml(project_dir).items():
+        table.setdefault(k, v)
     return GpushipConfig.from_table(table)
+
+
+def config_home(project_dir: Path, tool_table: Mapping[str, Any] | None) -> str:
+    """Where the user writes gpuship's settings for this project, for hints: pyproject.toml's ``[tool.gpuship]``,
+    or ``gpuship.toml`` for a project without a pyproject.toml (requirements.txt, environment.yml)."""
+    if tool_table or (project_dir / "pyproject.toml").is_file():
+        return "[tool.gpuship] in pyproject.toml"
+    return "gpuship.toml"
 
 
 def git_revision(project_dir: Path) -> str:
@@ -92,7 +127,30 @@ def git_revision(project_dir: Path) -> str:
     return out.stdout.strip() if out.returncode == 0 else ""
 
 
-def oci_labels(project: Any, project_dir: Path, config: GpushipConfig) -> dict[str, str]:
+def image_created(project_dir: Path) -> tuple[int, str]:
+    """When the image counts as created, and why: ``SOURCE_DATE_EPOCH`` when set; else the time of the last commit
+    that touched the project folder (reproducible, and honest in ``docker images``: not "56 years ago"); else 0
+    (no git). Layer file times stay ``SOURCE_DATE_EPOCH`` or 0 either way, so layers are shared across projects."""
+    from ..oci.tarball import source_date_epoch
+
+    if "SOURCE_DATE_EPOCH" in os.environ:
+        return source_date_epoch(), "SOURCE_DATE_EPOCH"
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(project_dir), "log", "-1", "--format=%ct %h", "--", "."],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    except FileNotFoundError:
+        return 0, "no git: epoch 0"
+    parts = out.stdout.split()
+    if out.returncode != 0 or len(parts) != 2 or not parts[0].isdigit():
+        return 0, "not a git checkout: epoch 0 (SOURCE_DATE_EPOCH sets it)"
+    return int(parts[0]), f"the project's last commit, {parts[1]}"
+
+
+def oci_labels(project: Any, project_dir: Path, config: GpushipConfig, created: str = "") -> dict[str, str]:
     """``org.opencontainers.image.*`` labels from the project metadata and git."""
     labels: dict[str, str] = {}
     pairs = {
@@ -101,7 +159,7 @@ def oci_labels(project: Any, project_dir: Path, config: GpushipConfig) -> dict[s
         "description": getattr(project, "description", ""),
         "licenses": getattr(project, "license", ""),
         "revision": git_revision(project_dir),
-        "created": created_timestamp(),
+        "created": created or created_timestamp(),
     }
     urls = getattr(project, "urls", {}) or {}
     for key in ("Source", "source", "Repository", "repository", "Homepage", "homepage"):
@@ -153,6 +211,8 @@ def make_plan(options: BuildOptions, cache: Any = None, progress: Any = None) ->
                     "build each platform separately with --platform, or pin [tool.gpuship.gpu] cuda",
                 )
         requirements = tuple(gpu.requirements)
+    epoch, created_from = image_created(project_dir)
+    created = created_timestamp(epoch)
     return BuildPlan(
         options=options,
         project=project,
@@ -162,10 +222,12 @@ def make_plan(options: BuildOptions, cache: Any = None, progress: Any = None) ->
         platforms=platforms,
         requirements=requirements,
         gpu=gpu,
-        labels=oci_labels(project, project_dir, config),
+        labels=oci_labels(project, project_dir, config, created),
         name=_image_name(getattr(project, "name", "") or project_dir.name),
         version=getattr(project, "version", "") or "latest",
         registry_bases=registry_bases,
+        created=created,
+        created_from=created_from,
     )
 
 

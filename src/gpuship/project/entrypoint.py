@@ -21,8 +21,10 @@ def choose_entrypoint(
     app_files: Sequence[str],
     *,
     runtime_argv: Sequence[str] = (),
+    where: str = "[tool.gpuship] in pyproject.toml",
 ) -> tuple[str, ...]:
-    """The argv the image runs. ``runtime_argv`` is the function runtime's command when one is configured."""
+    """The argv the image runs. ``runtime_argv`` is the function runtime's command when one is configured;
+    ``where`` names the place the user sets ``entrypoint`` (``gpuship.toml`` for a requirements.txt project)."""
     if configured is not None and configured.function:
         return tuple(runtime_argv)
     if configured is not None and configured.argv:
@@ -34,7 +36,7 @@ def choose_entrypoint(
         names = ", ".join(sorted(scripts))
         raise ConfigError(
             f"the project has several scripts ({names}); gpuship cannot tell which one the image should run",
-            'set [tool.gpuship] entrypoint = ["<script>"]',
+            f'add entrypoint = ["<script>"] to {where}',
         )
     packages = sorted({f.split("/")[-2] for f in app_files if f.endswith("/__main__.py") and f.count("/") <= 2})
     if len(packages) == 1:
@@ -43,8 +45,9 @@ def choose_entrypoint(
         if candidate in app_files:
             return ("python", candidate)
     raise ConfigError(
-        "no entrypoint: no [tool.gpuship] entrypoint, no [project.scripts], no __main__.py, main.py or app.py",
-        'set [tool.gpuship] entrypoint = ["python", "your_script.py"]',
+        "no entrypoint: the image would not know what to run (no entrypoint setting, no [project.scripts], "
+        "no __main__.py, main.py or app.py)",
+        f'add entrypoint = ["python", "your_script.py"] to {where}',
     )
 
 

@@ -26,7 +26,7 @@ import zstandard
 
 from ..cache import Cache
 from ..errors import GpushipError, IntegrityError, RegistryError
-from ..oci.image import History, Image, ImageConfig, Index, Origin, Platform, sha256_digest
+from ..oci.image import EPOCH_CREATED, History, Image, ImageConfig, Index, Origin, Platform, sha256_digest
 from ..oci.layer import Layer
 from ..oci.media import (
     DOCKER_MANIFEST,
@@ -302,7 +302,10 @@ def image_from_manifest(
     annotations[BASE_DIGEST] = manifest.digest
     if base_name:
         annotations[BASE_NAME] = base_name
-    img = Image(platform, ImageConfig.from_json(cfg.get("config")), tuple(layers), history, annotations, family)
+    created = str(cfg.get("created") or EPOCH_CREATED)
+    img = Image(
+        platform, ImageConfig.from_json(cfg.get("config")), tuple(layers), history, annotations, family, created
+    )
     # unchanged, it serialises to the registry's exact bytes (same digest); changed, to fresh JSON that keeps
     # the config keys gpuship does not model and carries the base annotations
     return replace(img, origin=Origin(img.fingerprint(), cfg_bytes, manifest.data))

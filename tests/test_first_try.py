@@ -1,0 +1,176 @@
+"""Real projects work on the first try (issue 17): each test builds a small project shaped like a case that cost
+a new user a build-run-debug loop, and checks what gpuship now says, ships or runs — in the real Docker Engine."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from build_support import gpuship, one_error_line
+
+
+def _write(root: Path, files: dict[str, str]) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        f = root / name
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text(text)
+    return root
+
+
+def _git(root: Path, *args: str, date: str = "2025-03-04T05:06:07Z") -> str:
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_DATE": date,
+        "GIT_COMMITTER_DATE": date,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.invalid",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.invalid",
+    }
+    return subprocess.run(["git", "-C", str(root), *args], check=True, capture_output=True, text=True, env=env).stdout
+
+
+def _commit_all(root: Path, date: str = "2025-03-04T05:06:07Z") -> None:
+    _git(root, "init", "-q", "-b", "main")
+    _git(root, "add", "-A")
+    _git(root, "commit", "-q", "-m", "init", date=date)
+
+
+def _build(project: Path, out: Path, cache: Path, *args: str, env: dict[str, str] | None = None):
+    return gpuship("build", str(project), "-o", f"docker-archive:{out}", *args, cache=cache, env=env)
+
+
+def _run(docker, archive: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    ref = docker.load(archive)
+    try:
+        return docker.run("run", "--rm", *args, ref, check=False, timeout=300)
+    finally:
+        docker.run("rmi", "-f", ref, check=False)
+
+
+# -- 4. requirements.txt projects: the messages speak gpuship.toml, and the entrypoint is checked while planning --
+
+
+def test_requirements_project_without_entrypoint_is_told_about_gpuship_toml_before_locking(
+    tmp_path: Path, build_cache: Path, docker
+) -> None:
+    project = _write(
+        tmp_path / "runtime",
+        {"requirements.txt": "six==1.17.0\n", "serve.py": "import six\nprint('served with six', six.__version__)\n"},
+    )
+    archive = tmp_path / "img.tar"
+    proc = _build(project, archive, build_cache)
+    line = one_error_line(proc)
+    assert 'add entrypoint = ["python", "your_script.py"] to gpuship.toml' in line, line
+    assert "[tool.gpuship]" not in line.split("(")[0]
+    # refused while planning: nothing locked, nothing built, nothing written
+    assert "locking dependencies" not in proc.stderr
+    assert not (project / "gpuship.lock").exists() and not archive.exists()
+
+    # the header a pyproject.toml user would write is accepted in gpuship.toml
+    (project / "gpuship.toml").write_text('[tool.gpuship]\nentrypoint = ["python", "serve.py"]\n')
+    proc = _build(project, archive, build_cache)
+    assert proc.returncode == 0, proc.stderr
+    run = _run(docker, archive)
+    assert run.returncode == 0 and "served with six 1.17.0" in run.stdout, run.stdout + run.stderr
+
+
+def test_gpuship_toml_refuses_another_tools_table(tmp_path: Path, build_cache: Path) -> None:
+    project = _write(
+        tmp_path / "p",
+        {"requirements.txt": "", "main.py": "print(1)\n", "gpuship.toml": "[tool.black]\nline-length = 99\n"},
+    )
+    line = one_error_line(_build(project, tmp_path / "x.tar", build_cache))
+    assert "gpuship.toml" in line and "[tool.black]" in line
+
+
+# -- 9. what costs trust: help text, the creation time, the build output in a CI log ---------------------------------
+
+
+def test_help_keeps_tool_gpuship_in_every_option(tmp_path: Path) -> None:
+    """Option help that names [tool.gpuship] says so in --help (Rich markup used to eat the brackets)."""
+    import typer.main
+
+    from gpuship.cli.main import app
+
+    group = typer.main.get_command(app)
+    checked = 0
+
+    def walk(cmd: Any, path: list[str]) -> None:
+        nonlocal checked
+        if hasattr(cmd, "commands"):  # a group
+            for name, sub in cmd.commands.items():
+                walk(sub, [*path, name])
+            return
+        wanted = [p.help for p in cmd.params if getattr(p, "help", None) and "[tool.gpuship" in p.help]
+        if not wanted:
+            return
+        proc = gpuship(*path, "--help", cache=tmp_path / "cache", env={"COLUMNS": "1000"})
+        assert proc.returncode == 0, proc.stderr
+        text = " ".join(proc.stdout.split())
+        for h in wanted:
+            assert " ".join(h.split()) in text, (path, h)
+            checked += 1
+
+    walk(group, [])
+    assert checked >= 3  # build --platform, build --base, dev --base, ...
+
+
+def test_created_is_the_last_commit_and_output_reads_at_80_columns(tmp_path: Path, build_cache: Path, docker) -> None:
+    project = _write(
+        tmp_path / "svc",
+        {
+            "pyproject.toml": '[project]\nname = "svc"\nversion = "1.0"\ndependencies = ["six==1.17.0"]\n',
+            "main.py": "print('svc up')\n",
+        },
+    )
+    _commit_all(project, date="2025-03-04T05:06:07Z")
+    archive = tmp_path / "svc.tar"
+    proc = _build(project, archive, build_cache, "--report", str(tmp_path / "r.json"), env={"COLUMNS": "80"})
+    assert proc.returncode == 0, proc.stderr
+    ref = docker.load(archive)
+    try:
+        created = docker.run("image", "inspect", "-f", "{{.Created}}", ref).stdout.strip()
+        label = docker.run(
+            "image", "inspect", "-f", '{{index .Config.Labels "org.opencontainers.image.created"}}', ref
+        ).stdout.strip()
+    finally:
+        docker.run("rmi", "-f", ref, check=False)
+    assert created.startswith("2025-03-04T05:06:07") and label == "2025-03-04T05:06:07Z", (created, label)
+
+    # a CI log: not a terminal, 80 columns. Every line fits; layer names, digests and sizes are whole; a total
+    log = proc.stderr.splitlines()
+    assert all(len(line.rstrip()) <= 80 for line in log), "\n".join(x for x in log if len(x.rstrip()) > 80)
+    assert "console.py" not in proc.stderr
+    assert f"docker-archive:{archive}" in "".join(log), proc.stderr  # the header names the output, not a guess
+    report = json.loads((tmp_path / "r.json").read_text())
+    rows = report["platforms"][0]["layers"]
+    table = [line for line in log if line.split()[:1] and line.split()[0] in {r["group"] for r in rows}]
+    assert len(table) == len(rows), proc.stderr
+    for line, row in zip(table, rows, strict=True):
+        assert row["digest"][7:19] in line and "…" not in line.split()[1] and "B " in line, line
+    total = next(line for line in log if line.startswith("total"))
+    assert f"{len(rows)} layers" in total and " new" in total
+    assert "created 2025-03-04T05:06:07Z (the project's last commit" in proc.stderr
+
+    # SOURCE_DATE_EPOCH still wins; without git the time is 0
+    out = tmp_path / "layout"
+    proc = gpuship("build", str(project), "-o", f"oci:{out}", cache=build_cache, env={"SOURCE_DATE_EPOCH": "86400"})
+    assert proc.returncode == 0, proc.stderr
+    assert _layout_created(out) == "1970-01-02T00:00:00Z"
+    subprocess.run(["rm", "-rf", str(project / ".git")], check=True)
+    out2 = tmp_path / "layout2"
+    proc = gpuship("build", str(project), "-o", f"oci:{out2}", cache=build_cache)
+    assert proc.returncode == 0, proc.stderr
+    assert _layout_created(out2) == "1970-01-01T00:00:00Z"
+
+
+def _layout_created(layout: Path) -> str:
+    index = json.loads((layout / "index.json").read_text())
+    blob = lambda d: json.loads((layout / "blobs" / "sha256" / d.split(":")[1]).read_text())  # noqa: E731
+    manifest = blob(index["manifests"][0]["digest"])
+    return str(blob(manifest["config"]["digest"])["created"])
