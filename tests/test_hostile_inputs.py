@@ -7,10 +7,16 @@ Every input is crafted here, as an attacker or a careless user would make it: la
 from __future__ import annotations
 
 import fcntl
+import gzip
+import hashlib
+import json
+import logging
 import os
 import subprocess
 import sys
 import time
+import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,14 +25,18 @@ from build_support import gpuship, one_error_line
 from gpuship.cache import Cache
 from gpuship.config import GpushipConfig
 from gpuship.errors import ConfigError, GpushipError, IntegrityError
-from gpuship.oci import Entry, append_layers, build_layer, empty_image
+from gpuship.oci import Entry, append_layers, build_layer, cached_layer, empty_image
 from gpuship.oci.layout import write_oci_layout
+from gpuship.oci.media import OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST
 from gpuship.oci.readers import read_image
 from gpuship.oci.tarball import MAX_EPOCH, created_timestamp
 from gpuship.oci.unpack import apply_layers, unpack
 from gpuship.parallel import build_jobs
 from gpuship.plan.build_plan import load_config
 from gpuship.project import load_project
+from gpuship.sources.app import select_app_files
+from gpuship.sources.python.download import fetch
+from gpuship.sources.python.wheel import open_wheel
 from test_oci_support import layer_from_tar, member, raw_tar
 
 
@@ -259,3 +269,191 @@ def test_what_a_killed_command_left_in_tmp_is_cleaned_by_the_next(tmp_path: Path
         cache.prune()
         assert list((cache.root / "tmp").iterdir()) == in_flight and len(in_flight) == 1
     assert cache.has(writing.digest)
+
+
+# -- 8. wrongly shaped image JSON; a blob that is not the one its descriptor names; paths too deep -------------------
+def _blob(root: Path, data: bytes) -> dict[str, object]:
+    digest = hashlib.sha256(data).hexdigest()
+    (root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
+    (root / "blobs" / "sha256" / digest).write_bytes(data)
+    return {"digest": f"sha256:{digest}", "size": len(data)}
+
+
+def crafted_layout(
+    root: Path,
+    *,
+    config: Callable[[dict], object] = lambda c: c,
+    manifest: Callable[[dict], object] = lambda m: m,
+    index: Callable[[dict], object] = lambda i: i,
+    tar: bytes | None = None,
+) -> Path:
+    """An OCI layout written by hand, each JSON document passed through a function that may break it."""
+    tar = tar if tar is not None else raw_tar([member("hello.txt", data=b"hi")])
+    layer = _blob(root, gzip.compress(tar, mtime=0))
+    cfg = {
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {"Env": ["PATH=/bin"], "Cmd": ["/bin/sh"]},
+        "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(tar).hexdigest()]},
+        "history": [{"created_by": "hand"}],
+    }
+    cfg_desc = {"mediaType": OCI_CONFIG, **_blob(root, json.dumps(config(cfg)).encode())}
+    man = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": cfg_desc,
+        "layers": [{"mediaType": OCI_LAYER_GZIP, **layer}],
+    }
+    man_desc = {"mediaType": OCI_MANIFEST, **_blob(root, json.dumps(manifest(man)).encode())}
+    (root / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+    (root / "index.json").write_text(json.dumps(index({"schemaVersion": 2, "manifests": [man_desc]})))
+    return root
+
+
+def _set(d: dict, path: str, value: object) -> dict:
+    *keys, last = path.split(".")
+    cur = d
+    for k in keys:
+        cur = cur[int(k)] if isinstance(cur, list) else cur[k]
+    cur[last] = value
+    return d
+
+
+@pytest.mark.parametrize(
+    ("part", "path", "value", "says"),
+    [
+        ("manifest", "config", "str", "manifest sha256:"),
+        ("manifest", "layers", {"a": 1}, "layers must be a list, not an object"),
+        ("manifest", "layers.0.size", "abc", "layers[0] size must be a byte count"),
+        ("manifest", "layers.0.digest", "md5:abc", "layers[0] digest is not a sha256 digest"),
+        ("manifest", "annotations", {"a": 1}, "annotations.a must be a string"),
+        ("config", "history", ["x"], "history[0] must be an object, not a string"),
+        ("config", "config.Env", "PATH=/bin", "Env must be a list, not a string"),
+        ("config", "config.Env", ["no-equals-sign"], "is not NAME=VALUE"),
+        ("config", "config.Labels", ["a"], "Labels must be an object, not a list"),
+        ("config", "config.WorkingDir", 7, "WorkingDir must be a string, not a number"),
+        ("config", "rootfs", "layers", "rootfs must be an object, not a string"),
+        ("config", "rootfs.diff_ids", [1], "rootfs.diff_ids[0] must be a string, not a number"),
+        ("config", "os", ["linux"], "os must be a string, not a list"),
+        ("index", "manifests", "all", "index.json manifests must be a list, not a string"),
+        ("index", "manifests.0.size", -1, "size must be a byte count"),
+        ("index", "manifests.0.platform", "linux/amd64", "platform must be an object"),
+    ],
+)
+def test_wrongly_shaped_image_json_is_one_line(tmp_path: Path, part: str, path: str, value: object, says: str) -> None:
+    fix = {part: lambda d: _set(d, path, value)}
+    layout = crafted_layout(tmp_path / "img", **fix)  # type: ignore[arg-type]
+    with pytest.raises(IntegrityError) as info:
+        read_image(f"oci:{layout}", cache=Cache(tmp_path / "c"))
+    assert says in info.value.line() and "\n" not in info.value.line(), info.value.line()
+
+
+@pytest.mark.parametrize("document", [[], "index", 3, None])
+def test_an_index_json_that_is_not_an_object(tmp_path: Path, document: object) -> None:
+    layout = crafted_layout(tmp_path / "img", index=lambda i: document)
+    with pytest.raises(IntegrityError, match="index.json must be an object"):
+        read_image(f"oci:{layout}", cache=Cache(tmp_path / "c"))
+
+
+def test_malformed_image_json_through_the_cli_is_one_line(tmp_path: Path) -> None:
+    layout = crafted_layout(tmp_path / "img", config=lambda c: _set(c, "config.Env", "PATH=/bin"))
+    line = one_error_line(gpuship("image", "ls", f"oci:{layout}", cache=tmp_path / "c"))
+    assert "the image config config Env must be a list, not a string" in line
+
+
+def test_a_layer_blob_that_is_not_the_one_named_says_so(tmp_path: Path) -> None:
+    layout = crafted_layout(tmp_path / "img")
+    man = json.loads(
+        next(p for p in (layout / "blobs" / "sha256").iterdir() if b"layers" in p.read_bytes()).read_bytes()
+    )
+    layer_file = layout / "blobs" / "sha256" / man["layers"][0]["digest"][7:]
+    layer_file.write_bytes(b"\x1f\x8b\x08\x00" + b"not the layer" * 3)  # gzip magic, then garbage
+    with pytest.raises(IntegrityError) as info:
+        read_image(f"oci:{layout}", cache=Cache(tmp_path / "c"))
+    assert "is corrupt (its content hashes to sha256:" in info.value.line(), info.value.line()
+
+
+@pytest.mark.parametrize("depth", [600, 3000])
+def test_a_path_thousands_of_folders_deep_is_refused_and_nothing_is_left(tmp_path: Path, depth: int) -> None:
+    layout = crafted_layout(tmp_path / "img", tar=raw_tar([member("d/" * depth + "f", data=b"x")]))
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = gpuship("export", f"oci:{layout}", "--format", "squashfs", "-o", str(out / "img.sqsh"), cache=tmp_path / "c")
+    line = one_error_line(proc)
+    assert "directories deep" in line or "longer than 4095 bytes" in line, line
+    assert list(out.iterdir()) == []
+
+
+def test_a_project_thousands_of_folders_deep_is_one_line(tmp_path: Path) -> None:
+    project = _project(tmp_path, HEAD + "dependencies = []\n")
+    deep = os.open(project, os.O_RDONLY)
+    try:
+        for _ in range(600):  # made relative to an open folder: the whole path is longer than PATH_MAX
+            os.mkdir("d", dir_fd=deep)
+            nxt = os.open("d", os.O_RDONLY, dir_fd=deep)
+            os.close(deep)
+            deep = nxt
+        os.close(os.open("f.py", os.O_WRONLY | os.O_CREAT, dir_fd=deep))
+    finally:
+        os.close(deep)
+    with pytest.raises(ConfigError, match="more than 512 folders deep"):
+        select_app_files(project)
+
+
+# -- 7. damaged cache entries are dropped and made again; a tampered layout is caught ------------------------------
+def _damage(path: Path, from_end: int | None = None) -> None:
+    with open(path, "r+b") as fh:  # in place, as a disk or a careless hand would
+        size = path.stat().st_size
+        fh.seek(size // 2 if from_end is None else size - from_end)
+        fh.write(b"\0rot\0")
+
+
+def test_a_damaged_cached_layer_is_rebuilt_once_with_a_warning(cache: Cache, caplog: pytest.LogCaptureFixture) -> None:
+    make = lambda: [Entry.file("app/data.bin", os.urandom(200_000))]  # noqa: E731
+    first = cached_layer(cache, "the-key", make)
+    _damage(cache.blob_path(first.digest))
+    with caplog.at_level(logging.WARNING, logger="gpuship.cache"):
+        again = cached_layer(cache, "the-key", make)
+    assert "was damaged" in caplog.text and first.digest[:19] in caplog.text
+    assert cache.has(again.digest)
+    with again.open() as fh:
+        assert "sha256:" + hashlib.sha256(fh.read()).hexdigest() == again.digest
+
+
+def test_convert_from_an_intact_source_repairs_a_damaged_cache(tmp_path: Path) -> None:
+    cache = Cache(tmp_path / "c")
+    layout = crafted_layout(tmp_path / "img")
+    img = read_image(f"oci:{layout}", cache=cache)
+    _damage(cache.blob_path(img.layers[0].digest))
+    proc = gpuship("image", "convert", f"oci:{layout}", f"oci-archive:{tmp_path / 'out.tar'}", cache=cache.root)
+    assert proc.returncode == 0, proc.stderr
+    assert "warning: the cached blob" in proc.stderr and "was damaged" in proc.stderr
+    back = read_image(f"oci-archive:{tmp_path / 'out.tar'}", cache=Cache(tmp_path / "fresh"))
+    assert back.digest == img.digest
+
+
+def test_image_ls_of_a_tampered_layout_fails_even_when_the_cache_has_the_layer(tmp_path: Path) -> None:
+    cache = Cache(tmp_path / "c")
+    layout = crafted_layout(tmp_path / "img")
+    img = read_image(f"oci:{layout}", cache=cache)  # the cache now holds a good copy
+    _damage(layout / "blobs" / "sha256" / img.layers[0].digest[7:])
+    line = one_error_line(gpuship("image", "ls", f"oci:{layout}", cache=cache.root))
+    assert "is corrupt (its content hashes to" in line
+
+
+def test_a_damaged_cached_wheel_is_fetched_again(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    wheel = tmp_path / "tiny-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.writestr("tiny/__init__.py", "x = 1\n" * 1000)
+        zf.writestr("tiny-1.0.dist-info/METADATA", "Name: tiny\nVersion: 1.0\n")
+    sha = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    cache = Cache(tmp_path / "c")
+    cached = fetch(cache, wheel.as_uri(), sha)
+    _damage(cached, from_end=22)  # the zip's end-of-directory record
+    with pytest.raises(IntegrityError, match="is not a readable wheel"):
+        open_wheel(cached, wheel.name)  # what the damage did before: a BadZipFile traceback
+    with caplog.at_level(logging.WARNING, logger="gpuship.cache"):
+        again = fetch(cache, wheel.as_uri(), sha)
+    assert "was damaged" in caplog.text
+    assert hashlib.sha256(again.read_bytes()).hexdigest() == sha
+    open_wheel(again, wheel.name).close()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gpuship.errors import IntegrityError
+from gpuship.errors import ConfigError, IntegrityError
 from gpuship.oci import Entry, entries_from_dir
 from gpuship.oci.tarball import iter_tar, write_tar
 from test_oci_support import member, raw_tar
@@ -57,7 +57,7 @@ def test_mtime_is_the_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
     assert {m.mtime for m in members(tar_bytes(ENTRIES))} == {1700000000}
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "yesterday")
-    with pytest.raises(IntegrityError, match="SOURCE_DATE_EPOCH"):
+    with pytest.raises(ConfigError, match="SOURCE_DATE_EPOCH"):
         tar_bytes(ENTRIES)
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import math
 import os
 import shutil
@@ -39,6 +40,9 @@ from filelock import FileLock
 from .errors import GpushipError, IntegrityError
 
 CHUNK = 1 << 20
+#: Where each blob's stamp (inode, size, ctime when written or last verified) is kept: see :meth:`Cache.has`.
+STAMPS = "blob-stamps"
+log = logging.getLogger("gpuship.cache")
 
 
 def default_root() -> Path:
@@ -118,7 +122,34 @@ class Cache:
         return self.root / "blobs" / "sha256" / hexpart
 
     def has(self, digest: str) -> bool:
-        return self.blob_path(digest).is_file()
+        """Whether the blob is here *and intact*. A blob whose file changed since it was written (its inode, size
+        or ctime differ from the stamp taken then) is hashed again; one that no longer matches its digest is
+        dropped, with a warning, so the caller builds or fetches it again."""
+        path = self.blob_path(digest)
+        try:
+            st = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        if not stat.S_ISREG(st.st_mode):
+            return False
+        if self.get_ref(STAMPS, digest[7:]) == _stamp(st):
+            return True
+        got = _file_digest(path)
+        if got == digest:
+            self.put_ref(STAMPS, digest[7:], _stamp(st))
+            return True
+        self.drop(digest, f"it hashes to {got}")
+        return False
+
+    def drop(self, digest: str, why: str) -> None:
+        """Remove a damaged blob (it is built or fetched again where it is needed), saying so once."""
+        path = self.blob_path(digest)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return
+        (self.root / "refs" / STAMPS / digest[7:]).unlink(missing_ok=True)
+        log.warning("warning: the cached blob %s was damaged (%s); removed it, it is made again", digest[:19], why)
 
     def open(self, digest: str) -> BinaryIO:
         path = self.blob_path(digest)
@@ -147,7 +178,9 @@ class Cache:
                     "the download or file is corrupt or was tampered with; nothing was cached",
                 )
             os.chmod(tmp, 0o644)
-            os.replace(tmp, self.blob_path(writer.digest))
+            final = self.blob_path(writer.digest)
+            os.replace(tmp, final)
+            self.put_ref(STAMPS, writer.digest[7:], _stamp(os.stat(final)))
         finally:
             tmp.unlink(missing_ok=True)
 
@@ -327,6 +360,19 @@ class Cache:
                 shutil.rmtree(self.root / "refs", ignore_errors=True)
                 (self.root / "refs").mkdir()
         return removed, freed
+
+
+def _stamp(st: os.stat_result) -> list[int]:
+    """What changes whenever a file's bytes do (ctime cannot be set back by a user)."""
+    return [st.st_ino, st.st_size, st.st_ctime_ns]
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(CHUNK):
+            h.update(chunk)
+    return "sha256:" + h.hexdigest()
 
 
 def _make_writable(path: Path) -> None:

@@ -24,8 +24,21 @@ OPAQUE_WHITEOUT = ".wh..wh..opq"
 WHITEOUT_META_PREFIX = ".wh..wh."
 
 
+#: Linux's PATH_MAX less its NUL: a longer path cannot be opened by the programs in an image anyway.
+MAX_PATH = 4095
+#: Deeper paths are refused: no real image nests this deep, and walking one would exhaust Python's recursion.
+MAX_DEPTH = 512
+
+
 def clean_path(path: str) -> str:
-    """Normalise ``path`` to the layer form, refusing anything that escapes the root."""
+    """Normalise ``path`` to the layer form, refusing anything that escapes the root (or is longer than
+    :data:`MAX_PATH` bytes, or deeper than :data:`MAX_DEPTH` directories)."""
+    if "\0" in path:
+        raise IntegrityError(f"path {path[:80]!r} holds a NUL byte", "the archive is unsafe; refusing it")
+    if len(path) > MAX_PATH // 4 and len(path.encode("utf-8", "surrogateescape")) > MAX_PATH:
+        raise IntegrityError(
+            f"path {path[:60]!r}... is longer than {MAX_PATH} bytes", "the archive is malformed; refusing it"
+        )
     p = path.replace("\\", "/")
     while p.startswith("./"):
         p = p[2:]
@@ -34,7 +47,11 @@ def clean_path(path: str) -> str:
     if norm in ("", "."):
         return ""
     if norm == ".." or norm.startswith("../") or "/../" in f"/{norm}/":
-        raise IntegrityError(f"path {path!r} escapes the image root", "the archive is unsafe; refusing it")
+        raise IntegrityError(f"path {path[:200]!r} escapes the image root", "the archive is unsafe; refusing it")
+    if norm.count("/") >= MAX_DEPTH:
+        raise IntegrityError(
+            f"path {norm[:60]!r}... is more than {MAX_DEPTH} directories deep", "the archive is malformed; refusing it"
+        )
     return norm
 
 

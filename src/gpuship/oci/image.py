@@ -106,17 +106,10 @@ class ImageConfig:
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any] | None) -> ImageConfig:
-        d = d or {}
-        return cls(
-            env=tuple(d.get("Env") or ()),
-            entrypoint=tuple(d.get("Entrypoint") or ()),
-            cmd=tuple(d.get("Cmd") or ()),
-            working_dir=d.get("WorkingDir") or "",
-            user=d.get("User") or "",
-            labels=dict(d.get("Labels") or {}),
-            exposed_ports=tuple(sorted((d.get("ExposedPorts") or {}).keys())),
-            stop_signal=d.get("StopSignal") or "",
-        )
+        """The ``config`` object of an image config, checked for shape (:func:`gpuship.oci.jsonshape.image_config`)."""
+        from .jsonshape import image_config
+
+        return image_config(d, "image config")
 
 
 @dataclass(frozen=True)

@@ -69,8 +69,11 @@ def blob_path(digest: str) -> str:
 class _VerifiedReader:
     """Reads a blob and fails at its end (or on a short read) if its bytes are not the expected ones."""
 
-    def __init__(self, fh: BinaryIO, digest: str, size: int, what: str) -> None:
+    def __init__(
+        self, fh: BinaryIO, digest: str, size: int, what: str, on_damage: Callable[[str], None] | None = None
+    ) -> None:
         self._fh, self._digest, self._size, self._what = fh, digest, size, what
+        self._on_damage = on_damage
         self._hash = hashlib.sha256()
         self._seen = 0
         self._checked = False
@@ -87,18 +90,18 @@ class _VerifiedReader:
         if self._checked:
             return
         if self._seen < self._size or (self._seen > self._size):
-            raise IntegrityError(
-                f"{self._what} {self._digest} has {self._seen} bytes, expected {self._size}",
-                "the cached blob is damaged; run gpuship cache prune and rebuild",
-            )
+            self._damaged(f"{self._what} {self._digest} has {self._seen} bytes, expected {self._size}")
         if eof or self._seen == self._size:
             got = "sha256:" + self._hash.hexdigest()
             if got != self._digest:
-                raise IntegrityError(
-                    f"{self._what} {self._digest} does not match its content ({got})",
-                    "the cached blob is damaged; run gpuship cache prune and rebuild",
-                )
+                self._damaged(f"{self._what} {self._digest} does not match its content ({got})")
             self._checked = True
+
+    def _damaged(self, what: str) -> None:
+        if self._on_damage is not None:
+            self._on_damage(what)
+            raise IntegrityError(what, "the damaged cached blob was removed; run the command again to make it anew")
+        raise IntegrityError(what, "the cached blob is damaged; run gpuship cache prune and rebuild")
 
     def close(self) -> None:
         self._fh.close()
@@ -139,10 +142,17 @@ def blobs_of(obj: ImageOrIndex) -> list[Blob]:
                     layer.digest,
                     layer.size,
                     img.family.layer(layer.compression),
-                    lambda layer=layer: _VerifiedReader(layer.open(), layer.digest, layer.size, "layer"),  # type: ignore[misc]
+                    lambda layer=layer: _VerifiedReader(  # type: ignore[misc]
+                        layer.open(), layer.digest, layer.size, "layer", _dropper(layer)
+                    ),
                 )
             )
     return [found[d] for d in sorted(found)]
+
+
+def _dropper(layer: Any) -> Callable[[str], None] | None:
+    cache = getattr(layer, "cache", None)
+    return None if cache is None else (lambda why: cache.drop(layer.digest, why))
 
 
 def top_descriptor(obj: ImageOrIndex, annotations: Mapping[str, str] | None = None) -> dict[str, Any]:

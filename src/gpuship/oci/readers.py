@@ -34,11 +34,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, BinaryIO, Union
 
-from ..cache import CHUNK, Cache, parse_digest
+from ..cache import CHUNK, Cache
 from ..errors import GpushipError, IntegrityError
+from . import jsonshape
 from .docker_archive import DockerTag
 from .entry import clean_path
-from .image import EPOCH_CREATED, History, Image, ImageConfig, Index, Origin, Platform
+from .image import Image, Index, Origin, Platform
 from .layer import Layer, _Pipeline, compressor_id, decompressing_reader
 from .layout import (
     CONTAINERD_NAME,
@@ -217,7 +218,7 @@ class _Tee:
 
 
 def _read_blob_json(store: _Store, desc: dict[str, Any]) -> tuple[bytes, Any]:
-    digest = str(desc.get("digest", ""))
+    digest = str(desc["digest"])  # a checked descriptor (jsonshape.descriptor)
     path = blob_path(digest)
     data = store.read_bytes(path)
     got = _sha256(data)
@@ -226,7 +227,7 @@ def _read_blob_json(store: _Store, desc: dict[str, Any]) -> tuple[bytes, Any]:
             f"{store.name}: blob {digest} is corrupt (its content hashes to {got})",
             "the archive was damaged or tampered with",
         )
-    if "size" in desc and int(desc["size"]) != len(data):
+    if "size" in desc and desc["size"] != len(data):
         raise IntegrityError(f"{store.name}: blob {digest} has {len(data)} bytes, its descriptor says {desc['size']}")
     try:
         return data, json.loads(data)
@@ -244,21 +245,26 @@ def _import_layer(
     store: _Store, path: str, cache: Cache, *, digest: str | None, size: int | None, compression: str, diff_id: str
 ) -> Layer:
     """Copy one layer blob into the cache, checking its digest (when known), size and diff_id in one pass."""
+    if not store.has(path):
+        raise store.missing(path)
     if digest is not None:
         rec = cache.get_ref("layer-info", digest)
         if rec and rec.get("diff_id") == diff_id and cache.has(digest):
+            _check_blob(store, path, digest, size)  # the cache's copy is known good; this one may not be
             return Layer(digest, diff_id, int(rec["size"]), int(rec["uncompressed_size"]), compression, cache=cache)  # type: ignore[arg-type]
-    if not store.has(path):
-        raise store.missing(path)
     import hashlib
 
     diff = hashlib.sha256()
     usize = 0
     with store._reading(path) as src, cache.blob_writer() as sink:
         tar_stream = decompressing_reader(_Tee(src, sink), compression)  # type: ignore[arg-type]
-        while chunk := tar_stream.read(CHUNK):
-            diff.update(chunk)
-            usize += len(chunk)
+        unreadable: IntegrityError | None = None
+        try:
+            while chunk := tar_stream.read(CHUNK):
+                diff.update(chunk)
+                usize += len(chunk)
+        except IntegrityError as exc:  # said after the digest: a blob that is not the one named says that first
+            unreadable = exc
         tee = _Tee(src, sink)
         while tee.read(CHUNK):  # whatever follows the compressed stream is part of the blob too
             pass
@@ -269,6 +275,8 @@ def _import_layer(
             )
         if size is not None and sink.size != size:
             raise IntegrityError(f"{store.name}: layer {digest} has {sink.size} bytes, its descriptor says {size}")
+        if unreadable is not None:
+            raise IntegrityError(f"{store.name}: layer {path}: {unreadable.message}", unreadable.hint)
         if "sha256:" + diff.hexdigest() != diff_id:
             raise IntegrityError(
                 f"{store.name}: layer {path} does not match the config's diff_id {diff_id}",
@@ -277,6 +285,26 @@ def _import_layer(
     layer = Layer(sink.digest, diff_id, sink.size, usize, compression, cache=cache)  # type: ignore[arg-type]
     cache.put_ref("layer-info", sink.digest, layer.to_record())
     return layer
+
+
+def _check_blob(store: _Store, path: str, digest: str, size: int | None) -> None:
+    """Hash a blob of ``store`` as it streams by (nothing is kept): it must be ``digest`` (and ``size``)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    n = 0
+    with store._reading(path) as src:
+        while chunk := src.read(CHUNK):
+            h.update(chunk)
+            n += len(chunk)
+    got = "sha256:" + h.hexdigest()
+    if got != digest:
+        raise IntegrityError(
+            f"{store.name}: layer {digest} is corrupt (its content hashes to {got})",
+            "the archive was damaged or tampered with; nothing was imported",
+        )
+    if size is not None and n != size:
+        raise IntegrityError(f"{store.name}: layer {digest} has {n} bytes, its descriptor says {size}")
 
 
 def _compress_legacy_layer(store: _Store, path: str, cache: Cache, diff_id: str) -> Layer:
@@ -301,69 +329,60 @@ def _compress_legacy_layer(store: _Store, path: str, cache: Cache, diff_id: str)
     return layer
 
 
-def _image_from_config(
-    config: dict[str, Any], layers: list[Layer], family: Family, annotations: dict[str, str]
-) -> Image:
-    platform = Platform(
-        str(config.get("os") or "linux"), str(config.get("architecture") or "amd64"), str(config.get("variant") or "")
-    )
-    history = tuple(
-        History(str(h.get("created_by") or ""), str(h.get("comment") or ""), bool(h.get("empty_layer")))
-        for h in config.get("history") or []
-    )
-    created = str(config.get("created") or EPOCH_CREATED)
-    return Image(
-        platform, ImageConfig.from_json(config.get("config")), tuple(layers), history, annotations, family, created
-    )
-
-
-def _diff_ids(store: _Store, config: dict[str, Any], n_layers: int) -> list[str]:
-    diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
+def _config(store: _Store, config: Any, n_layers: int) -> jsonshape.ConfigParts:
+    """The parts of an image config, checked for shape and against the manifest's layer count."""
+    parts = jsonshape.config_parts(config, f"{store.name}: the image config")
+    diff_ids = parts.diff_ids
     if len(diff_ids) != n_layers:
         raise IntegrityError(f"{store.name}: the config lists {len(diff_ids)} layers, the manifest {n_layers}")
-    for d in diff_ids:
-        parse_digest(str(d))
-    return [str(d) for d in diff_ids]
+    return parts
 
 
 def _read_manifest(store: _Store, desc: dict[str, Any], cache: Cache) -> Image:
     manifest_bytes, manifest = _read_blob_json(store, desc)
-    media_type = manifest.get("mediaType") or desc.get("mediaType") or OCI_MANIFEST
+    what = f"{store.name}: manifest {desc['digest'][:19]}"
+    manifest = jsonshape.obj(manifest, what)
+    media_type = jsonshape.text(manifest.get("mediaType"), f"{what} mediaType") or desc.get("mediaType") or OCI_MANIFEST
     if media_type not in MANIFEST_TYPES:
         raise GpushipError(
             f"{store.name}: unsupported manifest type {media_type}", "gpuship reads OCI and Docker v2 images"
         )
-    config_bytes, config = _read_blob_json(store, manifest.get("config") or {})
-    layer_descs = list(manifest.get("layers") or [])
-    diff_ids = _diff_ids(store, config, len(layer_descs))
+    config_bytes, config = _read_blob_json(store, jsonshape.descriptor(manifest.get("config"), f"{what} config"))
+    layer_descs = jsonshape.descriptors(manifest.get("layers"), f"{what} layers")
+    annotations = jsonshape.string_map(manifest.get("annotations"), f"{what} annotations")
+    parts = _config(store, config, len(layer_descs))
     layers = []
-    for ld, diff_id in zip(layer_descs, diff_ids):
+    for ld, diff_id in zip(layer_descs, parts.diff_ids):
         mt = str(ld.get("mediaType", ""))
         if mt not in LAYER_TYPES:
             raise GpushipError(
                 f"{store.name}: unsupported layer type {mt}", "foreign or encrypted layers cannot be read"
             )
-        digest = str(ld.get("digest", ""))
+        digest = str(ld["digest"])
         layers.append(
             _import_layer(
                 store,
                 blob_path(digest),
                 cache,
                 digest=digest,
-                size=int(ld["size"]) if "size" in ld else None,
+                size=ld.get("size"),
                 compression=compression_of(mt),
                 diff_id=diff_id,
             )
         )
-    img = _image_from_config(config, layers, family_of(media_type), dict(manifest.get("annotations") or {}))
+    img = parts.image(layers, dict(annotations), family_of(media_type))
     return replace(img, origin=Origin(img.fingerprint(), config_bytes, manifest_bytes))
 
 
 def _read_index(store: _Store, desc: dict[str, Any], cache: Cache, platform: Platform | None) -> ReadResult:
     index_bytes, index = _read_blob_json(store, desc)
+    what = f"{store.name}: index {desc['digest'][:19]}"
+    index = jsonshape.obj(index, what)
+    jsonshape.text(index.get("mediaType"), f"{what} mediaType")
+    annotations = jsonshape.string_map(index.get("annotations"), f"{what} annotations")
     images: list[Image] = []
     skipped = False
-    for d in index.get("manifests") or []:
+    for d in jsonshape.descriptors(index.get("manifests"), f"{what} manifests"):
         p = d.get("platform") or {}
         if d.get("mediaType") not in MANIFEST_TYPES or p.get("os") in (None, "unknown"):
             skipped = True  # attestations, nested indexes: not images gpuship runs
@@ -378,7 +397,7 @@ def _read_index(store: _Store, desc: dict[str, Any], cache: Cache, platform: Pla
     if not images:
         raise GpushipError(f"{store.name}: the index holds no runnable image")
     family = family_of(str(index.get("mediaType") or desc.get("mediaType") or OCI_INDEX))
-    result = Index(tuple(images), dict(index.get("annotations") or {}), family)
+    result = Index(tuple(images), dict(annotations), family)
     if not skipped:
         result = replace(result, origin=Origin(result.fingerprint(), b"", index_bytes))
     return result
@@ -414,8 +433,10 @@ def _pick_descriptor(store: _Store, manifests: list[dict[str, Any]], name: str |
 
 
 def _read_layout(store: _Store, name: str | None, platform: Platform | None, cache: Cache) -> ReadResult:
-    index = store.read_json(INDEX_FILE)
-    desc = _pick_descriptor(store, list(index.get("manifests") or []), name)
+    index = jsonshape.obj(store.read_json(INDEX_FILE), f"{store.name}: {INDEX_FILE}")
+    desc = _pick_descriptor(
+        store, jsonshape.descriptors(index.get("manifests"), f"{store.name}: {INDEX_FILE} manifests"), name
+    )
     media_type = desc.get("mediaType")
     if media_type in INDEX_TYPES:
         return _read_index(store, desc, cache, platform)
@@ -431,9 +452,14 @@ def _read_layout(store: _Store, name: str | None, platform: Platform | None, cac
 
 
 def _read_legacy(store: _Store, name: str | None, cache: Cache) -> Image:
-    entries = store.read_json("manifest.json")
-    if not isinstance(entries, list) or not entries:
+    entries = jsonshape.array(store.read_json("manifest.json"), f"{store.name}: manifest.json", optional=False)
+    if not entries:
         raise IntegrityError(f"{store.name}: manifest.json lists no image")
+    for i, e in enumerate(entries):
+        jsonshape.obj(e, f"{store.name}: manifest.json[{i}]")
+        jsonshape.texts(e.get("RepoTags"), f"{store.name}: manifest.json[{i}] RepoTags")
+        jsonshape.texts(e.get("Layers"), f"{store.name}: manifest.json[{i}] Layers")
+        jsonshape.text(e.get("Config"), f"{store.name}: manifest.json[{i}] Config", optional=False)
     if name is None:
         if len(entries) > 1:
             tags = sorted(t for e in entries for t in (e.get("RepoTags") or []))
@@ -455,8 +481,9 @@ def _read_legacy(store: _Store, name: str | None, cache: Cache) -> Image:
     except ValueError as exc:
         raise IntegrityError(f"{store.name}: {config_path} is not valid JSON") from exc
     paths = [clean_path(str(p)) for p in entry.get("Layers") or []]
+    parts = _config(store, config, len(paths))
     layers = []
-    for path, diff_id in zip(paths, _diff_ids(store, config, len(paths))):
+    for path, diff_id in zip(paths, parts.diff_ids):
         compression = _sniff(store, path)
         if compression == "none":
             layers.append(_compress_legacy_layer(store, path, cache, diff_id))
@@ -464,7 +491,7 @@ def _read_legacy(store: _Store, name: str | None, cache: Cache) -> Image:
             layers.append(
                 _import_layer(store, path, cache, digest=None, size=None, compression=compression, diff_id=diff_id)
             )
-    img = _image_from_config(config, layers, Family.DOCKER, {})
+    img = parts.image(layers, {}, Family.DOCKER)
     return replace(img, origin=Origin(img.fingerprint(), config_bytes, None))
 
 

@@ -26,7 +26,8 @@ import zstandard
 
 from ..cache import Cache
 from ..errors import GpushipError, IntegrityError, RegistryError
-from ..oci.image import EPOCH_CREATED, History, Image, ImageConfig, Index, Origin, Platform, sha256_digest
+from ..oci import jsonshape
+from ..oci.image import Image, Index, Origin, Platform, sha256_digest
 from ..oci.layer import Layer
 from ..oci.media import (
     DOCKER_MANIFEST,
@@ -118,7 +119,7 @@ def select_platform(index: Mapping[str, Any], platform: Platform) -> dict[str, A
     """The index entry for ``platform``: os and architecture must match; an exact variant is preferred."""
     best: tuple[int, dict[str, Any]] | None = None
     have: list[str] = []
-    for desc in index.get("manifests") or []:
+    for desc in jsonshape.descriptors(jsonshape.obj(index, "the index").get("manifests"), "the index manifests"):
         p = _platform_of(desc)
         if p is None:
             continue  # attestation manifests and the like
@@ -268,15 +269,21 @@ def image_from_manifest(
     jobs: int = 4,
     base_name: str = "",
 ) -> Image:
-    doc = manifest.json()
+    what = f"the manifest {manifest.digest[:19]}"
+    doc = jsonshape.obj(manifest.json(), what)
     family = family_of(manifest.media_type)
-    cfg_desc = doc.get("config") or {}
-    if not cfg_desc.get("digest"):
-        raise IntegrityError(f"the manifest {manifest.digest[:19]} has no config")
+    if not isinstance(doc.get("config"), dict) or not doc["config"].get("digest"):
+        raise IntegrityError(f"{what} has no config")
+    cfg_desc = jsonshape.descriptor(doc["config"], f"{what} config")
     cfg_bytes = fetch_blob_bytes(client, repository, str(cfg_desc["digest"]), cache)
-    cfg = json.loads(cfg_bytes)
-    diff_ids = list((cfg.get("rootfs") or {}).get("diff_ids") or [])
-    descs = list(doc.get("layers") or [])
+    try:
+        cfg = json.loads(cfg_bytes)
+    except ValueError:
+        raise IntegrityError(f"the config of {what} is not JSON", jsonshape.HINT) from None
+    parts = jsonshape.config_parts(cfg, f"the config of {what}")
+    diff_ids = list(parts.diff_ids)
+    descs = jsonshape.descriptors(doc.get("layers"), f"{what} layers")
+    annotations = jsonshape.string_map(doc.get("annotations"), f"{what} annotations")
     if len(diff_ids) != len(descs):
         raise IntegrityError(
             f"the image {manifest.digest[:19]} lists {len(descs)} layers but its config {len(diff_ids)} diff_ids",
@@ -289,23 +296,14 @@ def image_from_manifest(
         )
     for layer in layers:
         remember_location(cache, client.registry, repository, layer.digest)
-    history = tuple(
-        History(str(h.get("created_by") or ""), str(h.get("comment") or ""), bool(h.get("empty_layer")))
-        for h in cfg.get("history") or []
-    )
+    history = parts.history
     if sum(1 for h in history if not h.empty_layer) != len(layers):
         history = ()  # history that does not line up with the layers is dropped rather than made wrong
-    platform = Platform(
-        str(cfg.get("os") or "linux"), str(cfg.get("architecture") or "amd64"), str(cfg.get("variant") or "")
-    )
-    annotations = dict(doc.get("annotations") or {})
+    annotations = dict(annotations)
     annotations[BASE_DIGEST] = manifest.digest
     if base_name:
         annotations[BASE_NAME] = base_name
-    created = str(cfg.get("created") or EPOCH_CREATED)
-    img = Image(
-        platform, ImageConfig.from_json(cfg.get("config")), tuple(layers), history, annotations, family, created
-    )
+    img = replace(parts.image(layers, annotations, family), history=history)
     # unchanged, it serialises to the registry's exact bytes (same digest); changed, to fresh JSON that keeps
     # the config keys gpuship does not model and carries the base annotations
     return replace(img, origin=Origin(img.fingerprint(), cfg_bytes, manifest.data))

@@ -18,7 +18,9 @@ from pathlib import Path
 import pathspec
 
 from ..cache import Cache
+from ..errors import ConfigError
 from ..oci import Entry, Layer, cached_layer
+from ..oci.entry import MAX_DEPTH
 
 #: Always left out: VCS data, caches, local environments, gpuship's own outputs.
 ALWAYS_EXCLUDED = (
@@ -136,6 +138,19 @@ def _ignore_spec(root: Path, extra: Sequence[str]) -> pathspec.PathSpec:
     return pathspec.PathSpec.from_lines("gitwildmatch", lines)
 
 
+def walk_project(root: Path) -> Iterator[tuple[str, list[str], list[str]]]:
+    """``os.walk(root)``, refusing a folder more than :data:`~gpuship.oci.entry.MAX_DEPTH` levels down: no image
+    could hold it, and walking it would exhaust Python's recursion (``os.walk`` recurses)."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel = os.path.relpath(dirpath, root)
+        if rel != "." and rel.count(os.sep) + 1 >= MAX_DEPTH:
+            raise ConfigError(
+                f"{root}/{rel[:60]}... is more than {MAX_DEPTH} folders deep",
+                "no image can hold it: leave it out ([tool.gpuship] exclude) or flatten it",
+            )
+        yield dirpath, dirnames, filenames
+
+
 def select_app_files(root: Path, *, include: Sequence[str] = (), exclude: Sequence[str] = ()) -> AppFiles:
     """Walk the project and choose the files for the app layer."""
     root = root.resolve()
@@ -144,7 +159,7 @@ def select_app_files(root: Path, *, include: Sequence[str] = (), exclude: Sequen
     chosen: list[str] = []
     secrets: list[str] = []
     ignored = 0
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, dirnames, filenames in walk_project(root):
         rel_dir = os.path.relpath(dirpath, root)
         rel_dir = "" if rel_dir == "." else rel_dir
         keep_dirs = []

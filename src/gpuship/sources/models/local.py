@@ -21,7 +21,7 @@ import pathspec
 from ...cache import Cache
 from ...config import MODEL_PATTERNS, ModelsConfig
 from ...oci import Entry
-from ..app import AppFiles, looks_like_secret
+from ..app import AppFiles, looks_like_secret, walk_project
 
 #: A model file this big gets a layer of its own (the others of its directory share one).
 LARGE_FILE = 256 << 20
@@ -69,7 +69,7 @@ _NEVER = {".git", ".hg", ".svn", "__pycache__", ".venv", ".gpuship"}
 
 
 def _walk(root: Path) -> Iterator[str]:
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, dirnames, filenames in walk_project(root):
         dirnames[:] = sorted(d for d in dirnames if d not in _NEVER)
         rel_dir = os.path.relpath(dirpath, root)
         for f in sorted(filenames):

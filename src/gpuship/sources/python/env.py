@@ -12,7 +12,6 @@ import hashlib
 import json
 import posixpath
 import tempfile
-import zipfile
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -33,7 +32,7 @@ from .lock import Lock, LockedPackage, NoWheelError
 from .platforms import host_platform, python_minor
 from .prune import PruneReport, PruneRules
 from .venv import venv_entries
-from .wheel import InstalledFile, WheelInstall, install_wheel, record_hash, render_record
+from .wheel import InstalledFile, WheelInstall, install_wheel, open_wheel, record_hash, render_record
 
 VENV = "/opt/venv"
 LAYOUT_VERSION = 1
@@ -270,7 +269,7 @@ def python_layers(
                 installs = []
                 for p in pkgs:
                     path, filename = files[p.sha256]
-                    zf = stack.enter_context(zipfile.ZipFile(path))
+                    zf = stack.enter_context(open_wheel(path, filename))
                     installs.append(install_wheel(zf, filename, venv=venv, python_minor=py))
                 workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=cache.root / "tmp", prefix="pyc-")))
                 entries, info = install_entries(

@@ -19,7 +19,9 @@ import posixpath
 import re
 import stat
 import zipfile
+import zlib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
@@ -61,6 +63,14 @@ class WheelInstall:
     dist_info: str  # relative to the venv root
     files: list[InstalledFile] = field(default_factory=list)
     scripts: list[str] = field(default_factory=list)
+
+
+def open_wheel(path: Path | str, filename: str) -> zipfile.ZipFile:
+    """The wheel at ``path`` as a zip; a damaged one is an :class:`IntegrityError`, not a traceback."""
+    try:
+        return zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        raise IntegrityError(f"{filename} is not a readable wheel ({exc})", "download it again; it is damaged") from exc
 
 
 def _mode(info: zipfile.ZipInfo) -> int:
