@@ -24,6 +24,7 @@ import pytest
 from build_support import gpuship, one_error_line
 from gpuship.cache import Cache
 from gpuship.config import GpushipConfig
+from gpuship.dockerfile.spec import dockerignore_lines
 from gpuship.errors import ConfigError, GpushipError, IntegrityError
 from gpuship.oci import Entry, append_layers, build_layer, cached_layer, empty_image
 from gpuship.oci.layout import write_oci_layout
@@ -457,3 +458,85 @@ def test_a_damaged_cached_wheel_is_fetched_again(tmp_path: Path, caplog: pytest.
     assert "was damaged" in caplog.text
     assert hashlib.sha256(again.read_bytes()).hexdigest() == sha
     open_wheel(again, wheel.name).close()
+
+
+# -- 2. credential files and private keys never ship -----------------------------------------------------------
+# a syntactically real key (made for this test, never used anywhere)
+OPENSSH_KEY = (
+    "-----BEGIN OPENSSH PRIVATE KEY-----\n"
+    "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\n"
+    "QyNTUxOQAAACDsYm9ndXNrZXlmb3J0ZXN0c29ubHlub3RyZWFsAAAAJAAAAAtzc2gtZWQy\n"
+    "-----END OPENSSH PRIVATE KEY-----\n"
+)
+RSA_KEY = "-----BEGIN RSA PRIVATE KEY-----\n" + "MIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gun\n" * 3
+RSA_KEY += "-----END RSA PRIVATE KEY-----\n"
+
+CREDENTIAL_FILES = [
+    ".env",
+    ".env.production",
+    "id_rsa",
+    ".netrc",
+    ".aws/credentials",
+    ".pypirc",
+    ".npmrc",
+    ".git-credentials",
+    ".docker/config.json",
+    "tls/server.pem",
+    "tls/server.key",
+    ".kube/config",
+    ".config/gh/hosts.yml",
+    ".config/gcloud/credentials.db",
+    ".config/gcloud/legacy_credentials/me@example.com/adc.json",
+    ".gnupg/private-keys-v1.d/ABCD.key",
+    ".gnupg/pubring.kbx",
+    ".pgpass",
+    ".my.cnf",
+    ".s3cfg",
+    ".vault-token",
+    "infra/terraform.tfstate",
+    "infra/prod.tfvars",
+    "secrets.json",
+    "secret.yaml",
+    "secrets.yaml",
+    "pip.conf",
+    ".config/pip/pip.conf",
+    "token.txt",
+    ".cache/huggingface/token",
+    "kaggle.json",
+    ".bash_history",
+]
+
+
+def test_credential_files_and_private_keys_are_left_out(tmp_path: Path) -> None:
+    project = _project(tmp_path, HEAD + "dependencies = []\n")
+    for rel in CREDENTIAL_FILES:
+        (project / rel).parent.mkdir(parents=True, exist_ok=True)
+        (project / rel).write_text("token = s3cret\n")
+    keys = {
+        "deploy_key": OPENSSH_KEY,
+        "certs/bot.txt": "note\n" + RSA_KEY,
+        "conf/settings.py": f'KEY = """{RSA_KEY}"""',
+    }
+    for rel, text in keys.items():
+        (project / rel).parent.mkdir(parents=True, exist_ok=True)
+        (project / rel).write_text(text)
+    harmless = {
+        "main.py": "print('-----BEGIN RSA PRIVATE KEY----- is how a key starts')\n",
+        ".env.example": "TOKEN=\n",
+        "id_ed25519.pub": "ssh-ed25519 AAAA\n",
+        "hosts.yml": "all: {}\n",
+        "config.yaml": "a: 1\n",
+    }
+    for rel, text in harmless.items():
+        (project / rel).write_text(text)
+    app = select_app_files(project)
+    assert set(app.secrets_skipped) == set(CREDENTIAL_FILES) | set(keys)
+    assert set(app.secrets_by_content) == set(keys)
+    assert set(app.files) == set(harmless) | {"pyproject.toml"}
+    warnings = "\n".join(app.secret_warnings())
+    assert "left out deploy_key: it holds a private key" in warnings
+    assert "left out .kube/config: it looks like a secret" in warnings
+    ignore = dockerignore_lines(project, [], [], "Dockerfile", app.secrets_by_content)
+    assert "deploy_key" in ignore and "certs/bot.txt" in ignore  # docker build leaves them out too
+    shipped = select_app_files(project, include=["deploy_key"])  # the way to ship one on purpose
+    assert "deploy_key" in shipped.files and "deploy_key" not in shipped.secrets_skipped

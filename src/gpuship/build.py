@@ -159,10 +159,7 @@ def build(options: BuildOptions, *, cache: Cache | None = None, progress: Progre
         _say(progress, line)
 
     app = select_app_files(options.project_dir, include=plan.config.include, exclude=plan.config.exclude)
-    warnings = [
-        f"left out {s}: it looks like a secret (name it in [tool.gpuship] include to ship it)"
-        for s in app.secrets_skipped
-    ]
+    warnings = app.secret_warnings()
     for w in warnings:
         _say(progress, f"warning: {w}")
 

@@ -187,7 +187,7 @@ def plan_dockerfile(
 
     # chosen after locking, so a gpuship.lock written just now is among the app's files (as in later builds)
     app = select_app_files(root, include=cfg.include, exclude=cfg.exclude)
-    notes: list[str] = [f"left out {s}: it looks like a secret" for s in app.secrets_skipped]
+    notes: list[str] = app.secret_warnings()
     deps: list[LibDepNote] = []
     if variant == "pip" and cfg.find_libdeps and libdeps and rbase is None:
         deps = _find_libdeps(plan, lock, app, extra_layers, cache, progress)
@@ -247,7 +247,9 @@ def plan_dockerfile(
         cmd=tuple(cfg.cmd),
         prune_commands=tuple(prune_commands(VENV, py, cfg.keep, cfg.drop, lock_names(installed, plan.platforms))),
         bytecode=cfg.bytecode,
-        dockerignore=tuple(dockerignore_lines(root, cfg.include, cfg.exclude, dockerfile_name)),
+        dockerignore=tuple(
+            dockerignore_lines(root, cfg.include, cfg.exclude, dockerfile_name, app.secrets_by_content)
+        ),
         libdeps=tuple(deps),
         environment_file=env_file,
         registry_base=rbase.pinned if rbase is not None else "",
@@ -394,8 +396,15 @@ def gitignore_to_dockerignore(pattern: str) -> str | None:
     return ("!" if neg else "") + out
 
 
-def dockerignore_lines(root: Path, include: Sequence[str], exclude: Sequence[str], dockerfile_name: str) -> list[str]:
-    """The .dockerignore that leaves out what gpuship's app layer leaves out (see :mod:`gpuship.sources.app`)."""
+def dockerignore_lines(
+    root: Path,
+    include: Sequence[str],
+    exclude: Sequence[str],
+    dockerfile_name: str,
+    private_keys: Sequence[str] = (),
+) -> list[str]:
+    """The .dockerignore that leaves out what gpuship's app layer leaves out (see :mod:`gpuship.sources.app`);
+    ``private_keys``: project files found holding a private key (whatever their names)."""
     out = [
         "# Written by `gpuship dockerfile`: the files gpuship leaves out of its app layer, left out of the",
         "# build context too (run `gpuship dockerfile` again after changing .gitignore or [tool.gpuship]).",
@@ -410,6 +419,8 @@ def dockerignore_lines(root: Path, include: Sequence[str], exclude: Sequence[str
     # gpuship matches these names at any depth (slash or not), so they all get **/
     out += [f"**/{p}" for p in SECRET_PATTERNS if p not in forced]
     out += [f"!**/{p}" for p in NOT_SECRETS]
+    if private_keys:
+        out += ["", "# hold a private key"] + [x for p in private_keys if (x := gitignore_to_dockerignore("/" + p))]
     gi = root / ".gitignore"
     if gi.is_file():
         lines = [x for p in gi.read_text(errors="replace").splitlines() if (x := gitignore_to_dockerignore(p))]

@@ -1,14 +1,14 @@
 """The app layer: the project's own files, minus what must never ship.
 
 Left out: ``.git``, matches of ``.dockerignore`` and ``.gitignore`` (root files, gitignore syntax), caches and
-virtual environments, and ``[tool.gpuship] exclude`` globs. Files that look like secrets (``.env``, ``*.pem``,
-``id_rsa*``, ``.netrc``, cloud credential files, …) are left out with a warning unless named in
-``include``. Everything is owned by root and not writable by the app user: the app can read its code, not change it.
+virtual environments, and ``[tool.gpuship] exclude`` globs. Secrets are left out with a warning unless named in
+``include``: credential files by name (``.env``, ``*.pem``, ``id_rsa*``, ``.netrc``, ``.kube/config``, cloud and
+package-index credentials, …) and any file holding a private key (see :mod:`gpuship.sources.secrets`).
+Everything is owned by root and not writable by the app user: the app can read its code, not change it.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import os
 from collections.abc import Iterator, Sequence
@@ -21,6 +21,9 @@ from ..cache import Cache
 from ..errors import ConfigError
 from ..oci import Entry, Layer, cached_layer
 from ..oci.entry import MAX_DEPTH
+from .secrets import NOT_SECRETS, SECRET_PATTERNS, holds_private_key, looks_like_secret
+
+__all__ = ["NOT_SECRETS", "SECRET_PATTERNS", "AppFiles", "app_layer", "looks_like_secret", "select_app_files"]
 
 #: Always left out: VCS data, caches, local environments, gpuship's own outputs.
 ALWAYS_EXCLUDED = (
@@ -51,56 +54,6 @@ ALWAYS_EXCLUDED = (
     ".gpuship/",  # gpuship's own working files (gpuship dockerfile's build inputs, a build CA): never the app's
 )
 
-#: Names that look like secrets: refused unless the user names them in ``include``.
-SECRET_PATTERNS = (
-    ".env",
-    ".env.*",
-    "*.env",
-    ".envrc",
-    "*.pem",
-    "*.key",
-    "*.p12",
-    "*.pfx",
-    "*.jks",
-    "*.keystore",
-    "id_rsa*",
-    "id_dsa*",
-    "id_ecdsa*",
-    "id_ed25519*",
-    ".netrc",
-    "_netrc",
-    ".pypirc",
-    ".npmrc",
-    ".git-credentials",
-    ".dockercfg",
-    "credentials",
-    "credentials.json",
-    "application_default_credentials.json",
-    "service-account*.json",
-    "*.kubeconfig",
-    "kubeconfig",
-    ".htpasswd",
-    "secrets.toml",
-    "secrets.yaml",
-    "secrets.yml",
-    ".aws/*",
-    ".azure/*",
-    ".gcloud/*",
-    ".ssh/*",
-    ".docker/config.json",
-)
-#: Harmless look-alikes that are not secrets.
-NOT_SECRETS = (".env.example", ".env.sample", ".env.template", "*.pub")
-
-
-def looks_like_secret(rel: str) -> bool:
-    name = rel.rsplit("/", 1)[-1]
-    if any(fnmatch.fnmatch(name, p) for p in NOT_SECRETS):
-        return False
-    return any(
-        fnmatch.fnmatch(name, p) or fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(rel, f"*/{p}") for p in SECRET_PATTERNS
-    )
-
 
 @dataclass(frozen=True)
 class AppFiles:
@@ -110,6 +63,17 @@ class AppFiles:
     files: tuple[str, ...]
     secrets_skipped: tuple[str, ...]
     ignored: int
+    #: those of ``secrets_skipped`` found by their contents (a private key), not their names
+    secrets_by_content: tuple[str, ...] = ()
+
+    def secret_warnings(self) -> list[str]:
+        """One line per file left out as a secret, saying why."""
+        return [
+            f"left out {s}: "
+            + ("it holds a private key" if s in self.secrets_by_content else "it looks like a secret")
+            + " (name it in [tool.gpuship] include to ship it)"
+            for s in self.secrets_skipped
+        ]
 
     def key(self) -> str:
         """A hash of the chosen files' paths, modes and contents: the app layer's cache key."""
@@ -158,6 +122,7 @@ def select_app_files(root: Path, *, include: Sequence[str] = (), exclude: Sequen
     forced = pathspec.PathSpec.from_lines("gitwildmatch", include) if include else None
     chosen: list[str] = []
     secrets: list[str] = []
+    by_content: list[str] = []
     ignored = 0
     for dirpath, dirnames, filenames in walk_project(root):
         rel_dir = os.path.relpath(dirpath, root)
@@ -183,8 +148,12 @@ def select_app_files(root: Path, *, include: Sequence[str] = (), exclude: Sequen
             if not (full.is_file() or full.is_symlink()):
                 ignored += 1
                 continue
+            if not is_forced and not full.is_symlink() and holds_private_key(full):
+                secrets.append(rel)
+                by_content.append(rel)
+                continue
             chosen.append(rel)
-    return AppFiles(root, tuple(sorted(chosen)), tuple(sorted(secrets)), ignored)
+    return AppFiles(root, tuple(sorted(chosen)), tuple(sorted(secrets)), ignored, tuple(sorted(by_content)))
 
 
 def app_entries(app: AppFiles, dest: str) -> Iterator[Entry]:

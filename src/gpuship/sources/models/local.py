@@ -22,6 +22,7 @@ from ...cache import Cache
 from ...config import MODEL_PATTERNS, ModelsConfig
 from ...oci import Entry
 from ..app import AppFiles, looks_like_secret, walk_project
+from ..secrets import holds_private_key
 
 #: A model file this big gets a layer of its own (the others of its directory share one).
 LARGE_FILE = 256 << 20
@@ -60,7 +61,9 @@ def project_model_files(root: Path, app: AppFiles, models: ModelsConfig) -> tupl
     if user:  # the user's patterns reach files the ignore rules left out of the app (not secrets, not VCS data)
         own = pathspec.PathSpec.from_lines("gitignore", user)
         for rel in _walk(root):
-            if rel not in chosen and own.match_file(rel) and spec.match_file(rel) and not looks_like_secret(rel):
+            if rel in chosen or not (own.match_file(rel) and spec.match_file(rel)):
+                continue
+            if not looks_like_secret(rel) and not holds_private_key(root / rel):
                 chosen.add(rel)
     return tuple(sorted(chosen))
 
