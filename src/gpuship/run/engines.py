@@ -9,6 +9,7 @@ containers need: ``--shm-size`` (1g by default), ``--ulimit memlock=-1 --ulimit 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 from collections.abc import Callable
@@ -60,6 +61,18 @@ def engine_has(engine: Engine, ref: str, image_id: str | None = None) -> bool:
     if proc.returncode != 0:
         return False
     return image_id is None or proc.stdout.strip() in (image_id, image_id.split(":", 1)[1])
+
+
+def engine_labels(engine: Engine, ref: str) -> dict[str, str]:
+    """The labels of an image the engine holds (``{}`` when it has none, or the engine cannot say)."""
+    exe = tools.require(engine)
+    fmt = "{{json .Config.Labels}}"
+    proc = subprocess.run([exe, "image", "inspect", "--format", fmt, ref], capture_output=True, text=True)
+    try:
+        labels = json.loads(proc.stdout) if proc.returncode == 0 else None
+    except ValueError:
+        labels = None
+    return {str(k): str(v) for k, v in (labels or {}).items()}
 
 
 def ensure_loaded(

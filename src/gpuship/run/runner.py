@@ -13,7 +13,7 @@ from ..errors import GpuError, GpushipError
 from ..oci.image import Image, Index
 from . import gpu as gpu_mod
 from .builtin import CHECK_PATH, run_rootfs
-from .engines import engine_answers, engine_has, run_in_engine
+from .engines import engine_answers, engine_has, engine_labels, run_in_engine
 from .gpu import GpuRequest, HostGpus, Injection
 from .options import RunOptions, Volume
 from .rootfs import unpacked_rootfs
@@ -123,7 +123,8 @@ def run_image(
                 ) from exc
             ref = image  # an image the engine holds already
         env = img.config.env_dict() if img is not None else {}
-        options = with_model_mounts(options, img.config.labels if img is not None else {}, notify)
+        labels = img.config.labels if img is not None else engine_labels(runtime, ref or "")  # type: ignore[arg-type]
+        options = with_model_mounts(options, labels, notify)
         request, injection = settle_gpus(env, options, host, notify)
         return run_in_engine(
             runtime, img, ref, options, request if injection is not None else None, progress=progress, notify=notify

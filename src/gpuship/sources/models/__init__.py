@@ -120,12 +120,14 @@ def _local_source(group: LocalModel) -> str:
 
 
 def _local_record(group: LocalModel, workdir: str, digest: str) -> ModelRecord:
-    single = len(group.files) == 1 and group.files[0].rel == group.name
+    """A single file is named with its sha256; a directory's files together by the directory."""
+    single = group.files[0] if len(group.files) == 1 else None
+    name = single.rel if single else group.name
     return ModelRecord(
         "project",
-        group.name,
-        group.files[0].digest.removeprefix("sha256:") if single else "",
-        f"{workdir}/{group.name}" if group.name != "." else workdir,
+        name,
+        single.digest.removeprefix("sha256:") if single else "",
+        workdir if name == "." else f"{workdir}/{name}",
         len(group.files),
         group.size,
         (digest,),
