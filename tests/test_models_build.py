@@ -23,7 +23,7 @@ import pytest
 
 from build_support import copy_example, gpuship, one_error_line
 from hf_support import FakeHub, HubRepo
-from test_models import COMMIT, safetensors
+from test_models import safetensors
 from test_registry_support import LocalRegistry, have_tools
 
 pytestmark = [pytest.mark.docker]
@@ -168,27 +168,28 @@ def image_bytes(archive: Path) -> Iterator[bytes]:
 
 def test_hf_model_is_fetched_once_and_its_token_stays_out(tmp_path: Path, build_cache: Path) -> None:
     token = "hf_tok3n_" + uuid.uuid4().hex
+    commit = os.urandom(20).hex()  # a commit no earlier run's cache has fetched (a commit's files never change)
     files = {"config.json": b'{"hidden_size": 8}', "model.safetensors": os.urandom(30_000)}
-    hub = FakeHub({"gpuship-test/tiny": HubRepo(COMMIT, files, token=token)})
+    hub = FakeHub({"gpuship-test/tiny": HubRepo(commit, files, token=token)})
     try:
         project = copy_example("numpy-hello", tmp_path)
         text = (project / "pyproject.toml").read_text()
-        (project / "pyproject.toml").write_text(text + f'models = ["hf://gpuship-test/tiny@{COMMIT}"]\n')
+        (project / "pyproject.toml").write_text(text + f'models = ["hf://gpuship-test/tiny@{commit}"]\n')
         env = {"HF_ENDPOINT": hub.url, "HF_TOKEN": token, "HF_HOME": str(tmp_path / "hf-home")}
         first = build(project, tmp_path, build_cache, "first", env=env)
-        assert sorted(hub.downloads()) == sorted(f"/gpuship-test/tiny/resolve/{COMMIT}/{p}" for p in files)
+        assert sorted(hub.downloads()) == sorted(f"/gpuship-test/tiny/resolve/{commit}/{p}" for p in files)
         asked = len(hub.requests)
         (project / "main.py").write_text("print('edited')\n")
         second = build(project, tmp_path, build_cache, "second", env=env)
         assert len(hub.requests) == asked  # fetched once: the second build asks the hub nothing
         model = [r for r in rows(second) if r["group"] == "model"]
         assert (
-            model and all(r["reused"] for r in model) and model[0]["what"] == f"model hf://gpuship-test/tiny@{COMMIT}"
+            model and all(r["reused"] for r in model) and model[0]["what"] == f"model hf://gpuship-test/tiny@{commit}"
         )
-        assert first["models"][0]["name"] == "gpuship-test/tiny" and first["models"][0]["version"] == COMMIT
+        assert first["models"][0]["name"] == "gpuship-test/tiny" and first["models"][0]["version"] == commit
 
         sbom = (tmp_path / "second.spdx.json").read_text()
-        assert f"pkg:huggingface/gpuship-test/tiny@{COMMIT}" in sbom
+        assert f"pkg:huggingface/gpuship-test/tiny@{commit}" in sbom
         blobs = list(image_bytes(tmp_path / "second.tar"))
         config = next(json.loads(b) for b in blobs if b.startswith(b"{") and b'"rootfs"' in b)
         assert "HF_HUB_CACHE=/opt/huggingface/hub" in config["config"]["Env"]
