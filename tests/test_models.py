@@ -82,6 +82,11 @@ def test_patterns_add_a_model_directory_and_take_files_away(tmp_path: Path, cach
     safetensors(root / "ignored" / "big.pt", 100)
     (root / ".gitignore").write_text("ignored/\n")
     (root / "ignored" / ".env").write_text("TOKEN=x\n")
+    (root / "ignored" / "key.bin").write_text(
+        "-----BEGIN OPENSSH PRIVATE KEY-----\n"
+        + "b3BlbnNzaC1rZXktdjEAAAAA" * 4
+        + "\n-----END OPENSSH PRIVATE KEY-----\n"
+    )
 
     default = models_of(root, cache)
     assert {p for m in default.layers for p in m.paths} == {
@@ -95,7 +100,7 @@ def test_patterns_add_a_model_directory_and_take_files_away(tmp_path: Path, cach
         "/app/models/bert/model.safetensors",
         "/app/models/bert/tokenizer.json",
         "/app/ignored/big.pt",
-    }  # a named directory brings its other files, '!' takes away, a named ignored path comes in (not .env)
+    }  # a named directory brings its other files, '!' takes away, a named ignored path comes in (not its secrets)
     assert "tests/fixture.bin" in chosen.app.files and "models/bert/tokenizer.json" not in chosen.app.files
     assert [m.source for m in chosen.layers] == ["ignored/big.pt", "models/bert/ (2 files)"]
 
