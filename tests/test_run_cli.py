@@ -87,6 +87,19 @@ def test_gpus_all_without_driver_is_a_clear_error(env: dict[str, str], layout: s
     assert "the image asks for CUDA >= 12.4" in line and "run without --gpus" in line
 
 
+def test_gpus_none_on_an_image_that_asks_for_cuda_says_it_starts_without_a_gpu(
+    env: dict[str, str], layout: str, plain_layout: str
+) -> None:
+    proc = gpuship(env, "run", layout, "--runtime", "chroot", "--gpus", "none", "--", "true")
+    assert proc.returncode == 0, proc.stderr
+    line = " ".join(proc.stderr.split())
+    assert line.startswith("note: --gpus none: the container starts without a GPU, though the image asks "
+                           "for CUDA >= 12.4"), line  # fmt: skip
+    assert line.count("without a GPU") == 1 and "running on the CPU without GPU support" not in line
+    proc = gpuship(env, "run", plain_layout, "--runtime", "chroot", "--gpus", "none", "--", "true")
+    assert proc.returncode == 0 and "without a GPU" not in proc.stderr, proc.stderr
+
+
 @pytest.mark.parametrize("flavor", ["runc", "chroot"])
 def test_check_runs_the_images_gpuship_check(env: dict[str, str], layout: str, plain_layout: str, flavor: str) -> None:
     proc = gpuship(env, "check", layout, "--runtime", flavor, "--", "--json")

@@ -159,6 +159,36 @@ def test_gpu_request_precedence() -> None:
     assert parse_gpus_option('"device=0,1"') == "0,1"
 
 
+def test_no_gpu_for_an_image_that_asks_for_cuda_is_said(fake: dict[str, Path]) -> None:
+    """``--gpus none`` (or void, or NVIDIA_VISIBLE_DEVICES=none) on an image that requires CUDA starts it without a
+    GPU: one note says so, with a driver on the host or without; an image that asks for no CUDA gets no note."""
+    from gpuship.run.runner import settle_gpus
+
+    host = _discover(fake)
+    cuda_env = {"NVIDIA_REQUIRE_CUDA": "cuda>=13.0"}
+    for gpus, env, asked in [
+        ("none", {}, "--gpus none"),
+        ("void", {}, "--gpus void"),
+        (None, {"NVIDIA_VISIBLE_DEVICES": "none"}, "NVIDIA_VISIBLE_DEVICES=none"),
+    ]:
+        notes: list[str] = []
+        request, injection = settle_gpus(cuda_env, RunOptions(gpus=gpus, env=env), host, notes.append)
+        assert request.devices == ()
+        assert len(notes) == 1, notes
+        assert notes[0].startswith(f"note: {asked}: the container starts without a GPU, though the image asks for "
+                                   "CUDA >= 13.0"), notes[0]  # fmt: skip
+        if injection is not None:  # none: the driver's libraries and control devices, no GPU device
+            assert not [d for d in injection.devices if d.path[len("/dev/nvidia") :].isdigit()]
+    no_driver = discover(lib_dirs=[fake["lib"]], dev_dir=fake["proc"], bin_dirs=[], proc_dir=fake["proc"])
+    notes = []
+    settle_gpus(cuda_env, RunOptions(gpus="none"), no_driver, notes.append)
+    assert len(notes) == 1 and "starts without a GPU" in notes[0]
+    for env, gpus in [({}, "none"), (cuda_env, None), (cuda_env, "all")]:
+        notes = []
+        settle_gpus(env, RunOptions(gpus=gpus), host, notes.append)
+        assert notes == []
+
+
 # -- flags ------------------------------------------------------------------------------------------------
 def test_flag_parsers() -> None:
     assert parse_size("1g") == 1 << 30 and parse_size("512m") == 512 << 20 and parse_size("64MiB") == 64 << 20

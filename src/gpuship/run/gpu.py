@@ -640,6 +640,22 @@ def requirement_note(env: Mapping[str, str]) -> str:
     return f"; the image asks for CUDA >= {cuda}" if cuda else ""
 
 
+def no_gpu_note(request: GpuRequest, gpus: str | None, env: Mapping[str, str]) -> str:
+    """The note for a container that is given no GPU though its image asks for CUDA ("" when it asks for none)."""
+    try:
+        cuda = required_cuda(requirements_from_env({**env, "NVIDIA_DISABLE_REQUIRE": ""}))
+    except GpuError:
+        cuda = None
+    if request.devices or not cuda:
+        return ""
+    asked = f"--gpus {gpus}" if gpus is not None else f"NVIDIA_VISIBLE_DEVICES={request.env_value or 'void'}"
+    return (
+        f"note: {asked}: the container starts without a GPU, though the image asks for CUDA >= {cuda} "
+        f"(its code runs on the CPU or fails; {'leave out --gpus' if gpus is not None else 'use --gpus all'} "
+        "to give it the host's GPUs)"
+    )
+
+
 # -- the plan -------------------------------------------------------------------------------------------------
 def plan_injection(driver: Driver, request: GpuRequest, lib_dir: str = CONTAINER_LIB_DIR) -> Injection:
     """Device nodes, library/program binds, links and loader directory for ``request`` on ``driver``."""

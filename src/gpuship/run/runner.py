@@ -73,18 +73,23 @@ def settle_gpus(
 ) -> tuple[GpuRequest, Injection | None]:
     """What GPUs the container gets: raises a :class:`GpuError` for an impossible ask, notes a CPU-only run."""
     request = gpu_mod.gpu_request(image_env, options.env, options.gpus)
+    merged = dict(image_env)
+    merged.update(options.env)
+    # none or void: said where the image asks for CUDA, else its code may quietly fall back to the CPU
+    note = gpu_mod.no_gpu_note(request, options.gpus, merged)
+    if note:
+        notify(note)
     if request.void:
         return request, None
     host = host if host is not None else gpu_mod.discover()
-    merged = dict(image_env)
-    merged.update(options.env)
     if host.driver is None:
         if request.explicit and options.gpus is not None and request.devices:
             raise GpuError(
                 f"--gpus {options.gpus} asks for GPUs, but {host.reason}{gpu_mod.requirement_note(merged)}",
                 "run without --gpus to use the CPU, or on a host with the NVIDIA driver",
             )
-        notify(f"note: {host.reason}; running on the CPU without GPU support{gpu_mod.requirement_note(merged)}")
+        if not note:
+            notify(f"note: {host.reason}; running on the CPU without GPU support{gpu_mod.requirement_note(merged)}")
         return request, None
     gpu_mod.check_requirements(host.driver, merged)
     return request, gpu_mod.plan_injection(host.driver, request)
