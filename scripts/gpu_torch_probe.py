@@ -15,5 +15,6 @@ gpu = (a.cuda() @ b.cuda()).cpu()
 err = (gpu - cpu).abs().max().item()
 ok = torch.allclose(gpu, cpu, rtol=1e-4, atol=1e-3)
 name = torch.cuda.get_device_name(0)
-print(f"matmul 1024x1024 float32 on {name} against the CPU: max abs difference {err:.2e} -> {'agrees' if ok else 'DIFFERS'}")
+verdict = "agrees" if ok else "DIFFERS"
+print(f"matmul 1024x1024 float32 on {name} against the CPU: max abs difference {err:.2e} -> {verdict}")
 raise SystemExit(0 if ok else 1)

@@ -1,5 +1,6 @@
 """``gpuship image convert --split``: an archive in numbered parts plus a manifest of their digests, read back
-directly (every part checked first) or joined with ``cat``; a missing, short or corrupted part is refused in one line."""
+directly (every part checked first) or joined with ``cat``; a missing, short or corrupted part is refused in one
+line."""
 
 from __future__ import annotations
 
