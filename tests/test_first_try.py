@@ -52,6 +52,54 @@ def _run(docker, archive: Path, *args: str) -> subprocess.CompletedProcess[str]:
         docker.run("rmi", "-f", ref, check=False)
 
 
+# -- 1. git-ignored files: said, with the include line that ships them --------------------------------------------
+
+
+def test_git_ignored_generated_stubs_are_named_with_the_include_that_ships_them(
+    tmp_path: Path, build_cache: Path, docker
+) -> None:
+    """A gRPC-style service: protoc's *_pb2.py stubs are git-ignored by design and imported at run time."""
+    project = _write(
+        tmp_path / "greeter",
+        {
+            "requirements.txt": "six==1.17.0\n",
+            "gpuship.toml": 'entrypoint = ["python", "server.py"]\n',
+            ".gitignore": "*_pb2.py\n*_pb2_grpc.py\n*.log\n",
+            "server.py": "from proto import greeter_pb2\nprint('serving', greeter_pb2.NAME)\n",
+            "proto/__init__.py": "",
+            "proto/greeter.proto": 'syntax = "proto3";\n',
+            "proto/greeter_pb2.py": "NAME = 'greeter'\n",
+            "proto/greeter_pb2_grpc.py": "from . import greeter_pb2  # noqa\n",
+            "server.log": "old log\n",
+            "build/static/app.js": "console.log(1)\n",
+        },
+    )
+    archive = tmp_path / "g.tar"
+    proc = _build(project, archive, build_cache)
+    assert proc.returncode == 0, proc.stderr
+    text = " ".join(proc.stderr.split())
+    # counts by reason, Python files first; the defaults' own leave-outs named too
+    assert (
+        "app: 5 files; left out 1 by gpuship's defaults (build/); "
+        "3 by .gitignore (proto/greeter_pb2.py, proto/greeter_pb2_grpc.py, server.log)"
+    ) in text, text
+    warning = next(line for line in proc.stderr.split("warning: ")[1:] if "may need at run time" in line)
+    warning = " ".join(warning.split())
+    assert "proto/greeter_pb2.py, proto/greeter_pb2_grpc.py" in warning and "server.log" not in warning, warning
+    include = warning.split("ship them with ", 1)[1].split(" in gpuship.toml", 1)[0]
+    assert include == 'include = ["proto/greeter_pb2.py", "proto/greeter_pb2_grpc.py"]', warning
+    run = _run(docker, archive)
+    assert run.returncode != 0 and "greeter_pb2" in run.stderr  # what the user met: the image lacks the stubs
+
+    # the line the warning gave, as it is, ships them, and the warning is gone
+    (project / "gpuship.toml").write_text(f'entrypoint = ["python", "server.py"]\n{include}\n')
+    proc = _build(project, archive, build_cache)
+    assert proc.returncode == 0, proc.stderr
+    assert "may need at run time" not in proc.stderr
+    run = _run(docker, archive)
+    assert run.returncode == 0 and "serving greeter" in run.stdout, run.stdout + run.stderr
+
+
 # -- 4. requirements.txt projects: the messages speak gpuship.toml, and the entrypoint is checked while planning --
 
 

@@ -35,7 +35,7 @@ from .parallel import build_jobs, parallel_map
 from .plan import BuildOptions, BuildPlan, make_plan
 from .plan.build_plan import config_home
 from .project.entrypoint import VENV, choose_entrypoint
-from .sources.app import app_layer, select_app_files
+from .sources.app import app_layer, left_out_warning, select_app_files
 from .sources.models import ModelSet, build_models, mounts_label
 
 #: progress(message) for a step; progress(message, done, total) for bytes moved
@@ -158,8 +158,14 @@ def build(options: BuildOptions, *, cache: Cache | None = None, progress: Progre
     for line in plan.explain():
         _say(progress, line)
 
+    where = config_home(plan.project.root, getattr(plan.project, "tool", None))
     app = select_app_files(options.project_dir, include=plan.config.include, exclude=plan.config.exclude)
+    left_out = app.left_out_summary()
+    _say(progress, f"app: {len(app.files)} files" + (f"; left out {left_out}" if left_out else ""))
     warnings = app.secret_warnings()
+    may_need = left_out_warning(app, where)
+    if may_need and not options.dev:  # gpuship dev mounts the whole project folder
+        warnings.append(may_need)
     for w in warnings:
         _say(progress, f"warning: {w}")
 
@@ -170,7 +176,7 @@ def build(options: BuildOptions, *, cache: Cache | None = None, progress: Progre
         getattr(plan.project, "scripts", {}) or {},
         app.files,
         runtime_argv=runtime.argv if runtime else (),
-        where=config_home(plan.project.root, getattr(plan.project, "tool", None)),
+        where=where,
     )
     models = build_models(
         options.project_dir.resolve(),

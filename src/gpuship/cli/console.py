@@ -77,6 +77,6 @@ def status_progress(status: Any, log_step: Callable[[str], bool]) -> Callable[..
             return
         status.update(msg)
         if log_step(msg):
-            err.log(msg)
+            err.log(msg, markup=False)
 
     return progress

@@ -65,7 +65,7 @@ def _mirrors(mirror: str | None, security: str | None, project: Path) -> tuple[s
 def _progress():  # type: ignore[no-untyped-def]
     if state.quiet:
         return None
-    return lambda msg: err.log(msg)
+    return lambda msg: err.log(msg, markup=False)
 
 
 @debian_app.command("sources")

@@ -77,7 +77,7 @@ def dockerfile(
 
     def progress(msg: str, *_: object) -> None:
         if state.verbose:
-            err.log(msg)
+            err.log(msg, markup=False)
 
     with err.status("planning the Dockerfile…", spinner="dots") if not state.quiet else _null():
         result = export_dockerfile(

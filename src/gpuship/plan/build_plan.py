@@ -146,7 +146,7 @@ def image_created(project_dir: Path) -> tuple[int, str]:
         return 0, "no git: epoch 0"
     parts = out.stdout.split()
     if out.returncode != 0 or len(parts) != 2 or not parts[0].isdigit():
-        return 0, "not a git checkout: epoch 0 (SOURCE_DATE_EPOCH sets it)"
+        return 0, "no git history: epoch 0; SOURCE_DATE_EPOCH sets another"
     return int(parts[0]), f"the project's last commit, {parts[1]}"
 
 
