@@ -1,10 +1,11 @@
 """The app layer: the project's own files, minus what must never ship.
 
 Left out: ``.git``, matches of ``.dockerignore`` and ``.gitignore`` (root files, gitignore syntax), caches and
-virtual environments, and ``[tool.gpuship] exclude`` globs; what was left out is reported by reason, and git-ignored
-Python files (generated protobuf stubs, …) get a warning with the ``include`` line that ships them. Secrets are left out with a warning unless named in
-``include``: credential files by name (``.env``, ``*.pem``, ``id_rsa*``, ``.netrc``, ``.kube/config``, cloud and
-package-index credentials, …) and any file holding a private key (see :mod:`gpuship.sources.secrets`).
+virtual environments, and ``[tool.gpuship] exclude`` globs. What was left out is reported by reason; git-ignored
+Python files (generated protobuf stubs, …) get a warning with the ``include`` line that ships them.
+Secrets are left out with a warning unless named in ``include``: credential files by name (``.env``, ``*.pem``,
+``id_rsa*``, ``.netrc``, ``.kube/config``, cloud and package-index credentials, …) and any file holding a private
+key (see :mod:`gpuship.sources.secrets`).
 Everything is owned by root and not writable by the app user: the app can read its code, not change it.
 """
 
