@@ -33,7 +33,7 @@ def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
     """Assert the CLI failed the gpuship way (exit 2, one line, no traceback) and return that line."""
     assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
     assert "Traceback" not in proc.stderr, proc.stderr
-    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) >= 1 and lines[-1].startswith("error: "), proc.stderr
     return lines[-1]
 

@@ -51,7 +51,7 @@ class Docker:
     def load(self, archive: Path) -> str:
         """docker load an archive; returns the image ref or ID it printed."""
         out = self.run("load", "-i", str(archive)).stdout
-        line = [l for l in out.splitlines() if l.startswith("Loaded image")][-1]
+        line = [text for text in out.splitlines() if text.startswith("Loaded image")][-1]
         return line.split(": ", 1)[1].strip()
 
     def tag(self) -> str:

@@ -39,7 +39,7 @@ def test_numpy_hello_amd64(tmp_path: Path, build_cache: Path, docker) -> None:
     assert "hello from numpy" in out and "x86_64" in out and "checksum 1134" in out
     report = json.loads((tmp_path / "report.json").read_text())
     plat = report["platforms"][0]
-    groups = [l["group"] for l in plat["layers"]]
+    groups = [layer["group"] for layer in plat["layers"]]
     assert groups[0] == "base" and groups[-1] == "app" and "deps" in groups
     assert any(d[0] == "numpy" for d in plat["python_distributions"])
     sbom = json.loads((tmp_path / "report.spdx.json").read_text())

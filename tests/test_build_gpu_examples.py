@@ -46,7 +46,7 @@ def _docker_run(docker, archive: Path) -> subprocess.CompletedProcess[str]:
 def test_cuda_ptx_matmul_image(tmp_path: Path, build_cache: Path, docker) -> None:
     archive, report = _build("cuda-ptx-matmul", tmp_path, build_cache)
     plat = report["platforms"][0]
-    compressed = sum(l["size"] for l in plat["layers"])
+    compressed = sum(layer["size"] for layer in plat["layers"])
     assert compressed < 60_000_000, compressed  # small enough to carry to an offline GPU host in one file
 
     cfg = _config(archive)["config"]
@@ -102,7 +102,7 @@ def test_cuda_kernel_lib_prunes_the_apps_own_kernel_library(tmp_path: Path, buil
     [lib] = pruned["libraries"]
     assert lib["path"] == "/app/kernels/libvecadd.so" and lib["kept"] == ["sm_90"]
     assert lib["dropped"] == ["sm_80", "sm_100", "compute_100"] and lib["saved"] > 0
-    comments = {l["what"] for l in plat["layers"]}
+    comments = {layer["what"] for layer in plat["layers"]}
     assert any(c.startswith("app:") and c.endswith("(GPU code pruned)") for c in comments), comments
     assert not any(c.startswith("python cuda") and "pruned" in c for c in comments), comments
 

@@ -23,17 +23,17 @@ def test_rebuild_reuses_layers_and_app_edit_rebuilds_only_app(tmp_path: Path, bu
     first = _build(project, tmp_path, cache, "first")
     second = _build(project, tmp_path, cache, "second")
     assert first["digest"] == second["digest"]
-    assert all(l["reused"] for l in second["platforms"][0]["layers"]), second["platforms"][0]["layers"]
+    assert all(layer["reused"] for layer in second["platforms"][0]["layers"]), second["platforms"][0]["layers"]
 
     main = project / "main.py"
     main.write_text(main.read_text() + "\nprint('edited')\n")
     third = _build(project, tmp_path, cache, "third")
     assert third["digest"] != first["digest"]
     layers = third["platforms"][0]["layers"]
-    rebuilt = [l["group"] for l in layers if not l["reused"]]
+    rebuilt = [layer["group"] for layer in layers if not layer["reused"]]
     assert rebuilt == ["app"], layers
-    before = [l["digest"] for l in first["platforms"][0]["layers"]]
-    after = [l["digest"] for l in layers]
+    before = [layer["digest"] for layer in first["platforms"][0]["layers"]]
+    after = [layer["digest"] for layer in layers]
     assert before[:-1] == after[:-1] and before[-1] != after[-1]
 
 
@@ -80,6 +80,8 @@ def test_layers_built_side_by_side_match_one_at_a_time(tmp_path: Path, build_cac
         )
         assert proc.returncode == 0, proc.stderr
         data = json.loads(report.read_text())
-        assert not any(l["reused"] for l in data["platforms"][0]["layers"] if l["group"] in ("cuda", "deps"))
+        assert not any(
+            layer["reused"] for layer in data["platforms"][0]["layers"] if layer["group"] in ("cuda", "deps")
+        )
         digests[jobs] = data["digest"]
     assert digests == {"1": warm["digest"], "2": warm["digest"]}

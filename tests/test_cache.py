@@ -55,12 +55,15 @@ def test_failed_directory_build_leaves_nothing(cache: Cache) -> None:
 def test_cli_info_and_prune(tmp_path: Path) -> None:
     env = {"GPUSHIP_CACHE": str(tmp_path / "c")}
     Cache(tmp_path / "c").put_bytes(b"x" * 1000)
-    run = lambda *a: subprocess.run(
-        [sys.executable, "-m", "gpuship", "cache", *a],
-        capture_output=True,
-        text=True,  # noqa: E731
-        env={**__import__("os").environ, **env},
-    )
+
+    def run(*a: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "gpuship", "cache", *a],
+            capture_output=True,
+            text=True,
+            env={**__import__("os").environ, **env},
+        )
+
     info = run("info")
     assert info.returncode == 0 and "blobs   1" in info.stdout
     assert run("prune", "--older-than", "1").stdout.startswith("removed 0")

@@ -73,9 +73,9 @@ def test_bookworm_amd64_is_small_and_reproducible(
     bookworm_amd64: DebianBase, shared_cache: Cache, tmp_path: Path
 ) -> None:
     b = bookworm_amd64
-    size = sum(l.size for l in b.layers)
+    size = sum(layer.size for layer in b.layers)
     assert size <= 20_000_000, f"the compressed base is {size / 1e6:.1f} MB"
-    assert [l.comment.split(":")[0] for l in b.layers] == [
+    assert [layer.comment.split(":")[0] for layer in b.layers] == [
         "debian bookworm core",
         "debian bookworm python",
         "debian system files",
@@ -88,12 +88,12 @@ def test_bookworm_amd64_is_small_and_reproducible(
         if ns.name.startswith("debian-"):
             shutil.copytree(ns, fresh.root / "refs" / ns.name)
     again = build_base("debian-bookworm", "linux/amd64", cache=fresh)
-    assert not any(l.reused for l in again.layers)
-    assert [l.digest for l in again.layers] == [l.digest for l in b.layers]
+    assert not any(layer.reused for layer in again.layers)
+    assert [layer.digest for layer in again.layers] == [layer.digest for layer in b.layers]
     assert _image(again).digest == _image(b).digest
     assert again.packages == b.packages
     # and the same inputs are reused, not rebuilt
-    assert all(l.reused for l in build_base("debian-bookworm", "linux/amd64", cache=fresh).layers)
+    assert all(layer.reused for layer in build_base("debian-bookworm", "linux/amd64", cache=fresh).layers)
 
 
 def test_slimming_report_lists_what_was_dropped(bookworm_amd64: DebianBase) -> None:
@@ -148,8 +148,8 @@ def test_dpkg_status_lists_exactly_the_installed_packages(bookworm_amd64: Debian
 
 def test_extra_package_adds_a_layer_and_reuses_the_base_layers(bookworm_amd64: DebianBase, shared_cache: Cache) -> None:
     more = build_base("debian-bookworm", "linux/amd64", extra_packages=("libyaml-0-2",), cache=shared_cache)
-    assert [l.digest for l in more.layers[:2]] == [l.digest for l in bookworm_amd64.layers[:2]]
-    assert all(l.reused for l in more.layers[:2])
+    assert [layer.digest for layer in more.layers[:2]] == [layer.digest for layer in bookworm_amd64.layers[:2]]
+    assert all(layer.reused for layer in more.layers[:2])
     assert len(more.layers) == 4 and "libyaml-0-2" in more.layers[2].comment
     assert set(more.packages) - set(bookworm_amd64.packages) == {p for p in more.packages if p[0] == "libyaml-0-2"}
     assert more.why["libyaml-0-2"] == "requested"

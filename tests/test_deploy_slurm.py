@@ -79,8 +79,8 @@ def test_slurm_script_passes_shellcheck_and_runs_srun_with_the_image(cache: Cach
     ):
         assert line in text
     # every #SBATCH line comes before the first command, or sbatch ignores it
-    first_cmd = next(i for i, l in enumerate(text.splitlines()) if l and not l.startswith("#"))
-    assert all(i < first_cmd for i, l in enumerate(text.splitlines()) if l.startswith("#SBATCH"))
+    first_cmd = next(i for i, line in enumerate(text.splitlines()) if line and not line.startswith("#"))
+    assert all(i < first_cmd for i, line in enumerate(text.splitlines()) if line.startswith("#SBATCH"))
 
     bin_dir = tmp_path / "bin"
     recorder(bin_dir, "srun")
@@ -211,7 +211,7 @@ def test_squashfs_export_is_reproducible_and_runs_like_enroot(cache: Cache, tmp_
 
     listing = subprocess.run(["unsquashfs", "-lls", str(a)], capture_output=True, text=True, check=True).stdout
     assert "etc/doomed" not in listing  # the whiteout was applied
-    assert all(" root/root " in l for l in listing.splitlines() if l.startswith(("-", "d", "l")))
+    assert all(" root/root " in line for line in listing.splitlines() if line.startswith(("-", "d", "l")))
     assert "1970-01-01 00:00" in listing
     assert re.search(r"^-r[w-]-{7} root/root .* squashfs-root/secret$", listing, re.M)  # owner may read it
 

@@ -41,7 +41,7 @@ def test_json(files: dict[str, Path]) -> None:
     res = CliRunner().invoke(app, ["inspect", f"oci-archive:{files['archive']}", "--json"])
     assert res.exit_code == 0, res.output
     data = json.loads(res.stdout)
-    assert [l["comment"] for l in data["layers"]] == ["base", "top"]
+    assert [layer["comment"] for layer in data["layers"]] == ["base", "top"]
     assert data["cuda"][0]["path"] == "/usr/lib/libk.so"
     assert data["cuda"][0]["sass"] == ["sm_80", "sm_90", "sm_100"] and data["cuda"][0]["ptx"] == ["compute_100"]
     dup = data["duplicates"][0]

@@ -98,8 +98,8 @@ def image(cache: Cache) -> Image:
 
 def test_report_sizes_add_up(image: Image) -> None:
     r = inspect_image(image)
-    assert [l.comment for l in r.layers] == ["debian", "python", "app"]
-    assert r.size == image.size and r.uncompressed_size == sum(l.uncompressed_size for l in image.layers)
+    assert [layer.comment for layer in r.layers] == ["debian", "python", "app"]
+    assert r.size == image.size and r.uncompressed_size == sum(layer.uncompressed_size for layer in image.layers)
     for layer in r.layers:
         assert layer.size == image.layers[layer.index].size
     # python distributions: every file their RECORD lists, resolved from site-packages (scripts via ../../../bin)
@@ -132,7 +132,7 @@ def test_report_sizes_add_up(image: Image) -> None:
 
 
 def file_sizes(image: Image) -> dict[str, int]:
-    return {e.path: e.size for l in image.layers for e, _ in l.entries() if e.kind == "file"}
+    return {e.path: e.size for layer in image.layers for e, _ in layer.entries() if e.kind == "file"}
 
 
 def test_duplicates_within_and_across_layers(image: Image) -> None:
@@ -159,7 +159,7 @@ def test_json_round_trip(image: Image) -> None:
     r = inspect_image(image)
     data = json.loads(json.dumps(r.to_json()))
     assert data["digest"] == image.digest
-    assert [l["comment"] for l in data["layers"]] == ["debian", "python", "app"]
+    assert [layer["comment"] for layer in data["layers"]] == ["debian", "python", "app"]
     assert {p["name"] for p in data["python"]} == {"foo", "bar"}
     assert sum(b["size"] for b in data["blocks"]) == data["final_bytes"]
 

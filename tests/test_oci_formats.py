@@ -86,7 +86,7 @@ def test_read_back_keeps_digest_family_and_layers(image: Image, tmp_path: Path, 
     assert isinstance(back, Image)
     assert back.digest == image.digest and back.family is Family.OCI
     assert back.config_bytes() == image.config_bytes()
-    assert [l.digest for l in back.layers] == [l.digest for l in image.layers]
+    assert [layer.digest for layer in back.layers] == [layer.digest for layer in image.layers]
     assert back.layers[0].cache is fresh and fresh.has(back.layers[0].digest)  # imported, opens from the cache
     assert back.layers[0].uncompressed_size == image.layers[0].uncompressed_size
     names = sorted(e.path for e, _ in back.layers[0].entries())

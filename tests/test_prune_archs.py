@@ -133,9 +133,9 @@ def test_prune_layer_entries(tmp_path: Path) -> None:
     assert new[2] is entries[2] and new[3] is entries[3] and new[4] is entries[4]
     assert new[0].mode == 0o755 and new[0].size == MULTIARCH.stat().st_size
     assert read_cuda_library(new[0].read()).sass == ["sm_90"]  # type: ignore[union-attr]
-    assert [l.path for l in report.libraries] == ["opt/venv/lib/libmultiarch.so", "opt/venv/lib/libvariants.so"]
+    assert [lib.path for lib in report.libraries] == ["opt/venv/lib/libmultiarch.so", "opt/venv/lib/libvariants.so"]
     assert report.kept_archs == ["compute_80", "sm_90", "sm_90a"]
-    assert report.saved == sum(l.saved for l in report.libraries) > 0
+    assert report.saved == sum(lib.saved for lib in report.libraries) > 0
     assert gpu_json_fragment(report) == {
         "pruned": True,
         "targets": ["sm_90"],

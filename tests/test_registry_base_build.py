@@ -160,17 +160,17 @@ def test_build_on_the_base_keeps_its_numpy(
     dists = dict(plat["python_distributions"])
     assert f'version = "{NV_TOOL}"' in lock
     assert "numpy" not in dists and "nv-tool" not in dists and "six" in dists  # ... and does not install it again
-    assert [l["group"] for l in plat["layers"]][:4] == ["base"] * 4
+    assert [layer["group"] for layer in plat["layers"]][:4] == ["base"] * 4
 
     # the base's layers byte for byte, below ours; Docker's media types throughout (the base's family)
     index = json.loads((layout / "index.json").read_text())
     manifest = json.loads((layout / "blobs/sha256" / index["manifests"][0]["digest"][7:]).read_bytes())
     assert manifest["mediaType"] == "application/vnd.docker.distribution.manifest.v2+json"
-    assert {l["mediaType"] for l in manifest["layers"]} == {"application/vnd.docker.image.rootfs.diff.tar.gzip"}
+    assert {layer["mediaType"] for layer in manifest["layers"]} == {"application/vnd.docker.image.rootfs.diff.tar.gzip"}
     from gpuship.registry import pull_image
 
     pulled = pull_image(numpy_base, "linux/amd64", Cache(tmp_path / "fresh"), insecure=True)
-    assert [l["digest"] for l in manifest["layers"][:4]] == [l.digest for l in pulled.layers]
+    assert [layer["digest"] for layer in manifest["layers"][:4]] == [layer.digest for layer in pulled.layers]
     config = json.loads((layout / "blobs/sha256" / manifest["config"]["digest"][7:]).read_bytes())
     env = dict(e.split("=", 1) for e in config["config"]["Env"])
     assert env["PATH"].startswith("/opt/venv/bin:") and env["LANG"] == "C.UTF-8"  # the base's env under ours

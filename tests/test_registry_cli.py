@@ -85,7 +85,7 @@ def test_unknown_ca_and_missing_login_exit_2(reg, cache, tmp_path):
     write_output(img, f"oci:{tmp_path / 'layout'}")
     untrusted = gpuship("push", f"oci:{tmp_path / 'layout'}", f"{r.host}/cli/x:1", env=env)
     assert untrusted.returncode == 2
-    lines = [l for l in untrusted.stderr.splitlines() if l.strip()]
+    lines = [line for line in untrusted.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "is not trusted" in lines[0] and "--ca-file" in lines[0]
     anon = gpuship("push", f"oci:{tmp_path / 'layout'}", f"{r.host}/cli/x:1", "--ca-file", str(ca), env=env)
     assert anon.returncode == 2 and "requires a login" in anon.stderr and "gpuship login" in anon.stderr

@@ -109,7 +109,7 @@ def test_push_survives_a_registry_crash_mid_upload(plain_registry, big_image_cac
         # resumed where the registry says it got to (what it flushed of the cut chunk), or restarted from 0
         assert hook.resumed_at and 0 <= hook.resumed_at[0] <= 5 * MiB
     assert result.uploaded == 3
-    assert result.bytes_uploaded == sum(l.size for l in img.layers) + len(img.config_bytes())
+    assert result.bytes_uploaded == sum(layer.size for layer in img.layers) + len(img.config_bytes())
     if at_boundary:
         assert result.bytes_sent == result.bytes_uploaded  # a clean resume sends nothing twice
     else:

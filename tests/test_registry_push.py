@@ -94,13 +94,13 @@ def test_push_is_pulled_by_docker_and_skopeo_and_repeats_upload_nothing(tls_regi
     first = push(img, ref, cache=cache, credentials=r.creds, ca_file=r.ca)
     config_size = len(img.config_bytes())
     assert (first.uploaded, first.skipped, first.mounted, first.manifests) == (4, 0, 0, 1)
-    assert first.bytes_uploaded == sum(l.size for l in img.layers) + config_size
+    assert first.bytes_uploaded == sum(layer.size for layer in img.layers) + config_size
     assert first.digest == img.digest
 
     # skopeo sees exactly our manifest
     info = skopeo_inspect(r, ref)
     assert info["Digest"] == img.digest
-    assert info["Layers"] == [l.digest for l in img.layers]
+    assert info["Layers"] == [layer.digest for layer in img.layers]
 
     # the Docker Engine pulls it (after docker login, with the CA in certs.d) and sees our diff_ids
     cfg = tmp_path / "docker-config"
@@ -108,7 +108,7 @@ def test_push_is_pulled_by_docker_and_skopeo_and_repeats_upload_nothing(tls_regi
     try:
         docker.run("--config", str(cfg), "pull", ref)
         rootfs = json.loads(docker.run("image", "inspect", ref, "--format", "{{json .RootFS.Layers}}").stdout)
-        assert rootfs == [l.diff_id for l in img.layers]
+        assert rootfs == [layer.diff_id for layer in img.layers]
     finally:
         docker.run("rmi", "-f", ref, check=False)
 
@@ -144,8 +144,8 @@ def test_multi_platform_index_pushes_and_pulls_back_per_platform(tls_registry, c
     for want in (amd, arm):
         got = pull_image(ref, want.platform, other, credentials=r.creds, ca_file=r.ca)
         assert got.platform.architecture == want.platform.architecture
-        assert [l.digest for l in got.layers] == [l.digest for l in want.layers]
-        assert [l.diff_id for l in got.layers] == [l.diff_id for l in want.layers]
+        assert [layer.digest for layer in got.layers] == [layer.digest for layer in want.layers]
+        assert [layer.diff_id for layer in got.layers] == [layer.diff_id for layer in want.layers]
         assert got.digest == want.digest  # unchanged, it keeps the registry's bytes
         assert got.layers[0].open().read() == want.layers[0].open().read()
     whole = pull(ref, other, credentials=r.creds, ca_file=r.ca)

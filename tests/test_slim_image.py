@@ -66,7 +66,9 @@ def test_slim_numpy_hello_runs_smaller(numpy_hello: Path, tmp_path: Path, shared
     assert report["touched_distributions"] == ["numpy"]
     numpy_row = next(p for p in report["packages"] if p["name"] == "numpy")
     assert numpy_row["bytes_removed"] > 1_000_000 and numpy_row["bytes_kept"] > 0
-    assert len(report["layers"]) == 7 and all(l["bytes_after"] <= l["bytes_before"] for l in report["layers"])
+    assert len(report["layers"]) == 7 and all(
+        layer["bytes_after"] <= layer["bytes_before"] for layer in report["layers"]
+    )
     removed = {r["path"] for r in report["largest_removed"]}
     assert not any(p.startswith(f"{SP}/numpy/_core/_multiarray_umath") for p in removed)
 

@@ -302,7 +302,7 @@ def test_rewrite_layers_keeps_only_visible_kept_entries(tmp_path: Path) -> None:
     )
     layers, stats, removed = rewrite_layers(image, view, kept, cache)
     assert len(layers) == 3
-    paths = [[e.path for e, _ in l.entries()] for l in layers]
+    paths = [[e.path for e, _ in layer.entries()] for layer in layers]
     assert sorted(paths[0]) == ["empty", "etc", "etc/keep.txt", "etc/link"]  # over.txt is the upper layer's now
     assert sorted(paths[1]) == ["data", "data/new.txt", "etc", "etc/over.txt"]  # no whiteouts needed
     assert layers[2] is top  # nothing to drop: the very same blob
@@ -317,4 +317,4 @@ def test_rewrite_layers_keeps_only_visible_kept_entries(tmp_path: Path) -> None:
     assert not (out / "etc/unused.txt").exists() and (out / "etc/top.txt").read_text() == "all kept"
     # the same inputs give the same layers (cached by content)
     again, _, _ = rewrite_layers(image, view, kept, cache)
-    assert [l.digest for l in again] == [l.digest for l in layers]
+    assert [layer.digest for layer in again] == [layer.digest for layer in layers]

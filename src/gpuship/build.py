@@ -184,7 +184,7 @@ def build(options: BuildOptions, *, cache: Cache | None = None, progress: Progre
         plan.config.models,
         plan.config.workdir,
         cache,
-        compression=plan.compression,  # type: ignore[arg-type]
+        compression=plan.compression,
         project_files=not options.dev,
         progress=progress,
     )
@@ -250,7 +250,8 @@ def lock_for_plan(
             locked=locked,
             extra_requirements=tuple(extra_requirements),
             progress=progress,
-            constraints=(tuple(plan.gpu.constraints) if gpu_on(plan) else ()) + tuple(keep_base),
+            constraints=(tuple(plan.gpu.constraints) if plan.gpu is not None and plan.gpu.is_gpu else ())
+            + tuple(keep_base),
             index=index_options(plan),
             **(rbase.lock_options(cache, replace_base) if rbase is not None else {}),
         )
@@ -287,7 +288,7 @@ def _prune_archs(
         _say(progress, f"pruning GPU code in the {group} layer to {', '.join(t.sm for t in sel.targets)}")
         holder: dict[str, Any] = {}
 
-        def transform(entries):  # type: ignore[no-untyped-def]
+        def transform(entries):
             new, report = prune_layer_entries(entries, sel, cache=cache)
             holder["report"] = report.to_json()
             return new if report.saved else None
@@ -443,7 +444,7 @@ def _build_platform(
     extra = tuple(cfg.system_packages)
     if cfg.find_libdeps and rbase is not None:  # no Debian packages go onto a registry base: a missing library fails
         _say(progress, f"[{platform}] find-libdeps: checking shared libraries against the base image")
-        rbase.check_libraries([l for _, l in env_layers + upper], cache, image_env(plan, rbase.config))
+        rbase.check_libraries([lib for _, lib in env_layers + upper], cache, image_env(plan, rbase.config))
     elif cfg.find_libdeps:
         _say(progress, f"[{platform}] find-libdeps: scanning shared libraries")
         pre = build_base(
@@ -456,7 +457,9 @@ def _build_platform(
             compression=compression,
         )
         deps = tuple(
-            libdeps_for_layers([l for _, l in env_layers + upper], pre, cache=cache, env=image_env(plan, pre.config))
+            libdeps_for_layers(
+                [layer for _, layer in env_layers + upper], pre, cache=cache, env=image_env(plan, pre.config)
+            )
         )
         if deps:
             extra = tuple(sorted(set(extra) | {d.package for d in deps}))
@@ -498,13 +501,16 @@ def _build_platform(
     # the models sit below the app layer: a code edit leaves their digests (and the chain IDs engines key on) alone
     at = len(upper) - 1 if upper and upper[-1][0] in ("app", "editable") else len(upper)
     upper = upper[:at] + [("model", m.layer) for m in models.layers] + upper[at:]
-    groups = [("base", l) for l in base.layers] + env_layers + upper
-    image = append_layers(image, [l for _, l in env_layers], created_by="gpuship: python environment")
+    groups = [("base", layer) for layer in base.layers] + env_layers + upper
+    image = append_layers(image, [layer for _, layer in env_layers], created_by="gpuship: python environment")
     image = append_layers(image, [layer for _, layer in upper[:at]], created_by="gpuship: app")
     image = append_layers(image, [m.layer for m in models.layers], created_by="gpuship: model")
     image = append_layers(image, [layer for _, layer in upper[at + len(models.layers) :]], created_by="gpuship: app")
     image = with_created(image, plan.created)
-    rows = tuple(LayerRow(g, l.digest, l.size, l.uncompressed_size, l.reused, l.comment) for g, l in groups)
+    rows = tuple(
+        LayerRow(g, layer.digest, layer.size, layer.uncompressed_size, layer.reused, layer.comment)
+        for g, layer in groups
+    )
     return PlatformResult(
         platform,
         image,
@@ -534,7 +540,7 @@ def _project_layer(
         lambda: inst.entries,
         compression=plan.compression,
         comment=f"project {inst.name} {inst.version}",
-    )  # type: ignore[arg-type]
+    )
 
 
 def _self_key() -> str:

@@ -38,8 +38,8 @@ import platformdirs
 from filelock import FileLock
 
 from .errors import GpushipError, IntegrityError
+from .streams import CHUNK, Reader
 
-CHUNK = 1 << 20
 #: Where each blob's stamp (inode, size, ctime when written or last verified) is kept: see :meth:`Cache.has`.
 STAMPS = "blob-stamps"
 log = logging.getLogger("gpuship.cache")
@@ -189,7 +189,7 @@ class Cache:
             w.write(data)
         return w.digest
 
-    def put_stream(self, stream: BinaryIO, expected: str | None = None) -> tuple[str, int]:
+    def put_stream(self, stream: Reader, expected: str | None = None) -> tuple[str, int]:
         with self.blob_writer(expected) as w:
             while chunk := stream.read(CHUNK):
                 w.write(chunk)

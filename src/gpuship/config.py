@@ -17,6 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from . import schema
 from .errors import ConfigError
+from .oci.media import Compression, parse_compression
 
 KNOWN_KEYS = {
     "base": "base image: a profile (debian-bookworm, debian-trixie) or a registry reference",
@@ -367,7 +368,7 @@ class GpushipConfig:
     user: str = DEFAULT_USER
     workdir: str = DEFAULT_WORKDIR
     labels: Mapping[str, str] = field(default_factory=dict)
-    compression: str = "gzip"
+    compression: Compression = "gzip"
     find_libdeps: bool = True
     bytecode: str = "unchecked-hash"
     gpu: Mapping[str, Any] = field(default_factory=dict)
@@ -386,9 +387,9 @@ class GpushipConfig:
         def text(key: str, default: str, example: str) -> str:
             return schema.string(table.get(key, default), f"[tool.gpuship] {key}", example)
 
-        compression = text("compression", "gzip", 'compression = "zstd"')
-        if compression not in ("gzip", "zstd"):
-            raise ConfigError(f"[tool.gpuship] compression must be gzip or zstd, not {compression!r}")
+        compression = parse_compression(
+            text("compression", "gzip", 'compression = "zstd"'), "[tool.gpuship] compression"
+        )
         bytecode = text("bytecode", "unchecked-hash", 'bytecode = "none"')
         if bytecode not in ("none", "unchecked-hash"):
             raise ConfigError(f"[tool.gpuship] bytecode must be 'none' or 'unchecked-hash', not {bytecode!r}")

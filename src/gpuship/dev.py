@@ -131,7 +131,7 @@ def editable_layer(plan: Any, python: Any, cache: Cache) -> Layer:
         cache,
         key,
         lambda: editable_entries(**args),
-        compression=plan.compression,  # type: ignore[arg-type]
+        compression=plan.compression,
         comment=f"gpuship dev: {what}",
     )
 

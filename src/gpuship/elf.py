@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
+from elftools.common.exceptions import ELFError
+from elftools.elf.dynamic import DynamicSection, DynamicSegment, DynamicTag
 from elftools.elf.elffile import ELFFile
+from elftools.elf.segments import InterpSegment
 
 
 @dataclass(frozen=True)
@@ -24,15 +28,35 @@ def dynamic_links(elf: ELFFile) -> DynamicLinks:
     rpath: list[str] = []
     runpath: list[str] = []
     for seg in elf.iter_segments():
-        if seg["p_type"] == "PT_INTERP":
+        if isinstance(seg, InterpSegment):
             interp = seg.get_interp_name()
-        elif seg["p_type"] == "PT_DYNAMIC":
+        elif isinstance(seg, DynamicSegment):
             for tag in seg.iter_tags():
                 t = tag.entry.d_tag
                 if t == "DT_NEEDED":
-                    needed.append(tag.needed)
+                    needed.append(tag_string(tag))
                 elif t == "DT_RPATH":
-                    rpath += [p for p in tag.rpath.split(":") if p]
+                    rpath += [p for p in tag_string(tag).split(":") if p]
                 elif t == "DT_RUNPATH":
-                    runpath += [p for p in tag.runpath.split(":") if p]
+                    runpath += [p for p in tag_string(tag).split(":") if p]
     return DynamicLinks(interp, tuple(needed), tuple(rpath), tuple(runpath))
+
+
+def tag_string(tag: DynamicTag) -> str:
+    """The string value of a DT_NEEDED / DT_RPATH / DT_RUNPATH / DT_SONAME tag (pyelftools sets it as an
+    attribute named after the tag: ``needed``, ``rpath``, ``runpath``, ``soname``)."""
+    return str(getattr(tag, tag.entry.d_tag[3:].lower()))
+
+
+def elf_soname(path: Path | str) -> str | None:
+    """The DT_SONAME of a shared library, or None (not an ELF file, or none set)."""
+    try:
+        with open(path, "rb") as fh:
+            for section in ELFFile(fh).iter_sections():
+                if isinstance(section, DynamicSection):
+                    for tag in section.iter_tags():
+                        if tag.entry.d_tag == "DT_SONAME":
+                            return tag_string(tag)
+    except (ELFError, OSError, ValueError, AttributeError):
+        return None
+    return None

@@ -29,6 +29,10 @@ import re
 import subprocess
 import sys
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # annotations only: this file runs on the image's Python, whatever its age
+    from collections.abc import Callable
 
 MANIFEST = "/etc/gpuship/gpu.json"
 ENV_MANIFEST = "GPUSHIP_GPU_MANIFEST"
@@ -293,7 +297,7 @@ class Cuda:
             "cuGetErrorName": [ci, P(c.c_char_p)],
             "cuGetErrorString": [ci, P(c.c_char_p)],
         }
-        self.fns: dict[str, object] = {}
+        self.fns: dict[str, Callable[..., int]] = {}
         for name, args in sigs.items():
             fn = getattr(lib, name, None)
             if fn is None:
@@ -319,7 +323,7 @@ class Cuda:
         fn = self.fns.get(name)
         if fn is None:
             raise CudaError(name, -1, "missing", f"libcuda has no {name}")
-        code = fn(*args)  # type: ignore[operator]
+        code = fn(*args)
         if code != CUDA_SUCCESS:
             n, s = self.error_name(code)
             raise CudaError(name, code, n, s, log)
@@ -426,13 +430,13 @@ class Cuda:
             return f"vector add of {n} floats verified ({grid}x{block} threads)"
         finally:
             for p in ptrs:
-                self.fns["cuMemFree_v2"](p)  # type: ignore[operator]
+                self.fns["cuMemFree_v2"](p)
             if module.value:
-                self.fns["cuModuleUnload"](module)  # type: ignore[operator]
+                self.fns["cuModuleUnload"](module)
             if primary:
-                self.fns["cuDevicePrimaryCtxRelease_v2"](dev)  # type: ignore[operator]
+                self.fns["cuDevicePrimaryCtxRelease_v2"](dev)
             elif ctx.value:
-                self.fns["cuCtxDestroy_v2"](ctx)  # type: ignore[operator]
+                self.fns["cuCtxDestroy_v2"](ctx)
 
 
 class _NvmlMemory(ctypes.Structure):

@@ -221,7 +221,7 @@ def _run_choice(report: HostReport) -> tuple[str, str]:
     try:
         from ..run.runner import resolve_runtime
 
-        runtime = resolve_runtime("auto")
+        runtime: str = resolve_runtime("auto")
     except Exception:  # gpuship.run missing or failing: mirror its documented rule
         runtime = next((e.name for e in report.engines if e.answers), "runc" if shutil.which("runc") else "chroot")
     nvidia_cdi = [c for c in report.cdi if c.kind == "nvidia.com/gpu"]

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from ..build import BuildResult, human_size, layer_table_rows
 from ..build import build as run_build
+from ..oci.media import parse_compression
 from ..plan import BuildOptions
 from .console import err, handles_errors, info, out, state, status_progress
 from .main import app
@@ -55,10 +56,6 @@ def build(
     ca_file: Path = typer.Option(None, "--ca-file", help="Extra CA certificate (PEM) for a private registry."),
 ) -> None:
     """Build a minimal, reproducible image from a Python project, without a Docker daemon."""
-    if compression not in (None, "gzip", "zstd"):
-        from ..errors import GpushipError
-
-        raise GpushipError(f"--compression must be gzip or zstd, not {compression!r}")
     if insecure or ca_file:
         from ..registry import configure
 
@@ -71,7 +68,7 @@ def build(
         extras=tuple(extra or ()),
         locked=locked,
         report=report,
-        compression=compression,
+        compression=parse_compression(compression) if compression is not None else None,
         tag=tag,
         base=base,
     )

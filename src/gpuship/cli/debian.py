@@ -62,7 +62,7 @@ def _mirrors(mirror: str | None, security: str | None, project: Path) -> tuple[s
     return m, s
 
 
-def _progress():  # type: ignore[no-untyped-def]
+def _progress():
     if state.quiet:
         return None
     return lambda msg: err.log(msg, markup=False)
@@ -152,7 +152,7 @@ def base(
         )
     out.print(table)
     out.print(
-        f"{len(b.packages)} packages, {sum(l.size for l in b.layers) / 1e6:.1f} MB compressed; "
+        f"{len(b.packages)} packages, {sum(layer.size for layer in b.layers) / 1e6:.1f} MB compressed; "
         f"Python {b.python.version} at {b.python.executable}"
     )
     out.print(b.dropped.summary())
@@ -170,7 +170,7 @@ def base(
             "python": b.python.__dict__,
             "packages": [list(p) for p in b.packages],
             "why": dict(b.why),
-            "layers": [l.to_record() for l in b.layers],
+            "layers": [layer.to_record() for layer in b.layers],
             "dropped": b.dropped.to_json(),
             "skipped": [list(s) for s in b.skipped],
             "suites": [str(s) for s in b.suites],

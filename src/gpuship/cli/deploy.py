@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 import typer
@@ -61,19 +61,19 @@ MODEL_HELP = (
 PLATFORM_HELP = "Which platform of a multi-platform image to read (default linux/amd64, else the only one)."
 
 
-class Kind(str, Enum):
+class Kind(StrEnum):
     deployment = "deployment"
     job = "job"
     daemonset = "daemonset"
 
 
-class ServiceType(str, Enum):
+class ServiceType(StrEnum):
     ClusterIP = "ClusterIP"
     NodePort = "NodePort"
     LoadBalancer = "LoadBalancer"
 
 
-class ExportFormat(str, Enum):
+class ExportFormat(StrEnum):
     squashfs = "squashfs"
 
 
@@ -265,12 +265,12 @@ def k8s(
     """Kubernetes: a Deployment/Job/DaemonSet with GPU limits, /dev/shm, probes, a Service, optional KEDA."""
     spec = _spec(image, ref, name, gpus, replicas, shm_size, port, env, platform, models=model)
     opts = K8sOptions(
-        kind=kind.value,  # type: ignore[arg-type]
+        kind=kind.value,
         namespace=namespace,
         runtime_class=runtime_class,
         node_selector=_kv(node_selector, "--node-selector"),
         tolerations=tuple(Toleration.parse(t) for t in toleration or ()),
-        service_type=service_type.value,  # type: ignore[arg-type]
+        service_type=service_type.value,
         memory=memory,
         cpu=cpu,
         keda=Keda(keda_prometheus, max_replicas, keda_threshold, keda_query) if keda_prometheus else None,

@@ -21,12 +21,12 @@ from .run import GPUS_HELP, RUNTIME_HELP, container_options, run_status
 @handles_errors
 def dev(
     path: Path = typer.Argument(Path("."), help="The project directory (default: the current one)."),
-    command: list[str] | None = typer.Argument(  # noqa: UP007 - Typer reads Optional
+    command: list[str] | None = typer.Argument(
         None,
         help="The command to run, after -- (e.g. -- pytest -x): it replaces the image's Entrypoint and Cmd. "
         "Without it the image runs its own command.",
     ),
-    image: str | None = typer.Option(  # noqa: UP007
+    image: str | None = typer.Option(
         None,
         "--image",
         help="Run this prebuilt image instead of building the dev image (oci:DIR, oci-archive:FILE, docker-archive:FILE, "
@@ -37,7 +37,7 @@ def dev(
     ),  # noqa: UP007
     extra: list[str] = typer.Option([], "--extra", help="Optional-dependency group(s) of the project to include."),
     runtime: str = typer.Option("auto", "--runtime", help=RUNTIME_HELP),
-    gpus: str | None = typer.Option(None, "--gpus", help=GPUS_HELP),  # noqa: UP007
+    gpus: str | None = typer.Option(None, "--gpus", help=GPUS_HELP),
     env: list[str] = typer.Option(
         [], "--env", "-e", help="Set KEY=VALUE in the container (KEY alone: the host's value). Repeatable."
     ),
@@ -50,8 +50,8 @@ def dev(
     ),
     workdir: str | None = typer.Option(
         None, "--workdir", "-w", help="Working directory (default: the image's, the app directory)."
-    ),  # noqa: UP007
-    user: str | None = typer.Option(None, "--user", "-u", help="USER[:GROUP] or UID[:GID] (default: the image's)."),  # noqa: UP007
+    ),
+    user: str | None = typer.Option(None, "--user", "-u", help="USER[:GROUP] or UID[:GID] (default: the image's)."),
     shm_size: str = typer.Option("1g", "--shm-size", help="Size of /dev/shm."),
 ) -> None:
     """Run the project's image with the project directory mounted over the app directory (/app, or [tool.gpuship] workdir) and the project installed in editable mode: edit, run again, no rebuild.

@@ -66,9 +66,11 @@ def dockerfile(
         help="Also make a debian:<codename>-slim equivalent from the Debian mirror and load it into Docker as TAG (kept if it exists).",
     ),
 ) -> None:
-    if variant not in ("pip", "micromamba"):
-        raise GpushipError(f"--variant must be pip or micromamba, not {variant!r}")
     from ..dockerfile import export_dockerfile, import_debian_base
+    from ..dockerfile.spec import VARIANTS
+
+    if variant not in VARIANTS:
+        raise GpushipError(f"--variant must be pip or micromamba, not {variant!r}")
 
     ca: Path | None = None
     if not no_ca_bundle:
@@ -86,11 +88,11 @@ def dockerfile(
             platforms=platforms,
             extras=tuple(extra or ()),
             base=base,
-            variant=variant,
+            variant=VARIANTS[variant],
             libdeps=not no_libdeps,
             locked=locked,
             ca_bundle=ca,
-            force=force,  # type: ignore[arg-type]
+            force=force,
             progress=progress,
         )
     spec = result.spec

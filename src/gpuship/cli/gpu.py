@@ -72,7 +72,7 @@ def _project_inputs(path: Path) -> tuple[list[str], dict[str, Any], tuple[str, .
 @app.command("explain", epilog=EXPLAIN_EPILOG)
 @handles_errors
 def explain(
-    path: Path | None = typer.Argument(  # noqa: UP007 - Typer reads Optional
+    path: Path | None = typer.Argument(
         None,
         help="The project folder (pyproject.toml, requirements.txt, environment.yml). Default: the current "
         "folder, unless --requirement is given.",
@@ -84,13 +84,13 @@ def explain(
         help='A requirement ("torch>=2.6") or a requirements file; repeatable. '
         "Added to the project's, or used alone when no PATH is given.",
     ),
-    cuda: str | None = typer.Option(None, "--cuda", help="Override the cuda setting: auto, 12.8, 13, ..."),  # noqa: UP007
+    cuda: str | None = typer.Option(None, "--cuda", help="Override the cuda setting: auto, 12.8, 13, ..."),
     target: list[str] = typer.Option([], "--target", "-t", help="Override targets: H100, L4, sm_80, ...; repeatable."),
     min_driver: str | None = typer.Option(None, "--min-driver", help="Override min-driver: 535, 570.124.06, ..."),  # noqa: UP007
     torch_index: str | None = typer.Option(None, "--torch-index", help="Override torch-index (a URL; {tag} -> cu128)."),  # noqa: UP007
     platform: str | None = typer.Option(
         None, "--platform", help="linux/amd64 (default: the project's first) or linux/arm64."
-    ),  # noqa: UP007
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
 ) -> None:
     """Show the CUDA plan for a project: the CUDA line and why, the rewritten requirements, the constraints that

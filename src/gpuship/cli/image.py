@@ -5,8 +5,8 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from ..errors import GpushipError
 from ..oci.image import Image, Index, with_compression
+from ..oci.media import parse_compression
 from ..oci.parts import manifest_path
 from ..oci.readers import read_image
 from ..oci.sinks import sink_schemes, write_output, write_split
@@ -62,14 +62,13 @@ def convert(
     ),
 ) -> None:
     """Read SOURCE and write it to DEST. Digests are kept unless --platform or --compression changes the image."""
-    if compression not in (None, "gzip", "zstd"):
-        raise GpushipError(f"--compression must be gzip or zstd, not {compression!r}")
+    wanted = parse_compression(compression) if compression is not None else None
     part_size = parse_size(split) if split is not None else None
     with _status(f"reading {source}"):
         obj = read_image(source, platform)
-    if compression:
-        with _status(f"compressing layers with {compression}"):
-            obj = with_compression(obj, compression)  # type: ignore[arg-type]
+    if wanted:
+        with _status(f"compressing layers with {wanted}"):
+            obj = with_compression(obj, wanted)
     with _status(f"writing {dest}"):
         if part_size is None:
             line = write_output(obj, dest, platform=platform)

@@ -72,7 +72,7 @@ def inspect_cmd(
     ) as progress:
         task = progress.add_task("reading layers", total=len(img.layers) or 1)
 
-        def step(i: int, n: int, layer) -> None:  # type: ignore[no-untyped-def]
+        def step(i: int, n: int, layer) -> None:
             progress.update(task, completed=i, description=f"layer {i + 1}/{n} ({human(layer.size)})")
 
         report = inspect_image(img, top=max(top, 25), progress=step)
@@ -97,21 +97,27 @@ def render(report: ImageReport, top: int = 15) -> None:
     t = Table(title="Layers", title_justify="left")
     for c in ("#", "comment", "files", "compressed", "uncompressed"):
         t.add_column(c, justify="right" if c in ("#", "files", "compressed", "uncompressed") else "left")
-    for l in report.layers:
-        t.add_row(str(l.index), l.comment or l.digest[:19], str(l.files), human(l.size), human(l.uncompressed_size))
+    for layer in report.layers:
+        t.add_row(
+            str(layer.index),
+            layer.comment or layer.digest[:19],
+            str(layer.files),
+            human(layer.size),
+            human(layer.uncompressed_size),
+        )
     out.print(t)
     if report.cuda:
         t = Table(title="CUDA libraries", title_justify="left")
         for c in ("library", "size", "GPU code", "SASS", "PTX"):
             t.add_column(c, justify="right" if c in ("size", "GPU code") else "left", overflow="fold")
-        for c in report.cuda[:top]:
-            if c.library is None:
-                t.add_row("/" + c.path, human(c.size), "?", f"[red]{c.error}[/]", "")
+        for row in report.cuda[:top]:
+            if row.library is None:
+                t.add_row("/" + row.path, human(row.size), "?", f"[red]{row.error}[/]", "")
                 continue
-            lib = c.library
+            lib = row.library
             t.add_row(
-                "/" + c.path,
-                human(c.size),
+                "/" + row.path,
+                human(row.size),
                 human(lib.fatbin_bytes),
                 " ".join(lib.sass),
                 " ".join(lib.ptx) + (f" (PTX ISA {', '.join(lib.ptx_versions)})" if lib.ptx else ""),
@@ -144,5 +150,5 @@ def render(report: ImageReport, top: int = 15) -> None:
         for c in ("copies", "size", "wasted"):
             t.add_column(c, justify="left" if c == "copies" else "right", overflow="fold")
         for d in report.duplicates[:top]:
-            t.add_row("\n".join(f"/{p} (layer {l})" for l, p in d.copies), human(d.size), human(d.wasted))
+            t.add_row("\n".join(f"/{p} (layer {layer})" for layer, p in d.copies), human(d.size), human(d.wasted))
         out.print(t)

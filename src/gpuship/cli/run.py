@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 
 import typer
 
-from ..errors import GpushipError
 from ..run import RunOptions, check_image, run_image
 from ..run.options import (
     DEFAULT_ULIMITS,
-    RUNTIMES,
     parse_env,
     parse_models,
     parse_port,
+    parse_runtime,
     parse_size,
     parse_ulimit,
     parse_volume,
@@ -42,12 +42,6 @@ def run_status(msg: str):  # noqa: ANN202 - a Rich status, or nothing when quiet
     return contextlib.nullcontext() if state.quiet else err.status(msg)
 
 
-def _runtime(value: str) -> str:
-    if value not in RUNTIMES:
-        raise GpushipError(f"--runtime must be one of {', '.join(RUNTIMES)}, not {value!r}")
-    return value
-
-
 def container_options(
     *,
     command: tuple[str, ...],
@@ -58,24 +52,30 @@ def container_options(
     workdir: str | None,
     user: str | None,
     shm_size: str,
-    gpus: str,
+    gpus: str | None,
     runtime: str,
-    **more: object,
+    read_only: bool = False,
+    keep: bool = False,
+    name: str | None = None,
+    models: Mapping[str, str] | None = None,
 ) -> RunOptions:
     """:class:`RunOptions` from the container options ``gpuship run`` and ``gpuship dev`` share, as typed."""
     return RunOptions(
         command=command,
         entrypoint=entrypoint,
-        env=parse_env(env),
+        env=parse_env(env or ()),
         volumes=tuple(parse_volume(v) for v in volume or ()),
         ports=tuple(parse_port(p) for p in publish or ()),
         workdir=workdir,
         user=user,
         shm_size=parse_size(shm_size),
         gpus=gpus,
-        runtime=_runtime(runtime),  # type: ignore[arg-type]
+        runtime=parse_runtime(runtime),
         verbose=state.verbose > 0,
-        **more,  # type: ignore[arg-type]
+        read_only=read_only,
+        keep=keep,
+        name=name,
+        models=dict(models or {}),
     )
 
 
@@ -87,11 +87,11 @@ def container_options(
 @handles_errors
 def run(
     image: str = typer.Argument(..., help=IMAGE_HELP),
-    command: list[str] | None = typer.Argument(  # noqa: UP007 - Typer reads Optional
+    command: list[str] | None = typer.Argument(
         None, help="The command, after --: it replaces the image's Cmd (the Entrypoint stays, as with docker run)."
     ),
     runtime: str = typer.Option("auto", "--runtime", help=RUNTIME_HELP),
-    gpus: str | None = typer.Option(None, "--gpus", help=GPUS_HELP),  # noqa: UP007
+    gpus: str | None = typer.Option(None, "--gpus", help=GPUS_HELP),
     env: list[str] = typer.Option(
         [], "--env", "-e", help="Set KEY=VALUE in the container (KEY alone: the host's value). Repeatable."
     ),
@@ -109,11 +109,9 @@ def run(
         help="Publish [IP:][HOST:]PORT. Engines map it; the built-in runner shares the host's network, so the port "
         "is served as it is (HOST must equal PORT). Repeatable.",
     ),
-    workdir: str | None = typer.Option(None, "--workdir", "-w", help="Working directory (default: the image's)."),  # noqa: UP007
-    user: str | None = typer.Option(None, "--user", "-u", help="USER[:GROUP] or UID[:GID] (default: the image's)."),  # noqa: UP007
-    entrypoint: str | None = typer.Option(
-        None, "--entrypoint", help='Replace the image\'s Entrypoint ("" clears it).'
-    ),  # noqa: UP007
+    workdir: str | None = typer.Option(None, "--workdir", "-w", help="Working directory (default: the image's)."),
+    user: str | None = typer.Option(None, "--user", "-u", help="USER[:GROUP] or UID[:GID] (default: the image's)."),
+    entrypoint: str | None = typer.Option(None, "--entrypoint", help='Replace the image\'s Entrypoint ("" clears it).'),
     shm_size: str = typer.Option(
         "1g", "--shm-size", help="Size of /dev/shm (engines give 64m, too small for PyTorch DataLoader workers)."
     ),
@@ -128,7 +126,7 @@ def run(
         help="Read-only root filesystem, with tmpfs on /tmp (and /var/tmp, /run in the built-in runner).",
     ),
     keep: bool = typer.Option(False, "--keep", help="Engines: keep the container after it exits (no --rm)."),
-    name: str | None = typer.Option(None, "--name", help="Engines: name the container."),  # noqa: UP007
+    name: str | None = typer.Option(None, "--name", help="Engines: name the container."),
 ) -> None:
     """Run IMAGE (its command, or the one after --) and exit with the command's exit code.
 
@@ -160,15 +158,15 @@ def run(
 @handles_errors
 def check(
     image: str = typer.Argument(..., help=IMAGE_HELP),
-    args: list[str] | None = typer.Argument(None, help="Arguments for gpuship-check, after --."),  # noqa: UP007
+    args: list[str] | None = typer.Argument(None, help="Arguments for gpuship-check, after --."),
     runtime: str = typer.Option("auto", "--runtime", help=RUNTIME_HELP),
-    gpus: str | None = typer.Option(None, "--gpus", help=GPUS_HELP),  # noqa: UP007
+    gpus: str | None = typer.Option(None, "--gpus", help=GPUS_HELP),
     env: list[str] = typer.Option([], "--env", "-e", help="Set KEY=VALUE in the container. Repeatable."),
 ) -> None:
     """Run the image's own GPU self-test (/usr/local/bin/gpuship-check) on this host; its exit code is ours.
 
     The same as `gpuship run IMAGE --entrypoint /usr/local/bin/gpuship-check`: it reports what the image carries (CUDA libraries, GPU architectures) against the GPUs and driver it finds.
     """
-    options = RunOptions(env=parse_env(env), gpus=gpus, runtime=_runtime(runtime), verbose=state.verbose > 0)  # type: ignore[arg-type]
+    options = RunOptions(env=parse_env(env), gpus=gpus, runtime=parse_runtime(runtime), verbose=state.verbose > 0)
     code = check_image(image, tuple(args or ()), options, notify=info, progress=run_status)
     raise typer.Exit(code)

@@ -10,11 +10,9 @@ from rich.table import Table
 
 from ..cache import Cache
 from ..errors import GpushipError
-from ..run.options import parse_env
+from ..run.options import BUILTIN_RUNTIMES, parse_env, parse_runtime
 from .console import err, handles_errors, info, out, state
 from .main import app
-
-RUNTIMES = ("builtin", "runc", "chroot")
 
 
 def _mb(n: int) -> str:
@@ -36,35 +34,35 @@ def slim_cmd(
         ...,
         help="The image: oci:DIR[:TAG], oci-archive:FILE, docker-archive:FILE, or any other reference gpuship reads.",
     ),
-    command: list[str] | None = typer.Argument(  # noqa: UP007 - Typer reads Optional
+    command: list[str] | None = typer.Argument(
         None,
         help="The workload, after --: it replaces the image's Cmd (the Entrypoint stays, as with docker run). "
         "Default: the image's own command. It must finish (or, with --http, serve).",
     ),
-    output: str | None = typer.Option(  # noqa: UP007
+    output: str | None = typer.Option(
         None,
         "--output",
         "-o",
         help="Where to write the slimmed image: oci:DIR, oci-archive:FILE, docker-archive:FILE, docker:NAME "
         "(written only once the slimmed image has passed the workload).",
     ),
-    tag: str | None = typer.Option(None, "--tag", "-t", help="Name[:tag] for targets that carry one."),  # noqa: UP007
-    report: Path | None = typer.Option(  # noqa: UP007
+    tag: str | None = typer.Option(None, "--tag", "-t", help="Name[:tag] for targets that carry one."),
+    report: Path | None = typer.Option(
         None,
         "--report",
         help="Write the report (bytes removed per layer and per package, what each rule kept) as JSON.",
     ),
-    entrypoint: str | None = typer.Option(  # noqa: UP007
+    entrypoint: str | None = typer.Option(
         None, "--entrypoint", help='Replace the image\'s Entrypoint for the workload ("" clears it).'
     ),
     env: list[str] = typer.Option([], "--env", "-e", help="Set KEY=VALUE for the workload (both runs). Repeatable."),
-    http: str | None = typer.Option(  # noqa: UP007
+    http: str | None = typer.Option(
         None,
         "--http",
         help="The workload is a server: once it answers GET PATH (e.g. /status) with a status below 500, it is "
         "stopped (SIGTERM). The slimmed image must answer with the same status.",
     ),
-    port: int | None = typer.Option(  # noqa: UP007
+    port: int | None = typer.Option(
         None,
         "--port",
         help="Port for --http (default: -e PORT, the image's PORT, its first exposed port, 8080). "
@@ -88,7 +86,7 @@ def slim_cmd(
     runtime: str = typer.Option(
         "builtin", "--runtime", help="The daemonless runner: builtin (runc if installed, else chroot), runc, chroot."
     ),
-    platform: str | None = typer.Option(  # noqa: UP007
+    platform: str | None = typer.Option(
         None, "--platform", help="For a multi-platform image: which one (default: this host's; it must run here)."
     ),
 ) -> None:
@@ -105,11 +103,7 @@ def slim_cmd(
     from ..oci.sinks import write_output
     from ..slim import Probe, SlimOptions, slim_image, write_report
 
-    if runtime not in RUNTIMES:
-        raise GpushipError(
-            f"--runtime must be one of {', '.join(RUNTIMES)}, not {runtime!r}",
-            "slimming traces the workload in the built-in runner",
-        )
+    chosen = parse_runtime(runtime, BUILTIN_RUNTIMES, "slimming traces the workload in the built-in runner")
     if http is not None and not http.startswith("/"):
         raise GpushipError(f"--http {http!r} is not a path", "give the path to ask, e.g. --http /status")
     cache = Cache()
@@ -121,7 +115,7 @@ def slim_cmd(
         http=http,
         port=port,
         timeout=timeout,
-        runtime=runtime,
+        runtime=chosen,
     )
     options = SlimOptions(probe=probe, keep=tuple(keep), check_output=check_output, allow_failure=allow_failure)
     with err.status("slimming", spinner="dots") if not state.quiet else _null() as status:
@@ -155,20 +149,20 @@ class _null:
         return None
 
 
-def _render(result, output: str | None) -> None:  # type: ignore[no-untyped-def]
+def _render(result, output: str | None) -> None:
     if state.quiet:
         out.print(result.image.digest)
         return
     table = Table(title="layers", show_lines=False)
     for col in ("#", "contents", "files", "compressed before", "after"):
         table.add_column(col, justify="right" if col != "contents" else "left")
-    for l in result.layers:
+    for layer in result.layers:
         table.add_row(
-            str(l.index + 1),
-            (l.comment or "")[:50],
-            f"{l.files_after}/{l.files_before}",
-            _mb(l.before.size),
-            _mb(l.after.size),
+            str(layer.index + 1),
+            (layer.comment or "")[:50],
+            f"{layer.files_after}/{layer.files_before}",
+            _mb(layer.before.size),
+            _mb(layer.after.size),
         )
     err.print(table)
     pk = Table(title="removed, by package (top 10)")

@@ -121,7 +121,7 @@ def _fmt(lines: frozenset[str] | set[str]) -> str:
     idx = sorted(order.index(x) for x in lines)
     runs: list[str] = []
     start = prev = idx[0]
-    for i in idx[1:] + [None]:  # type: ignore[list-item]
+    for i in idx[1:] + [None]:
         if i is not None and i == prev + 1:
             prev = i
             continue

@@ -33,11 +33,11 @@ def write_files(files: Mapping[str, str], out_dir: Path | str, *, executable: tu
     temps: list[tuple[Path, Path]] = []
     try:
         for name, text in files.items():
-            fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{name}.", suffix=".tmp")
+            fd, tmp_name = tempfile.mkstemp(dir=out, prefix=f".{name}.", suffix=".tmp")
             with os.fdopen(fd, "w") as fh:
                 fh.write(text)
-            os.chmod(tmp, 0o755 if name in executable else 0o644)
-            temps.append((Path(tmp), out / name))
+            os.chmod(tmp_name, 0o755 if name in executable else 0o644)
+            temps.append((Path(tmp_name), out / name))
         for tmp, dest in temps:  # all written: now put them in place
             os.replace(tmp, dest)
             written.append(dest)

@@ -122,7 +122,7 @@ def fix_permissions(rootfs: Path | str) -> None:
     up to depth 5 (what enroot's ``fixperms`` does, since its containers run as the calling user)."""
     root = str(rootfs)
     base_depth = root.rstrip("/").count("/")
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, _dirnames, filenames in os.walk(root):
         depth = dirpath.rstrip("/").count("/") - base_depth
         st = os.lstat(dirpath)
         mode = stat.S_IMODE(st.st_mode) | stat.S_IRUSR | stat.S_IXUSR

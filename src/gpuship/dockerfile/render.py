@@ -292,8 +292,8 @@ def _runtime(spec: DockerfileSpec) -> list[str]:
             else "the base's libraries"
         )
         lines.append(f"# {what}, system packages and find-libdeps' packages: one RUN, no apt lists left")
-        for d in spec.libdeps:
-            lines.append(f"#   {d.package}: {d.soname}, needed by /{d.needed_by.lstrip('/')}")
+        for dep in spec.libdeps:
+            lines.append(f"#   {dep.package}: {dep.soname}, needed by /{dep.needed_by.lstrip('/')}")
         steps = [
             "apt-get update",
             "apt-get install -y --no-install-recommends " + " ".join(spec.runtime_packages),

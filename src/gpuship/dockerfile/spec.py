@@ -12,6 +12,7 @@ import posixpath
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,6 +26,7 @@ from .requirements import REQUIREMENTS_NAME, has_sdists, render_requirements
 
 Progress = Callable[..., None]
 Variant = Literal["pip", "micromamba"]
+VARIANTS: dict[str, Variant] = {"pip": "pip", "micromamba": "micromamba"}
 
 #: Build inputs that are not the app's (a CA bundle, files of gpuship's extra layers) live here in the context.
 WORK_DIR = ".gpuship/docker"
@@ -247,9 +249,7 @@ def plan_dockerfile(
         cmd=tuple(cfg.cmd),
         prune_commands=tuple(prune_commands(VENV, py, cfg.keep, cfg.drop, lock_names(installed, plan.platforms))),
         bytecode=cfg.bytecode,
-        dockerignore=tuple(
-            dockerignore_lines(root, cfg.include, cfg.exclude, dockerfile_name, app.secrets_by_content)
-        ),
+        dockerignore=tuple(dockerignore_lines(root, cfg.include, cfg.exclude, dockerfile_name, app.secrets_by_content)),
         libdeps=tuple(deps),
         environment_file=env_file,
         registry_base=rbase.pinned if rbase is not None else "",
@@ -320,7 +320,7 @@ def _find_libdeps(
                 cached_layer(
                     cache,
                     f"dockerfile-extra:{x.group}:" + _entries_key(entries),
-                    lambda entries=entries: entries,
+                    partial(iter, entries),
                     comment=x.comment,
                 )
             )

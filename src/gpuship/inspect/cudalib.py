@@ -11,7 +11,7 @@ import io
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
@@ -92,7 +92,7 @@ class CudaLibrary:
         }
 
 
-def _open(source: BinaryIO | bytes | bytearray | memoryview | Path | str) -> tuple[BinaryIO, bool]:
+def _open(source: IO[bytes] | bytes | bytearray | memoryview | Path | str) -> tuple[IO[bytes], bool]:
     if isinstance(source, (bytes, bytearray, memoryview)):
         return io.BytesIO(bytes(source)), True
     if isinstance(source, (str, Path)):
@@ -100,7 +100,7 @@ def _open(source: BinaryIO | bytes | bytearray | memoryview | Path | str) -> tup
     return source, False
 
 
-def read_cuda_library(source: BinaryIO | bytes | bytearray | memoryview | Path | str) -> CudaLibrary | None:
+def read_cuda_library(source: IO[bytes] | bytes | bytearray | memoryview | Path | str) -> CudaLibrary | None:
     """The GPU code in an ELF (a seekable file, bytes, or a path); ``None`` when it carries none or is no ELF.
 
     A fatbin whose headers do not add up raises :class:`~gpuship.inspect.fatbin.FatbinError`.
@@ -131,7 +131,7 @@ def read_cuda_library(source: BinaryIO | bytes | bytearray | memoryview | Path |
             fh.close()
 
 
-def _via_wrappers(pointers: Iterable[int], sections: list) -> list[FatbinSection]:  # type: ignore[type-arg]
+def _via_wrappers(pointers: Iterable[int], sections: list) -> list[FatbinSection]:
     """Containers reached through ``.nvFatBinSegment`` wrapper pointers (addresses, resolved via sections)."""
     by_section: dict[str, tuple[object, list[FatbinContainer]]] = {}
     for ptr in pointers:

@@ -18,18 +18,18 @@ import tempfile
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, BinaryIO
+from typing import Any
 
 import zstandard
 
 from ..oci.entry import clean_path, is_whiteout_meta, whiteout_of
 from ..oci.image import Image
 from ..oci.layer import Layer
+from ..streams import CHUNK, Reader
 from .cudalib import CudaLibrary, is_elf, read_cuda_library
 from .fatbin import MAGIC_BYTES, FatbinError
 from .owners import debian_packages, is_owner_database, python_distributions
 
-CHUNK = 1 << 20
 #: ELF files up to this size are spooled in memory, larger ones to a temporary file.
 SPOOL_IN_MEMORY = 64 << 20
 ESTIMATE_LEVEL = 1
@@ -126,7 +126,7 @@ class Duplicate:
             "sha256": self.sha256,
             "size": self.size,
             "wasted": self.wasted,
-            "copies": [{"layer": l, "path": "/" + p} for l, p in self.copies],
+            "copies": [{"layer": layer, "path": "/" + p} for layer, p in self.copies],
         }
 
 
@@ -189,14 +189,14 @@ class ImageReport:
             "model_bytes": sum(m.size for m in self.models),
             "model_compressed": sum(m.compressed for m in self.models),
             "models": [m.to_json() for m in self.models],
-            "layers": [l.to_json() for l in self.layers],
+            "layers": [layer.to_json() for layer in self.layers],
             "python": [p.to_json() for p in self.python],
             "debian": [p.to_json() for p in self.debian],
             "largest": [f.to_json() for f in self.largest],
             "duplicates": [d.to_json() for d in self.duplicates],
             "cuda": [c.to_json() for c in self.cuda],
             "blocks": [
-                {"layer": l, "kind": k, "label": n, "size": s, "compressed": c} for l, k, n, s, c in self.blocks
+                {"layer": layer, "kind": k, "label": n, "size": s, "compressed": c} for layer, k, n, s, c in self.blocks
             ],
         }
 
@@ -223,7 +223,7 @@ def _link_target(path: str, target: str) -> str | None:
 
 
 def _scan_file(
-    index: int, path: str, size: int, fh: BinaryIO, scan: _LayerScan, compressor: zstandard.ZstdCompressor
+    index: int, path: str, size: int, fh: Reader, scan: _LayerScan, compressor: zstandard.ZstdCompressor
 ) -> None:
     sha = hashlib.sha256()
     z = compressor.compressobj()
@@ -255,7 +255,7 @@ def _scan_file(
             scan.databases[path] = bytes(db)
         if spool is not None and has_magic:
             try:
-                lib = read_cuda_library(spool)  # type: ignore[arg-type]
+                lib = read_cuda_library(spool)
                 if lib is not None:
                     scan.cuda.append(CudaLibraryReport(index, path, size, lib))
             except FatbinError as exc:
@@ -287,7 +287,7 @@ def _scan_layer(index: int, layer: Layer) -> _LayerScan:
     if total:
         scan.files = [
             FileRecord(f.layer, f.path, f.size, f.sha256, layer.size * est // total)
-            for f, est in zip(scan.files, scan.estimates)
+            for f, est in zip(scan.files, scan.estimates, strict=True)
         ]
     return scan
 
@@ -351,7 +351,7 @@ def inspect_image(image: Image, *, top: int = 25, progress: Progress | None = No
         )
     cuda = {p: c for p, c in cuda.items() if p in view}
     comments = _layer_comments(image)
-    layers = [replace(l, comment=comments[l.index]) for l in layers]
+    layers = [replace(layer, comment=comments[layer.index]) for layer in layers]
     packages = python_distributions({p: d for p, d in databases.items() if p.endswith("/RECORD")}, links)
     packages += debian_packages({p: d for p, d in databases.items() if not p.endswith("/RECORD")}, links)
     owner: dict[str, tuple[str, str]] = {}
@@ -371,7 +371,7 @@ def inspect_image(image: Image, *, top: int = 25, progress: Progress | None = No
                 pkg.declared_size,
             )
         )
-    model_layers = {l.index for l in layers if l.comment.startswith("model ")}
+    model_layers = {layer.index for layer in layers if layer.comment.startswith("model ")}
     by_model: dict[str, list[FileRecord]] = defaultdict(list)
     for p, r in view.items():
         label = None if p in owner else model_of(p, r.layer in model_layers)
@@ -405,7 +405,7 @@ def inspect_image(image: Image, *, top: int = 25, progress: Progress | None = No
         platform=str(image.platform),
         digest=image.digest,
         size=image.size,
-        uncompressed_size=sum(l.uncompressed_size for l in image.layers),
+        uncompressed_size=sum(layer.uncompressed_size for layer in image.layers),
         layers=tuple(layers),
         largest=tuple(largest),
         duplicates=tuple(dups),

@@ -17,10 +17,11 @@ from .image import (
     with_created,
     with_family,
 )
-from .layer import Compression, Layer, build_layer, cached_layer, entries_from_dir, layer_from_dir
-from .media import Family
+from .layer import Layer, build_layer, cached_layer, entries_from_dir, layer_from_dir
+from .media import BlobCompression, Compression, Family
 
 __all__ = [
+    "BlobCompression",
     "Compression",
     "Entry",
     "Family",

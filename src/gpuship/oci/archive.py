@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import BinaryIO
 
+from ..streams import Writer
 from .layout import (
     REF_NAME,
     ImageOrIndex,
@@ -16,7 +16,7 @@ from .layout import (
 from .tarball import write_tar
 
 
-def write_oci_archive_to(obj: ImageOrIndex, out: BinaryIO, tag: str | None = None) -> None:
+def write_oci_archive_to(obj: ImageOrIndex, out: Writer, tag: str | None = None) -> None:
     """Stream the archive to an open binary file (sorted entries, mtime 0, owner 0:0)."""
     if tag is not None:
         _check_layout_tag(tag)

@@ -24,9 +24,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 from ..errors import GpushipError
+from ..streams import Writer
 from .entry import Entry
 from .image import Image, Platform, canonical_json
 from .layer import Layer
@@ -143,7 +143,7 @@ def docker_archive_entries(
         if _needs_plain_copy(layer):
             path = blob_path(layer.diff_id)
             if path not in have:
-                entries.append(Entry.stream(path, layer.uncompressed_size, lambda l=layer: _TarOfLayer(l)))  # type: ignore[misc]
+                entries.append(Entry.stream(path, layer.uncompressed_size, lambda lay=layer: _TarOfLayer(lay)))  # type: ignore[misc]
                 have.add(path)
         else:
             path = blob_path(layer.digest)
@@ -166,7 +166,7 @@ def docker_archive_entries(
 
 
 def write_docker_archive_to(
-    obj: ImageOrIndex, out: BinaryIO, tags: Sequence[str] = (), platform: Platform | str | None = None
+    obj: ImageOrIndex, out: Writer, tags: Sequence[str] = (), platform: Platform | str | None = None
 ) -> None:
     """Stream the archive to an open binary file or pipe (sorted entries, mtime 0, owner 0:0)."""
     write_tar(docker_archive_entries(obj, tags, platform), out, mtime=0, link_identical=False)

@@ -53,7 +53,7 @@ def load_into_engine(
         proc = subprocess.Popen([exe, "load"], stdin=subprocess.PIPE, stdout=out, stderr=err)
         assert proc.stdin is not None
         try:
-            write_docker_archive_to(obj, proc.stdin, [str(tag)], platform)  # type: ignore[arg-type]
+            write_docker_archive_to(obj, proc.stdin, [str(tag)], platform)
             proc.stdin.close()
         except (BrokenPipeError, ConnectionResetError):
             pass  # the engine gave up reading: its own message says why

@@ -11,9 +11,10 @@ import posixpath
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import Any, Literal
 
 from ..errors import IntegrityError
+from ..streams import Reader
 
 EntryKind = Literal["file", "dir", "symlink", "hardlink"]
 
@@ -55,7 +56,7 @@ def clean_path(path: str) -> str:
     return norm
 
 
-Opener = Callable[[], BinaryIO]
+Opener = Callable[[], Reader]
 
 
 @dataclass(frozen=True)

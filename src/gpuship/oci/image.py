@@ -193,7 +193,7 @@ class Image(_Manifested):
             self.created,
             self.platform,
             self.config,
-            tuple((l.digest, l.diff_id, l.size, l.compression) for l in self.layers),
+            tuple((layer.digest, layer.diff_id, layer.size, layer.compression) for layer in self.layers),
             self.history,
             tuple(sorted(self.annotations.items())),
             self.family,
@@ -208,13 +208,13 @@ class Image(_Manifested):
             return json.loads(self.origin.config)  # type: ignore[union-attr]
         hist = list(self.history)
         non_empty = sum(1 for h in hist if not h.empty_layer)
-        hist += [History(created_by="gpuship", comment=l.comment) for l in self.layers[non_empty:]]
+        hist += [History(created_by="gpuship", comment=layer.comment) for layer in self.layers[non_empty:]]
         d: dict[str, Any] = {
             "created": self.created,
             "architecture": self.platform.architecture,
             "os": self.platform.os,
             "config": self.config.to_json(),
-            "rootfs": {"type": "layers", "diff_ids": [l.diff_id for l in self.layers]},
+            "rootfs": {"type": "layers", "diff_ids": [layer.diff_id for layer in self.layers]},
             "history": [h.to_json(self.created) for h in hist],
         }
         if self.platform.variant:
@@ -234,7 +234,8 @@ class Image(_Manifested):
 
     def layer_descriptors(self) -> list[dict[str, Any]]:
         return [
-            {"mediaType": self.family.layer(l.compression), "digest": l.digest, "size": l.size} for l in self.layers
+            {"mediaType": self.family.layer(layer.compression), "digest": layer.digest, "size": layer.size}
+            for layer in self.layers
         ]
 
     def manifest_json(self) -> dict[str, Any]:
@@ -261,7 +262,7 @@ class Image(_Manifested):
 
     @property
     def size(self) -> int:
-        return sum(l.size for l in self.layers)
+        return sum(layer.size for layer in self.layers)
 
 
 def _merge_config(base: dict[str, Any], ours: dict[str, Any]) -> dict[str, Any]:
@@ -295,8 +296,8 @@ def append_layers(image: Image, layers: Iterable[Layer], created_by: str = "gpus
     hist = list(image.history)
     # keep history aligned with layers before adding ours
     non_empty = sum(1 for h in hist if not h.empty_layer)
-    hist += [History("gpuship", l.comment) for l in image.layers[non_empty:]]
-    hist += [History(created_by, l.comment) for l in new]
+    hist += [History("gpuship", layer.comment) for layer in image.layers[non_empty:]]
+    hist += [History(created_by, layer.comment) for layer in new]
     return replace(image, layers=image.layers + new, history=tuple(hist))
 
 
@@ -317,7 +318,7 @@ def with_compression(obj: Image | Index, compression: Compression) -> Image | In
     """``obj`` with every layer stored as ``compression`` (diff_ids, and so the config, unchanged)."""
     if isinstance(obj, Index):
         return replace(obj, images=tuple(with_compression(i, compression) for i in obj.images))  # type: ignore[misc]
-    return replace(obj, layers=tuple(recompress(l, compression) for l in obj.layers))
+    return replace(obj, layers=tuple(recompress(layer, compression) for layer in obj.layers))
 
 
 def with_annotations(image: Image, **annotations: str) -> Image:

@@ -15,28 +15,35 @@ import stat
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import BinaryIO
 
 import zstandard
 
 from ..cache import Cache
 from ..errors import IntegrityError
+from ..streams import CHUNK, Reader, Writer, as_file, open_file
 from .entry import Entry, clean_path
-from .tarball import CHUNK, iter_tar, source_date_epoch, write_tar
-
-Compression = Literal["gzip", "zstd"]
+from .media import BlobCompression, Compression
+from .tarball import iter_tar, source_date_epoch, write_tar
 
 #: The pinned compressor settings. They are part of every layer's cache key: change them and layers rebuild.
 GZIP_LEVEL = 6
 ZSTD_LEVEL = 3
 
 
+def written_as(compression: BlobCompression) -> Compression:
+    """How a rewritten layer is compressed: as it was, and an uncompressed one (read, never written by gpuship)
+    with gzip."""
+    return "gzip" if compression == "none" else compression
+
+
 def compressor_id(compression: Compression) -> str:
     """What produced the bytes: recorded in reports and cache keys so digests stay explainable."""
     if compression == "gzip":
         return f"zlib-{zlib.ZLIB_RUNTIME_VERSION}-level{GZIP_LEVEL}"
-    return f"zstd-{zstandard.ZSTD_VERSION}-level{ZSTD_LEVEL}"  # type: ignore[attr-defined]
+    return f"zstd-{zstandard.ZSTD_VERSION}-level{ZSTD_LEVEL}"
 
 
 @dataclass(frozen=True)
@@ -47,7 +54,7 @@ class Layer:
     diff_id: str
     size: int
     uncompressed_size: int
-    compression: Compression
+    compression: BlobCompression
     comment: str = ""
     reused: bool = field(default=False, compare=False)
     cache: Cache = field(default_factory=Cache, compare=False, repr=False)
@@ -60,7 +67,7 @@ class Layer:
         """The uncompressed tar stream."""
         return decompressing_reader(self.open(), self.compression)
 
-    def entries(self) -> Iterator[tuple[Entry, BinaryIO | None]]:
+    def entries(self) -> Iterator[tuple[Entry, Reader | None]]:
         with self.open_tar() as fh:
             yield from iter_tar(fh)
 
@@ -91,22 +98,22 @@ class Layer:
 class _Pipeline(io.RawIOBase):
     """tar bytes in -> diff_id hash -> compressor -> digest hash -> cache blob."""
 
-    def __init__(self, sink, compression: Compression) -> None:  # sink: BlobWriter
+    def __init__(self, sink: Writer, compression: Compression) -> None:
         self._sink = sink
         self.diff = hashlib.sha256()
         self.usize = 0
+        z: zlib._Compress | zstandard.ZstdCompressionObj
         if compression == "gzip":
             # wbits=31: gzip container; zlib writes mtime 0, no file name, fixed OS byte.
-            self._z = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
-            self._compress, self._flush = self._z.compress, self._z.flush
+            z = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
         else:
-            self._z = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_content_size=False).compressobj()
-            self._compress, self._flush = self._z.compress, self._z.flush
+            z = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_content_size=False).compressobj()
+        self._compress, self._flush = z.compress, z.flush
 
     def writable(self) -> bool:
         return True
 
-    def write(self, b) -> int:  # type: ignore[override]
+    def write(self, b) -> int:
         data = bytes(b)
         self.diff.update(data)
         self.usize += len(data)
@@ -131,7 +138,7 @@ def build_layer(
     cache = cache or Cache()
     with cache.blob_writer() as sink:
         pipe = _Pipeline(sink, compression)
-        write_tar(entries, pipe, mtime=mtime)  # type: ignore[arg-type]
+        write_tar(entries, pipe, mtime=mtime)
         pipe.finish()
     return Layer(
         sink.digest, "sha256:" + pipe.diff.hexdigest(), sink.size, pipe.usize, compression, comment, False, cache
@@ -209,7 +216,7 @@ def spooled_entries(layer: Layer, cache: Cache | None = None) -> Iterator[Entry]
     for entry, reader in layer.entries():
         if entry.kind == "file" and reader is not None:
             digest, size = cache.put_stream(reader)
-            yield Entry.stream(entry.path, size, lambda d=digest: cache.open(d), entry.mode, entry.uid, entry.gid)
+            yield Entry.stream(entry.path, size, partial(cache.open, digest), entry.mode, entry.uid, entry.gid)
         else:
             yield entry
 
@@ -234,10 +241,13 @@ def rewrite_layer(
         if entries is None:
             return layer
         return build_layer(
-            entries, cache, compression=layer.compression, comment=layer.comment if comment is None else comment
+            entries,
+            cache,
+            compression=written_as(layer.compression),
+            comment=layer.comment if comment is None else comment,
         )
 
-    return _remembered(cache, _layer_key(f"rewrite:{key}:{layer.digest}", layer.compression), make)
+    return _remembered(cache, _layer_key(f"rewrite:{key}:{layer.digest}", written_as(layer.compression)), make)
 
 
 def entries_from_dir(
@@ -275,7 +285,7 @@ def entries_from_dir(
                 if st.st_nlink > 1:
                     seen_inodes[(st.st_dev, st.st_ino)] = clean_path(dest)
                 p = Path(full)
-                yield Entry(dest, "file", mode, uid, gid, st.st_size, open=lambda p=p: open(p, "rb"))
+                yield Entry(dest, "file", mode, uid, gid, st.st_size, open=partial(open_file, p))
             else:
                 raise IntegrityError(f"{full} is a device, socket or fifo", "remove it or exclude it from the image")
 
@@ -293,7 +303,7 @@ class _Decompressing(io.RawIOBase):
     across; zstd does not mark a truncated stream, so callers rely on the blob's digest for that.
     """
 
-    def __init__(self, raw: BinaryIO, compression: str) -> None:
+    def __init__(self, raw: Reader, compression: BlobCompression) -> None:
         self._raw = raw
         self._compression = compression
         self._pending = b""
@@ -301,12 +311,12 @@ class _Decompressing(io.RawIOBase):
         self._z = zlib.decompressobj(31)
         self._zr = None
         if compression == "zstd":
-            self._zr = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=False)
+            self._zr = zstandard.ZstdDecompressor().stream_reader(as_file(raw), read_across_frames=True, closefd=False)
 
     def readable(self) -> bool:
         return True
 
-    def readinto(self, b) -> int:  # type: ignore[override]
+    def readinto(self, b) -> int:
         want = len(b)
         if self._zr is not None:
             try:
@@ -358,5 +368,5 @@ class _Decompressing(io.RawIOBase):
         super().close()
 
 
-def decompressing_reader(raw: BinaryIO, compression: str) -> BinaryIO:
-    return io.BufferedReader(_Decompressing(raw, compression), CHUNK)  # type: ignore[arg-type]
+def decompressing_reader(raw: Reader, compression: BlobCompression) -> BinaryIO:
+    return io.BufferedReader(_Decompressing(raw, compression), CHUNK)

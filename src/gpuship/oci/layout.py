@@ -25,15 +25,16 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, BinaryIO, Union
+from typing import IO, Any
 
-from ..cache import CHUNK, parse_digest
+from ..cache import parse_digest
 from ..errors import GpushipError, IntegrityError
+from ..streams import CHUNK, Reader
 from .entry import Entry
 from .image import Image, Index, canonical_json
 from .media import OCI_INDEX
 
-ImageOrIndex = Union[Image, Index]
+ImageOrIndex = Image | Index
 
 OCI_LAYOUT_FILE = "oci-layout"
 OCI_LAYOUT_BYTES = b'{"imageLayoutVersion":"1.0.0"}'
@@ -52,7 +53,7 @@ class Blob:
     digest: str
     size: int
     media_type: str
-    open: Callable[[], BinaryIO]
+    open: Callable[[], Reader]
 
     @property
     def path(self) -> str:
@@ -70,7 +71,7 @@ class _VerifiedReader:
     """Reads a blob and fails at its end (or on a short read) if its bytes are not the expected ones."""
 
     def __init__(
-        self, fh: BinaryIO, digest: str, size: int, what: str, on_damage: Callable[[str], None] | None = None
+        self, fh: Reader, digest: str, size: int, what: str, on_damage: Callable[[str], None] | None = None
     ) -> None:
         self._fh, self._digest, self._size, self._what = fh, digest, size, what
         self._on_damage = on_damage

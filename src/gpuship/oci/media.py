@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from enum import Enum
+from typing import Literal
+
+from ..errors import ConfigError
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -18,7 +21,22 @@ DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar"
 
 
-class Family(str, Enum):
+#: How gpuship compresses the layers it writes.
+Compression = Literal["gzip", "zstd"]
+#: How a layer blob is stored: what gpuship writes, or an uncompressed layer it read.
+BlobCompression = Literal["gzip", "zstd", "none"]
+_COMPRESSIONS: dict[str, Compression] = {"gzip": "gzip", "zstd": "zstd"}
+
+
+def parse_compression(value: str, what: str = "--compression") -> Compression:
+    """``value`` as a :data:`Compression`, or a user error naming ``what`` was wrong."""
+    found = _COMPRESSIONS.get(value)
+    if found is None:
+        raise ConfigError(f"{what} must be gzip or zstd, not {value!r}")
+    return found
+
+
+class Family(Enum):
     """Which media-type family a manifest speaks. One manifest never mixes the two."""
 
     OCI = "oci"
@@ -36,7 +54,7 @@ class Family(str, Enum):
     def config(self) -> str:
         return OCI_CONFIG if self is Family.OCI else DOCKER_CONFIG
 
-    def layer(self, compression: str) -> str:
+    def layer(self, compression: BlobCompression) -> str:
         if self is Family.DOCKER:
             if compression == "zstd":
                 return OCI_LAYER_ZSTD  # Docker's own tooling uses the OCI type for zstd layers
@@ -44,8 +62,8 @@ class Family(str, Enum):
         return {"gzip": OCI_LAYER_GZIP, "zstd": OCI_LAYER_ZSTD, "none": OCI_LAYER}[compression]
 
 
-def compression_of(media_type: str) -> str:
-    if media_type.endswith("+zstd") or media_type.endswith(".zstd"):
+def compression_of(media_type: str) -> BlobCompression:
+    if media_type.endswith(("+zstd", ".zstd")):
         return "zstd"
     if media_type.endswith("gzip"):
         return "gzip"

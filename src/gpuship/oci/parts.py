@@ -27,13 +27,13 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..errors import GpushipError, IntegrityError
+from ..streams import CHUNK
 from .layout import _cannot_write, _default_file_mode
 
 PARTS_MEDIA_TYPE = "application/vnd.gpuship.parts.v1+json"
 MANIFEST_SUFFIX = ".parts.json"
 #: Smaller parts are a mistake (thousands of files), not a need.
 MIN_PART_SIZE = 4096
-CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -336,7 +336,7 @@ class _Joined(io.RawIOBase):
 def open_parts(path: Path | str) -> tuple[Parts, BinaryIO]:
     """Verify the parts of the manifest at ``path`` (:func:`verify_parts`) and open them as one archive stream."""
     parts, files = verify_parts(path)
-    return parts, io.BufferedReader(_Joined(files, [p.size for p in parts.parts]), CHUNK)  # type: ignore[return-value]
+    return parts, io.BufferedReader(_Joined(files, [p.size for p in parts.parts]), CHUNK)
 
 
 __all__ = [

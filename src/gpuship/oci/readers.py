@@ -32,10 +32,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, BinaryIO, Union
+from typing import Any
 
-from ..cache import CHUNK, Cache
+from ..cache import Cache
 from ..errors import GpushipError, IntegrityError
+from ..streams import CHUNK, Reader, as_file
 from . import jsonshape
 from .docker_archive import DockerTag
 from .entry import clean_path
@@ -71,7 +72,7 @@ MANIFEST_TYPES = {OCI_MANIFEST, DOCKER_MANIFEST}
 INDEX_TYPES = {OCI_INDEX, DOCKER_MANIFEST_LIST}
 _HEX64 = re.compile(r"([0-9a-f]{64})(?:\.json)?")
 
-ReadResult = Union[Image, Index]
+ReadResult = Image | Index
 #: ``(rest_of_ref, platform, cache) -> Image | Index``
 SourceFn = Callable[[str, "Platform | None", Cache], ReadResult]
 _SOURCES: dict[str, SourceFn] = {}
@@ -92,7 +93,7 @@ class _Store:
     def has(self, path: str) -> bool:
         raise NotImplementedError
 
-    def open(self, path: str) -> BinaryIO:
+    def open(self, path: str) -> Reader:
         raise NotImplementedError
 
     def close(self) -> None:
@@ -120,7 +121,7 @@ class _Store:
         return data
 
     @contextmanager
-    def _reading(self, path: str) -> Iterator[BinaryIO]:
+    def _reading(self, path: str) -> Iterator[Reader]:
         if not self.has(path):
             raise self.missing(path)
         fh = self.open(path)
@@ -147,17 +148,17 @@ class _DirStore(_Store):
             return False
         return stat.S_ISREG(st.st_mode)  # a symlink in a layout could point anywhere: not followed
 
-    def open(self, path: str) -> BinaryIO:
+    def open(self, path: str) -> Reader:
         return open(os.open(self._path(path), os.O_RDONLY | os.O_NOFOLLOW), "rb")
 
 
 class _TarStore(_Store):
     """A tar file, or ``fileobj`` (the joined parts of a split archive, ``size`` bytes) named ``path``."""
 
-    def __init__(self, path: Path, fileobj: BinaryIO | None = None, size: int | None = None) -> None:
+    def __init__(self, path: Path, fileobj: Reader | None = None, size: int | None = None) -> None:
         self.name = f"archive {path}"
         try:
-            self._tar = tarfile.open(path, "r:*", fileobj=fileobj) if fileobj else tarfile.open(path, "r:*")
+            self._tar = tarfile.open(path, "r:*", fileobj=as_file(fileobj)) if fileobj else tarfile.open(path, "r:*")
             members = self._tar.getmembers()
         except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
             if fileobj:
@@ -171,7 +172,8 @@ class _TarStore(_Store):
                 except IntegrityError:
                     continue  # a member outside the root is never read
         # A tar cut short between members reads as complete: its end-of-archive marker (1024 zero bytes) is missing.
-        if _is_plain_file(self._tar) and (size if fileobj else path.stat().st_size) < self._tar.offset + 1024:
+        known = size if fileobj is not None and size is not None else path.stat().st_size
+        if _is_plain_file(self._tar) and known < self._tar.offset + 1024:
             self._tar.close()
             if fileobj:
                 fileobj.close()
@@ -182,15 +184,16 @@ class _TarStore(_Store):
     def has(self, path: str) -> bool:
         return path in self._members
 
-    def open(self, path: str) -> BinaryIO:
+    def open(self, path: str) -> Reader:
         fh = self._tar.extractfile(self._members[path])
         assert fh is not None
-        return fh  # type: ignore[return-value]
+        return fh
 
     def close(self) -> None:
         self._tar.close()
-        if self._tar.fileobj is not None and not self._tar.fileobj.closed:  # a fileobj given to tarfile stays open
-            self._tar.fileobj.close()
+        fileobj = self._tar.fileobj
+        if fileobj is not None and not getattr(fileobj, "closed", True):  # a fileobj given to tarfile stays open
+            fileobj.close()
 
 
 def _is_plain_file(tar: tarfile.TarFile) -> bool:
@@ -204,7 +207,7 @@ def _is_plain_file(tar: tarfile.TarFile) -> bool:
 class _Tee:
     """Reads from ``src``, hashing and copying everything read into ``sink`` (a cache BlobWriter)."""
 
-    def __init__(self, src: BinaryIO, sink: Any) -> None:
+    def __init__(self, src: Reader, sink: Any) -> None:
         self._src, self._sink = src, sink
 
     def read(self, n: int = -1) -> bytes:
@@ -352,7 +355,7 @@ def _read_manifest(store: _Store, desc: dict[str, Any], cache: Cache) -> Image:
     annotations = jsonshape.string_map(manifest.get("annotations"), f"{what} annotations")
     parts = _config(store, config, len(layer_descs))
     layers = []
-    for ld, diff_id in zip(layer_descs, parts.diff_ids):
+    for ld, diff_id in zip(layer_descs, parts.diff_ids, strict=True):
         mt = str(ld.get("mediaType", ""))
         if mt not in LAYER_TYPES:
             raise GpushipError(
@@ -483,7 +486,7 @@ def _read_legacy(store: _Store, name: str | None, cache: Cache) -> Image:
     paths = [clean_path(str(p)) for p in entry.get("Layers") or []]
     parts = _config(store, config, len(paths))
     layers = []
-    for path, diff_id in zip(paths, parts.diff_ids):
+    for path, diff_id in zip(paths, parts.diff_ids, strict=True):
         compression = _sniff(store, path)
         if compression == "none":
             layers.append(_compress_legacy_layer(store, path, cache, diff_id))

@@ -15,12 +15,11 @@ import posixpath
 import tarfile
 import zlib
 from collections.abc import Iterable, Iterator
-from typing import BinaryIO
 
 from ..errors import ConfigError, IntegrityError
+from ..streams import CHUNK, Reader, Writer, as_file
 from .entry import Entry, clean_path
 
-CHUNK = 1 << 20
 #: 9999-12-31T23:59:59Z: the last time an image config's ``created`` (RFC 3339) can say.
 MAX_EPOCH = 253402300799
 
@@ -103,7 +102,7 @@ def _tarinfo(e: Entry, mtime: int) -> tarfile.TarInfo:
 class _SizeChecked:
     """Reads exactly ``size`` bytes from a source and fails loudly if the file changed under us."""
 
-    def __init__(self, fh: BinaryIO, size: int, path: str) -> None:
+    def __init__(self, fh: Reader, size: int, path: str) -> None:
         self._fh, self._left, self._path = fh, size, path
 
     def read(self, n: int = -1) -> bytes:
@@ -124,13 +123,13 @@ class _SizeChecked:
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
-def write_tar(entries: Iterable[Entry], out: BinaryIO, *, mtime: int | None = None, link_identical: bool = True) -> int:
+def write_tar(entries: Iterable[Entry], out: Writer, *, mtime: int | None = None, link_identical: bool = True) -> int:
     """Write ``entries`` as a reproducible tar stream to ``out``; returns the number of entries written."""
     epoch = source_date_epoch() if mtime is None else mtime
     items = normalize(entries)
     first_by_content: dict[tuple[str, int, int, int], str] = {}
     count = 0
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, bufsize=CHUNK) as tar:
+    with tarfile.open(fileobj=as_file(out), mode="w|", format=tarfile.PAX_FORMAT, bufsize=CHUNK) as tar:
         for e in items:
             if e.kind == "file" and link_identical and e.size > 0:
                 key = (_content_hash(e), e.mode & 0o7777, e.uid, e.gid)
@@ -144,7 +143,7 @@ def write_tar(entries: Iterable[Entry], out: BinaryIO, *, mtime: int | None = No
                 if e.open is None:
                     raise IntegrityError(f"/{e.path} has no content")
                 with e.open() as fh:
-                    tar.addfile(ti, _SizeChecked(fh, e.size, e.path))  # type: ignore[arg-type]
+                    tar.addfile(ti, _SizeChecked(fh, e.size, e.path))
             else:
                 tar.addfile(ti)
             count += 1
@@ -169,7 +168,7 @@ def _member_entry(tar: tarfile.TarFile, m: tarfile.TarInfo) -> Entry | None:
 class _MemberReader:
     """A member's bytes; a truncated or corrupt archive surfaces as :class:`IntegrityError` here too."""
 
-    def __init__(self, fh: BinaryIO) -> None:
+    def __init__(self, fh: Reader) -> None:
         self._fh = fh
 
     def read(self, n: int = -1) -> bytes:
@@ -190,20 +189,20 @@ class _MemberReader:
         self.close()
 
 
-def iter_tar(stream: BinaryIO) -> Iterator[tuple[Entry, BinaryIO | None]]:
+def iter_tar(stream: Reader) -> Iterator[tuple[Entry, Reader | None]]:
     """Read a tar stream: yields each entry with a reader for its bytes (valid until the next item).
 
     Paths are cleaned (no absolute paths, no ``..``); a truncated or corrupt stream is an
     :class:`IntegrityError`, never a partial success.
     """
     try:
-        with tarfile.open(fileobj=stream, mode="r|*") as tar:
+        with tarfile.open(fileobj=as_file(stream), mode="r|*") as tar:
             for m in tar:
                 e = _member_entry(tar, m)
                 if e is None:
                     continue
                 fh = tar.extractfile(m) if m.isreg() else None
-                yield e, (_MemberReader(fh) if fh is not None else None)  # type: ignore[misc]
+                yield e, (_MemberReader(fh) if fh is not None else None)
     except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
         raise IntegrityError(
             f"corrupt or truncated tar stream: {exc}", "the archive is damaged; rebuild or re-download it"

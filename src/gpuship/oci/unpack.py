@@ -29,13 +29,13 @@ import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 from ..errors import GpushipError, IntegrityError
+from ..streams import CHUNK, Reader
 from .entry import Entry, is_whiteout_meta, whiteout_of
 from .image import Image, Index
 from .layer import Layer
-from .tarball import CHUNK, source_date_epoch
+from .tarball import source_date_epoch
 
 MAX_LINKS = 40
 
@@ -151,7 +151,7 @@ class _Applier:
     def begin_layer(self) -> None:
         self._created.clear()
 
-    def apply(self, entry: Entry, reader: BinaryIO | None) -> None:
+    def apply(self, entry: Entry, reader: Reader | None) -> None:
         if is_whiteout_meta(entry.path):
             return
         whiteout = whiteout_of(entry.path)
@@ -223,7 +223,7 @@ class _Applier:
         os.chmod(full, (entry.mode & 0o7777) | 0o700)  # stay writable until the end
         self.counts["dirs"] += 1
 
-    def _file(self, real: str, full: str, entry: Entry, reader: BinaryIO | None) -> None:
+    def _file(self, real: str, full: str, entry: Entry, reader: Reader | None) -> None:
         self._remove(real)
         fd = os.open(full, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         with os.fdopen(fd, "wb") as out:

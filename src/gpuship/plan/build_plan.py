@@ -11,7 +11,7 @@ from typing import Any
 
 from ..config import GpushipConfig
 from ..errors import ConfigError, GpushipError
-from ..oci import Platform
+from ..oci import Compression, Platform
 from ..oci.tarball import created_timestamp
 from ..project.pyproject import read_toml
 
@@ -28,7 +28,7 @@ class BuildOptions:
     extras: tuple[str, ...] = ()
     locked: bool = False
     report: Path | None = None
-    compression: str | None = None
+    compression: Compression | None = None
     tag: str | None = None
     base: str | None = None
     #: ``gpuship dev``: no project-wheel and app layers; an editable-install layer instead (the project is mounted)
@@ -60,7 +60,7 @@ class BuildPlan:
         return self.options.tag or f"{self.name}:{self.version}"
 
     @property
-    def compression(self) -> str:
+    def compression(self) -> Compression:
         return self.options.compression or self.config.compression
 
     def explain(self) -> list[str]:
@@ -204,7 +204,7 @@ def make_plan(options: BuildOptions, cache: Any = None, progress: Any = None) ->
     plans = [plan_gpu(requirements, settings, p) for p in platforms]
     gpu = plans[0]
     if gpu.is_gpu:
-        for p, other in zip(platforms[1:], plans[1:]):
+        for p, other in zip(platforms[1:], plans[1:], strict=True):
             if tuple(other.requirements) != tuple(gpu.requirements) or other.cuda != gpu.cuda:
                 raise ConfigError(
                     f"the CUDA plan for {p} differs from the one for {platforms[0]} (CUDA {other.cuda} vs {gpu.cuda})",

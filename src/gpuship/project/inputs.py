@@ -247,9 +247,9 @@ def load_project(
                 chosen.append(root / cand)
                 break
         for e in list(remaining_extras):
-            f = _requirements_for_extra(root, e)
-            if f is not None:
-                chosen.append(f)
+            extra_file = _requirements_for_extra(root, e)
+            if extra_file is not None:
+                chosen.append(extra_file)
                 remaining_extras.remove(e)
     for f in chosen:
         reader.read_file(f)

@@ -186,7 +186,7 @@ class RequirementReader:
         body = body.strip()
         opts = "--" + opts if opts else ""
         hashes = re.findall(r"--hash[=\s]+sha256:([0-9a-fA-F]{64})", opts)
-        if body.startswith((".", "/")) or body.startswith("file:") or (editable and not _URL_RE.match(body)):
+        if body.startswith((".", "/", "file:")) or (editable and not _URL_RE.match(body)):
             path = _local(body.split(";")[0].strip(), base)
             if path is not None and path == self.root:
                 self.scan.self_references.append(body)

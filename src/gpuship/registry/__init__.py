@@ -85,7 +85,7 @@ def configure(
     return settings
 
 
-def _registry_sink(obj, rest: str, opts) -> str:  # type: ignore[no-untyped-def]
+def _registry_sink(obj, rest: str, opts) -> str:
     """``write_output(img, "registry:REF")``: push, with Rich progress on a terminal."""
     from rich.console import Console
 
@@ -98,7 +98,7 @@ def _registry_sink(obj, rest: str, opts) -> str:  # type: ignore[no-untyped-def]
 
         raise GpushipError("output registry: names no image", "use registry:HOST/NAME[:TAG]")
     images = obj.images if isinstance(obj, _Index) else (obj,)
-    layer = next((l for img in images for l in img.layers), None)
+    layer = next((first for img in images for first in img.layers), None)
     cache = layer.cache if layer is not None else Cache()
     console = Console(stderr=True, highlight=False)
     if sys.stderr.isatty():
@@ -128,7 +128,7 @@ def _registry_sink(obj, rest: str, opts) -> str:  # type: ignore[no-untyped-def]
     return result.summary()
 
 
-def _registry_source(rest: str, platform, cache):  # type: ignore[no-untyped-def]
+def _registry_source(rest: str, platform, cache):
     """``read_image("registry:REF")``: one platform's image, or everything the reference holds."""
     if platform is not None:
         return pull_image(

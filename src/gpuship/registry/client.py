@@ -476,7 +476,7 @@ class RegistryClient:
                     if not creds.anonymous:
                         params.append(("account", creds.username))
                         headers["Authorization"] = creds.basic_header()
-                    resp = self._http.get(realm, params=params, headers=headers, follow_redirects=True)
+                    resp = self._http.get(realm, params=tuple(params), headers=headers, follow_redirects=True)
             except httpx.TransportError as exc:
                 problem = self._transport_problem(exc, realm)
                 if isinstance(problem, Transient) and attempt < self.retry.attempts:

@@ -178,7 +178,7 @@ def _python(files: Mapping[str, _Node], env: Mapping[str, str]) -> tuple[str | N
 def _distributions(files: Mapping[str, _Node]) -> tuple[tuple[str, ...], dict[str, str]]:
     found: list[tuple[str, str, str]] = []  # (site-packages, name, version)
     parser = email.parser.HeaderParser()
-    for path, node in files.items():
+    for path in files:
         m = _METADATA.fullmatch(path)
         if m is None:
             continue
@@ -193,7 +193,7 @@ def _distributions(files: Mapping[str, _Node]) -> tuple[tuple[str, ...], dict[st
     dirs = sorted({sp for sp, _, _ in found}, key=lambda sp: (not sp.startswith("/usr/local/"), sp))
     rank = {sp: i for i, sp in enumerate(dirs)}
     dists: dict[str, str] = {}
-    for sp, name, version in sorted(found, key=lambda t: -rank[t[0]]):
+    for _sp, name, version in sorted(found, key=lambda t: -rank[t[0]]):
         dists[canonicalize_name(name)] = version  # earlier on sys.path wins, so it is written last
     return tuple(dirs), dict(sorted(dists.items()))
 

@@ -219,7 +219,7 @@ def fetch_layer(
         if hasher.diff_id == diff_id:
             layer = Layer(
                 digest, diff_id, cache.blob_path(digest).stat().st_size, hasher.size, compression, "", True, cache
-            )  # type: ignore[arg-type]
+            )
             cache.put_ref(LAYERS_NS, digest, layer.to_record())
             progress.start(digest, digest[7:19], size)
             progress.finish(digest, "cached")
@@ -252,7 +252,7 @@ def fetch_layer(
                     f"download of layer {digest[:19]} kept failing: {exc.message}", "try again later"
                 ) from exc
             log.info("download of %s broke off, starting it again: %s", digest[:19], exc.message)
-    layer = Layer(digest, diff_id, w.size, hasher.size, compression, "", False, cache)  # type: ignore[arg-type]
+    layer = Layer(digest, diff_id, w.size, hasher.size, compression, "", False, cache)
     cache.put_ref(LAYERS_NS, digest, layer.to_record())
     progress.finish(digest, "pulled")
     return layer
@@ -292,7 +292,10 @@ def image_from_manifest(
     prog = progress or NoProgress()
     with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(descs) or 1)), thread_name_prefix="gpuship-pull") as pool:
         layers = list(
-            pool.map(lambda pair: fetch_layer(client, repository, pair[0], pair[1], cache, prog), zip(descs, diff_ids))
+            pool.map(
+                lambda pair: fetch_layer(client, repository, pair[0], pair[1], cache, prog),
+                zip(descs, diff_ids, strict=True),
+            )
         )
     for layer in layers:
         remember_location(cache, client.registry, repository, layer.digest)

@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from ..cache import CHUNK, Cache
+from ..cache import Cache
 from ..errors import GpushipError, IntegrityError, RegistryError
 from ..oci.image import Image, Index, sha256_digest
+from ..streams import CHUNK
 from .auth import Credentials
 from .client import RegistryClient, RetryPolicy, Transient
 from .limits import limits_for, oversized_layers

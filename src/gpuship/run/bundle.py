@@ -132,19 +132,19 @@ def runc_config(
         )
     dev_rules: list[dict[str, Any]] = [{"allow": False, "access": "rwm"}]
     dev_nodes = []
-    for d in devices:
+    for node in devices:
         dev_nodes.append(
             {
-                "path": d.path,
+                "path": node.path,
                 "type": "c",
-                "major": d.major,
-                "minor": d.minor,
-                "fileMode": d.mode,
-                "uid": d.uid,
-                "gid": d.gid,
+                "major": node.major,
+                "minor": node.minor,
+                "fileMode": node.mode,
+                "uid": node.uid,
+                "gid": node.gid,
             }
         )
-        dev_rules.append({"allow": True, "type": "c", "major": d.major, "minor": d.minor, "access": "rwm"})
+        dev_rules.append({"allow": True, "type": "c", "major": node.major, "minor": node.minor, "access": "rwm"})
     namespaces = [{"type": "pid"}, {"type": "ipc"}, {"type": "mount"}]
     return {
         "ociVersion": "1.0.2",

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..elf import elf_soname
 from ..errors import GpuError
 from .requirements import Requirement, required_cuda, requirements_from_env, unmet, version_tuple
 
@@ -298,27 +299,6 @@ def _driver_version(lib_dirs: Sequence[Path], proc_dir: Path) -> str | None:
         return None
     m = re.search(r"Kernel Module(?:\s+for\s+\S+)?\s+(\d+\.\d+(?:\.\d+)?)", text)
     return m.group(1) if m else None
-
-
-def elf_soname(path: Path | str) -> str | None:
-    """The DT_SONAME of a shared library, or None (not an ELF file, or pyelftools unavailable)."""
-    try:
-        from elftools.common.exceptions import ELFError
-        from elftools.elf.dynamic import DynamicSection
-        from elftools.elf.elffile import ELFFile
-    except ImportError:
-        return None
-    try:
-        with open(path, "rb") as fh:
-            elf = ELFFile(fh)
-            for section in elf.iter_sections():
-                if isinstance(section, DynamicSection):
-                    for tag in section.iter_tags():
-                        if tag.entry.d_tag == "DT_SONAME":
-                            return str(tag.soname)
-    except (ELFError, OSError, ValueError, AttributeError):
-        return None
-    return None
 
 
 def _sonames(path: Path, name: str, version: str) -> tuple[str, ...]:

@@ -58,7 +58,7 @@ def possible_ulimits(
             out.append(u)
             continue
 
-        def above(v: int) -> bool:
+        def above(v: int, cur_hard: int = cur_hard) -> bool:
             return cur_hard != inf and (v < 0 or v == inf or v > cur_hard)
 
         if above(u.hard) or above(u.soft):

@@ -11,7 +11,9 @@ from typing import Literal
 from ..errors import GpushipError
 
 Runtime = Literal["auto", "builtin", "runc", "chroot", "docker", "podman"]
-RUNTIMES: tuple[str, ...] = ("auto", "builtin", "runc", "chroot", "docker", "podman")
+RUNTIMES: tuple[Runtime, ...] = ("auto", "builtin", "runc", "chroot", "docker", "podman")
+#: The runtimes that run an image without an engine (slimming traces the workload there).
+BUILTIN_RUNTIMES: tuple[Runtime, ...] = ("builtin", "runc", "chroot")
 
 DEFAULT_SHM_SIZE = 1 << 30  # 1g: PyTorch DataLoader workers need more than the 64 MB engines give by default
 
@@ -90,6 +92,14 @@ class RunOptions:
         for u in extra:
             merged[u.name] = u
         return replace(self, ulimits=tuple(merged.values()))
+
+
+def parse_runtime(value: str, allowed: tuple[Runtime, ...] = RUNTIMES, hint: str | None = None) -> Runtime:
+    """``--runtime VALUE`` as a :data:`Runtime`, or a user error listing ``allowed``."""
+    for runtime in allowed:
+        if value == runtime:
+            return runtime
+    raise GpushipError(f"--runtime must be one of {', '.join(allowed)}, not {value!r}", hint)
 
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)?\s*$", re.IGNORECASE)

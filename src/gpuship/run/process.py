@@ -5,7 +5,11 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from types import FrameType
+
+#: What ``signal.signal`` takes and gives back.
+_Handler = Callable[[int, FrameType | None], object] | int | signal.Handlers | None
 
 FORWARDED = (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 
@@ -25,7 +29,7 @@ def run_forwarding(argv: Sequence[str], env: Mapping[str, str] | None = None) ->
         except ProcessLookupError:
             pass
 
-    previous: dict[int, object] = {}
+    previous: dict[signal.Signals, _Handler] = {}
     try:
         sigs = list(FORWARDED) + [signal.SIGINT]
         for s in sigs:
@@ -37,7 +41,7 @@ def run_forwarding(argv: Sequence[str], env: Mapping[str, str] | None = None) ->
         code = proc.wait()
     finally:
         for s, h in previous.items():
-            signal.signal(s, h)  # type: ignore[arg-type]
+            signal.signal(s, h)
     return 128 - code if code < 0 else code
 
 

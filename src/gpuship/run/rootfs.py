@@ -24,7 +24,7 @@ def _unpacker() -> Callable[[Image, Path], object]:
         from ..oci.unpack import unpack
     except ImportError as exc:  # pragma: no cover - only while gpuship.oci.unpack is missing from a checkout
         raise GpushipError("this gpuship has no image unpacker (gpuship.oci.unpack)", "update gpuship") from exc
-    return unpack  # type: ignore[no-any-return]
+    return unpack
 
 
 def unpacked_rootfs(image: Image, cache: Cache, progress: Progress | None = None) -> Path:

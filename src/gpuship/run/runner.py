@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import replace
+from typing import Literal
 
 from .. import tools
 from ..cache import Cache
 from ..errors import GpuError, GpushipError
 from ..oci.image import Image, Index
 from . import gpu as gpu_mod
-from .builtin import CHECK_PATH, run_rootfs
+from .builtin import CHECK_PATH, Flavor, run_rootfs
 from .engines import engine_answers, engine_has, engine_labels, run_in_engine
 from .gpu import GpuRequest, HostGpus, Injection
 from .options import RunOptions, Volume
@@ -27,12 +28,12 @@ def _stderr(msg: str) -> None:
     print(f"gpuship: {msg}", file=sys.stderr, flush=True)
 
 
-def resolve_runtime(requested: str) -> str:
+def resolve_runtime(requested: str) -> Literal["docker", "podman"] | Flavor:
     """``auto``: Docker, then Podman, if one answers; else runc if installed; else the namespaced chroot."""
-    if requested in ("docker", "podman"):
+    if requested == "docker" or requested == "podman":
         if not engine_answers(requested):
             raise GpushipError(f"no {requested} engine answers", f"start {requested}, or use --runtime builtin")
-        return requested
+        return "docker" if requested == "docker" else "podman"
     if requested == "runc":
         tools.require("runc")
         return "runc"
@@ -41,9 +42,10 @@ def resolve_runtime(requested: str) -> str:
     if requested == "builtin":
         return "runc" if tools.which("runc") else "chroot"
     if requested == "auto":
-        for engine in ("docker", "podman"):
-            if engine_answers(engine):
-                return engine
+        if engine_answers("docker"):
+            return "docker"
+        if engine_answers("podman"):
+            return "podman"
         return "runc" if tools.which("runc") else "chroot"
     raise GpushipError(f"unknown runtime {requested!r}", "use auto, builtin, runc, chroot, docker or podman")
 
@@ -112,7 +114,7 @@ def run_image(
     notify = notify or _stderr
     cache = cache or Cache()
     runtime = resolve_runtime(options.runtime)
-    if runtime in ("docker", "podman"):
+    if runtime == "docker" or runtime == "podman":
         img: Image | None = None
         ref: str | None = None
         try:
@@ -128,7 +130,7 @@ def run_image(
                 ) from exc
             ref = image  # an image the engine holds already
         env = img.config.env_dict() if img is not None else {}
-        labels = img.config.labels if img is not None else engine_labels(runtime, ref or "")  # type: ignore[arg-type]
+        labels = img.config.labels if img is not None else engine_labels(runtime, ref or "")
         options = with_model_mounts(options, labels, notify)
         request, injection = settle_gpus(env, options, host, notify)
         return run_in_engine(
@@ -143,13 +145,13 @@ def run_image(
         img.config,
         options,
         runtime,
-        injection or Injection(),  # type: ignore[arg-type]
+        injection or Injection(),
         cache=cache,
         notify=notify,
     )
 
 
-def with_model_mounts(options: RunOptions, labels: dict[str, str], notify: Notify) -> RunOptions:
+def with_model_mounts(options: RunOptions, labels: Mapping[str, str], notify: Notify) -> RunOptions:
     """The image's mounted models as read-only volumes: ``--model NAME=DIR``, else the image's own ``host``
     directory for it; a model left without one is noted (its directory in the image stays empty)."""
     from ..sources.models import mounts_from_labels

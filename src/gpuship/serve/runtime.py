@@ -366,7 +366,7 @@ def _framework_probe() -> dict[str, Any] | None:
     if _importable("numba"):
         try:
             import numba  # type: ignore[import-not-found]
-            from numba import cuda  # type: ignore[import-not-found]
+            from numba import cuda
 
             fw = {"name": "numba", "version": str(numba.__version__)}
             available = bool(cuda.is_available())
@@ -614,7 +614,7 @@ class Runtime:
         fn = self.function
         assert fn is not None
         args = (payload,) if _takes_argument(fn) else ()
-        if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None)):
+        if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None)):  # noqa: B004 (an object whose __call__ is async)
             result = await fn(*args)
         else:
             loop = asyncio.get_running_loop()
@@ -809,7 +809,7 @@ def create_app(settings: Settings, function: Callable[..., Any] | None = None) -
         )
 
     @asynccontextmanager
-    async def lifespan(app: Any):  # type: ignore[no-untyped-def]
+    async def lifespan(app: Any):
         rt.semaphore = asyncio.Semaphore(settings.max_workers)
         loader = asyncio.create_task(rt.load())
         try:

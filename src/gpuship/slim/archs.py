@@ -21,6 +21,7 @@ are still to be linked).
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +31,7 @@ from ..errors import ConfigError, IntegrityError
 from ..inspect.cudalib import CudaLibrary, is_elf, read_cuda_library
 from ..inspect.fatbin import Arch, FatbinContainer, FatbinEntry, FatbinError
 from ..oci.entry import Entry
+from ..streams import as_file
 
 PRUNED_SECTIONS = (".nv_fatbin",)
 
@@ -353,12 +355,12 @@ class PruneReport:
 
     @property
     def saved(self) -> int:
-        return sum(l.saved for l in self.libraries)
+        return sum(lib.saved for lib in self.libraries)
 
     @property
     def kept_archs(self) -> list[str]:
         """Every SASS/PTX architecture still in the image's CUDA libraries (``sm_90``, ``compute_90`` ...)."""
-        names = {n for l in self.libraries for n in l.kept}
+        names = {n for lib in self.libraries for n in lib.kept}
         return sorted(names, key=arch_sort_key)
 
     def to_json(self) -> dict[str, Any]:
@@ -366,7 +368,7 @@ class PruneReport:
             "targets": [{"name": t.name, "capability": f"{t.major}.{t.minor}", "sm": t.sm} for t in self.targets],
             "kept_archs": self.kept_archs,
             "saved": self.saved,
-            "libraries": [l.to_json() for l in self.libraries],
+            "libraries": [lib.to_json() for lib in self.libraries],
         }
 
 
@@ -414,7 +416,7 @@ def prune_layer_entries(
         out.append(
             Entry.stream(e.path, len(res.data), lambda d=digest: cache.open(d), e.mode, e.uid, e.gid)  # type: ignore[misc]
         )
-    return out, PruneReport(sel.targets, tuple(sorted(libs, key=lambda l: l.path)))
+    return out, PruneReport(sel.targets, tuple(sorted(libs, key=lambda lib: lib.path)))
 
 
 def _may_have_gpu_code(e: Entry) -> bool:
@@ -423,11 +425,10 @@ def _may_have_gpu_code(e: Entry) -> bool:
     with e.open() as fh:
         if not is_elf(fh.read(4)):
             return False
-        seekable = getattr(fh, "seekable", None)
-        if seekable is None or not seekable():
+        if not (isinstance(fh, io.IOBase) and fh.seekable()):
             return True
         try:
-            lib = read_cuda_library(fh)
+            lib = read_cuda_library(as_file(fh))
         except FatbinError:
             return True  # read it whole below, where the error is reported with its path
         return lib is not None and any(s.name in PRUNED_SECTIONS for s in lib.sections)

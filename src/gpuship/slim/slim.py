@@ -20,6 +20,7 @@ import hashlib
 import posixpath
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from ..cache import Cache
 from ..errors import GpushipError
 from ..oci.entry import Entry, is_whiteout_meta, whiteout_of
 from ..oci.image import History, Image
-from ..oci.layer import Layer, cached_layer
+from ..oci.layer import Layer, cached_layer, written_as
 from ..run.rootfs import unpacked_rootfs
 from .rules import Context, Keeper, KeepSet, RootView, check_patterns, describe_rules, keep_set
 from .trace import Probe, RunOutcome, Trace, run_workload, traced_run, without_trace_env
@@ -116,7 +117,7 @@ class SlimResult:
 
     @property
     def bytes_removed(self) -> int:
-        return sum(l.bytes_before - l.bytes_after for l in self.layers)
+        return sum(layer.bytes_before - layer.bytes_after for layer in self.layers)
 
     def report_json(self, top: int = 40) -> dict[str, Any]:
         largest = sorted(self.removed, key=lambda r: -r.size)[:top]
@@ -124,14 +125,14 @@ class SlimResult:
             "original": {
                 "digest": self.original.digest,
                 "compressed": self.compressed_before,
-                "uncompressed": sum(l.uncompressed_size for l in self.original.layers),
-                "files": sum(l.files_before for l in self.layers),
+                "uncompressed": sum(layer.uncompressed_size for layer in self.original.layers),
+                "files": sum(layer.files_before for layer in self.layers),
             },
             "slim": {
                 "digest": self.image.digest,
                 "compressed": self.compressed_after,
-                "uncompressed": sum(l.uncompressed_size for l in self.image.layers),
-                "files": sum(l.files_after for l in self.layers),
+                "uncompressed": sum(layer.uncompressed_size for layer in self.image.layers),
+                "files": sum(layer.files_after for layer in self.layers),
             },
             "removed": {
                 "compressed": self.compressed_before - self.compressed_after,
@@ -145,7 +146,7 @@ class SlimResult:
             "kept_by_rule": self.kept.reasons(),
             "touched_distributions": list(self.touched_distributions),
             "whole_distributions": list(self.whole_distributions),
-            "layers": [l.to_json() for l in self.layers],
+            "layers": [layer.to_json() for layer in self.layers],
             "packages": list(self.packages),
             "largest_removed": [
                 {
@@ -224,7 +225,7 @@ def slim_image(
     kept, keeper = keep_set(view, trace, ctx)
 
     layers, stats, removed = rewrite_layers(image, view, kept, cache, progress, owner_of=keeper.owner.get)
-    rewritten = [new is not old for new, old in zip(layers, image.layers)]
+    rewritten = [new is not old for new, old in zip(layers, image.layers, strict=True)]
     slim = replace(
         image,
         layers=tuple(layers),
@@ -441,7 +442,9 @@ def rewrite_layers(
             _say(progress, f"writing layer {i + 1}/{n} ({fa} of {fb} files)")
             key = _layer_key(image, layer, emitted)
             comment = f"{comments[i]} (slimmed)" if comments[i] else "slimmed"
-            new = cached_layer(cache, key, lambda e=emitted: iter(e), compression=layer.compression, comment=comment)
+            new = cached_layer(
+                cache, key, partial(iter, emitted), compression=written_as(layer.compression), comment=comment
+            )
         new_layers.append(new)
         stats.append(LayerSlim(i, comments[i], layer, new, fb, fa, bb, ba, sh))
     return new_layers, stats, removed
@@ -467,7 +470,7 @@ def layer_comments(image: Image) -> list[str]:
     """Each layer's comment: its own, else its history line's (what an image read from disk keeps)."""
     hist = [h for h in image.history if not h.empty_layer]
     aligned = len(hist) == len(image.layers)
-    return [l.comment or (hist[i].comment if aligned else "") for i, l in enumerate(image.layers)]
+    return [layer.comment or (hist[i].comment if aligned else "") for i, layer in enumerate(image.layers)]
 
 
 def _kept_entry(entry: Entry, real: str, view: RootView) -> Entry | None:

@@ -45,7 +45,7 @@ from ..cache import Cache
 from ..errors import GpushipError
 from ..oci.image import Image
 from ..run import RunOptions, run_image
-from ..run.options import Volume
+from ..run.options import Runtime, Volume
 
 #: Where the tracer's directory is mounted in the container.
 MOUNT = "/.gpuship-slim"
@@ -70,7 +70,7 @@ class Probe:
     http: str | None = None
     port: int | None = None
     timeout: float = 600.0
-    runtime: str = "builtin"
+    runtime: Runtime = "builtin"
 
     def describe(self, image: Image) -> list[str]:
         ep = list(image.config.entrypoint if self.entrypoint is None else self.entrypoint)
@@ -233,7 +233,7 @@ class ProcSampler(threading.Thread):
             self.pids.add(pid)
             prefix = "" if root == "/" else root.rstrip("/")
 
-            def add(kind: str, path: str) -> None:
+            def add(kind: str, path: str, prefix: str = prefix) -> None:
                 path = path.removesuffix(" (deleted)")
                 if not path.startswith("/"):
                     return
@@ -342,7 +342,7 @@ def run_workload(
         entrypoint=probe.entrypoint,
         env=env,
         volumes=tuple(volumes),
-        runtime=probe.runtime,  # type: ignore[arg-type]
+        runtime=probe.runtime,
     )
     port = probe_port(image, probe) if probe.http else None
     if port is not None and _port_in_use(port):

@@ -85,7 +85,7 @@ class BaseScan:
     def from_json(cls, d: Mapping[str, Any]) -> BaseScan:
         return cls(
             dict(d.get("links") or {}),
-            tuple(tuple(p) for p in d.get("packages") or ()),  # type: ignore[misc]
+            tuple(tuple(p) for p in d.get("packages") or ()),
             dict(d.get("locations") or {}),
             {k: tuple(v) for k, v in (d.get("requires") or {}).items()},
         )
@@ -109,8 +109,8 @@ class RegistryBase:
     def layers(self) -> tuple[Layer, ...]:
         n = len(self.image.layers)
         return tuple(
-            replace(l, comment=l.comment or f"base {self.reference} ({i + 1}/{n})")
-            for i, l in enumerate(self.image.layers)
+            replace(layer, comment=layer.comment or f"base {self.reference} ({i + 1}/{n})")
+            for i, layer in enumerate(self.image.layers)
         )
 
     @property
@@ -165,7 +165,7 @@ class RegistryBase:
     def check_requirements(self, requirements: Iterable[str], replace: Iterable[str] = ()) -> None:
         """Refuse, in one line, a top-level requirement that the base's version of that package does not meet."""
         have = self.distributions(replace)
-        env = dict(default_environment())
+        env = {k: str(v) for k, v in default_environment().items()}
         env.update(
             python_version=_minor(self.python.version),
             python_full_version=_full(self.python.version),

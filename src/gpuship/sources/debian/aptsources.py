@@ -143,8 +143,8 @@ def suites_for(
     host = list(sources) if sources is not None else read_host_sources()
     by_kind: dict[str, list[tuple[str, tuple[str, ...]]]] = {k: [] for k in SUITE_KINDS}
     for src in host:
-        for s in src.suites:
-            split = split_suite(s)
+        for suite_name in src.suites:
+            split = split_suite(suite_name)
             if split is None:
                 continue
             entry = (src.uri, src.components)

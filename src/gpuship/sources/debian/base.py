@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 from ...cache import Cache
@@ -29,6 +30,7 @@ from ...errors import GpushipError
 from ...oci.entry import Entry
 from ...oci.image import ImageConfig, Platform
 from ...oci.layer import Compression, Layer, cached_layer
+from ...streams import open_file
 from .aptsources import Suite, suites_for
 from .deb import DebInfo, Member, deb_info, read_data_files, unpack_data
 from .dpkg import database_entries
@@ -179,7 +181,7 @@ def _group_entries(
                 raise GpushipError(
                     f"package {inst.candidate}: {p.member.path} is missing from its data", "re-download it"
                 )
-            e = replace(e, open=lambda src=src: open(src, "rb"))
+            e = replace(e, open=partial(open_file, src))
         out.append(e)
     return out
 
@@ -238,8 +240,8 @@ def build_base(
         memo = cache.get_ref("base-results", hashlib.sha256(key.encode()).hexdigest())
         if memo is not None and cache.has(memo["digest"]):
             base = pickle.loads(cache.read(memo["digest"]))
-            if all(cache.has(l.digest) for l in base.layers):
-                return replace(base, layers=tuple(replace(l, reused=True, cache=cache) for l in base.layers))
+            if all(cache.has(layer.digest) for layer in base.layers):
+                return replace(base, layers=tuple(replace(layer, reused=True, cache=cache) for layer in base.layers))
         base = _build(prof, plat, tuple(extra_packages), cache, repo, progress, compression)
         digest = cache.put_bytes(pickle.dumps(base))
         cache.put_ref("base-results", hashlib.sha256(key.encode()).hexdigest(), {"digest": digest})
@@ -248,7 +250,7 @@ def build_base(
         repo.close()
 
 
-def resolve_profile(prof: Profile, index, extra_packages: Sequence[str]) -> dict[str, Resolution]:  # type: ignore[no-untyped-def]
+def resolve_profile(prof: Profile, index, extra_packages: Sequence[str]) -> dict[str, Resolution]:
     """The three resolutions of a base: core, python on core, extra on both."""
     core = resolve(index, prof.core_packages)
     py = resolve(index, prof.python_packages, installed=core.packages)

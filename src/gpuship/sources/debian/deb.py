@@ -22,13 +22,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
 import zstandard
 
 from ...cache import Cache
 from ...errors import IntegrityError
 from ...oci.entry import EntryKind, clean_path
+from ...streams import CHUNK, Reader, as_file
 
 AR_MAGIC = b"!<arch>\n"
 #: Bump when :class:`DebInfo` changes shape.
@@ -38,13 +39,13 @@ INFO_FORMAT = "1"
 class _Slice(io.RawIOBase):
     """``size`` bytes of ``fh`` from ``offset`` as a readable stream."""
 
-    def __init__(self, fh: BinaryIO, offset: int, size: int) -> None:
+    def __init__(self, fh: IO[bytes], offset: int, size: int) -> None:
         self._fh, self._pos, self._end = fh, offset, offset + size
 
     def readable(self) -> bool:
         return True
 
-    def readinto(self, b) -> int:  # type: ignore[override]
+    def readinto(self, b) -> int:
         n = min(len(b), self._end - self._pos)
         if n <= 0:
             return 0
@@ -55,7 +56,7 @@ class _Slice(io.RawIOBase):
         return len(data)
 
 
-def ar_members(fh: BinaryIO, what: str) -> dict[str, tuple[int, int]]:
+def ar_members(fh: IO[bytes], what: str) -> dict[str, tuple[int, int]]:
     """The members of an ar archive: ``name -> (offset, size)``."""
     fh.seek(0)
     if fh.read(8) != AR_MAGIC:
@@ -79,29 +80,29 @@ def ar_members(fh: BinaryIO, what: str) -> dict[str, tuple[int, int]]:
     return out
 
 
-def _decompressor(name: str, raw: BinaryIO) -> BinaryIO:
+def _decompressor(name: str, raw: IO[bytes]) -> Reader:
     if name.endswith(".xz"):
-        return lzma.open(raw)  # type: ignore[return-value]
+        return lzma.open(raw)
     if name.endswith(".gz"):
-        return gzip.open(raw)  # type: ignore[return-value]
+        return gzip.open(raw)
     if name.endswith(".zst"):
-        return zstandard.ZstdDecompressor().stream_reader(raw)  # type: ignore[return-value]
+        return zstandard.ZstdDecompressor().stream_reader(raw)
     if name.endswith(".tar"):
         return raw
     raise IntegrityError(f"unsupported compression of {name}", "gpuship reads .deb members in gz, xz, zst or plain tar")
 
 
 @contextmanager
-def open_tar_member(fh: BinaryIO, prefix: str, what: str) -> Iterator[tarfile.TarFile]:
+def open_tar_member(fh: IO[bytes], prefix: str, what: str) -> Iterator[tarfile.TarFile]:
     """Open ``control.tar.*`` or ``data.tar.*`` of an open ``.deb`` as a streaming tar."""
     members = ar_members(fh, what)
     name = next((n for n in members if n == prefix or n.startswith(prefix + ".")), None)
     if name is None:
         raise IntegrityError(f"{what} has no {prefix} member", "re-download it; the file is damaged")
     off, size = members[name]
-    stream = _decompressor(name, io.BufferedReader(_Slice(fh, off, size), 1 << 20))  # type: ignore[arg-type]
+    stream = _decompressor(name, io.BufferedReader(_Slice(fh, off, size), CHUNK))
     try:
-        with tarfile.open(fileobj=stream, mode="r|") as tar:
+        with tarfile.open(fileobj=as_file(stream), mode="r|") as tar:
             yield tar
     except (tarfile.TarError, EOFError, lzma.LZMAError, zlib.error, zstandard.ZstdError, OSError) as exc:
         raise IntegrityError(f"{what}: damaged {name}: {exc}", "re-download it; the file is damaged") from exc

@@ -103,7 +103,7 @@ class Candidate:
     def multi_arch_same(self) -> bool:
         return self.field("Multi-Arch") == "same"
 
-    def relations(self, name: str) -> list[list[dict]]:
+    def relations(self, name: str) -> list[list[deb822.PkgRelation.ParsedRelation]]:
         text = self.field(name)
         return deb822.PkgRelation.parse_relations(text) if text else []
 

@@ -26,7 +26,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
@@ -36,6 +36,7 @@ from ...elf import dynamic_links
 from ...errors import GpushipError, ResolveError
 from ...oci.entry import Entry, clean_path, rebase_through_links
 from ...oci.layer import Layer, entries_from_dir
+from ...streams import Reader
 from .repository import Repository
 
 #: Bump when the cached scan or Contents map changes shape.
@@ -153,7 +154,7 @@ class Tree:
         return f"{self.resolve_dir(d)}/{name}".lstrip("/") in self.paths
 
 
-def _elf_facts(path: str, fh: BinaryIO) -> ElfFacts | None:
+def _elf_facts(path: str, fh: IO[bytes]) -> ElfFacts | None:
     try:
         elf = ELFFile(fh)
         if elf["e_type"] not in ("ET_DYN", "ET_EXEC"):
@@ -166,7 +167,7 @@ def _elf_facts(path: str, fh: BinaryIO) -> ElfFacts | None:
         return None
 
 
-def scan_items(items: Iterable[tuple[Entry, BinaryIO | None]], tree: Tree, links: Mapping[str, str]) -> list[ElfFacts]:
+def scan_items(items: Iterable[tuple[Entry, Reader | None]], tree: Tree, links: Mapping[str, str]) -> list[ElfFacts]:
     """Add every entry to ``tree``; return the facts of each dynamic ELF file among them."""
     facts: list[ElfFacts] = []
     for e, reader in items:
@@ -183,7 +184,7 @@ def scan_items(items: Iterable[tuple[Entry, BinaryIO | None]], tree: Tree, links
             tmp.write(head)
             shutil.copyfileobj(reader, tmp, 1 << 20)
             tmp.seek(0)
-            f = _elf_facts(path, tmp)  # type: ignore[arg-type]
+            f = _elf_facts(path, tmp)
         if f is not None and f.needed:
             facts.append(f)
     return facts
@@ -211,7 +212,7 @@ def _scan_layer_digest(layer: Layer, cache: Cache, links: Mapping[str, str]) -> 
         )
     entries: list[list[str]] = []
 
-    def recorded() -> Iterator[tuple[Entry, BinaryIO | None]]:
+    def recorded() -> Iterator[tuple[Entry, Reader | None]]:
         for e, r in layer.entries():
             entries.append([rebase_through_links(e.path, dict(links)) if links else e.path, e.kind, e.target])
             yield e, r
@@ -290,7 +291,7 @@ def _contents_map(repo: Repository, arch: str, cache: Cache) -> dict[str, list[t
                 head = raw.read(6)
                 raw.seek(0)
                 opener = gzip.open if head[:2] == b"\x1f\x8b" else lzma.open if head[:6] == b"\xfd7zXZ\x00" else None
-                fh = opener(raw) if opener else raw  # type: ignore[operator]
+                fh = opener(raw) if opener else raw
                 for raw_line in fh:
                     if b".so" not in raw_line:
                         continue
@@ -308,9 +309,9 @@ def _contents_map(repo: Repository, arch: str, cache: Cache) -> dict[str, list[t
                         part.setdefault(name, []).append([d, loc.rsplit("/", 1)[-1]])
             digest_map = cache.put_bytes(json.dumps(part, sort_keys=True, separators=(",", ":")).encode())
             cache.put_ref("debian-contents", key, {"digest": digest_map})
-        for name, locs in part.items():
+        for name, places in part.items():
             lst = out.setdefault(name, [])
-            for d, pkg in locs:
+            for d, pkg in places:
                 if (d, pkg) not in lst:
                     lst.append((d, pkg))
     return out
@@ -377,7 +378,7 @@ def _ld_library_path(env: Mapping[str, str] | None) -> list[str]:
 
 def libdeps_for_layers(
     layers: Sequence[Layer],
-    base,  # type: ignore[no-untyped-def]  # DebianBase (not imported: no cycle)
+    base,  # DebianBase (not imported: no cycle)
     cache: Cache | None = None,
     *,
     env: Mapping[str, str] | None = None,
@@ -424,7 +425,7 @@ def libdeps_for_layers(
 
 def libdeps_for_tree(
     root: Path | str,
-    base,  # type: ignore[no-untyped-def]
+    base,
     cache: Cache | None = None,
     *,
     prefix: str | None = None,
@@ -443,7 +444,7 @@ def libdeps_for_tree(
     for layer in base.layers:
         _merge(tree, _scan_layer(layer, cache, links)[0])
 
-    def items() -> Iterator[tuple[Entry, BinaryIO | None]]:
+    def items() -> Iterator[tuple[Entry, Reader | None]]:
         for e in entries_from_dir(root, where):
             if e.kind == "file" and e.open is not None:
                 with e.open() as fh:
@@ -462,7 +463,7 @@ def _merge(into: Tree, t: Tree) -> None:
         into.by_name.setdefault(k, set()).update(v)
 
 
-def _finish(facts, tree, base, cache, env, ignore, progress) -> list[LibDep]:  # type: ignore[no-untyped-def]
+def _finish(facts, tree, base, cache, env, ignore, progress) -> list[LibDep]:
     arch = base.platform.architecture
     pats = tuple(ignore)
     missing = {

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import email.utils
 import gzip
-import io
 import lzma
 import os
 import tempfile
@@ -22,12 +21,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import IO
 
 from debian import deb822
 
 from ... import tools
 from ...cache import Cache
 from ...errors import GpushipError, IntegrityError, ToolMissing
+from ...streams import as_file
 from .aptsources import Suite
 from .http import Http, NotFound
 from .index import Candidate, PackageIndex, dump_records, reduce_packages
@@ -146,11 +147,11 @@ class Release:
         return next((n for n in names if n in self.files), None)
 
 
-def _decompress(data_stream: io.BufferedIOBase | io.RawIOBase, name: str):  # type: ignore[no-untyped-def]
+def _decompress(data_stream: IO[bytes], name: str) -> IO[bytes]:
     if name.endswith(".xz"):
-        return lzma.open(data_stream)
+        return as_file(lzma.open(data_stream))
     if name.endswith(".gz"):
-        return gzip.open(data_stream)
+        return as_file(gzip.open(data_stream))
     return data_stream
 
 

@@ -163,7 +163,8 @@ class _Resolver:
         for c in self.installed.values():
             for group in c.relations("Provides"):
                 for a in group:
-                    if a["name"] == name and version_satisfies(a["version"][1] if a.get("version") else None, ver):
+                    provided = a.get("version")
+                    if a["name"] == name and version_satisfies(provided[1] if provided else None, ver):
                         return True
         return False
 

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +92,7 @@ def build_models(
         for group in group_models(root, rels, cache):
             digest = add(
                 local_key(group, workdir),
-                lambda g=group: local_entries(root, g, workdir),
+                partial(local_entries, root, group, workdir),
                 _local_source(group),
                 [f"{workdir}/{f.rel}" for f in group.files],
             )
@@ -102,8 +103,8 @@ def build_models(
         digest, size = fetch_url(url, cache, progress)
         key = "model-url:" + hashlib.sha256(json.dumps([url.path, digest]).encode()).hexdigest()
         shown = redact_url(url.url)
-        entry = Entry.stream(url.path, size, lambda d=digest: cache.open(d))
-        layer = add(key, lambda e=entry: [e], shown, [url.path])
+        entry = Entry.stream(url.path, size, partial(cache.open, digest))
+        layer = add(key, partial(list, [entry]), shown, [url.path])
         records.append(ModelRecord("url", shown, url.sha256, url.path, 1, size, (layer,)))
     if models.mounts:
         dirs = [Entry.dir(m.path) for m in models.mounts]
@@ -175,7 +176,7 @@ def mounts_label(mounts: Sequence[MountedModel]) -> dict[str, str]:
     return {MOUNTS_LABEL: json.dumps([m.to_json() for m in mounts], sort_keys=True, separators=(",", ":"))}
 
 
-def mounts_from_labels(labels: dict[str, str]) -> tuple[MountedModel, ...]:
+def mounts_from_labels(labels: Mapping[str, str]) -> tuple[MountedModel, ...]:
     """The mounted models an image declares (its :data:`MOUNTS_LABEL`)."""
     text = labels.get(MOUNTS_LABEL)
     if not text:

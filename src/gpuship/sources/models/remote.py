@@ -21,6 +21,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -174,14 +175,14 @@ def hub_entries(model: HubModel, files: tuple[HubFile, ...], cache: Cache) -> It
     """The files as the hub cache lays them out (or, with ``path``, as a plain directory there)."""
     if model.path:
         for f in files:
-            yield Entry.stream(f"{model.path}/{f.path}", f.size, lambda d=f.digest: cache.open(d))
+            yield Entry.stream(f"{model.path}/{f.path}", f.size, partial(cache.open, f.digest))
         return
     root = hub_repo_dir(model)
     blobs: set[str] = set()
     for f in files:
         if f.etag not in blobs:
             blobs.add(f.etag)
-            yield Entry.stream(f"{root}/blobs/{f.etag}", f.size, lambda d=f.digest: cache.open(d))
+            yield Entry.stream(f"{root}/blobs/{f.etag}", f.size, partial(cache.open, f.digest))
         depth = f.path.count("/")
         yield Entry.symlink(f"{root}/snapshots/{model.revision}/{f.path}", "../" * (2 + depth) + f"blobs/{f.etag}")
 

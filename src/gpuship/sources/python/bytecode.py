@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ...errors import GpushipError
 from ...oci import Entry
+from ...streams import CHUNK
 from .interpreter import HostPython
 
 
@@ -30,8 +31,9 @@ def compile_sources(sources: Iterable[Entry], python: HostPython, workdir: Path)
     for e in sources:
         dest = workdir / e.path
         dest.parent.mkdir(parents=True, exist_ok=True)
-        with e.open() as src, open(dest, "wb") as out:  # type: ignore[misc]
-            shutil.copyfileobj(src, out, 1 << 20)
+        assert e.open is not None  # a .py file entry
+        with e.open() as src, open(dest, "wb") as fh:
+            shutil.copyfileobj(src, fh, CHUNK)
         count += 1
     if count == 0:
         return []
@@ -63,8 +65,4 @@ def compile_sources(sources: Iterable[Entry], python: HostPython, workdir: Path)
         raise GpushipError(
             f"compiling byte code failed: {(proc.stderr or proc.stdout).decode(errors='replace').strip()[-300:]}"
         )
-    out: list[Entry] = []
-    for pyc in sorted(workdir.rglob("*.pyc")):
-        rel = pyc.relative_to(workdir).as_posix()
-        out.append(Entry.file(rel, pyc, mode=0o644))
-    return out
+    return [Entry.file(pyc.relative_to(workdir).as_posix(), pyc, mode=0o644) for pyc in sorted(workdir.rglob("*.pyc"))]

@@ -18,9 +18,9 @@ import httpx
 
 from ...cache import Cache
 from ...errors import GpushipError, IntegrityError
+from ...streams import CHUNK
 
 SYSTEM_CA = "/etc/ssl/certs/ca-certificates.crt"
-CHUNK = 1 << 20
 ProgressFn = Callable[..., None]
 
 

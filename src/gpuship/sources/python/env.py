@@ -301,7 +301,7 @@ def python_layers(
         return layer, info
 
     # the groups' layers are independent: built side by side (compression dominates and releases the GIL)
-    for (group, _), (layer, info) in zip(groups, parallel_map(lambda gp: group_layer(*gp), groups)):
+    for (group, _), (layer, info) in zip(groups, parallel_map(lambda gp: group_layer(*gp), groups), strict=True):
         layers.append((group, layer))
         distributions += [Distribution(n, v, group, size, files) for n, v, files, size in info["distributions"]]
         report = report.merged(PruneReport.from_json(info["report"]))

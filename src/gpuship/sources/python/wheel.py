@@ -21,7 +21,9 @@ import stat
 import zipfile
 import zlib
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import IO
 
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
@@ -71,6 +73,11 @@ def open_wheel(path: Path | str, filename: str) -> zipfile.ZipFile:
         return zipfile.ZipFile(path)
     except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
         raise IntegrityError(f"{filename} is not a readable wheel ({exc})", "download it again; it is damaged") from exc
+
+
+def _open_member(wheel: str, member: str) -> IO[bytes]:
+    """A member read through its own handle on the wheel, so the reader outlives the caller's."""
+    return zipfile.ZipFile(wheel).open(member)
 
 
 def _mode(info: zipfile.ZipInfo) -> int:
@@ -154,10 +161,10 @@ def install_wheel(
         else:
             assert info is not None
             if reopen:
-                wheel_path, member = zf.filename, info.filename
-                opener = lambda wheel_path=wheel_path, member=member: zipfile.ZipFile(wheel_path).open(member)  # noqa: E731
+                assert zf.filename is not None  # opened from a path
+                opener = partial(_open_member, zf.filename, info.filename)
             else:
-                opener = lambda info=info: zf.open(info)  # noqa: E731
+                opener = partial(zf.open, info)
             entry = Entry(full, "file", entry_mode, 0, 0, info.file_size, open=opener)
         result.files.append(InstalledFile(rel, entry, rec))
 
