@@ -135,7 +135,7 @@ def test_models_config_forms() -> None:
                 "!tests/**",
                 f"hf://org/tiny@{COMMIT}",
                 {"hf": f"org/other@{COMMIT}", "files": ["*.json"], "path": "models/other"},
-                "https://u:secret@files.example/a/w.bin?sig=s3cr3t#sha256=" + "ab" * 32,
+                "https://files.example/a/w.bin?sig=s3cr3t#sha256=" + "ab" * 32,
                 {"mount": "/models/llama", "claim": "llama-weights"},
                 {"mount": "/models/extra", "name": "extra", "env": "EXTRA_DIR", "host": "/shared/extra"},
             ],
@@ -177,10 +177,12 @@ def test_models_config_errors_are_one_line(value: object, says: str) -> None:
     assert says in exc.value.line() and "\n" not in exc.value.line()
 
 
-def test_a_url_with_credentials_is_never_shown_with_them() -> None:
-    with pytest.raises(ConfigError) as exc:
-        ModelsConfig.parse(["https://user:s3cr3t@files.example/w.bin?token=s3cr3t"])
-    assert "s3cr3t" not in exc.value.line() and "files.example/w.bin" in exc.value.line()
+def test_a_url_with_credentials_is_refused_without_showing_them() -> None:
+    for url in ("https://user:s3cr3t@files.example/w.bin?token=s3cr3t", "https://s3cr3t@files.example/w.bin"):
+        with pytest.raises(ConfigError) as exc:
+            ModelsConfig.parse([url + "#sha256=" + "ab" * 32])
+        assert "s3cr3t" not in exc.value.line() and "files.example/w.bin has credentials" in exc.value.line()
+        assert "~/.netrc" in exc.value.line()
 
 
 # -- https://...#sha256= -------------------------------------------------------------------------------------------

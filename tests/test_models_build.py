@@ -8,6 +8,7 @@ Kubernetes manifest that validates."""
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import os
 import socket
@@ -170,14 +171,27 @@ def test_hf_model_is_fetched_once_and_its_token_stays_out(tmp_path: Path, build_
     token = "hf_tok3n_" + uuid.uuid4().hex
     commit = os.urandom(20).hex()  # a commit no earlier run's cache has fetched (a commit's files never change)
     files = {"config.json": b'{"hidden_size": 8}', "model.safetensors": os.urandom(30_000)}
-    hub = FakeHub({"gpuship-test/tiny": HubRepo(commit, files, token=token)})
+    onnx = os.urandom(5_000)
+    hub = FakeHub(
+        {
+            "gpuship-test/tiny": HubRepo(commit, files, token=token),
+            "gpuship-test/open": HubRepo(commit, {"w.onnx": onnx}),
+        }
+    )
     try:
         project = copy_example("numpy-hello", tmp_path)
         text = (project / "pyproject.toml").read_text()
-        (project / "pyproject.toml").write_text(text + f'models = ["hf://gpuship-test/tiny@{commit}"]\n')
+        # a plain file too, by a signed URL: its signature is not shown in the report or the SBOM either
+        signature = "X-Signature=" + uuid.uuid4().hex
+        url = f"{hub.url}/gpuship-test/open/resolve/{commit}/w.onnx?{signature}"
+        url += f"#sha256={hashlib.sha256(onnx).hexdigest()}"
+        (project / "pyproject.toml").write_text(text + f'models = ["hf://gpuship-test/tiny@{commit}", "{url}"]\n')
         env = {"HF_ENDPOINT": hub.url, "HF_TOKEN": token, "HF_HOME": str(tmp_path / "hf-home")}
         first = build(project, tmp_path, build_cache, "first", env=env)
-        assert sorted(hub.downloads()) == sorted(f"/gpuship-test/tiny/resolve/{commit}/{p}" for p in files)
+        assert sorted(hub.downloads()) == sorted(
+            [f"/gpuship-test/tiny/resolve/{commit}/{p}" for p in files]
+            + [f"/gpuship-test/open/resolve/{commit}/w.onnx"]
+        )
         asked = len(hub.requests)
         (project / "main.py").write_text("print('edited')\n")
         second = build(project, tmp_path, build_cache, "second", env=env)
@@ -190,21 +204,23 @@ def test_hf_model_is_fetched_once_and_its_token_stays_out(tmp_path: Path, build_
 
         sbom = (tmp_path / "second.spdx.json").read_text()
         assert f"pkg:huggingface/gpuship-test/tiny@{commit}" in sbom
+        assert second["models"][1]["name"] == f"{hub.url}/gpuship-test/open/resolve/{commit}/w.onnx"
         blobs = list(image_bytes(tmp_path / "second.tar"))
         config = next(json.loads(b) for b in blobs if b.startswith(b"{") and b'"rootfs"' in b)
         assert "HF_HUB_CACHE=/opt/huggingface/hub" in config["config"]["Env"]
         assert "HF_HUB_OFFLINE=1" in config["config"]["Env"]
-        assert any(files["model.safetensors"] in b for b in blobs)  # the weights are in the image ...
+        assert any(files["model.safetensors"] in b for b in blobs) and any(onnx in b for b in blobs)  # in ...
         for where, data in [("report", (tmp_path / "second.json").read_bytes()), ("sbom", sbom.encode())] + [
             ("image", b) for b in blobs
         ]:
             assert token.encode() not in data, where  # ... and the token in none of it
+        for where, data in [("report", (tmp_path / "second.json").read_text()), ("sbom", sbom)]:
+            assert signature not in data, where
     finally:
         hub.close()
 
 
 def test_a_wrong_sha256_is_one_line(tmp_path: Path, build_cache: Path) -> None:
-    import hashlib
     import http.server
 
     body = os.urandom(1000)

@@ -208,6 +208,12 @@ class UrlModel:
         parts = urlsplit(url)
         if parts.scheme not in ("https", "http") or not parts.hostname or not parts.path.strip("/"):
             raise ConfigError(f"[tool.gpuship] models: {redact_url(url)!r} is not an https://HOST/PATH URL")
+        if parts.username or parts.password:
+            raise ConfigError(
+                f"[tool.gpuship] models: {redact_url(url)} has credentials in its URL, which would ship in the image"
+                " with pyproject.toml",
+                "put them in ~/.netrc (gpuship's downloads read it) and drop them from the URL",
+            )
         if fragment.startswith("sha256="):
             sha256 = sha256 or fragment.removeprefix("sha256=")
         sha256 = sha256.lower()
