@@ -368,3 +368,11 @@ def test_inspect_shows_model_files_as_their_own_category(tmp_path: Path, cache: 
     assert report["model_bytes"] == sum(s for _, s in got.values())
     assert report["unowned_bytes"] == len("print(1)\n")
     assert {b["label"] for b in report["blocks"] if b["kind"] == "model"} == set(got)
+
+
+def test_hf_model_with_a_path_is_a_plain_directory(tmp_path: Path, cache: Cache, hub: FakeHub) -> None:
+    root = project(tmp_path)
+    got = models_of(root, cache, [{"hf": f"gpuship-test/tiny@{COMMIT}", "files": ["*.json", "*.txt"], "path": "m"}])
+    (m,) = got.layers
+    assert sorted(tar_names(m.layer)) == ["app/m/config.json", "app/m/tokenizer/vocab.txt"]  # no refs, no blobs
+    assert ModelsConfig.parse([{"hf": f"o/n@{COMMIT}", "path": "/m"}]).env() == {}  # no hub cache to point at
