@@ -298,7 +298,7 @@ class Bench:
         cache = Cache(self.work / "caches" / "base")
         out: dict[str, Any] = {}
         for arch in ("amd64", "arm64"):
-            b = build_base("debian-bookworm", f"linux/{arch}", cache=cache)
+            b = build_base("debian-bookworm", f"linux/{arch}", cache=cache, compression="gzip")
             out[f"gpuship_debian_bookworm_{arch}"] = {
                 "compressed": sum(layer.size for layer in b.layers),
                 "uncompressed": sum(layer.uncompressed_size for layer in b.layers),

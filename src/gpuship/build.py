@@ -18,6 +18,8 @@ from typing import Any
 from .cache import Cache
 from .errors import GpushipError
 from .oci import (
+    BlobCompression,
+    Compression,
     Entry,
     Image,
     ImageConfig,
@@ -76,6 +78,8 @@ class BuildResult:
     outputs: tuple[str, ...] = ()
     warnings: tuple[str, ...] = field(default_factory=tuple)
     models: ModelSet | None = None
+    #: what each output says it did (e.g. how many layers went to the engine)
+    written: tuple[str, ...] = ()
 
     @property
     def digest(self) -> str:
@@ -90,6 +94,7 @@ class BuildResult:
             "python": self.plan.python_version,
             "seconds": round(self.seconds, 3),
             "outputs": list(self.outputs),
+            "written": list(self.written),
             "gpu": (gpu.explain() if gpu is not None and getattr(gpu, "is_gpu", False) else None),
             "secrets_skipped": list(self.secrets_skipped),
             "warnings": list(self.warnings),
@@ -184,7 +189,7 @@ def build(options: BuildOptions, *, cache: Cache | None = None, progress: Progre
         plan.config.models,
         plan.config.workdir,
         cache,
-        compression=plan.compression,
+        compression="none",  # layers are plain tars: the outputs compress where bytes travel
         project_files=not options.dev,
         progress=progress,
     )
@@ -198,14 +203,16 @@ def build(options: BuildOptions, *, cache: Cache | None = None, progress: Progre
 
     images = [r.image for r in results]
     result: Image | Index = images[0] if len(images) == 1 else make_index(images)
-    outputs: list[str] = []
-    if options.output:
+    outputs = [t.strip() for t in (options.output or "").split(",") if t.strip()]
+    result, results = _shipped(result, results, outputs, plan.compression)  # type: ignore[arg-type]
+    written: list[str] = []
+    if outputs:
         from .oci.sinks import write_output
 
-        for target in options.output.split(","):
+        for target in outputs:
             _say(progress, f"writing {target}")
-            write_output(result, target.strip(), tag=plan.tag)
-            outputs.append(target.strip())
+            written.append(write_output(result, target, tag=plan.tag, compression=plan.compression))  # type: ignore[arg-type]
+            _say(progress, written[-1])
     br = BuildResult(
         plan,
         result,
@@ -215,12 +222,37 @@ def build(options: BuildOptions, *, cache: Cache | None = None, progress: Progre
         tuple(outputs),
         tuple(warnings),
         models,
+        tuple(written),
     )
     if options.report:
         _say(progress, f"writing the report {options.report}")
         write_report(br, options.report)
         br = replace(br, seconds=time.monotonic() - started)  # the time the user waited, the report included
     return br
+
+
+def _shipped(
+    result: Image | Index, platforms: list[PlatformResult], outputs: Sequence[str], compression: Compression
+) -> tuple[Image | Index, list[PlatformResult]]:
+    """The image in the form its outputs get, and the platform results (layer rows) to match.
+
+    Layers are built as plain tars; where any output's bytes travel (every one but an engine), or when there is
+    no output, the result is the compressed image (each layer compressed once per machine, remembered), so the
+    digest printed is the one a registry or an OCI layout holds. An engine-only build stays uncompressed: its
+    digest is that of the image the engine was given."""
+    from .oci.compress import for_transport
+    from .oci.sinks import target_compresses
+
+    if outputs and not any(target_compresses(t) for t in outputs):
+        return result, platforms
+    shipped = for_transport(result, compression)
+    by_platform = {img.platform: img for img in (shipped.images if isinstance(shipped, Index) else (shipped,))}
+    out = []
+    for p in platforms:
+        img = by_platform[p.image.platform]
+        rows = tuple(replace(r, digest=l.digest, size=l.size) for r, l in zip(p.rows, img.layers, strict=True))
+        out.append(replace(p, image=img, rows=rows))
+    return shipped, out
 
 
 def gpu_on(plan: BuildPlan) -> bool:
@@ -373,7 +405,7 @@ def _build_platform(
     from .sources.debian import PROFILES, build_base, libdeps_for_layers
     from .sources.python import PruneRules, python_layers
 
-    compression = plan.compression
+    compression: BlobCompression = "none"  # layers are plain tars: outputs compress where bytes travel
     cfg = plan.config
     app = models.app
     _say(progress, f"[{platform}] installing the Python environment")
@@ -538,7 +570,6 @@ def _project_layer(
         cache,
         "project:" + h.hexdigest(),
         lambda: inst.entries,
-        compression=plan.compression,
         comment=f"project {inst.name} {inst.version}",
     )
 

@@ -131,7 +131,6 @@ def editable_layer(plan: Any, python: Any, cache: Cache) -> Layer:
         cache,
         key,
         lambda: editable_entries(**args),
-        compression=plan.compression,
         comment=f"gpuship dev: {what}",
     )
 

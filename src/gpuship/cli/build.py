@@ -42,7 +42,7 @@ def build(
     compression: str = typer.Option(
         None,
         "--compression",
-        help="Layer compression: gzip (default) or zstd. Note: Debian's Docker 20.10 refuses zstd layers in `docker load`; use zstd for registries and newer engines.",
+        help="Compression of the layers where bytes travel (OCI layouts, archives, registries): gzip (default) or zstd. A docker: output gets plain layers, which every engine takes.",
     ),
     tag: str = typer.Option(None, "--tag", "-t", help="Image name:tag (default: the project's name:version)."),
     base: str = typer.Option(

@@ -37,6 +37,7 @@ from .layout import (
     _VerifiedReader,
     atomic_file,
     blob_path,
+    images_of,
     layout_entries,
     top_descriptor,
 )
@@ -126,15 +127,30 @@ def _needs_plain_copy(layer: Layer) -> bool:
 
 
 def docker_archive_entries(
-    obj: ImageOrIndex, tags: Sequence[str] = (), platform: Platform | str | None = None
+    obj: ImageOrIndex,
+    tags: Sequence[str] = (),
+    platform: Platform | str | None = None,
+    *,
+    omit: frozenset[str] = frozenset(),
+    legacy: bool = True,
 ) -> list[Entry]:
-    """The archive's entries: the OCI layout, ``manifest.json`` and ``repositories``."""
+    """The archive's entries: the OCI layout, ``manifest.json`` and ``repositories``.
+
+    For a load that sends only what an engine lacks (:mod:`.engine`): ``omit`` names layers (by diff_id) whose
+    files are left out, and ``legacy=False`` leaves out ``manifest.json`` and ``repositories`` (containerd reads
+    the OCI layout alone, and a ``manifest.json`` would make it want every layer file).
+    """
     parsed = list(dict.fromkeys(DockerTag.parse(t) for t in tags))
     if parsed:
         descs = [top_descriptor(obj, {CONTAINERD_NAME: t.full_name, REF_NAME: t.tag}) for t in parsed]
     else:
         descs = [top_descriptor(obj)]
     entries = layout_entries(obj, descs)
+    if omit:
+        gone = {blob_path(x.digest) for i in images_of(obj) for x in i.layers if x.diff_id in omit}
+        entries = [e for e in entries if e.path not in gone]
+    if not legacy:
+        return entries
     have = {e.path for e in entries}
 
     img = pick_image(obj, platform)
@@ -142,7 +158,7 @@ def docker_archive_entries(
     for layer in img.layers:
         if _needs_plain_copy(layer):
             path = blob_path(layer.diff_id)
-            if path not in have:
+            if path not in have and layer.diff_id not in omit:
                 entries.append(Entry.stream(path, layer.uncompressed_size, lambda lay=layer: _TarOfLayer(lay)))  # type: ignore[misc]
                 have.add(path)
         else:
@@ -166,10 +182,18 @@ def docker_archive_entries(
 
 
 def write_docker_archive_to(
-    obj: ImageOrIndex, out: Writer, tags: Sequence[str] = (), platform: Platform | str | None = None
+    obj: ImageOrIndex,
+    out: Writer,
+    tags: Sequence[str] = (),
+    platform: Platform | str | None = None,
+    *,
+    omit: frozenset[str] = frozenset(),
+    legacy: bool = True,
 ) -> None:
-    """Stream the archive to an open binary file or pipe (sorted entries, mtime 0, owner 0:0)."""
-    write_tar(docker_archive_entries(obj, tags, platform), out, mtime=0, link_identical=False)
+    """Stream the archive to an open binary file or pipe (sorted entries, mtime 0, owner 0:0); ``omit`` and
+    ``legacy`` as in :func:`docker_archive_entries`."""
+    entries = docker_archive_entries(obj, tags, platform, omit=omit, legacy=legacy)
+    write_tar(entries, out, mtime=0, link_identical=False)
 
 
 def write_docker_archive(

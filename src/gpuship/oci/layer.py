@@ -24,26 +24,21 @@ import zstandard
 from ..cache import Cache
 from ..errors import IntegrityError
 from ..streams import CHUNK, Reader, Writer, as_file, open_file
+from .compress import compressor, compressor_id, recompress_key
 from .entry import Entry, clean_path
 from .media import BlobCompression, Compression
 from .tarball import iter_tar, source_date_epoch, write_tar
 
-#: The pinned compressor settings. They are part of every layer's cache key: change them and layers rebuild.
-GZIP_LEVEL = 6
-ZSTD_LEVEL = 3
+__all__ = ["Compression", "Layer", "build_layer", "cached_layer", "compressor_id", "recompress", "rewrite_layer"]
+
+#: The layer format: bump it when the bytes a layer's entries become change (the tar writer's rules, the
+#: entries a source emits), so layers remembered under an input key are built again. Part of every layer key.
+LAYER_FORMAT = 2
 
 
-def written_as(compression: BlobCompression) -> Compression:
-    """How a rewritten layer is compressed: as it was, and an uncompressed one (read, never written by gpuship)
-    with gzip."""
-    return "gzip" if compression == "none" else compression
-
-
-def compressor_id(compression: Compression) -> str:
-    """What produced the bytes: recorded in reports and cache keys so digests stay explainable."""
-    if compression == "gzip":
-        return f"zlib-{zlib.ZLIB_RUNTIME_VERSION}-level{GZIP_LEVEL}"
-    return f"zstd-{zstandard.ZSTD_VERSION}-level{ZSTD_LEVEL}"
+def written_as(compression: BlobCompression) -> BlobCompression:
+    """How a rewritten layer is stored: as it was (a plain layer stays plain; the outputs compress it)."""
+    return compression
 
 
 @dataclass(frozen=True)
@@ -96,53 +91,51 @@ class Layer:
 
 
 class _Pipeline(io.RawIOBase):
-    """tar bytes in -> diff_id hash -> compressor -> digest hash -> cache blob."""
+    """tar bytes in -> diff_id hash -> compressor -> digest hash -> cache blob.
 
-    def __init__(self, sink: Writer, compression: Compression) -> None:
+    Uncompressed (``"none"``), the blob is the tar: its digest is the diff_id, hashed once."""
+
+    def __init__(self, sink: Writer, compression: BlobCompression) -> None:
         self._sink = sink
-        self.diff = hashlib.sha256()
+        self._diff = None if compression == "none" else hashlib.sha256()
         self.usize = 0
-        z: zlib._Compress | zstandard.ZstdCompressionObj
-        if compression == "gzip":
-            # wbits=31: gzip container; zlib writes mtime 0, no file name, fixed OS byte.
-            z = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
-        else:
-            z = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_content_size=False).compressobj()
-        self._compress, self._flush = z.compress, z.flush
+        self._c = compressor(compression, sink)
 
     def writable(self) -> bool:
         return True
 
     def write(self, b) -> int:
         data = bytes(b)
-        self.diff.update(data)
+        if self._diff is not None:
+            self._diff.update(data)
         self.usize += len(data)
-        out = self._compress(data)
-        if out:
-            self._sink.write(out)
+        self._c.write(data)
         return len(data)
 
     def finish(self) -> None:
-        self._sink.write(self._flush())
+        self._c.close()
+
+    @property
+    def diff_id(self) -> str:
+        """The tar's digest (call after :meth:`finish` and the blob writer's end)."""
+        return self._sink.digest if self._diff is None else "sha256:" + self._diff.hexdigest()
 
 
 def build_layer(
     entries: Iterable[Entry],
     cache: Cache | None = None,
     *,
-    compression: Compression = "gzip",
+    compression: BlobCompression = "none",
     comment: str = "",
     mtime: int | None = None,
 ) -> Layer:
-    """Make a layer from entries: reproducible tar, compressed, stored in the cache."""
+    """Make a layer from entries: reproducible tar, stored in the cache (as it is, or compressed)."""
     cache = cache or Cache()
     with cache.blob_writer() as sink:
         pipe = _Pipeline(sink, compression)
         write_tar(entries, pipe, mtime=mtime)
         pipe.finish()
-    return Layer(
-        sink.digest, "sha256:" + pipe.diff.hexdigest(), sink.size, pipe.usize, compression, comment, False, cache
-    )
+    return Layer(sink.digest, pipe.diff_id, sink.size, pipe.usize, compression, comment, False, cache)
 
 
 def cached_layer(
@@ -150,22 +143,31 @@ def cached_layer(
     key: str,
     make_entries: Callable[[], Iterable[Entry]],
     *,
-    compression: Compression = "gzip",
+    compression: BlobCompression = "none",
     comment: str = "",
 ) -> Layer:
     """A layer built once per ``key`` (a hash of everything that goes into it) and reused after.
 
-    The key is combined with the compressor and epoch, so a change of either rebuilds.
+    The key is combined with the layer format, the compressor and the epoch (:func:`layer_key`), so a change of
+    any rebuilds.
     """
     return _remembered(
         cache,
-        _layer_key(key, compression),
+        layer_key(key, compression),
         lambda: build_layer(make_entries(), cache, compression=compression, comment=comment),
     )
 
 
-def _layer_key(key: str, compression: Compression) -> str:
-    return hashlib.sha256(json.dumps([key, compressor_id(compression), source_date_epoch()]).encode()).hexdigest()
+def layer_key(key: str, compression: BlobCompression = "none") -> str:
+    """The full cache key of a layer whose source calls its inputs ``key``.
+
+    ``key`` names every input the source reads (the locked files by hash, the prune settings, the app files by
+    hash, ...); to it are added what turns those inputs into bytes: :data:`LAYER_FORMAT`, the compressor
+    (:func:`compressor_id`) and the tar timestamp (``SOURCE_DATE_EPOCH``). Equal keys, equal bytes: this is what
+    a rebuild, and a shared build cache, may trust.
+    """
+    parts = [key, LAYER_FORMAT, compressor_id(compression), source_date_epoch()]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
 
 
 def _remembered(cache: Cache, full_key: str, make: Callable[[], Layer]) -> Layer:
@@ -180,7 +182,7 @@ def _remembered(cache: Cache, full_key: str, make: Callable[[], Layer]) -> Layer
         return layer
 
 
-def recompress(layer: Layer, compression: Compression, cache: Cache | None = None) -> Layer:
+def recompress(layer: Layer, compression: BlobCompression, cache: Cache | None = None) -> Layer:
     """The same tar stored with ``compression`` (its diff_id is unchanged, its digest is not).
 
     Done once per (diff_id, compressor): the result is remembered in the cache.
@@ -188,7 +190,7 @@ def recompress(layer: Layer, compression: Compression, cache: Cache | None = Non
     if layer.compression == compression:
         return layer
     cache = cache or layer.cache
-    key = hashlib.sha256(json.dumps(["recompress", layer.diff_id, compressor_id(compression)]).encode()).hexdigest()
+    key = recompress_key(layer.diff_id, compression)
 
     def make() -> Layer:
         with layer.open_tar() as src, cache.blob_writer() as sink:
@@ -196,7 +198,7 @@ def recompress(layer: Layer, compression: Compression, cache: Cache | None = Non
             while chunk := src.read(CHUNK):
                 pipe.write(chunk)
             pipe.finish()
-            if "sha256:" + pipe.diff.hexdigest() != layer.diff_id:
+            if pipe.diff_id != layer.diff_id:
                 raise IntegrityError(
                     f"layer {layer.digest} does not decompress to its diff_id {layer.diff_id}",
                     "the cached blob is damaged; run gpuship cache prune and rebuild",
@@ -247,7 +249,7 @@ def rewrite_layer(
             comment=layer.comment if comment is None else comment,
         )
 
-    return _remembered(cache, _layer_key(f"rewrite:{key}:{layer.digest}", written_as(layer.compression)), make)
+    return _remembered(cache, layer_key(f"rewrite:{key}:{layer.digest}", layer.compression), make)
 
 
 def entries_from_dir(

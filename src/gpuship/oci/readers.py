@@ -321,7 +321,7 @@ def _compress_legacy_layer(store: _Store, path: str, cache: Cache, diff_id: str)
         while chunk := src.read(CHUNK):
             pipe.write(chunk)
         pipe.finish()
-        if "sha256:" + pipe.diff.hexdigest() != diff_id:
+        if pipe.diff_id != diff_id:
             raise IntegrityError(
                 f"{store.name}: layer {path} does not match the config's diff_id {diff_id}",
                 "the archive was damaged or tampered with; nothing was imported",

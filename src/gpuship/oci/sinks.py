@@ -9,7 +9,9 @@ optional name)::
     docker:NAME[:TAG]              loaded into the local Docker Engine (streamed into docker load)
     registry:REF                   pushed to a registry (provided by gpuship.registry, see register_sink)
 
-Each writer is deterministic (same image, same bytes) and leaves nothing behind on failure. :func:`write_split`
+Each writer is deterministic (same image, same bytes) and leaves nothing behind on failure. Layers are compressed
+only for the targets whose bytes travel (every one but ``docker:``), once per layer and codec
+(:func:`gpuship.oci.compress.for_transport`); an engine gets the plain tars it stores anyway. :func:`write_split`
 writes an archive target in numbered parts with a manifest of their digests (:mod:`gpuship.oci.parts`).
 Other modules add schemes with :func:`register_sink`; ``registry`` is looked up in :mod:`gpuship.registry`
 the first time a ``registry:`` target is used, so that package only needs to call ``register_sink``.
@@ -23,8 +25,9 @@ from dataclasses import dataclass
 
 from ..errors import GpushipError
 from .archive import write_oci_archive, write_oci_archive_to
+from .compress import Compression, for_transport
 from .docker_archive import DockerTag, write_docker_archive, write_docker_archive_to
-from .engine import load_into_engine
+from .engine import load_image, load_into_engine
 from .image import Platform
 from .layout import ImageOrIndex, _check_layout_tag, write_oci_layout
 from .parts import Parts, write_parts
@@ -36,6 +39,7 @@ __all__ = [
     "parse_target",
     "register_sink",
     "sink_schemes",
+    "target_compresses",
     "write_docker_archive",
     "write_oci_archive",
     "write_oci_layout",
@@ -51,6 +55,7 @@ class SinkOptions:
 
     platform: Platform | None = None
     tag: str | None = None
+    compression: Compression = "gzip"
 
 
 #: ``(image_or_index, rest_of_target, options) -> a short description of what was written``
@@ -62,6 +67,8 @@ class Sink:
     scheme: str
     write: SinkFn
     usage: str
+    #: False for a container engine: it stores layers uncompressed, so it gets them so
+    compresses: bool = True
 
 
 _SINKS: dict[str, Sink] = {}
@@ -69,9 +76,11 @@ _SINKS: dict[str, Sink] = {}
 _PROVIDERS = {"registry": "gpuship.registry"}
 
 
-def register_sink(scheme: str, write: SinkFn, usage: str) -> None:
-    """Make ``SCHEME:...`` a target of :func:`write_output` (``usage`` is shown in errors, e.g. ``registry:REF``)."""
-    _SINKS[scheme] = Sink(scheme, write, usage)
+def register_sink(scheme: str, write: SinkFn, usage: str, *, compresses: bool = True) -> None:
+    """Make ``SCHEME:...`` a target of :func:`write_output` (``usage`` is shown in errors, e.g. ``registry:REF``).
+
+    ``compresses``: the sink is given layers compressed (False: as they are, e.g. plain tars for an engine)."""
+    _SINKS[scheme] = Sink(scheme, write, usage, compresses)
 
 
 def sink_schemes() -> list[str]:
@@ -101,18 +110,30 @@ def parse_target(target: str) -> tuple[Sink, str]:
 
 
 def write_output(
-    obj: ImageOrIndex, target: str, *, platform: Platform | str | None = None, tag: str | None = None
+    obj: ImageOrIndex,
+    target: str,
+    *,
+    platform: Platform | str | None = None,
+    tag: str | None = None,
+    compression: Compression = "gzip",
 ) -> str:
     """Send ``obj`` to ``target`` (see the module doc); returns a short line saying what was written.
 
     ``platform`` picks the image of an Index where the target holds only one (``docker:``, and the
     ``manifest.json`` part of ``docker-archive:``). ``tag`` (``name[:tag]``) names the image where the target
     does not: the RepoTag of a docker-archive, the engine's name for ``docker:``, and (its tag part) the ref
-    name in an OCI layout or oci-archive.
+    name in an OCI layout or oci-archive. ``compression``: what uncompressed layers get where bytes travel.
     """
     sink, rest = parse_target(target)
     p = Platform.parse(platform) if isinstance(platform, str) else platform
-    return sink.write(obj, rest, SinkOptions(p, tag))
+    if sink.compresses:
+        obj = for_transport(obj, compression)
+    return sink.write(obj, rest, SinkOptions(p, tag, compression))
+
+
+def target_compresses(target: str) -> bool:
+    """Whether ``target``'s sink gets compressed layers (see :func:`register_sink`)."""
+    return parse_target(target)[0].compresses
 
 
 def _need_path(rest: str, usage: str) -> None:
@@ -150,7 +171,7 @@ def _docker(obj: ImageOrIndex, rest: str, opts: SinkOptions) -> str:
     name = rest or opts.tag
     if not name:
         raise GpushipError("output docker: names no image", "use docker:NAME[:TAG]")
-    return f"loaded into Docker as {load_into_engine(obj, name, platform=opts.platform)}"
+    return f"loaded into Docker as {load_image(obj, name, platform=opts.platform).describe()}"
 
 
 def write_split(
@@ -192,4 +213,4 @@ def write_split(
 register_sink("oci", _oci, "oci:DIR[:TAG]")
 register_sink("oci-archive", _oci_archive, "oci-archive:FILE[:TAG]")
 register_sink("docker-archive", _docker_archive, "docker-archive:FILE[:NAME:TAG]")
-register_sink("docker", _docker, "docker:NAME[:TAG]")
+register_sink("docker", _docker, "docker:NAME[:TAG]", compresses=False)

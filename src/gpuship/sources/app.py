@@ -21,7 +21,7 @@ import pathspec
 
 from ..cache import Cache
 from ..errors import ConfigError
-from ..oci import Compression, Entry, Layer, cached_layer
+from ..oci import BlobCompression, Entry, Layer, cached_layer
 from ..oci.entry import MAX_DEPTH
 from .secrets import NOT_SECRETS, SECRET_PATTERNS, holds_private_key, looks_like_secret
 
@@ -269,7 +269,7 @@ def app_entries(app: AppFiles, dest: str) -> Iterator[Entry]:
             yield Entry.file(target, p, mode=0o755 if executable else 0o644)
 
 
-def app_layer(app: AppFiles, dest: str, cache: Cache, *, compression: Compression = "gzip") -> Layer:
+def app_layer(app: AppFiles, dest: str, cache: Cache, *, compression: BlobCompression = "none") -> Layer:
     return cached_layer(
         cache,
         f"app:{dest}:{app.key()}",

@@ -29,7 +29,8 @@ from ...cache import Cache
 from ...errors import GpushipError
 from ...oci.entry import Entry
 from ...oci.image import ImageConfig, Platform
-from ...oci.layer import Compression, Layer, cached_layer
+from ...oci.layer import Layer, cached_layer
+from ...oci.media import BlobCompression
 from ...streams import open_file
 from .aptsources import Suite, suites_for
 from .deb import DebInfo, Member, deb_info, read_data_files, unpack_data
@@ -187,7 +188,7 @@ def _group_entries(
 
 
 #: bump when DebianBase or the way it is made changes, so remembered results are not reused
-BASE_MEMO_VERSION = 1
+BASE_MEMO_VERSION = 2
 
 
 def _key(*parts: object) -> str:
@@ -207,7 +208,7 @@ def build_base(
     progress: Progress | None = None,
     *,
     security_mirror: str | None = None,
-    compression: Compression = "gzip",
+    compression: BlobCompression = "none",
 ) -> DebianBase:
     """Assemble the Debian base ``profile`` (``debian-bookworm``, ``debian-trixie``) for ``platform``.
 
@@ -267,7 +268,7 @@ def _build(
     cache: Cache,
     repo: Repository,
     progress: Progress | None,
-    compression: Compression,
+    compression: BlobCompression,
 ) -> DebianBase:
     arch = plat.architecture
     _say(progress, f"resolving {prof.name} packages for {arch}")

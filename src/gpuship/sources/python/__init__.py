@@ -5,7 +5,7 @@ Public API::
     lock_project(project, platforms, python_version, cache, *, locked=False, extra_requirements=(),
                  constraints=(), progress=None, glibc="2.36") -> Lock
     python_layers(lock, platform, python, cache, *, prune=PruneRules(), progress=None, venv="/opt/venv",
-                  compression="gzip") -> PythonEnv
+                  compression="none") -> PythonEnv
     install_project(project, python, cache, *, platform=None, venv="/opt/venv", prune=PruneRules()) -> ProjectInstall
 
 ``python`` is anything with ``version`` ("3.11" / "3.11.2") and ``executable`` ("/usr/bin/python3.11"), such as

@@ -21,7 +21,7 @@ from typing import Any
 from ...cache import Cache
 from ...errors import ConfigError
 from ...oci import Entry, Layer, Platform, cached_layer, clean_path
-from ...oci.layer import Compression
+from ...oci.media import BlobCompression
 from ...parallel import parallel_map
 from .build import built_wheel
 from .bytecode import compile_sources
@@ -79,7 +79,7 @@ class PythonEnv:
 
 
 def _venv_layer(
-    cache: Cache, venv: str, python: PythonLike, compression: Compression, system_site_packages: bool = False
+    cache: Cache, venv: str, python: PythonLike, compression: BlobCompression, system_site_packages: bool = False
 ) -> Layer:
     parts: list[object] = ["python-venv", LAYOUT_VERSION, venv, python.executable, python.version]
     if system_site_packages:
@@ -219,7 +219,7 @@ def python_layers(
     prune: PruneRules = PruneRules(),
     progress: ProgressFn | None = None,
     venv: str = VENV,
-    compression: Compression = "gzip",
+    compression: BlobCompression = "none",
     system_site_packages: bool = False,
 ) -> PythonEnv:
     """Install ``lock``'s packages for ``platform`` into ``venv`` (using the base's ``python``) as layers.
