@@ -85,3 +85,30 @@ def test_layers_built_side_by_side_match_one_at_a_time(tmp_path: Path, build_cac
         )
         digests[jobs] = data["digest"]
     assert digests == {"1": warm["digest"], "2": warm["digest"]}
+
+
+def test_edit_rebuild_to_docker_sends_only_the_app_layer(tmp_path: Path, build_cache: Path, docker) -> None:  # noqa: ANN001
+    """Into the Docker Engine: a no-change rebuild only tags, an edit rebuild sends a partial archive (the app
+    layer alone) and the container runs the edited code."""
+    project = copy_example("numpy-hello", tmp_path)
+    tag = docker.tag()
+    try:
+        first = _build_to(project, tmp_path, build_cache, "first", f"docker:{tag}")
+        again = _build_to(project, tmp_path, build_cache, "again", f"docker:{tag}")
+        assert again["digest"] == first["digest"]
+        assert "the engine had the image: tagged" in again["written"][0], again["written"]
+        main = project / "main.py"
+        main.write_text(main.read_text() + "\nprint('edited by the test')\n")
+        edited = _build_to(project, tmp_path, build_cache, "edited", f"docker:{tag}")
+        n = len(edited["platforms"][0]["layers"])
+        assert f"1 of {n} layers sent" in edited["written"][0], edited["written"]
+        assert "edited by the test" in docker.run("run", "--rm", tag).stdout
+    finally:
+        docker.run("rmi", "-f", tag, check=False)
+
+
+def _build_to(project: Path, tmp_path: Path, cache: Path, name: str, output: str) -> dict:
+    report = tmp_path / f"{name}.json"
+    proc = gpuship("build", str(project), "-o", output, "--report", str(report), cache=cache)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(report.read_text())

@@ -1,5 +1,5 @@
 """``python -m gpuship``: the same as the ``gpuship`` command."""
 
-from .cli.main import main
+from .cli.app import main
 
 main()

@@ -13,7 +13,7 @@ from ..build import build as run_build
 from ..oci.media import parse_compression
 from ..plan import BuildOptions
 from .console import err, handles_errors, info, out, state, status_progress
-from .main import app
+from .app import app
 
 OUTPUT_HELP = (
     "Where the image goes (comma-separated for several): oci:DIR, oci-archive:FILE, docker-archive:FILE, "

@@ -6,7 +6,7 @@ import typer
 
 from ..cache import Cache
 from .console import handles_errors, out
-from .main import app
+from .app import app
 
 cache_app = typer.Typer(help="Look at or clean the content-addressed cache (GPUSHIP_CACHE overrides its place).")
 app.add_typer(cache_app, name="cache")

@@ -14,7 +14,7 @@ from ..cache import Cache
 from ..errors import ConfigError
 from ..oci.image import Platform
 from .console import err, handles_errors, info, out, state
-from .main import app
+from .app import app
 
 debian_app = typer.Typer(
     help="The Debian base gpuship assembles from .deb packages (no base image, no daemon, no maintainer scripts).",

@@ -30,7 +30,7 @@ from ..deploy.squashfs import COMPRESSIONS
 from ..errors import GpushipError
 from ..oci import Image, Index
 from .console import err, handles_errors, info, state
-from .main import app
+from .app import app
 
 deploy_app = typer.Typer(
     help="Write ready-to-apply files that run an image on Kubernetes, Docker Compose, Slurm (pyxis/enroot) or "

@@ -9,7 +9,7 @@ import typer
 
 from ..dev import dev as run_dev
 from .console import err, handles_errors, info, state, status_progress
-from .main import app
+from .app import app
 from .run import GPUS_HELP, RUNTIME_HELP, container_options, run_status
 
 

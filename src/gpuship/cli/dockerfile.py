@@ -10,7 +10,7 @@ import typer
 
 from ..errors import GpushipError
 from .console import err, handles_errors, info, out, state
-from .main import app
+from .app import app
 
 HELP = (
     "Write a multi-stage Dockerfile equivalent to `gpuship build`'s plan, and its .dockerignore.\n\n"

@@ -11,7 +11,7 @@ import typer
 
 from ..errors import ConfigError
 from .console import handles_errors, out
-from .main import app
+from .app import app
 
 EXPLAIN_EPILOG = (
     "Examples: gpuship explain examples/torch-status | gpuship explain -r torch -r cupy --target V100 | "

@@ -12,7 +12,7 @@ from ..oci.readers import read_image
 from ..oci.sinks import sink_schemes, write_output, write_split
 from ..run.options import parse_size
 from .console import err, handles_errors, out, state
-from .main import app
+from .app import app
 
 image_app = typer.Typer(
     help="Convert images between OCI layout, oci-archive, docker-archive and the Docker Engine; list what an image holds.",

@@ -14,7 +14,7 @@ from ..errors import GpushipError
 from ..inspect import ImageReport, inspect_image, write_html
 from ..oci.image import Image, Index, Platform
 from .console import err, handles_errors, info, out, state
-from .main import app
+from .app import app
 
 
 def human(n: int) -> str:

@@ -19,7 +19,7 @@ from ..run.options import (
     parse_volume,
 )
 from .console import err, handles_errors, info, state
-from .main import app
+from .app import app
 
 IMAGE_HELP = (
     "The image: oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:NAME:TAG], a plain path to any of "

@@ -12,7 +12,7 @@ from ..cache import Cache
 from ..errors import GpushipError
 from ..run.options import BUILTIN_RUNTIMES, parse_env, parse_runtime
 from .console import err, handles_errors, info, out, state
-from .main import app
+from .app import app
 
 
 def _mb(n: int) -> str:

@@ -188,11 +188,12 @@ def make_plan(options: BuildOptions, cache: Any = None, progress: Any = None) ->
     for p in platforms:
         if p.architecture not in ("amd64", "arm64"):
             raise ConfigError(f"platform {p} is not supported", "use linux/amd64 and/or linux/arm64")
-    from ..sources.registry_base import is_registry_reference, plan_registry_bases
+    from ..sources.debian.profiles import PROFILES
 
     registry_bases: dict[Platform, Any] = {}
-    if is_registry_reference(base):
+    if base not in PROFILES:  # a registry image (the registry client is imported only then)
         from ..cache import Cache
+        from ..sources.registry_base import plan_registry_bases
 
         python_version, registry_bases = plan_registry_bases(base, platforms, cache or Cache(), config, progress)
     else:

@@ -236,7 +236,7 @@ def build_base(
             str(plat),
             sorted(set(extra_packages)),
             compression,
-            [[s.uri, s.name, sorted(repo.release(s).files.items())] for s in suites],
+            [[s.uri, s.name, repo.release(s).digest] for s in suites],  # the signed InRelease names every index
         )
         memo = cache.get_ref("base-results", hashlib.sha256(key.encode()).hexdigest())
         if memo is not None and cache.has(memo["digest"]):

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import os
 import ssl
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
-
-import httpx
+from typing import TYPE_CHECKING, TypeVar
 
 from ...cache import Cache
 from ...errors import GpushipError, IntegrityError
+
+if TYPE_CHECKING:  # httpx is imported on first use: a rebuild that finds everything cached never pays for it
+    import httpx
 
 T = TypeVar("T")
 
@@ -38,15 +40,28 @@ class Http:
     """A small, thread-safe HTTP client (httpx.Client is thread-safe) that turns failures into one line."""
 
     def __init__(self, timeout: float = 60.0) -> None:
-        self._client = httpx.Client(
-            verify=ssl_context(),
-            timeout=httpx.Timeout(timeout, connect=15.0),
-            follow_redirects=True,
-            headers={"User-Agent": "gpuship"},
-        )
+        self._timeout = timeout
+        self._made: httpx.Client | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def _client(self) -> httpx.Client:
+        """Made on first use: a rebuild that finds everything in the cache never loads the TLS context."""
+        import httpx
+
+        with self._lock:
+            if self._made is None:
+                self._made = httpx.Client(
+                    verify=ssl_context(),
+                    timeout=httpx.Timeout(self._timeout, connect=15.0),
+                    follow_redirects=True,
+                    headers={"User-Agent": "gpuship"},
+                )
+            return self._made
 
     def close(self) -> None:
-        self._client.close()
+        if self._made is not None:
+            self._made.close()
 
     def __enter__(self) -> Http:
         return self
@@ -55,6 +70,8 @@ class Http:
         self.close()
 
     def _fail(self, url: str, exc: Exception) -> GpushipError:
+        import httpx
+
         if isinstance(exc, httpx.HTTPStatusError):
             code = exc.response.status_code
             cls = NotFound if code == 404 else GpushipError
@@ -97,6 +114,8 @@ class Http:
 
     def _retrying(self, url: str, once: Callable[[], T]) -> T:
         """``once()``, again after a 5xx or a dropped connection (not after a refused one), up to RETRIES times."""
+        import httpx
+
         for attempt in range(RETRIES):
             try:
                 return once()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import email.utils
 import gzip
+import hashlib
 import lzma
 import os
 import tempfile
@@ -37,6 +38,8 @@ KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 DEFAULT_TTL = 6 * 3600
 #: Bump when the reduced Packages JSON changes shape.
 INDEX_FORMAT = "1"
+#: Bump when the remembered parsed Release record changes shape.
+RELEASE_FORMAT = "1"
 
 Progress = Callable[[str], None]
 
@@ -99,6 +102,8 @@ class Release:
     files: dict[str, tuple[str, int]] = field(repr=False)
     by_hash: bool = False
     digest: str = ""  # of the InRelease blob in the cache
+    suites: tuple[str, ...] = ()  # its Suite field
+    valid_until: str = ""
 
     @classmethod
     def parse(cls, suite: Suite, text: str, digest: str = "") -> Release:
@@ -116,16 +121,50 @@ class Release:
             files,
             r.get("Acquire-By-Hash", "no").lower() == "yes",
             digest,
+            tuple(r.get("Suite", "").split()),
+            r.get("Valid-Until", ""),
+        )
+
+    def to_record(self) -> dict[str, object]:
+        """The parsed fields (not the suite), to remember by the InRelease digest: a rebuild reads this record
+        instead of running gpgv and parsing the text again."""
+        return {
+            "codename": self.codename,
+            "version": self.version,
+            "origin": self.origin,
+            "label": self.label,
+            "date": self.date,
+            "files": self.files,
+            "by_hash": self.by_hash,
+            "suites": list(self.suites),
+            "valid_until": self.valid_until,
+        }
+
+    @classmethod
+    def from_record(cls, suite: Suite, rec: dict, digest: str) -> Release:  # type: ignore[type-arg]
+        files = {str(k): (str(v[0]), int(v[1])) for k, v in rec["files"].items()}
+        return cls(
+            suite,
+            rec["codename"],
+            rec["version"],
+            rec["origin"],
+            rec["label"],
+            rec["date"],
+            files,
+            bool(rec["by_hash"]),
+            digest,
+            tuple(rec["suites"]),
+            rec["valid_until"],
         )
 
     def check(self, *, now: float | None = None, text: str = "") -> None:
         """apt's checks: the suite is the one asked for, and the file has not expired."""
-        if self.codename != self.suite.name and self.suite.name not in deb822.Release(text).get("Suite", "").split():
+        if self.codename != self.suite.name and self.suite.name not in self.suites:
             raise IntegrityError(
                 f"{self.suite.dists_url}/InRelease is for {self.codename!r}, not {self.suite.name!r}",
                 "the mirror serves a different release under that name; check the mirror URI",
             )
-        valid_until = deb822.Release(text).get("Valid-Until") if text else None
+        valid_until = self.valid_until
         if valid_until and os.environ.get("GPUSHIP_DEBIAN_ALLOW_EXPIRED", "") not in ("1", "yes", "true"):
             until = email.utils.parsedate_to_datetime(valid_until)
             if until.tzinfo is None:
@@ -181,6 +220,13 @@ class Repository:
         rec = self.cache.get_ref("debian-inrelease", url)
         data: bytes | None = None
         if rec is not None and self.cache.has(rec["digest"]) and time.time() - float(rec["fetched"]) < _ttl():
+            # a fresh cached InRelease was verified and parsed when it was fetched: use its parsed form
+            parsed = self.cache.get_ref("debian-release", f"{RELEASE_FORMAT}:{rec['digest']}")
+            if parsed is not None:
+                release = Release.from_record(suite, parsed, rec["digest"])
+                release.check()
+                self._releases[suite] = release
+                return release
             data = self.cache.read(rec["digest"])
         fresh = data is None
         if data is None:
@@ -193,11 +239,13 @@ class Repository:
                 self._say(f"warning: {url} unreachable; using the copy fetched {time.ctime(float(rec['fetched']))}")
                 data, fresh = self.cache.read(rec["digest"]), False
         text = verify_inrelease(data, url)
-        release = Release.parse(suite, text)
-        release.check(text=text)
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        release = Release.parse(suite, text, digest)
+        release.check()
         if fresh:
-            digest = self.cache.put_bytes(data)
+            self.cache.put_bytes(data)
             self.cache.put_ref("debian-inrelease", url, {"digest": digest, "fetched": time.time()})
+        self.cache.put_ref("debian-release", f"{RELEASE_FORMAT}:{digest}", release.to_record())
         self._releases[suite] = release
         return release
 

@@ -12,13 +12,15 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
-
-import httpx
 
 from ...cache import Cache
 from ...errors import GpushipError, IntegrityError
 from ...streams import CHUNK
+
+if TYPE_CHECKING:  # httpx is imported on first use: a rebuild with every file cached never pays for it
+    import httpx
 
 SYSTEM_CA = "/etc/ssl/certs/ca-certificates.crt"
 ProgressFn = Callable[..., None]
@@ -31,6 +33,8 @@ def ssl_context() -> ssl.SSLContext:
 
 
 def http_client() -> httpx.Client:
+    import httpx  # on first use: a rebuild that finds every file cached never imports it
+
     return httpx.Client(
         verify=ssl_context(), follow_redirects=True, trust_env=True, timeout=httpx.Timeout(120.0, connect=30.0)
     )
@@ -60,6 +64,8 @@ def fetch(
                 )
             cache.put_file(path, expected=digest)
             return cache.blob_path(digest)
+        import httpx
+
         own = client is None
         client = client or http_client()
         try:

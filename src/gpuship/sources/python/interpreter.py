@@ -4,6 +4,7 @@ bytecode and builds source distributions on the build machine)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from dataclasses import dataclass
 from functools import lru_cache
@@ -45,9 +46,34 @@ class HostPython:
     version: str
 
 
+def _identity(path: str) -> list[int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_ino, st.st_size, st.st_mtime_ns]
+
+
 @lru_cache(maxsize=8)
 def host_python(minor: str) -> HostPython:
-    """A host interpreter of ``minor`` (``3.11``): found by uv, or installed by uv when there is none."""
+    """A host interpreter of ``minor`` (``3.11``): found by uv, or installed by uv when there is none.
+
+    The answer is remembered in the cache while that interpreter's file is unchanged (uv and the interpreter
+    are not run again on a rebuild)."""
+    from ...cache import Cache
+
+    cache = Cache()
+    rec = cache.get_ref("host-python", minor)
+    if rec is not None and rec.get("identity") is not None and _identity(rec["path"]) == rec["identity"]:
+        return HostPython(rec["path"], rec["version"])
+    found = _find_host_python(minor)
+    cache.put_ref(
+        "host-python", minor, {"path": found.path, "version": found.version, "identity": _identity(found.path)}
+    )
+    return found
+
+
+def _find_host_python(minor: str) -> HostPython:
     try:
         out = run_uv(["python", "find", minor], what=f"finding Python {minor}")
     except UvFailed:

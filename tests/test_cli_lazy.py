@@ -1,0 +1,35 @@
+"""``gpuship VERB`` imports only VERB's module: the map from verbs to modules is checked against the modules."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from gpuship.cli.app import COMMANDS, MODULES, verb_module
+
+
+def test_every_command_is_mapped_to_the_module_that_adds_it() -> None:
+    from gpuship.cli.main import app  # every module registered
+
+    found = {(c.name or c.callback.__name__): c.callback.__module__ for c in app.registered_commands}  # type: ignore[union-attr]
+    for g in app.registered_groups:
+        cmds = g.typer_instance.registered_commands  # type: ignore[union-attr]
+        found[g.name] = (cmds[0].callback.__module__ if cmds else "") or ""  # type: ignore[assignment,union-attr]
+    assert {k: v.rsplit(".", 1)[-1] for k, v in found.items()} == COMMANDS
+    assert set(COMMANDS.values()) == set(MODULES)
+
+
+def test_a_verb_imports_only_its_module() -> None:
+    code = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: print(sorted(m for m in sys.modules if m.startswith('gpuship.cli.'))))\n"
+        "sys.argv = ['gpuship', '-q', 'cache', '--help']\n"
+        "from gpuship.cli.app import main\n"
+        "main()\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "info" in proc.stdout  # cache's own help
+    loaded = proc.stdout.strip().splitlines()[-1]
+    assert "'gpuship.cli.cache'" in loaded and "'gpuship.cli.build'" not in loaded and "'gpuship.cli.deploy'" not in loaded
+    assert verb_module(["-v", "build", "."]) == "build" and verb_module(["--help"]) is None
