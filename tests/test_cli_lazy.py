@@ -31,5 +31,7 @@ def test_a_verb_imports_only_its_module() -> None:
     assert proc.returncode == 0, proc.stderr
     assert "info" in proc.stdout  # cache's own help
     loaded = proc.stdout.strip().splitlines()[-1]
-    assert "'gpuship.cli.cache'" in loaded and "'gpuship.cli.build'" not in loaded and "'gpuship.cli.deploy'" not in loaded
+    assert (
+        "'gpuship.cli.cache'" in loaded and "'gpuship.cli.build'" not in loaded and "'gpuship.cli.deploy'" not in loaded
+    )
     assert verb_module(["-v", "build", "."]) == "build" and verb_module(["--help"]) is None

@@ -181,12 +181,14 @@ def write_split(
     *,
     platform: Platform | str | None = None,
     tag: str | None = None,
+    compression: Compression = "gzip",
 ) -> Parts:
     """Write ``obj`` as the archive ``target`` names (``oci-archive:FILE[:TAG]`` or
     ``docker-archive:FILE[:NAME:TAG]``), cut into parts of at most ``part_size`` bytes plus ``FILE.parts.json``
     (see :mod:`gpuship.oci.parts`); FILE itself is not written."""
     scheme, _, rest = target.partition(":")
     p = Platform.parse(platform) if isinstance(platform, str) else platform
+    obj = for_transport(obj, compression)  # archives travel: plain layers are compressed
     if scheme == "oci-archive":
         _need_path(rest, "oci-archive:FILE[:TAG]")
         path, name = _split_name(rest)
