@@ -117,3 +117,44 @@ def machine() -> dict[str, object]:
         if subprocess.run(["docker", "buildx", "version"], capture_output=True).returncode != 0
         else "buildkit (buildx)",
     }
+
+
+class LocalRegistry:
+    """Debian's ``docker-registry`` on a free loopback port (plain HTTP), its storage under ``root``: where the
+    benchmark pushes, to count the bytes a push after an edit sends."""
+
+    def __init__(self, root: Path) -> None:
+        import socket
+
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        config = root / "config.yml"
+        config.write_text(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n"
+            f"    rootdirectory: {root / 'storage'}\n  delete:\n    enabled: true\n"
+            f"http:\n  addr: 127.0.0.1:{self.port}\n"
+        )
+        log = open(root / "registry.log", "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=log, stderr=log)
+        log.close()
+        import urllib.request
+
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/v2/", timeout=1)
+                return
+            except OSError:
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"docker-registry did not start: {(root / 'registry.log').read_text()[-500:]}")
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(30)

@@ -30,6 +30,7 @@ import argparse
 import datetime
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -38,7 +39,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from measure import docker, image_sizes, inspect, machine, timed
+from measure import LocalRegistry, docker, image_sizes, inspect, machine, timed
 from naive import write_naive
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,8 +84,25 @@ def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
+def _sent(line: str) -> dict[str, Any]:
+    """What a docker: output sent, from its line ("... (1 of 7 layers sent, 0.0 MB)" or "... tagged)")."""
+    m = re.search(r"(\d+) of (\d+) layers sent, ([\d.]+) MB", line)
+    if m is None:
+        return {"layers_sent": 0, "mb": 0.0, "tagged_only": "tagged" in line}
+    return {"layers_sent": int(m[1]), "of": int(m[2]), "mb": float(m[3]), "tagged_only": False}
+
+
+def _pushed(line: str) -> dict[str, Any]:
+    """A registry push's summary line: "pushed REF@DIGEST: N blobs uploaded (X MB), M already there, K mounted"."""
+    m = re.search(r"(\d+) blobs uploaded \(([\d.]+) MB\), (\d+) already there", line)
+    if m is None:
+        raise RuntimeError(f"cannot read the push summary: {line!r}")
+    return {"blobs": int(m[1]), "bytes": int(float(m[2]) * 1e6), "skipped": int(m[3])}
+
+
 class Bench:
-    def __init__(self, work: Path, ca: Path | None) -> None:
+    def __init__(self, work: Path, ca: Path | None, registry: LocalRegistry | None = None) -> None:
+        self.registry = registry
         self.work = work
         self.ca = ca
         self.tags: list[str] = []
@@ -122,11 +140,36 @@ class Bench:
             "--report",
             str(report),
         ]
-        t = timed(argv, env={"GPUSHIP_CACHE": str(cache)}, log=self.logfile(f"gpuship-{tag.split('/')[-1]}"))
+        # PYTHONDONTWRITEBYTECODE is cleared: an installed gpuship runs from compiled byte code, as uv installs it
+        env = {"GPUSHIP_CACHE": str(cache), "PYTHONDONTWRITEBYTECODE": ""}
+        if output and output.startswith("registry:"):
+            argv.insert(argv.index("build") + 1, "--insecure")
+        t = timed(argv, env=env, log=self.logfile(f"gpuship-{tag.split('/')[-1]}"))
         t.check(f"gpuship build {src.name}")
         if not output:
             self.images.add(inspect(tag)["Id"])
         return t, json.loads(report.read_text())
+
+    def push_after_edit(self, name: str, src: Path, cache: Path) -> dict[str, Any]:
+        """Push the image to a local registry, make a one-line edit, push again: what the second push sends."""
+        assert self.registry is not None
+        repo = f"{self.registry.host}/bench/{name}"
+        t1, r1 = self.gpuship_build(src, f"bench/{name}:push1", cache, output=f"registry:{repo}:push1")
+        self._edit(src, name)
+        t2, r2 = self.gpuship_build(src, f"bench/{name}:push2", cache, output=f"registry:{repo}:push2")
+        first, edit = _pushed(r1["written"][0]), _pushed(r2["written"][0])
+        layers = len(r2["platforms"][0]["layers"])
+        return {
+            "first_push_s": t1.seconds,
+            "first_push_bytes": first["bytes"],
+            "edit_push_s": t2.seconds,
+            "edit_push_bytes": edit["bytes"],
+            "edit_push_blobs": edit["blobs"],
+            "edit_push_skipped": edit["skipped"],
+            "layers": layers,
+            "app_layer_bytes": r2["platforms"][0]["layers"][-1]["size"],
+            "line": r2["written"][0],
+        }
 
     def docker_build(self, src: Path, dockerfile: str, tag: str, *, no_cache: bool) -> Any:
         argv = [
@@ -240,6 +283,8 @@ class Bench:
         for _ in range(repeat):
             self._edit(src, name)
             edits.append(self.gpuship_build(src, self.tag(name, "gpuship", "edit"), caches[0]))
+        engine_sent = [_sent(r["written"][0]) for _, r in edits]
+        push = self.push_after_edit(name, src, caches[0]) if self.registry is not None else None
         g_tag = f"gpuship-bench/{name}-gpuship:cold1"
         own = sum(layer["size"] for p in r1["platforms"] for layer in p["layers"])
         out: dict[str, Any] = {
@@ -254,6 +299,10 @@ class Bench:
                 "same_digest": r1["digest"] == r2["digest"],
                 "nochange_same_digest": all(r["digest"] == r1["digest"] for _, r in nochange),
                 "peak_rss_mb": round(max(t1.max_rss_mb, t2.max_rss_mb), 1),
+                "peak_rss_mb_rebuilds": round(max(t.max_rss_mb for t, _ in nochange + edits), 1),
+                "nochange_written": nochange[-1][1]["written"],
+                "edit_engine_sent": engine_sent,
+                "push_after_edit": push,
                 "own_compressed": own,
                 **self._sizes(g_tag),
                 "smoke": self.smoke(name, g_tag),
@@ -567,7 +616,17 @@ def main(argv: list[str] | None = None) -> int:
     dangling = set(
         docker("images", "-q", "--no-trunc", "-f", "dangling=true", "-f", "label=dev.gpuship.debian-base").split()
     )
-    bench = Bench(work, ca)
+    # the byte code of gpuship and its libraries, written once (as an installed gpuship has it) before timing
+    subprocess.run(
+        [sys.executable, "-m", "gpuship", "--help"],
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": ""},
+        capture_output=True,
+        check=True,
+    )
+    registry = LocalRegistry(work / "registry") if shutil.which("docker-registry") else None
+    if registry is None:
+        log("docker-registry is not installed: the push after an edit is not measured")
+    bench = Bench(work, ca, registry)
     commit = subprocess.run(
         ["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True
     ).stdout.strip()
@@ -622,6 +681,8 @@ def main(argv: list[str] | None = None) -> int:
             res["slim"] = slim
     finally:
         bench.cleanup(dangling)
+        if registry is not None:
+            registry.stop()
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
     res["finished"] = this_run["finished"] = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")

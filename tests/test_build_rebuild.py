@@ -88,27 +88,39 @@ def test_layers_built_side_by_side_match_one_at_a_time(tmp_path: Path, build_cac
 
 
 def test_edit_rebuild_to_docker_sends_only_the_app_layer(tmp_path: Path, build_cache: Path, docker) -> None:  # noqa: ANN001
-    """Into the Docker Engine: a no-change rebuild only tags, an edit rebuild sends a partial archive (the app
-    layer alone) and the container runs the edited code."""
+    """Into the Docker Engine: a no-change rebuild is answered from the last build's record (one docker tag), an
+    edit rebuild sends a partial archive (the app layer alone) and the container runs the edited code; an image
+    removed from the engine is loaded again."""
     project = copy_example("numpy-hello", tmp_path)
     tag = docker.tag()
     try:
-        first = _build_to(project, tmp_path, build_cache, "first", f"docker:{tag}")
-        again = _build_to(project, tmp_path, build_cache, "again", f"docker:{tag}")
+        first, _ = _build_to(project, tmp_path, build_cache, "first", f"docker:{tag}")
+        again, proc = _build_to(project, tmp_path, build_cache, "again", f"docker:{tag}")
         assert again["digest"] == first["digest"]
-        assert "the engine had the image: tagged" in again["written"][0], again["written"]
+        assert "unchanged since the last build" in proc.stderr, proc.stderr
+        assert again["written"] == [f"loaded into Docker as {tag} (the engine had the image: tagged)"]
+        assert (tmp_path / "again.spdx.json").read_text() == (tmp_path / "first.spdx.json").read_text()
+
         main = project / "main.py"
         main.write_text(main.read_text() + "\nprint('edited by the test')\n")
-        edited = _build_to(project, tmp_path, build_cache, "edited", f"docker:{tag}")
+        edited, proc = _build_to(project, tmp_path, build_cache, "edited", f"docker:{tag}")
+        assert "unchanged since the last build" not in proc.stderr
         n = len(edited["platforms"][0]["layers"])
         assert f"1 of {n} layers sent" in edited["written"][0], edited["written"]
+        assert "edited by the test" in docker.run("run", "--rm", tag).stdout
+
+        image_id = json.loads(docker.run("image", "inspect", tag).stdout)[0]["Id"]
+        docker.run("rmi", "-f", image_id)
+        back, proc = _build_to(project, tmp_path, build_cache, "back", f"docker:{tag}")
+        assert "unchanged since the last build" not in proc.stderr
+        assert back["digest"] == edited["digest"] and "layers sent" in back["written"][0]
         assert "edited by the test" in docker.run("run", "--rm", tag).stdout
     finally:
         docker.run("rmi", "-f", tag, check=False)
 
 
-def _build_to(project: Path, tmp_path: Path, cache: Path, name: str, output: str) -> dict:
+def _build_to(project: Path, tmp_path: Path, cache: Path, name: str, output: str) -> tuple[dict, object]:
     report = tmp_path / f"{name}.json"
     proc = gpuship("build", str(project), "-o", output, "--report", str(report), cache=cache)
     assert proc.returncode == 0, proc.stderr
-    return json.loads(report.read_text())
+    return json.loads(report.read_text()), proc

@@ -35,3 +35,23 @@ def test_a_verb_imports_only_its_module() -> None:
         "'gpuship.cli.cache'" in loaded and "'gpuship.cli.build'" not in loaded and "'gpuship.cli.deploy'" not in loaded
     )
     assert verb_module(["-v", "build", "."]) == "build" and verb_module(["--help"]) is None
+
+
+def test_the_fast_build_path_knows_the_build_command_options() -> None:
+    """The no-change fast path (gpuship.cli.entry) reads the options of `gpuship build` it knows and hands the
+    rest to the full CLI; every option of the command is one or the other."""
+    import typer
+
+    from gpuship.cli.entry import FLAG_OPTIONS, VALUE_OPTIONS, parse_build
+    from gpuship.cli.main import app
+
+    cmd = typer.main.get_command(app).commands["build"]  # type: ignore[attr-defined]
+    names = {n for p in cmd.params if p.param_type_name == "option" for n in p.opts}
+    assert set(VALUE_OPTIONS) | set(FLAG_OPTIONS) <= names
+    assert names - set(VALUE_OPTIONS) - set(FLAG_OPTIONS) == {"--insecure", "--ca-file"}
+
+    got = parse_build(["-q", "build", "proj", "-o", "docker:x", "--platform=linux/amd64", "--locked", "-t", "x:1"])
+    assert got is not None and got.quiet and got.locked and str(got.path) == "proj"
+    assert got.values == {"output": "docker:x", "tag": "x:1"} and got.lists["platform"] == ["linux/amd64"]
+    for other in (["build", "--help"], ["build", "--insecure"], ["run", "x"], ["build", "a", "b"], ["build", "-o"]):
+        assert parse_build(other) is None

@@ -1,5 +1,5 @@
 """``python -m gpuship``: the same as the ``gpuship`` command."""
 
-from .cli.app import main
+from .cli.entry import main
 
 main()

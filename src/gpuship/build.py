@@ -37,6 +37,7 @@ from .parallel import build_jobs, parallel_map
 from .plan import BuildOptions, BuildPlan, make_plan
 from .plan.build_plan import config_home
 from .project.entrypoint import VENV, choose_entrypoint
+from .rebuild import Request, fingerprint, remember
 from .sources.app import app_layer, left_out_warning, select_app_files
 from .sources.models import ModelSet, build_models, mounts_label
 
@@ -158,6 +159,9 @@ def build(options: BuildOptions, *, cache: Cache | None = None, progress: Progre
     started = time.monotonic()
     build_jobs()  # a bad GPUSHIP_JOBS is refused before any work
     cache = cache or Cache()
+    outputs = [t.strip() for t in (options.output or "").split(",") if t.strip()]
+    request, skip = memo_request(options, outputs)
+    before = fingerprint(request, skip=skip)
     _say(progress, f"planning {options.project_dir}")
     plan = make_plan(options, cache=cache, progress=progress)
     for line in plan.explain():
@@ -203,7 +207,6 @@ def build(options: BuildOptions, *, cache: Cache | None = None, progress: Progre
 
     images = [r.image for r in results]
     result: Image | Index = images[0] if len(images) == 1 else make_index(images)
-    outputs = [t.strip() for t in (options.output or "").split(",") if t.strip()]
     result, results = _shipped(result, results, outputs, plan.compression)  # type: ignore[arg-type]
     written: list[str] = []
     if outputs:
@@ -228,7 +231,57 @@ def build(options: BuildOptions, *, cache: Cache | None = None, progress: Progre
         _say(progress, f"writing the report {options.report}")
         write_report(br, options.report)
         br = replace(br, seconds=time.monotonic() - started)  # the time the user waited, the report included
+    if _memoizable(plan, lock, models, outputs) and fingerprint(request, skip=skip) == before:
+        _remember(request, br, skip)
     return br
+
+
+def memo_request(options: BuildOptions, outputs: Sequence[str]) -> tuple[Request, list[Path]]:
+    """The request a no-change rebuild is recognised by (:mod:`gpuship.rebuild`), and the files its project walk
+    leaves out: the lock (the build may write it; it is in the remembered key), the report and the SBOM."""
+    request = Request(
+        options.project_dir,
+        tuple(outputs),
+        tuple(options.platforms),
+        tuple(options.extras),
+        options.locked,
+        options.compression,
+        options.tag,
+        options.base,
+    )
+    skip = [options.project_dir / "gpuship.lock"]
+    if options.report:
+        skip += [Path(options.report), sbom_path(Path(options.report))]
+    return request, skip
+
+
+def _memoizable(plan: BuildPlan, lock: Any, models: ModelSet, outputs: Sequence[str]) -> bool:
+    """Only builds whose every input is under the project directory, in the lock or in the signed indexes."""
+    local = any(p.url.startswith("file:") for t in getattr(lock, "targets", ()) for p in t.packages)
+    return not (
+        plan.options.dev
+        or plan.registry_bases
+        or models.layers
+        or models.records
+        or models.mounts
+        or local
+        or any(t.startswith("registry:") for t in outputs)
+    )
+
+
+def _remember(request: Request, br: BuildResult, skip: list[Path]) -> None:
+    from .oci.docker_archive import DockerTag, pick_image
+
+    docker = {}
+    for target in request.outputs:
+        if target.startswith("docker:"):
+            name = str(DockerTag.parse(target.partition(":")[2] or br.plan.tag))
+            docker[target] = (pick_image(br.result).config_descriptor()["digest"], name)
+    key = fingerprint(request, skip=skip[1:])  # with the lock as it is now
+    result = {"digest": br.digest, "rows": [list(r) for r in layer_table_rows(br)], "report": br.report_json()}
+    if len(skip) > 1 and skip[2].is_file():
+        result["sbom"] = skip[2].read_text()  # the SBOM beside the report
+    remember(key, request.outputs, docker, result)
 
 
 def _shipped(
@@ -592,8 +645,12 @@ def write_report(result: BuildResult, path: Path) -> None:
         comps += [Component("deb", n, v, a) for n, v, a in p.debian_packages]
         comps += [Component("pypi", n, v) for n, v in p.python_distributions]
     comps += model_components(result.models)
-    sbom = path.with_name(path.name.removesuffix(".json") + ".spdx.json")
-    write_spdx(sbom, result.plan.tag, result.digest, comps)
+    write_spdx(sbom_path(path), result.plan.tag, result.digest, comps)
+
+
+def sbom_path(report: Path) -> Path:
+    """Where the SBOM goes beside a build report."""
+    return report.with_name(report.name.removesuffix(".json") + ".spdx.json")
 
 
 def model_components(models: ModelSet | None) -> list[Any]:
