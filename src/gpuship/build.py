@@ -278,7 +278,8 @@ def _remember(request: Request, br: BuildResult, skip: list[Path]) -> None:
             name = str(DockerTag.parse(target.partition(":")[2] or br.plan.tag))
             docker[target] = (pick_image(br.result).config_descriptor()["digest"], name)
     key = fingerprint(request, skip=skip[1:])  # with the lock as it is now
-    result = {"digest": br.digest, "rows": [list(r) for r in layer_table_rows(br)], "report": br.report_json()}
+    rows = [[str(p.platform), *r] for p in br.platforms for r in layer_table_rows(p)]
+    result = {"digest": br.digest, "rows": rows, "report": br.report_json()}
     if len(skip) > 1 and skip[2].is_file():
         result["sbom"] = skip[2].read_text()  # the SBOM beside the report
     remember(key, request.outputs, docker, result)
