@@ -207,14 +207,14 @@ def build(options: BuildOptions, *, cache: Cache | None = None, progress: Progre
 
     images = [r.image for r in results]
     result: Image | Index = images[0] if len(images) == 1 else make_index(images)
-    result, results = _shipped(result, results, outputs, plan.compression)  # type: ignore[arg-type]
+    result, results = _shipped(result, results, outputs, plan.compression)
     written: list[str] = []
     if outputs:
         from .oci.sinks import write_output
 
         for target in outputs:
             _say(progress, f"writing {target}")
-            written.append(write_output(result, target, tag=plan.tag, compression=plan.compression))  # type: ignore[arg-type]
+            written.append(write_output(result, target, tag=plan.tag, compression=plan.compression))
             _say(progress, written[-1])
     br = BuildResult(
         plan,
@@ -304,7 +304,7 @@ def _shipped(
     out = []
     for p in platforms:
         img = by_platform[p.image.platform]
-        rows = tuple(replace(r, digest=l.digest, size=l.size) for r, l in zip(p.rows, img.layers, strict=True))
+        rows = tuple(replace(r, digest=x.digest, size=x.size) for r, x in zip(p.rows, img.layers, strict=True))
         out.append(replace(p, image=img, rows=rows))
     return shipped, out
 

@@ -12,8 +12,8 @@ from ..build import BuildResult, human_size, layer_table_rows
 from ..build import build as run_build
 from ..oci.media import parse_compression
 from ..plan import BuildOptions
-from .console import err, handles_errors, info, out, state, status_progress
 from .app import app
+from .console import err, handles_errors, info, out, state, status_progress
 
 OUTPUT_HELP = (
     "Where the image goes (comma-separated for several): oci:DIR, oci-archive:FILE, docker-archive:FILE, "

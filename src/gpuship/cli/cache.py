@@ -5,8 +5,8 @@ from __future__ import annotations
 import typer
 
 from ..cache import Cache
-from .console import handles_errors, out
 from .app import app
+from .console import handles_errors, out
 
 cache_app = typer.Typer(help="Look at or clean the content-addressed cache (GPUSHIP_CACHE overrides its place).")
 app.add_typer(cache_app, name="cache")

@@ -13,8 +13,8 @@ from rich.table import Table
 from ..cache import Cache
 from ..errors import ConfigError
 from ..oci.image import Platform
-from .console import err, handles_errors, info, out, state
 from .app import app
+from .console import err, handles_errors, info, out, state
 
 debian_app = typer.Typer(
     help="The Debian base gpuship assembles from .deb packages (no base image, no daemon, no maintainer scripts).",

@@ -29,8 +29,8 @@ from ..deploy import (
 from ..deploy.squashfs import COMPRESSIONS
 from ..errors import GpushipError
 from ..oci import Image, Index
-from .console import err, handles_errors, info, state
 from .app import app
+from .console import err, handles_errors, info, state
 
 deploy_app = typer.Typer(
     help="Write ready-to-apply files that run an image on Kubernetes, Docker Compose, Slurm (pyxis/enroot) or "

@@ -8,8 +8,8 @@ from pathlib import Path
 import typer
 
 from ..dev import dev as run_dev
-from .console import err, handles_errors, info, state, status_progress
 from .app import app
+from .console import err, handles_errors, info, state, status_progress
 from .run import GPUS_HELP, RUNTIME_HELP, container_options, run_status
 
 

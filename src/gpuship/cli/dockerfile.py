@@ -9,8 +9,8 @@ from pathlib import Path
 import typer
 
 from ..errors import GpushipError
-from .console import err, handles_errors, info, out, state
 from .app import app
+from .console import err, handles_errors, info, out, state
 
 HELP = (
     "Write a multi-stage Dockerfile equivalent to `gpuship build`'s plan, and its .dockerignore.\n\n"

@@ -16,6 +16,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..rebuild import Request
 
 #: ``gpuship build`` options this fast path understands (tests/test_cli_lazy.py checks them against the command);
 #: any other option (``--help``, ``--insecure``, ...) goes to the full CLI.
@@ -84,7 +88,7 @@ def parse_build(argv: Sequence[str]) -> BuildArgs | None:
     return BuildArgs(Path(path or "."), values, lists, locked, quiet)
 
 
-def _request(args: BuildArgs):  # type: ignore[no-untyped-def]
+def _request(args: BuildArgs) -> Request:
     from ..rebuild import Request
 
     output = args.values.get("output") or f"oci-archive:{args.path.resolve().name}.oci.tar"

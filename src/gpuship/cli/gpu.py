@@ -10,8 +10,8 @@ from typing import Any
 import typer
 
 from ..errors import ConfigError
-from .console import handles_errors, out
 from .app import app
+from .console import handles_errors, out
 
 EXPLAIN_EPILOG = (
     "Examples: gpuship explain examples/torch-status | gpuship explain -r torch -r cupy --target V100 | "

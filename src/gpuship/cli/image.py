@@ -11,8 +11,8 @@ from ..oci.parts import manifest_path
 from ..oci.readers import read_image
 from ..oci.sinks import sink_schemes, write_output, write_split
 from ..run.options import parse_size
-from .console import err, handles_errors, out, state
 from .app import app
+from .console import err, handles_errors, out, state
 
 image_app = typer.Typer(
     help="Convert images between OCI layout, oci-archive, docker-archive and the Docker Engine; list what an image holds.",

@@ -13,8 +13,8 @@ from rich.table import Table
 from ..errors import GpushipError
 from ..inspect import ImageReport, inspect_image, write_html
 from ..oci.image import Image, Index, Platform
-from .console import err, handles_errors, info, out, state
 from .app import app
+from .console import err, handles_errors, info, out, state
 
 
 def human(n: int) -> str:

@@ -9,8 +9,8 @@ import typer
 
 from ..cache import Cache
 from ..errors import GpushipError
-from .console import err, handles_errors, info, out, state
 from .app import app
+from .console import err, handles_errors, info, out, state
 
 _INSECURE_HELP = "Allow plain HTTP and skip TLS certificate checks (a private test registry only)."
 _CA_HELP = "A PEM file with the CA that signed the registry's certificate (also read: /etc/docker/certs.d/HOST/*.crt)."

@@ -18,8 +18,8 @@ from ..run.options import (
     parse_ulimit,
     parse_volume,
 )
-from .console import err, handles_errors, info, state
 from .app import app
+from .console import err, handles_errors, info, state
 
 IMAGE_HELP = (
     "The image: oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:NAME:TAG], a plain path to any of "

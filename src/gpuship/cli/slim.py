@@ -11,8 +11,8 @@ from rich.table import Table
 from ..cache import Cache
 from ..errors import GpushipError
 from ..run.options import BUILTIN_RUNTIMES, parse_env, parse_runtime
-from .console import err, handles_errors, info, out, state
 from .app import app
+from .console import err, handles_errors, info, out, state
 
 
 def _mb(n: int) -> str:

@@ -55,7 +55,7 @@ def compressor_id(compression: BlobCompression) -> str:
     if compression == "gzip":
         return f"zlib-ng-{zlib_ng.ZLIBNG_VERSION}-level{GZIP_LEVEL}-block{BLOCK}"
     if compression == "zstd":
-        return f"zstd-{zstandard.ZSTD_VERSION}-level{ZSTD_LEVEL}-mt"  # type: ignore[attr-defined]
+        return f"zstd-{zstandard.ZSTD_VERSION}-level{ZSTD_LEVEL}-mt"
     return "none"
 
 

@@ -21,9 +21,9 @@ from typing import BinaryIO
 
 import zstandard
 
-from ..cache import Cache
+from ..cache import BlobWriter, Cache
 from ..errors import IntegrityError
-from ..streams import CHUNK, Reader, Writer, as_file, open_file
+from ..streams import CHUNK, Reader, as_file, open_file
 from .compress import compressor, compressor_id, recompress_key
 from .entry import Entry, clean_path
 from .media import BlobCompression, Compression
@@ -95,7 +95,7 @@ class _Pipeline(io.RawIOBase):
 
     Uncompressed (``"none"``), the blob is the tar: its digest is the diff_id, hashed once."""
 
-    def __init__(self, sink: Writer, compression: BlobCompression) -> None:
+    def __init__(self, sink: BlobWriter, compression: BlobCompression) -> None:
         self._sink = sink
         self._diff = None if compression == "none" else hashlib.sha256()
         self.usize = 0

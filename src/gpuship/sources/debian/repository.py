@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from debian import deb822
 
@@ -141,7 +141,7 @@ class Release:
         }
 
     @classmethod
-    def from_record(cls, suite: Suite, rec: dict, digest: str) -> Release:  # type: ignore[type-arg]
+    def from_record(cls, suite: Suite, rec: dict[str, Any], digest: str) -> Release:
         files = {str(k): (str(v[0]), int(v[1])) for k, v in rec["files"].items()}
         return cls(
             suite,
