@@ -6,17 +6,20 @@ Every input is crafted here, as an attacker or a careless user would make it: la
 
 from __future__ import annotations
 
+import base64
 import fcntl
 import gzip
 import hashlib
+import http.server
 import json
 import logging
 import os
 import subprocess
 import sys
+import threading
 import time
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -36,6 +39,7 @@ from gpuship.parallel import build_jobs
 from gpuship.plan.build_plan import load_config
 from gpuship.project import load_project
 from gpuship.sources.app import select_app_files
+from gpuship.sources.python.credentials import IndexCredentials
 from gpuship.sources.python.download import fetch
 from gpuship.sources.python.wheel import open_wheel
 from test_oci_support import layer_from_tar, member, raw_tar
@@ -540,3 +544,136 @@ def test_credential_files_and_private_keys_are_left_out(tmp_path: Path) -> None:
     assert "deploy_key" in ignore and "certs/bot.txt" in ignore  # docker build leaves them out too
     shipped = select_app_files(project, include=["deploy_key"])  # the way to ship one on purpose
     assert "deploy_key" in shipped.files and "deploy_key" not in shipped.secrets_skipped
+
+
+# -- 3. index and registry logins are used, and never written down -----------------------------------------------
+class PrivateIndex:
+    """A PEP 503 simple index on 127.0.0.1 that answers only with HTTP basic auth (user ``ci-bot-9f2e``, ``TOKEN``)."""
+
+    USER, TOKEN = "ci-bot-9f2e", "s3cr3t-T0KEN-do-not-leak"
+
+    def __init__(self, root: Path) -> None:
+        self.wheel = root / "tinydep-1.0-py3-none-any.whl"
+        with zipfile.ZipFile(self.wheel, "w") as zf:
+            zf.writestr("tinydep/__init__.py", "VALUE = 42\n")
+            zf.writestr("tinydep-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: tinydep\nVersion: 1.0\n")
+            zf.writestr("tinydep-1.0.dist-info/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+            zf.writestr("tinydep-1.0.dist-info/RECORD", "")
+        sha = hashlib.sha256(self.wheel.read_bytes()).hexdigest()
+        page = f'<html><body><a href="/files/{self.wheel.name}#sha256={sha}">{self.wheel.name}</a></body></html>'
+        wheel, expected = self.wheel, "Basic " + base64.b64encode(f"{self.USER}:{self.TOKEN}".encode()).decode()
+        self.seen: list[str] = []
+        seen = self.seen
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_HEAD(self) -> None:  # noqa: N802
+                self.do_GET(body=False)
+
+            def do_GET(self, body: bool = True) -> None:  # noqa: N802
+                seen.append(self.path)
+                if self.headers.get("Authorization") != expected:
+                    self.send_response(401)
+                    self.send_header("WWW-Authenticate", 'Basic realm="private"')
+                    self.end_headers()
+                    return
+                if self.path.rstrip("/") == "/simple/tinydep":
+                    data, kind = page.encode(), "text/html"
+                elif self.path == f"/files/{wheel.name}":
+                    data, kind = wheel.read_bytes(), "application/octet-stream"
+                else:
+                    self.send_response(404)
+                    self.end_headers()
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if body:
+                    self.wfile.write(data)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/simple"
+        self.login_url = self.url.replace("http://", f"http://{self.USER}:{self.TOKEN}@")
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def private_index(tmp_path: Path) -> Iterator[PrivateIndex]:
+    index = PrivateIndex(tmp_path)
+    yield index
+    index.server.shutdown()
+
+
+def _everything_written(root: Path) -> bytes:
+    """Every byte under ``root``, layer blobs decompressed (a token inside a gzip stream shows too)."""
+    out = b""
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            data = p.read_bytes()
+            out += gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
+    return out
+
+
+def test_an_index_login_downloads_and_is_never_written(
+    tmp_path: Path, build_cache: Path, private_index: PrivateIndex
+) -> None:
+    project = _project(
+        tmp_path,
+        HEAD + 'dependencies = ["tinydep"]\n[tool.gpuship]\n'
+        f'index-url = "{private_index.login_url}"\nentrypoint = ["python", "-c", "import tinydep"]\n',
+    )
+    out, report = tmp_path / "img", tmp_path / "report" / "build.json"
+    proc = gpuship("build", str(project), "-o", f"oci:{out}", "--report", str(report), cache=build_cache)
+    assert proc.returncode == 0, proc.stderr
+    assert any(p.startswith("/files/tinydep") for p in private_index.seen)  # the wheel came with the login
+    token = private_index.TOKEN.encode()
+    assert token not in proc.stdout.encode() + proc.stderr.encode()
+    assert token not in (project / "gpuship.lock").read_bytes()
+    written = _everything_written(out) + _everything_written(report.parent)
+    assert b"tinydep" in written and b'index-url = "http://127.0.0.1' in written  # the app's pyproject, cleaned
+    assert token not in written and private_index.USER.encode() + b":" not in written
+
+
+def test_a_netrc_login_is_used_like_uv_uses_it(tmp_path: Path, private_index: PrivateIndex) -> None:
+    netrc = tmp_path / "netrc"
+    netrc.write_text(f"machine 127.0.0.1 login {private_index.USER} password {private_index.TOKEN}\n")
+    netrc.chmod(0o600)
+    url = private_index.url.replace("/simple", f"/files/{private_index.wheel.name}")
+    sha = hashlib.sha256(private_index.wheel.read_bytes()).hexdigest()
+    cache = Cache(tmp_path / "c")
+    with pytest.raises(GpushipError) as info:
+        fetch(cache, url, sha, credentials=IndexCredentials.from_urls([], environ=False))
+    assert "HTTP 401" in info.value.line() and "netrc" in info.value.line()
+    os.environ["NETRC"] = str(netrc)
+    try:
+        got = fetch(cache, url, sha, credentials=IndexCredentials.from_urls([], environ=False))
+    finally:
+        del os.environ["NETRC"]
+    assert hashlib.sha256(got.read_bytes()).hexdigest() == sha
+
+
+def test_a_wrong_index_login_is_one_line_without_it(
+    tmp_path: Path, build_cache: Path, private_index: PrivateIndex
+) -> None:
+    wrong = private_index.login_url.replace(private_index.TOKEN, "wr0ng-T0KEN-do-not-leak")
+    project = _project(
+        tmp_path, HEAD + f'dependencies = ["tinydep"]\n[tool.gpuship]\nindex-url = "{wrong}"\nentrypoint = ["true"]\n'
+    )
+    proc = gpuship("build", str(project), "-o", f"oci:{tmp_path / 'img'}", cache=build_cache)
+    line = one_error_line(proc)
+    assert "wr0ng-T0KEN" not in proc.stderr + proc.stdout, line
+    assert "401" in line and "login" in line, line
+
+
+def test_an_image_reference_with_a_login_is_refused_without_echoing_it(tmp_path: Path) -> None:
+    layout = crafted_layout(tmp_path / "img")
+    for argv in (
+        ("push", f"oci:{layout}", "bob:hunter2-T0KEN@127.0.0.1:5000/app:1"),
+        ("image", "convert", f"oci:{layout}", "registry:bob:hunter2-T0KEN@127.0.0.1:5000/app:1"),
+    ):
+        proc = gpuship(*argv, cache=tmp_path / "c")
+        line = one_error_line(proc)
+        assert "hunter2" not in proc.stderr + proc.stdout, line

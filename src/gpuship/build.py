@@ -38,6 +38,7 @@ from .plan import BuildOptions, BuildPlan, make_plan
 from .plan.build_plan import config_home
 from .project.entrypoint import VENV, choose_entrypoint
 from .rebuild import Request, fingerprint, remember
+from .redact import redact_all
 from .sources.app import app_layer, left_out_warning, select_app_files
 from .sources.models import ModelSet, build_models, mounts_label
 
@@ -87,6 +88,10 @@ class BuildResult:
         return self.result.digest
 
     def report_json(self) -> dict[str, Any]:
+        """The build report (no credential in it: every string is redacted)."""
+        return redact_all(self._report())  # type: ignore[no-any-return]
+
+    def _report(self) -> dict[str, Any]:
         gpu = self.plan.gpu
         return {
             "image": self.plan.tag,
@@ -430,6 +435,13 @@ def index_options(plan: BuildPlan) -> Any:
     )
 
 
+def index_credentials(plan: BuildPlan) -> Any:
+    """The logins of the plan's private indexes (URLs, netrc, keyring: as uv finds them), for downloads."""
+    from .sources.python.credentials import IndexCredentials
+
+    return IndexCredentials.from_urls([*index_options(plan).uv_args(), *plan.project.uv_options])
+
+
 @dataclass(frozen=True)
 class _Runtime:
     requirements: tuple[str, ...]
@@ -476,9 +488,19 @@ def _build_platform(
             progress=progress,
             compression=compression,
             system_site_packages=True,
+            credentials=index_credentials(plan),
         )
     else:
-        env = python_layers(lock, platform, python, cache, prune=prune, progress=progress, compression=compression)
+        env = python_layers(
+            lock,
+            platform,
+            python,
+            cache,
+            prune=prune,
+            progress=progress,
+            compression=compression,
+            credentials=index_credentials(plan),
+        )
     env_layers: list[tuple[str, Layer]] = list(env.layers)
     own: list[tuple[str, Layer]] = []  # the project's wheel and the app: pruned with the environment
     if getattr(plan.project, "is_package", False) and not plan.options.dev:

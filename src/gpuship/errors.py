@@ -1,10 +1,13 @@
 """The one error type users see.
 
 Every user-facing failure is a :class:`GpushipError` raised where the fact is known. It carries one line
-that says what went wrong and, in ``hint``, what to do about it. The CLI renders it once, exit code 2.
+that says what went wrong and, in ``hint``, what to do about it. The CLI renders it once, exit code 2. Neither
+ever holds a credential: the userinfo of URLs and references is masked (:func:`gpuship.redact.redact`).
 """
 
 from __future__ import annotations
+
+from .redact import redact
 
 
 class GpushipError(Exception):
@@ -13,9 +16,10 @@ class GpushipError(Exception):
     exit_code = 2
 
     def __init__(self, message: str, hint: str | None = None) -> None:
+        message = redact(message)  # a URL's or reference's credentials never reach a message
         super().__init__(message)
         self.message = message
-        self.hint = hint
+        self.hint = redact(hint) if hint else hint
 
     def line(self) -> str:
         """The single line shown to the user."""

@@ -10,10 +10,30 @@ from typing import Any, TypeVar
 from rich.console import Console
 
 from ..errors import GpushipError
+from ..redact import redact
 
-out = Console(highlight=False, log_path=False)
+
+class _Redacting:
+    """The process's stdout or stderr (looked up at each write, as pytest and Rich expect), with the credentials
+    of any URL or image reference masked (:func:`gpuship.redact.redact`): no output line ever shows one."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    @property
+    def _stream(self) -> Any:
+        return getattr(sys, self._name)
+
+    def write(self, text: str) -> int:
+        return int(self._stream.write(redact(text)) or 0)
+
+    def __getattr__(self, attr: str) -> Any:  # flush, isatty, fileno, encoding, ...
+        return getattr(self._stream, attr)
+
+
+out = Console(file=_Redacting("stdout"), highlight=False, log_path=False)  # type: ignore[arg-type]
 #: progress lines carry the time, not the source line that logged them (``console.py:75`` helps nobody)
-err = Console(stderr=True, highlight=False, log_path=False)
+err = Console(file=_Redacting("stderr"), highlight=False, log_path=False)  # type: ignore[arg-type]
 
 
 class State:
@@ -35,7 +55,7 @@ def fail(exc: BaseException) -> None:
     """Render a user error as one line (exit 2); with -v, the traceback first."""
     if state.verbose:
         err.print_exception(show_locals=False)
-    line = exc.line() if isinstance(exc, GpushipError) else f"{type(exc).__name__}: {exc}"
+    line = exc.line() if isinstance(exc, GpushipError) else redact(f"{type(exc).__name__}: {exc}")
     from rich.markup import escape  # a message may name [tool.gpuship] tables: not markup
 
     err.print(f"[bold red]error:[/] {escape(line)}", markup=True, highlight=False, soft_wrap=True)

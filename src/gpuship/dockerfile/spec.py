@@ -21,6 +21,7 @@ from ..config import DEFAULT_USER
 from ..errors import ConfigError
 from ..oci import Entry, ImageConfig, Platform
 from ..project.entrypoint import VENV, choose_entrypoint
+from ..redact import strip_userinfo
 from ..sources.app import ALWAYS_EXCLUDED, NOT_SECRETS, SECRET_PATTERNS, AppFiles, select_app_files
 from .requirements import REQUIREMENTS_NAME, has_sdists, render_requirements
 
@@ -349,17 +350,17 @@ def _entries_key(entries: Sequence[Entry]) -> str:
 
 
 def _index_args(plan: Any) -> tuple[str, ...]:
-    """Index options for the requirements file: the ones the lock was resolved with (project, config, GPU plan).
-    Local ``--find-links`` folders are left out: a Docker build cannot see them."""
+    """Index options for the requirements file: the ones the lock was resolved with (project, config, GPU plan),
+    without their logins. Local ``--find-links`` folders are left out: a Docker build cannot see them."""
     from ..build import index_options
 
     idx = index_options(plan)
     out: list[str] = []
     if idx.index_url:
-        out.append(f"--index-url {idx.index_url}")
-    out += [f"--extra-index-url {u}" for u in dict.fromkeys(idx.extra_index_urls)]
-    out += [f"--find-links {f}" for f in idx.find_links if re.match(r"^https?://", f)]
-    return tuple(out)
+        out.append(f"--index-url {strip_userinfo(idx.index_url)}")
+    out += [f"--extra-index-url {strip_userinfo(u)}" for u in dict.fromkeys(idx.extra_index_urls)]
+    out += [f"--find-links {strip_userinfo(f)}" for f in idx.find_links if re.match(r"^https?://", f)]
+    return tuple(out)  # never a login: the Docker build gets it from a netrc secret (docs/security.md)
 
 
 def _top_level(app: AppFiles) -> tuple[tuple[str, ...], tuple[str, ...]]:

@@ -14,6 +14,7 @@ from ..errors import ConfigError, GpushipError
 from ..oci import Compression, Platform
 from ..oci.tarball import created_timestamp
 from ..project.pyproject import read_toml
+from ..redact import strip_userinfo
 
 VENV = "/opt/venv"
 
@@ -168,7 +169,7 @@ def oci_labels(project: Any, project_dir: Path, config: GpushipConfig, created: 
             break
     for k, v in pairs.items():
         if v:
-            labels[f"org.opencontainers.image.{k}"] = str(v)
+            labels[f"org.opencontainers.image.{k}"] = strip_userinfo(str(v)) if k == "source" else str(v)
     labels.update(config.labels)
     return labels
 

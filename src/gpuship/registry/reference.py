@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, replace
 
 from ..errors import GpushipError
+from ..redact import redact
 
 DOCKER_HUB = "docker.io"
 DOCKER_HUB_ENDPOINT = "registry-1.docker.io"
@@ -62,6 +63,12 @@ class Reference:
         if "://" in raw:
             raise _bad(text, "leave out the scheme (https://)")
         rest, digest = raw, None
+        login, at, after = raw.partition("@")
+        if at and "/" not in login and not after.startswith("sha256:"):
+            raise GpushipError(
+                f"{redact(raw)!r} is an image reference with a login in it, which gpuship never takes",
+                f"log in once (gpuship login {normalize_registry(after)}), then give the reference without the login",
+            )
         if "@" in rest:
             rest, digest = rest.rsplit("@", 1)
             if not _DIGEST.fullmatch(digest):

@@ -11,8 +11,10 @@ Everything is owned by root and not writable by the app user: the app can read i
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import os
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -264,15 +266,43 @@ def app_entries(app: AppFiles, dest: str) -> Iterator[Entry]:
         target = f"{dest.rstrip('/')}/{rel}"
         if p.is_symlink():
             yield Entry.symlink(target, os.readlink(p))
-        else:
-            executable = os.access(p, os.X_OK)
-            yield Entry.file(target, p, mode=0o755 if executable else 0o644)
+            continue
+        mode = 0o755 if os.access(p, os.X_OK) else 0o644
+        clean = _without_logins(rel, p)
+        yield Entry.file(target, p if clean is None else clean, mode=mode)
+
+
+#: Project input files that may name a package index with its login (``index-url = "https://u:t@host/simple"``,
+#: ``--index-url`` lines): their copies in the image have the logins taken out of every URL.
+INDEX_BEARING = (
+    "pyproject.toml",
+    "gpuship.toml",
+    "uv.toml",
+    "setup.cfg",
+    "requirements*.txt",
+    "requirements*.in",
+    "requirements/*.txt",
+    "requirements/*.in",
+    "constraints*.txt",
+    "environment.yml",
+    "environment.yaml",
+)
+_URL_LOGIN = re.compile(rb"(\b[A-Za-z][A-Za-z0-9+.-]*://)[^/\s@'\"<>]+@")
+
+
+def _without_logins(rel: str, path: Path) -> bytes | None:
+    """The file's bytes with URL logins taken out, if it is an index-bearing input that holds one; else None."""
+    if not any(fnmatch.fnmatch(rel, p) for p in INDEX_BEARING) or path.stat().st_size > 1 << 20:
+        return None
+    data = path.read_bytes()
+    cleaned = _URL_LOGIN.sub(rb"\1", data)
+    return cleaned if cleaned != data else None
 
 
 def app_layer(app: AppFiles, dest: str, cache: Cache, *, compression: BlobCompression = "none") -> Layer:
     return cached_layer(
         cache,
-        f"app:{dest}:{app.key()}",
+        f"app:{dest}:{app.key()}:no-index-logins",
         lambda: app_entries(app, dest),
         compression=compression,
         comment=f"app: {len(app.files)} files",

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from ...cache import Cache
 from ...errors import GpushipError
+from .credentials import IndexCredentials
 from .download import fetch
 from .interpreter import host_python
 from .platforms import host_platform, is_pure
@@ -56,13 +57,20 @@ def _build(source: Path, python: str, tmp: Path, *, what: str, index_args: Seque
     return wheels[0]
 
 
-def built_wheel(pkg: LockedPackage, python: str, cache: Cache, *, index_args: Sequence[str] = ()) -> BuiltWheel:
+def built_wheel(
+    pkg: LockedPackage,
+    python: str,
+    cache: Cache,
+    *,
+    index_args: Sequence[str] = (),
+    credentials: IndexCredentials | None = None,
+) -> BuiltWheel:
     """The wheel built from a locked sdist on this machine (cached by the sdist's hash, Python and machine)."""
     key = f"{pkg.sha256}-py{python}-{host_platform().machine}"
     rec = cache.get_ref("python-sdist-builds", key)
     if rec is not None and cache.has(rec["digest"]):
         return BuiltWheel(cache.blob_path(rec["digest"]), rec["filename"], rec["digest"].split(":", 1)[1])
-    blob = fetch(cache, pkg.url, pkg.sha256)
+    blob = fetch(cache, pkg.url, pkg.sha256, credentials=credentials or IndexCredentials.from_urls(index_args))
     with tempfile.TemporaryDirectory(dir=cache.root / "tmp", prefix="sdist-") as tmpdir:
         tmp = Path(tmpdir)
         src = tmp / pkg.filename

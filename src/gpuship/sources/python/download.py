@@ -18,6 +18,7 @@ from urllib.parse import unquote, urlparse
 from ...cache import Cache
 from ...errors import GpushipError, IntegrityError
 from ...streams import CHUNK
+from .credentials import IndexCredentials
 
 if TYPE_CHECKING:  # httpx is imported on first use: a rebuild with every file cached never pays for it
     import httpx
@@ -32,11 +33,16 @@ def ssl_context() -> ssl.SSLContext:
     return ssl.create_default_context(cafile=cafile)
 
 
-def http_client() -> httpx.Client:
+def http_client(credentials: IndexCredentials | None = None) -> httpx.Client:
+    """The download client; ``credentials`` log in to private indexes (else only netrc and the environment's)."""
     import httpx  # on first use: a rebuild that finds every file cached never imports it
 
     return httpx.Client(
-        verify=ssl_context(), follow_redirects=True, trust_env=True, timeout=httpx.Timeout(120.0, connect=30.0)
+        verify=ssl_context(),
+        follow_redirects=True,
+        trust_env=True,
+        timeout=httpx.Timeout(120.0, connect=30.0),
+        auth=(credentials or IndexCredentials.from_urls(())).auth(),
     )
 
 
@@ -45,7 +51,13 @@ def filename_of(url: str) -> str:
 
 
 def fetch(
-    cache: Cache, url: str, sha256: str, *, client: httpx.Client | None = None, progress: ProgressFn | None = None
+    cache: Cache,
+    url: str,
+    sha256: str,
+    *,
+    client: httpx.Client | None = None,
+    progress: ProgressFn | None = None,
+    credentials: IndexCredentials | None = None,
 ) -> Path:
     """The cached blob of ``url``; downloaded (or copied, for ``file://``) and verified if missing."""
     digest = f"sha256:{sha256.lower()}"
@@ -67,11 +79,16 @@ def fetch(
         import httpx
 
         own = client is None
-        client = client or http_client()
+        client = client or http_client(credentials)
         try:
             for attempt in range(4):
                 try:
                     with client.stream("GET", url) as resp:
+                        if resp.status_code in (401, 403):
+                            raise GpushipError(
+                                f"downloading {name} failed: HTTP {resp.status_code} from {urlparse(url).netloc}",
+                                "give the index's login as uv does: in the index URL, in ~/.netrc, or in the keyring",
+                            )
                         if resp.status_code != 200:
                             raise GpushipError(
                                 f"downloading {name} failed: HTTP {resp.status_code}",
@@ -102,14 +119,19 @@ def fetch(
 
 
 def fetch_all(
-    cache: Cache, items: Iterable[tuple[str, str]], *, progress: ProgressFn | None = None, workers: int = 4
+    cache: Cache,
+    items: Iterable[tuple[str, str]],
+    *,
+    progress: ProgressFn | None = None,
+    workers: int = 4,
+    credentials: IndexCredentials | None = None,
 ) -> dict[str, Path]:
     """Fetch ``(url, sha256)`` pairs in parallel; returns sha256 -> blob path."""
     todo = {sha: url for url, sha in items}
     missing = {sha: url for sha, url in todo.items() if not cache.has(f"sha256:{sha}")}
     out = {sha: cache.blob_path(f"sha256:{sha}") for sha in todo if sha not in missing}
     if missing:
-        with http_client() as client, ThreadPoolExecutor(max_workers=workers) as pool:
+        with http_client(credentials) as client, ThreadPoolExecutor(max_workers=workers) as pool:
             futures = {
                 sha: pool.submit(fetch, cache, url, sha, client=client, progress=progress)
                 for sha, url in missing.items()

@@ -25,6 +25,7 @@ from ...oci.media import BlobCompression
 from ...parallel import parallel_map
 from .build import built_wheel
 from .bytecode import compile_sources
+from .credentials import IndexCredentials
 from .download import fetch_all
 from .groups import GROUP_ORDER, group_of
 from .interpreter import HostPython, PythonLike, host_python
@@ -95,18 +96,23 @@ def _venv_layer(
 
 
 def _wheel_files(
-    packages: Sequence[LockedPackage], platform: Platform, python: str, cache: Cache, progress: ProgressFn | None
+    packages: Sequence[LockedPackage],
+    platform: Platform,
+    python: str,
+    cache: Cache,
+    progress: ProgressFn | None,
+    credentials: IndexCredentials | None = None,
 ) -> dict[str, tuple[Path, str]]:
     """sha256 of each locked file -> (wheel path in the cache, wheel file name); sdists are built here."""
     wheels = [p for p in packages if not p.sdist]
-    paths = fetch_all(cache, [(p.url, p.sha256) for p in wheels], progress=progress)
+    paths = fetch_all(cache, [(p.url, p.sha256) for p in wheels], progress=progress, credentials=credentials)
     out = {p.sha256: (paths[p.sha256], p.filename) for p in wheels}
     for p in packages:
         if not p.sdist:
             continue
         if progress is not None:
             progress(f"build {p.filename}")
-        built = built_wheel(p, python, cache)
+        built = built_wheel(p, python, cache, credentials=credentials)
         if platform != host_platform() and not built.pure:
             raise NoWheelError(
                 f"{p.name} {p.version} has no wheel for {platform}: its source builds a compiled wheel on this "
@@ -221,8 +227,11 @@ def python_layers(
     venv: str = VENV,
     compression: BlobCompression = "none",
     system_site_packages: bool = False,
+    credentials: IndexCredentials | None = None,
 ) -> PythonEnv:
     """Install ``lock``'s packages for ``platform`` into ``venv`` (using the base's ``python``) as layers.
+
+    ``credentials``: the private indexes' logins the locked files are downloaded with.
 
     ``system_site_packages``: the venv sees the base's site-packages (``include-system-site-packages = true``),
     for a registry base whose Python packages are kept.
@@ -265,7 +274,7 @@ def python_layers(
             def make() -> list[Entry]:
                 if progress is not None:
                     progress(f"install {group} ({len(pkgs)} packages) for {platform}")
-                files = _wheel_files(pkgs, platform, py, cache, progress)
+                files = _wheel_files(pkgs, platform, py, cache, progress, credentials)
                 installs = []
                 for p in pkgs:
                     path, filename = files[p.sha256]

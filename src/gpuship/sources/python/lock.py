@@ -30,6 +30,7 @@ from ...cache import Cache
 from ...errors import ConfigError, IntegrityError, ResolveError
 from ...oci import Platform
 from ...project import IndexOptions, ProjectInputs
+from ...redact import strip_userinfo
 from .download import filename_of
 from .platforms import (
     DEFAULT_GLIBC,
@@ -365,6 +366,11 @@ def _resolve_error(explanation: str, platform: Platform, python: str) -> Resolve
             f"{m.group(1)} has no wheel for {platform} (Python {python}): {explanation}",
             f"choose a version of {m.group(1)} that ships one, or drop {platform} from the platforms",
         )
+    if "401 Unauthorized" in explanation or "403 Forbidden" in explanation:
+        return ResolveError(
+            f"cannot resolve the Python requirements for {platform}: {explanation}",
+            "the index refused the login: check it (in the index URL, ~/.netrc or the keyring, as uv reads them)",
+        )
     if (
         "not found in the package registry" in explanation
         or "was not found in the provided package locations" in explanation
@@ -381,7 +387,7 @@ def _resolve_error(explanation: str, platform: Platform, python: str) -> Resolve
 
 def _file_of(entry: dict[str, Any]) -> tuple[str, str, int | None]:
     """(url, sha256, size) of a pylock wheel/sdist/archive entry."""
-    url = entry.get("url") or ""
+    url = strip_userinfo(entry.get("url") or "")  # a lock never holds a login (uv's pylock has none either)
     if not url and entry.get("path"):
         url = Path(entry["path"]).resolve().as_uri()
     sha = (entry.get("hashes") or {}).get("sha256", "")
