@@ -89,7 +89,7 @@ class BuildResult:
 
     def report_json(self) -> dict[str, Any]:
         """The build report (no credential in it: every string is redacted)."""
-        return redact_all(self._report())  # type: ignore[no-any-return]
+        return redact_all(self._report())
 
     def _report(self) -> dict[str, Any]:
         gpu = self.plan.gpu
