@@ -25,7 +25,7 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Generator, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
@@ -110,7 +110,7 @@ class IndexCredentials:
         credentials = self
 
         class IndexAuth(httpx.Auth):
-            def auth_flow(self, request: httpx.Request):  # type: ignore[no-untyped-def]
+            def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
                 if "Authorization" not in request.headers:
                     login = credentials.for_url(str(request.url))
                     if login is not None:
