@@ -141,3 +141,34 @@ def test_cuda_kernel_lib_prunes_the_apps_own_kernel_library(tmp_path: Path, buil
     assert proc.returncode == 0, proc.stderr
     pruned = json.loads((tmp_path / "b200.json").read_text())["platforms"][0]["pruned"]["gpu_archs"]
     assert pruned["targets"] == ["sm_100"] and pruned["kept_archs"] == ["sm_100", "compute_100"]
+
+
+def test_two_projects_on_the_same_cuda_wheels_share_those_layers(tmp_path: Path, build_cache: Path) -> None:
+    """numba-matmul and a different project on the same numba and CUDA wheels (another app, one more small CUDA
+    package and one more dependency) get the same digests for the big CUDA and framework layers, which lie at the
+    bottom of the environment, biggest first; only the small groups and the app differ."""
+    _, first = _build("numba-matmul", tmp_path / "a", build_cache)
+    other = copy_example("numba-matmul", tmp_path / "b")
+    pyproject = other / "pyproject.toml"
+    pyproject.write_text(
+        pyproject.read_text().replace('"numba-cuda>=0.20"', '"numba-cuda>=0.20", "nvidia-ml-py", "six"')
+    )
+    main = other / "src" / "matmul" / "main.py"
+    main.write_text(main.read_text() + "\n# another project's app\n")
+    report = tmp_path / "b.json"
+    proc = gpuship(
+        "build", str(other), "-o", f"oci-archive:{tmp_path}/b.tar", "--report", str(report), cache=build_cache
+    )
+    assert proc.returncode == 0, proc.stderr
+    second = json.loads(report.read_text())
+
+    def env_layers(r: dict) -> list[dict]:
+        return [x for x in r["platforms"][0]["layers"] if x["group"] in ("venv", "cuda", "frameworks", "deps")]
+
+    a, b = env_layers(first), env_layers(second)
+    own = [x for x in a[1:] if "," not in x["what"]]  # "python cuda: nvidia-nvvm==13.0.88": one distribution
+    assert len(own) >= 3, a
+    assert a[1 : 1 + len(own)] == own  # at the bottom of the environment, above the venv layer
+    prefix = [x["digest"] for x in a[: 1 + len(own)]]
+    assert prefix == [x["digest"] for x in b[: 1 + len(own)]]  # the same layers, in the same place
+    assert a[-1]["digest"] != b[-1]["digest"]  # the deps layer differs (six)

@@ -221,3 +221,45 @@ def test_install_project_builds_the_package(tmp_path: Path, cache: Cache) -> Non
     (root / "pyproject.toml").write_text('[project]\nname = "plain"\nversion = "0"\ndependencies = []\n')
     with pytest.raises(ConfigError, match="is not a package"):
         install_project(load_project(root), BASE_PY, cache)
+
+
+def test_big_gpu_distributions_get_their_own_layers_biggest_first() -> None:
+    """torch and the big CUDA wheels lie alone at the bottom (their layer depends on their wheel only, so two
+    projects that lock them share it); small ones stay in their group; numpy is never split out."""
+    from dataclasses import dataclass
+
+    from gpuship.sources.python.groups import OWN_LAYER_BUDGET, OWN_LAYER_BYTES, layer_units
+
+    @dataclass(frozen=True)
+    class Pkg:
+        name: str
+        size: int | None
+
+        @property
+        def key(self) -> str:
+            return self.name
+
+    mb = 1 << 20
+    pkgs = [
+        Pkg("numpy", 90 * mb),
+        Pkg("torch", 900 * mb),
+        Pkg("nvidia-cublas-cu12", 600 * mb),
+        Pkg("nvidia-nvtx-cu12", 1 * mb),
+        Pkg("triton", 200 * mb),
+        Pkg("typing-extensions", None),
+        Pkg("llvmlite", OWN_LAYER_BYTES),
+    ]
+    units = layer_units(pkgs)
+    assert [(g, [p.name for p in ps]) for g, ps in units] == [
+        ("frameworks", ["torch"]),
+        ("cuda", ["nvidia-cublas-cu12"]),
+        ("frameworks", ["triton"]),
+        ("frameworks", ["llvmlite"]),
+        ("cuda", ["nvidia-nvtx-cu12"]),
+        ("deps", ["numpy", "typing-extensions"]),
+    ]
+    many = [Pkg(f"nvidia-lib{i:02d}", (100 + i) * mb) for i in range(OWN_LAYER_BUDGET + 3)]
+    units = layer_units(many)
+    alone = [ps[0].name for g, ps in units if len(ps) == 1]
+    assert len(units) == OWN_LAYER_BUDGET + 1 and alone[0] == f"nvidia-lib{OWN_LAYER_BUDGET + 2:02d}"
+    assert sorted(p.name for p in units[-1][1]) == ["nvidia-lib00", "nvidia-lib01", "nvidia-lib02"]

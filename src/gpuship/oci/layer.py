@@ -12,6 +12,7 @@ import io
 import json
 import os
 import stat
+import tarfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from ..streams import CHUNK, Reader, as_file, open_file
 from .compress import compressor, compressor_id, recompress_key
 from .entry import Entry, clean_path
 from .media import BlobCompression, Compression
-from .tarball import iter_tar, source_date_epoch, write_tar
+from .tarball import iter_tar, member_entry, source_date_epoch, write_tar
 
 __all__ = ["Compression", "Layer", "build_layer", "cached_layer", "compressor_id", "recompress", "rewrite_layer"]
 
@@ -215,12 +216,56 @@ def spooled_entries(layer: Layer, cache: Cache | None = None) -> Iterator[Entry]
     the entry opens them from there; memory stays bounded whatever the layer size.
     """
     cache = cache or layer.cache
+    if layer.compression == "none":
+        yield from _entries_in_place(layer)
+        return
     for entry, reader in layer.entries():
         if entry.kind == "file" and reader is not None:
             digest, size = cache.put_stream(reader)
             yield Entry.stream(entry.path, size, partial(cache.open, digest), entry.mode, entry.uid, entry.gid)
         else:
             yield entry
+
+
+def _entries_in_place(layer: Layer) -> Iterator[Entry]:
+    """A plain layer's entries, each file opened where it lies in the cached tar (nothing is copied)."""
+    path = layer.cache.blob_path(layer.digest)
+    try:
+        with tarfile.open(path, mode="r:") as tar:
+            for m in tar:
+                entry = member_entry(tar, m)
+                if entry is None:
+                    continue
+                if entry.kind == "file":
+                    opener = partial(_Slice, path, m.offset_data, m.size)
+                    entry = Entry.stream(entry.path, m.size, opener, entry.mode, entry.uid, entry.gid)
+                yield entry
+    except (tarfile.TarError, EOFError) as exc:
+        raise IntegrityError(f"layer {layer.digest} is not a readable tar: {exc}", "rebuild it") from exc
+
+
+class _Slice:
+    """``size`` bytes of a file from ``offset``: one member of a plain tar, read in place."""
+
+    def __init__(self, path: Path, offset: int, size: int) -> None:
+        self._fh = open(path, "rb")  # noqa: SIM115 - closed by close()
+        self._fh.seek(offset)
+        self._left = size
+
+    def read(self, n: int = -1) -> bytes:
+        want = self._left if n < 0 else min(n, self._left)
+        data = self._fh.read(want) if want > 0 else b""
+        self._left -= len(data)
+        return data
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self) -> _Slice:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def rewrite_layer(

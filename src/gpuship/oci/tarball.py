@@ -14,6 +14,7 @@ import os
 import posixpath
 import tarfile
 import zlib
+from collections import Counter
 from collections.abc import Iterable, Iterator
 
 from ..errors import ConfigError, IntegrityError
@@ -128,10 +129,12 @@ def write_tar(entries: Iterable[Entry], out: Writer, *, mtime: int | None = None
     epoch = source_date_epoch() if mtime is None else mtime
     items = normalize(entries)
     first_by_content: dict[tuple[str, int, int, int], str] = {}
+    # only a file whose size, mode and owner another file shares can be identical to it: the rest are not hashed
+    alike = Counter((e.size, e.mode & 0o7777, e.uid, e.gid) for e in items if e.kind == "file" and e.size > 0)
     count = 0
     with tarfile.open(fileobj=as_file(out), mode="w|", format=tarfile.PAX_FORMAT, bufsize=CHUNK) as tar:
         for e in items:
-            if e.kind == "file" and link_identical and e.size > 0:
+            if e.kind == "file" and link_identical and alike[(e.size, e.mode & 0o7777, e.uid, e.gid)] > 1:
                 key = (_content_hash(e), e.mode & 0o7777, e.uid, e.gid)
                 first = first_by_content.get(key)
                 if first is not None:
@@ -150,7 +153,8 @@ def write_tar(entries: Iterable[Entry], out: Writer, *, mtime: int | None = None
     return count
 
 
-def _member_entry(tar: tarfile.TarFile, m: tarfile.TarInfo) -> Entry | None:
+def member_entry(tar: tarfile.TarFile, m: tarfile.TarInfo) -> Entry | None:
+    """The entry a tar member stands for (paths cleaned); None for what images never carry (devices, fifos)."""
     path = clean_path(m.name)
     if not path:
         return None
@@ -198,7 +202,7 @@ def iter_tar(stream: Reader) -> Iterator[tuple[Entry, Reader | None]]:
     try:
         with tarfile.open(fileobj=as_file(stream), mode="r|*") as tar:
             for m in tar:
-                e = _member_entry(tar, m)
+                e = member_entry(tar, m)
                 if e is None:
                     continue
                 fh = tar.extractfile(m) if m.isreg() else None

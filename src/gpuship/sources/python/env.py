@@ -27,7 +27,7 @@ from .build import built_wheel
 from .bytecode import compile_sources
 from .credentials import IndexCredentials
 from .download import fetch_all
-from .groups import GROUP_ORDER, group_of
+from .groups import layer_units
 from .interpreter import HostPython, PythonLike, host_python
 from .lock import Lock, LockedPackage, NoWheelError
 from .platforms import host_platform, python_minor
@@ -251,8 +251,7 @@ def python_layers(
     distributions: list[Distribution] = []
     report = PruneReport()
     scripts: list[str] = []
-    groups = [(g, sorted((p for p in packages if group_of(p.name) == g), key=lambda p: p.key)) for g in GROUP_ORDER]
-    groups = [(g, pkgs) for g, pkgs in groups if pkgs]
+    groups = layer_units(packages)
 
     def group_layer(group: str, pkgs: list[LockedPackage]) -> tuple[Layer, dict[str, Any]]:
         key_data = {

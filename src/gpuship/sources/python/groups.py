@@ -6,13 +6,20 @@
 3. ``deps``       — every other dependency
 (4. the project itself — the app layer, written by the build)
 
-The first matching group wins; names are compared after PEP 503 normalisation. Two projects on the same torch
-(and so the same CUDA wheels) share those two layers byte for byte.
+The first matching group wins; names are compared after PEP 503 normalisation.
+
+Below the groups, the big distributions of ``cuda`` and ``frameworks`` (a wheel of :data:`OWN_LAYER_BYTES` or
+more: torch, the big ``nvidia-*`` libraries, jaxlib, cupy, llvmlite, ...) get a layer each, biggest first, at
+most :data:`OWN_LAYER_BUDGET` of them (:func:`layer_units`). Such a layer depends on its wheel alone (and the venv
+path, Python, prune settings and byte-code compiler), so two projects that lock the same torch and CUDA wheels
+get the same digests for those layers, whatever else they install: a registry or a node stores them once.
 """
 
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Sequence
+from typing import Protocol, TypeVar
 
 from packaging.utils import canonicalize_name
 
@@ -59,3 +66,44 @@ def group_of(distribution: str) -> str:
         if any(fnmatch.fnmatchcase(name, p) for p in patterns):
             return group
     return GROUPS[-1][0]  # pragma: no cover - the last group matches everything
+
+
+#: A distribution of the ``cuda`` or ``frameworks`` group whose wheel is at least this big gets a layer of its own.
+OWN_LAYER_BYTES = 32 << 20
+#: At most this many such layers (the biggest); engines refuse more than 125 layers and gpuship stops at 100.
+OWN_LAYER_BUDGET = 16
+#: The groups whose big distributions get their own layers.
+STABLE_GROUPS = ("cuda", "frameworks")
+
+
+class _Locked(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def size(self) -> int | None: ...
+
+
+P = TypeVar("P", bound=_Locked)
+
+
+def layer_units(packages: Sequence[P]) -> list[tuple[str, list[P]]]:
+    """The environment's layers, bottom first, as ``(group, packages)``: the big distributions of the stable
+    groups alone (biggest first, at most :data:`OWN_LAYER_BUDGET`), then each group's other distributions.
+
+    The big ones sit lowest: they are the layers most likely to be shared with other projects, and the least
+    likely to change (an engine keeps the chain prefix, so a change above them leaves them in place)."""
+    big = sorted(
+        (p for p in packages if group_of(p.name) in STABLE_GROUPS and (p.size or 0) >= OWN_LAYER_BYTES),
+        key=lambda p: (-(p.size or 0), p.key),
+    )[:OWN_LAYER_BUDGET]
+    alone = {p.key for p in big}
+    units: list[tuple[str, list[P]]] = [(group_of(p.name), [p]) for p in big]
+    for g in GROUP_ORDER:
+        rest = sorted((p for p in packages if p.key not in alone and group_of(p.name) == g), key=lambda p: p.key)
+        if rest:
+            units.append((g, rest))
+    return units
