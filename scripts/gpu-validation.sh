@@ -3,7 +3,7 @@
 # driver but no network, no Docker and no runc, and takes files only in calls of limited size.
 #
 #   bash scripts/gpu-validation.sh prepare [base|numba|torch]...  # here (x86, network): images, parts, wheels
-#   bash scripts/gpu-validation.sh pack [SIZE]                    # here: the carry folders .device/x01, x02, ...
+#   bash scripts/gpu-validation.sh pack [SIZE [WHAT...]]          # here: the carry folders .device/x01, x02, ...
 #   bash scripts/gpu-validation.sh device receive [PROOF]...      # on the GPU host, once per call (see below)
 #
 # `prepare` writes under .device/ (git-ignored):
@@ -14,7 +14,7 @@
 #   numba/    examples/numba-matmul as oci-archive parts (gpuship image convert --split) + .parts.json
 #   torch/    examples/torch-status for targets = ["H100"], traced-slimmed (its own GET /status, proven by the
 #             second run), as oci-archive parts; sizes.json compares it with the unpruned image and the wheels
-# `pack` bins all of that, in that order, into folders of at most SIZE (default 60m: a call carries 64 MiB with
+# `pack` bins all of that (or WHAT of it: wheels torch), in that order, into folders of at most SIZE (default 60m: a call carries 64 MiB with
 # the checkout), which the calls carry one each: carry [".device/x01"], then [".device/x02"], ...
 #
 # On the GPU host, every call runs `device receive` first: it copies the carried .device/x*/ into
@@ -26,7 +26,8 @@
 #   selftest  the pruned libraries and nvJPEG straight on the driver
 #   runner    tests/test_run_gpu_host.py (pytest, the built-in runner injecting the driver)
 #   numba     numba-matmul: its Numba CUDA kernel verified against numpy, check, --gpus none for both
-#   torch     torch-status: the function on the GPU, a GPU matmul against the CPU's, GET /status, check
+#   torch     torch-status: the function on the GPU, a GPU matmul against the CPU's, check, GET /status, and
+#             bench/serve_load.py against the served image
 # e.g.  bash scripts/gpu-validation.sh device receive host matmul 2>&1 | tee $OUT/gpu-validation.log
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -97,7 +98,7 @@ prepare_torch() {
 pack() {
   # Bin what prepare made into .device/x01, x02, ... (hard links), each at most $1; one folder per call.
   rm -rf .device/x[0-9]*
-  python3 - "${1:-60m}" <<'EOF'
+  python3 - "$@" <<'EOF'
 import os, sys
 from pathlib import Path
 
@@ -106,7 +107,7 @@ arg = sys.argv[1].lower().rstrip("ib")
 limit = int(arg[:-1]) * units[arg[-1]] if arg[-1] in units else int(arg)
 root = Path(".device")
 items = []  # (path relative to .device, size): small trees whole, split archives part by part
-for name in ("wheels", "gpu", "prune", "selftest", "numba", "torch"):
+for name in sys.argv[2:] or ("wheels", "gpu", "prune", "selftest", "numba", "torch"):
     top = root / name
     if not top.exists():
         continue
@@ -238,8 +239,9 @@ proof_torch() {
   g run --runtime chroot --gpus all -v "$PWD/scripts:/probe:ro" --entrypoint python3 "$m" -- /probe/gpu_torch_probe.py
   g check --runtime chroot --gpus all "$m"
   # served: GET /status from the function runtime
-  echo "\$ gpuship run --runtime chroot --gpus all -e PORT=$port $m &  # then GET /status"
-  python3 -m gpuship run --runtime chroot --gpus all -e PORT=$port "$m" > /tmp/torch-serve.log 2>&1 &
+  local serve=(--runtime chroot --gpus all -e PORT=$port -e MAX_WORKERS=4 -e MAX_QUEUE=64 -e LOG_LEVEL=WARNING "$m")
+  echo "\$ gpuship run ${serve[*]} &  # then GET /status"
+  python3 -m gpuship run "${serve[@]}" > /tmp/torch-serve.log 2>&1 &
   local pid=$!
   python3 - "$port" <<'EOF'
 import json, sys, time, urllib.request
@@ -253,6 +255,10 @@ for _ in range(240):
 else:
     print("no answer from", url)
 EOF
+  # issue 8's load figure, now against the image: 2,000 POST /invoke (a 256x256 matmul each), 64 at a time
+  echo "\$ python3 bench/serve_load.py --url http://127.0.0.1:$port --requests 2000 --concurrency 64 --work 256"
+  python3 bench/serve_load.py --url "http://127.0.0.1:$port" --requests 2000 --concurrency 64 --work 256
+  echo "(exit $?)"
   kill -TERM "$pid" 2> /dev/null || true
   wait "$pid" 2> /dev/null || true
   echo "(server log, last lines)"
@@ -281,13 +287,16 @@ prepare)
   [ $# -gt 0 ] || set -- base numba torch
   for what in "$@"; do "prepare_$what"; done
   ;;
-pack) pack "${2:-60m}" ;;
+pack)
+  shift
+  pack "${1:-60m}" "${@:2}"
+  ;;
 device)
   shift
   device "$@"
   ;;
 *)
-  echo "usage: $0 prepare [base|numba|torch]... | pack [SIZE] | device receive [host|matmul|prune|selftest|runner|numba|torch]..." >&2
+  echo "usage: $0 prepare [base|numba|torch]... | pack [SIZE [WHAT...]] | device receive [host|matmul|prune|selftest|runner|numba|torch]..." >&2
   exit 2
   ;;
 esac
