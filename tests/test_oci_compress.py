@@ -75,3 +75,21 @@ def test_layers_are_plain_and_compressed_once_per_codec(tmp_path) -> None:  # no
     assert for_transport(gz, "zstd") == gz  # compressed layers keep their bytes
     assert gzip.decompress(cache.read(gz.layers[0].digest)) == cache.read(layer.digest)
     assert "level5" in compressor_id("gzip")
+
+
+def test_a_layer_is_known_from_its_input_key_without_its_blobs(tmp_path) -> None:  # noqa: ANN001
+    """input key -> (diff_id, digest, size) for the plain and the compressed blob, from the records alone."""
+    from gpuship.oci.layer import cached_layer, known_layer
+
+    cache = Cache(tmp_path / "c")
+    assert known_layer(cache, "app:v1") is None
+    layer = cached_layer(cache, "app:v1", lambda: [Entry.file("app/main.py", b"print('hi')\n" * 1000)])
+    plain = known_layer(cache, "app:v1", "none")
+    assert plain is not None and (plain.diff_id, plain.digest, plain.size) == (layer.diff_id, layer.digest, layer.size)
+    assert known_layer(cache, "app:v1", "gzip") is None  # never compressed on this machine
+    gz = recompress(layer, "gzip")
+    for d in (layer.digest, gz.digest):
+        cache.blob_path(d).unlink()  # the records are knowledge, not content
+    got = known_layer(cache, "app:v1", "gzip")
+    assert got is not None and (got.diff_id, got.digest, got.size) == (layer.diff_id, gz.digest, gz.size)
+    assert known_layer(cache, "app:v2", "gzip") is None

@@ -128,8 +128,8 @@ def unchanged_build(argv: Sequence[str]) -> bool:
         _write(report, json.dumps(data, indent=2, sort_keys=True) + "\n")
         _write(sbom, got["sbom"])
     if not args.quiet:
-        for row in got["rows"]:
-            print("  ".join(str(c) for c in row[:-1]), file=sys.stderr)
+        for platform, group, digest, size, unpacked, _state, _what in got["rows"]:
+            print(f"{platform}  {group:10s}  {digest}  {size:>8s}  {unpacked:>8s}  cached", file=sys.stderr)
         print(f"unchanged since the last build ({seconds:.2f}s): {'; '.join(written)}", file=sys.stderr)
     print(got["digest"])
     return True

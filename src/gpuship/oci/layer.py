@@ -30,7 +30,18 @@ from .entry import Entry, clean_path
 from .media import BlobCompression, Compression
 from .tarball import iter_tar, member_entry, source_date_epoch, write_tar
 
-__all__ = ["Compression", "Layer", "build_layer", "cached_layer", "compressor_id", "recompress", "rewrite_layer"]
+__all__ = [
+    "Compression",
+    "KnownLayer",
+    "Layer",
+    "build_layer",
+    "cached_layer",
+    "compressor_id",
+    "known_layer",
+    "layer_key",
+    "recompress",
+    "rewrite_layer",
+]
 
 #: The layer format: bump it when the bytes a layer's entries become change (the tar writer's rules, the
 #: entries a source emits), so layers remembered under an input key are built again. Part of every layer key.
@@ -169,6 +180,32 @@ def layer_key(key: str, compression: BlobCompression = "none") -> str:
     """
     parts = [key, LAYER_FORMAT, compressor_id(compression), source_date_epoch()]
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class KnownLayer:
+    """What a layer is, known from the records of this machine's cache alone: its tar's ``diff_id``, and the
+    ``digest`` and ``size`` of its blob as ``compression`` stores it."""
+
+    diff_id: str
+    digest: str
+    size: int
+    compression: BlobCompression
+
+
+def known_layer(cache: Cache, key: str, compression: BlobCompression = "gzip") -> KnownLayer | None:
+    """The layer a source's input ``key`` gives (:func:`cached_layer`), as ``compression`` would store it, from
+    the records alone: nothing is built, read, unpacked or compressed, and its blobs need not be here. None when
+    this cache never made it (or never compressed it so). This is what a warm build, or a registry check before
+    building, can decide on; it is a hint about bytes, never the bytes."""
+    rec = cache.get_ref("layers", layer_key(key))
+    if rec is None:
+        return None
+    if rec.get("compression") != compression:
+        rec = cache.get_ref("layers", recompress_key(str(rec["diff_id"]), compression))
+        if rec is None:
+            return None
+    return KnownLayer(str(rec["diff_id"]), str(rec["digest"]), int(rec["size"]), compression)
 
 
 def _remembered(cache: Cache, full_key: str, make: Callable[[], Layer]) -> Layer:
