@@ -357,3 +357,29 @@ def test_dpkg_database_parses_with_dpkg_query(tmp_path: Path) -> None:
         ["dpkg-query", "-L", f"--admindir={root}/var/lib/dpkg", "tool"], capture_output=True, text=True, check=True
     )
     assert listed.stdout.split() == ["/.", "/bin", "/bin/tool", "/etc/tool.conf"]
+
+
+def test_reduce_packages_reads_what_python_debian_reads() -> None:
+    """The line parser of Packages files gives python-debian's fields (its parser is the oracle here): multi-line
+    fields, a continued kept field, blank and whitespace-only separators, a paragraph without a Filename."""
+    import io
+
+    from debian import deb822
+
+    from gpuship.sources.debian.index import KEPT_FIELDS, reduce_packages
+
+    text = (
+        "Package: libfoo1\nVersion: 1.2-3\nArchitecture: amd64\nDepends: libc6 (>= 2.34),\n libbar2 | libbaz2\n"
+        "Description: foo\n a long\n .\n description\nFilename: pool/main/f/foo/libfoo1_1.2-3_amd64.deb\n"
+        "Size: 1234\nSHA256: " + "a" * 64 + "\n\n"
+        "Package: nofile\nVersion: 1\n \t\n"
+        "Package:  spaced \nVersion:2.0\nFilename: pool/x.deb\nMulti-Arch: same\nX-Other: y\n"
+    )
+    got = reduce_packages(io.BytesIO(text.encode()))
+    want = []
+    for para in deb822.Packages.iter_paragraphs(io.BytesIO(text.encode()), use_apt_pkg=False):
+        rec = {k: para[k] for k in KEPT_FIELDS if k in para}
+        if "Package" in rec and "Version" in rec and "Filename" in rec:
+            want.append(rec)
+    assert [r["Package"] for r in got] == ["libfoo1", "spaced"]
+    assert got == want

@@ -8,6 +8,7 @@ carry a newer version of a package (apt's candidate rule with equal pins).
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -39,13 +40,34 @@ KEPT_FIELDS = (
 )
 
 
+_KEPT = frozenset(KEPT_FIELDS)
+
+
 def reduce_packages(stream: IO[bytes]) -> list[dict[str, str]]:
-    """Parse a ``Packages`` stream (python-debian) into records holding only :data:`KEPT_FIELDS`."""
+    """Parse a ``Packages`` stream into records holding only :data:`KEPT_FIELDS`.
+
+    The deb822 rules, read line by line (python-debian's parser took ten times as long on bookworm's 63,000
+    packages, and a cold build reads them): paragraphs end at a blank line, ``Field: value`` starts a field (the
+    value stripped), a line starting with a space or tab continues the last field (kept on its own line)."""
     out: list[dict[str, str]] = []
-    for para in deb822.Packages.iter_paragraphs(stream, use_apt_pkg=False):
-        rec = {k: para[k] for k in KEPT_FIELDS if k in para}
-        if "Package" in rec and "Version" in rec and "Filename" in rec:
-            out.append(rec)
+    rec: dict[str, str] = {}
+    field: str | None = None
+    for line in io.TextIOWrapper(stream, encoding="utf-8", errors="replace", newline="\n"):
+        line = line.rstrip("\n")
+        if not line.strip():
+            if "Package" in rec and "Version" in rec and "Filename" in rec:
+                out.append(rec)
+            rec, field = {}, None
+        elif line[0] in " \t":
+            if field is not None:
+                rec[field] += "\n" + line
+        else:
+            name, sep, value = line.partition(":")
+            field = name if sep and name in _KEPT else None
+            if field is not None:
+                rec[field] = value.strip()
+    if "Package" in rec and "Version" in rec and "Filename" in rec:
+        out.append(rec)
     return out
 
 
