@@ -100,6 +100,94 @@ def test_git_ignored_generated_stubs_are_named_with_the_include_that_ships_them(
     assert run.returncode == 0 and "serving greeter" in run.stdout, run.stdout + run.stderr
 
 
+# -- 3. Dockerfile habits: refused at build time with the fix; a shell when asked for; where the app may write ----
+
+ACTION = """#!/usr/bin/env python3
+import os, sys
+
+
+def writable(folder):
+    try:
+        with open(os.path.join(folder, "probe"), "w") as fh:
+            fh.write("x")
+        return "yes"
+    except OSError:
+        return "no"
+
+
+port = sys.argv[sys.argv.index("--port") + 1]
+home = os.path.expanduser("~")
+print(f"action on port {port}; /tmp writable {writable('/tmp')}; {home} writable {writable(home)}; "
+      f"/app writable {writable('/app')}")
+"""
+
+
+def test_env_shebang_entrypoint_is_refused_with_the_fix_and_shell_true_runs_it(
+    tmp_path: Path, build_cache: Path, docker
+) -> None:
+    """A serverless action runtime as a Dockerfile user writes it: an executable `#!/usr/bin/env python3` script
+    as ENTRYPOINT, the port from $PORT through a shell."""
+    project = _write(
+        tmp_path / "action",
+        {
+            "requirements.txt": "six==1.17.0\n",
+            "gpuship.toml": 'entrypoint = ["./action.py", "--port", "8080"]\n',
+            "action.py": ACTION,
+            "tools/fetch.py": "#!/usr/local/bin/python3\nprint('fetch')\n",
+        },
+    )
+    (project / "action.py").chmod(0o755)
+    (project / "tools/fetch.py").chmod(0o755)
+    archive = tmp_path / "a.tar"
+    proc = _build(project, archive, build_cache)
+    line = one_error_line(proc)
+    assert "entrypoint ./action.py starts with #!/usr/bin/env python3, but the image has no /usr/bin/env" in line
+    assert 'use entrypoint = ["python", "action.py"]' in line and "set shell = true in gpuship.toml" in line, line
+    assert "locking dependencies" not in proc.stderr and not archive.exists()  # refused while planning
+
+    # shell = true: dash as /bin/sh and coreutils' env; $PORT set at run time reaches the program
+    (project / "gpuship.toml").write_text(
+        'shell = true\nentrypoint = ["sh", "-c", "exec ./action.py --port $PORT"]\nenv = { PORT = "8080" }\n'
+    )
+    proc = _build(project, archive, build_cache)
+    assert proc.returncode == 0, proc.stderr
+    text = " ".join(proc.stderr.split())
+    assert "shell: dash (/bin/sh) and coreutils (/usr/bin/env, ...) added to the base" in text
+    assert "tools/fetch.py (#!/usr/local/bin/python3: the image has no /usr/local/bin/python3)" in text, text
+    run = _run(docker, archive, "-e", "PORT=9999")
+    assert run.returncode == 0, run.stdout + run.stderr
+    # the documented writable places: /tmp and the app user's home; the app folder is read-only
+    assert "action on port 9999; /tmp writable yes; /home/app writable yes; /app writable no" in run.stdout
+
+
+def test_interpreter_lint_knows_the_debian_base(tmp_path: Path) -> None:
+    """The other Dockerfile habits, against the base's facts (no build needed): a shell-form command without a
+    shell, the python:* image's interpreter path, a script without a #! line; a registry base is not judged."""
+    from gpuship.errors import ConfigError
+    from gpuship.project.entrypoint import BaseFacts, lint_interpreters
+
+    root = _write(tmp_path / "p", {"main.py": "print(1)\n", "run.py": "print(2)\n"})
+    bare = BaseFacts(frozenset(), "3.11")
+    lint = lambda argv, facts=bare: lint_interpreters(  # noqa: E731
+        argv, root, ["main.py", "run.py"], facts, workdir="/app", where="gpuship.toml"
+    )
+    for argv, said in (
+        (["sh", "-c", "python main.py --port $PORT"], "entrypoint runs sh, but the image has no shell"),
+        (["/usr/local/bin/python", "main.py"], "entrypoint program /usr/local/bin/python is not in the image"),
+        (["./run.py"], "entrypoint ./run.py is a file without a #! line"),
+        (["/bin/bash", "-c", "x"], "entrypoint program /bin/bash is not in the image"),
+    ):
+        try:
+            lint(argv)
+        except ConfigError as exc:
+            assert said in exc.line(), exc.line()
+        else:
+            raise AssertionError(f"{argv} passed")
+    assert lint(["sh", "-c", "x"], BaseFacts(frozenset({"dash", "coreutils"}), "3.11")) == []
+    assert lint(["python", "main.py"]) == [] and lint(["/usr/bin/python3", "main.py"]) == []
+    assert lint(["sh", "-c", "x"], BaseFacts(None)) == []  # a registry base: its own contents
+
+
 # -- 4. requirements.txt projects: the messages speak gpuship.toml, and the entrypoint is checked while planning --
 
 

@@ -36,7 +36,7 @@ from .oci import (
 from .parallel import build_jobs, parallel_map
 from .plan import BuildOptions, BuildPlan, make_plan
 from .plan.build_plan import config_home
-from .project.entrypoint import VENV, choose_entrypoint
+from .project.entrypoint import VENV, BaseFacts, choose_entrypoint, lint_interpreters
 from .rebuild import Request, fingerprint, remember
 from .redact import redact_all
 from .sources.app import app_layer, left_out_warning, select_app_files
@@ -192,6 +192,15 @@ def build(options: BuildOptions, *, cache: Cache | None = None, progress: Progre
         runtime_argv=runtime.argv if runtime else (),
         where=where,
     )
+    facts = BaseFacts(
+        None if plan.registry_bases else frozenset(plan.config.debian_packages()),
+        ".".join(plan.python_version.split(".")[:2]),
+    )
+    for w in lint_interpreters(
+        entrypoint, app.root, app.files, facts, workdir=plan.config.workdir, where=where
+    ):  # the entrypoint's interpreter is refused here; other scripts' are warnings
+        warnings.append(w)
+        _say(progress, f"warning: {w}")
     models = build_models(
         options.project_dir.resolve(),
         app,
@@ -549,7 +558,7 @@ def _build_platform(
         upper += [gl for gl in own if gl[0] == "app"]
 
     deps: tuple[Any, ...] = ()
-    extra = tuple(cfg.system_packages)
+    extra = cfg.debian_packages()
     if cfg.find_libdeps and rbase is not None:  # no Debian packages go onto a registry base: a missing library fails
         _say(progress, f"[{platform}] find-libdeps: checking shared libraries against the base image")
         rbase.check_libraries([lib for _, lib in env_layers + upper], cache, image_env(plan, rbase.config))

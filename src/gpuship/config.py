@@ -28,6 +28,7 @@ KNOWN_KEYS = {
     "env": "extra environment variables",
     "ports": "ports to expose",
     "system-packages": "extra Debian packages (apt-install without apt)",
+    "shell": "add a minimal shell: dash as /bin/sh and coreutils (/usr/bin/env, ...) (default false)",
     "keep": "globs of files pruning must keep",
     "drop": "globs of extra files to prune from the environment",
     "include": "project files to include even though they look like secrets or are ignored",
@@ -47,6 +48,9 @@ KNOWN_KEYS = {
     "models": "model files: project globs ('!' takes away), hf://ORG/NAME@REVISION, https://...#sha256=..., or "
     "{ mount = '/models/NAME' } for weights mounted at run time (docs/models.md)",
 }
+
+#: What ``shell = true`` adds to a Debian-profile base: ``/bin/sh`` (dash) and ``/usr/bin/env`` (coreutils).
+SHELL_PACKAGES = ("dash", "coreutils")
 
 DEFAULT_USER = "65532:65532"
 DEFAULT_WORKDIR = "/app"
@@ -367,6 +371,7 @@ class GpushipConfig:
     env: Mapping[str, str] = field(default_factory=dict)
     ports: tuple[str, ...] = ()
     system_packages: tuple[str, ...] = ()
+    shell: bool = False
     keep: tuple[str, ...] = ()
     drop: tuple[str, ...] = ()
     include: tuple[str, ...] = ()
@@ -423,6 +428,7 @@ class GpushipConfig:
             env=parse_env_table(table.get("env", {})),
             ports=parse_ports(table.get("ports")),
             system_packages=_str_list(table.get("system-packages"), "system-packages"),
+            shell=schema.boolean(table.get("shell", False), "[tool.gpuship] shell"),
             keep=_str_list(table.get("keep"), "keep"),
             drop=_str_list(table.get("drop"), "drop"),
             include=_str_list(table.get("include"), "include"),
@@ -443,6 +449,11 @@ class GpushipConfig:
             replace_base_packages=_str_list(table.get("replace-base-packages"), "replace-base-packages"),
             models=ModelsConfig.parse(table.get("models"), workdir),
         )
+
+    def debian_packages(self) -> tuple[str, ...]:
+        """The Debian packages added to a profile base: ``system-packages``, and the shell when asked for."""
+        extra = SHELL_PACKAGES if self.shell else ()
+        return tuple(dict.fromkeys((*self.system_packages, *extra)))
 
     def debian_mirror(self) -> str | None:
         """The Debian mirror from config or ``GPUSHIP_DEBIAN_MIRROR``; None means the host's apt sources."""

@@ -69,6 +69,12 @@ class BuildPlan:
             f"base {self.base} (Python {self.python_version}) for {', '.join(map(str, self.platforms))}",
             f"{len(self.requirements)} top-level requirements",
         ]
+        if self.config.shell:
+            lines.append(
+                "shell: the registry base brings its own"
+                if self.registry_bases
+                else "shell: dash (/bin/sh) and coreutils (/usr/bin/env, ...) added to the base"
+            )
         if self.created_from:
             lines.append(f"created {self.created} ({self.created_from})")
         if self.registry_bases:
