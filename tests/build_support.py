@@ -42,8 +42,9 @@ def torch_status_for_this_machine(dest: Path) -> Path:
     """examples/torch-status copied to ``dest``; built against a local CPU torch wheel when this machine offers one.
 
     CI has no GPU and no PyTorch CPU index. Where a CPU torch wheel lies in a PIP_FIND_LINKS directory (as on this
-    workplace's machines), the copy uses it — the user's move on a CPU-only host. Elsewhere the example stays as
-    written (the CUDA torch from PyPI: slower, same behaviour on the CPU).
+    workplace's machines), the copy takes the documented CPU route — ``[tool.gpuship.gpu] cuda = "cpu"`` with that
+    directory as ``find-links`` — the user's move on a CPU-only host. Elsewhere the example stays as written (the
+    CUDA torch from PyPI: slower, same behaviour on the CPU).
     """
     import glob
     import os
@@ -55,10 +56,8 @@ def torch_status_for_this_machine(dest: Path) -> Path:
         if hits:
             wheel = hits[-1]
     if wheel:
-        version = Path(wheel).name.split("-")[1]
         text = (project / "pyproject.toml").read_text()
-        text = text.replace('dependencies = ["torch>=2.6"]', f'dependencies = ["torch=={version}"]')
         text = text.replace("[tool.gpuship]\n", f'[tool.gpuship]\nfind-links = ["{Path(wheel).parent}"]\n')
-        text = text.replace("[tool.gpuship.gpu]\n", "[tool.gpuship.gpu]\nenabled = false\n")
+        text = text.replace('cuda = "auto"\n', 'cuda = "cpu"\n')
         (project / "pyproject.toml").write_text(text)
     return project

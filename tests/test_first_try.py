@@ -100,6 +100,88 @@ def test_git_ignored_generated_stubs_are_named_with_the_include_that_ships_them(
     assert run.returncode == 0 and "serving greeter" in run.stdout, run.stdout + run.stderr
 
 
+# -- 2. CPU torch: cuda = "cpu" takes torch's CPU build from a local wheel folder; explain tells the truth -------
+
+STAND_IN_TORCH = """__version__ = "2.13.0+cpu"
+
+
+class cuda:
+    @staticmethod
+    def is_available():
+        return False
+"""
+
+
+def _wheel(folder: Path, name: str, version: str, files: dict[str, str], tag: str = "py3-none-any") -> Path:
+    """A real (small) wheel: METADATA, WHEEL and RECORD as the spec wants them."""
+    import base64
+    import hashlib
+    import zipfile
+
+    folder.mkdir(parents=True, exist_ok=True)
+    info = f"{name}-{version}.dist-info"
+    members = dict(files)
+    members[f"{info}/METADATA"] = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+    members[f"{info}/WHEEL"] = f"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: {tag}\n"
+
+    def digest(text: str) -> str:
+        raw = hashlib.sha256(text.encode()).digest()
+        return "sha256=" + base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    record = "".join(f"{p},{digest(t)},{len(t.encode())}\n" for p, t in members.items()) + f"{info}/RECORD,,\n"
+    members[f"{info}/RECORD"] = record
+    path = folder / f"{name}-{version}-{tag}.whl"
+    with zipfile.ZipFile(path, "w") as zf:
+        for p, t in members.items():
+            zf.writestr(p, t)
+    return path
+
+
+def test_cpu_torch_from_a_local_wheel_folder(tmp_path: Path, build_cache: Path, docker) -> None:
+    """A torch training repo on a CPU host: `cuda = "cpu"` takes torch's CPU build (+cpu) from a wheel folder
+    instead of PyPI's CUDA build (6 GB, 7 minutes). A stand-in torch wheel keeps the test small; the real CPU
+    wheel goes the same way in test_example_torch_status where this machine has one."""
+    project = _write(
+        tmp_path / "trainer",
+        {
+            "pyproject.toml": (
+                '[project]\nname = "trainer"\nversion = "0.1"\ndependencies = ["torch>=2.6"]\n'
+                '[tool.gpuship]\nentrypoint = ["python", "train.py"]\nfind-links = ["./wheels"]\n'
+                '[tool.gpuship.gpu]\ncuda = "cpu"\n'
+            ),
+            "train.py": "import torch\nprint('torch', torch.__version__, 'cuda', torch.cuda.is_available())\n",
+        },
+    )
+    _wheel(project / "wheels", "torch", "2.13.0+cpu", {"torch/__init__.py": STAND_IN_TORCH})
+    explained = gpuship("explain", str(project), cache=build_cache)
+    assert explained.returncode == 0, explained.stderr
+    assert 'a CPU image (cuda = "cpu" in [tool.gpuship.gpu])' in explained.stdout
+    assert "torch>=2.6 -> torch==2.13.0+cpu (the CPU build, from a find-links folder)" in explained.stdout
+    assert "CUDA" not in explained.stdout.replace('cuda = "cpu"', "")
+
+    archive = tmp_path / "t.tar"
+    proc = _build(project, archive, build_cache, "--report", str(tmp_path / "r.json"))
+    assert proc.returncode == 0, proc.stderr
+    assert 'a CPU image (cuda = "cpu" in [tool.gpuship.gpu])' in " ".join(proc.stderr.split())
+    report = json.loads((tmp_path / "r.json").read_text())
+    dists = dict(report["platforms"][0]["python_distributions"])
+    assert dists.get("torch") == "2.13.0+cpu" and not any(d.startswith(("nvidia", "cuda")) for d in dists), dists
+    assert report["gpu"] is None  # no NVIDIA_* settings, no gpuship-check
+    run = _run(docker, archive)
+    assert run.returncode == 0 and "torch 2.13.0+cpu cuda False" in run.stdout, run.stdout + run.stderr
+
+    # enabled = false without a CPU source: explain says what PyPI's torch is, instead of a CUDA-free promise
+    (project / "pyproject.toml").write_text(
+        '[project]\nname = "trainer"\nversion = "0.1"\ndependencies = ["torch>=2.6"]\n'
+        "[tool.gpuship.gpu]\nenabled = false\n"
+    )
+    said = gpuship("explain", str(project), cache=build_cache).stdout
+    assert "torch from PyPI is its CUDA build for x86_64" in said and 'set cuda = "cpu"' in said, said
+    # and a +cpu pin is a CPU image with nothing claimed about CUDA
+    said = gpuship("explain", "-r", "torch==2.13.0+cpu", cache=build_cache).stdout
+    assert said.startswith("torch==2.13.0+cpu is torch's CPU build: a CPU image"), said
+
+
 # -- 3. Dockerfile habits: refused at build time with the fix; a shell when asked for; where the app may write ----
 
 ACTION = """#!/usr/bin/env python3

@@ -434,13 +434,13 @@ def index_options(plan: BuildPlan) -> Any:
     idx = plan.project.index
     cfg = plan.config
     extra = tuple(idx.extra_index_urls) + tuple(cfg.extra_index_urls)
-    if plan.gpu is not None and plan.gpu.is_gpu:
+    if plan.gpu is not None:  # the PyTorch index for a torch variant: a CUDA line PyPI lacks, or the CPU build
         extra += tuple(u for u in plan.gpu.index_urls if u not in extra)
     return replace(
         idx,
         index_url=cfg.index_url or idx.index_url,
         extra_index_urls=extra,
-        find_links=tuple(idx.find_links) + tuple(cfg.find_links),
+        find_links=tuple(idx.find_links) + tuple(_local_link(plan.project.root, f) for f in cfg.find_links),
     )
 
 
@@ -449,6 +449,14 @@ def index_credentials(plan: BuildPlan) -> Any:
     from .sources.python.credentials import IndexCredentials
 
     return IndexCredentials.from_urls([*index_options(plan).uv_args(), *plan.project.uv_options])
+
+
+def _local_link(root: Path, link: str) -> str:
+    """A ``find-links`` folder relative to the project (``./wheels``) made absolute: uv reads the options from a
+    requirements file elsewhere, where a relative path means nothing. URLs stay as they are."""
+    if "://" in link or Path(link).is_absolute():
+        return link
+    return str((root / link).resolve())
 
 
 @dataclass(frozen=True)

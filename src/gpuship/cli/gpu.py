@@ -108,7 +108,13 @@ def explain(
         raise ConfigError("[tool.gpuship.gpu] must be a table")
     settings = GpuSettings.from_table(gpu_table).with_overrides(cuda, target or None, min_driver, torch_index)
     plat = platform or (plats[0] if plats else "linux/amd64")
-    plan = plan_gpu(reqs, settings, plat)
+    root = (path or Path(".")).resolve()
+    root = root if root.is_dir() else root.parent
+    from ..plan.build_plan import local_wheels
+
+    links = tool.get("find-links") or []
+    wheels = local_wheels(root, [links] if isinstance(links, str) else [str(x) for x in links])
+    plan = plan_gpu(reqs, settings, plat, local_wheels=wheels)
     if as_json:
         from ..check import manifest_data
 
@@ -118,11 +124,12 @@ def explain(
             "requirements": list(plan.requirements),
             "explain": plan.explain(),
         }
+        if plan.is_gpu or plan.index_urls:  # a CPU image's index: torch's CPU build
+            doc["index_urls"] = list(plan.index_urls)
         if plan.is_gpu:
             doc |= {
                 "cuda": plan.cuda,
                 "constraints": list(plan.constraints),
-                "index_urls": list(plan.index_urls),
                 "env": dict(plan.env),
                 "labels": dict(plan.labels),
                 "manifest": manifest_data(plan),
@@ -131,18 +138,20 @@ def explain(
         return
     for line in plan.explain():
         out.print(line, markup=False, highlight=False, soft_wrap=True)
-    if not plan.is_gpu:
+    if not plan.is_gpu and list(plan.requirements) == reqs and not plan.index_urls:
         return
     out.print("requirements:", markup=False)
     for r in plan.requirements:
         out.print(f"  {r}", markup=False, soft_wrap=True)
-    out.print("constraints:", markup=False)
-    for c in plan.constraints:
-        out.print(f"  {c}", markup=False)
     if plan.index_urls:
         out.print("extra index URLs (uv --extra-index-url):", markup=False)
         for u in plan.index_urls:
             out.print(f"  {u}", markup=False)
+    if not plan.is_gpu:
+        return
+    out.print("constraints:", markup=False)
+    for c in plan.constraints:
+        out.print(f"  {c}", markup=False)
     out.print("env:", markup=False)
     for k, v in plan.env.items():
         out.print(f"  {k}={v}", markup=False)

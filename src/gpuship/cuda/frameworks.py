@@ -61,6 +61,7 @@ class Found:
     majors: set[int] | None = None  # None: any major the framework has
     why_majors: str = ""
     local_line: str = ""  # torch==2.7.1+cu118: the variant the user pinned
+    cpu_pinned: bool = False  # torch==2.13.0+cpu: the CPU build, no GPU framework
     jax_local: bool = False  # jax[cuda12-local]: asked for a system CUDA
 
     def restrict(self, majors: set[int], why: str) -> None:
@@ -126,6 +127,8 @@ def detect(lines: Sequence[Line], gpu_table_present: bool) -> tuple[dict[str, Fo
             f = get("torch")
             f.lines.append(line)
             for s in req.specifier:
+                if s.version.endswith("+cpu"):
+                    f.cpu_pinned = True
                 m = re.search(r"\+cu(\d+)$", s.version)
                 if m:
                     digits = m.group(1)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
+from packaging.version import Version
 
 from ..errors import GpuError
 from ..oci.image import Platform
@@ -29,7 +30,7 @@ from .compat import (
     toolkit_builds_for,
     vt,
 )
-from .frameworks import FRAMEWORKS, Found, Line, detect, parse_lines
+from .frameworks import FRAMEWORKS, Found, Line, admits, detect, parse_lines
 from .gpus import Target
 from .settings import GpuSettings
 
@@ -185,26 +186,26 @@ def _torch_runs(opt: TorchChoice, targets: Sequence[Target]) -> bool:
 # -- the planner -------------------------------------------------------------------------------------------------
 
 
-def plan_gpu(requirements: Sequence[str], settings: GpuSettings, platform: Platform | str | None = None) -> GpuPlan:
+def plan_gpu(
+    requirements: Sequence[str],
+    settings: GpuSettings,
+    platform: Platform | str | None = None,
+    *,
+    local_wheels: Sequence[str] = (),
+) -> GpuPlan:
     """Plan the CUDA side of an image for ``requirements`` (PEP 508 lines) on ``platform``.
 
-    Raises :class:`GpuError` when no CUDA line fits every input, naming the clash and the way out."""
+    ``local_wheels`` are the file names of the wheels in the project's find-links folders: where a CPU image
+    finds torch's CPU build (:func:`_plan_cpu`). Raises :class:`GpuError` when no CUDA line fits every input,
+    naming the clash and the way out."""
     plat = platform if isinstance(platform, Platform) else Platform.parse(platform or "linux/amd64")
     machine = _machine(plat)
     lines = parse_lines(requirements)
     found, pins = detect(lines, gpu_table_present=bool(settings.raw) or settings.enabled is True)
-    frameworks = tuple(f for f in FRAMEWORKS if f in found)
+    frameworks = tuple(f for f in FRAMEWORKS if f in found and not (f == "torch" and found[f].cpu_pinned))
 
-    if settings.enabled is False or (not frameworks and settings.enabled is not True):
-        why = (
-            "[tool.gpuship.gpu] enabled = false: no GPU settings"
-            if settings.enabled is False
-            else "no GPU framework in the requirements (torch, cupy, numba-cuda, jax[cuda], cuda-python): "
-            "a CPU image, no GPU settings"
-        )
-        if settings.enabled is False and "torch" in found:
-            why += " (torch still brings its CUDA libraries from PyPI)"
-        return GpuPlan(is_gpu=False, requirements=tuple(requirements), platform=str(plat), lines=(why,))
+    if settings.cuda == "cpu" or settings.enabled is False or (not frameworks and settings.enabled is not True):
+        return _plan_cpu(lines, found, settings, plat, local_wheels)
 
     if machine not in ("x86_64", "aarch64"):
         raise GpuError(
@@ -353,6 +354,151 @@ def plan_gpu(requirements: Sequence[str], settings: GpuSettings, platform: Platf
     )
 
 
+# -- a CPU image ---------------------------------------------------------------------------------------------------
+
+#: The frameworks whose CPU builds carry a ``+cpu`` local version (on the PyTorch index, or in a wheel folder).
+CPU_BUILDS = ("torch", *data.TORCH_COMPANIONS)
+
+
+def _plan_cpu(
+    lines: Sequence[Line],
+    found: Mapping[str, Found],
+    settings: GpuSettings,
+    plat: Platform,
+    local_wheels: Sequence[str],
+) -> GpuPlan:
+    """A CPU image: no GPU settings; when asked for (``cuda = "cpu"``, ``enabled = false``) the frameworks take
+    their CPU builds: torch from ``torch-index`` (tag ``cpu``) or a find-links folder, ``jax`` without its CUDA
+    plugin. PyPI's Linux torch is a CUDA build (with several GB of ``nvidia-*`` wheels) from 2.11 on every
+    architecture, and always on x86_64: without a CPU source ``cuda = "cpu"`` is an error, and ``enabled = false``
+    says what it ships."""
+    machine = plat.machine
+    asked = 'cuda = "cpu"' if settings.cuda == "cpu" else ("enabled = false" if settings.enabled is False else "")
+    torch = found.get("torch")
+    if asked:
+        explain = [f"a CPU image ({asked} in [tool.gpuship.gpu]): no GPU settings; frameworks take their CPU builds"]
+    elif torch is not None and torch.cpu_pinned:
+        pinned = next(ln.text.strip() for ln in torch.lines)
+        explain = [f"{pinned} is torch's CPU build: a CPU image, no GPU settings"]
+    else:
+        explain = [
+            "no GPU framework in the requirements (torch, cupy, numba-cuda, jax[cuda], cuda-python): "
+            "a CPU image, no GPU settings"
+        ]
+    out = [ln.text for ln in lines]
+    index_urls: list[str] = []
+    if asked and torch is not None and not torch.cpu_pinned:
+        index_urls = _cpu_torch(lines, found, settings, machine, local_wheels, asked, out, explain)
+    if asked and "cupy" in found:
+        if settings.cuda == "cpu":
+            raise GpuError(
+                f'[tool.gpuship.gpu] cuda = "cpu", but {found["cupy"].lines[0].text.strip()} has no CPU build',
+                'remove it from the requirements, or build a GPU image (cuda = "auto")',
+            )
+        explain.append("note: cupy has no CPU build; it stays as written and needs a GPU (and CUDA libraries)")
+    if asked and "jax" in found:
+        for ln in found["jax"].lines:
+            req = ln.req
+            if req is None or canonical(req.name) != "jax" or not any(e.startswith("cuda") for e in req.extras):
+                continue
+            marker = str(req.marker) if req.marker else ""
+            new = _fmt_req(req.name, [e for e in req.extras if not e.startswith("cuda")], str(req.specifier), marker)
+            out[ln.index] = new
+            explain.append(f"requirement: {ln.text.strip()} -> {new} (JAX's CPU build: no CUDA plugin)")
+    return GpuPlan(
+        is_gpu=False, requirements=tuple(out), index_urls=tuple(index_urls), platform=str(plat), lines=tuple(explain)
+    )
+
+
+def cpu_wheel_versions(local_wheels: Sequence[str], machine: str) -> dict[str, list[str]]:
+    """``+cpu`` builds among wheel file names, per framework, newest first, for ``machine`` (x86_64 / aarch64)."""
+    from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+
+    out: dict[str, set[Version]] = {}
+    for name in local_wheels:
+        try:
+            dist, version, _, tags = parse_wheel_filename(name)
+        except InvalidWheelFilename:
+            continue
+        if version.local != "cpu" or canonical(dist) not in CPU_BUILDS:
+            continue
+        if any(t.platform == "any" or t.platform.endswith(machine) for t in tags):
+            out.setdefault(canonical(dist), set()).add(version)
+    return {k: [str(v) for v in sorted(vs, reverse=True)] for k, vs in out.items()}
+
+
+def _cpu_torch(
+    lines: Sequence[Line],
+    found: Mapping[str, Found],
+    settings: GpuSettings,
+    machine: str,
+    local_wheels: Sequence[str],
+    asked: str,
+    out: list[str],
+    explain: list[str],
+) -> list[str]:
+    """Point torch (and torchvision, torchaudio) at their CPU builds, in place in ``out``; the index URLs needed."""
+    if settings.torch_index:
+        url = _index_url_for(settings.torch_index, "cpu")
+        explain.append(f"torch: the CPU build (tag cpu) from {url}, searched before PyPI")
+        return [url]
+    have = cpu_wheel_versions(local_wheels, machine)
+    torch_lines = [ln for ln in found["torch"].lines if ln.req is not None]
+    companions = [ln for ln in lines if ln.req is not None and ln.name in data.TORCH_COMPANIONS]
+    pick: dict[str, str] = {}
+    for ln in torch_lines + companions:
+        assert ln.req is not None
+        ok = [v for v in have.get(ln.name, []) if ln.req.specifier.contains(v, prereleases=True)]
+        if ok:
+            pick[ln.name] = ok[0]
+    if "torch" in pick:
+        for ln in torch_lines + companions:
+            assert ln.req is not None
+            if ln.name not in pick:
+                continue
+            marker = str(ln.req.marker) if ln.req.marker else ""
+            new = _fmt_req(ln.req.name, list(ln.req.extras), f"=={pick[ln.name]}", marker)
+            out[ln.index] = new
+            explain.append(f"requirement: {ln.text.strip()} -> {new} (the CPU build, from a find-links folder)")
+        return []
+    specs = [ln.req.specifier for ln in torch_lines if ln.req is not None]
+    cpu_on_pypi = [
+        r
+        for r, by_machine in data.TORCH_PYPI.items()
+        if machine in by_machine and by_machine[machine] is None and all(admits(_strip_local(sp), r, r) for sp in specs)
+    ]
+    if cpu_on_pypi:
+        last = max(cpu_on_pypi, key=vt)
+        for ln in torch_lines:
+            assert ln.req is not None
+            marker = str(ln.req.marker) if ln.req.marker else ""
+            nxt = vt(last)
+            new = _fmt_req(
+                ln.req.name, list(ln.req.extras), _join_spec(str(ln.req.specifier), f"<{nxt[0]}.{nxt[1] + 1}"), marker
+            )
+            out[ln.index] = new
+            explain.append(
+                f"requirement: {ln.text.strip()} -> {new} (PyPI's {machine} torch is a CPU build up to {last})"
+            )
+        return []
+    cuda_line = data.TORCH_PYPI.get(max(data.TORCH_PYPI, key=vt), {}).get(machine) or "13.0"
+    where_from = (
+        "set [tool.gpuship.gpu] torch-index to the PyTorch wheel index URL ({tag} becomes cpu), or find-links "
+        "to a folder of torch-*+cpu wheels"
+    )
+    if settings.cuda == "cpu":
+        raise GpuError(
+            f"[tool.gpuship.gpu] cuda = \"cpu\", but torch's CPU build is not on PyPI for {machine} (PyPI's torch is "
+            f"the CUDA {cuda_line} build, several GB with its nvidia-* wheels)",
+            where_from,
+        )
+    explain.append(
+        f"note: torch from PyPI is its CUDA build for {machine} (several GB of nvidia-* wheels, unused here); "
+        f'for the CPU build set cuda = "cpu" and {where_from.removeprefix("set ")}'
+    )
+    return []
+
+
 def first_driver_branch(cc: str) -> str | None:
     """The first driver branch that drives a GPU: the driver of the first toolkit that builds for its
     architecture (B200, sm_100: CUDA 12.8 -> R570). Inferred from the toolkit table, not a separate source."""
@@ -498,7 +644,11 @@ def _choose_torch(
 
 
 def _index_url(template: str, line: str) -> str:
-    tag = cuda_tag(line)
+    return _index_url_for(template, cuda_tag(line))
+
+
+def _index_url_for(template: str, tag: str) -> str:
+    """``torch-index`` with its variant tag (``cu130``, ``cpu``) put in."""
     if "{tag}" in template:
         return template.replace("{tag}", tag)
     if "{cuda}" in template:

@@ -14,10 +14,10 @@ from .compat import Driver, line_of, vt
 from .gpus import Target, parse_target
 
 KEYS = {
-    "cuda": 'CUDA line: "auto" (default), a line such as "12.8", or a major such as "12"',
+    "cuda": 'CUDA line: "auto" (default), a line such as "12.8", a major such as "12", or "cpu" (CPU builds)',
     "targets": 'GPUs the image must run on: names ("H100", "L4") or architectures ("sm_80")',
     "min-driver": 'oldest host driver the image must run on: a branch ("535") or a version ("570.124.06")',
-    "torch-index": "URL of the PyTorch wheel index for the chosen CUDA variant; {tag} becomes cu128, cu130, ...",
+    "torch-index": "URL of the PyTorch wheel index for the chosen CUDA variant; {tag} becomes cu128, cu130, ..., or cpu",
     "minor-version-compat": "allow a CUDA line newer than min-driver under minor-version compatibility",
     "enabled": '"auto" (default: GPU when a GPU framework is present), true, or false',
     "driver-capabilities": 'NVIDIA_DRIVER_CAPABILITIES (default ["compute", "utility"])',
@@ -44,6 +44,11 @@ class GpuSettings:
     def from_table(cls, table: Mapping[str, Any] | None) -> GpuSettings:
         table = dict(table or {})
         _check_keys(table, KEYS, "[tool.gpuship.gpu]")
+        if _parse_cuda(table.get("cuda", "auto")) == "cpu" and table.get("enabled") is True:
+            raise ConfigError(
+                '[tool.gpuship.gpu] cuda = "cpu" and enabled = true ask for a CPU and a GPU image',
+                'drop one of them: cuda = "cpu" builds with the frameworks\' CPU builds',
+            )
         return cls(
             cuda=_parse_cuda(table.get("cuda", "auto")),
             targets=_parse_targets(table.get("targets", ())),
@@ -88,13 +93,16 @@ def _parse_cuda(value: Any) -> str:
     text = str(value).strip().lower()
     if text in ("auto", ""):
         return "auto"
+    if text in ("cpu", "none"):
+        return "cpu"  # a CPU image: the frameworks' CPU builds (torch +cpu), no GPU settings
     if re.fullmatch(r"\d+", text) and int(text) in data.MINOR_VERSION_COMPAT_DRIVER:
         return str(int(text))
     try:
         line = line_of(text)
     except ValueError:
         raise ConfigError(
-            f'[tool.gpuship.gpu] cuda must be "auto", a CUDA line such as "12.8", or a major such as "12"; not {value!r}',
+            f'[tool.gpuship.gpu] cuda must be "auto", "cpu", a CUDA line such as "12.8", or a major such as "12"; '
+            f"not {value!r}",
             f"known lines: {', '.join(data.LINES)}",
         ) from None
     if line not in data.LINES:

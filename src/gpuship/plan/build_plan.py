@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,7 +79,7 @@ class BuildPlan:
             lines.append(f"created {self.created} ({self.created_from})")
         if self.registry_bases:
             lines += next(iter(self.registry_bases.values())).explain()
-        if self.gpu is not None and getattr(self.gpu, "is_gpu", False):
+        if self.gpu is not None:  # the CUDA plan, or why this is a CPU image and where its frameworks come from
             lines += list(self.gpu.explain())
         return lines
 
@@ -209,16 +209,18 @@ def make_plan(options: BuildOptions, cache: Any = None, progress: Any = None) ->
     from ..cuda import GpuSettings, plan_gpu
 
     settings = GpuSettings.from_table(config.gpu)
-    plans = [plan_gpu(requirements, settings, p) for p in platforms]
+    wheels = local_wheels(project_dir, (*project.index.find_links, *config.find_links))
+    plans = [plan_gpu(requirements, settings, p, local_wheels=wheels) for p in platforms]
     gpu = plans[0]
-    if gpu.is_gpu:
-        for p, other in zip(platforms[1:], plans[1:], strict=True):
-            if tuple(other.requirements) != tuple(gpu.requirements) or other.cuda != gpu.cuda:
-                raise ConfigError(
-                    f"the CUDA plan for {p} differs from the one for {platforms[0]} (CUDA {other.cuda} vs {gpu.cuda})",
-                    "build each platform separately with --platform, or pin [tool.gpuship.gpu] cuda",
-                )
-        requirements = tuple(gpu.requirements)
+    for p, other in zip(platforms[1:], plans[1:], strict=True):
+        if tuple(other.requirements) != tuple(gpu.requirements) or other.cuda != gpu.cuda:
+            what = f"CUDA {other.cuda or 'none'} vs {gpu.cuda or 'none'}"
+            raise ConfigError(
+                f"the CUDA plan for {p} differs from the one for {platforms[0]} ({what}; requirements "
+                f"{', '.join(other.requirements)} vs {', '.join(gpu.requirements)})",
+                "build each platform separately with --platform, or pin [tool.gpuship.gpu] cuda",
+            )
+    requirements = tuple(gpu.requirements)
     epoch, created_from = image_created(project_dir)
     created = created_timestamp(epoch)
     return BuildPlan(
@@ -237,6 +239,20 @@ def make_plan(options: BuildOptions, cache: Any = None, progress: Any = None) ->
         created=created,
         created_from=created_from,
     )
+
+
+def local_wheels(root: Path, find_links: Sequence[str]) -> tuple[str, ...]:
+    """The wheel file names in the local find-links folders (relative ones from the project root, as uv reads
+    them): where a CPU image finds torch's ``+cpu`` build. URLs are not listed (uv reads those pages itself)."""
+    names: set[str] = set()
+    for entry in find_links:
+        if "://" in entry and not entry.startswith("file://"):
+            continue
+        folder = Path(entry.removeprefix("file://"))
+        folder = folder if folder.is_absolute() else root / folder
+        if folder.is_dir():
+            names.update(p.name for p in folder.iterdir() if p.name.endswith(".whl"))
+    return tuple(sorted(names))
 
 
 def _image_name(name: str) -> str:
