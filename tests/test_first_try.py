@@ -368,7 +368,8 @@ def test_created_is_the_last_commit_and_output_reads_at_80_columns(tmp_path: Pat
     assert f"docker-archive:{archive}" in "".join(log), proc.stderr  # the header names the output, not a guess
     report = json.loads((tmp_path / "r.json").read_text())
     rows = report["platforms"][0]["layers"]
-    table = [line for line in log if line.split()[:1] and line.split()[0] in {r["group"] for r in rows}]
+    groups = {r["group"] for r in rows}
+    table = [line for line in log if line[:1].strip() and line.split()[0] in groups]  # log lines are indented
     assert len(table) == len(rows), proc.stderr
     for line, row in zip(table, rows, strict=True):
         assert row["digest"][7:19] in line and "…" not in line.split()[1] and "B " in line, line
