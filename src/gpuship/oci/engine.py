@@ -24,6 +24,7 @@ import json
 import subprocess
 import tempfile
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
@@ -169,12 +170,13 @@ def _omittable(img: Image, held: set[str]) -> frozenset[str]:
 
 
 def _checks_out(exe: str, image_id: str, store: Store) -> bool:
-    """The engine has ``image_id``, and (containerd store, where a failed import can leave a record without its
-    content) a container can be made of it."""
-    if _has_image(exe, image_id) is not True:
-        return False
+    """After a partial load that the engine accepted: the classic store loads all or nothing (it fails on a
+    missing layer file), so that is enough; with containerd's store, where a failed import can leave a record
+    without its content, the image must be there and a container must be made of it."""
     if store != "containerd":
         return True
+    if not _has_image(exe, image_id):
+        return False
     proc = _run(exe, "create", "--entrypoint", "/", image_id)
     if proc.returncode != 0:
         return False
@@ -200,14 +202,26 @@ def load_image(
     tag = DockerTag.parse(ref)
     exe = tools.require(engine)
     img = pick_image(obj, platform)
-    store = image_store(engine)
-    # the engine's image ID: the config digest; in containerd's store, the digest of the manifest it was given
-    image_id = img.digest if store == "containerd" else img.config_descriptor()["digest"]
-    if _has_image(exe, image_id) and _run(exe, "tag", image_id, str(tag)).returncode == 0:
-        return LoadResult(str(tag), image_id, len(img.layers), 0, 0, tagged_only=True, store=store)
+    config_id = img.config_descriptor()["digest"]
+    # the engine is asked side by side: where it keeps images, whether it has this one (a tag of the image ID
+    # succeeds only then), and which layers it holds
+    with ThreadPoolExecutor(3, thread_name_prefix="gpuship-engine") as pool:
+        store_f = pool.submit(image_store, engine)
+        tagged_f = pool.submit(_run, exe, "tag", config_id, str(tag))
+        held_f = pool.submit(held_chain_ids, exe) if partial and held is None and engine != "podman" else None
+        store = store_f.result()
+        # the engine's image ID: the config digest; in containerd's store, the digest of the manifest it was given
+        image_id = img.digest if store == "containerd" else config_id
+        tagged = tagged_f.result().returncode == 0 and store != "containerd"
+        if not tagged and store == "containerd":
+            tagged = _run(exe, "tag", image_id, str(tag)).returncode == 0
+        if tagged:
+            return LoadResult(str(tag), image_id, len(img.layers), 0, 0, tagged_only=True, store=store)
+        if held_f is not None:
+            held = held_f.result()
     omit = frozenset[str]()
     if partial and store != "podman":
-        omit = _omittable(img, held_chain_ids(exe) if held is None else held)
+        omit = _omittable(img, held or set())
     if omit:
         try:
             name = _stream_load(exe, img, tag, None, omit=omit, legacy=store != "containerd")

@@ -24,8 +24,6 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-import httpx
-
 from ...cache import Cache
 from ...config import HF_HUB_DIR, HubModel, UrlModel, redact_url
 from ...errors import GpushipError, IntegrityError
@@ -53,6 +51,8 @@ def fetch_url(model: UrlModel, cache: Cache, progress: Progress | None = None) -
     digest = "sha256:" + model.sha256
     if cache.has(digest):
         return digest, cache.blob_path(digest).stat().st_size
+    import httpx  # on first use: a build without URL models never imports it
+
     shown = redact_url(model.url)
     _say(progress, f"fetching {shown}")
     try:
@@ -111,6 +111,8 @@ def fetch_hub(model: HubModel, cache: Cache, progress: Progress | None = None) -
 
 
 def _snapshot_download(model: HubModel, work: Path) -> Path:
+    import httpx  # on first use, as above
+
     try:
         from huggingface_hub import snapshot_download
         from huggingface_hub.errors import (
