@@ -275,6 +275,29 @@ _LIBNAME = re.compile(r"\.so(\.|$)")
 _MAPS: dict[str, dict[str, list[list[str]]]] = {}
 
 
+def _so_lines(fh: IO[bytes]) -> Iterator[bytes]:
+    """The lines (without their newline) that name a ``.so``: the stream is read in big blocks and searched
+    there (a Contents file has millions of lines; reading them one by one through gzip took seconds)."""
+    rest = b""
+    while chunk := fh.read(8 << 20):
+        buf = rest + chunk
+        cut = buf.rfind(b"\n") + 1
+        rest = buf[cut:]
+        yield from _lines_with(buf, b".so", cut)
+    if rest:
+        yield from _lines_with(rest + b"\n", b".so", len(rest) + 1)
+
+
+def _lines_with(buf: bytes, needle: bytes, end: int) -> Iterator[bytes]:
+    """The whole lines of ``buf[:end]`` (which ends with a newline) that contain ``needle``, in order."""
+    pos = 0
+    while (i := buf.find(needle, pos, end)) >= 0:
+        start = buf.rfind(b"\n", 0, i) + 1
+        stop = buf.find(b"\n", i, end)
+        yield buf[start:stop]
+        pos = stop + 1
+
+
 def _contents_map(repo: Repository, arch: str, cache: Cache) -> dict[str, list[tuple[str, str]]]:
     """``soname -> [(folder, package)]`` for every shared-library file name in the suites' Contents."""
     out: dict[str, list[tuple[str, str]]] = {}
@@ -292,10 +315,8 @@ def _contents_map(repo: Repository, arch: str, cache: Cache) -> dict[str, list[t
                 raw.seek(0)
                 opener = gzip.open if head[:2] == b"\x1f\x8b" else lzma.open if head[:6] == b"\xfd7zXZ\x00" else None
                 fh = opener(raw) if opener else raw
-                for raw_line in fh:
-                    if b".so" not in raw_line:
-                        continue
-                    line = raw_line.decode("utf-8", "replace").rstrip("\n")
+                for raw_line in _so_lines(fh):
+                    line = raw_line.decode("utf-8", "replace")
                     try:
                         path, locs = line.rsplit(None, 1)
                     except ValueError:
