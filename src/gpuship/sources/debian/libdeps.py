@@ -275,7 +275,7 @@ _LIBNAME = re.compile(r"\.so(\.|$)")
 _MAPS: dict[str, dict[str, list[list[str]]]] = {}
 
 
-def _so_lines(fh: IO[bytes]) -> Iterator[bytes]:
+def _so_lines(fh: Reader) -> Iterator[bytes]:
     """The lines (without their newline) that name a ``.so``: the stream is read in big blocks and searched
     there (a Contents file has millions of lines; reading them one by one through gzip took seconds)."""
     rest = b""
