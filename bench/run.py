@@ -159,6 +159,8 @@ class Bench:
         t2, r2 = self.gpuship_build(src, f"bench/{name}:push2", cache, output=f"registry:{repo}:push2")
         first, edit = _pushed(r1["written"][0]), _pushed(r2["written"][0])
         layers = len(r2["platforms"][0]["layers"])
+        before = {x["digest"] for x in r1["platforms"][0]["layers"]}
+        new_layers = [x for x in r2["platforms"][0]["layers"] if x["digest"] not in before]
         return {
             "first_push_s": t1.seconds,
             "first_push_bytes": first["bytes"],
@@ -166,6 +168,8 @@ class Bench:
             "edit_push_bytes": edit["bytes"],
             "edit_push_blobs": edit["blobs"],
             "edit_push_skipped": edit["skipped"],
+            "edit_push_new_layers": len(new_layers),
+            "edit_push_new_layer_bytes": sum(x["size"] for x in new_layers),
             "layers": layers,
             "app_layer_bytes": r2["platforms"][0]["layers"][-1]["size"],
             "line": r2["written"][0],
@@ -468,6 +472,32 @@ def tables(res: dict[str, Any]) -> str:
         )
         rss = ex["gpuship"].get("peak_rss_mb")
         lines.append(f"| {name} | {'–' if rss is None else f'{rss:.0f}'} | {arch} |")
+    sent_rows = []
+    for name, ex in res["examples"].items():
+        g = ex.get("gpuship") if "error" not in ex else None
+        if not g or "edit_engine_sent" not in g:
+            continue
+        sent = g["edit_engine_sent"][-1]
+        engine = (
+            f"{sent['layers_sent']} of {sent.get('of', '?')} ({sent['mb']:.1f} MB)" if not sent["tagged_only"] else "–"
+        )
+        push = g.get("push_after_edit")
+        pushed = (
+            f"{push['edit_push_blobs']} blobs uploaded, {push['edit_push_skipped']} already there; new layers: "
+            f"{push.get('edit_push_new_layers', '?')}, {push.get('edit_push_new_layer_bytes', 0) / 1e3:,.1f} kB "
+            f"(first push {push['first_push_bytes'] / 1e6:,.1f} MB)"
+            if push
+            else "–"
+        )
+        tagged = "tagged only" if any("tagged" in w for w in g.get("nochange_written", [])) else "loaded"
+        sent_rows.append(f"| {name} | {engine} | {pushed} | {tagged} |")
+    if sent_rows:
+        lines += [
+            "",
+            "| example | layers sent to Docker after an edit | push to a registry after an edit | no-change rebuild |",
+            "| --- | --- | --- | --- |",
+            *sent_rows,
+        ]
     base = res.get("base")
     if base:
         lines += [
