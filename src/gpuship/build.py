@@ -221,14 +221,16 @@ def build(options: BuildOptions, *, cache: Cache | None = None, progress: Progre
 
     images = [r.image for r in results]
     result: Image | Index = images[0] if len(images) == 1 else make_index(images)
+    plain = result
     result, results = _shipped(result, results, outputs, plan.compression)
     written: list[str] = []
     if outputs:
-        from .oci.sinks import write_output
+        from .oci.sinks import target_compresses, write_output
 
         for target in outputs:
             _say(progress, f"writing {target}")
-            written.append(write_output(result, target, tag=plan.tag, compression=plan.compression))
+            given = result if target_compresses(target) else plain  # an engine gets the plain layers
+            written.append(write_output(given, target, tag=plan.tag, compression=plan.compression))
             _say(progress, written[-1])
     br = BuildResult(
         plan,
