@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from build_support import gpuship, one_error_line
+from build_support import copy_example, gpuship, one_error_line
 
 
 def _write(root: Path, files: dict[str, str]) -> Path:
@@ -155,14 +155,14 @@ def test_cpu_torch_from_a_local_wheel_folder(tmp_path: Path, build_cache: Path, 
     _wheel(project / "wheels", "torch", "2.13.0+cpu", {"torch/__init__.py": STAND_IN_TORCH})
     explained = gpuship("explain", str(project), cache=build_cache)
     assert explained.returncode == 0, explained.stderr
-    assert 'a CPU image (cuda = "cpu" in [tool.gpuship.gpu])' in explained.stdout
+    assert 'a CPU image (cuda = "cpu")' in explained.stdout
     assert "torch>=2.6 -> torch==2.13.0+cpu (the CPU build, from a find-links folder)" in explained.stdout
     assert "CUDA" not in explained.stdout.replace('cuda = "cpu"', "")
 
     archive = tmp_path / "t.tar"
     proc = _build(project, archive, build_cache, "--report", str(tmp_path / "r.json"))
     assert proc.returncode == 0, proc.stderr
-    assert 'a CPU image (cuda = "cpu" in [tool.gpuship.gpu])' in " ".join(proc.stderr.split())
+    assert 'a CPU image (cuda = "cpu")' in " ".join(proc.stderr.split())
     report = json.loads((tmp_path / "r.json").read_text())
     dists = dict(report["platforms"][0]["python_distributions"])
     assert dists.get("torch") == "2.13.0+cpu" and not any(d.startswith(("nvidia", "cuda")) for d in dists), dists
@@ -304,6 +304,93 @@ def test_gpuship_toml_refuses_another_tools_table(tmp_path: Path, build_cache: P
     )
     line = one_error_line(_build(project, tmp_path / "x.tar", build_cache))
     assert "gpuship.toml" in line and "[tool.black]" in line
+
+
+# -- 8. Cog: cog.yaml read as it is; the predictor answers POST /predictions ---------------------------------------
+
+
+def test_cog_predictor_builds_from_cog_yaml_and_answers_predictions(tmp_path: Path, build_cache: Path, docker) -> None:
+    import time
+
+    import httpx
+
+    project = copy_example("cog-predictor", tmp_path)
+    # what a real cog.yaml also carries: a RUN step and an image name gpuship does not take, and says so
+    text = (project / "cog.yaml").read_text().replace("build:\n", 'build:\n  run:\n    - "echo hi"\n')
+    (project / "cog.yaml").write_text(text + 'image: "r8.im/someone/stats"\n')
+    said = gpuship("explain", str(project), cache=build_cache)
+    assert said.returncode == 0, said.stderr
+    assert (
+        "cog.yaml: taken: 1 python_packages, python_version 3.11, gpu false, predict predict.py:Predictor"
+        in said.stdout
+    ), said.stdout
+    assert "cog.yaml: not taken: build.run (gpuship runs no commands at build time" in said.stdout
+    assert "image (--tag and --output say where the image goes)" in said.stdout
+
+    archive = tmp_path / "cog.tar"
+    proc = _build(project, archive, build_cache, "--report", str(tmp_path / "r.json"))
+    assert proc.returncode == 0, proc.stderr
+    dists = dict(json.loads((tmp_path / "r.json").read_text())["platforms"][0]["python_distributions"])
+    assert "cog" in dists and "numpy" in dists  # the implicit cog dependency, and the python_packages
+    ref = docker.load(archive)
+    name = f"gpuship-cog-{os.getpid()}-{time.monotonic_ns()}"
+    try:
+        docker.run("run", "-d", "--name", name, "-p", "127.0.0.1::5000", ref)
+        port = docker.run("port", name, "5000").stdout.split(":")[-1].strip()
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{url}/health-check", timeout=5).json().get("status") == "READY":
+                    break
+            except (httpx.HTTPError, ValueError):
+                pass
+            assert time.monotonic() < deadline, docker.run("logs", name, check=False).stderr
+            time.sleep(1)
+        answer = httpx.post(f"{url}/predictions", json={"input": {"values": "1,2,3.5", "scale": 2}}, timeout=60)
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert body["status"] == "succeeded" and body["output"] == "n=3 mean=4.333 max=7.000", body
+    finally:
+        docker.run("rm", "-f", name, check=False)
+        docker.run("rmi", "-f", ref, check=False)
+
+
+def test_cog_yaml_keys_map_to_gpuship_settings_and_gpuship_toml_wins(tmp_path: Path) -> None:
+    from gpuship.plan.build_plan import load_config
+    from gpuship.project import load_project
+
+    project = _write(
+        tmp_path / "cogproj",
+        {
+            "cog.yaml": (
+                "build:\n  gpu: true\n  cuda: '12.8'\n  python_version: '3.11.4'\n  sdk_version: '0.23.1'\n"
+                "  python_requirements: requirements.txt\n  system_packages: [ffmpeg]\n"
+                "predict: predict.py:Predictor\ntrain: train.py:train\n"
+                "environment: ['HF_HOME=/tmp/hf']\nconcurrency:\n  max: 4\n"
+            ),
+            "requirements.txt": "torch==2.9.1\n",
+            "predict.py": "",
+            "gpuship.toml": "[gpu]\ntargets = ['L4']\n",
+        },
+    )
+    p = load_project(project)
+    assert p.requirements == ("torch==2.9.1", "cog==0.23.1") and "cog.yaml" in p.sources
+    assert ("cog.yaml python_version", "==3.11.*") in p.python_constraints
+    cfg = load_config(project, p.tool, p.settings)
+    assert cfg.entrypoint is not None and cfg.entrypoint.argv == ("python", "-m", "cog.server.http")
+    assert cfg.ports == ("5000",) and cfg.system_packages == ("ffmpeg",)
+    assert dict(cfg.env) == {
+        "COG_PREDICT_TYPE_STUB": "predict.py:Predictor",
+        "COG_TRAIN_TYPE_STUB": "train.py:train",
+        "HF_HOME": "/tmp/hf",
+        "COG_MAX_CONCURRENCY": "4",
+    }
+    assert dict(cfg.gpu) == {"enabled": True, "cuda": "12.8", "targets": ["L4"]}  # tables merge key by key
+    (project / "gpuship.toml").write_text('entrypoint = ["python", "serve.py"]\n[gpu]\ncuda = "13.0"\n')
+    cfg = load_config(project, p.tool, p.settings)
+    assert cfg.entrypoint is not None and cfg.entrypoint.argv == ("python", "serve.py")
+    assert cfg.gpu["cuda"] == "13.0"
 
 
 # -- 9. what costs trust: help text, the creation time, the build output in a CI log ---------------------------------

@@ -167,7 +167,7 @@ def dev_image(
         from .project import load_project
 
         project = load_project(project_dir, extras=tuple(extras))
-        cfg = load_config(project_dir, getattr(project, "tool", None))
+        cfg = load_config(project_dir, getattr(project, "tool", None), getattr(project, "settings", None))
         return DevImage(image, "", cfg.workdir, source_dir(project_dir, cfg.workdir), 0)
     from .build import build
     from .sources.python.platforms import host_platform

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -34,39 +33,18 @@ def _requirements_from(values: list[str]) -> list[str]:
     return reqs
 
 
-def _project_inputs(path: Path) -> tuple[list[str], dict[str, Any], tuple[str, ...]]:
-    """Requirements, the [tool.gpuship] table and the platforms of the project at ``path``.
+def _project_inputs(path: Path) -> tuple[list[str], dict[str, Any], tuple[str, ...], tuple[str, ...]]:
+    """Requirements, the merged [tool.gpuship] table (pyproject.toml, gpuship.toml, cog.yaml), the platforms and
+    the notes of the project at ``path``."""
+    from ..plan.build_plan import config_table
+    from ..project import load_project
 
-    Uses gpuship.project.load_project when it is there; otherwise reads pyproject.toml / requirements.txt."""
-    try:
-        from ..project import load_project
-    except ImportError:
-        load_project = None  # type: ignore[assignment]
     root = path if path.is_dir() else path.parent
-    if load_project is not None:
-        project = load_project(path)
-        reqs = list(getattr(project, "requirements", ()))
-        tool = dict(getattr(project, "tool", {}) or {})
-    else:
-        reqs, tool = [], {}
-        pp = root / "pyproject.toml"
-        if pp.is_file():
-            try:
-                data = tomllib.loads(pp.read_text(encoding="utf-8"))
-            except tomllib.TOMLDecodeError as exc:
-                raise ConfigError(f"{pp} is not valid TOML: {exc}", "fix the file") from exc
-            reqs += list((data.get("project") or {}).get("dependencies") or [])
-            tool = dict(((data.get("tool") or {}).get("gpuship")) or {})
-        rq = root / "requirements.txt"
-        if rq.is_file():
-            reqs += _requirements_from([str(rq)])
-    from ..plan.build_plan import read_gpuship_toml
-
-    for k, v in read_gpuship_toml(root).items():
-        tool.setdefault(k, v)
+    project = load_project(path)
+    tool = config_table(root.resolve(), project.tool, project.settings)
     plats = tool.get("platforms") or ()
     plats = (plats,) if isinstance(plats, str) else tuple(str(p) for p in plats)
-    return reqs, tool, plats
+    return list(project.requirements), tool, plats, tuple(project.notes)
 
 
 @app.command("explain", epilog=EXPLAIN_EPILOG)
@@ -100,8 +78,9 @@ def explain(
     reqs: list[str] = []
     tool: dict[str, Any] = {}
     plats: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
     if path is not None or not requirement:
-        reqs, tool, plats = _project_inputs(path or Path("."))
+        reqs, tool, plats, notes = _project_inputs(path or Path("."))
     reqs += _requirements_from(requirement)
     gpu_table = tool.get("gpu") or {}
     if not isinstance(gpu_table, dict):
@@ -122,7 +101,7 @@ def explain(
             "is_gpu": plan.is_gpu,
             "platform": plan.platform,
             "requirements": list(plan.requirements),
-            "explain": plan.explain(),
+            "explain": [*notes, *plan.explain()],
         }
         if plan.is_gpu or plan.index_urls:  # a CPU image's index: torch's CPU build
             doc["index_urls"] = list(plan.index_urls)
@@ -136,7 +115,7 @@ def explain(
             }
         out.print_json(json.dumps(doc))
         return
-    for line in plan.explain():
+    for line in (*notes, *plan.explain()):
         out.print(line, markup=False, highlight=False, soft_wrap=True)
     if not plan.is_gpu and list(plan.requirements) == reqs and not plan.index_urls:
         return

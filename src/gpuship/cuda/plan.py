@@ -376,7 +376,7 @@ def _plan_cpu(
     asked = 'cuda = "cpu"' if settings.cuda == "cpu" else ("enabled = false" if settings.enabled is False else "")
     torch = found.get("torch")
     if asked:
-        explain = [f"a CPU image ({asked} in [tool.gpuship.gpu]): no GPU settings; frameworks take their CPU builds"]
+        explain = [f"a CPU image ({asked}): no GPU settings; frameworks take their CPU builds"]
     elif torch is not None and torch.cpu_pinned:
         pinned = next(ln.text.strip() for ln in torch.lines)
         explain = [f"{pinned} is torch's CPU build: a CPU image, no GPU settings"]

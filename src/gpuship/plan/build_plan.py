@@ -75,6 +75,7 @@ class BuildPlan:
                 if self.registry_bases
                 else "shell: dash (/bin/sh) and coreutils (/usr/bin/env, ...) added to the base"
             )
+        lines += list(getattr(self.project, "notes", ()))
         if self.created_from:
             lines.append(f"created {self.created} ({self.created_from})")
         if self.registry_bases:
@@ -108,12 +109,26 @@ def read_gpuship_toml(project_dir: Path) -> dict[str, Any]:
     return table
 
 
-def load_config(project_dir: Path, tool_table: Mapping[str, Any] | None) -> GpushipConfig:
-    """``[tool.gpuship]`` from pyproject.toml, merged over a ``gpuship.toml`` beside the project files."""
+def load_config(
+    project_dir: Path, tool_table: Mapping[str, Any] | None, defaults: Mapping[str, Any] | None = None
+) -> GpushipConfig:
+    """``[tool.gpuship]`` from pyproject.toml, over a ``gpuship.toml`` beside the project files, over the
+    ``defaults`` another tool's file gives (``ProjectInputs.settings``: cog.yaml's)."""
+    return GpushipConfig.from_table(config_table(project_dir, tool_table, defaults))
+
+
+def config_table(
+    project_dir: Path, tool_table: Mapping[str, Any] | None, defaults: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The merged ``[tool.gpuship]`` table of :func:`load_config`; tables (``gpu``) merge key by key."""
     table = dict(tool_table or {})
-    for k, v in read_gpuship_toml(project_dir).items():
-        table.setdefault(k, v)
-    return GpushipConfig.from_table(table)
+    for layer in (read_gpuship_toml(project_dir), dict(defaults or {})):
+        for k, v in layer.items():
+            if k not in table:
+                table[k] = v
+            elif isinstance(table[k], dict) and isinstance(v, dict):
+                table[k] = {**v, **table[k]}
+    return table
 
 
 def config_home(project_dir: Path, tool_table: Mapping[str, Any] | None) -> str:
@@ -188,7 +203,7 @@ def make_plan(options: BuildOptions, cache: Any = None, progress: Any = None) ->
     if not project_dir.is_dir():
         raise GpushipError(f"{options.project_dir} is not a directory", "give the path of a Python project")
     project = load_project(project_dir, extras=options.extras)
-    config = load_config(project_dir, getattr(project, "tool", None))
+    config = load_config(project_dir, getattr(project, "tool", None), getattr(project, "settings", None))
     base = options.base or config.base
     plats = options.platforms or config.platforms or ("linux/amd64",)
     platforms = tuple(sorted({Platform.parse(p) for p in plats}))

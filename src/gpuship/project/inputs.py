@@ -9,7 +9,9 @@ Detected in this order, and mixed where a project has several:
 2. ``requirements.txt`` (``requirements.in`` when there is no ``.txt``), and ``requirements-<extra>.txt`` /
    ``requirements_<extra>.txt`` / ``requirements/<extra>.txt`` for each chosen extra that is not a pyproject group.
 3. ``environment.yml`` / ``environment.yaml`` — a conda environment, translated to PyPI (see :mod:`.conda`).
-4. ``uv.lock`` — exported with ``uv export --locked``; its exact versions are applied as constraints.
+4. ``cog.yaml`` — a Cog predictor: its Python packages, requirements file and Python pin, and gpuship settings
+   for Cog's HTTP server (see :mod:`.cog`).
+5. ``uv.lock`` — exported with ``uv export --locked``; its exact versions are applied as constraints.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
 
 from ..errors import ConfigError
+from .cog import find_cog, read_cog
 from .conda import translate_environment
 from .pyproject import read_pyproject
 from .requirements import RequirementReader
@@ -107,8 +110,11 @@ class ProjectInputs:
     input_files: tuple[Path, ...] = ()
     #: which kinds of input were found, in detection order
     sources: tuple[str, ...] = ()
-    #: things worth telling the user (conda packages skipped, CUDA mapping, ...)
+    #: things worth telling the user (conda packages skipped, CUDA mapping, what cog.yaml gave, ...)
     notes: tuple[str, ...] = ()
+    #: gpuship settings another tool's file gives (cog.yaml's predict server, system packages, GPU): defaults
+    #: under ``[tool.gpuship]`` and ``gpuship.toml``, key by key
+    settings: Mapping[str, Any] = field(default_factory=dict)
 
     def check_python(self, version: str) -> None:
         """Refuse a Python version that a project input excludes (``python=3.10`` in environment.yml, ...)."""
@@ -278,6 +284,22 @@ def load_project(
         notes += conda.notes
         meta["name"] = meta["name"] or conda.name
 
+    # 3b. cog.yaml
+    settings: dict[str, Any] = {}
+    cog_file = find_cog(root)
+    if cog_file is not None:
+        cog = read_cog(cog_file)
+        sources.append(cog_file.name)
+        input_files.append(cog_file)
+        if cog.requirements_file is not None:
+            reader.read_file(cog.requirements_file)
+        reader.read_lines(cog.requirements, base=root, where=f"{cog_file.name} python_packages")
+        take_read_requirements()
+        if cog.python:
+            python_constraints.append((f"{cog_file.name} python_version", f"=={cog.python}.*"))
+        notes += cog.notes
+        settings = dict(cog.settings)
+
     if remaining_extras:
         known = sorted(pyproject.optional_groups) if pyproject is not None else []
         raise ConfigError(
@@ -304,7 +326,7 @@ def load_project(
     input_files += [f for f in scan.requirement_files + scan.constraint_files if f not in input_files]
     if not sources:
         raise ConfigError(
-            f"{root} has no pyproject.toml [project], requirements.txt, environment.yml or setup.py",
+            f"{root} has no pyproject.toml [project], requirements.txt, environment.yml, cog.yaml or setup.py",
             "add one of them listing the project's dependencies",
         )
     return ProjectInputs(
@@ -331,6 +353,7 @@ def load_project(
         input_files=tuple(input_files),
         sources=tuple(sources),
         notes=tuple(notes),
+        settings=settings,
     )
 
 
