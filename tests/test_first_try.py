@@ -306,6 +306,68 @@ def test_gpuship_toml_refuses_another_tools_table(tmp_path: Path, build_cache: P
     assert "gpuship.toml" in line and "[tool.black]" in line
 
 
+# -- 5. a source build that fails: the compiler's own line, the log's end, where the whole log is, what to use ----
+
+
+def _sdist(folder: Path, name: str, version: str, c_source: str) -> Path:
+    """A real sdist with one C extension (setuptools, static metadata)."""
+    import io
+    import tarfile
+
+    top = f"{name}-{version}"
+    files = {
+        "pyproject.toml": (
+            '[build-system]\nrequires = ["setuptools>=61"]\nbuild-backend = "setuptools.build_meta"\n'
+            f'[project]\nname = "{name}"\nversion = "{version}"\n'
+        ),
+        "setup.py": (
+            "from setuptools import Extension, setup\n"
+            f"setup(ext_modules=[Extension('{name}._driver', ['src/driver.c'], libraries=['cuda'])])\n"
+        ),
+        "src/driver.c": c_source,
+        "PKG-INFO": f"Metadata-Version: 2.2\nName: {name}\nVersion: {version}\n",
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{top}.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        for rel, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(f"{top}/{rel}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_sdist_that_fails_to_compile_shows_the_compiler_and_the_log(tmp_path: Path, build_cache: Path) -> None:
+    """pycuda as a new user meets it: no wheel, a build that needs the CUDA toolkit's headers."""
+    project = _write(
+        tmp_path / "kernels",
+        {
+            "requirements.txt": "--find-links ./sdists\npycuda==2099.1\n",
+            "gpuship.toml": 'entrypoint = ["python", "main.py"]\n',
+            "main.py": "import pycuda.driver\n",
+        },
+    )
+    _sdist(
+        project / "sdists",
+        "pycuda",
+        "2099.1",
+        "#include <Python.h>\n#include <cuda.h>\nPyMODINIT_FUNC PyInit__driver(void) { return NULL; }\n",
+    )
+    proc = _build(project, tmp_path / "k.tar", build_cache)
+    line = one_error_line(proc)
+    assert line.startswith("error: building pycuda-2099.1.tar.gz (no wheel was published) failed: "), line
+    assert "fatal error: cuda.h: No such file or directory" in line, line  # the compiler's own words
+    assert "pycuda compiles against the CUDA toolkit on the build host" in line and "cupy" in line, line
+    assert len(line) < 900 and "-Wsign-compare" not in line  # not the compiler's argv
+    log = Path(line.split("the whole build log: ", 1)[1].rstrip(")"))
+    assert log.is_file() and "-Wsign-compare" in log.read_text()  # the whole log, argv included
+    details = proc.stderr.splitlines()[:-1]
+    assert any("compilation terminated." in d for d in details), proc.stderr  # the log's end, above the error
+    # and pycuda counts as a GPU framework: the image would get the NVIDIA_* settings
+    assert "pycuda: allows CUDA" in " ".join(proc.stderr.split()), proc.stderr
+
+
 # -- 8. Cog: cog.yaml read as it is; the predictor answers POST /predictions ---------------------------------------
 
 

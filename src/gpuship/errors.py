@@ -14,6 +14,8 @@ class GpushipError(Exception):
     """A failure the user can act on: ``message`` says what, ``hint`` says what to do."""
 
     exit_code = 2
+    #: lines the CLI shows above the error line (the end of a failed build's log); the error is still one line
+    details: tuple[str, ...] = ()
 
     def __init__(self, message: str, hint: str | None = None) -> None:
         message = redact(message)  # a URL's or reference's credentials never reach a message

@@ -60,6 +60,9 @@ def fail(exc: BaseException) -> None:
     line = exc.line() if isinstance(exc, GpushipError) else redact(f"{type(exc).__name__}: {exc}")
     from rich.markup import escape  # a message may name [tool.gpuship] tables: not markup
 
+    for detail in getattr(exc, "details", ()):
+        err.print(f"  {redact(detail)}", markup=False, highlight=False, soft_wrap=True, style="dim")
+
     err.print(f"[bold red]error:[/] {escape(line)}", markup=True, highlight=False, soft_wrap=True)
     sys.exit(2)
 

@@ -19,10 +19,17 @@ from packaging.version import InvalidVersion, Version
 from . import data
 from .compat import major_of, vs, vt
 
-FRAMEWORKS = ("torch", "cupy", "numba-cuda", "jax", "cuda-bindings")
+FRAMEWORKS = ("torch", "cupy", "numba-cuda", "jax", "cuda-bindings", "pycuda")
 
 #: The Python module each framework is imported as (for gpuship-check).
-MODULES = {"torch": "torch", "cupy": "cupy", "numba-cuda": "numba.cuda", "jax": "jax", "cuda-bindings": "cuda.bindings"}
+MODULES = {
+    "torch": "torch",
+    "cupy": "cupy",
+    "numba-cuda": "numba.cuda",
+    "jax": "jax",
+    "cuda-bindings": "cuda.bindings",
+    "pycuda": "pycuda.driver",
+}
 
 
 @dataclass(frozen=True)
@@ -176,6 +183,13 @@ def detect(lines: Sequence[Line], gpu_table_present: bool) -> tuple[dict[str, Fo
                 f.restrict(
                     allowed, f"jax{req.specifier} has CUDA {'/'.join(map(str, sorted(allowed))) or 'no'} plugins"
                 )
+        elif name == "pycuda":
+            f = get("pycuda")
+            f.lines.append(line)
+            f.why_majors = (
+                "built from source against the build host's CUDA toolkit, nvcc needed at run time; cuda-python and "
+                "cupy ship wheels"
+            )
         elif name in ("cuda-python", "cuda-bindings", "cuda-core"):
             f = get("cuda-bindings")
             f.lines.append(line)

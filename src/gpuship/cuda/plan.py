@@ -382,7 +382,7 @@ def _plan_cpu(
         explain = [f"{pinned} is torch's CPU build: a CPU image, no GPU settings"]
     else:
         explain = [
-            "no GPU framework in the requirements (torch, cupy, numba-cuda, jax[cuda], cuda-python): "
+            "no GPU framework in the requirements (torch, cupy, numba-cuda, jax[cuda], cuda-python, pycuda): "
             "a CPU image, no GPU settings"
         ]
     out = [ln.text for ln in lines]

@@ -53,11 +53,12 @@ def explain(output: bytes | str) -> str:
 
 
 class UvFailed(GpushipError):
-    """uv refused; ``explanation`` is its one-line reason."""
+    """uv refused; ``explanation`` is its one-line reason, ``output`` everything it printed."""
 
-    def __init__(self, message: str, explanation: str, hint: str | None = None) -> None:
+    def __init__(self, message: str, explanation: str, hint: str | None = None, output: str = "") -> None:
         super().__init__(message, hint)
         self.explanation = explanation
+        self.output = output
 
 
 def run_uv(
@@ -76,5 +77,6 @@ def run_uv(
     )
     if proc.returncode != 0:
         why = explain(proc.stderr or proc.stdout)
-        raise UvFailed(f"{what}: {why}", why, hint)
+        output = (proc.stdout + b"\n" + proc.stderr).decode(errors="replace").strip()
+        raise UvFailed(f"{what}: {why}", why, hint, output)
     return proc
