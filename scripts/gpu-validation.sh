@@ -56,6 +56,7 @@ prepare_base() {
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
     -d .device/wheels -r .device/wheels/requirements.device.txt 2> >(grep -v "^WARNING: Location" >&2)
+  sha256sum uv.lock | cut -d' ' -f1 > .device/wheels/uv.lock.sha256 # receive compares it with the checkout's
   du -sh .device/wheels .device/gpu .device/prune .device/selftest
 }
 
@@ -144,6 +145,9 @@ receive() {
   if [ ! -e /tmp/gpuship-site/.done ] && ls "$D"/wheels/*.whl > /dev/null 2>&1; then
     python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/gpuship-site "$D"/wheels/*.whl
     touch /tmp/gpuship-site/.done
+  fi
+  if [ -e "$D/wheels/uv.lock.sha256" ] && [ "$(sha256sum uv.lock | cut -d' ' -f1)" != "$(cat "$D/wheels/uv.lock.sha256")" ]; then
+    echo "warning: the wheels were fetched for another uv.lock than this checkout's: run prepare base again" >&2
   fi
   echo "received: $(cd "$D" && find . -type f | wc -l) files, $(du -sm "$D" | cut -f1) MiB in $D"
 }
