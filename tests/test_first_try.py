@@ -368,6 +368,57 @@ def test_sdist_that_fails_to_compile_shows_the_compiler_and_the_log(tmp_path: Pa
     assert "pycuda: allows CUDA" in " ".join(proc.stderr.split()), proc.stderr
 
 
+# -- 6. another Python: a relock, not a hand-deleted lock; a missing host Python said while planning -------------
+
+
+def test_new_base_python_relocks_and_says_so(tmp_path: Path, cache) -> None:
+    from gpuship.errors import ConfigError
+    from gpuship.oci import Platform
+    from gpuship.project import load_project
+    from gpuship.sources.python import lock_project
+
+    project = _write(tmp_path / "p", {"requirements.txt": "six==1.17.0\n"})
+    inputs = load_project(project)
+    amd64 = [Platform.parse("linux/amd64")]
+    assert lock_project(inputs, amd64, "3.11", cache).python == "3.11"
+    said: list[str] = []
+    lock = lock_project(inputs, amd64, "3.13", cache, progress=lambda msg, *a: said.append(msg))
+    assert (
+        lock.python == "3.13"
+        and "gpuship.lock was made for Python 3.11; the base has Python 3.13: locking again" in said
+    )
+    try:
+        lock_project(inputs, amd64, "3.11", cache, locked=True)
+    except ConfigError as exc:
+        assert "build without --locked to lock again for Python 3.11" in exc.line(), exc.line()
+    else:
+        raise AssertionError("--locked relocked")
+
+
+def test_missing_host_python_and_python_pins_name_the_way_out(tmp_path: Path) -> None:
+    project = _write(
+        tmp_path / "p",
+        {"requirements.txt": "six==1.17.0\n", "main.py": "print(1)\n", "gpuship.toml": 'base = "debian-trixie"\n'},
+    )
+    offline = {  # a machine where uv has no Python 3.13 and cannot download one
+        "UV_OFFLINE": "1",
+        "UV_PYTHON_PREFERENCE": "only-managed",
+        "UV_PYTHON_INSTALL_DIR": str(tmp_path / "no-pythons"),
+    }
+    proc = _build(project, tmp_path / "x.tar", tmp_path / "cache", env=offline)
+    line = one_error_line(proc)
+    assert "the base's Python is 3.13" in line and "uv could not install one" in line, line
+    assert "bytecode = 'none'" in line and 'base = "debian-bookworm": 3.11' in line, line
+    assert "locking dependencies" not in proc.stderr  # said while planning
+
+    # a Python the Debian bases do not have: the registry base that has it
+    (project / "gpuship.toml").write_text('entrypoint = ["python", "main.py"]\n')
+    (project / "cog.yaml").write_text("build:\n  python_version: '3.12'\n")
+    line = one_error_line(_build(project, tmp_path / "x.tar", tmp_path / "cache"))
+    assert "cog.yaml python_version asks for Python ==3.12.* but the base image has Python 3.11" in line, line
+    assert 'base = "python:3.12-slim"' in line and "debian-trixie: 3.13" in line, line
+
+
 # -- 8. Cog: cog.yaml read as it is; the predictor answers POST /predictions ---------------------------------------
 
 

@@ -103,13 +103,14 @@ def test_locked_without_a_lock_file(tmp_path: Path, cache: Cache) -> None:
     assert not (root / "gpuship.lock").exists()
 
 
-def test_python_of_lock_and_base_must_match(tmp_path: Path, cache: Cache) -> None:
+def test_a_base_with_another_python_relocks_and_locked_refuses(tmp_path: Path, cache: Cache) -> None:
     root = project_dir(tmp_path, ["six"])
     lock_project(load_project(root), [AMD64], "3.11.2", cache)
     with pytest.raises(ConfigError) as exc:
-        lock_project(load_project(root), [AMD64], "3.13", cache)
-    assert exc.value.message == "gpuship.lock was made for Python 3.11, but the base image has Python 3.13"
-    assert "delete gpuship.lock" in (exc.value.hint or "")
+        lock_project(load_project(root), [AMD64], "3.13", cache, locked=True)
+    assert exc.value.message == "--locked, but gpuship.lock was made for Python 3.11 and the base has Python 3.13"
+    assert "build without --locked to lock again for Python 3.13" in (exc.value.hint or "")
+    assert lock_project(load_project(root), [AMD64], "3.13", cache).python == "3.13"
 
 
 def test_unresolvable_requirements_show_uvs_explanation(tmp_path: Path, cache: Cache) -> None:

@@ -172,6 +172,11 @@ def build(options: BuildOptions, *, cache: Cache | None = None, progress: Progre
     for line in plan.explain():
         _say(progress, line)
 
+    if plan.config.bytecode != "none" or plan.project.is_package:
+        from .sources.python.interpreter import host_python
+
+        # byte code and source builds need a host Python of the base's version: refused now, not after the lock
+        host_python(".".join(plan.python_version.split(".")[:2]))
     where = config_home(plan.project.root, getattr(plan.project, "tool", None))
     app = select_app_files(options.project_dir, include=plan.config.include, exclude=plan.config.exclude)
     left_out = app.left_out_summary()

@@ -278,6 +278,7 @@ def _image_name(name: str) -> str:
 
 def base_python_version(base: str, config: GpushipConfig) -> str:
     from ..sources.debian import PROFILES
+    from ..sources.debian.profiles import way_to_python
 
     if base in PROFILES:
         version = PROFILES[base].python_version
@@ -288,6 +289,6 @@ def base_python_version(base: str, config: GpushipConfig) -> str:
     if config.python and config.python != version:
         raise ConfigError(
             f"[tool.gpuship] python = {config.python!r} but base {base} has Python {version}",
-            "remove the python key or choose a base with that Python (debian-bookworm: 3.11, debian-trixie: 3.13)",
+            f"remove the python key, or use {way_to_python(config.python)}",
         )
     return version

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -116,8 +116,9 @@ class ProjectInputs:
     #: under ``[tool.gpuship]`` and ``gpuship.toml``, key by key
     settings: Mapping[str, Any] = field(default_factory=dict)
 
-    def check_python(self, version: str) -> None:
-        """Refuse a Python version that a project input excludes (``python=3.10`` in environment.yml, ...)."""
+    def check_python(self, version: str, way: Callable[[str], str] | None = None) -> None:
+        """Refuse a Python version that a project input excludes (``python=3.10`` in environment.yml, ...).
+        ``way(spec)`` names the base that gives a Python ``spec`` admits (for the hint)."""
         for where, spec in self.python_constraints:
             try:
                 ok = SpecifierSet(spec).contains(version, prereleases=True)
@@ -126,7 +127,9 @@ class ProjectInputs:
             if not ok:
                 raise ConfigError(
                     f"{where} asks for Python {spec} but the base image has Python {version}",
-                    "change the Python pin, or choose a base with a matching Python (debian-bookworm: 3.11, debian-trixie: 3.13)",
+                    f"change the Python pin, or use {way(spec)}"
+                    if way is not None
+                    else "change the Python pin, or choose a base with a matching Python",
                 )
 
     def lock_key(self) -> dict[str, Any]:

@@ -75,3 +75,26 @@ def get_profile(name: str) -> Profile:
         raise ConfigError(
             f"unknown Debian base profile {name!r}", f"use one of: {', '.join(sorted(PROFILES))}"
         ) from None
+
+
+def pythons() -> str:
+    """Which Python each profile gives: ``debian-bookworm: 3.11, debian-trixie: 3.13``."""
+    return ", ".join(f"{p.name}: {p.python_version}" for p in PROFILES.values())
+
+
+def way_to_python(spec: str) -> str:
+    """The base that gives a Python ``spec`` admits (``==3.12.*``, ``>=3.12``): a profile when one has it, else a
+    registry base (``python:3.12-slim``); with every profile's Python, for hints."""
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+    try:
+        wanted = SpecifierSet(spec if spec[:1] in "<>=!~" else f"=={spec}.*")
+    except InvalidSpecifier:
+        return f"the bases' Pythons: {pythons()}; another Python: a registry base such as python:3.12-slim"
+    for p in PROFILES.values():
+        if wanted.contains(p.python_version, prereleases=True):
+            return f'base = "{p.name}" (Python {p.python_version}; {pythons()})'
+    for minor in ("3.12", "3.10", "3.14", "3.9"):
+        if wanted.contains(minor, prereleases=True):
+            return f'a registry base with that Python: base = "python:{minor}-slim" ({pythons()})'
+    return f"the bases' Pythons: {pythons()}; another Python: a registry base such as python:3.12-slim"

@@ -81,9 +81,14 @@ def _find_host_python(minor: str) -> HostPython:
             run_uv(["python", "install", minor], what=f"installing Python {minor} for the build", timeout=900)
             out = run_uv(["python", "find", minor], what=f"finding Python {minor}")
         except UvFailed as exc:
+            other = (
+                "" if minor == "3.11" else ', or a base whose Python this machine has (base = "debian-bookworm": 3.11)'
+            )
             raise ToolMissing(
-                f"no Python {minor} on this machine to compile bytecode and build source packages ({exc.explanation})",
-                f"install one (uv python install {minor}) or set bytecode = 'none'",
+                f"the base's Python is {minor}: byte code is compiled (and source packages built) with a Python "
+                f"{minor} on this machine, and there is none; uv could not install one (offline? {exc.explanation})",
+                f"install it where uv can download (uv python install {minor}; UV_PYTHON_INSTALL_DIR moves it), "
+                f"or set bytecode = 'none' (the image then compiles what it imports at start){other}",
             ) from exc
     path = out.stdout.decode().strip().splitlines()[-1]
     proc = subprocess.run(

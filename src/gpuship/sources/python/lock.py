@@ -229,18 +229,25 @@ def lock_project(
     if not platforms:
         raise ConfigError("no target platform to lock for", "give at least one, e.g. linux/amd64")
     py = python_minor(python_version)
-    project.check_python(python_version)
+    from ..debian.profiles import way_to_python
+
+    project.check_python(python_version, way_to_python)
     path = lock_path or project.root / LOCK_NAME
     want = sorted(set(platforms))
     key = input_hash(project, py, glibc, extra_requirements, constraints, index)
 
     existing = read_lock(path) if path.is_file() else None
-    if existing is not None:
-        if existing.python != py:
+    if existing is not None and existing.python != py:  # a new base: its Python's wheels, resolved afresh
+        if locked:
             raise ConfigError(
-                f"{path.name} was made for Python {existing.python}, but the base image has Python {py}",
-                f"delete {path.name} to lock again for Python {py}, or use a base with Python {existing.python}",
+                f"--locked, but {path.name} was made for Python {existing.python} and the base has Python {py}",
+                f"build without --locked to lock again for Python {py}, then commit {path.name}; or use "
+                f"{way_to_python(existing.python)}",
             )
+        if progress is not None:
+            progress(f"{path.name} was made for Python {existing.python}; the base has Python {py}: locking again")
+        existing = None
+    if existing is not None:
         missing = [p for p in want if p not in existing.platforms]
         if existing.input_hash != key:
             stale = "the project's requirements changed since it was written"
