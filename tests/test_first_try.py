@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -419,12 +420,49 @@ def test_missing_host_python_and_python_pins_name_the_way_out(tmp_path: Path) ->
     assert 'base = "python:3.12-slim"' in line and "debian-trixie: 3.13" in line, line
 
 
+# -- 7. inspect reads the Docker Engine, counts only installed distributions, says what targets would save -------
+
+
+def test_inspect_reads_the_engine_and_says_what_targets_would_save(tmp_path: Path, build_cache: Path, docker) -> None:
+    """cuda-kernel-lib built without targets (its nvcc-built library keeps sm_80, sm_90, sm_100 and PTX), with
+    setuptools (which vendors a dozen dist-infos), straight into the Docker Engine, where the quick start puts it."""
+    project = copy_example("cuda-kernel-lib", tmp_path)
+    py = project / "pyproject.toml"
+    text = (
+        py.read_text()
+        .replace('targets = ["H100"]', "")
+        .replace('["cuda-bindings>=12.9"]', '["cuda-bindings>=12.9", "setuptools"]')
+    )
+    py.write_text(text)
+    tag = f"gpuship-test/inspect-{os.getpid()}:{int(time.time())}"
+    proc = gpuship("build", str(project), "-o", f"docker:{tag}", cache=build_cache)
+    assert proc.returncode == 0, proc.stderr
+    try:
+        said = gpuship("inspect", f"docker:{tag}", cache=build_cache)
+        assert said.returncode == 0, said.stderr
+        text = " ".join(said.stdout.split())
+        assert "built without GPU targets: [tool.gpuship.gpu] targets (prune-archs) would drop" in text, text
+        assert 'targets = ["H100"]: ' in text
+        doc = json.loads(gpuship("inspect", f"docker:{tag}", "--json", cache=build_cache).stdout)
+        [h100] = [s for s in doc["target_savings"] if s["targets"] == ["H100"]]
+        [lib] = doc["cuda"]
+        kept_h100 = lib["bytes_by_arch"]["sm_90"]
+        assert h100["bytes"] >= sum(lib["bytes_by_arch"].values()) - kept_h100 - 4096 > 0, (h100, lib)
+        names = {p["name"] for p in doc["python"]}
+        assert "setuptools" in names and not names & {"autocommand", "inflect", "jaraco.text"}, names
+        # and an engine image converts like any other source
+        conv = gpuship("image", "convert", f"docker:{tag}", f"oci:{tmp_path / 'layout'}", cache=build_cache)
+        assert conv.returncode == 0 and (tmp_path / "layout" / "index.json").is_file(), conv.stderr
+    finally:
+        docker.run("rmi", "-f", tag, check=False)
+    missing = one_error_line(gpuship("inspect", f"docker:{tag}", cache=build_cache))
+    assert f"the docker engine has no image {tag}" in missing, missing
+
+
 # -- 8. Cog: cog.yaml read as it is; the predictor answers POST /predictions ---------------------------------------
 
 
 def test_cog_predictor_builds_from_cog_yaml_and_answers_predictions(tmp_path: Path, build_cache: Path, docker) -> None:
-    import time
-
     import httpx
 
     project = copy_example("cog-predictor", tmp_path)

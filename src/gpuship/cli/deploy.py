@@ -42,7 +42,8 @@ app.add_typer(deploy_app, name="deploy")
 
 IMAGE_HELP = (
     "The image: oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:NAME:TAG], a path to any of those, "
-    "or registry:REF / a bare registry reference (read from the registry)."
+    "docker:NAME:TAG (an image in the Docker Engine), or registry:REF / a bare registry reference (read from the "
+    "registry)."
 )
 REF_HELP = (
     "The reference the cluster pulls (REGISTRY/NAME:TAG). Default: IMAGE itself when it is a registry reference, "
@@ -81,7 +82,7 @@ def _status(msg: str):  # noqa: ANN202 - a Rich status or a no-op context
     return contextlib.nullcontext() if state.quiet else err.status(msg)
 
 
-LOCAL_SCHEMES = ("oci:", "oci-archive:", "docker-archive:")
+LOCAL_SCHEMES = ("oci:", "oci-archive:", "docker-archive:", "docker:", "podman:")
 _SCHEMES = (*LOCAL_SCHEMES, "registry:")
 
 

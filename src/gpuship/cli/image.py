@@ -22,7 +22,8 @@ app.add_typer(image_app, name="image")
 
 SOURCE_HELP = (
     "The image to read: oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:NAME:TAG] "
-    "(gpuship's, or any docker save output), or a plain path (the format is recognised)."
+    "(gpuship's, or any docker save output), docker:NAME:TAG / podman:NAME:TAG (an image in the engine), or a plain "
+    "path (the format is recognised)."
 )
 COMPRESSION_HELP = (
     "Re-compress every layer as gzip or zstd (default: keep each layer as it is). Note: Debian's Docker 20.10 "

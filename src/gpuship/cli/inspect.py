@@ -47,7 +47,9 @@ def _read(ref: str, platform: str | None) -> Image:
 @handles_errors
 def inspect_cmd(
     image: str = typer.Argument(
-        ..., help="The image: oci:DIR[:TAG], oci-archive:FILE, docker-archive:FILE (what gpuship build writes)."
+        ...,
+        help="The image: oci:DIR[:TAG], oci-archive:FILE, docker-archive:FILE (what gpuship build writes), or "
+        "docker:NAME:TAG / podman:NAME:TAG (an image in the engine).",
     ),
     platform: str = typer.Option(None, "--platform", help="For a multi-platform image: which one (e.g. linux/arm64)."),
     as_json: bool = typer.Option(False, "--json", help="Print the whole report as JSON on stdout."),
@@ -80,10 +82,35 @@ def inspect_cmd(
     if html is not None:
         write_html(report, html, title=image)
         info(f"wrote {html}")
+    savings = target_savings(img, report)
     if as_json:
-        print(json.dumps(report.to_json(), indent=2, sort_keys=True))
+        doc = report.to_json()
+        doc["target_savings"] = [{"targets": list(t), "bytes": n} for t, n in savings]
+        print(json.dumps(doc, indent=2, sort_keys=True))
         return
     render(report, top)
+    if savings:
+        ways = "; ".join(f"targets = {json.dumps(list(t))}: {human(n)}" for t, n in savings)
+        out.print(
+            f"built without GPU targets: [tool.gpuship.gpu] targets (prune-archs) would drop the GPU code for "
+            f"other GPUs ({ways})",
+            markup=False,
+            soft_wrap=True,
+        )
+
+
+#: The target sets an image with GPU code but no targets is told about (widely deployed data-center GPUs).
+SUGGESTED_TARGETS = (("H100",), ("A100", "L4", "H100"))
+
+
+def target_savings(img: Image, report: ImageReport) -> list[tuple[tuple[str, ...], int]]:
+    """What ``targets = [...]`` would drop from an image with GPU code that was built without targets."""
+    libraries = [c.library for c in report.cuda if c.library is not None]
+    if not libraries or img.config.labels.get("io.gpuship.targets"):
+        return []
+    from ..slim.archs import prune_savings
+
+    return [(t, n) for t in SUGGESTED_TARGETS if (n := prune_savings(libraries, t)) > 0]
 
 
 def render(report: ImageReport, top: int = 15) -> None:

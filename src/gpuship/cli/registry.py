@@ -62,7 +62,8 @@ def logout(registry: str = typer.Argument(..., help="Registry host to forget the
 def push(
     image: str = typer.Argument(
         ...,
-        help="The image to push: oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE, registry:REF, or a path.",
+        help="The image to push: oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE, docker:NAME:TAG, "
+        "registry:REF, or a path.",
     ),
     ref: str = typer.Argument(..., help="Where to: [registry/]name[:tag][@sha256:digest], e.g. ghcr.io/org/app:1.0."),
     insecure: bool = typer.Option(False, "--insecure", help=_INSECURE_HELP),

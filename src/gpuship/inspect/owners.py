@@ -20,6 +20,8 @@ DPKG_STATUS = "var/lib/dpkg/status"
 DPKG_INFO = "var/lib/dpkg/info/"
 DPKG_STATUS_D = "var/lib/dpkg/status.d/"
 _DIST_INFO = re.compile(r"(?:^|/)([^/]+)\.dist-info/RECORD$")
+#: Folders in which packages keep their vendored dependencies (with their dist-info): not installed distributions.
+_VENDORED = re.compile(r"^_?vendor(ed)?(_packages)?$")
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,8 @@ def python_distributions(records: dict[str, bytes], links: dict[str, str]) -> li
             continue
         dist_dir = posixpath.dirname(record_path)
         site = posixpath.dirname(dist_dir)
+        if any(_VENDORED.match(part) for part in site.split("/")):
+            continue  # a copy a package vendors (setuptools/_vendor/packaging-*.dist-info): not installed
         name, _, version = m.group(1).partition("-")
         paths = []
         for row in csv.reader(io.StringIO(data.decode("utf-8", "replace"))):

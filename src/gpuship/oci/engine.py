@@ -55,6 +55,24 @@ def engine_version(engine: str = "docker") -> str:
     return version
 
 
+def save_image(ref: str, dest: Path, engine: str = "docker") -> None:
+    """``ENGINE save`` the image ``ref`` into the archive ``dest`` (what :func:`gpuship.oci.readers.read_image`
+    reads for ``docker:NAME:TAG``): an absent image or a silent engine is one clear error."""
+    exe = tools.require(engine)
+    if not ref:
+        raise GpushipError(f"{engine}: names no image", f"use {engine}:NAME:TAG")
+    proc = subprocess.run([exe, "image", "inspect", "--format", "{{.Id}}", ref], capture_output=True, text=True)
+    if proc.returncode != 0:
+        engine_version(engine)  # no engine answering is its own error
+        raise GpushipError(
+            f"the {engine} engine has no image {ref}",
+            f"`{engine} images` lists what it has; gpuship build -o {engine}:{ref} puts one there",
+        )
+    saved = subprocess.run([exe, "save", "-o", str(dest), ref], capture_output=True, text=True)
+    if saved.returncode != 0:
+        raise GpushipError(f"{engine} save {ref} failed: {tools.last_line(saved.stderr or saved.stdout)}")
+
+
 def chain_ids(diff_ids: Sequence[str]) -> list[str]:
     """The chain ID of each prefix of ``diff_ids`` (image-spec ``config.md``: ``sha256(parent + " " + diff)``)."""
     out: list[str] = []

@@ -6,6 +6,7 @@
     oci-archive:FILE[:TAG]          an OCI layout in a tar file (FILE may be the .parts.json of a split archive)
     docker-archive:FILE[:NAME:TAG]  a docker save / gpuship docker-archive (with or without index.json)
     PATH                            any of the above, recognised by what it holds
+    docker:NAME:TAG, podman:NAME:TAG  an image in the Docker (Podman) Engine, read through ``save``
     registry:REF                    provided by gpuship.registry (see :func:`register_source`)
 
 Every blob is checked against its digest (and size) while it is read; layers are copied into the cache, so
@@ -540,6 +541,28 @@ def _open_store(kind: str, path: Path) -> _Store:
         parts, joined = open_parts(path)
         return _TarStore(path, joined, parts.size)
     return _TarStore(path)
+
+
+def _from_engine(engine: str) -> SourceFn:
+    """``docker:NAME:TAG`` / ``podman:NAME:TAG``: the engine's image, saved to a temporary archive and read as a
+    docker-archive (layers land in the cache; the archive is removed)."""
+
+    def read(rest: str, platform: Platform | None, cache: Cache) -> ReadResult:
+        import tempfile
+
+        from .engine import save_image
+
+        (cache.root / "tmp").mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=cache.root / "tmp", prefix=f"{engine}-save-") as tmp:
+            archive = Path(tmp) / "image.tar"
+            save_image(rest, archive, engine)
+            return read_image(f"docker-archive:{archive}", platform, cache)
+
+    return read
+
+
+register_source("docker", _from_engine("docker"))
+register_source("podman", _from_engine("podman"))
 
 
 def read_image(ref: str, platform: Platform | str | None = None, cache: Cache | None = None) -> ReadResult:

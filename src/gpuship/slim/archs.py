@@ -238,6 +238,20 @@ class ArchSelection:
         return Selection(kept, dropped, tuple(unserved))
 
 
+def prune_savings(libraries: Iterable[CudaLibrary], targets: Sequence[str]) -> int:
+    """The bytes of GPU code ``prune-archs`` would drop from ``libraries`` for ``targets`` (what ``gpuship inspect``
+    tells a GPU image built without targets)."""
+    sel = ArchSelection.from_targets(targets)
+    return sum(
+        e.size
+        for lib in libraries
+        for section in lib.sections
+        if section.name in PRUNED_SECTIONS
+        for c in section.containers
+        for e in sel.select(c).dropped
+    )
+
+
 @dataclass(frozen=True)
 class PruneResult:
     """A pruned ELF: its bytes (same length as before), and what was kept and dropped."""
