@@ -215,9 +215,12 @@ class Bench:
             if d.exists():
                 shutil.rmtree(d)
             shutil.copytree(ex, d, ignore=shutil.ignore_patterns("gpuship.lock", "__pycache__"))
-        export_dockerfile(dirs["dockerfile"], ca_bundle=self.ca)
+        from gpuship.cache import Cache
+
+        with Cache().in_use():  # as a gpuship command does: another one does not take our temp files for leftovers
+            export_dockerfile(dirs["dockerfile"], ca_bundle=self.ca)
+            spec = plan_dockerfile(dirs["dockerfile"], libdeps=False)
         shutil.copy2(dirs["dockerfile"] / "gpuship.lock", dirs["gpuship"] / "gpuship.lock")
-        spec = plan_dockerfile(dirs["dockerfile"], libdeps=False)
         layers_src = dirs["dockerfile"] / ".gpuship" / "docker" / "layers"
         if layers_src.exists():
             shutil.copytree(layers_src, dirs["naive"] / ".gpuship" / "docker" / "layers")

@@ -75,6 +75,11 @@ class Layer:
         return decompressing_reader(self.open(), self.compression)
 
     def entries(self) -> Iterator[tuple[Entry, Reader | None]]:
+        """Each entry with a reader of its bytes (valid until the next one). A plain layer's readers can seek:
+        they read the cached tar in place, so a reader of ELF headers skips the rest of a 1 GB library."""
+        if self.compression == "none":
+            yield from _plain_members(self.cache.blob_path(self.digest), self.digest)
+            return
         with self.open_tar() as fh:
             yield from iter_tar(fh)
 
@@ -262,6 +267,17 @@ def spooled_entries(layer: Layer, cache: Cache | None = None) -> Iterator[Entry]
             yield Entry.stream(entry.path, size, partial(cache.open, digest), entry.mode, entry.uid, entry.gid)
         else:
             yield entry
+
+
+def _plain_members(path: Path, digest: str) -> Iterator[tuple[Entry, Reader | None]]:
+    try:
+        with tarfile.open(path, mode="r:") as tar:
+            for m in tar:
+                entry = member_entry(tar, m)
+                if entry is not None:
+                    yield entry, (tar.extractfile(m) if entry.kind == "file" else None)
+    except (tarfile.TarError, EOFError) as exc:
+        raise IntegrityError(f"layer {digest} is not a readable tar: {exc}", "rebuild it") from exc
 
 
 def _entries_in_place(layer: Layer) -> Iterator[Entry]:

@@ -180,6 +180,13 @@ def scan_items(items: Iterable[tuple[Entry, Reader | None]], tree: Tree, links: 
         head = reader.read(4)
         if head != b"\x7fELF":
             continue
+        seekable = getattr(reader, "seekable", None)
+        if seekable is not None and seekable():  # a plain layer's member: the ELF reader seeks in place
+            reader.seek(0)  # type: ignore[attr-defined]
+            f = _elf_facts(path, reader)  # type: ignore[arg-type]
+            if f is not None and f.needed:
+                facts.append(f)
+            continue
         with tempfile.SpooledTemporaryFile(max_size=64 << 20) as tmp:
             tmp.write(head)
             shutil.copyfileobj(reader, tmp, 1 << 20)
