@@ -7,8 +7,10 @@ its inputs, so a rebuild with no change gives the same digest and an app edit re
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -369,6 +371,9 @@ def lock_for_plan(
         raise said from exc
 
 
+#: Layers this big (uncompressed) are pruned one at a time (see :func:`_prune_archs`).
+BIG_PRUNE_BYTES = 64 << 20
+
 PRUNED_GROUPS = ("cuda", "frameworks", "deps", "project", "app")
 """The layers whose GPU machine code ``prune-archs`` rewrites: the environment, the project and the app (a kernel
 library the app ships is pruned like a wheel's)."""
@@ -388,6 +393,8 @@ def _prune_archs(
         return layers, None
     key = "prune-archs:" + ",".join(t.sm for t in sel.targets)
 
+    big_layers = threading.Lock()
+
     def prune_one(group_layer: tuple[str, Layer]) -> tuple[tuple[str, Layer], dict[str, Any]]:
         group, layer = group_layer
         if group not in PRUNED_GROUPS:
@@ -400,7 +407,10 @@ def _prune_archs(
             holder["report"] = report.to_json()
             return new if report.saved else None
 
-        new = rewrite_layer(layer, transform, key, cache, comment=layer.comment + " (GPU code pruned)")
+        # the pruner holds a library (and its rewrite) in memory: big layers, whose libraries are the biggest, take
+        # turns, so two of them never sit in memory at once (the peak stays under 300 MB)
+        with big_layers if layer.uncompressed_size >= BIG_PRUNE_BYTES else contextlib.nullcontext():
+            new = rewrite_layer(layer, transform, key, cache, comment=layer.comment + " (GPU code pruned)")
         rec_key = f"{key}:{layer.digest}"
         if "report" in holder:
             cache.put_ref("prune-reports", rec_key, holder["report"])
