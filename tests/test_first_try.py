@@ -269,6 +269,9 @@ def test_interpreter_lint_knows_the_debian_base(tmp_path: Path) -> None:
     assert lint(["sh", "-c", "x"], BaseFacts(frozenset({"dash", "coreutils"}), "3.11")) == []
     assert lint(["python", "main.py"]) == [] and lint(["/usr/bin/python3", "main.py"]) == []
     assert lint(["sh", "-c", "x"], BaseFacts(None)) == []  # a registry base: its own contents
+    (root / "run.py").write_bytes(b"\x7fELF" + bytes(60))  # a compiled program needs no #! line
+    (root / "run.py").chmod(0o755)
+    assert lint(["./run.py"]) == []
 
 
 # -- 4. requirements.txt projects: the messages speak gpuship.toml, and the entrypoint is checked while planning --

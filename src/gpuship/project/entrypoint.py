@@ -124,6 +124,14 @@ def shebang(path: Path) -> list[str] | None:
     return head[2:].split(b"\n", 1)[0].decode(errors="replace").split()
 
 
+def _is_elf(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(4) == b"\x7fELF"
+    except OSError:
+        return False
+
+
 def _shebang_problem(words: Sequence[str], facts: BaseFacts, workdir: str, app_files: Sequence[str]) -> str:
     """Why the interpreter of a ``#!`` line is not in the image ("" when it is, or when gpuship cannot tell)."""
     if not words:
@@ -167,13 +175,13 @@ def lint_interpreters(
     entry_script = rel if rel in app_files and ("/" in prog or prog.startswith(".")) else ""
     if entry_script:
         words = shebang(root / entry_script)
-        if words is None:
+        if words is None and not _is_elf(root / entry_script):
             raise ConfigError(
                 f"entrypoint {prog} is a file without a #! line: the kernel cannot run it",
                 f'run it with its interpreter: entrypoint = ["python", "{entry_script}"] in {where}',
             )
-        why = _shebang_problem(words, facts, workdir, app_files)
-        if why:
+        why = _shebang_problem(words or [], facts, workdir, app_files)
+        if why and words:
             raise ConfigError(
                 f"entrypoint {prog} starts with #!{' '.join(words)}, but {why}: the container would fail with "
                 "'no such file or directory'",
