@@ -79,7 +79,10 @@ def numpy_base(registry: LocalRegistry, shared_cache: Cache, tmp_path_factory: p
     numpy_layer = build_layer(entries, shared_cache, comment=f"numpy {NUMPY} and nv-tool in dist-packages")
     img = append_layers(empty_image("linux/amd64", base.config), [*base.layers, numpy_layer])
     ref = f"{registry.host}/test/base:1"
-    push(with_family(img, Family.DOCKER), ref, cache=shared_cache, insecure=True)
+    from gpuship.oci.compress import for_transport
+
+    # gzip layers, as a base on a registry has them (push sends an image's layers as they are)
+    push(with_family(for_transport(img, "gzip"), Family.DOCKER), ref, cache=shared_cache, insecure=True)
     return ref
 
 

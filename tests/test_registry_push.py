@@ -165,7 +165,7 @@ def test_docker_family_survives_a_round_trip_without_mixing(tls_registry, cache,
     assert got.family is Family.DOCKER and got.digest == img.digest
     assert got.annotations[BASE_DIGEST] == img.digest
     # built upon, it stays one family: Docker types only, no OCI annotations
-    grown = append_layers(got, [build_layer([Entry.file("opt/x", b"x")], other)])
+    grown = append_layers(got, [build_layer([Entry.file("opt/x", b"x")], other, compression="gzip")])
     m = grown.manifest_json()
     assert m["mediaType"] == DOCKER_MANIFEST and "annotations" not in m
     assert {d["mediaType"] for d in m["layers"]} == {DOCKER_LAYER_GZIP}

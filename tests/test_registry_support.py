@@ -387,12 +387,13 @@ def make_image(
     platform: str = "linux/amd64",
     env: tuple[str, ...] = ("PATH=/usr/local/bin:/usr/bin:/bin",),
 ) -> Image:
-    """An image made directly with gpuship.oci: each layer from {path: bytes} or a list of entries."""
+    """An image made directly with gpuship.oci: each layer from {path: bytes} or a list of entries, gzip-compressed
+    as a registry holds it (a plain layer would be compressed by the sinks, changing the digest)."""
     img = empty_image(platform, ImageConfig(env=env, cmd=("/bin/true",)))
     built = []
     for files in layers:
         entries = [Entry.file(p, data) for p, data in files.items()] if isinstance(files, dict) else files
-        built.append(build_layer(entries, cache))
+        built.append(build_layer(entries, cache, compression="gzip"))
     return append_layers(img, built)
 
 

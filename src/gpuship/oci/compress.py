@@ -35,6 +35,7 @@ from zlib_ng import zlib_ng
 from .media import BlobCompression, Compression
 
 if TYPE_CHECKING:  # the values import this module
+    from .layer import Layer
     from .layout import ImageOrIndex
 
 #: The pinned settings. Each is part of :func:`compressor_id`, and so of the cache key of every compressed blob.
@@ -189,15 +190,20 @@ def recompress_key(diff_id: str, compression: BlobCompression) -> str:
 
 
 def for_transport(obj: ImageOrIndex, compression: Compression) -> ImageOrIndex:
-    """``obj`` with every uncompressed layer compressed with ``compression`` (each once per machine: remembered
-    in the cache by diff_id and codec). Layers already compressed — a registry base's, for one — keep their
-    bytes and digests."""
+    """``obj`` with every plain layer gpuship made compressed with ``compression`` (each once per machine:
+    remembered in the cache by diff_id and codec). Layers already compressed, and layers read from elsewhere (a
+    registry base's, an archive's), keep their bytes and digests."""
     from .image import Index
     from .layer import recompress
 
     if isinstance(obj, Index):
         return replace(obj, images=tuple(for_transport(i, compression) for i in obj.images))  # type: ignore[misc]
-    if all(layer.compression != "none" for layer in obj.layers):
+    if not any(_compressible(layer) for layer in obj.layers):
         return obj
-    layers = tuple(layer if layer.compression != "none" else recompress(layer, compression) for layer in obj.layers)
+    layers = tuple(recompress(layer, compression) if _compressible(layer) else layer for layer in obj.layers)
     return replace(obj, layers=layers)
+
+
+def _compressible(layer: Layer) -> bool:
+    """A plain layer gpuship made; one read from elsewhere keeps its bytes (and so the digests that name it)."""
+    return layer.compression == "none" and layer.built

@@ -65,6 +65,9 @@ class Layer:
     comment: str = ""
     reused: bool = field(default=False, compare=False)
     cache: Cache = field(default_factory=Cache, compare=False, repr=False)
+    #: made by gpuship (:func:`build_layer`): an output may compress it if it is plain. A layer read from elsewhere
+    #: (a registry base, an archive) keeps its bytes and digest, compressed or not.
+    built: bool = field(default=False, compare=False)
 
     def open(self) -> BinaryIO:
         """The compressed blob."""
@@ -91,6 +94,7 @@ class Layer:
             "uncompressed_size": self.uncompressed_size,
             "compression": self.compression,
             "comment": self.comment,
+            **({"built": True} if self.built else {}),
         }
 
     @classmethod
@@ -104,6 +108,7 @@ class Layer:
             str(rec.get("comment", "")),
             reused,
             cache,
+            bool(rec.get("built", False)),
         )
 
 
@@ -152,7 +157,7 @@ def build_layer(
         pipe = _Pipeline(sink, compression)
         write_tar(entries, pipe, mtime=mtime)
         pipe.finish()
-    return Layer(sink.digest, pipe.diff_id, sink.size, pipe.usize, compression, comment, False, cache)
+    return Layer(sink.digest, pipe.diff_id, sink.size, pipe.usize, compression, comment, False, cache, True)
 
 
 def cached_layer(

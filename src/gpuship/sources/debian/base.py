@@ -188,7 +188,7 @@ def _group_entries(
 
 
 #: bump when DebianBase or the way it is made changes, so remembered results are not reused
-BASE_MEMO_VERSION = 2
+BASE_MEMO_VERSION = 3
 
 
 def _key(*parts: object) -> str:
