@@ -278,6 +278,7 @@ def test_rewrite_layers_keeps_only_visible_kept_entries(tmp_path: Path) -> None:
             Entry.dir("empty"),
         ],
         cache,
+        compression="gzip",  # sizes compare compressed (a small plain tar is one 10 KiB record)
         comment="low",
     )
     high = build_layer(
@@ -289,9 +290,15 @@ def test_rewrite_layers_keeps_only_visible_kept_entries(tmp_path: Path) -> None:
             Entry.file("etc/unused.txt", "not kept"),
         ],
         cache,
+        compression="gzip",
         comment="high",
     )
-    top = build_layer([Entry.file("etc/top.txt", "all kept"), Entry.whiteout("etc/unused.txt")], cache, comment="top")
+    top = build_layer(
+        [Entry.file("etc/top.txt", "all kept"), Entry.whiteout("etc/unused.txt")],
+        cache,
+        compression="gzip",
+        comment="top",
+    )
     image = append_layers(empty_image("linux/amd64"), [low, high, top])
     root = tmp_path / "root"
     unpack(image, root)
