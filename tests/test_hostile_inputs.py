@@ -11,6 +11,7 @@ import fcntl
 import gzip
 import hashlib
 import http.server
+import io
 import json
 import logging
 import os
@@ -21,6 +22,7 @@ import time
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -677,3 +679,52 @@ def test_an_image_reference_with_a_login_is_refused_without_echoing_it(tmp_path:
         proc = gpuship(*argv, cache=tmp_path / "c")
         line = one_error_line(proc)
         assert "hunter2" not in proc.stderr + proc.stdout, line
+
+
+# -- 6. inspect reads package databases as streams, with a bound per file -------------------------------------------
+class _Repeat(io.RawIOBase):
+    """``size`` bytes of ``unit`` over and over, made as they are read (nothing held in memory)."""
+
+    def __init__(self, unit: bytes, size: int) -> None:
+        self._unit, self._left, self._pos = unit, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        n = min(len(b), self._left)
+        if n <= 0:
+            return 0
+        start = self._pos % len(self._unit)
+        chunk = (self._unit * ((start + n) // len(self._unit) + 1))[start : start + n]
+        b[:n] = chunk
+        self._left -= n
+        self._pos += n
+        return n
+
+
+def _peak_rss_mb(argv: list[str], env: dict[str, str]) -> tuple[subprocess.CompletedProcess[str], float]:
+    """Run ``argv`` and measure its peak resident memory (ru_maxrss of the waited-for child)."""
+    code = (
+        "import resource, subprocess, sys, json; "
+        "p = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
+        "print(json.dumps([p.returncode, p.stdout[-2000:], p.stderr[-2000:], "
+        "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, env=env, timeout=900)
+    rc, stdout, stderr, kb = json.loads(out.stdout)
+    return subprocess.CompletedProcess(argv, rc, stdout, stderr), kb / 1024
+
+
+def test_inspect_memory_does_not_grow_with_a_huge_dpkg_status(tmp_path: Path) -> None:
+    cache = Cache(tmp_path / "c")
+    size = 320 << 20
+    para = b"Package: p\nStatus: install ok installed\nVersion: 1\nInstalled-Size: 1\n\n"
+    status = Entry.stream("var/lib/dpkg/status", size, lambda: io.BufferedReader(_Repeat(para, size)))
+    record = Entry.file("usr/lib/python3/dist-packages/a-1.dist-info/RECORD", "a/__init__.py,,\n")
+    image = append_layers(empty_image("linux/amd64"), [build_layer([status, record, Entry.file("a/x", "x")], cache)])
+    layout = write_oci_layout(image, tmp_path / "img")
+    env = {**os.environ, "GPUSHIP_CACHE": str(cache.root)}
+    proc, peak = _peak_rss_mb([sys.executable, "-m", "gpuship", "inspect", f"oci:{layout}", "--json"], env)
+    assert proc.returncode == 0, proc.stderr
+    assert peak < 250, f"gpuship inspect peaked at {peak:.0f} MB for a {size >> 20} MB dpkg status"

@@ -13,12 +13,13 @@ are spooled, one at a time, so their fatbin sections can be read). Sizes come in
 from __future__ import annotations
 
 import hashlib
+import io
 import posixpath
 import tempfile
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, BinaryIO
 
 import zstandard
 
@@ -28,7 +29,7 @@ from ..oci.layer import Layer
 from ..streams import CHUNK, Reader
 from .cudalib import CudaLibrary, is_elf, read_cuda_library
 from .fatbin import MAGIC_BYTES, FatbinError
-from .owners import debian_packages, is_owner_database, python_distributions
+from .owners import MAX_DATABASE, debian_packages, is_owner_database, python_distributions
 
 #: ELF files up to this size are spooled in memory, larger ones to a temporary file.
 SPOOL_IN_MEMORY = 64 << 20
@@ -210,8 +211,40 @@ class _LayerScan:
     symlinks: dict[str, str] = field(default_factory=dict)
     whiteouts: list[str] = field(default_factory=list)
     opaque: list[str] = field(default_factory=list)
-    databases: dict[str, bytes] = field(default_factory=dict)
+    databases: dict[str, _Spooled] = field(default_factory=dict)
     cuda: list[CudaLibraryReport] = field(default_factory=list)
+
+
+class _Spooled:
+    """A package database kept from a layer: in memory while small, on disk beyond (never the whole of a big one:
+    files over :data:`~gpuship.inspect.owners.MAX_DATABASE` are not kept)."""
+
+    def __init__(self) -> None:
+        self._file = tempfile.SpooledTemporaryFile(max_size=1 << 20)
+
+    def write(self, data: bytes) -> None:
+        self._file.write(data)
+
+    def reader(self) -> BinaryIO:
+        """The bytes from the start, in a reader whose ``close`` leaves the spool open for the next reader."""
+        self._file.seek(0)
+        return io.BufferedReader(_Unclosed(self._file))
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class _Unclosed(io.RawIOBase):
+    def __init__(self, fh: Any) -> None:
+        self._fh = fh
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        data = self._fh.read(len(b))
+        b[: len(data)] = data
+        return len(data)
 
 
 def _link_target(path: str, target: str) -> str | None:
@@ -229,8 +262,7 @@ def _scan_file(
     z = compressor.compressobj()
     estimate = 0
     spool: tempfile.SpooledTemporaryFile[bytes] | None = None
-    keep_db = is_owner_database(path)
-    db = bytearray()
+    db = _Spooled() if is_owner_database(path) and size <= MAX_DATABASE else None
     has_magic = False
     tail = b""
     first = True
@@ -246,13 +278,14 @@ def _scan_file(
                 spool.write(chunk)
                 has_magic = has_magic or MAGIC_BYTES in tail + chunk[:3] or MAGIC_BYTES in chunk
                 tail = chunk[-3:]
-            if keep_db:
-                db += chunk
+            if db is not None:
+                db.write(chunk)
         estimate += len(z.flush())
         scan.files.append(FileRecord(index, path, size, sha.hexdigest()))
         scan.estimates.append(max(estimate, 1) if size else 0)
-        if keep_db:
-            scan.databases[path] = bytes(db)
+        if db is not None:
+            scan.databases[path] = db
+            db = None
         if spool is not None and has_magic:
             try:
                 lib = read_cuda_library(spool)
@@ -263,6 +296,8 @@ def _scan_file(
     finally:
         if spool is not None:
             spool.close()
+        if db is not None:
+            db.close()
 
 
 def _scan_layer(index: int, layer: Layer) -> _LayerScan:
@@ -303,7 +338,7 @@ def inspect_image(image: Image, *, top: int = 25, progress: Progress | None = No
     """Analyse ``image`` (each layer read once from its blob). ``top`` bounds the largest-files list."""
     view: dict[str, FileRecord] = {}
     links: dict[str, str] = {}
-    databases: dict[str, bytes] = {}
+    databases: dict[str, _Spooled] = {}
     by_hash: dict[str, list[FileRecord]] = defaultdict(list)
     layers: list[LayerReport] = []
     cuda: dict[str, CudaLibraryReport] = {}
@@ -320,7 +355,7 @@ def inspect_image(image: Image, *, top: int = 25, progress: Progress | None = No
             _remove_tree(view, gone)
             links.pop(gone, None)
             for k in [k for k in databases if k == gone or k.startswith(gone + "/")]:
-                del databases[k]
+                databases.pop(k).close()
             for k in [k for k in cuda if k == gone or k.startswith(gone + "/")]:
                 del cuda[k]
         for f in scan.files:
@@ -334,7 +369,10 @@ def inspect_image(image: Image, *, top: int = 25, progress: Progress | None = No
         for path, target in scan.symlinks.items():
             links[path] = target
             view.pop(path, None)
-        databases.update(scan.databases)
+        for path, db in scan.databases.items():
+            if path in databases:
+                databases[path].close()
+            databases[path] = db
         for c in scan.cuda:
             cuda[c.path] = c
         layers.append(
@@ -352,8 +390,12 @@ def inspect_image(image: Image, *, top: int = 25, progress: Progress | None = No
     cuda = {p: c for p, c in cuda.items() if p in view}
     comments = _layer_comments(image)
     layers = [replace(layer, comment=comments[layer.index]) for layer in layers]
-    packages = python_distributions({p: d for p, d in databases.items() if p.endswith("/RECORD")}, links)
-    packages += debian_packages({p: d for p, d in databases.items() if not p.endswith("/RECORD")}, links)
+    try:
+        packages = python_distributions({p: d.reader for p, d in databases.items() if p.endswith("/RECORD")}, links)
+        packages += debian_packages({p: d.reader for p, d in databases.items() if not p.endswith("/RECORD")}, links)
+    finally:
+        for db in databases.values():
+            db.close()
     owner: dict[str, tuple[str, str]] = {}
     reports: dict[str, list[PackageReport]] = {"python": [], "debian": []}
     for pkg in packages:

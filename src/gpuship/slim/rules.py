@@ -49,7 +49,14 @@ from elftools.elf.elffile import ELFFile
 
 from ..elf import dynamic_links
 from ..errors import GpushipError
-from ..inspect.owners import Package, debian_packages, is_owner_database, python_distributions
+from ..inspect.owners import (
+    MAX_DATABASE,
+    Opener,
+    Package,
+    debian_packages,
+    is_owner_database,
+    python_distributions,
+)
 from ..sources.debian.libdeps import TRIPLETS, default_dirs, driver_provided
 from .trace import PSEUDO, Trace
 
@@ -743,19 +750,18 @@ class Keeper:
 
     def load_owners(self) -> None:
         """Python distributions (``RECORD``) and Debian packages (dpkg) of the image, and who owns each path."""
-        records: dict[str, bytes] = {}
-        dpkg: dict[str, bytes] = {}
+        records: dict[str, Opener] = {}
+        dpkg: dict[str, Opener] = {}
         for p, k in self.view.kind.items():
             if k != "file" or not is_owner_database(p):
                 continue
+            host = self.view.host(p)
             try:
-                data = self.view.host(p).read_bytes()
+                if host.stat().st_size > MAX_DATABASE:
+                    continue  # not a real package database; its files count as nobody's
             except OSError:
                 continue
-            if p.endswith("/RECORD"):
-                records[p] = data
-            else:
-                dpkg[p] = data
+            (records if p.endswith("/RECORD") else dpkg)[p] = lambda host=host: open(host, "rb")  # type: ignore[misc]
         links = self.view.links_map()
         self.distributions = python_distributions(records, links)
         self.debian = debian_packages(dpkg, links)
