@@ -14,6 +14,7 @@ import pytest
 
 from gpuship.cache import Cache
 from gpuship.oci import append_layers, empty_image
+from gpuship.oci.compress import for_transport
 from gpuship.oci.sinks import load_into_engine
 from gpuship.oci.unpack import unpack
 from gpuship.sources.debian import PROFILES, DebianBase, build_base
@@ -73,7 +74,7 @@ def test_bookworm_amd64_is_small_and_reproducible(
     bookworm_amd64: DebianBase, shared_cache: Cache, tmp_path: Path
 ) -> None:
     b = bookworm_amd64
-    size = sum(layer.size for layer in b.layers)
+    size = sum(layer.size for layer in for_transport(_image(b), "gzip").layers)  # as a registry stores it
     assert size <= 20_000_000, f"the compressed base is {size / 1e6:.1f} MB"
     assert [layer.comment.split(":")[0] for layer in b.layers] == [
         "debian bookworm core",
