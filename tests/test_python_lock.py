@@ -240,7 +240,13 @@ def test_planner_index_extra_requirements_and_constraints(tmp_path: Path, cache:
     project = load_project(root)
     steps: list[str] = []
     lock = lock_project(
-        project, [AMD64], "3.11", cache, extra_requirements=["idna"], constraints=["idna<3.5"], progress=steps.append
+        project,
+        [AMD64],
+        "3.11",
+        cache,
+        extra_requirements=["idna"],
+        constraints=["idna<3.5"],
+        progress=_Steps(steps),
     )
     assert {p.name: p.version for p in lock.packages(AMD64)}["idna"].startswith("3.4")
     assert steps == ["lock linux/amd64"]
@@ -252,3 +258,19 @@ def test_planner_index_extra_requirements_and_constraints(tmp_path: Path, cache:
     monkeypatch.setenv("UV_HTTP_RETRIES", "0")
     with pytest.raises(ResolveError, match="127.0.0.1:9"):
         lock_project(project, [AMD64], "3.11", cache, index=IndexOptions(index_url="http://127.0.0.1:9/simple"))
+
+
+class _Steps:
+    """A :class:`gpuship.progress.Progress` that keeps the steps."""
+
+    def __init__(self, steps: list[str]) -> None:
+        self.steps = steps
+
+    def step(self, message: str) -> None:
+        self.steps.append(message)
+
+    def transfer(self, key: str, done: int, total: int | None = None, status: str | None = None) -> None:
+        pass
+
+    def clear(self) -> None:
+        pass

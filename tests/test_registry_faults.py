@@ -35,11 +35,17 @@ class KillAfter:
         self.position: dict[str, int] = {}
         self.resumed_at: list[int] = []  # where the upload went on from after the crash
 
-    def start(self, key: str, description: str, total: int) -> None:
-        self.position[key] = 0
+    def step(self, message: str) -> None:
+        pass
 
-    def advance(self, key: str, n: int) -> None:
-        self.position[key] = self.position.get(key, 0) + n
+    def clear(self) -> None:
+        pass
+
+    def transfer(self, key: str, done: int, total: int | None = None, status: str | None = None) -> None:
+        if status is not None:
+            return
+        n = done - self.position.get(key, 0)
+        self.position[key] = done
         if n <= 0 and self.killed.is_set() and not self.resumed_at:
             self.resumed_at.append(self.position[key])  # the first upload body after the crash starts here
         self.sent += max(n, 0)
@@ -56,9 +62,6 @@ class KillAfter:
     def _restart(self) -> None:
         self.reg.start()
         self.restarted.set()
-
-    def finish(self, key: str, status: str) -> None:
-        pass
 
 
 @pytest.fixture

@@ -243,12 +243,12 @@ def test_rich_progress_draws_every_blob(tls_registry, cache):
 
     from rich.console import Console
 
-    from gpuship.registry import RichTransferProgress
+    from gpuship.cli.console import RichProgress
 
     r = tls_registry
     img = make_image(cache, [{"opt/a.bin": os.urandom(100_000)}, {"opt/b": b"b"}])
     buf = io.StringIO()
-    with RichTransferProgress(Console(file=buf, force_terminal=True, width=120), transient=False) as progress:
+    with RichProgress(Console(file=buf, force_terminal=True, width=120), bars=True, transient=False) as progress:
         result = push(
             img,
             r.ref("gpuship-test/progress:1"),

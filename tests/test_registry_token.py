@@ -76,17 +76,17 @@ class SleepAfterFirstChunk:
     def __init__(self, seconds: float) -> None:
         self.seconds, self.sent, self.slept = seconds, 0, False
 
-    def start(self, key: str, description: str, total: int) -> None:
+    def step(self, message: str) -> None:
         pass
 
-    def advance(self, key: str, n: int) -> None:
-        self.sent += n
+    def clear(self) -> None:
+        pass
+
+    def transfer(self, key: str, done: int, total: int | None = None, status: str | None = None) -> None:
+        self.sent = done
         if not self.slept and self.sent >= 256 << 10:
             self.slept = True
             time.sleep(self.seconds)
-
-    def finish(self, key: str, status: str) -> None:
-        pass
 
 
 def test_token_expiring_mid_push_is_refreshed(token_registry, cache):

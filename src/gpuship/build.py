@@ -12,7 +12,7 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -38,14 +38,12 @@ from .oci import (
 from .parallel import build_jobs, parallel_map
 from .plan import BuildOptions, BuildPlan, make_plan
 from .plan.build_plan import config_home
+from .progress import NO_PROGRESS, Progress
 from .project.entrypoint import VENV, BaseFacts, choose_entrypoint, lint_interpreters
 from .rebuild import Request, fingerprint, remember
 from .redact import redact_all
 from .sources.app import app_layer, left_out_warning, select_app_files
 from .sources.models import ModelSet, build_models, mounts_label
-
-#: progress(message) for a step; progress(message, done, total) for bytes moved
-Progress = Callable[..., None]
 
 
 @dataclass(frozen=True)
@@ -137,11 +135,6 @@ def _jsonable(obj: Any) -> Any:
     return str(obj)
 
 
-def _say(progress: Progress | None, msg: str) -> None:
-    if progress is not None:
-        progress(msg)
-
-
 def image_env(plan: BuildPlan, base_config: ImageConfig, models: bool = False) -> dict[str, str]:
     """The image's environment: the base's, the venv, the GPU plan's, with ``models`` the model variables
     (mount paths, the hub cache), and the project's own ``env`` last."""
@@ -161,7 +154,7 @@ def image_env(plan: BuildPlan, base_config: ImageConfig, models: bool = False) -
     return env
 
 
-def build(options: BuildOptions, *, cache: Cache | None = None, progress: Progress | None = None) -> BuildResult:
+def build(options: BuildOptions, *, cache: Cache | None = None, progress: Progress = NO_PROGRESS) -> BuildResult:
     """Build the project described by ``options``; write every requested output; return what was made."""
     started = time.monotonic()
     build_jobs()  # a bad GPUSHIP_JOBS is refused before any work
@@ -169,10 +162,10 @@ def build(options: BuildOptions, *, cache: Cache | None = None, progress: Progre
     outputs = [t.strip() for t in (options.output or "").split(",") if t.strip()]
     request, skip = memo_request(options, outputs)
     before = fingerprint(request, skip=skip)
-    _say(progress, f"planning {options.project_dir}")
+    progress.step(f"planning {options.project_dir}")
     plan = make_plan(options, cache=cache, progress=progress)
     for line in plan.explain():
-        _say(progress, line)
+        progress.step(line)
 
     if plan.config.bytecode != "none" or plan.project.is_package:
         from .sources.python.interpreter import host_python
@@ -182,13 +175,13 @@ def build(options: BuildOptions, *, cache: Cache | None = None, progress: Progre
     where = config_home(plan.project.root, getattr(plan.project, "tool", None))
     app = select_app_files(options.project_dir, include=plan.config.include, exclude=plan.config.exclude)
     left_out = app.left_out_summary()
-    _say(progress, f"app: {len(app.files)} files" + (f"; left out {left_out}" if left_out else ""))
+    progress.step(f"app: {len(app.files)} files" + (f"; left out {left_out}" if left_out else ""))
     warnings = app.secret_warnings()
     may_need = left_out_warning(app, where)
     if may_need and not options.dev:  # gpuship dev mounts the whole project folder
         warnings.append(may_need)
     for w in warnings:
-        _say(progress, f"warning: {w}")
+        progress.step(f"warning: {w}")
 
     runtime = _function_runtime(plan)
     # what the image runs is known from the files: refuse a missing one before the long steps
@@ -207,7 +200,7 @@ def build(options: BuildOptions, *, cache: Cache | None = None, progress: Progre
         entrypoint, app.root, app.files, facts, workdir=plan.config.workdir, where=where
     ):  # the entrypoint's interpreter is refused here; other scripts' are warnings
         warnings.append(w)
-        _say(progress, f"warning: {w}")
+        progress.step(f"warning: {w}")
     models = build_models(
         options.project_dir.resolve(),
         app,
@@ -219,7 +212,7 @@ def build(options: BuildOptions, *, cache: Cache | None = None, progress: Progre
         progress=progress,
     )
     extra_reqs = tuple(runtime.requirements) if runtime else ()
-    _say(progress, "locking dependencies")
+    progress.step("locking dependencies")
     lock = lock_for_plan(plan, extra_reqs, locked=options.locked, cache=cache, progress=progress)
 
     results: list[PlatformResult] = []
@@ -235,10 +228,10 @@ def build(options: BuildOptions, *, cache: Cache | None = None, progress: Progre
         from .oci.sinks import target_compresses, write_output
 
         for target in outputs:
-            _say(progress, f"writing {target}")
+            progress.step(f"writing {target}")
             given = result if target_compresses(target) else plain  # an engine gets the plain layers
-            written.append(write_output(given, target, tag=plan.tag, compression=plan.compression))
-            _say(progress, written[-1])
+            written.append(write_output(given, target, tag=plan.tag, compression=plan.compression, progress=progress))
+            progress.step(written[-1])
     br = BuildResult(
         plan,
         result,
@@ -251,7 +244,7 @@ def build(options: BuildOptions, *, cache: Cache | None = None, progress: Progre
         tuple(written),
     )
     if options.report:
-        _say(progress, f"writing the report {options.report}")
+        progress.step(f"writing the report {options.report}")
         write_report(br, options.report)
         br = replace(br, seconds=time.monotonic() - started)  # the time the user waited, the report included
     if _memoizable(plan, lock, models, outputs) and fingerprint(request, skip=skip) == before:
@@ -337,7 +330,7 @@ def gpu_on(plan: BuildPlan) -> bool:
 
 
 def lock_for_plan(
-    plan: BuildPlan, extra_requirements: Sequence[str], *, locked: bool, cache: Cache, progress: Progress | None = None
+    plan: BuildPlan, extra_requirements: Sequence[str], *, locked: bool, cache: Cache, progress: Progress = NO_PROGRESS
 ) -> Any:
     """``gpuship.lock`` for ``plan``: its requirements (after CUDA targeting) plus ``extra_requirements``, the GPU
     plan's constraints, a registry base's packages kept as they are, and :func:`index_options`. ``gpuship build``
@@ -380,7 +373,7 @@ library the app ships is pruned like a wheel's)."""
 
 
 def _prune_archs(
-    plan: BuildPlan, layers: list[tuple[str, Layer]], cache: Cache, progress: Progress | None
+    plan: BuildPlan, layers: list[tuple[str, Layer]], cache: Cache, progress: Progress
 ) -> tuple[list[tuple[str, Layer]], dict[str, Any] | None]:
     """Drop GPU machine code no target can run from the layers of :data:`PRUNED_GROUPS` (``prune-archs``).
 
@@ -399,7 +392,7 @@ def _prune_archs(
         group, layer = group_layer
         if group not in PRUNED_GROUPS:
             return group_layer, {}
-        _say(progress, f"pruning GPU code in the {group} layer to {', '.join(t.sm for t in sel.targets)}")
+        progress.step(f"pruning GPU code in the {group} layer to {', '.join(t.sm for t in sel.targets)}")
         holder: dict[str, Any] = {}
 
         def transform(entries):
@@ -500,7 +493,7 @@ def _build_platform(
     runtime: _Runtime | None,
     entrypoint: tuple[str, ...],
     cache: Cache,
-    progress: Progress | None,
+    progress: Progress,
 ) -> PlatformResult:
     from .sources.debian import PROFILES, build_base, libdeps_for_layers
     from .sources.python import PruneRules, python_layers
@@ -508,7 +501,7 @@ def _build_platform(
     compression: BlobCompression = "none"  # layers are plain tars: outputs compress where bytes travel
     cfg = plan.config
     app = models.app
-    _say(progress, f"[{platform}] installing the Python environment")
+    progress.step(f"[{platform}] installing the Python environment")
     rbase = plan.registry_bases.get(platform)  # None: a Debian profile base
     python = rbase.python if rbase is not None else PROFILES[plan.base].python_info()
     prune = PruneRules(keep=tuple(cfg.keep), drop=tuple(cfg.drop), bytecode=cfg.bytecode)  # type: ignore[arg-type]
@@ -585,10 +578,10 @@ def _build_platform(
     deps: tuple[Any, ...] = ()
     extra = cfg.debian_packages()
     if cfg.find_libdeps and rbase is not None:  # no Debian packages go onto a registry base: a missing library fails
-        _say(progress, f"[{platform}] find-libdeps: checking shared libraries against the base image")
+        progress.step(f"[{platform}] find-libdeps: checking shared libraries against the base image")
         rbase.check_libraries([lib for _, lib in env_layers + upper], cache, image_env(plan, rbase.config))
     elif cfg.find_libdeps:
-        _say(progress, f"[{platform}] find-libdeps: scanning shared libraries")
+        progress.step(f"[{platform}] find-libdeps: scanning shared libraries")
         pre = build_base(
             plan.base,
             platform,
@@ -606,11 +599,11 @@ def _build_platform(
         if deps:
             extra = tuple(sorted(set(extra) | {d.package for d in deps}))
             for d in deps:
-                _say(progress, f"[{platform}] + {d.package} (for {d.soname}, needed by /{d.needed_by[0]})")
+                progress.step(f"[{platform}] + {d.package} (for {d.soname}, needed by /{d.needed_by[0]})")
     if rbase is not None:
         base: Any = rbase
     else:
-        _say(progress, f"[{platform}] assembling the Debian base")
+        progress.step(f"[{platform}] assembling the Debian base")
         base = build_base(
             plan.base,
             platform,
@@ -666,7 +659,7 @@ def _build_platform(
 
 
 def _project_layer(
-    plan: BuildPlan, platform: Platform, python: Any, prune: Any, cache: Cache, progress: Progress | None
+    plan: BuildPlan, platform: Platform, python: Any, prune: Any, cache: Cache, progress: Progress
 ) -> Layer:
     """The project itself, built as a wheel and installed into the venv (its own layer, below the app files)."""
     from .sources.python import install_project

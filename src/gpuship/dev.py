@@ -31,10 +31,10 @@ from typing import Any
 from .cache import Cache
 from .errors import ConfigError, GpushipError
 from .oci import Entry, Image, Index, Layer, cached_layer
+from .progress import NO_PROGRESS, Progress
 from .run import RunOptions, Volume, run_image
 
 EDITABLE_FORMAT = 1
-Progress = Callable[..., None]
 
 
 def source_dir(project_dir: Path, workdir: str) -> str:
@@ -154,7 +154,7 @@ def dev_image(
     base: str | None = None,
     extras: Sequence[str] = (),
     cache: Cache | None = None,
-    progress: Progress | None = None,
+    progress: Progress = NO_PROGRESS,
 ) -> DevImage:
     """Build the dev image of ``project_dir`` for this machine's platform (or take ``image`` as it is)."""
     from .plan import BuildOptions
@@ -198,9 +198,9 @@ def dev(
     base: str | None = None,
     extras: Sequence[str] = (),
     cache: Cache | None = None,
-    progress: Progress | None = None,
+    progress: Progress = NO_PROGRESS,
     notify: Callable[[str], None] | None = None,
-    run_progress: Any = None,
+    run_progress: Progress = NO_PROGRESS,
 ) -> tuple[DevImage, int]:
     """Build (or take) the dev image and run it with the project mounted; returns it and the command's exit code."""
     cache = cache or Cache()

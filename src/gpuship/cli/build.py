@@ -13,7 +13,7 @@ from ..build import build as run_build
 from ..oci.media import parse_compression
 from ..plan import BuildOptions
 from .app import app
-from .console import err, handles_errors, info, out, state, status_progress
+from .console import cli_progress, err, handles_errors, info, out, state
 
 OUTPUT_HELP = (
     "Where the image goes (comma-separated for several): oci:DIR, oci-archive:FILE, docker-archive:FILE, "
@@ -75,13 +75,9 @@ def build(
     if opts.output is None:
         name = path.resolve().name
         opts = BuildOptions(**{**opts.__dict__, "output": f"oci-archive:{name}.oci.tar"})
-    if state.quiet:
-        result = run_build(opts)
-    else:
-        with err.status("building…") as status:
-            # per-platform steps ("[linux/amd64] …") are logged with -v only
-            progress = status_progress(status, lambda msg: bool(state.verbose) or not msg.startswith("["))
-            result = run_build(opts, progress=progress)
+    # per-platform steps ("[linux/amd64] …") are logged with -v only
+    with cli_progress(log_step=lambda msg: bool(state.verbose) or not msg.startswith("[")) as progress:
+        result = run_build(opts, progress=progress)
     if not state.quiet:
         print_layers(result)
         for w in result.warnings:

@@ -9,7 +9,20 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar
 
-from rich.console import Console
+from rich.console import Console, RenderableType
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    ProgressColumn,
+    SpinnerColumn,
+    Task,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.text import Text
 
 from ..errors import GpushipError
 from ..redact import redact
@@ -131,26 +144,120 @@ class Transfers:
         return f"downloading {running} of {len(self._files)} files: {done / 1e6:,.0f}{of} MB{rate}"
 
 
-def status_progress(status: Any, log_step: Callable[[str], bool]) -> Callable[..., None]:
-    """A library ``progress`` callback over a Rich status line.
+class _ForTransfers(ProgressColumn):
+    """A column drawn for transfer rows only (a step row is its spinner and message)."""
 
-    ``progress(msg)`` is a step: shown, and logged when ``log_step(msg)`` says so; ``progress(msg, done, total)``
-    counts bytes (:class:`Transfers`: every download's bytes and the rate on the status line, a line per
-    finished file in the log).
-    """
-    transfers = Transfers()
-    lock = threading.Lock()  # downloads report from their own threads
+    def __init__(self, inner: ProgressColumn) -> None:
+        super().__init__()
+        self._inner = inner
 
-    def progress(msg: str, done: int | None = None, total: int | None = None) -> None:
-        if done is not None:
-            with lock:
-                line = transfers.update(msg.removeprefix("download "), done, total)
-                status.update(transfers.status())
-                if line is not None:
-                    err.print(line, markup=False, highlight=False, soft_wrap=True)
-            return
-        status.update(msg)
-        if log_step(msg):
-            err.log(msg, markup=False)
+    def render(self, task: Task) -> RenderableType:
+        return Text("") if task.fields.get("step") else self._inner.render(task)
 
-    return progress
+
+class _ForSteps(ProgressColumn):
+    def __init__(self, inner: ProgressColumn) -> None:
+        super().__init__()
+        self._inner = inner
+
+    def render(self, task: Task) -> RenderableType:
+        return self._inner.render(task) if task.fields.get("step") else Text("")
+
+
+def _label(key: str) -> str:
+    """A transfer's name on screen: a blob digest by its first 12 hex digits."""
+    return key[7:19] if key.startswith("sha256:") else key
+
+
+class RichProgress:
+    """The CLI's :class:`gpuship.progress.Progress`: a live status line for steps (each logged when ``log_step``
+    says so) and, with ``bars``, one bar per transfer; without, the transfers running side by side share the
+    status line (:class:`Transfers`: their bytes and rate) and each finished one is a line of the log.
+    Use it as a context manager around the library call; ``clear`` (or the end of the block) takes it down."""
+
+    def __init__(
+        self,
+        console: Console | None = None,
+        *,
+        bars: bool = False,
+        log_step: Callable[[str], bool] = lambda msg: False,
+        transient: bool = True,
+        disable: bool = False,
+    ) -> None:
+        console = console or err
+        self._bars, self._log_step, self._disabled = bars, log_step, disable
+        self._live = Progress(
+            _ForSteps(SpinnerColumn()),
+            TextColumn("{task.description}", markup=False),
+            _ForTransfers(BarColumn()),
+            _ForTransfers(DownloadColumn()),
+            _ForTransfers(TransferSpeedColumn()),
+            _ForTransfers(TimeRemainingColumn()),
+            console=console,
+            transient=transient,
+            disable=disable,
+        )
+        self._lock = threading.Lock()
+        self._started = False
+        self._step: TaskID | None = None
+        self._tasks: dict[str, TaskID] = {}
+        self._transfers = Transfers()
+
+    def __enter__(self) -> RichProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.clear()
+
+    def _start(self) -> None:
+        if not self._started:
+            self._live.start()
+            self._started = True
+
+    def _show_step(self, text: str) -> None:
+        if self._step is None:
+            self._step = self._live.add_task(text, total=None, step=True)
+        else:
+            self._live.update(self._step, description=text)
+
+    def step(self, message: str) -> None:
+        with self._lock:
+            self._start()
+            self._show_step(message)
+        if not self._disabled and self._log_step(message):
+            self._live.console.log(message, markup=False)
+
+    def transfer(self, key: str, done: int, total: int | None = None, status: str | None = None) -> None:
+        label = _label(key)
+        with self._lock:
+            self._start()
+            if not self._bars and key.startswith("download "):  # parallel downloads: one line for all
+                line = self._transfers.update(key.removeprefix("download "), done, total)
+                self._show_step(self._transfers.status())
+                if line is not None and not self._disabled:
+                    self._live.console.print(line, markup=False, highlight=False, soft_wrap=True)
+                return
+            if not self._bars:
+                if status is None:
+                    self._show_step(label + (f" {done * 100 // total}%" if total else f" {done / 1e6:.0f} MB"))
+                return
+            task = self._tasks.get(key)
+            if task is None:
+                task = self._tasks[key] = self._live.add_task(label, total=total)
+            if status is None:
+                self._live.update(task, completed=done, total=total)
+            else:
+                self._live.update(task, description=f"{label} {status}", completed=total or done, total=total or done)
+
+    def clear(self) -> None:
+        with self._lock:
+            if self._started:
+                self._live.stop()
+                for task in [*self._tasks.values(), *([self._step] if self._step is not None else [])]:
+                    self._live.remove_task(task)
+            self._started, self._step, self._tasks = False, None, {}
+
+
+def cli_progress(*, bars: bool = False, log_step: Callable[[str], bool] = lambda msg: False) -> RichProgress:
+    """The progress a command shows on stderr (nothing with ``--quiet``)."""
+    return RichProgress(err, bars=bars, log_step=log_step, disable=state.quiet)

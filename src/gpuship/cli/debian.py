@@ -14,7 +14,7 @@ from ..cache import Cache
 from ..errors import ConfigError
 from ..oci.image import Platform
 from .app import app
-from .console import err, handles_errors, info, out, state
+from .console import RichProgress, cli_progress, handles_errors, info, out
 
 debian_app = typer.Typer(
     help="The Debian base gpuship assembles from .deb packages (no base image, no daemon, no maintainer scripts).",
@@ -62,10 +62,9 @@ def _mirrors(mirror: str | None, security: str | None, project: Path) -> tuple[s
     return m, s
 
 
-def _progress():
-    if state.quiet:
-        return None
-    return lambda msg: err.log(msg, markup=False)
+def _progress() -> RichProgress:
+    """Every step logged (these commands are about the steps)."""
+    return cli_progress(log_step=lambda msg: True)
 
 
 @debian_app.command("sources")
@@ -103,11 +102,12 @@ def packages(
     prof = get_profile(profile)
     plat = Platform.parse(platform or _default_platform())
     m, s = _mirrors(mirror, security_mirror, Path("."))
-    repo = Repository(suites_for(prof.codename, mirror=m, security_mirror=s), Cache(), progress=_progress())
-    try:
-        res = resolve_profile(prof, repo.index(plat.architecture), tuple(package or ()))
-    finally:
-        repo.close()
+    with _progress() as progress:
+        repo = Repository(suites_for(prof.codename, mirror=m, security_mirror=s), Cache(), progress=progress)
+        try:
+            res = resolve_profile(prof, repo.index(plat.architecture), tuple(package or ()))
+        finally:
+            repo.close()
     table = Table("layer", "package", "version", "suite", "size", "why", box=None)
     for layer, r in res.items():
         for c in r.packages:
@@ -140,7 +140,8 @@ def base(
 
     plat = Platform.parse(platform or _default_platform())
     m, s = _mirrors(mirror, security_mirror, Path("."))
-    b = build_base(profile, plat, tuple(package or ()), Cache(), m, _progress(), security_mirror=s)
+    with _progress() as progress:
+        b = build_base(profile, plat, tuple(package or ()), Cache(), m, progress, security_mirror=s)
     table = Table("layer", "digest", "compressed", "uncompressed", "", box=None)
     for layer in b.layers:
         table.add_row(
@@ -209,8 +210,9 @@ def libdeps(
     plat = Platform.parse(platform or _default_platform())
     m, s = _mirrors(mirror, None, Path("."))
     cache = Cache()
-    b = build_base(profile, plat, (), cache, m, _progress(), security_mirror=s)
-    deps = libdeps_for_tree(path, b, cache, prefix=prefix, ignore=tuple(ignore or ()), progress=_progress())
+    with _progress() as progress:
+        b = build_base(profile, plat, (), cache, m, progress, security_mirror=s)
+        deps = libdeps_for_tree(path, b, cache, prefix=prefix, ignore=tuple(ignore or ()), progress=progress)
     if explain:
         for d in deps:
             out.print(f"{d.package}\t{d.soname}\t{', '.join(d.needed_by)}", soft_wrap=True)

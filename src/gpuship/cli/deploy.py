@@ -30,7 +30,7 @@ from ..deploy.squashfs import COMPRESSIONS
 from ..errors import GpushipError
 from ..oci import Image, Index
 from .app import app
-from .console import err, handles_errors, info, state
+from .console import cli_progress, err, handles_errors, info, state
 
 deploy_app = typer.Typer(
     help="Write ready-to-apply files that run an image on Kubernetes, Docker Compose, Slurm (pyxis/enroot) or "
@@ -395,9 +395,7 @@ def export(
 ) -> None:
     """Export an image's root filesystem (with enroot's /etc/rc and /etc/environment) as a reproducible squashfs."""
     img = read_for_deploy(image, platform)
-    if state.quiet:
-        export_squashfs(img, output, compression=compression)
-    else:
-        with err.status("exporting…") as status:
-            export_squashfs(img, output, compression=compression, progress=status.update)
+    with cli_progress() as progress:
+        progress.step("exporting…")
+        export_squashfs(img, output, compression=compression, progress=progress)
     info(f"wrote {output} ({output.stat().st_size / 1e6:.1f} MB, {img.platform})")

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import typer
 
-from ..dev import dev as run_dev
 from .app import app
-from .console import err, handles_errors, info, state, status_progress
-from .run import GPUS_HELP, RUNTIME_HELP, container_options, run_status
+from .console import cli_progress, handles_errors, info, state
+from .run import GPUS_HELP, RUNTIME_HELP, container_options
 
 
 @app.command(
@@ -76,16 +75,10 @@ def dev(
         gpus=gpus,
         runtime=runtime,
     )
-    if state.quiet:
-        _, code = run_dev(
-            project, options, image=image, base=base, extras=tuple(extra), notify=info, run_progress=run_status
-        )
-        raise typer.Exit(code)
-    with err.status("building the dev image…") as status:
-        progress = status_progress(status, lambda msg: bool(state.verbose))
+    from ..dev import dev_image, dev_run_options
 
-        from ..dev import dev_image, dev_run_options
-
+    with cli_progress(log_step=lambda msg: bool(state.verbose)) as progress:
+        progress.step("building the dev image…")
         made = dev_image(project, image=image, base=base, extras=tuple(extra), progress=progress)
     if made.digest:
         info(f"dev image {made.digest} ({made.new_layers} new layers); {project.resolve()} mounted at {made.workdir}")
@@ -93,5 +86,6 @@ def dev(
         info(f"{image}: {project.resolve()} mounted at {made.workdir}, PYTHONPATH={made.source}")
     from ..run import run_image
 
-    code = run_image(made.image, dev_run_options(made, project, options), notify=info, progress=run_status)
+    with cli_progress() as progress:
+        code = run_image(made.image, dev_run_options(made, project, options), notify=info, progress=progress)
     raise typer.Exit(code)

@@ -10,7 +10,7 @@ import typer
 
 from ..errors import GpushipError
 from .app import app
-from .console import err, handles_errors, info, out, state
+from .console import cli_progress, err, handles_errors, info, out, state
 
 HELP = (
     "Write a multi-stage Dockerfile equivalent to `gpuship build`'s plan, and its .dockerignore.\n\n"
@@ -77,11 +77,8 @@ def dockerfile(
         ca = ca_bundle or (Path(os.environ["SSL_CERT_FILE"]) if os.environ.get("SSL_CERT_FILE") else None)
     platforms = tuple(p.strip() for item in (platform or []) for p in item.split(",") if p.strip())
 
-    def progress(msg: str, *_: object) -> None:
-        if state.verbose:
-            err.log(msg, markup=False)
-
-    with err.status("planning the Dockerfile…", spinner="dots") if not state.quiet else _null():
+    with cli_progress(log_step=lambda msg: bool(state.verbose)) as progress:
+        progress.step("planning the Dockerfile…")
         result = export_dockerfile(
             path,
             dockerfile_name=file,
@@ -103,16 +100,9 @@ def dockerfile(
             err.print(f"wrote {p}", soft_wrap=True, markup=False, highlight=False)
     if import_base:
         codename = spec.codename
-        with err.status(f"making {import_base} (debootstrap {codename})…") if not state.quiet else _null():
+        with cli_progress(log_step=lambda msg: bool(state.verbose)) as progress:
+            progress.step(f"making {import_base} (debootstrap {codename})…")
             import_debian_base(import_base, codename, progress=progress)
         info(f"base image {import_base} is in the Docker Engine")
     info("build it with:")
     out.print(shlex.join(result.build_command(base=import_base)), soft_wrap=True, markup=False)
-
-
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None

@@ -12,7 +12,7 @@ from ..oci.readers import read_image
 from ..oci.sinks import sink_schemes, write_output, write_split
 from ..run.options import parse_size
 from .app import app
-from .console import err, handles_errors, out, state
+from .console import cli_progress, err, handles_errors, out, state
 
 image_app = typer.Typer(
     help="Convert images between OCI layout, oci-archive, docker-archive and the Docker Engine; list what an image holds.",
@@ -65,14 +65,15 @@ def convert(
     """Read SOURCE and write it to DEST. Digests are kept unless --platform or --compression changes the image."""
     wanted = parse_compression(compression) if compression is not None else None
     part_size = parse_size(split) if split is not None else None
-    with _status(f"reading {source}"):
+    with cli_progress(bars=True) as progress:
+        progress.step(f"reading {source}")
         obj = read_image(source, platform)
-    if wanted:
-        with _status(f"compressing layers with {wanted}"):
+        if wanted:
+            progress.step(f"compressing layers with {wanted}")
             obj = with_compression(obj, wanted)
-    with _status(f"writing {dest}"):
+        progress.step(f"writing {dest}")
         if part_size is None:
-            line = write_output(obj, dest, platform=platform)
+            line = write_output(obj, dest, platform=platform, progress=progress)
         else:
             parts = write_split(obj, dest, part_size, platform=platform)
             first, last = parts.parts[0].name, parts.parts[-1].name

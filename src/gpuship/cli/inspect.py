@@ -7,14 +7,13 @@ import platform as _platform
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
 from ..errors import GpushipError
 from ..inspect import ImageReport, inspect_image, write_html
 from ..oci.image import Image, Index, Platform
 from .app import app
-from .console import err, handles_errors, info, out, state
+from .console import RichProgress, err, handles_errors, info, out, state
 
 
 def human(n: int) -> str:
@@ -65,20 +64,8 @@ def inspect_cmd(
     Compressed sizes of files and packages are each file's share of its layer's real compressed size.
     """
     img = _read(image, platform)
-    with Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        console=err,
-        disable=state.quiet or as_json,
-        transient=True,
-    ) as progress:
-        task = progress.add_task("reading layers", total=len(img.layers) or 1)
-
-        def step(i: int, n: int, layer) -> None:
-            progress.update(task, completed=i, description=f"layer {i + 1}/{n} ({human(layer.size)})")
-
-        report = inspect_image(img, top=max(top, 25), progress=step)
-        progress.update(task, completed=len(img.layers) or 1)
+    with RichProgress(err, bars=True, disable=state.quiet or as_json) as progress:
+        report = inspect_image(img, top=max(top, 25), progress=progress)
     if html is not None:
         write_html(report, html, title=image)
         info(f"wrote {html}")

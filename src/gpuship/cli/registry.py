@@ -10,7 +10,7 @@ import typer
 from ..cache import Cache
 from ..errors import GpushipError
 from .app import app
-from .console import err, handles_errors, info, out, state
+from .console import RichProgress, err, handles_errors, info, out, state
 
 _INSECURE_HELP = "Allow plain HTTP and skip TLS certificate checks (a private test registry only)."
 _CA_HELP = "A PEM file with the CA that signed the registry's certificate (also read: /etc/docker/certs.d/HOST/*.crt)."
@@ -83,7 +83,7 @@ def push(
     Credentials come from gpuship login or docker login (Docker's config.json and its credential helpers).
     """
     from ..oci.readers import read_image
-    from ..registry import RichTransferProgress, configure
+    from ..registry import configure
     from ..registry import push as do_push
 
     configure(insecure=insecure, ca_file=ca_file)  # also for a registry: IMAGE
@@ -102,9 +102,6 @@ def push(
         mount_from=mount_from,
         on_warning=warn,
     )
-    if state.quiet or not err.is_terminal:
-        result = do_push(obj, ref, **kwargs)  # type: ignore[arg-type]
-    else:
-        with RichTransferProgress(err) as progress:
-            result = do_push(obj, ref, progress=progress, **kwargs)  # type: ignore[arg-type]
+    with RichProgress(err, bars=True, disable=state.quiet or not err.is_terminal) as progress:
+        result = do_push(obj, ref, progress=progress, **kwargs)  # type: ignore[arg-type]
     out.print(result.summary())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping
 
 import typer
@@ -19,7 +18,7 @@ from ..run.options import (
     parse_volume,
 )
 from .app import app
-from .console import err, handles_errors, info, state
+from .console import cli_progress, handles_errors, info, state
 
 IMAGE_HELP = (
     "The image: oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:NAME:TAG], a plain path to any of "
@@ -36,10 +35,6 @@ GPUS_HELP = (
     "The image's NVIDIA_REQUIRE_CUDA is checked against the host driver first (NVIDIA_DISABLE_REQUIRE=1 skips)."
 )
 DEFAULT_ULIMIT_TEXT = " ".join(f"--ulimit {u}" for u in DEFAULT_ULIMITS)
-
-
-def run_status(msg: str):  # noqa: ANN202 - a Rich status, or nothing when quiet
-    return contextlib.nullcontext() if state.quiet else err.status(msg)
 
 
 def container_options(
@@ -150,7 +145,8 @@ def run(
         name=name,
         models=parse_models(model),
     ).with_ulimits(parse_ulimit(u) for u in ulimit)
-    code = run_image(image, options, notify=info, progress=run_status)
+    with cli_progress() as progress:
+        code = run_image(image, options, notify=info, progress=progress)
     raise typer.Exit(code)
 
 
@@ -168,5 +164,6 @@ def check(
     The same as `gpuship run IMAGE --entrypoint /usr/local/bin/gpuship-check`: it reports what the image carries (CUDA libraries, GPU architectures) against the GPUs and driver it finds.
     """
     options = RunOptions(env=parse_env(env), gpus=gpus, runtime=parse_runtime(runtime), verbose=state.verbose > 0)
-    code = check_image(image, tuple(args or ()), options, notify=info, progress=run_status)
+    with cli_progress() as progress:
+        code = check_image(image, tuple(args or ()), options, notify=info, progress=progress)
     raise typer.Exit(code)

@@ -12,7 +12,7 @@ from ..cache import Cache
 from ..errors import GpushipError
 from ..run.options import BUILTIN_RUNTIMES, parse_env, parse_runtime
 from .app import app
-from .console import err, handles_errors, info, out, state
+from .console import cli_progress, err, handles_errors, info, out, state
 
 
 def _mb(n: int) -> str:
@@ -118,13 +118,8 @@ def slim_cmd(
         runtime=chosen,
     )
     options = SlimOptions(probe=probe, keep=tuple(keep), check_output=check_output, allow_failure=allow_failure)
-    with err.status("slimming", spinner="dots") if not state.quiet else _null() as status:
-
-        def progress(msg: str) -> None:
-            if status is not None:
-                status.update(msg)
-            if state.verbose:
-                info(msg)
+    with cli_progress(log_step=lambda msg: bool(state.verbose)) as progress:
+        progress.step("slimming")
 
         def echo(data: bytes) -> None:
             if not state.quiet:
@@ -133,20 +128,12 @@ def slim_cmd(
 
         result = slim_image(img, options, cache=cache, progress=progress, notify=info, echo=echo)
         if output:
-            progress(f"writing {output}")
-            write_output(result.image, output, tag=tag)
+            progress.step(f"writing {output}")
+            write_output(result.image, output, tag=tag, progress=progress)
     if report is not None:
         write_report(result, report)
         info(f"wrote {report}")
     _render(result, output)
-
-
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def _render(result, output: str | None) -> None:

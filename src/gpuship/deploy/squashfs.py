@@ -30,6 +30,7 @@ from .. import tools
 from ..errors import GpushipError, IntegrityError
 from ..oci import Image, ImageConfig
 from ..oci.tarball import source_date_epoch
+from ..progress import NO_PROGRESS, Progress
 
 Compression = Literal["gzip", "zstd", "xz", "lzo", "lz4", "none"]
 COMPRESSIONS: tuple[str, ...] = ("gzip", "zstd", "xz", "lzo", "lz4", "none")
@@ -210,7 +211,7 @@ def export_squashfs(
     out: Path | str,
     *,
     compression: str = "gzip",
-    progress: Callable[[str], None] | None = None,
+    progress: Progress = NO_PROGRESS,
 ) -> Path:
     """Write ``image`` as a squashfs file enroot/pyxis can run. Nothing is left at ``out`` on failure."""
     from ..oci.unpack import unpack
@@ -226,14 +227,12 @@ def export_squashfs(
         raise GpushipError(f"cannot write {out}: {exc.strerror}", "check that its directory is writable") from exc
     try:
         rootfs = work / "rootfs"
-        if progress:
-            progress(f"unpacking {len(image.layers)} layers")
+        progress.step(f"unpacking {len(image.layers)} layers")
         unpack(image, rootfs)
         write_enroot_config(rootfs, image.config)
         fix_permissions(rootfs)
         set_times(rootfs, source_date_epoch())
-        if progress:
-            progress("packing squashfs")
+        progress.step("packing squashfs")
         return squashfs_from_rootfs(rootfs, out, compression)
     finally:
         _force_rmtree(work)

@@ -21,13 +21,11 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 from .. import tools
 from ..errors import GpushipError
-
-Progress = Callable[[str], None]
+from ..progress import NO_PROGRESS, Progress
 
 #: The image name tests and the benchmark use for the imported base.
 DEFAULT_TAG = "gpuship-local/debian:bookworm-slim"
@@ -98,7 +96,7 @@ def import_debian_base(
     mirror: str | None = None,
     engine: str = "docker",
     rebuild: bool = False,
-    progress: Progress | None = None,
+    progress: Progress = NO_PROGRESS,
 ) -> str:
     """Make a ``debian:<codename>-slim`` equivalent with debootstrap and import it as ``tag``; return ``tag``.
 
@@ -119,7 +117,7 @@ def import_debian_base(
     with tempfile.TemporaryDirectory(prefix="gpuship-debootstrap-") as tmp:
         root = Path(tmp) / "rootfs"
         root.mkdir()
-        _say(progress, f"debootstrap --variant=minbase {codename} (from {uri})")
+        progress.step(f"debootstrap --variant=minbase {codename} (from {uri})")
         argv = [debootstrap, "--variant=minbase"]
         if Path(KEYRING).is_file():
             argv.append(f"--keyring={KEYRING}")
@@ -132,9 +130,9 @@ def import_debian_base(
             log = root / "debootstrap/debootstrap.log"
             detail = tools.last_line(log.read_text(errors="replace")) if log.is_file() else tools.last_line(proc.stderr)
             raise GpushipError(f"debootstrap failed: {detail}", "check the Debian mirror in the host's apt sources")
-        _say(progress, "minimizing (apt/dpkg config, docs, caches, lists)")
+        progress.step("minimizing (apt/dpkg config, docs, caches, lists)")
         _minimize(root, sources)
-        _say(progress, f"importing into {engine} as {tag}")
+        progress.step(f"importing into {engine} as {tag}")
         exe = tools.require(engine)
         tar = subprocess.Popen(
             ["tar", "--numeric-owner", "--xattrs", "-C", str(root), "-c", "."], stdout=subprocess.PIPE
@@ -211,8 +209,3 @@ def _remove(p: Path) -> None:
         shutil.rmtree(p)
     elif p.exists() or p.is_symlink():
         p.unlink()
-
-
-def _say(progress: Progress | None, msg: str) -> None:
-    if progress is not None:
-        progress(msg)

@@ -22,12 +22,11 @@ from pathlib import Path
 
 from ..cache import Cache
 from ..errors import GpushipError
+from ..progress import NO_PROGRESS, Progress
 from .render import MARK, README_NAME, render_dockerfile, render_dockerignore
 from .requirements import HEADER as REQ_HEADER
 from .requirements import REQUIREMENTS_NAME
 from .spec import CA_NAME, CONSTRAINTS_NAME, WORK_DIR, DockerfileSpec, Variant, plan_dockerfile
-
-Progress = Callable[..., None]
 
 README = f"""# .gpuship/docker: inputs of the Dockerfile {MARK}
 
@@ -68,7 +67,7 @@ def export_dockerfile(
     ca_bundle: Path | None = None,
     force: bool = False,
     cache: Cache | None = None,
-    progress: Progress | None = None,
+    progress: Progress = NO_PROGRESS,
 ) -> ExportResult:
     """Plan and write the Dockerfile of ``project_dir`` (see the module doc for the files)."""
     root = Path(project_dir).resolve()

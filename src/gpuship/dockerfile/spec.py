@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import posixpath
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -20,12 +20,12 @@ from ..cache import Cache
 from ..config import DEFAULT_USER
 from ..errors import ConfigError
 from ..oci import Entry, ImageConfig, Platform
+from ..progress import NO_PROGRESS, Progress
 from ..project.entrypoint import VENV, choose_entrypoint
 from ..redact import strip_userinfo
 from ..sources.app import ALWAYS_EXCLUDED, NOT_SECRETS, SECRET_PATTERNS, AppFiles, select_app_files
 from .requirements import REQUIREMENTS_NAME, has_sdists, render_requirements
 
-Progress = Callable[..., None]
 Variant = Literal["pip", "micromamba"]
 VARIANTS: dict[str, Variant] = {"pip": "pip", "micromamba": "micromamba"}
 
@@ -133,7 +133,7 @@ def plan_dockerfile(
     locked: bool = False,
     dockerfile_name: str = "Dockerfile",
     cache: Cache | None = None,
-    progress: Progress | None = None,
+    progress: Progress = NO_PROGRESS,
 ) -> DockerfileSpec:
     """Plan the Dockerfile of the project at ``project_dir`` the way ``gpuship build`` plans its image."""
     from ..build import image_env
@@ -183,7 +183,7 @@ def plan_dockerfile(
         runtime_argv = tuple(runtime_entrypoint(cfg.entrypoint.function))
         extra_layers.append(ExtraLayer("runtime", "gpuship function runtime", tuple(runtime_entries())))
 
-    _say(progress, "locking dependencies")
+    progress.step("locking dependencies")
     lock = lock_as_build(plan, runtime_reqs, locked=locked, cache=cache, progress=progress)
     replace_base = tuple(getattr(cfg, "replace_base_packages", ()))
     installed = rbase.strip_provided(lock, replace_base) if rbase is not None else lock  # the base keeps its own
@@ -264,7 +264,7 @@ def plan_dockerfile(
 
 
 def lock_as_build(
-    plan: Any, extra_requirements: Sequence[str], *, locked: bool, cache: Cache, progress: Progress | None
+    plan: Any, extra_requirements: Sequence[str], *, locked: bool, cache: Cache, progress: Progress
 ) -> Any:
     """``gpuship.lock`` exactly as ``gpuship build`` asks for it, so an export and a build share one lock."""
     from ..build import lock_for_plan
@@ -298,7 +298,7 @@ def lock_names(lock: Any, platforms: Sequence[Platform]) -> tuple[str, ...]:
 
 
 def _find_libdeps(
-    plan: Any, lock: Any, app: AppFiles, extra: Sequence[ExtraLayer], cache: Cache, progress: Progress | None
+    plan: Any, lock: Any, app: AppFiles, extra: Sequence[ExtraLayer], cache: Cache, progress: Progress
 ) -> list[LibDepNote]:
     """gpuship's find-libdeps over the environment, gpuship's own files and the app, for every platform."""
     from ..build import image_env
@@ -312,7 +312,7 @@ def _find_libdeps(
     prune = PruneRules(keep=tuple(cfg.keep), drop=tuple(cfg.drop), bytecode=cfg.bytecode)
     found: dict[str, LibDepNote] = {}
     for platform in plan.platforms:
-        _say(progress, f"[{platform}] find-libdeps: installing the environment to scan it")
+        progress.step(f"[{platform}] find-libdeps: installing the environment to scan it")
         env = python_layers(lock, platform, python, cache, prune=prune, progress=progress)
         layers = [layer for _, layer in env.layers]
         for x in extra:
@@ -498,11 +498,6 @@ def prune_commands(
         glob = posixpath.join(site, d.strip("/"))
         cmds.append(f"find {site} {unless(kept)}-path '{glob}' -prune -exec rm -rf {{}} +")
     return cmds
-
-
-def _say(progress: Progress | None, msg: str) -> None:
-    if progress is not None:
-        progress(msg)
 
 
 __all__ = [

@@ -17,7 +17,6 @@ import io
 import posixpath
 import tempfile
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, BinaryIO
 
@@ -26,6 +25,7 @@ import zstandard
 from ..oci.entry import clean_path, is_whiteout_meta, whiteout_of
 from ..oci.image import Image
 from ..oci.layer import Layer
+from ..progress import NO_PROGRESS, Progress
 from ..streams import CHUNK, Reader
 from .cudalib import CudaLibrary, is_elf, read_cuda_library
 from .fatbin import MAGIC_BYTES, FatbinError
@@ -34,8 +34,6 @@ from .owners import MAX_DATABASE, debian_packages, is_owner_database, python_dis
 #: ELF files up to this size are spooled in memory, larger ones to a temporary file.
 SPOOL_IN_MEMORY = 64 << 20
 ESTIMATE_LEVEL = 1
-
-Progress = Callable[[int, int, Layer], None]
 
 
 @dataclass(frozen=True)
@@ -334,8 +332,9 @@ def _remove_tree(view: dict[str, FileRecord], path: str, keep_self: bool = False
         del view[p]
 
 
-def inspect_image(image: Image, *, top: int = 25, progress: Progress | None = None) -> ImageReport:
-    """Analyse ``image`` (each layer read once from its blob). ``top`` bounds the largest-files list."""
+def inspect_image(image: Image, *, top: int = 25, progress: Progress = NO_PROGRESS) -> ImageReport:
+    """Analyse ``image`` (each layer read once from its blob). ``top`` bounds the largest-files list;
+    ``progress`` hears the compressed bytes read, layer by layer, as one transfer."""
     view: dict[str, FileRecord] = {}
     links: dict[str, str] = {}
     databases: dict[str, _Spooled] = {}
@@ -343,10 +342,10 @@ def inspect_image(image: Image, *, top: int = 25, progress: Progress | None = No
     layers: list[LayerReport] = []
     cuda: dict[str, CudaLibraryReport] = {}
     all_files: list[FileRecord] = []
-    n = len(image.layers)
+    read = 0
     for i, layer in enumerate(image.layers):
-        if progress is not None:
-            progress(i, n, layer)
+        progress.transfer("reading layers", read, image.size)
+        read += layer.size
         scan = _scan_layer(i, layer)
         for opaque_dir in scan.opaque:
             _remove_tree(view, opaque_dir, keep_self=True)

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import GpushipError
+from ..progress import NO_PROGRESS, Progress
 from .archive import write_oci_archive, write_oci_archive_to
 from .compress import Compression, for_transport
 from .docker_archive import DockerTag, write_docker_archive, write_docker_archive_to
@@ -51,11 +52,13 @@ __all__ = [
 @dataclass(frozen=True)
 class SinkOptions:
     """What every sink may use besides the target: ``platform`` picks one image of an Index where the target
-    holds one; ``tag`` (``name:tag``) names the image where the target does not."""
+    holds one; ``tag`` (``name:tag``) names the image where the target does not; ``progress`` hears the
+    bytes a sink moves (a push)."""
 
     platform: Platform | None = None
     tag: str | None = None
     compression: Compression = "gzip"
+    progress: Progress = NO_PROGRESS
 
 
 #: ``(image_or_index, rest_of_target, options) -> a short description of what was written``
@@ -116,19 +119,21 @@ def write_output(
     platform: Platform | str | None = None,
     tag: str | None = None,
     compression: Compression = "gzip",
+    progress: Progress = NO_PROGRESS,
 ) -> str:
     """Send ``obj`` to ``target`` (see the module doc); returns a short line saying what was written.
 
     ``platform`` picks the image of an Index where the target holds only one (``docker:``, and the
     ``manifest.json`` part of ``docker-archive:``). ``tag`` (``name[:tag]``) names the image where the target
     does not: the RepoTag of a docker-archive, the engine's name for ``docker:``, and (its tag part) the ref
-    name in an OCI layout or oci-archive. ``compression``: what uncompressed layers get where bytes travel.
+    name in an OCI layout or oci-archive. ``compression``: what uncompressed layers get where bytes travel;
+    ``progress`` hears the bytes a sink moves (a push).
     """
     sink, rest = parse_target(target)
     p = Platform.parse(platform) if isinstance(platform, str) else platform
     if sink.compresses:
         obj = for_transport(obj, compression)
-    return sink.write(obj, rest, SinkOptions(p, tag, compression))
+    return sink.write(obj, rest, SinkOptions(p, tag, compression, progress))
 
 
 def target_compresses(target: str) -> bool:

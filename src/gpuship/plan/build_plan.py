@@ -9,10 +9,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..cache import Cache
 from ..config import GpushipConfig
 from ..errors import ConfigError, GpushipError
 from ..oci import Compression, Platform
 from ..oci.tarball import created_timestamp
+from ..progress import NO_PROGRESS, Progress
 from ..project.pyproject import read_toml
 from ..redact import strip_userinfo
 
@@ -195,7 +197,7 @@ def oci_labels(project: Any, project_dir: Path, config: GpushipConfig, created: 
     return labels
 
 
-def make_plan(options: BuildOptions, cache: Any = None, progress: Any = None) -> BuildPlan:
+def make_plan(options: BuildOptions, cache: Cache | None = None, progress: Progress = NO_PROGRESS) -> BuildPlan:
     """``cache`` / ``progress``: where a registry base is pulled to, and how that is reported."""
     from ..project import load_project  # the project-inputs module
 

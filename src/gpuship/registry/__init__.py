@@ -28,7 +28,6 @@ from .auth import (
 from .client import RegistryClient, RetryPolicy
 from .facts import BaseFacts, base_facts
 from .limits import KNOWN_LIMITS, limits_for, oversized_layers
-from .progress import NoProgress, RichTransferProgress, TransferProgress
 from .pull import pull, pull_image
 from .push import DEFAULT_CHUNK_SIZE, PushResult, push
 from .reference import Reference
@@ -86,9 +85,7 @@ def configure(
 
 
 def _registry_sink(obj, rest: str, opts) -> str:
-    """``write_output(img, "registry:REF")``: push, with Rich progress on a terminal."""
-    from rich.console import Console
-
+    """``write_output(img, "registry:REF")``: push, reporting to ``opts.progress``."""
     from ..cache import Cache
     from ..oci.image import Index as _Index
 
@@ -100,31 +97,17 @@ def _registry_sink(obj, rest: str, opts) -> str:
     images = obj.images if isinstance(obj, _Index) else (obj,)
     layer = next((first for img in images for first in img.layers), None)
     cache = layer.cache if layer is not None else Cache()
-    console = Console(stderr=True, highlight=False)
-    if sys.stderr.isatty():
-        with RichTransferProgress(console) as progress:
-            result = push(
-                obj,
-                ref,
-                cache=cache,
-                insecure=settings.insecure,
-                ca_file=settings.ca_file,
-                jobs=settings.jobs,
-                chunk_size=settings.chunk_size,
-                progress=progress,
-                on_warning=lambda m: console.print(f"warning: {m}"),
-            )
-    else:
-        result = push(
-            obj,
-            ref,
-            cache=cache,
-            insecure=settings.insecure,
-            ca_file=settings.ca_file,
-            jobs=settings.jobs,
-            chunk_size=settings.chunk_size,
-            on_warning=lambda m: console.print(f"warning: {m}"),
-        )
+    result = push(
+        obj,
+        ref,
+        cache=cache,
+        insecure=settings.insecure,
+        ca_file=settings.ca_file,
+        jobs=settings.jobs,
+        chunk_size=settings.chunk_size,
+        progress=opts.progress,
+        on_warning=lambda m: print(f"warning: {m}", file=sys.stderr),
+    )
     return result.summary()
 
 
@@ -153,13 +136,10 @@ __all__ = [
     "Credentials",
     "DEFAULT_CHUNK_SIZE",
     "KNOWN_LIMITS",
-    "NoProgress",
     "PushResult",
     "Reference",
     "RegistryClient",
     "RetryPolicy",
-    "RichTransferProgress",
-    "TransferProgress",
     "base_facts",
     "docker_config_path",
     "erase_credentials",

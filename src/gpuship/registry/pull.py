@@ -37,9 +37,9 @@ from ..oci.media import (
     compression_of,
     family_of,
 )
+from ..progress import NO_PROGRESS, Progress
 from .auth import Credentials
 from .client import RegistryClient, RetryPolicy, Transient
-from .progress import NoProgress, TransferProgress
 from .push import remember_location
 from .reference import Reference
 
@@ -197,7 +197,7 @@ def fetch_layer(
     desc: Mapping[str, Any],
     diff_id: str,
     cache: Cache,
-    progress: TransferProgress,
+    progress: Progress,
 ) -> Layer:
     """One layer into the cache, checked against its digest and the config's ``diff_id``."""
     digest, size, media_type = str(desc["digest"]), int(desc.get("size") or 0), str(desc.get("mediaType") or "")
@@ -208,8 +208,7 @@ def fetch_layer(
     compression = compression_of(media_type)
     rec = cache.get_ref(LAYERS_NS, digest)
     if rec is not None and cache.has(digest) and rec.get("diff_id") == diff_id:
-        progress.start(digest, digest[7:19], size)
-        progress.finish(digest, "cached")
+        progress.transfer(digest, size, size, "cached")
         return Layer.from_record(rec, cache, reused=True)
     if cache.has(digest):  # the blob is here already (built or read locally): check it, do not download it
         hasher = _DiffHasher(compression)
@@ -221,13 +220,12 @@ def fetch_layer(
                 digest, diff_id, cache.blob_path(digest).stat().st_size, hasher.size, compression, "", True, cache
             )
             cache.put_ref(LAYERS_NS, digest, layer.to_record())
-            progress.start(digest, digest[7:19], size)
-            progress.finish(digest, "cached")
+            progress.transfer(digest, size, size, "cached")
             return layer
     attempt = 0
     while True:
         attempt += 1
-        progress.start(digest, digest[7:19], size)
+        progress.transfer(digest, 0, size)
         hasher = _DiffHasher(compression)
         try:
             resp = client.send(
@@ -237,7 +235,7 @@ def fetch_layer(
                 for chunk in client.stream_body(resp):
                     w.write(chunk)
                     hasher.feed(chunk)
-                    progress.advance(digest, len(chunk))
+                    progress.transfer(digest, w.size, size)
                 if size and w.size != size:
                     raise IntegrityError(f"layer {digest[:19]} has {w.size} bytes, the manifest says {size}")
                 if hasher.diff_id != diff_id:
@@ -254,7 +252,7 @@ def fetch_layer(
             log.info("download of %s broke off, starting it again: %s", digest[:19], exc.message)
     layer = Layer(digest, diff_id, w.size, hasher.size, compression, "", False, cache)
     cache.put_ref(LAYERS_NS, digest, layer.to_record())
-    progress.finish(digest, "pulled")
+    progress.transfer(digest, w.size, w.size, "pulled")
     return layer
 
 
@@ -265,7 +263,7 @@ def image_from_manifest(
     manifest: Manifest,
     cache: Cache,
     *,
-    progress: TransferProgress | None = None,
+    progress: Progress = NO_PROGRESS,
     jobs: int = 4,
     base_name: str = "",
 ) -> Image:
@@ -289,11 +287,10 @@ def image_from_manifest(
             f"the image {manifest.digest[:19]} lists {len(descs)} layers but its config {len(diff_ids)} diff_ids",
             "the image is inconsistent; do not use it",
         )
-    prog = progress or NoProgress()
     with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(descs) or 1)), thread_name_prefix="gpuship-pull") as pool:
         layers = list(
             pool.map(
-                lambda pair: fetch_layer(client, repository, pair[0], pair[1], cache, prog),
+                lambda pair: fetch_layer(client, repository, pair[0], pair[1], cache, progress),
                 zip(descs, diff_ids, strict=True),
             )
         )
@@ -340,7 +337,7 @@ def pull_image(
     insecure: bool = False,
     ca_file: Path | str | None = None,
     credentials: Credentials | None = None,
-    progress: TransferProgress | None = None,
+    progress: Progress = NO_PROGRESS,
     retry: RetryPolicy | None = None,
     jobs: int = 4,
     docker_config: Path | None = None,
@@ -380,7 +377,7 @@ def pull(
     insecure: bool = False,
     ca_file: Path | str | None = None,
     credentials: Credentials | None = None,
-    progress: TransferProgress | None = None,
+    progress: Progress = NO_PROGRESS,
     retry: RetryPolicy | None = None,
     jobs: int = 4,
     docker_config: Path | None = None,

@@ -28,11 +28,11 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 from ..cache import Cache
 from ..errors import GpushipError, IntegrityError, RegistryError
 from ..oci.image import Image, Index, sha256_digest
+from ..progress import NO_PROGRESS, Progress
 from ..streams import CHUNK
 from .auth import Credentials
 from .client import RegistryClient, RetryPolicy, Transient
 from .limits import limits_for, oversized_layers
-from .progress import NoProgress, TransferProgress
 from .reference import Reference
 
 log = logging.getLogger("gpuship.registry")
@@ -141,7 +141,7 @@ class BlobUploader:
         repository: str,
         *,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
-        progress: TransferProgress | None = None,
+        progress: Progress = NO_PROGRESS,
         cache: Cache | None = None,
         mount_from: Sequence[str] = (),
     ) -> None:
@@ -153,7 +153,7 @@ class BlobUploader:
         self.client = client
         self.repository = repository
         self.chunk_size = chunk_size
-        self.progress = progress or NoProgress()
+        self.progress = progress
         self.cache = cache
         self.mount_from = tuple(m for m in mount_from if m and m != repository)
         self.counters = _Counters()
@@ -166,8 +166,7 @@ class BlobUploader:
         if self.exists(blob.digest):
             with self.counters.lock:
                 self.counters.skipped += 1
-            self.progress.start(blob.digest, f"{blob.digest[7:19]}", blob.size)
-            self.progress.finish(blob.digest, "exists")
+            self.progress.transfer(blob.digest, blob.size, blob.size, "exists")
             self._remember(blob.digest)
             return "skipped"
         location = None
@@ -176,8 +175,7 @@ class BlobUploader:
             if mounted:
                 with self.counters.lock:
                     self.counters.mounted += 1
-                self.progress.start(blob.digest, f"{blob.digest[7:19]}", blob.size)
-                self.progress.finish(blob.digest, f"mounted from {source}")
+                self.progress.transfer(blob.digest, blob.size, blob.size, f"mounted from {source}")
                 self._remember(blob.digest)
                 return "mounted"
             if location:
@@ -186,7 +184,7 @@ class BlobUploader:
         with self.counters.lock:
             self.counters.uploaded += 1
             self.counters.bytes_uploaded += blob.size
-        self.progress.finish(blob.digest, "pushed")
+        self.progress.transfer(blob.digest, blob.size, blob.size, "pushed")
         self._remember(blob.digest)
         return "uploaded"
 
@@ -241,7 +239,7 @@ class BlobUploader:
 
     def _upload(self, blob: _Blob, location: str | None) -> None:
         restarts = 0
-        self.progress.start(blob.digest, f"{blob.digest[7:19]}", blob.size)
+        self.progress.transfer(blob.digest, 0, blob.size)
         while True:
             if self.abort.is_set():
                 raise _Aborted()
@@ -268,8 +266,8 @@ class BlobUploader:
         """A fresh iterator over ``blob[start:end]`` per call; ``pos[0]`` tracks what was handed out."""
 
         def gen() -> Iterator[bytes]:
-            self.progress.advance(blob.digest, start - pos[0])
             pos[0] = start
+            self.progress.transfer(blob.digest, start, blob.size)
             with blob.open() as fh:
                 if start:
                     fh.seek(start)
@@ -288,7 +286,7 @@ class BlobUploader:
                     with self.counters.lock:
                         self.counters.bytes_sent += len(data)
                     pos[0] += len(data)
-                    self.progress.advance(blob.digest, len(data))
+                    self.progress.transfer(blob.digest, pos[0], blob.size)
 
         return gen
 
@@ -459,7 +457,7 @@ def push(
     ca_file: Path | str | None = None,
     jobs: int = DEFAULT_JOBS,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
-    progress: TransferProgress | None = None,
+    progress: Progress = NO_PROGRESS,
     retry: RetryPolicy | None = None,
     mount_from: Sequence[str] = (),
     docker_config: Path | None = None,

@@ -13,12 +13,12 @@ import json
 import os
 import subprocess
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 
 from .. import tools
 from ..errors import GpushipError
 from ..oci.image import Image
+from ..progress import NO_PROGRESS, Progress, stage
 from .gpu import GpuRequest
 from .limits import find_process, possible_ulimits
 from .options import RunOptions
@@ -75,9 +75,7 @@ def engine_labels(engine: Engine, ref: str) -> dict[str, str]:
     return {str(k): str(v) for k, v in (labels or {}).items()}
 
 
-def ensure_loaded(
-    engine: Engine, image: Image, progress: Callable[[str], AbstractContextManager[object]] | None = None
-) -> str:
+def ensure_loaded(engine: Engine, image: Image, progress: Progress = NO_PROGRESS) -> str:
     """Load ``image`` into the engine unless it already holds it; returns the tag to run."""
     tag = engine_tag(image)
     image_id = "sha256:" + hashlib.sha256(image.config_bytes()).hexdigest()
@@ -85,7 +83,7 @@ def ensure_loaded(
         return tag
     from ..oci.engine import load_into_engine
 
-    with progress(f"loading the image into {engine}") if progress else nullcontext():
+    with stage(progress, f"loading the image into {engine}"):
         load_into_engine(image, tag, engine=engine)
     return tag
 
@@ -144,7 +142,7 @@ def run_in_engine(
     options: RunOptions,
     request: GpuRequest | None,
     *,
-    progress: Callable[[str], AbstractContextManager[object]] | None = None,
+    progress: Progress = NO_PROGRESS,
     notify: Callable[[str], None] | None = None,
 ) -> int:
     """Run ``image`` (loaded first) or ``ref`` (an image the engine already holds); returns the exit status."""

@@ -7,16 +7,13 @@ puts a per-run overlay (or copy) on top.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from pathlib import Path
 
 from ..cache import Cache
 from ..errors import GpushipError
 from ..oci.image import Image
-
-Progress = Callable[[str], AbstractContextManager[object]]
+from ..progress import NO_PROGRESS, Progress, stage
 
 
 def _unpacker() -> Callable[[Image, Path], object]:
@@ -27,14 +24,14 @@ def _unpacker() -> Callable[[Image, Path], object]:
     return unpack
 
 
-def unpacked_rootfs(image: Image, cache: Cache, progress: Progress | None = None) -> Path:
+def unpacked_rootfs(image: Image, cache: Cache, progress: Progress = NO_PROGRESS) -> Path:
     """The directory holding ``image``'s root filesystem (unpacked on first use)."""
     key = image.digest.split(":", 1)[1]  # no ':' in the path: overlayfs would read it as a separator
     with cache.directory("rootfs", key) as (path, ready):
         if not ready:
             unpack = _unpacker()
             short = key[:12]
-            with progress(f"unpacking image {short} (first run only)") if progress else contextlib.nullcontext():
+            with stage(progress, f"unpacking image {short} (first run only)"):
                 unpack(image, path / "rootfs")
             (path / "digest").write_text(image.digest + "\n")
     with cache.directory("rootfs", key) as (path, ready):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractContextManager
 from dataclasses import replace
 from typing import Literal
 
@@ -12,6 +11,7 @@ from .. import tools
 from ..cache import Cache
 from ..errors import GpuError, GpushipError
 from ..oci.image import Image, Index
+from ..progress import NO_PROGRESS, Progress
 from . import gpu as gpu_mod
 from .builtin import CHECK_PATH, Flavor, run_rootfs
 from .engines import engine_answers, engine_has, engine_labels, run_in_engine
@@ -20,7 +20,6 @@ from .options import RunOptions, Volume
 from .rootfs import unpacked_rootfs
 
 Notify = Callable[[str], None]
-Progress = Callable[[str], AbstractContextManager[object]]
 ImageRef = Image | Index | str
 
 
@@ -103,13 +102,13 @@ def run_image(
     *,
     cache: Cache | None = None,
     notify: Notify | None = None,
-    progress: Progress | None = None,
+    progress: Progress = NO_PROGRESS,
     host: HostGpus | None = None,
 ) -> int:
     """Run ``image`` (a value, or a reference gpuship reads) and return its command's exit status.
 
     ``host`` overrides GPU discovery (tests bring a fake driver); ``notify`` gets one-line notes;
-    ``progress(what)`` wraps long steps (unpacking, loading into an engine).
+    ``progress`` hears of the long steps (unpacking, loading into an engine), cleared before the container runs.
     """
     notify = notify or _stderr
     cache = cache or Cache()

@@ -29,11 +29,11 @@ from ..errors import GpushipError
 from ..oci.entry import Entry, is_whiteout_meta, whiteout_of
 from ..oci.image import History, Image
 from ..oci.layer import Layer, cached_layer, written_as
+from ..progress import NO_PROGRESS, Progress
 from ..run.rootfs import unpacked_rootfs
 from .rules import Context, Keeper, KeepSet, RootView, check_patterns, describe_rules, keep_set
 from .trace import Probe, RunOutcome, Trace, run_workload, traced_run, without_trace_env
 
-Progress = Callable[[str], None]
 CHECK_PROGRAM = "usr/local/bin/gpuship-check"
 #: Bump when the rewritten layers' content could change for the same inputs.
 FORMAT = "1"
@@ -161,11 +161,6 @@ class SlimResult:
         }
 
 
-def _say(progress: Progress | None, msg: str) -> None:
-    if progress is not None:
-        progress(msg)
-
-
 def merge_traces(a: Trace, b: Trace) -> Trace:
     paths = {k: a.paths.get(k, frozenset()) | b.paths.get(k, frozenset()) for k in set(a.paths) | set(b.paths)}
     return Trace(
@@ -181,7 +176,7 @@ def slim_image(
     options: SlimOptions = SlimOptions(),
     *,
     cache: Cache | None = None,
-    progress: Progress | None = None,
+    progress: Progress = NO_PROGRESS,
     notify: Callable[[str], None] | None = None,
     echo: Callable[[bytes], None] | None = None,
 ) -> SlimResult:
@@ -198,20 +193,20 @@ def slim_image(
             "the image has no Entrypoint or Cmd, and no command was given",
             "give the workload after --: gpuship slim IMAGE -- COMMAND",
         )
-    _say(progress, f"unpacking {image.digest[7:19]}")
+    progress.step(f"unpacking {image.digest[7:19]}")
     rootfs = unpacked_rootfs(image, cache)
     view = RootView.scan(rootfs)
 
-    _say(progress, f"tracing: {' '.join(command)}")
+    progress.step(f"tracing: {' '.join(command)}")
     traced, trace = traced_run(image, rootfs, probe, cache=cache, notify=notify, echo=echo)
     _check_traced(traced, probe, options)
     if options.check_probe and view.kind.get(CHECK_PROGRAM) == "file":
-        _say(progress, "tracing: gpuship-check --json (so the slimmed image can still check its GPU)")
+        progress.step("tracing: gpuship-check --json (so the slimmed image can still check its GPU)")
         check = replace(probe, entrypoint=("/" + CHECK_PROGRAM,), command=("--json",), http=None)
         _, check_trace = traced_run(image, rootfs, check, cache=cache, notify=notify)
         trace = merge_traces(trace, check_trace)
 
-    _say(progress, "deciding what to keep")
+    progress.step("deciding what to keep")
     env = image.config.env_dict()
     env.update(probe.env)
     ctx = Context(
@@ -233,7 +228,7 @@ def slim_image(
         annotations={**image.annotations, "dev.gpuship.slim.source": image.digest},
     )
 
-    _say(progress, "verifying: the same workload on the slimmed image")
+    progress.step("verifying: the same workload on the slimmed image")
     verified = _verify(slim, view, kept, traced, probe, options, cache, notify, echo)
 
     packages = _packages(keeper, view, kept, removed)
@@ -369,7 +364,7 @@ def rewrite_layers(
     view: RootView,
     kept: KeepSet,
     cache: Cache,
-    progress: Progress | None = None,
+    progress: Progress = NO_PROGRESS,
     owner_of: Callable[[str], tuple[str, str, str] | None] = lambda _p: None,
 ) -> tuple[list[Layer], list[LayerSlim], list[Removed]]:
     """Every layer with only its visible, kept entries (top layer first, so each knows what the ones above hide)."""
@@ -380,7 +375,7 @@ def rewrite_layers(
     removed: list[Removed] = []
     for i in reversed(range(n)):
         layer = image.layers[i]
-        _say(progress, f"reading layer {i + 1}/{n} ({layer.size / 1e6:.1f} MB)")
+        progress.step(f"reading layer {i + 1}/{n} ({layer.size / 1e6:.1f} MB)")
         mine = _Cover()
         emitted: list[Entry] = []
         dir_entries: list[tuple[Entry, str, bool]] = []
@@ -439,7 +434,7 @@ def rewrite_layers(
         if whole:  # nothing to drop here: the very same blob (its whiteouts hide nothing that is left below)
             new = layer
         else:
-            _say(progress, f"writing layer {i + 1}/{n} ({fa} of {fb} files)")
+            progress.step(f"writing layer {i + 1}/{n} ({fa} of {fb} files)")
             key = _layer_key(image, layer, emitted)
             comment = f"{comments[i]} (slimmed)" if comments[i] else "slimmed"
             new = cached_layer(

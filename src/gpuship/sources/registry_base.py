@@ -22,8 +22,7 @@ from __future__ import annotations
 
 import posixpath
 import re
-import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ from ..cache import Cache
 from ..errors import ConfigError, GpushipError, ResolveError
 from ..oci import Image, ImageConfig, Layer, Platform
 from ..oci.entry import apply_whiteout
+from ..progress import NO_PROGRESS, Progress, Totalled
 from ..registry.facts import BaseFacts, base_facts
 from .debian.profiles import PROFILES, PythonInfo
 
@@ -52,9 +52,6 @@ _METADATA = re.compile(
 _DPKG_STATUS = "var/lib/dpkg/status"
 _DPKG_STATUS_D = "var/lib/dpkg/status.d/"
 REPLACE_KEY = "replace-base-packages"
-
-#: progress(message) for a step; progress(message, done, total) for bytes moved
-Progress = Callable[..., None]
 
 
 def is_registry_reference(base: str) -> bool:
@@ -445,30 +442,6 @@ def base_scan(image: Image, cache: Cache) -> BaseScan:
 
 
 # -- pulling ---------------------------------------------------------------------------------------------------------
-class _PullProgress:
-    """The registry client's per-layer progress, told to a build's ``progress(msg, done, total)``."""
-
-    def __init__(self, progress: Progress, what: str) -> None:
-        self._progress = progress
-        self._what = what
-        self._lock = threading.Lock()
-        self._total = 0
-        self._done = 0
-
-    def start(self, key: str, description: str, total: int) -> None:
-        with self._lock:
-            self._total += max(total, 0)
-
-    def advance(self, key: str, n: int) -> None:
-        with self._lock:
-            self._done += n
-            done, total = self._done, self._total
-        self._progress(self._what, done, total)
-
-    def finish(self, key: str, status: str) -> None:
-        pass
-
-
 def registry_base(
     ref: str,
     platform: Platform | str,
@@ -476,7 +449,7 @@ def registry_base(
     *,
     insecure: bool | None = None,
     ca_file: Path | str | None = None,
-    progress: Progress | None = None,
+    progress: Progress = NO_PROGRESS,
 ) -> RegistryBase:
     """Pull ``ref`` for ``platform`` into ``cache`` and read what it holds.
 
@@ -492,18 +465,16 @@ def registry_base(
         insecure = settings.insecure
     if ca_file is None:
         ca_file = settings.ca_file
-    if progress is not None:
-        progress(f"pulling base image {ref} for {plat}")
+    progress.step(f"pulling base image {ref} for {plat}")
     image = pull_image(
         ref,
         plat,
         cache,
         insecure=insecure,
         ca_file=ca_file,
-        progress=_PullProgress(progress, f"pulling base image {ref}") if progress else None,
+        progress=Totalled(progress, f"pulling base image {ref}"),
     )
-    if progress is not None:
-        progress(f"reading base image {ref}")
+    progress.step(f"reading base image {ref}")
     facts = base_facts(image, cache)
     scan = base_scan(image, cache)
     if facts.os_release.get("ID") == "alpine" or any(canonicalize_name(n) == "musl" for n, _, _ in scan.packages):
@@ -524,7 +495,7 @@ def registry_base(
 
 
 def plan_registry_bases(
-    ref: str, platforms: Sequence[Platform], cache: Cache, config: Any, progress: Progress | None = None
+    ref: str, platforms: Sequence[Platform], cache: Cache, config: Any, progress: Progress = NO_PROGRESS
 ) -> tuple[str, dict[Platform, RegistryBase]]:
     """The planner's part: every platform's base pulled and read; their one Python version.
 

@@ -18,7 +18,7 @@ import hashlib
 import json
 import pickle
 import tempfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
@@ -31,6 +31,7 @@ from ...oci.entry import Entry
 from ...oci.image import ImageConfig, Platform
 from ...oci.layer import Layer, cached_layer
 from ...oci.media import BlobCompression
+from ...progress import NO_PROGRESS, Progress
 from ...streams import open_file
 from .aptsources import Suite, suites_for
 from .deb import DebInfo, Member, deb_info, read_data_files, unpack_data
@@ -47,8 +48,6 @@ from .usrmerge import link_entries, merged_usr_links, rebase_entry
 LAYER_FORMAT = "2"
 DOWNLOAD_THREADS = 4
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
-Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -90,11 +89,6 @@ class DebianBase:
 
     def package_names(self) -> list[str]:
         return [n for n, _, _ in self.packages]
-
-
-def _say(progress: Progress | None, msg: str) -> None:
-    if progress is not None:
-        progress(msg)
 
 
 def place(info: DebInfo, links: Mapping[str, str]) -> list[Placed]:
@@ -205,7 +199,7 @@ def build_base(
     extra_packages: Sequence[str] = (),
     cache: Cache | None = None,
     mirror: str | None = None,
-    progress: Progress | None = None,
+    progress: Progress = NO_PROGRESS,
     *,
     security_mirror: str | None = None,
     compression: BlobCompression = "none",
@@ -267,11 +261,11 @@ def _build(
     extra: tuple[str, ...],
     cache: Cache,
     repo: Repository,
-    progress: Progress | None,
+    progress: Progress,
     compression: BlobCompression,
 ) -> DebianBase:
     arch = plat.architecture
-    _say(progress, f"resolving {prof.name} packages for {arch}")
+    progress.step(f"resolving {prof.name} packages for {arch}")
     index = repo.index(arch)
     resolutions = resolve_profile(prof, index, extra)
     groups: dict[str, list[Candidate]] = {k: list(r.packages) for k, r in resolutions.items()}
@@ -280,7 +274,7 @@ def _build(
     missing = [c for c in everything if not cache.has("sha256:" + c.sha256)]
     if missing:
         total = sum(c.size for c in missing)
-        _say(progress, f"downloading {len(missing)} packages ({total / 1e6:.1f} MB)")
+        progress.step(f"downloading {len(missing)} packages ({total / 1e6:.1f} MB)")
         with ThreadPoolExecutor(DOWNLOAD_THREADS) as pool:
             list(pool.map(repo.fetch_deb, missing))  # the first failure is raised; verified ones stay cached
     installed: dict[str, list[Installed]] = {}
@@ -313,7 +307,7 @@ def _build(
             key = _key("debian-layer", LAYER_FORMAT, SLIM_VERSION, prof.codename, arch, name, links, _pkg_key(group))
 
             def make(group=group, name=name) -> list[Entry]:
-                _say(progress, f"unpacking {len(group)} packages into the {name} layer")
+                progress.step(f"unpacking {len(group)} packages into the {name} layer")
                 return _group_entries(group, links, cache, workdir(), name == "core")
 
             layer = cached_layer(

@@ -23,7 +23,7 @@ import posixpath
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -36,6 +36,7 @@ from ...elf import dynamic_links
 from ...errors import GpushipError, ResolveError
 from ...oci.entry import Entry, clean_path, rebase_through_links
 from ...oci.layer import Layer, entries_from_dir
+from ...progress import NO_PROGRESS, Progress
 from ...streams import Reader
 from .repository import Repository
 
@@ -62,8 +63,6 @@ DRIVER_PROVIDED = (
 
 TRIPLETS = {"amd64": "x86_64-linux-gnu", "arm64": "aarch64-linux-gnu"}
 MACHINES = {"amd64": ("EM_X86_64", 64), "arm64": ("EM_AARCH64", 64)}
-
-Progress = Callable[[str], None]
 
 
 def _norm(path: str) -> str:
@@ -411,7 +410,7 @@ def libdeps_for_layers(
     *,
     env: Mapping[str, str] | None = None,
     ignore: Iterable[str] = (),
-    progress: Progress | None = None,
+    progress: Progress = NO_PROGRESS,
 ) -> list[LibDep]:
     """The Debian packages ``layers`` (upper layers over ``base``) need for their shared libraries.
 
@@ -428,8 +427,7 @@ def libdeps_for_layers(
         scans.append(d)
     facts: list[ElfFacts] = []
     for layer in layers:
-        if progress:
-            progress(f"scanning {layer.digest[:19]} for shared libraries")
+        progress.step(f"scanning {layer.digest[:19]} for shared libraries")
         t, f, d = _scan_layer_digest(layer, cache, links)
         _merge(tree, t)
         facts += f
@@ -459,7 +457,7 @@ def libdeps_for_tree(
     prefix: str | None = None,
     env: Mapping[str, str] | None = None,
     ignore: Iterable[str] = (),
-    progress: Progress | None = None,
+    progress: Progress = NO_PROGRESS,
 ) -> list[LibDep]:
     """:func:`libdeps_for_layers` for a folder on disk, placed at ``prefix`` in the image (default: its own path)."""
     cache = cache or Cache()
@@ -501,8 +499,7 @@ def _finish(facts, tree, base, cache, env, ignore, progress) -> list[LibDep]:
     }
     if not missing:
         return []
-    if progress:
-        progress(f"looking up {len(missing)} sonames in the Debian Contents index")
+    progress.step(f"looking up {len(missing)} sonames in the Debian Contents index")
     repo = Repository(base.suites, cache, progress=progress)
     try:
         label = f"{base.suites[0].name} {arch}" if base.suites else arch

@@ -18,7 +18,7 @@ import lzma
 import os
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +29,7 @@ from debian import deb822
 from ... import tools
 from ...cache import Cache
 from ...errors import GpushipError, IntegrityError, ToolMissing
+from ...progress import NO_PROGRESS, Progress
 from ...streams import as_file
 from .aptsources import Suite
 from .http import Http, NotFound
@@ -40,8 +41,6 @@ DEFAULT_TTL = 6 * 3600
 INDEX_FORMAT = "1"
 #: Bump when the remembered parsed Release record changes shape.
 RELEASE_FORMAT = "1"
-
-Progress = Callable[[str], None]
 
 
 def _ttl() -> float:
@@ -198,14 +197,14 @@ class Repository:
     """The suites of one profile, read through the cache. One instance per build; thread-safe downloads."""
 
     def __init__(
-        self, suites: Sequence[Suite], cache: Cache, *, http: Http | None = None, progress: Progress | None = None
+        self, suites: Sequence[Suite], cache: Cache, *, http: Http | None = None, progress: Progress = NO_PROGRESS
     ) -> None:
         if not suites:
             raise GpushipError("no Debian suites to read", "check the mirror configuration")
         self.suites = tuple(suites)
         self.cache = cache
         self.http = http or Http()
-        self._say = progress or (lambda _m: None)
+        self._progress = progress
         self._releases: dict[Suite, Release] = {}
         self._indexes: dict[str, PackageIndex] = {}
 
@@ -231,12 +230,14 @@ class Repository:
         fresh = data is None
         if data is None:
             try:
-                self._say(f"fetching {url}")
+                self._progress.step(f"fetching {url}")
                 data = self.http.get(url)
             except GpushipError:
                 if rec is None or not self.cache.has(rec["digest"]):
                     raise
-                self._say(f"warning: {url} unreachable; using the copy fetched {time.ctime(float(rec['fetched']))}")
+                self._progress.step(
+                    f"warning: {url} unreachable; using the copy fetched {time.ctime(float(rec['fetched']))}"
+                )
                 data, fresh = self.cache.read(rec["digest"]), False
         text = verify_inrelease(data, url)
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
@@ -259,7 +260,7 @@ class Repository:
         sha, size = rel.files[name]
         what = f"{suite.name} {name}"
         if not self.cache.has("sha256:" + sha):
-            self._say(f"downloading {what} ({size / 1e6:.1f} MB)")
+            self._progress.step(f"downloading {what} ({size / 1e6:.1f} MB)")
             try:
                 self.http.download(rel.url(name), self.cache, sha, what=what, size=size)
             except NotFound:
@@ -283,7 +284,7 @@ class Repository:
             return json.loads(self.cache.read(ref["digest"]))
         got = self.fetch_listed(suite, [name])
         assert got is not None
-        self._say(f"reading {suite.name} {name}")
+        self._progress.step(f"reading {suite.name} {name}")
         with self.cache.open(got[1]) as raw, _decompress(raw, name) as fh:
             records = reduce_packages(fh)
         digest = self.cache.put_bytes(dump_records(records))

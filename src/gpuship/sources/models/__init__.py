@@ -23,11 +23,10 @@ from typing import Any
 from ...cache import Cache
 from ...config import HubModel, ModelsConfig, MountedModel, redact_url
 from ...oci import Entry, Layer, cached_layer
+from ...progress import NO_PROGRESS, Progress
 from ..app import AppFiles
 from .local import LARGE_FILE, LocalModel, group_models, local_entries, local_key, project_model_files, without_models
 from .remote import HubFile, fetch_hub, fetch_url, hub_entries, hub_refs_entry, hub_repo_dir
-
-Progress = Callable[..., None]
 
 
 @dataclass(frozen=True)
@@ -74,7 +73,7 @@ def build_models(
     *,
     compression: str = "gzip",
     project_files: bool = True,
-    progress: Progress | None = None,
+    progress: Progress = NO_PROGRESS,
 ) -> ModelSet:
     """Split the model files off ``app`` and make every model layer. ``project_files=False`` (``gpuship dev``,
     where the project is mounted) leaves the project's own model files where they are."""

@@ -19,7 +19,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -28,8 +28,7 @@ from ...cache import Cache
 from ...config import HF_HUB_DIR, HubModel, UrlModel, redact_url
 from ...errors import GpushipError, IntegrityError
 from ...oci import Entry
-
-Progress = Callable[..., None]
+from ...progress import NO_PROGRESS, Progress
 
 
 @dataclass(frozen=True)
@@ -40,13 +39,8 @@ class HubFile:
     size: int
 
 
-def _say(progress: Progress | None, msg: str) -> None:
-    if progress is not None:
-        progress(msg)
-
-
 # -- https://...#sha256= ---------------------------------------------------------------------------------------
-def fetch_url(model: UrlModel, cache: Cache, progress: Progress | None = None) -> tuple[str, int]:
+def fetch_url(model: UrlModel, cache: Cache, progress: Progress = NO_PROGRESS) -> tuple[str, int]:
     """The file's ``(digest, size)`` in the cache, fetched unless the cache holds it already."""
     digest = "sha256:" + model.sha256
     if cache.has(digest):
@@ -54,7 +48,7 @@ def fetch_url(model: UrlModel, cache: Cache, progress: Progress | None = None) -
     import httpx  # on first use: a build without URL models never imports it
 
     shown = redact_url(model.url)
-    _say(progress, f"fetching {shown}")
+    progress.step(f"fetching {shown}")
     try:
         with (
             httpx.Client(follow_redirects=True, timeout=httpx.Timeout(60, read=300), trust_env=True) as client,
@@ -69,8 +63,7 @@ def fetch_url(model: UrlModel, cache: Cache, progress: Progress | None = None) -
             with cache.blob_writer() as sink:
                 for chunk in resp.iter_bytes(1 << 20):
                     sink.write(chunk)
-                    if progress is not None:
-                        progress(f"fetching {shown}", sink.size, total)
+                    progress.transfer(f"fetching {shown}", sink.size, total or None)
                 if sink.digest != digest:  # raised inside the writer: nothing is kept
                     raise IntegrityError(
                         f"{shown} has sha256 {sink.digest[7:]}, not the {model.sha256} its #sha256= names",
@@ -86,7 +79,7 @@ def _record_key(model: HubModel) -> str:
     return json.dumps(["hf", model.repo, model.revision, sorted(model.files)])
 
 
-def fetch_hub(model: HubModel, cache: Cache, progress: Progress | None = None) -> tuple[HubFile, ...]:
+def fetch_hub(model: HubModel, cache: Cache, progress: Progress = NO_PROGRESS) -> tuple[HubFile, ...]:
     """The repository's files at the pinned revision, in the cache: from a record of an earlier fetch when all its
     blobs are still there, else fetched now (into a temporary hub cache, then moved into the gpuship cache)."""
     key = _record_key(model)
@@ -94,7 +87,7 @@ def fetch_hub(model: HubModel, cache: Cache, progress: Progress | None = None) -
         rec = cache.get_ref("hf-models", key)
         if rec is not None and all(cache.has(f["digest"]) for f in rec["files"]):
             return tuple(HubFile(**f) for f in rec["files"])
-        _say(progress, f"fetching {model.ref}")
+        progress.step(f"fetching {model.ref}")
         work = Path(tempfile.mkdtemp(dir=cache.root / "tmp", prefix="hf-"))
         try:
             snapshot = _snapshot_download(model, work)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import ssl
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,6 +17,7 @@ from urllib.parse import unquote, urlparse
 
 from ...cache import Cache
 from ...errors import GpushipError, IntegrityError
+from ...progress import NO_PROGRESS, Progress
 from ...streams import CHUNK
 from .credentials import IndexCredentials
 
@@ -24,7 +25,6 @@ if TYPE_CHECKING:  # httpx is imported on first use: a rebuild with every file c
     import httpx
 
 SYSTEM_CA = "/etc/ssl/certs/ca-certificates.crt"
-ProgressFn = Callable[..., None]
 
 
 def ssl_context() -> ssl.SSLContext:
@@ -56,7 +56,7 @@ def fetch(
     sha256: str,
     *,
     client: httpx.Client | None = None,
-    progress: ProgressFn | None = None,
+    progress: Progress = NO_PROGRESS,
     credentials: IndexCredentials | None = None,
 ) -> Path:
     """The cached blob of ``url``; downloaded (or copied, for ``file://``) and verified if missing."""
@@ -100,8 +100,7 @@ def fetch(
                             for chunk in resp.iter_bytes(CHUNK):
                                 w.write(chunk)
                                 done += len(chunk)
-                                if progress is not None:
-                                    progress(f"download {name}", done, total)
+                                progress.transfer(f"download {name}", done, total or None)
                     return cache.blob_path(digest)
                 except (httpx.TransportError, httpx.RemoteProtocolError) as exc:
                     if attempt == 3:
@@ -122,7 +121,7 @@ def fetch_all(
     cache: Cache,
     items: Iterable[tuple[str, str]],
     *,
-    progress: ProgressFn | None = None,
+    progress: Progress = NO_PROGRESS,
     workers: int = 4,
     credentials: IndexCredentials | None = None,
 ) -> dict[str, Path]:

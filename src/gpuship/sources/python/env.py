@@ -12,7 +12,7 @@ import hashlib
 import json
 import posixpath
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +23,7 @@ from ...errors import ConfigError
 from ...oci import Entry, Layer, Platform, cached_layer, clean_path
 from ...oci.media import BlobCompression
 from ...parallel import parallel_map
+from ...progress import NO_PROGRESS, Progress
 from .build import built_wheel
 from .bytecode import compile_sources
 from .credentials import IndexCredentials
@@ -37,7 +38,6 @@ from .wheel import InstalledFile, WheelInstall, install_wheel, open_wheel, recor
 
 VENV = "/opt/venv"
 LAYOUT_VERSION = 1
-ProgressFn = Callable[..., None]
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,7 @@ def _wheel_files(
     platform: Platform,
     python: str,
     cache: Cache,
-    progress: ProgressFn | None,
+    progress: Progress,
     credentials: IndexCredentials | None = None,
 ) -> dict[str, tuple[Path, str]]:
     """sha256 of each locked file -> (wheel path in the cache, wheel file name); sdists are built here."""
@@ -110,8 +110,7 @@ def _wheel_files(
     for p in packages:
         if not p.sdist:
             continue
-        if progress is not None:
-            progress(f"build {p.filename}")
+        progress.step(f"build {p.filename}")
         built = built_wheel(p, python, cache, credentials=credentials)
         if platform != host_platform() and not built.pure:
             raise NoWheelError(
@@ -223,7 +222,7 @@ def python_layers(
     cache: Cache,
     *,
     prune: PruneRules = PruneRules(),
-    progress: ProgressFn | None = None,
+    progress: Progress = NO_PROGRESS,
     venv: str = VENV,
     compression: BlobCompression = "none",
     system_site_packages: bool = False,
@@ -271,8 +270,7 @@ def python_layers(
         with ExitStack() as stack:
 
             def make() -> list[Entry]:
-                if progress is not None:
-                    progress(f"install {group} ({len(pkgs)} packages) for {platform}")
+                progress.step(f"install {group} ({len(pkgs)} packages) for {platform}")
                 files = _wheel_files(pkgs, platform, py, cache, progress, credentials)
                 installs = []
                 for p in pkgs:
@@ -284,8 +282,7 @@ def python_layers(
                     installs, venv=venv, site=site, prune=prune, compiler=compiler, workdir=workdir
                 )
                 built["info"] = info
-                if progress is not None:
-                    progress(f"layer {group} for {platform}")
+                progress.step(f"layer {group} for {platform}")
                 return entries
 
             layer = cached_layer(

@@ -19,7 +19,7 @@ import os
 import re
 import tempfile
 import tomllib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from packaging.utils import canonicalize_name
 from ...cache import Cache
 from ...errors import ConfigError, IntegrityError, ResolveError
 from ...oci import Platform
+from ...progress import NO_PROGRESS, Progress
 from ...project import IndexOptions, ProjectInputs
 from ...redact import strip_userinfo
 from .download import filename_of
@@ -44,7 +45,6 @@ from .uv import UvFailed, run_uv
 
 LOCK_NAME = "gpuship.lock"
 LOCK_FORMAT = 1
-ProgressFn = Callable[..., None]
 
 
 class NoWheelError(ResolveError):
@@ -210,7 +210,7 @@ def lock_project(
     locked: bool = False,
     extra_requirements: Sequence[str] = (),
     constraints: Sequence[str] = (),
-    progress: ProgressFn | None = None,
+    progress: Progress = NO_PROGRESS,
     glibc: str = DEFAULT_GLIBC,
     lock_path: Path | None = None,
     index: IndexOptions | None = None,
@@ -222,7 +222,7 @@ def lock_project(
     ``index`` adds index options (``[tool.gpuship] index-url`` ...) to those the project's files set.
     ``installed_wheels``: a directory of stand-in wheels for what a registry base already has (uv may pick them;
     the build never installs them); not part of the input hash — the ``constraints`` pin the same versions.
-    ``progress`` is called as ``progress(step)`` (and ``progress(step, done, total)`` for downloads).
+    ``progress`` hears each platform's lock as a step.
     Raises :class:`ConfigError` for a Python mismatch or a stale lock under ``locked``, :class:`ResolveError`
     with uv's explanation for an unsatisfiable set, :class:`NoWheelError` for a platform without a wheel.
     """
@@ -271,8 +271,7 @@ def lock_project(
     targets: list[LockedTarget] = []
     preferred: tuple[LockedPackage, ...] = ()
     for plat in targets_wanted:
-        if progress is not None:
-            progress(f"lock {plat}")
+        progress.step(f"lock {plat}")
         prefs = previous[plat].packages if plat in previous else preferred
         target = resolve_platform(
             project,

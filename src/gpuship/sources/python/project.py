@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import tempfile
 import zipfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from ...cache import Cache
 from ...errors import ConfigError
 from ...oci import Entry, Platform
+from ...progress import NO_PROGRESS, Progress
 from ...project import ProjectInputs
 from .build import build_project_wheel
 from .env import VENV, install_entries
@@ -46,7 +46,7 @@ def install_project(
     platform: Platform | None = None,
     venv: str = VENV,
     prune: PruneRules = PruneRules(),
-    progress: Callable[..., None] | None = None,
+    progress: Progress = NO_PROGRESS,
 ) -> ProjectInstall:
     """Build the project's wheel (isolated, with a host Python of the base's minor version) and install it.
 
@@ -58,8 +58,7 @@ def install_project(
             "add a [build-system] table to pyproject.toml, or ship its files with the app layer only",
         )
     py = python_minor(python.version)
-    if progress is not None:
-        progress(f"build {project.name}")
+    progress.step(f"build {project.name}")
     built = build_project_wheel(project.root, py, cache, index_args=project.index.uv_args())
     if platform is not None and platform != host_platform() and not built.pure:
         raise NoWheelError(
