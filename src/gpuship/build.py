@@ -12,7 +12,7 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -393,21 +393,16 @@ def _prune_archs(
         if group not in PRUNED_GROUPS:
             return group_layer, {}
         progress.step(f"pruning GPU code in the {group} layer to {', '.join(t.sm for t in sel.targets)}")
-        holder: dict[str, Any] = {}
 
-        def transform(entries):
+        def transform(entries: Iterator[Entry]) -> tuple[Iterable[Entry] | None, dict[str, Any]]:
             new, report = prune_layer_entries(entries, sel, cache=cache)
-            holder["report"] = report.to_json()
-            return new if report.saved else None
+            return (new if report.saved else None), report.to_json()
 
         # the pruner holds a library (and its rewrite) in memory: big layers, whose libraries are the biggest, take
         # turns, so two of them never sit in memory at once (the peak stays under 300 MB)
         with big_layers if layer.uncompressed_size >= BIG_PRUNE_BYTES else contextlib.nullcontext():
-            new = rewrite_layer(layer, transform, key, cache, comment=layer.comment + " (GPU code pruned)")
-        rec_key = f"{key}:{layer.digest}"
-        if "report" in holder:
-            cache.put_ref("prune-reports", rec_key, holder["report"])
-        return (group, new), holder.get("report") or cache.get_ref("prune-reports", rec_key) or {}
+            new, report = rewrite_layer(layer, transform, key, cache, comment=layer.comment + " (GPU code pruned)")
+        return (group, new), report or {}
 
     out: list[tuple[str, Layer]] = []
     kept: set[str] = set()

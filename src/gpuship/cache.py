@@ -28,17 +28,24 @@ import shutil
 import stat
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import IO, Any, BinaryIO, TypeVar
 
 import platformdirs
 from filelock import FileLock
 
 from .errors import GpushipError, IntegrityError
 from .streams import CHUNK, Reader
+
+T = TypeVar("T")
+
+
+def _same(value: Any) -> Any:
+    return value
+
 
 #: Where each blob's stamp (inode, size, ctime when written or last verified) is kept: see :meth:`Cache.has`.
 STAMPS = "blob-stamps"
@@ -218,6 +225,53 @@ class Cache:
         with os.fdopen(fd, "w") as fh:
             json.dump(value, fh, sort_keys=True)
         os.replace(tmpname, path)
+
+    # -- memos: "this key computed that", remembered ---------------------------------------------
+    def memo(
+        self,
+        namespace: str,
+        key: str,
+        compute: Callable[[], T],
+        *,
+        encode: Callable[[T], Any] = _same,
+        decode: Callable[[Any], T | None] = _same,
+        lock: bool = False,
+    ) -> T:
+        """The value remembered under ``namespace``/``key``, else ``compute()``'s, remembered.
+
+        ``encode`` makes the JSON record; ``decode`` reads one back, or answers ``None`` when the record no
+        longer holds (a blob it names was pruned), and the value is computed again. With ``lock``, one process
+        computes it at a time and the others reuse its answer.
+        """
+        with self.lock(f"memo-{namespace}-{self._ref_path(namespace, key).name}") if lock else nullcontext():
+            rec = self.get_ref(namespace, key)
+            if rec is not None:
+                value = decode(rec)
+                if value is not None:
+                    return value
+            value = compute()
+            self.put_ref(namespace, key, encode(value))
+            return value
+
+    def memo_blob(
+        self,
+        namespace: str,
+        key: str,
+        compute: Callable[[], T],
+        *,
+        encode: Callable[[T], bytes],
+        decode: Callable[[bytes], T | None],
+        lock: bool = False,
+    ) -> T:
+        """:meth:`memo` for a value too big for a record: kept as a blob, which the record names."""
+
+        def load(rec: Any) -> T | None:
+            digest = rec.get("digest") if isinstance(rec, dict) else None
+            return decode(self.read(digest)) if isinstance(digest, str) and self.has(digest) else None
+
+        return self.memo(
+            namespace, key, compute, encode=lambda v: {"digest": self.put_bytes(encode(v))}, decode=load, lock=lock
+        )
 
     # -- directories (unpacked images, installed trees) --------------------------------------------
     @contextmanager

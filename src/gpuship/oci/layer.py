@@ -14,11 +14,11 @@ import os
 import stat
 import tarfile
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import zstandard
 
@@ -98,13 +98,13 @@ class Layer:
         }
 
     @classmethod
-    def from_record(cls, rec: dict[str, object], cache: Cache, reused: bool = False) -> Layer:
+    def from_record(cls, rec: Mapping[str, Any], cache: Cache, reused: bool = False) -> Layer:
         return cls(
             str(rec["digest"]),
             str(rec["diff_id"]),
-            int(rec["size"]),  # type: ignore[call-overload]
-            int(rec["uncompressed_size"]),  # type: ignore[call-overload]
-            rec["compression"],  # type: ignore[arg-type]
+            int(rec["size"]),
+            int(rec["uncompressed_size"]),
+            rec["compression"],
             str(rec.get("comment", "")),
             reused,
             cache,
@@ -160,6 +160,11 @@ def build_layer(
     return Layer(sink.digest, pipe.diff_id, sink.size, pipe.usize, compression, comment, False, cache, True)
 
 
+#: What a layer's maker found out while making it (a JSON value), remembered with the layer: an install's
+#: distributions, a pruning's report. A cached layer comes back with it, without being made again.
+Meta = Any
+
+
 def cached_layer(
     cache: Cache,
     key: str,
@@ -176,8 +181,26 @@ def cached_layer(
     return _remembered(
         cache,
         layer_key(key, compression),
-        lambda: build_layer(make_entries(), cache, compression=compression, comment=comment),
-    )
+        lambda: (build_layer(make_entries(), cache, compression=compression, comment=comment), None),
+    )[0]
+
+
+def cached_layer_meta(
+    cache: Cache,
+    key: str,
+    make: Callable[[], tuple[Iterable[Entry], Meta]],
+    *,
+    compression: BlobCompression = "none",
+    comment: str = "",
+) -> tuple[Layer, Meta]:
+    """:func:`cached_layer` for a maker that also reports something: ``make()`` gives the entries and a JSON
+    value, and ``(layer, value)`` comes back, from the cache when the layer is there."""
+
+    def build() -> tuple[Layer, Meta]:
+        entries, meta = make()
+        return build_layer(entries, cache, compression=compression, comment=comment), meta
+
+    return _remembered(cache, layer_key(key, compression), build, with_meta=True)
 
 
 def layer_key(key: str, compression: BlobCompression = "none") -> str:
@@ -218,16 +241,21 @@ def known_layer(cache: Cache, key: str, compression: BlobCompression = "gzip") -
     return KnownLayer(str(rec["diff_id"]), str(rec["digest"]), int(rec["size"]), compression)
 
 
-def _remembered(cache: Cache, full_key: str, make: Callable[[], Layer]) -> Layer:
-    """The layer recorded under ``full_key`` when its blob is still in the cache; else ``make()``'s, recorded.
-    One process makes it at a time (a lock per key)."""
-    with cache.lock(f"layer-{full_key}"):
-        rec = cache.get_ref("layers", full_key)
-        if rec is not None and cache.has(str(rec["digest"])):
-            return Layer.from_record(rec, cache, reused=True)
-        layer = make()
-        cache.put_ref("layers", full_key, layer.to_record())
-        return layer
+def _remembered(
+    cache: Cache, full_key: str, make: Callable[[], tuple[Layer, Meta]], *, with_meta: bool = False
+) -> tuple[Layer, Meta]:
+    """The layer (and meta) recorded under ``full_key`` while its blob is in the cache; else ``make()``'s,
+    recorded. One process makes it at a time."""
+
+    def encode(made: tuple[Layer, Meta]) -> dict[str, Any]:
+        return {**made[0].to_record(), "meta": made[1]} if with_meta else made[0].to_record()
+
+    def decode(rec: dict[str, Any]) -> tuple[Layer, Meta] | None:
+        if not cache.has(str(rec["digest"])) or (with_meta and "meta" not in rec):
+            return None
+        return Layer.from_record(rec, cache, reused=True), rec.get("meta")
+
+    return cache.memo("layers", full_key, make, encode=encode, decode=decode, lock=True)
 
 
 def recompress(layer: Layer, compression: BlobCompression, cache: Cache | None = None) -> Layer:
@@ -253,7 +281,7 @@ def recompress(layer: Layer, compression: BlobCompression, cache: Cache | None =
                 )
         return Layer(sink.digest, layer.diff_id, sink.size, pipe.usize, compression, layer.comment, False, cache)
 
-    return _remembered(cache, key, make)
+    return _remembered(cache, key, lambda: (make(), None))[0]
 
 
 def spooled_entries(layer: Layer, cache: Cache | None = None) -> Iterator[Entry]:
@@ -328,31 +356,34 @@ class _Slice:
 
 def rewrite_layer(
     layer: Layer,
-    transform: Callable[[Iterator[Entry]], Iterable[Entry] | None],
+    transform: Callable[[Iterator[Entry]], tuple[Iterable[Entry] | None, Meta]],
     key: str,
     cache: Cache | None = None,
     *,
     comment: str | None = None,
-) -> Layer:
-    """A new layer made by ``transform`` over ``layer``'s entries, cached under ``key`` + the input digest.
+) -> tuple[Layer, Meta]:
+    """A new layer made by ``transform`` over ``layer``'s entries, cached under ``key`` + the input digest, with
+    what ``transform`` reported (see :func:`cached_layer_meta`).
 
-    ``transform`` returns ``None`` when it changed nothing: ``layer`` itself is returned (and that answer is
-    remembered), so an unchanged layer is never compressed again.
+    ``transform`` gives ``None`` for entries when it changed nothing: ``layer`` itself comes back (and that answer
+    is remembered), so an unchanged layer is never compressed again.
     """
     cache = cache or layer.cache
 
-    def make() -> Layer:
-        entries = transform(spooled_entries(layer, cache))
+    def make() -> tuple[Layer, Meta]:
+        entries, meta = transform(spooled_entries(layer, cache))
         if entries is None:
-            return layer
-        return build_layer(
+            return layer, meta
+        new = build_layer(
             entries,
             cache,
             compression=written_as(layer.compression),
             comment=layer.comment if comment is None else comment,
         )
+        return new, meta
 
-    return _remembered(cache, layer_key(f"rewrite:{key}:{layer.digest}", layer.compression), make)
+    full_key = layer_key(f"rewrite:{key}:{layer.digest}", layer.compression)
+    return _remembered(cache, full_key, make, with_meta=True)
 
 
 def entries_from_dir(

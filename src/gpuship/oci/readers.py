@@ -37,7 +37,7 @@ from typing import Any
 
 from ..cache import Cache
 from ..errors import GpushipError, IntegrityError
-from ..streams import CHUNK, Reader, as_file
+from ..streams import CHUNK, Reader, Writer, as_file
 from . import jsonshape
 from .docker_archive import DockerTag
 from .entry import clean_path
@@ -60,6 +60,7 @@ from .media import (
     OCI_LAYER_GZIP,
     OCI_LAYER_ZSTD,
     OCI_MANIFEST,
+    BlobCompression,
     Family,
     compression_of,
     family_of,
@@ -208,7 +209,7 @@ def _is_plain_file(tar: tarfile.TarFile) -> bool:
 class _Tee:
     """Reads from ``src``, hashing and copying everything read into ``sink`` (a cache BlobWriter)."""
 
-    def __init__(self, src: Reader, sink: Any) -> None:
+    def __init__(self, src: Reader, sink: Writer) -> None:
         self._src, self._sink = src, sink
 
     def read(self, n: int = -1) -> bytes:
@@ -218,7 +219,13 @@ class _Tee:
         return data
 
     def close(self) -> None:
-        pass
+        pass  # the source is the caller's to close
+
+    def __enter__(self) -> _Tee:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _read_blob_json(store: _Store, desc: dict[str, Any]) -> tuple[bytes, Any]:
@@ -246,49 +253,63 @@ def _sha256(data: bytes) -> str:
 
 
 def _import_layer(
-    store: _Store, path: str, cache: Cache, *, digest: str | None, size: int | None, compression: str, diff_id: str
+    store: _Store,
+    path: str,
+    cache: Cache,
+    *,
+    digest: str | None,
+    size: int | None,
+    compression: BlobCompression,
+    diff_id: str,
 ) -> Layer:
     """Copy one layer blob into the cache, checking its digest (when known), size and diff_id in one pass."""
     if not store.has(path):
         raise store.missing(path)
-    if digest is not None:
-        rec = cache.get_ref("layer-info", digest)
-        if rec and rec.get("diff_id") == diff_id and cache.has(digest):
-            _check_blob(store, path, digest, size)  # the cache's copy is known good; this one may not be
-            return Layer(digest, diff_id, int(rec["size"]), int(rec["uncompressed_size"]), compression, cache=cache)  # type: ignore[arg-type]
-    import hashlib
 
-    diff = hashlib.sha256()
-    usize = 0
-    with store._reading(path) as src, cache.blob_writer() as sink:
-        tar_stream = decompressing_reader(_Tee(src, sink), compression)  # type: ignore[arg-type]
-        unreadable: IntegrityError | None = None
-        try:
-            while chunk := tar_stream.read(CHUNK):
-                diff.update(chunk)
-                usize += len(chunk)
-        except IntegrityError as exc:  # said after the digest: a blob that is not the one named says that first
-            unreadable = exc
-        tee = _Tee(src, sink)
-        while tee.read(CHUNK):  # whatever follows the compressed stream is part of the blob too
-            pass
-        if digest is not None and sink.digest != digest:
-            raise IntegrityError(
-                f"{store.name}: layer {digest} is corrupt (its content hashes to {sink.digest})",
-                "the archive was damaged or tampered with; nothing was imported",
-            )
-        if size is not None and sink.size != size:
-            raise IntegrityError(f"{store.name}: layer {digest} has {sink.size} bytes, its descriptor says {size}")
-        if unreadable is not None:
-            raise IntegrityError(f"{store.name}: layer {path}: {unreadable.message}", unreadable.hint)
-        if "sha256:" + diff.hexdigest() != diff_id:
-            raise IntegrityError(
-                f"{store.name}: layer {path} does not match the config's diff_id {diff_id}",
-                "the archive was damaged or tampered with; nothing was imported",
-            )
-    layer = Layer(sink.digest, diff_id, sink.size, usize, compression, cache=cache)  # type: ignore[arg-type]
-    cache.put_ref("layer-info", sink.digest, layer.to_record())
-    return layer
+    def copy() -> Layer:
+        import hashlib
+
+        diff = hashlib.sha256()
+        usize = 0
+        with store._reading(path) as src, cache.blob_writer() as sink:
+            tar_stream = decompressing_reader(_Tee(src, sink), compression)
+            unreadable: IntegrityError | None = None
+            try:
+                while chunk := tar_stream.read(CHUNK):
+                    diff.update(chunk)
+                    usize += len(chunk)
+            except IntegrityError as exc:  # said after the digest: a blob that is not the one named says that first
+                unreadable = exc
+            tee = _Tee(src, sink)
+            while tee.read(CHUNK):  # whatever follows the compressed stream is part of the blob too
+                pass
+            if digest is not None and sink.digest != digest:
+                raise IntegrityError(
+                    f"{store.name}: layer {digest} is corrupt (its content hashes to {sink.digest})",
+                    "the archive was damaged or tampered with; nothing was imported",
+                )
+            if size is not None and sink.size != size:
+                raise IntegrityError(f"{store.name}: layer {digest} has {sink.size} bytes, its descriptor says {size}")
+            if unreadable is not None:
+                raise IntegrityError(f"{store.name}: layer {path}: {unreadable.message}", unreadable.hint)
+            if "sha256:" + diff.hexdigest() != diff_id:
+                raise IntegrityError(
+                    f"{store.name}: layer {path} does not match the config's diff_id {diff_id}",
+                    "the archive was damaged or tampered with; nothing was imported",
+                )
+        return Layer(sink.digest, diff_id, sink.size, usize, compression, cache=cache)
+
+    def known(rec: dict[str, Any]) -> Layer | None:
+        if digest is None or rec.get("diff_id") != diff_id or not cache.has(digest):
+            return None
+        _check_blob(store, path, digest, size)  # the cache's copy is known good; this one may not be
+        return Layer(digest, diff_id, int(rec["size"]), int(rec["uncompressed_size"]), compression, cache=cache)
+
+    if digest is None:  # known once copied: remembered for a later import that names it
+        layer = copy()
+        cache.put_ref("layer-info", layer.digest, layer.to_record())
+        return layer
+    return cache.memo("layer-info", digest, copy, encode=Layer.to_record, decode=known)
 
 
 def _check_blob(store: _Store, path: str, digest: str, size: int | None) -> None:
@@ -313,24 +334,29 @@ def _check_blob(store: _Store, path: str, digest: str, size: int | None) -> None
 
 def _compress_legacy_layer(store: _Store, path: str, cache: Cache, diff_id: str) -> Layer:
     """An uncompressed layer tar (legacy docker save): checked against ``diff_id``, stored gzip-compressed."""
-    key = f"{diff_id}-{compressor_id('gzip')}"
-    rec = cache.get_ref("legacy-layers", key)
-    if rec is not None and cache.has(str(rec["digest"])):
-        return Layer.from_record(rec, cache, reused=True)
-    with store._reading(path) as src, cache.blob_writer() as sink:
-        pipe = _Pipeline(sink, "gzip")
-        while chunk := src.read(CHUNK):
-            pipe.write(chunk)
-        pipe.finish()
-        if pipe.diff_id != diff_id:
-            raise IntegrityError(
-                f"{store.name}: layer {path} does not match the config's diff_id {diff_id}",
-                "the archive was damaged or tampered with; nothing was imported",
-            )
-    layer = Layer(sink.digest, diff_id, sink.size, pipe.usize, "gzip", cache=cache)
-    cache.put_ref("legacy-layers", key, layer.to_record())
-    cache.put_ref("layer-info", layer.digest, layer.to_record())
-    return layer
+
+    def compress() -> Layer:
+        with store._reading(path) as src, cache.blob_writer() as sink:
+            pipe = _Pipeline(sink, "gzip")
+            while chunk := src.read(CHUNK):
+                pipe.write(chunk)
+            pipe.finish()
+            if pipe.diff_id != diff_id:
+                raise IntegrityError(
+                    f"{store.name}: layer {path} does not match the config's diff_id {diff_id}",
+                    "the archive was damaged or tampered with; nothing was imported",
+                )
+        layer = Layer(sink.digest, diff_id, sink.size, pipe.usize, "gzip", cache=cache)
+        cache.put_ref("layer-info", layer.digest, layer.to_record())  # for an import that names its digest
+        return layer
+
+    return cache.memo(
+        "legacy-layers",
+        f"{diff_id}-{compressor_id('gzip')}",
+        compress,
+        encode=Layer.to_record,
+        decode=lambda rec: Layer.from_record(rec, cache, reused=True) if cache.has(str(rec["digest"])) else None,
+    )
 
 
 def _config(store: _Store, config: Any, n_layers: int) -> jsonshape.ConfigParts:
@@ -499,7 +525,7 @@ def _read_legacy(store: _Store, name: str | None, cache: Cache) -> Image:
     return replace(img, origin=Origin(img.fingerprint(), config_bytes, None))
 
 
-def _sniff(store: _Store, path: str) -> str:
+def _sniff(store: _Store, path: str) -> BlobCompression:
     with store._reading(path) as fh:
         head = fh.read(4)
     if head[:2] == b"\x1f\x8b":

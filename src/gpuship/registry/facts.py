@@ -231,12 +231,16 @@ def facts_from_layers(layers: Iterable[Layer], env: Mapping[str, str]) -> BaseFa
 def base_facts(image: Image, cache: Cache | None = None) -> BaseFacts:
     """Read a base image's facts from its layers (remembered in the cache by image digest)."""
     store = cache or (image.layers[0].cache if image.layers else None)
-    key = image.digest
-    if store is not None:
-        rec = store.get_ref(FACTS_NS, key)
-        if isinstance(rec, dict) and rec.get("version") == FACTS_VERSION:
-            return BaseFacts.from_json(rec)
-    facts = facts_from_layers(image.layers, image.config.env_dict())
-    if store is not None:
-        store.put_ref(FACTS_NS, key, facts.to_json())
-    return facts
+
+    def read() -> BaseFacts:
+        return facts_from_layers(image.layers, image.config.env_dict())
+
+    if store is None:
+        return read()
+    return store.memo(
+        FACTS_NS,
+        image.digest,
+        read,
+        encode=BaseFacts.to_json,
+        decode=lambda rec: BaseFacts.from_json(rec) if rec.get("version") == FACTS_VERSION else None,
+    )

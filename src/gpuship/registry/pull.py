@@ -34,10 +34,12 @@ from ..oci.media import (
     DOCKER_MANIFEST_LIST,
     OCI_INDEX,
     OCI_MANIFEST,
+    BlobCompression,
     compression_of,
     family_of,
 )
 from ..progress import NO_PROGRESS, Progress
+from ..streams import CHUNK
 from .auth import Credentials
 from .client import RegistryClient, RetryPolicy, Transient
 from .push import remember_location
@@ -157,7 +159,7 @@ def fetch_blob_bytes(
 class _DiffHasher:
     """Decompresses as bytes arrive, hashing the tar: the layer's ``diff_id`` and uncompressed size."""
 
-    def __init__(self, compression: str) -> None:
+    def __init__(self, compression: BlobCompression) -> None:
         self.compression = compression
         self.hash = hashlib.sha256()
         self.size = 0
@@ -206,22 +208,46 @@ def fetch_layer(
             f"layer {digest[:19]} is a non-distributable layer ({media_type})", "gpuship cannot use such a base image"
         )
     compression = compression_of(media_type)
-    rec = cache.get_ref(LAYERS_NS, digest)
-    if rec is not None and cache.has(digest) and rec.get("diff_id") == diff_id:
+
+    def known(rec: dict[str, Any]) -> Layer | None:
+        if not cache.has(digest) or rec.get("diff_id") != diff_id:
+            return None
         progress.transfer(digest, size, size, "cached")
         return Layer.from_record(rec, cache, reused=True)
-    if cache.has(digest):  # the blob is here already (built or read locally): check it, do not download it
-        hasher = _DiffHasher(compression)
-        with cache.open(digest) as fh:
-            while chunk := fh.read(1 << 20):
-                hasher.feed(chunk)
-        if hasher.diff_id == diff_id:
-            layer = Layer(
-                digest, diff_id, cache.blob_path(digest).stat().st_size, hasher.size, compression, "", True, cache
-            )
-            cache.put_ref(LAYERS_NS, digest, layer.to_record())
-            progress.transfer(digest, size, size, "cached")
-            return layer
+
+    def fetch() -> Layer:
+        if cache.has(digest):  # the blob is here already (built or read locally): check it, do not download it
+            layer = _checked_local(cache, digest, diff_id, compression)
+            if layer is not None:
+                progress.transfer(digest, size, size, "cached")
+                return layer
+        return _download_layer(client, repository, digest, size, diff_id, compression, cache, progress)
+
+    return cache.memo(LAYERS_NS, digest, fetch, encode=Layer.to_record, decode=known)
+
+
+def _checked_local(cache: Cache, digest: str, diff_id: str, compression: BlobCompression) -> Layer | None:
+    """The cache's blob ``digest`` as a layer, when it unpacks to ``diff_id``."""
+    hasher = _DiffHasher(compression)
+    with cache.open(digest) as fh:
+        while chunk := fh.read(CHUNK):
+            hasher.feed(chunk)
+    if hasher.diff_id != diff_id:
+        return None
+    return Layer(digest, diff_id, cache.blob_path(digest).stat().st_size, hasher.size, compression, "", True, cache)
+
+
+def _download_layer(
+    client: RegistryClient,
+    repository: str,
+    digest: str,
+    size: int,
+    diff_id: str,
+    compression: BlobCompression,
+    cache: Cache,
+    progress: Progress,
+) -> Layer:
+    """Download one layer blob (again from the start when the connection breaks), checked as it arrives."""
     attempt = 0
     while True:
         attempt += 1
@@ -250,10 +276,8 @@ def fetch_layer(
                     f"download of layer {digest[:19]} kept failing: {exc.message}", "try again later"
                 ) from exc
             log.info("download of %s broke off, starting it again: %s", digest[:19], exc.message)
-    layer = Layer(digest, diff_id, w.size, hasher.size, compression, "", False, cache)
-    cache.put_ref(LAYERS_NS, digest, layer.to_record())
     progress.transfer(digest, w.size, w.size, "pulled")
-    return layer
+    return Layer(digest, diff_id, w.size, hasher.size, compression, "", False, cache)
 
 
 # -- images --------------------------------------------------------------------------------------------------------

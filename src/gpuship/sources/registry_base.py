@@ -433,12 +433,13 @@ def _dpkg_packages(texts: Iterable[str]) -> tuple[tuple[str, str, str], ...]:
 
 def base_scan(image: Image, cache: Cache) -> BaseScan:
     """:func:`scan_layers`, remembered in the cache by image digest."""
-    rec = cache.get_ref(SCAN_NS, image.digest)
-    if isinstance(rec, dict) and rec.get("version") == SCAN_VERSION:
-        return BaseScan.from_json(rec)
-    scan = scan_layers(image.layers)
-    cache.put_ref(SCAN_NS, image.digest, scan.to_json())
-    return scan
+    return cache.memo(
+        SCAN_NS,
+        image.digest,
+        lambda: scan_layers(image.layers),
+        encode=BaseScan.to_json,
+        decode=lambda rec: BaseScan.from_json(rec) if rec.get("version") == SCAN_VERSION else None,
+    )
 
 
 # -- pulling ---------------------------------------------------------------------------------------------------------

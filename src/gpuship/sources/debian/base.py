@@ -232,15 +232,20 @@ def build_base(
             compression,
             [[s.uri, s.name, repo.release(s).digest] for s in suites],  # the signed InRelease names every index
         )
-        memo = cache.get_ref("base-results", hashlib.sha256(key.encode()).hexdigest())
-        if memo is not None and cache.has(memo["digest"]):
-            base = pickle.loads(cache.read(memo["digest"]))
-            if all(cache.has(layer.digest) for layer in base.layers):
-                return replace(base, layers=tuple(replace(layer, reused=True, cache=cache) for layer in base.layers))
-        base = _build(prof, plat, tuple(extra_packages), cache, repo, progress, compression)
-        digest = cache.put_bytes(pickle.dumps(base))
-        cache.put_ref("base-results", hashlib.sha256(key.encode()).hexdigest(), {"digest": digest})
-        return base
+
+        def reused(data: bytes) -> DebianBase | None:
+            base = pickle.loads(data)
+            if not all(cache.has(layer.digest) for layer in base.layers):
+                return None
+            return replace(base, layers=tuple(replace(layer, reused=True, cache=cache) for layer in base.layers))
+
+        return cache.memo_blob(
+            "base-results",
+            hashlib.sha256(key.encode()).hexdigest(),
+            lambda: _build(prof, plat, tuple(extra_packages), cache, repo, progress, compression),
+            encode=pickle.dumps,
+            decode=reused,
+        )
     finally:
         repo.close()
 

@@ -200,13 +200,13 @@ def read_deb_info(path: Path | str, what: str) -> DebInfo:
 
 def deb_info(cache: Cache, digest: str, what: str) -> DebInfo:
     """:func:`read_deb_info` of a cached ``.deb``, itself cached (a few KB) under the package's digest."""
-    key = f"{INFO_FORMAT}:{digest}"
-    rec = cache.get_ref("debian-debinfo", key)
-    if rec is not None:
-        return DebInfo.from_json(rec)
-    info = read_deb_info(cache.blob_path(digest), what)
-    cache.put_ref("debian-debinfo", key, info.to_json())
-    return info
+    return cache.memo(
+        "debian-debinfo",
+        f"{INFO_FORMAT}:{digest}",
+        lambda: read_deb_info(cache.blob_path(digest), what),
+        encode=DebInfo.to_json,
+        decode=DebInfo.from_json,
+    )
 
 
 def unpack_data(deb: Path | str, dest: Path, what: str) -> dict[str, Path]:

@@ -205,33 +205,32 @@ def _scan_layer(layer: Layer, cache: Cache, links: Mapping[str, str]) -> tuple[T
 def _scan_layer_digest(layer: Layer, cache: Cache, links: Mapping[str, str]) -> tuple[Tree, list[ElfFacts], str]:
     """:func:`_scan_layer`, plus the digest of the scan (paths, links and ELF facts; not file contents)."""
     key = f"{SCAN_FORMAT}:{layer.digest}:{json.dumps(dict(links), sort_keys=True)}"
-    rec = cache.get_ref("debian-libdeps-scan", key)
-    tree = Tree()
-    if rec is not None and cache.has(rec["digest"]):
-        data = json.loads(cache.read(rec["digest"]))
-        for p, kind, target in data["entries"]:
-            tree.add(p, kind, target)
-        return (
-            tree,
-            [ElfFacts(f[0], tuple(f[1]), tuple(f[2]), tuple(f[3]), f[4], f[5]) for f in data["elves"]],
-            rec["digest"],
-        )
-    entries: list[list[str]] = []
 
-    def recorded() -> Iterator[tuple[Entry, Reader | None]]:
-        for e, r in layer.entries():
-            entries.append([rebase_through_links(e.path, dict(links)) if links else e.path, e.kind, e.target])
-            yield e, r
+    def scan() -> str:
+        entries: list[list[str]] = []
 
-    facts = scan_items(recorded(), tree, links)
-    blob = json.dumps(
-        {
-            "entries": entries,
-            "elves": [[f.path, list(f.needed), list(f.rpath), list(f.runpath), f.machine, f.elfclass] for f in facts],
-        }
+        def recorded() -> Iterator[tuple[Entry, Reader | None]]:
+            for e, r in layer.entries():
+                entries.append([rebase_through_links(e.path, dict(links)) if links else e.path, e.kind, e.target])
+                yield e, r
+
+        facts = scan_items(recorded(), Tree(), links)
+        elves = [[f.path, list(f.needed), list(f.rpath), list(f.runpath), f.machine, f.elfclass] for f in facts]
+        return cache.put_bytes(json.dumps({"entries": entries, "elves": elves}).encode())
+
+    digest = cache.memo(
+        "debian-libdeps-scan",
+        key,
+        scan,
+        encode=lambda d: {"digest": d},
+        decode=lambda rec: rec["digest"] if cache.has(rec["digest"]) else None,
     )
-    digest = cache.put_bytes(blob.encode())
-    cache.put_ref("debian-libdeps-scan", key, {"digest": digest})
+    data = json.loads(cache.read(digest))
+    tree = Tree()
+    for p, kind, target in data["entries"]:
+        if not posixpath.basename(p).startswith(".wh."):  # as scan_items: whiteouts are not files
+            tree.add(p, kind, target)
+    facts = [ElfFacts(f[0], tuple(f[1]), tuple(f[2]), tuple(f[3]), f[4], f[5]) for f in data["elves"]]
     return tree, facts, digest
 
 
@@ -304,38 +303,56 @@ def _lines_with(buf: bytes, needle: bytes, end: int) -> Iterator[bytes]:
         pos = stop + 1
 
 
+def _contents_part(cache: Cache, index_digest: str) -> dict[str, list[list[str]]]:
+    """The shared-library part of one Contents index (``name -> [[folder, package]]``), kept in the cache as
+    a blob and in this process by that blob's digest."""
+
+    def parse() -> str:
+        part = _parse_contents(cache, index_digest)
+        map_digest = cache.put_bytes(json.dumps(part, sort_keys=True, separators=(",", ":")).encode())
+        _MAPS[map_digest] = part
+        return map_digest
+
+    map_digest = cache.memo(
+        "debian-contents",
+        f"{CONTENTS_FORMAT}:{index_digest}",
+        parse,
+        encode=lambda d: {"digest": d},
+        decode=lambda rec: rec["digest"] if rec["digest"] in _MAPS or cache.has(rec["digest"]) else None,
+    )
+    if map_digest not in _MAPS:
+        _MAPS[map_digest] = json.loads(cache.read(map_digest))
+    return _MAPS[map_digest]
+
+
+def _parse_contents(cache: Cache, index_digest: str) -> dict[str, list[list[str]]]:
+    part: dict[str, list[list[str]]] = {}
+    with cache.open(index_digest) as raw:
+        head = raw.read(6)
+        raw.seek(0)
+        opener = gzip.open if head[:2] == b"\x1f\x8b" else lzma.open if head[:6] == b"\xfd7zXZ\x00" else None
+        fh = opener(raw) if opener else raw
+        for raw_line in _so_lines(fh):
+            line = raw_line.decode("utf-8", "replace")
+            try:
+                path, locs = line.rsplit(None, 1)
+            except ValueError:
+                continue
+            path = path.strip()
+            name = posixpath.basename(path)
+            if not _LIBNAME.search(name):
+                continue
+            d = posixpath.dirname(path)
+            for loc in locs.split(","):
+                part.setdefault(name, []).append([d, loc.rsplit("/", 1)[-1]])
+    return part
+
+
 def _contents_map(repo: Repository, arch: str, cache: Cache) -> dict[str, list[tuple[str, str]]]:
     """``soname -> [(folder, package)]`` for every shared-library file name in the suites' Contents."""
     out: dict[str, list[tuple[str, str]]] = {}
     for _suite, digest in repo.contents(arch):
-        key = f"{CONTENTS_FORMAT}:{digest}"
-        rec = cache.get_ref("debian-contents", key)
-        if rec is not None and rec["digest"] in _MAPS:
-            part = _MAPS[rec["digest"]]
-        elif rec is not None and cache.has(rec["digest"]):
-            part = _MAPS[rec["digest"]] = json.loads(cache.read(rec["digest"]))
-        else:
-            part = {}
-            with cache.open(digest) as raw:
-                head = raw.read(6)
-                raw.seek(0)
-                opener = gzip.open if head[:2] == b"\x1f\x8b" else lzma.open if head[:6] == b"\xfd7zXZ\x00" else None
-                fh = opener(raw) if opener else raw
-                for raw_line in _so_lines(fh):
-                    line = raw_line.decode("utf-8", "replace")
-                    try:
-                        path, locs = line.rsplit(None, 1)
-                    except ValueError:
-                        continue
-                    path = path.strip()
-                    name = posixpath.basename(path)
-                    if not _LIBNAME.search(name):
-                        continue
-                    d = posixpath.dirname(path)
-                    for loc in locs.split(","):
-                        part.setdefault(name, []).append([d, loc.rsplit("/", 1)[-1]])
-            digest_map = cache.put_bytes(json.dumps(part, sort_keys=True, separators=(",", ":")).encode())
-            cache.put_ref("debian-contents", key, {"digest": digest_map})
+        part = _contents_part(cache, digest)
         for name, places in part.items():
             lst = out.setdefault(name, [])
             for d, pkg in places:
@@ -437,16 +454,15 @@ def libdeps_for_layers(
     ignore = tuple(ignore)
     key = json.dumps([SCAN_FORMAT, scans, list(base.packages), dict(env or {}), sorted(ignore)], sort_keys=True)
     key = hashlib.sha256(key.encode()).hexdigest()
-    rec = cache.get_ref("libdeps-results", key)
-    if rec is not None:
-        return [LibDep(d["package"], d["soname"], tuple(d["needed_by"]), d["path"]) for d in rec]
-    deps = _finish(facts, tree, base, cache, env, ignore, progress)
-    cache.put_ref(
+    return cache.memo(
         "libdeps-results",
         key,
-        [{"package": d.package, "soname": d.soname, "needed_by": list(d.needed_by), "path": d.path} for d in deps],
+        lambda: _finish(facts, tree, base, cache, env, ignore, progress),
+        encode=lambda deps: [
+            {"package": d.package, "soname": d.soname, "needed_by": list(d.needed_by), "path": d.path} for d in deps
+        ],
+        decode=lambda rec: [LibDep(d["package"], d["soname"], tuple(d["needed_by"]), d["path"]) for d in rec],
     )
-    return deps
 
 
 def libdeps_for_tree(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import email.utils
 import gzip
 import hashlib
+import json
 import lzma
 import os
 import tempfile
@@ -276,20 +277,17 @@ class Repository:
         name = rel.first_of([base + ".xz", base + ".gz", base])
         if name is None:
             return []
-        key = f"{INDEX_FORMAT}:{rel.files[name][0]}"
-        ref = self.cache.get_ref("debian-packages", key)
-        if ref is not None and self.cache.has(ref["digest"]):
-            import json
 
-            return json.loads(self.cache.read(ref["digest"]))
-        got = self.fetch_listed(suite, [name])
-        assert got is not None
-        self._progress.step(f"reading {suite.name} {name}")
-        with self.cache.open(got[1]) as raw, _decompress(raw, name) as fh:
-            records = reduce_packages(fh)
-        digest = self.cache.put_bytes(dump_records(records))
-        self.cache.put_ref("debian-packages", key, {"digest": digest})
-        return records
+        def read() -> list[dict[str, str]]:
+            got = self.fetch_listed(suite, [name])
+            assert got is not None
+            self._progress.step(f"reading {suite.name} {name}")
+            with self.cache.open(got[1]) as raw, _decompress(raw, name) as fh:
+                return reduce_packages(fh)
+
+        return self.cache.memo_blob(
+            "debian-packages", f"{INDEX_FORMAT}:{rel.files[name][0]}", read, encode=dump_records, decode=json.loads
+        )
 
     def index(self, arch: str) -> PackageIndex:
         """Every suite's packages for ``arch`` merged by version."""

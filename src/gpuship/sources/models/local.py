@@ -21,6 +21,7 @@ import pathspec
 from ...cache import Cache
 from ...config import MODEL_PATTERNS, ModelsConfig
 from ...oci import Entry
+from ...streams import CHUNK
 from ..app import AppFiles, looks_like_secret, walk_project
 from ..secrets import holds_private_key
 
@@ -86,16 +87,15 @@ def file_digest(cache: Cache, path: Path) -> str:
     once, not on every build. Any write changes ctime, so a changed file is always read again."""
     st = path.stat()
     key = f"{path.resolve()}\0{st.st_dev}\0{st.st_ino}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}"
-    known = cache.get_ref("file-digests", key)
-    if isinstance(known, str):
-        return known
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    digest = "sha256:" + h.hexdigest()
-    cache.put_ref("file-digests", key, digest)
-    return digest
+
+    def read() -> str:
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            while chunk := fh.read(CHUNK):
+                h.update(chunk)
+        return "sha256:" + h.hexdigest()
+
+    return cache.memo("file-digests", key, read, decode=lambda known: known if isinstance(known, str) else None)
 
 
 def group_models(root: Path, rels: Iterable[str], cache: Cache) -> tuple[LocalModel, ...]:

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from ...cache import Cache
 from ...config import HF_HUB_DIR, HubModel, UrlModel, redact_url
@@ -82,11 +83,8 @@ def _record_key(model: HubModel) -> str:
 def fetch_hub(model: HubModel, cache: Cache, progress: Progress = NO_PROGRESS) -> tuple[HubFile, ...]:
     """The repository's files at the pinned revision, in the cache: from a record of an earlier fetch when all its
     blobs are still there, else fetched now (into a temporary hub cache, then moved into the gpuship cache)."""
-    key = _record_key(model)
-    with cache.lock("hf-" + hashlib.sha256(key.encode()).hexdigest()[:32]):
-        rec = cache.get_ref("hf-models", key)
-        if rec is not None and all(cache.has(f["digest"]) for f in rec["files"]):
-            return tuple(HubFile(**f) for f in rec["files"])
+
+    def fetch() -> tuple[HubFile, ...]:
         progress.step(f"fetching {model.ref}")
         work = Path(tempfile.mkdtemp(dir=cache.root / "tmp", prefix="hf-"))
         try:
@@ -99,8 +97,21 @@ def fetch_hub(model: HubModel, cache: Cache, progress: Progress = NO_PROGRESS) -
                 f"{model.ref} has no files" + (f" matching {', '.join(model.files)}" if model.files else ""),
                 "check the files patterns of this model in [tool.gpuship] models",
             )
-        cache.put_ref("hf-models", key, {"files": [f.__dict__ for f in files]})
         return files
+
+    def known(rec: dict[str, Any]) -> tuple[HubFile, ...] | None:
+        if not all(cache.has(f["digest"]) for f in rec["files"]):
+            return None
+        return tuple(HubFile(**f) for f in rec["files"])
+
+    return cache.memo(
+        "hf-models",
+        _record_key(model),
+        fetch,
+        encode=lambda files: {"files": [f.__dict__ for f in files]},
+        decode=known,
+        lock=True,
+    )
 
 
 def _snapshot_download(model: HubModel, work: Path) -> Path:

@@ -120,26 +120,38 @@ def built_wheel(
 ) -> BuiltWheel:
     """The wheel built from a locked sdist on this machine (cached by the sdist's hash, Python and machine)."""
     key = f"{pkg.sha256}-py{python}-{host_platform().machine}"
-    rec = cache.get_ref("python-sdist-builds", key)
-    if rec is not None and cache.has(rec["digest"]):
-        return BuiltWheel(cache.blob_path(rec["digest"]), rec["filename"], rec["digest"].split(":", 1)[1])
-    blob = fetch(cache, pkg.url, pkg.sha256, credentials=credentials or IndexCredentials.from_urls(index_args))
-    with tempfile.TemporaryDirectory(dir=cache.root / "tmp", prefix="sdist-") as tmpdir:
-        tmp = Path(tmpdir)
-        src = tmp / pkg.filename
-        shutil.copyfile(blob, src)
-        wheel = _build(
-            src,
-            python,
-            tmp,
-            what=f"building {pkg.filename} (no wheel was published)",
-            index_args=index_args,
-            log=cache.root / "logs" / f"build-{pkg.filename}.log",
-            name=pkg.name,
+
+    def build() -> BuiltWheel:
+        blob = fetch(cache, pkg.url, pkg.sha256, credentials=credentials or IndexCredentials.from_urls(index_args))
+        with tempfile.TemporaryDirectory(dir=cache.root / "tmp", prefix="sdist-") as tmpdir:
+            tmp = Path(tmpdir)
+            src = tmp / pkg.filename
+            shutil.copyfile(blob, src)
+            wheel = _build(
+                src,
+                python,
+                tmp,
+                what=f"building {pkg.filename} (no wheel was published)",
+                index_args=index_args,
+                log=cache.root / "logs" / f"build-{pkg.filename}.log",
+                name=pkg.name,
+            )
+            digest, _ = cache.put_file(wheel)
+            return BuiltWheel(cache.blob_path(digest), wheel.name, digest.split(":", 1)[1])
+
+    def cached(rec: dict[str, str]) -> BuiltWheel | None:
+        digest = rec["digest"]
+        return (
+            BuiltWheel(cache.blob_path(digest), rec["filename"], digest.split(":", 1)[1]) if cache.has(digest) else None
         )
-        digest, _ = cache.put_file(wheel)
-        cache.put_ref("python-sdist-builds", key, {"digest": digest, "filename": wheel.name})
-        return BuiltWheel(cache.blob_path(digest), wheel.name, digest.split(":", 1)[1])
+
+    return cache.memo(
+        "python-sdist-builds",
+        key,
+        build,
+        encode=lambda w: {"digest": f"sha256:{w.sha256}", "filename": w.filename},
+        decode=cached,
+    )
 
 
 def build_project_wheel(root: Path, python: str, cache: Cache, *, index_args: Sequence[str] = ()) -> BuiltWheel:

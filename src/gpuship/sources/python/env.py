@@ -8,7 +8,6 @@ layer digest in every project that locks it. (The base's interpreter path only g
 
 from __future__ import annotations
 
-import hashlib
 import json
 import posixpath
 import tempfile
@@ -21,6 +20,7 @@ from typing import Any
 from ...cache import Cache
 from ...errors import ConfigError
 from ...oci import Entry, Layer, Platform, cached_layer, clean_path
+from ...oci.layer import cached_layer_meta
 from ...oci.media import BlobCompression
 from ...parallel import parallel_map
 from ...progress import NO_PROGRESS, Progress
@@ -264,12 +264,9 @@ def python_layers(
             "compiler": compiler.version if compiler is not None else None,
         }
         key = json.dumps(key_data, sort_keys=True)
-        info_key = hashlib.sha256(key.encode()).hexdigest()
-        built: dict[str, Any] = {}
-
         with ExitStack() as stack:
 
-            def make() -> list[Entry]:
+            def make() -> tuple[list[Entry], dict[str, Any]]:
                 progress.step(f"install {group} ({len(pkgs)} packages) for {platform}")
                 files = _wheel_files(pkgs, platform, py, cache, progress, credentials)
                 installs = []
@@ -281,11 +278,10 @@ def python_layers(
                 entries, info = install_entries(
                     installs, venv=venv, site=site, prune=prune, compiler=compiler, workdir=workdir
                 )
-                built["info"] = info
                 progress.step(f"layer {group} for {platform}")
-                return entries
+                return entries, info
 
-            layer = cached_layer(
+            layer, info = cached_layer_meta(
                 cache,
                 key,
                 make,
@@ -294,15 +290,6 @@ def python_layers(
                 + ", ".join(f"{p.name}=={p.version}" for p in pkgs[:8])
                 + (" ..." if len(pkgs) > 8 else ""),
             )
-            info = built.get("info")
-            if info is not None:
-                cache.put_ref("python-groups", info_key, info)
-            else:
-                info = cache.get_ref("python-groups", info_key)
-                if info is None:  # the layer is cached but its record was lost: recompute it (no layer write)
-                    make()
-                    info = built["info"]
-                    cache.put_ref("python-groups", info_key, info)
         return layer, info
 
     # the groups' layers are independent: built side by side (compression dominates and releases the GIL)

@@ -9,7 +9,7 @@ import subprocess
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from ...errors import ToolMissing
 from .platforms import python_minor
@@ -62,15 +62,18 @@ def host_python(minor: str) -> HostPython:
     are not run again on a rebuild)."""
     from ...cache import Cache
 
-    cache = Cache()
-    rec = cache.get_ref("host-python", minor)
-    if rec is not None and rec.get("identity") is not None and _identity(rec["path"]) == rec["identity"]:
+    def known(rec: dict[str, Any]) -> HostPython | None:
+        if rec.get("identity") is None or _identity(rec["path"]) != rec["identity"]:
+            return None
         return HostPython(rec["path"], rec["version"])
-    found = _find_host_python(minor)
-    cache.put_ref(
-        "host-python", minor, {"path": found.path, "version": found.version, "identity": _identity(found.path)}
+
+    return Cache().memo(
+        "host-python",
+        minor,
+        lambda: _find_host_python(minor),
+        encode=lambda found: {"path": found.path, "version": found.version, "identity": _identity(found.path)},
+        decode=known,
     )
-    return found
 
 
 def _find_host_python(minor: str) -> HostPython:
