@@ -26,8 +26,8 @@ import yaml
 from gpuship.cache import Cache
 from gpuship.deploy import ComposeOptions, compose_file, compose_yaml, spec_from_image
 from gpuship.oci import Entry, Image, ImageConfig, append_layers, build_layer, empty_image, with_config
-from gpuship.oci.sinks import write_output
 from gpuship.serve import runtime_entries, with_runtime
+from gpuship.transports import write_output
 
 HOST_PYTHON = Path("/usr/bin/python3.11")
 STDLIB = Path("/usr/lib/python3.11")

@@ -125,7 +125,7 @@ def test_dev_package_edit_shows_without_rebuild(tmp_path: Path, shared_cache: Ca
         (project / "src" / "hellopkg" / "__init__.py").write_text("GREETING = 'hello, after the build'\n")
         proc = gpuship("dev", str(project), "--image", f"docker-archive:{archive}", cache=shared_cache.root)
         assert proc.returncode == 3 and proc.stdout.strip() == "hello, after the build", proc.stderr
-        from gpuship.oci.readers import read_image
+        from gpuship.transports import read_image
 
         built_tag = "gpuship-run:" + read_image(f"docker-archive:{archive}").config_descriptor()["digest"][7:23]
     finally:

@@ -34,7 +34,6 @@ from gpuship.errors import ConfigError, GpushipError, IntegrityError
 from gpuship.oci import Entry, append_layers, build_layer, cached_layer, empty_image
 from gpuship.oci.layout import write_oci_layout
 from gpuship.oci.media import OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST
-from gpuship.oci.readers import read_image
 from gpuship.oci.tarball import MAX_EPOCH, created_timestamp
 from gpuship.oci.unpack import apply_layers, unpack
 from gpuship.parallel import build_jobs
@@ -44,6 +43,7 @@ from gpuship.sources.app import select_app_files
 from gpuship.sources.python.credentials import IndexCredentials
 from gpuship.sources.python.download import fetch
 from gpuship.sources.python.wheel import open_wheel
+from gpuship.transports import read_image
 from test_oci_support import layer_from_tar, member, raw_tar
 
 

@@ -18,9 +18,8 @@ from gpuship.oci import Family, Image, Index, Platform, make_index, with_config
 from gpuship.oci.archive import write_oci_archive
 from gpuship.oci.docker_archive import write_docker_archive
 from gpuship.oci.layout import write_oci_layout
-from gpuship.oci.readers import read_image
-from gpuship.oci.sinks import write_output
 from gpuship.oci.unpack import unpack
+from gpuship.transports import read_image, write_output
 from test_oci_support import busybox_image, busybox_tree, run_tool  # noqa: F401
 
 

@@ -15,7 +15,7 @@ import io, json, os, random, resource, sys
 from gpuship.cache import Cache
 from gpuship.oci import Entry, append_layers, build_layer, empty_image
 from gpuship.oci.archive import write_oci_archive
-from gpuship.oci.readers import read_image
+from gpuship.transports import read_image
 from gpuship.oci.unpack import unpack
 
 work, size = sys.argv[1], int(sys.argv[2])

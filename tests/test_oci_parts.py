@@ -15,8 +15,8 @@ from gpuship.errors import GpushipError, IntegrityError
 from gpuship.oci.archive import write_oci_archive
 from gpuship.oci.image import Image
 from gpuship.oci.parts import load_parts, verify_parts
-from gpuship.oci.readers import read_image
 from gpuship.oci.sinks import write_split
+from gpuship.transports import read_image
 from test_oci_cli import _one_line_error, gpuship
 from test_oci_support import busybox_image, busybox_tree, run_tool  # noqa: F401
 

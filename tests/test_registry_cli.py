@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from gpuship.oci.sinks import write_output
-from gpuship.registry import configure, pull_image, settings
+from gpuship.registry import RegistryOptions, pull_image
+from gpuship.transports import write_output
 from test_registry_support import LocalRegistry, have_tools, make_image, make_tls, secret
 
 pytestmark = pytest.mark.registry
@@ -101,16 +101,12 @@ def test_output_registry_target_through_the_sinks_dispatcher(reg, cache, tmp_pat
         json.dumps({"auths": {r.host: {"auth": base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()}}})
     )
     monkeypatch.setenv("DOCKER_CONFIG", str(config.parent))
-    saved = (settings.insecure, settings.ca_file)
-    configure(ca_file=ca)
-    try:
-        img = make_image(cache, [{"etc/sink": b"via write_output\n"}])
-        line = write_output(img, f"registry:{r.host}/cli/sink:1")
-        assert line.startswith(f"pushed {r.host}/cli/sink:1@{img.digest}")
-        from gpuship.oci.readers import read_image
+    options = RegistryOptions(ca_file=ca)
+    img = make_image(cache, [{"etc/sink": b"via write_output\n"}])
+    line = write_output(img, f"registry:{r.host}/cli/sink:1", registry=options)
+    assert line.startswith(f"pushed {r.host}/cli/sink:1@{img.digest}")
+    from gpuship.transports import read_image
 
-        back = read_image(f"registry:{r.host}/cli/sink:1", "linux/amd64", cache)
-        assert back.digest == img.digest
-    finally:
-        settings.insecure, settings.ca_file = saved
+    back = read_image(f"registry:{r.host}/cli/sink:1", "linux/amd64", cache, registry=options)
+    assert back.digest == img.digest
     assert pull_image(f"{r.host}/cli/sink:1", "linux/amd64", cache, ca_file=ca).digest == img.digest

@@ -225,12 +225,21 @@ def build(options: BuildOptions, *, cache: Cache | None = None, progress: Progre
     result, results = _shipped(result, results, outputs, plan.compression)
     written: list[str] = []
     if outputs:
-        from .oci.sinks import target_compresses, write_output
+        from .transports import target_compresses, write_output
 
         for target in outputs:
             progress.step(f"writing {target}")
             given = result if target_compresses(target) else plain  # an engine gets the plain layers
-            written.append(write_output(given, target, tag=plan.tag, compression=plan.compression, progress=progress))
+            written.append(
+                write_output(
+                    given,
+                    target,
+                    tag=plan.tag,
+                    compression=plan.compression,
+                    progress=progress,
+                    registry=options.registry,
+                )
+            )
             progress.step(written[-1])
     br = BuildResult(
         plan,
@@ -311,7 +320,7 @@ def _shipped(
     digest printed is the one a registry or an OCI layout holds. An engine-only build stays uncompressed: its
     digest is that of the image the engine was given."""
     from .oci.compress import for_transport
-    from .oci.sinks import target_compresses
+    from .transports import target_compresses
 
     if outputs and not any(target_compresses(t) for t in outputs):
         return result, platforms

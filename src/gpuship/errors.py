@@ -45,7 +45,27 @@ class ToolMissing(GpushipError):
 
 
 class RegistryError(GpushipError):
-    """A registry refused or failed a request."""
+    """A registry refused or failed a request. ``status`` is the HTTP status when it answered one; ``codes`` the
+    error codes of the distribution error body (``{"errors": [{"code": "BLOB_UPLOAD_INVALID", ...}]}``), ``code``
+    the first of them, ``detail`` the registry's own words."""
+
+    def __init__(
+        self,
+        message: str,
+        hint: str | None = None,
+        *,
+        status: int | None = None,
+        codes: tuple[str, ...] = (),
+        detail: str = "",
+    ) -> None:
+        super().__init__(message, hint)
+        self.status = status
+        self.codes = codes
+        self.detail = detail
+
+    @property
+    def code(self) -> str | None:
+        return self.codes[0] if self.codes else None
 
 
 class GpuError(GpushipError):

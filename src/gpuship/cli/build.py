@@ -12,6 +12,7 @@ from ..build import BuildResult, human_size, layer_table_rows
 from ..build import build as run_build
 from ..oci.media import parse_compression
 from ..plan import BuildOptions
+from ..registry.session import RegistryOptions
 from .app import app
 from .console import cli_progress, err, handles_errors, info, out, state
 
@@ -56,10 +57,6 @@ def build(
     ca_file: Path = typer.Option(None, "--ca-file", help="Extra CA certificate (PEM) for a private registry."),
 ) -> None:
     """Build a minimal, reproducible image from a Python project, without a Docker daemon."""
-    if insecure or ca_file:
-        from ..registry import configure
-
-        configure(insecure=insecure or None, ca_file=ca_file)
     platforms = tuple(p.strip() for item in (platform or []) for p in item.split(",") if p.strip())
     opts = BuildOptions(
         project_dir=path,
@@ -71,6 +68,7 @@ def build(
         compression=parse_compression(compression) if compression is not None else None,
         tag=tag,
         base=base,
+        registry=RegistryOptions(insecure=insecure, ca_file=ca_file),
     )
     if opts.output is None:
         name = path.resolve().name

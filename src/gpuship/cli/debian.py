@@ -160,7 +160,7 @@ def base(
     for dep, by in b.skipped:
         info(f"not installed (maintainer scripts only): {dep}, for {by}")
     if output:
-        from ..oci.sinks import write_output
+        from ..transports import write_output
 
         image = append_layers(empty_image(b.platform, b.config), b.layers, created_by=f"gpuship: {b.profile} base")
         out.print(write_output(image, output))

@@ -108,7 +108,7 @@ def _pick(obj: Image | Index, platform: str | None) -> Image:
 
 
 def read_for_deploy(image: str, platform: str | None) -> Image:
-    from ..oci.readers import read_image
+    from ..transports import read_image
 
     with _status(f"reading {image}"):
         return _pick(read_image(_source(image), platform), platform)

@@ -8,9 +8,9 @@ from rich.table import Table
 from ..oci.image import Image, Index, with_compression
 from ..oci.media import parse_compression
 from ..oci.parts import manifest_path
-from ..oci.readers import read_image
-from ..oci.sinks import sink_schemes, write_output, write_split
+from ..oci.sinks import write_split
 from ..run.options import parse_size
+from ..transports import read_image, sink_schemes, write_output
 from .app import app
 from .console import cli_progress, err, handles_errors, out, state
 

@@ -82,26 +82,19 @@ def push(
 
     Credentials come from gpuship login or docker login (Docker's config.json and its credential helpers).
     """
-    from ..oci.readers import read_image
-    from ..registry import configure
-    from ..registry import push as do_push
+    from ..registry import Registry, RegistryOptions
+    from ..transports import read_image
 
-    configure(insecure=insecure, ca_file=ca_file)  # also for a registry: IMAGE
+    options = RegistryOptions(insecure=insecure, ca_file=ca_file, jobs=jobs, chunk_size=chunk_size << 20)
     cache = Cache()
-    obj = read_image(image, cache=cache)
+    obj = read_image(image, cache=cache, registry=options)  # IMAGE may be registry:REF too
 
     def warn(msg: str) -> None:
         err.print(f"[yellow]warning:[/] {msg}", markup=True, highlight=False)
 
-    kwargs = dict(
-        cache=cache,
-        insecure=insecure,
-        ca_file=ca_file,
-        jobs=jobs,
-        chunk_size=chunk_size << 20,
-        mount_from=mount_from,
-        on_warning=warn,
-    )
-    with RichProgress(err, bars=True, disable=state.quiet or not err.is_terminal) as progress:
-        result = do_push(obj, ref, progress=progress, **kwargs)  # type: ignore[arg-type]
+    with (
+        Registry(options, cache) as registry,
+        RichProgress(err, bars=True, disable=state.quiet or not err.is_terminal) as progress,
+    ):
+        result = registry.push(obj, ref, progress=progress, mount_from=mount_from, on_warning=warn)
     out.print(result.summary())

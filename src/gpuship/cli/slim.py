@@ -99,9 +99,8 @@ def slim_cmd(
     Then the workload runs again on the slimmed image: it must exit the same (or answer the same HTTP status), else it is an error naming what the slimmed run looked for, and nothing is written.
     """
     from ..oci.docker_archive import pick_image
-    from ..oci.readers import read_image
-    from ..oci.sinks import write_output
     from ..slim import Probe, SlimOptions, slim_image, write_report
+    from ..transports import read_image, write_output
 
     chosen = parse_runtime(runtime, BUILTIN_RUNTIMES, "slimming traces the workload in the built-in runner")
     if http is not None and not http.startswith("/"):

@@ -1,13 +1,15 @@
-"""Read an image back: OCI layouts, oci-archives and docker-archives (combined or legacy ``docker save``).
+"""Read an image back from this machine: OCI layouts, oci-archives and docker-archives (combined or legacy
+``docker save``).
 
-``read_image(ref)`` takes::
+``read_local(ref)`` takes::
 
     oci:DIR[:TAG]                   an OCI image layout directory
     oci-archive:FILE[:TAG]          an OCI layout in a tar file (FILE may be the .parts.json of a split archive)
     docker-archive:FILE[:NAME:TAG]  a docker save / gpuship docker-archive (with or without index.json)
     PATH                            any of the above, recognised by what it holds
     docker:NAME:TAG, podman:NAME:TAG  an image in the Docker (Podman) Engine, read through ``save``
-    registry:REF                    provided by gpuship.registry (see :func:`register_source`)
+
+(``registry:REF`` is read one level up, by :func:`gpuship.transports.read_image`.)
 
 Every blob is checked against its digest (and size) while it is read; layers are copied into the cache, so
 the returned :class:`Layer` values open from the cache exactly like built ones. A legacy archive (only
@@ -22,14 +24,14 @@ image and writing it again gives the same digest.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import re
 import stat
 import tarfile
+import tempfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -40,6 +42,7 @@ from ..errors import GpushipError, IntegrityError
 from ..streams import CHUNK, Reader, Writer, as_file
 from . import jsonshape
 from .docker_archive import DockerTag
+from .engine import save_image
 from .entry import clean_path
 from .image import Image, Index, Origin, Platform
 from .layer import Layer, _Pipeline, compressor_id, decompressing_reader
@@ -75,15 +78,6 @@ INDEX_TYPES = {OCI_INDEX, DOCKER_MANIFEST_LIST}
 _HEX64 = re.compile(r"([0-9a-f]{64})(?:\.json)?")
 
 ReadResult = Image | Index
-#: ``(rest_of_ref, platform, cache) -> Image | Index``
-SourceFn = Callable[[str, "Platform | None", Cache], ReadResult]
-_SOURCES: dict[str, SourceFn] = {}
-_PROVIDERS = {"registry": "gpuship.registry"}
-
-
-def register_source(scheme: str, read: SourceFn) -> None:
-    """Make ``SCHEME:...`` readable by :func:`read_image` (the registry package registers ``registry``)."""
-    _SOURCES[scheme] = read
 
 
 # -- where blobs come from ---------------------------------------------------------------------------------
@@ -569,44 +563,26 @@ def _open_store(kind: str, path: Path) -> _Store:
     return _TarStore(path)
 
 
-def _from_engine(engine: str) -> SourceFn:
+def _from_engine(rest: str, engine: str, platform: Platform | None, cache: Cache) -> ReadResult:
     """``docker:NAME:TAG`` / ``podman:NAME:TAG``: the engine's image, saved to a temporary archive and read as a
     docker-archive (layers land in the cache; the archive is removed)."""
-
-    def read(rest: str, platform: Platform | None, cache: Cache) -> ReadResult:
-        import tempfile
-
-        from .engine import save_image
-
-        (cache.root / "tmp").mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=cache.root / "tmp", prefix=f"{engine}-save-") as tmp:
-            archive = Path(tmp) / "image.tar"
-            save_image(rest, archive, engine)
-            return read_image(f"docker-archive:{archive}", platform, cache)
-
-    return read
+    (cache.root / "tmp").mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache.root / "tmp", prefix=f"{engine}-save-") as tmp:
+        archive = Path(tmp) / "image.tar"
+        save_image(rest, archive, engine)
+        return read_local(f"docker-archive:{archive}", platform, cache)
 
 
-register_source("docker", _from_engine("docker"))
-register_source("podman", _from_engine("podman"))
+#: The engines an image can be read from, by scheme (``docker:NAME:TAG``).
+ENGINE_SCHEMES = ("docker", "podman")
 
 
-def read_image(ref: str, platform: Platform | str | None = None, cache: Cache | None = None) -> ReadResult:
+def read_local(ref: str, platform: Platform | None, cache: Cache) -> ReadResult:
     """Read the image or index at ``ref`` (see the module doc); ``platform`` picks one image of an index."""
-    cache = cache or Cache()
-    p = Platform.parse(platform) if isinstance(platform, str) else platform
     scheme, sep, rest = ref.partition(":")
-    if sep and scheme in _PROVIDERS and scheme not in _SOURCES:
-        try:
-            importlib.import_module(_PROVIDERS[scheme])
-        except ImportError:
-            pass
-    if sep and scheme in _SOURCES:
-        return _SOURCES[scheme](rest, p, cache)
-    if sep and scheme in _PROVIDERS:
-        raise GpushipError(
-            f"reading {scheme}: images is not available in this build", "use oci:, oci-archive: or docker-archive:"
-        )
+    if sep and scheme in ENGINE_SCHEMES:
+        return _from_engine(rest, scheme, platform, cache)
+    p = platform
     kind, path, name = parse_source(ref)
     store = _open_store(kind, path)
     try:
@@ -629,4 +605,4 @@ def read_platforms(obj: ImageOrIndex) -> list[Platform]:
     return [i.platform for i in (obj.images if isinstance(obj, Index) else (obj,))]
 
 
-__all__ = ["parse_source", "read_image", "read_platforms", "register_source"]
+__all__ = ["parse_source", "read_local", "read_platforms"]

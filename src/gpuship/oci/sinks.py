@@ -1,4 +1,4 @@
-"""Where an image goes: one string names a target, :func:`write_output` sends an Image or Index there.
+"""Where an image goes on this machine: one string names a target, and the table below says who writes it.
 
 Targets (the part after the scheme follows skopeo's transports: the first ``:`` after the path starts the
 optional name)::
@@ -7,20 +7,18 @@ optional name)::
     oci-archive:FILE[:TAG]         the OCI layout as one tar file
     docker-archive:FILE[:NAME:TAG] what docker load reads (Docker 25+'s combined form)
     docker:NAME[:TAG]              loaded into the local Docker Engine (streamed into docker load)
-    registry:REF                   pushed to a registry (provided by gpuship.registry, see register_sink)
 
 Each writer is deterministic (same image, same bytes) and leaves nothing behind on failure. Layers are compressed
 only for the targets whose bytes travel (every one but ``docker:``), once per layer and codec
 (:func:`gpuship.oci.compress.for_transport`); an engine gets the plain tars it stores anyway. :func:`write_split`
 writes an archive target in numbered parts with a manifest of their digests (:mod:`gpuship.oci.parts`).
-Other modules add schemes with :func:`register_sink`; ``registry`` is looked up in :mod:`gpuship.registry`
-the first time a ``registry:`` target is used, so that package only needs to call ``register_sink``.
+``registry:REF`` sits one level up, in :mod:`gpuship.transports`, which adds it to this table (the registry
+client builds on these values, so they never import it).
 """
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from ..errors import GpushipError
@@ -34,17 +32,14 @@ from .layout import ImageOrIndex, _check_layout_tag, write_oci_layout
 from .parts import Parts, write_parts
 
 __all__ = [
+    "SINKS",
     "Sink",
     "SinkOptions",
     "load_into_engine",
     "parse_target",
-    "register_sink",
-    "sink_schemes",
-    "target_compresses",
     "write_docker_archive",
     "write_oci_archive",
     "write_oci_layout",
-    "write_output",
     "write_split",
 ]
 
@@ -74,71 +69,18 @@ class Sink:
     compresses: bool = True
 
 
-_SINKS: dict[str, Sink] = {}
-#: Schemes provided by another package: imported on first use, that import calls :func:`register_sink`.
-_PROVIDERS = {"registry": "gpuship.registry"}
-
-
-def register_sink(scheme: str, write: SinkFn, usage: str, *, compresses: bool = True) -> None:
-    """Make ``SCHEME:...`` a target of :func:`write_output` (``usage`` is shown in errors, e.g. ``registry:REF``).
-
-    ``compresses``: the sink is given layers compressed (False: as they are, e.g. plain tars for an engine)."""
-    _SINKS[scheme] = Sink(scheme, write, usage, compresses)
-
-
-def sink_schemes() -> list[str]:
-    """Usage lines of every target scheme (registered ones and those a provider package will add)."""
-    lines = [s.usage for s in _SINKS.values()]
-    lines += [f"{scheme}:REF" for scheme in _PROVIDERS if scheme not in _SINKS]
-    return lines
-
-
 def _split_name(rest: str) -> tuple[str, str | None]:
     path, sep, name = rest.partition(":")
     return path, (name if sep and name else None)
 
 
-def parse_target(target: str) -> tuple[Sink, str]:
-    """The sink for ``target`` and the rest of the string after ``SCHEME:``."""
+def parse_target(target: str, sinks: Mapping[str, Sink]) -> tuple[Sink, str]:
+    """The sink of ``sinks`` for ``target`` and the rest of the string after ``SCHEME:``."""
     scheme, sep, rest = target.partition(":")
-    if scheme in _PROVIDERS and scheme not in _SINKS:
-        try:
-            importlib.import_module(_PROVIDERS[scheme])
-        except ImportError:
-            pass
-    sink = _SINKS.get(scheme) if sep else None
+    sink = sinks.get(scheme) if sep else None
     if sink is None:
-        raise GpushipError(f"unknown output {target!r}", "use one of: " + ", ".join(sink_schemes()))
+        raise GpushipError(f"unknown output {target!r}", "use one of: " + ", ".join(s.usage for s in sinks.values()))
     return sink, rest
-
-
-def write_output(
-    obj: ImageOrIndex,
-    target: str,
-    *,
-    platform: Platform | str | None = None,
-    tag: str | None = None,
-    compression: Compression = "gzip",
-    progress: Progress = NO_PROGRESS,
-) -> str:
-    """Send ``obj`` to ``target`` (see the module doc); returns a short line saying what was written.
-
-    ``platform`` picks the image of an Index where the target holds only one (``docker:``, and the
-    ``manifest.json`` part of ``docker-archive:``). ``tag`` (``name[:tag]``) names the image where the target
-    does not: the RepoTag of a docker-archive, the engine's name for ``docker:``, and (its tag part) the ref
-    name in an OCI layout or oci-archive. ``compression``: what uncompressed layers get where bytes travel;
-    ``progress`` hears the bytes a sink moves (a push).
-    """
-    sink, rest = parse_target(target)
-    p = Platform.parse(platform) if isinstance(platform, str) else platform
-    if sink.compresses:
-        obj = for_transport(obj, compression)
-    return sink.write(obj, rest, SinkOptions(p, tag, compression, progress))
-
-
-def target_compresses(target: str) -> bool:
-    """Whether ``target``'s sink gets compressed layers (see :func:`register_sink`)."""
-    return parse_target(target)[0].compresses
 
 
 def _need_path(rest: str, usage: str) -> None:
@@ -217,7 +159,13 @@ def write_split(
     )
 
 
-register_sink("oci", _oci, "oci:DIR[:TAG]")
-register_sink("oci-archive", _oci_archive, "oci-archive:FILE[:TAG]")
-register_sink("docker-archive", _docker_archive, "docker-archive:FILE[:NAME:TAG]")
-register_sink("docker", _docker, "docker:NAME[:TAG]", compresses=False)
+#: The targets on this machine, by scheme.
+SINKS: Mapping[str, Sink] = {
+    sink.scheme: sink
+    for sink in (
+        Sink("oci", _oci, "oci:DIR[:TAG]"),
+        Sink("oci-archive", _oci_archive, "oci-archive:FILE[:TAG]"),
+        Sink("docker-archive", _docker_archive, "docker-archive:FILE[:NAME:TAG]"),
+        Sink("docker", _docker, "docker:NAME[:TAG]", compresses=False),
+    )
+}

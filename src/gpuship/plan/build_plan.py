@@ -17,6 +17,7 @@ from ..oci.tarball import created_timestamp
 from ..progress import NO_PROGRESS, Progress
 from ..project.pyproject import read_toml
 from ..redact import strip_userinfo
+from ..registry.session import RegistryOptions
 
 VENV = "/opt/venv"
 
@@ -36,6 +37,8 @@ class BuildOptions:
     base: str | None = None
     #: ``gpuship dev``: no project-wheel and app layers; an editable-install layer instead (the project is mounted)
     dev: bool = False
+    #: how to reach a registry base and ``registry:`` outputs (``--insecure``, ``--ca-file``)
+    registry: RegistryOptions = RegistryOptions()
 
 
 @dataclass(frozen=True)
@@ -219,7 +222,9 @@ def make_plan(options: BuildOptions, cache: Cache | None = None, progress: Progr
         from ..cache import Cache
         from ..sources.registry_base import plan_registry_bases
 
-        python_version, registry_bases = plan_registry_bases(base, platforms, cache or Cache(), config, progress)
+        python_version, registry_bases = plan_registry_bases(
+            base, platforms, cache or Cache(), config, progress, options.registry
+        )
     else:
         python_version = base_python_version(base, config)
     requirements = tuple(getattr(project, "requirements", ()))

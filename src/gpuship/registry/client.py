@@ -156,20 +156,27 @@ for _name in ("httpx", "httpcore.http11", "httpcore.http2", "httpcore.connection
         _logger.addFilter(_DropQueryStrings())
 
 
-def _error_detail(resp: httpx.Response) -> str:
-    """The registry's own words from an error body (``{"errors": [{"code", "message"}]}``), short."""
+def _error_body(resp: httpx.Response) -> tuple[str, tuple[str, ...]]:
+    """The registry's own words from an error body (``{"errors": [{"code", "message"}]}``), short, and its
+    error codes."""
     try:
         data = json.loads(resp.read() or b"{}")
         errs = data.get("errors") or []
-        parts = []
+        parts, codes = [], []
         for e in errs[:3]:
-            code, msg = e.get("code", ""), e.get("message", "")
+            code, msg = str(e.get("code", "")), str(e.get("message", ""))
             parts.append(f"{code}: {msg}" if code and msg else (code or msg))
+            if code:
+                codes.append(code)
         if parts:
-            return "; ".join(parts)
+            return "; ".join(parts), tuple(codes)
     except (ValueError, AttributeError, httpx.HTTPError):
         pass
-    return resp.reason_phrase or f"HTTP {resp.status_code}"
+    return resp.reason_phrase or f"HTTP {resp.status_code}", ()
+
+
+def _error_detail(resp: httpx.Response) -> str:
+    return _error_body(resp)[0]
 
 
 def _tls_problem(exc: BaseException) -> str | None:
@@ -397,21 +404,19 @@ class RegistryClient:
         return Transient(f"connection to {self.host} failed ({kind}: {exc or 'no detail'})")
 
     def error(self, resp: httpx.Response, what: str) -> RegistryError:
-        detail = _error_detail(resp)
+        detail, codes = _error_body(resp)
         resp.close()
         status = resp.status_code
         if status == 403:
-            err = RegistryError(
-                f"{self.host} denied {what}: {detail}",
-                f"the account has no access; check the repository name and its permissions (gpuship login {self.registry})",
+            message = f"{self.host} denied {what}: {detail}"
+            hint: str | None = (
+                f"the account has no access; check the repository name and its permissions (gpuship login {self.registry})"
             )
         elif status == 404:
-            err = RegistryError(f"{what}: not found on {self.host} ({detail})", "check the repository name and tag")
+            message, hint = f"{what}: not found on {self.host} ({detail})", "check the repository name and tag"
         else:
-            err = RegistryError(f"{what} failed on {self.host}: HTTP {status} ({detail})")
-        err.status = status  # type: ignore[attr-defined]
-        err.detail = detail  # type: ignore[attr-defined]
-        return err
+            message, hint = f"{what} failed on {self.host}: HTTP {status} ({detail})", None
+        return RegistryError(message, hint, status=status, codes=codes, detail=detail)
 
     def _refused(self) -> RegistryError:
         creds = self.credentials

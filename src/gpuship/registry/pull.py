@@ -19,7 +19,6 @@ import zlib
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import zstandard
@@ -40,8 +39,7 @@ from ..oci.media import (
 )
 from ..progress import NO_PROGRESS, Progress
 from ..streams import CHUNK
-from .auth import Credentials
-from .client import RegistryClient, RetryPolicy, Transient
+from .client import RegistryClient, Transient
 from .push import remember_location
 from .reference import Reference
 
@@ -333,109 +331,77 @@ def image_from_manifest(
     return replace(img, origin=Origin(img.fingerprint(), cfg_bytes, manifest.data))
 
 
-def _client_for(
-    ref: Reference,
-    credentials: Credentials | None,
-    insecure: bool,
-    ca_file: Path | str | None,
-    retry: RetryPolicy | None,
-    docker_config: Path | None,
-) -> RegistryClient:
-    client = RegistryClient(
-        ref.registry,
-        credentials=credentials,
-        insecure=insecure,
-        ca_file=ca_file,
-        retry=retry,
-        docker_config=docker_config,
-    )
-    client.add_scope(ref.repository, "pull")
-    return client
-
-
-def pull_image(
-    ref: str | Reference,
-    platform: Platform | str,
+def pull_image_from(
+    client: RegistryClient,
+    target: Reference,
+    platform: Platform,
     cache: Cache,
     *,
-    insecure: bool = False,
-    ca_file: Path | str | None = None,
-    credentials: Credentials | None = None,
     progress: Progress = NO_PROGRESS,
-    retry: RetryPolicy | None = None,
     jobs: int = 4,
-    docker_config: Path | None = None,
 ) -> Image:
-    """Pull the ``platform`` image of ``ref`` (a manifest, or an index to choose from) into ``cache``."""
-    target = Reference.parse(ref) if isinstance(ref, str) else ref
-    want = Platform.parse(platform) if isinstance(platform, str) else platform
-    with _client_for(target, credentials, insecure, ca_file, retry, docker_config) as client:
-        top = fetch_manifest(client, target.repository, target.identifier)
-        manifest = top
-        if top.is_index:
-            desc = select_platform(top.json(), want)
-            manifest = fetch_manifest(client, target.repository, str(desc["digest"]))
-            if manifest.is_index:
-                raise GpushipError(f"{target} nests an index inside an index", "gpuship reads one level of index")
-        image = image_from_manifest(
-            client,
-            target.repository,
-            manifest,
-            cache,
-            progress=progress,
-            jobs=jobs,
-            base_name=str(target.with_digest(top.digest)),
-        )
-    if image.platform.os != want.os or image.platform.architecture != want.architecture:
+    """Pull the ``platform`` image of ``target`` (a manifest, or an index to choose from) into ``cache``."""
+    client.add_scope(target.repository, "pull")
+    top = fetch_manifest(client, target.repository, target.identifier)
+    manifest = top
+    if top.is_index:
+        desc = select_platform(top.json(), platform)
+        manifest = fetch_manifest(client, target.repository, str(desc["digest"]))
+        if manifest.is_index:
+            raise GpushipError(f"{target} nests an index inside an index", "gpuship reads one level of index")
+    image = image_from_manifest(
+        client,
+        target.repository,
+        manifest,
+        cache,
+        progress=progress,
+        jobs=jobs,
+        base_name=str(target.with_digest(top.digest)),
+    )
+    if image.platform.os != platform.os or image.platform.architecture != platform.architecture:
         raise GpushipError(
-            f"{target} is a {image.platform} image, not {want}", "pick a base that offers the platform you build for"
+            f"{target} is a {image.platform} image, not {platform}",
+            "pick a base that offers the platform you build for",
         )
     return image
 
 
-def pull(
-    ref: str | Reference,
+def pull_from(
+    client: RegistryClient,
+    target: Reference,
     cache: Cache,
     *,
     platforms: Sequence[Platform] | None = None,
-    insecure: bool = False,
-    ca_file: Path | str | None = None,
-    credentials: Credentials | None = None,
     progress: Progress = NO_PROGRESS,
-    retry: RetryPolicy | None = None,
     jobs: int = 4,
-    docker_config: Path | None = None,
 ) -> Image | Index:
-    """Pull ``ref`` as it is: an :class:`Image`, or an :class:`Index` of every (or the given) platform."""
-    target = Reference.parse(ref) if isinstance(ref, str) else ref
-    with _client_for(target, credentials, insecure, ca_file, retry, docker_config) as client:
-        top = fetch_manifest(client, target.repository, target.identifier)
-        name = str(target.with_digest(top.digest))
-        if not top.is_index:
-            return image_from_manifest(
-                client, target.repository, top, cache, progress=progress, jobs=jobs, base_name=name
-            )
-        doc = top.json()
-        wanted = list(platforms) if platforms else None
-        images: list[Image] = []
-        skipped = False
-        for desc in doc.get("manifests") or []:
-            p = _platform_of(desc)
-            if p is None or (
-                wanted is not None and not any(p.os == w.os and p.architecture == w.architecture for w in wanted)
-            ):
-                skipped = True
-                continue
-            m = fetch_manifest(client, target.repository, str(desc["digest"]))
-            if m.is_index:
-                skipped = True
-                continue
-            images.append(
-                image_from_manifest(client, target.repository, m, cache, progress=progress, jobs=jobs, base_name=name)
-            )
-        if not images:
-            raise GpushipError(f"{target} has no image for the requested platforms", "check the platforms it offers")
-        index = Index(tuple(images), dict(doc.get("annotations") or {}), family_of(top.media_type))
-        if not skipped:
-            index = replace(index, origin=Origin(index.fingerprint(), b"", top.data))
-        return index
+    """Pull ``target`` as it is: an :class:`Image`, or an :class:`Index` of every (or the given) platform."""
+    client.add_scope(target.repository, "pull")
+    top = fetch_manifest(client, target.repository, target.identifier)
+    name = str(target.with_digest(top.digest))
+    if not top.is_index:
+        return image_from_manifest(client, target.repository, top, cache, progress=progress, jobs=jobs, base_name=name)
+    doc = top.json()
+    wanted = list(platforms) if platforms else None
+    images: list[Image] = []
+    skipped = False
+    for desc in doc.get("manifests") or []:
+        p = _platform_of(desc)
+        if p is None or (
+            wanted is not None and not any(p.os == w.os and p.architecture == w.architecture for w in wanted)
+        ):
+            skipped = True
+            continue
+        m = fetch_manifest(client, target.repository, str(desc["digest"]))
+        if m.is_index:
+            skipped = True
+            continue
+        images.append(
+            image_from_manifest(client, target.repository, m, cache, progress=progress, jobs=jobs, base_name=name)
+        )
+    if not images:
+        raise GpushipError(f"{target} has no image for the requested platforms", "check the platforms it offers")
+    index = Index(tuple(images), dict(doc.get("annotations") or {}), family_of(top.media_type))
+    if not skipped:
+        index = replace(index, origin=Origin(index.fingerprint(), b"", top.data))
+    return index

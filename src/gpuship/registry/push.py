@@ -21,7 +21,6 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
@@ -30,8 +29,7 @@ from ..errors import GpushipError, IntegrityError, RegistryError
 from ..oci.image import Image, Index, sha256_digest
 from ..progress import NO_PROGRESS, Progress
 from ..streams import CHUNK
-from .auth import Credentials
-from .client import RegistryClient, RetryPolicy, Transient
+from .client import RegistryClient, Transient
 from .limits import limits_for, oversized_layers
 from .reference import Reference
 
@@ -354,8 +352,7 @@ class BlobUploader:
                 offset, location = self._status(location)
                 continue
             except RegistryError as exc:
-                status = getattr(exc, "status", None)
-                if status == 416 and mismatches < 2:  # our offset and the registry's disagree: ask it
+                if exc.status == 416 and mismatches < 2:  # our offset and the registry's disagree: ask it
                     mismatches += 1
                     offset, location = self._status(location)
                     continue
@@ -382,7 +379,7 @@ class BlobUploader:
         try:
             resp = self.client.send("GET", location, ok=(204, 200), what="checking the upload's progress")
         except RegistryError as exc:
-            if getattr(exc, "status", None) in (400, 404, 416):
+            if exc.status in (400, 404, 416):
                 raise _Restart(f"the registry lost the upload ({exc.message})") from exc
             raise
         resp.close()
@@ -390,16 +387,14 @@ class BlobUploader:
         return _range_end(resp.headers.get("range")), (self.client.resolve(location, loc) if loc else location)
 
     def _check_upload_error(self, exc: RegistryError, blob: _Blob) -> None:
-        status = getattr(exc, "status", None)
-        detail = str(getattr(exc, "detail", ""))
-        if status == 404 or (status == 400 and "BLOB_UPLOAD_INVALID" in detail):
-            raise _Restart(f"the registry lost the upload ({detail})") from exc
-        if status == 400 and "DIGEST_INVALID" in detail:
+        if exc.status == 404 or (exc.status == 400 and "BLOB_UPLOAD_INVALID" in exc.codes):
+            raise _Restart(f"the registry lost the upload ({exc.detail})") from exc
+        if exc.status == 400 and "DIGEST_INVALID" in exc.codes:
             raise IntegrityError(
                 f"{self.client.host} says {blob.what} {blob.digest[:19]} does not match its digest",
                 "the cached blob is damaged; run gpuship cache prune and rebuild",
             ) from exc
-        if status == 413:
+        if exc.status == 413:
             raise RegistryError(
                 f"{self.client.host} refused {blob.what} {blob.digest[:19]} as too large ({blob.size / 1e9:.2f} GB)",
                 "use a smaller --chunk-size, or split the layer into smaller layer groups",
@@ -447,30 +442,24 @@ def put_manifest(client: RegistryClient, repository: str, identifier: str, data:
 
 
 # -- the push ------------------------------------------------------------------------------------------------------
-def push(
+def push_to(
+    client: RegistryClient,
     obj: Image | Index,
-    ref: str | Reference,
+    target: Reference,
     *,
     cache: Cache | None = None,
-    credentials: Credentials | None = None,
-    insecure: bool = False,
-    ca_file: Path | str | None = None,
     jobs: int = DEFAULT_JOBS,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     progress: Progress = NO_PROGRESS,
-    retry: RetryPolicy | None = None,
     mount_from: Sequence[str] = (),
-    docker_config: Path | None = None,
     on_warning: Callable[[str], None] | None = None,
-    client: RegistryClient | None = None,
 ) -> PushResult:
-    """Push an image or a multi-platform index to ``ref`` (a tag, a digest, or both).
+    """Push an image or a multi-platform index to ``target`` (a tag, a digest, or both) through ``client``.
 
     ``cache`` remembers where blobs were seen (for cross-repository mounts); ``mount_from`` names more
     repositories of the same registry to mount from. ``jobs`` blobs go up at once. Layers larger than a
     known limit of the registry are reported through ``on_warning`` (default: the log) before any upload.
     """
-    target = Reference.parse(ref) if isinstance(ref, str) else ref
     if target.digest is not None and target.digest != obj.digest:
         raise GpushipError(
             f"{target} names digest {target.digest[:19]}, but the image's manifest is {obj.digest[:19]}",
@@ -480,51 +469,37 @@ def push(
     warnings = oversized_layers(obj, target.endpoint)
     for line in warnings:
         warn(line)
-    own_client = client is None
-    client = client or RegistryClient(
-        target.registry,
-        credentials=credentials,
-        insecure=insecure,
-        ca_file=ca_file,
-        retry=retry,
-        docker_config=docker_config,
-        max_connections=max(4, jobs * 2),
+    uploader = BlobUploader(
+        client, target.repository, chunk_size=chunk_size, progress=progress, cache=cache, mount_from=mount_from
     )
-    try:
-        uploader = BlobUploader(
-            client, target.repository, chunk_size=chunk_size, progress=progress, cache=cache, mount_from=mount_from
-        )
-        blobs = blobs_to_push(obj)
-        _run_parallel(uploader, blobs, max(1, jobs))
-        manifests = 0
-        images = obj.images if isinstance(obj, Index) else ()
-        for img in images:
-            data = img.manifest_bytes()
-            if not manifest_exists(client, target.repository, img.digest, img.family.manifest):
-                put_manifest(client, target.repository, img.digest, data, img.family.manifest)
-                manifests += 1
-        media_type = obj.family.index if isinstance(obj, Index) else obj.family.manifest
-        data = obj.manifest_bytes()
-        digest = sha256_digest(data)
-        for identifier in dict.fromkeys(i for i in (target.tag, target.digest) if i):
-            put_manifest(client, target.repository, identifier, data, media_type)
+    blobs = blobs_to_push(obj)
+    _run_parallel(uploader, blobs, max(1, jobs))
+    manifests = 0
+    images = obj.images if isinstance(obj, Index) else ()
+    for img in images:
+        data = img.manifest_bytes()
+        if not manifest_exists(client, target.repository, img.digest, img.family.manifest):
+            put_manifest(client, target.repository, img.digest, data, img.family.manifest)
             manifests += 1
-        c = uploader.counters
-        return PushResult(
-            reference=str(target.with_tag(target.tag) if target.tag else target.name),
-            digest=digest,
-            blobs=len(blobs),
-            uploaded=c.uploaded,
-            skipped=c.skipped,
-            mounted=c.mounted,
-            bytes_uploaded=c.bytes_uploaded,
-            bytes_sent=c.bytes_sent,
-            manifests=manifests,
-            warnings=tuple(warnings),
-        )
-    finally:
-        if own_client:
-            client.close()
+    media_type = obj.family.index if isinstance(obj, Index) else obj.family.manifest
+    data = obj.manifest_bytes()
+    digest = sha256_digest(data)
+    for identifier in dict.fromkeys(i for i in (target.tag, target.digest) if i):
+        put_manifest(client, target.repository, identifier, data, media_type)
+        manifests += 1
+    c = uploader.counters
+    return PushResult(
+        reference=str(target.with_tag(target.tag) if target.tag else target.name),
+        digest=digest,
+        blobs=len(blobs),
+        uploaded=c.uploaded,
+        skipped=c.skipped,
+        mounted=c.mounted,
+        bytes_uploaded=c.bytes_uploaded,
+        bytes_sent=c.bytes_sent,
+        manifests=manifests,
+        warnings=tuple(warnings),
+    )
 
 
 def _run_parallel(uploader: BlobUploader, blobs: list[_Blob], jobs: int) -> None:

@@ -56,7 +56,7 @@ def open_image(ref: ImageRef, cache: Cache | None = None) -> Image:
     obj: Image | Index
     if isinstance(ref, str):
         try:
-            from ..oci.readers import read_image
+            from ..transports import read_image
         except ImportError as exc:  # pragma: no cover - only while gpuship.oci.readers is missing
             raise GpushipError(
                 "this gpuship cannot read image references yet (gpuship.oci.readers)", "update gpuship"

@@ -38,6 +38,8 @@ from ..oci import Image, ImageConfig, Layer, Platform
 from ..oci.entry import apply_whiteout
 from ..progress import NO_PROGRESS, Progress, Totalled
 from ..registry.facts import BaseFacts, base_facts
+from ..registry.pull import BASE_NAME
+from ..registry.session import Registry, RegistryOptions
 from .debian.profiles import PROFILES, PythonInfo
 
 SCAN_NS = "registry-base-scan"
@@ -448,33 +450,21 @@ def registry_base(
     platform: Platform | str,
     cache: Cache,
     *,
-    insecure: bool | None = None,
-    ca_file: Path | str | None = None,
+    options: RegistryOptions = RegistryOptions(),
     progress: Progress = NO_PROGRESS,
 ) -> RegistryBase:
-    """Pull ``ref`` for ``platform`` into ``cache`` and read what it holds.
+    """Pull ``ref`` for ``platform`` into ``cache`` and read what it holds (:func:`read_registry_base` in a
+    registry session of its own, with ``options``; ``GPUSHIP_INSECURE_REGISTRIES`` works too)."""
+    with Registry(options, cache) as session:
+        return read_registry_base(session, ref, Platform.parse(platform) if isinstance(platform, str) else platform)
 
-    ``insecure`` / ``ca_file`` default to the process-wide registry settings (``gpuship.registry.configure``;
-    ``GPUSHIP_INSECURE_REGISTRIES`` works too). Raises :class:`ConfigError` when the base has no Python 3 or
-    is musl-based (the lock's wheels are manylinux: glibc).
-    """
-    from ..registry import pull_image, settings
-    from ..registry.pull import BASE_NAME
 
-    plat = Platform.parse(platform) if isinstance(platform, str) else platform
-    if insecure is None:
-        insecure = settings.insecure
-    if ca_file is None:
-        ca_file = settings.ca_file
+def read_registry_base(session: Registry, ref: str, plat: Platform, progress: Progress = NO_PROGRESS) -> RegistryBase:
+    """Pull ``ref`` for ``plat`` through ``session`` and read what it holds. Raises :class:`ConfigError` when
+    the base has no Python 3 or is musl-based (the lock's wheels are manylinux: glibc)."""
+    cache = session.cache
     progress.step(f"pulling base image {ref} for {plat}")
-    image = pull_image(
-        ref,
-        plat,
-        cache,
-        insecure=insecure,
-        ca_file=ca_file,
-        progress=Totalled(progress, f"pulling base image {ref}"),
-    )
+    image = session.pull_image(ref, plat, progress=Totalled(progress, f"pulling base image {ref}"))
     progress.step(f"reading base image {ref}")
     facts = base_facts(image, cache)
     scan = base_scan(image, cache)
@@ -496,7 +486,12 @@ def registry_base(
 
 
 def plan_registry_bases(
-    ref: str, platforms: Sequence[Platform], cache: Cache, config: Any, progress: Progress = NO_PROGRESS
+    ref: str,
+    platforms: Sequence[Platform],
+    cache: Cache,
+    config: Any,
+    progress: Progress = NO_PROGRESS,
+    options: RegistryOptions = RegistryOptions(),
 ) -> tuple[str, dict[Platform, RegistryBase]]:
     """The planner's part: every platform's base pulled and read; their one Python version.
 
@@ -516,7 +511,8 @@ def plan_registry_bases(
             raise ConfigError(
                 f"unknown base {ref!r}", f"did you mean {close[0]}? (a registry image needs a tag: {ref}:TAG)"
             )
-    bases = {p: registry_base(ref, p, cache, progress=progress) for p in platforms}
+    with Registry(options, cache) as session:
+        bases = {p: read_registry_base(session, ref, p, progress) for p in platforms}
     versions = {_minor(b.python.version): p for p, b in bases.items()}
     if len(versions) > 1:
         have = ", ".join(f"{p}: Python {_minor(b.python.version)}" for p, b in bases.items())

@@ -244,8 +244,7 @@ def lock_project(
                 f"build without --locked to lock again for Python {py}, then commit {path.name}; or use "
                 f"{way_to_python(existing.python)}",
             )
-        if progress is not None:
-            progress(f"{path.name} was made for Python {existing.python}; the base has Python {py}: locking again")
+        progress.step(f"{path.name} was made for Python {existing.python}; the base has Python {py}: locking again")
         existing = None
     if existing is not None:
         missing = [p for p in want if p not in existing.platforms]
