@@ -14,7 +14,8 @@ import pytest
 
 from build_support import gpuship
 from gpuship.cache import Cache
-from gpuship.dev import dev_image, editable_entries, source_dir
+from gpuship.dev import dev_image
+from gpuship.sources.editable import editable_entries, source_dir
 
 DIGEST = re.compile(r"dev image (sha256:[0-9a-f]{64}) \((\d+) new layers\)")
 

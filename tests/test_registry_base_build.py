@@ -20,8 +20,8 @@ from gpuship.cache import Cache
 from gpuship.errors import ConfigError
 from gpuship.oci import Entry, Family, append_layers, build_layer, empty_image, entries_from_dir, with_family
 from gpuship.registry import push
-from gpuship.sources.python.uv import run_uv
 from gpuship.sources.registry_base import is_registry_reference, registry_base
+from gpuship.uv import run_uv
 from test_registry_support import LocalRegistry, have_tools
 
 pytestmark = [pytest.mark.registry, pytest.mark.docker]

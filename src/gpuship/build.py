@@ -43,6 +43,7 @@ from .project.entrypoint import VENV, BaseFacts, choose_entrypoint, lint_interpr
 from .rebuild import Request, fingerprint, remember
 from .redact import redact_all
 from .sources.app import app_layer, left_out_warning, select_app_files
+from .sources.editable import editable_layer
 from .sources.models import ModelSet, build_models, mounts_label
 
 
@@ -573,8 +574,6 @@ def _build_platform(
             )
         )
     if plan.options.dev:  # gpuship dev: the project is mounted at the workdir and installed in editable mode
-        from .dev import editable_layer
-
         upper.append(("editable", editable_layer(plan, python, cache)))
     else:
         upper += [gl for gl in own if gl[0] == "app"]

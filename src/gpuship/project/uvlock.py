@@ -11,7 +11,7 @@ from ..errors import ConfigError
 
 def export_uv_lock(root: Path, extras: Sequence[str]) -> tuple[list[str], list[str]]:
     """``(pins, notes)`` from ``root/uv.lock``: ``name==version ; marker`` lines."""
-    from ..sources.python.uv import UvFailed, run_uv
+    from ..uv import UvFailed, run_uv
 
     args = [
         "export",

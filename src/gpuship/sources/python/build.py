@@ -86,7 +86,7 @@ def summarize_build_log(text: str, tail: int = 12) -> tuple[str, list[str]]:
 def _build(
     source: Path, python: str, tmp: Path, *, what: str, index_args: Sequence[str], log: Path, name: str = ""
 ) -> Path:
-    from .uv import UvFailed, run_uv
+    from ...uv import UvFailed, run_uv
 
     hp = host_python(python)
     out = tmp / "out"

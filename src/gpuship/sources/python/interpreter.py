@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ...errors import ToolMissing
+from ...uv import UvFailed, run_uv
 from .platforms import python_minor
-from .uv import UvFailed, run_uv
 
 
 class PythonLike(Protocol):

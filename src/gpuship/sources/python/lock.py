@@ -32,6 +32,7 @@ from ...oci import Platform
 from ...progress import NO_PROGRESS, Progress
 from ...project import IndexOptions, ProjectInputs
 from ...redact import strip_userinfo
+from ...uv import UvFailed, run_uv
 from .download import filename_of
 from .platforms import (
     DEFAULT_GLIBC,
@@ -41,7 +42,6 @@ from .platforms import (
     supported_tags,
     uv_platform,
 )
-from .uv import UvFailed, run_uv
 
 LOCK_NAME = "gpuship.lock"
 LOCK_FORMAT = 1

@@ -12,8 +12,8 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from ... import tools
-from ...errors import GpushipError
+from . import tools
+from .errors import GpushipError
 
 
 def uv_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
