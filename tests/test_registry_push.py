@@ -17,7 +17,7 @@ from gpuship.errors import GpushipError, RegistryError
 from gpuship.oci import Entry, Family, append_layers, build_layer, make_index, with_family
 from gpuship.oci.media import DOCKER_LAYER_GZIP, DOCKER_MANIFEST, OCI_INDEX
 from gpuship.registry import Credentials, login, lookup_credentials, pull, pull_image, push
-from gpuship.registry.pull import BASE_DIGEST
+from gpuship.registry.read import BASE_DIGEST
 from test_registry_support import LocalRegistry, have_tools, make_image, make_tls, secret
 
 pytestmark = pytest.mark.registry

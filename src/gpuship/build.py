@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .cache import Cache
+from .cuda import GpuPlan
 from .errors import GpushipError
 from .oci import (
     BlobCompression,
@@ -30,7 +31,6 @@ from .oci import (
     Platform,
     append_layers,
     cached_layer,
-    empty_image,
     make_index,
     with_config,
     with_created,
@@ -43,6 +43,8 @@ from .project.entrypoint import VENV, BaseFacts, choose_entrypoint, lint_interpr
 from .rebuild import Request, fingerprint, remember
 from .redact import redact_all
 from .sources.app import app_layer, left_out_warning, select_app_files
+from .sources.base import Base, Started
+from .sources.debian.libdeps import LibDep
 from .sources.editable import editable_layer
 from .sources.models import ModelSet, build_models, mounts_label
 
@@ -102,7 +104,7 @@ class BuildResult:
             "seconds": round(self.seconds, 3),
             "outputs": list(self.outputs),
             "written": list(self.written),
-            "gpu": (gpu.explain() if gpu is not None and getattr(gpu, "is_gpu", False) else None),
+            "gpu": gpu.explain() if gpu is not None else None,
             "secrets_skipped": list(self.secrets_skipped),
             "warnings": list(self.warnings),
             "models": [m.to_json() for m in self.models.records] if self.models else [],
@@ -147,7 +149,7 @@ def image_env(plan: BuildPlan, base_config: ImageConfig, models: bool = False) -
         PYTHONUNBUFFERED="1",
         PYTHONDONTWRITEBYTECODE="1",
     )
-    if plan.gpu is not None and getattr(plan.gpu, "is_gpu", False):
+    if plan.gpu is not None:
         env.update(plan.gpu.env)
     if models:
         env.update(plan.config.models.env())
@@ -194,7 +196,7 @@ def build(options: BuildOptions, *, cache: Cache | None = None, progress: Progre
         where=where,
     )
     facts = BaseFacts(
-        None if plan.registry_bases else frozenset(plan.config.debian_packages()),
+        None if plan.first_base().remote else frozenset(plan.config.debian_packages()),
         ".".join(plan.python_version.split(".")[:2]),
     )
     for w in lint_interpreters(
@@ -286,7 +288,7 @@ def _memoizable(plan: BuildPlan, lock: Any, models: ModelSet, outputs: Sequence[
     local = any(p.url.startswith("file:") for t in getattr(lock, "targets", ()) for p in t.packages)
     return not (
         plan.options.dev
-        or plan.registry_bases
+        or any(base.remote for base in plan.bases.values())
         or models.layers
         or models.records
         or models.mounts
@@ -335,10 +337,6 @@ def _shipped(
     return shipped, out
 
 
-def gpu_on(plan: BuildPlan) -> bool:
-    return plan.gpu is not None and bool(plan.gpu.is_gpu)
-
-
 def lock_for_plan(
     plan: BuildPlan, extra_requirements: Sequence[str], *, locked: bool, cache: Cache, progress: Progress = NO_PROGRESS
 ) -> Any:
@@ -348,11 +346,9 @@ def lock_for_plan(
     from .sources.python import lock_project
 
     project = replace(plan.project, requirements=plan.requirements)
-    rbase = next(iter(plan.registry_bases.values()), None)  # a registry base: its packages are kept as they are
+    base = plan.first_base()
     replace_base = plan.config.replace_base_packages
-    keep_base = rbase.constraints(replace_base) if rbase is not None else []
-    if rbase is not None:
-        rbase.check_requirements((*plan.requirements, *extra_requirements), replace_base)
+    kept = base.lock_inputs((*plan.requirements, *extra_requirements), replace_base, cache)
     try:
         return lock_project(
             project,
@@ -362,13 +358,12 @@ def lock_for_plan(
             locked=locked,
             extra_requirements=tuple(extra_requirements),
             progress=progress,
-            constraints=(tuple(plan.gpu.constraints) if plan.gpu is not None and plan.gpu.is_gpu else ())
-            + tuple(keep_base),
+            constraints=(plan.gpu.constraints if plan.gpu is not None else ()) + kept.constraints,
             index=index_options(plan),
-            **(rbase.lock_options(cache, replace_base) if rbase is not None else {}),
+            **kept.options,
         )
     except GpushipError as exc:
-        said = rbase.resolve_error(exc, replace_base) if rbase is not None else None
+        said = base.resolve_error(exc, replace_base)
         if said is None:
             raise
         raise said from exc
@@ -431,14 +426,14 @@ def _prune_archs(
     }
 
 
-def _check_entries(plan: BuildPlan, pruned: dict[str, Any] | None) -> list[Entry]:
+def _check_entries(gpu: GpuPlan, pruned: dict[str, Any] | None) -> list[Entry]:
     """gpuship-check and /etc/gpuship/gpu.json, with the architectures pruning kept."""
     from .check import MANIFEST_PATH, check_entries, manifest_data
 
-    entries = check_entries(plan.gpu, python=f"{VENV}/bin/python")
+    entries = check_entries(gpu, python=f"{VENV}/bin/python")
     if pruned is None:
         return entries
-    data = manifest_data(plan.gpu, python=f"{VENV}/bin/python")
+    data = manifest_data(gpu, python=f"{VENV}/bin/python")
     data["pruned"] = {"targets": pruned["targets"], "archs": pruned["kept_archs"]}
     body = (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
     return [Entry.file(e.path, body, e.mode) if e.path == MANIFEST_PATH.lstrip("/") else e for e in entries]
@@ -449,8 +444,8 @@ def index_options(plan: BuildPlan) -> Any:
     idx = plan.project.index
     cfg = plan.config
     extra = tuple(idx.extra_index_urls) + tuple(cfg.extra_index_urls)
-    if plan.gpu is not None:  # the PyTorch index for a torch variant: a CUDA line PyPI lacks, or the CPU build
-        extra += tuple(u for u in plan.gpu.index_urls if u not in extra)
+    if plan.index_urls:  # the PyTorch index for a torch variant: a CUDA line PyPI lacks, or the CPU build
+        extra += tuple(u for u in plan.index_urls if u not in extra)
     return replace(
         idx,
         index_url=cfg.index_url or idx.index_url,
@@ -500,151 +495,23 @@ def _build_platform(
     cache: Cache,
     progress: Progress,
 ) -> PlatformResult:
-    from .sources.debian import PROFILES, build_base, libdeps_for_layers
-    from .sources.python import PruneRules, python_layers
-
-    compression: BlobCompression = "none"  # layers are plain tars: outputs compress where bytes travel
-    cfg = plan.config
-    app = models.app
+    """One platform's image: the environment and the upper layers, the system libraries they need, then the
+    base they grow on (:class:`gpuship.sources.base.Base`) with the image's config."""
+    base = plan.bases[platform]
     progress.step(f"[{platform}] installing the Python environment")
-    rbase = plan.registry_bases.get(platform)  # None: a Debian profile base
-    python = rbase.python if rbase is not None else PROFILES[plan.base].python_info()
-    prune = PruneRules(keep=tuple(cfg.keep), drop=tuple(cfg.drop), bytecode=cfg.bytecode)  # type: ignore[arg-type]
-    if rbase is not None:  # the venv sees the base's site-packages; what the base has is not installed again
-        env = python_layers(
-            rbase.strip_provided(lock, cfg.replace_base_packages),
-            platform,
-            python,
-            cache,
-            prune=prune,
-            progress=progress,
-            compression=compression,
-            system_site_packages=True,
-            credentials=index_credentials(plan),
-        )
-    else:
-        env = python_layers(
-            lock,
-            platform,
-            python,
-            cache,
-            prune=prune,
-            progress=progress,
-            compression=compression,
-            credentials=index_credentials(plan),
-        )
-    env_layers: list[tuple[str, Layer]] = list(env.layers)
-    own: list[tuple[str, Layer]] = []  # the project's wheel and the app: pruned with the environment
-    if getattr(plan.project, "is_package", False) and not plan.options.dev:
-        own.append(("project", _project_layer(plan, platform, python, prune, cache, progress)))
-    if not plan.options.dev:
-        own.append(("app", app_layer(app, cfg.workdir, cache, compression=compression)))
-    pruned: dict[str, Any] | None = None
-    if gpu_on(plan):
-        both, pruned = _prune_archs(plan, env_layers + own, cache, progress)
-        env_layers, own = both[: len(env_layers)], both[len(env_layers) :]
-
-    upper: list[tuple[str, Layer]] = [gl for gl in own if gl[0] == "project"]
-    if gpu_on(plan):
-        entries = _check_entries(plan, pruned)
-        key = "gpu-check:" + hashlib.sha256(b"".join(e.read() for e in entries)).hexdigest()
-        upper.append(
-            (
-                "gpu-check",
-                cached_layer(
-                    cache,
-                    key,
-                    lambda: entries,
-                    compression=compression,
-                    comment="gpuship-check and /etc/gpuship/gpu.json",
-                ),
-            )
-        )
-    if runtime is not None:
-        upper.append(
-            (
-                "runtime",
-                cached_layer(
-                    cache,
-                    "runtime:" + _self_key(),
-                    lambda: runtime.entries,
-                    compression=compression,
-                    comment="gpuship function runtime",
-                ),
-            )
-        )
-    if plan.options.dev:  # gpuship dev: the project is mounted at the workdir and installed in editable mode
-        upper.append(("editable", editable_layer(plan, python, cache)))
-    else:
-        upper += [gl for gl in own if gl[0] == "app"]
-
-    deps: tuple[Any, ...] = ()
-    extra = cfg.debian_packages()
-    if cfg.find_libdeps and rbase is not None:  # no Debian packages go onto a registry base: a missing library fails
-        progress.step(f"[{platform}] find-libdeps: checking shared libraries against the base image")
-        rbase.check_libraries([lib for _, lib in env_layers + upper], cache, image_env(plan, rbase.config))
-    elif cfg.find_libdeps:
-        progress.step(f"[{platform}] find-libdeps: scanning shared libraries")
-        pre = build_base(
-            plan.base,
-            platform,
-            extra_packages=extra,
-            cache=cache,
-            mirror=cfg.debian_mirror(),
-            security_mirror=cfg.debian.get("security-mirror"),
-            compression=compression,
-        )
-        deps = tuple(
-            libdeps_for_layers(
-                [layer for _, layer in env_layers + upper], pre, cache=cache, env=image_env(plan, pre.config)
-            )
-        )
+    env, env_layers, upper, pruned = _python_layers(plan, platform, base, lock, models, runtime, cache, progress)
+    cfg = plan.config
+    packages: tuple[str, ...] = cfg.debian_packages()
+    deps: tuple[LibDep, ...] = ()
+    if cfg.find_libdeps:
+        ours = [layer for _, layer in env_layers + upper]
+        deps = base.system_libraries(ours, packages, cache, lambda c: image_env(plan, c), progress)
         if deps:
-            extra = tuple(sorted(set(extra) | {d.package for d in deps}))
+            packages = tuple(sorted(set(packages) | {d.package for d in deps}))
             for d in deps:
                 progress.step(f"[{platform}] + {d.package} (for {d.soname}, needed by /{d.needed_by[0]})")
-    if rbase is not None:
-        base: Any = rbase
-    else:
-        progress.step(f"[{platform}] assembling the Debian base")
-        base = build_base(
-            plan.base,
-            platform,
-            extra_packages=extra,
-            cache=cache,
-            mirror=cfg.debian_mirror(),
-            security_mirror=cfg.debian.get("security-mirror"),
-            compression=compression,
-        )
-
-    config = ImageConfig(
-        env=tuple(f"{k}={v}" for k, v in image_env(plan, base.config, models=True).items()),
-        entrypoint=entrypoint,
-        cmd=cfg.cmd,
-        working_dir=cfg.workdir,
-        user=cfg.user,
-        labels={
-            **base.config.labels,
-            **plan.labels,
-            **(plan.gpu.labels if plan.gpu is not None and getattr(plan.gpu, "is_gpu", False) else {}),
-            **mounts_label(models.mounts),
-        },
-        exposed_ports=cfg.ports,
-    )
-    if rbase is not None:  # the pulled image as it is (its layers, history, media-type family), with our config
-        image = with_config(rbase.image, config)
-    else:
-        image = empty_image(platform, config)
-        image = append_layers(image, base.layers, created_by="gpuship: debian base")
-    # the models sit below the app layer: a code edit leaves their digests (and the chain IDs engines key on) alone
-    at = len(upper) - 1 if upper and upper[-1][0] in ("app", "editable") else len(upper)
-    upper = upper[:at] + [("model", m.layer) for m in models.layers] + upper[at:]
-    groups = [("base", layer) for layer in base.layers] + env_layers + upper
-    image = append_layers(image, [layer for _, layer in env_layers], created_by="gpuship: python environment")
-    image = append_layers(image, [layer for _, layer in upper[:at]], created_by="gpuship: app")
-    image = append_layers(image, [m.layer for m in models.layers], created_by="gpuship: model")
-    image = append_layers(image, [layer for _, layer in upper[at + len(models.layers) :]], created_by="gpuship: app")
-    image = with_created(image, plan.created)
+    started = base.start(packages, cache, progress)
+    image, groups = _assemble(plan, started, env_layers, upper, models, entrypoint)
     rows = tuple(
         LayerRow(g, layer.digest, layer.size, layer.uncompressed_size, layer.reused, layer.comment)
         for g, layer in groups
@@ -653,12 +520,114 @@ def _build_platform(
         platform,
         image,
         rows,
-        tuple(base.packages),
+        started.packages,
         tuple((d.name, d.version) for d in env.distributions),
         deps,
         {"python": env.report, "gpu_archs": pruned},
-        getattr(base, "dropped", None),
+        started.dropped,
     )
+
+
+Groups = list[tuple[str, Layer]]
+
+
+def _python_layers(
+    plan: BuildPlan,
+    platform: Platform,
+    base: Base,
+    lock: Any,
+    models: ModelSet,
+    runtime: _Runtime | None,
+    cache: Cache,
+    progress: Progress,
+) -> tuple[Any, Groups, Groups, dict[str, Any] | None]:
+    """The environment's layers, and the upper ones (project, gpu-check, runtime, app or editable), GPU code
+    pruned: ``(env, env layers, upper layers, prune report)``."""
+    from .sources.python import PruneRules, python_layers
+
+    compression: BlobCompression = "none"  # layers are plain tars: outputs compress where bytes travel
+    cfg = plan.config
+    python = base.python
+    prune = PruneRules(keep=tuple(cfg.keep), drop=tuple(cfg.drop), bytecode=cfg.bytecode)  # type: ignore[arg-type]
+    env = python_layers(
+        base.installed(lock, cfg.replace_base_packages),  # what the base has is not installed again
+        platform,
+        python,
+        cache,
+        prune=prune,
+        progress=progress,
+        compression=compression,
+        system_site_packages=base.keeps_packages,  # then the venv sees the base's site-packages
+        credentials=index_credentials(plan),
+    )
+    env_layers: Groups = list(env.layers)
+    own: Groups = []  # the project's wheel and the app: pruned with the environment
+    if plan.project.is_package and not plan.options.dev:
+        own.append(("project", _project_layer(plan, platform, python, prune, cache, progress)))
+    if not plan.options.dev:
+        own.append(("app", app_layer(models.app, cfg.workdir, cache, compression=compression)))
+    pruned: dict[str, Any] | None = None
+    if plan.gpu is not None:
+        both, pruned = _prune_archs(plan, env_layers + own, cache, progress)
+        env_layers, own = both[: len(env_layers)], both[len(env_layers) :]
+    upper: Groups = [gl for gl in own if gl[0] == "project"]
+    if plan.gpu is not None:
+        entries = _check_entries(plan.gpu, pruned)
+        key = "gpu-check:" + hashlib.sha256(b"".join(e.read() for e in entries)).hexdigest()
+        layer = cached_layer(
+            cache, key, lambda: entries, compression=compression, comment="gpuship-check and /etc/gpuship/gpu.json"
+        )
+        upper.append(("gpu-check", layer))
+    if runtime is not None:
+        layer = cached_layer(
+            cache,
+            "runtime:" + _self_key(),
+            lambda: runtime.entries,
+            compression=compression,
+            comment="gpuship function runtime",
+        )
+        upper.append(("runtime", layer))
+    if plan.options.dev:  # gpuship dev: the project is mounted at the workdir and installed in editable mode
+        upper.append(("editable", editable_layer(plan, python, cache)))
+    else:
+        upper += [gl for gl in own if gl[0] == "app"]
+    return env, env_layers, upper, pruned
+
+
+def _assemble(
+    plan: BuildPlan,
+    started: Started,
+    env_layers: Groups,
+    upper: Groups,
+    models: ModelSet,
+    entrypoint: tuple[str, ...],
+) -> tuple[Image, Groups]:
+    """The image: the base's (its layers, history and media-type family) with our config, then ours on top."""
+    cfg = plan.config
+    config = ImageConfig(
+        env=tuple(f"{k}={v}" for k, v in image_env(plan, started.config, models=True).items()),
+        entrypoint=entrypoint,
+        cmd=cfg.cmd,
+        working_dir=cfg.workdir,
+        user=cfg.user,
+        labels={
+            **started.config.labels,
+            **plan.labels,
+            **(plan.gpu.labels if plan.gpu is not None else {}),
+            **mounts_label(models.mounts),
+        },
+        exposed_ports=cfg.ports,
+    )
+    image = with_config(started.image, config)
+    # the models sit below the app layer: a code edit leaves their digests (and the chain IDs engines key on) alone
+    at = len(upper) - 1 if upper and upper[-1][0] in ("app", "editable") else len(upper)
+    upper = upper[:at] + [("model", m.layer) for m in models.layers] + upper[at:]
+    groups = [("base", layer) for layer in started.layers] + env_layers + upper
+    image = append_layers(image, [layer for _, layer in env_layers], created_by="gpuship: python environment")
+    image = append_layers(image, [layer for _, layer in upper[:at]], created_by="gpuship: app")
+    image = append_layers(image, [m.layer for m in models.layers], created_by="gpuship: model")
+    image = append_layers(image, [layer for _, layer in upper[at + len(models.layers) :]], created_by="gpuship: app")
+    return with_created(image, plan.created), groups
 
 
 def _project_layer(

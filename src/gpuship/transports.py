@@ -18,7 +18,7 @@ from .oci.layout import ImageOrIndex
 from .oci.readers import read_local
 from .oci.sinks import SINKS, Sink, SinkOptions, parse_target
 from .progress import NO_PROGRESS, Progress
-from .registry.session import RegistryOptions
+from .registry.options import RegistryOptions
 from .registry.transport import read_registry, write_registry
 
 REGISTRY_USAGE = "registry:REF"

@@ -11,6 +11,7 @@ import json
 from importlib import resources
 from typing import Any
 
+from ..cuda import GpuPlan
 from ..oci.entry import Entry
 
 #: The image's interpreter (the venv gpuship installs into). The check needs only its standard library, and
@@ -31,7 +32,7 @@ def check_script(python: str = DEFAULT_PYTHON) -> bytes:
     return f"#!{python} -I\n".encode() + check_source().encode()
 
 
-def manifest_data(plan: Any, python: str | None = DEFAULT_PYTHON, ptx_version: str | None = None) -> dict[str, Any]:
+def manifest_data(plan: GpuPlan, python: str | None = DEFAULT_PYTHON, ptx_version: str | None = None) -> dict[str, Any]:
     """The facts gpuship-check reads, as plain data (see docs/gpu.md for each key)."""
     data: dict[str, Any] = {
         "schema": MANIFEST_SCHEMA,
@@ -53,14 +54,14 @@ def manifest_data(plan: Any, python: str | None = DEFAULT_PYTHON, ptx_version: s
     return data
 
 
-def gpu_manifest(plan: Any, python: str | None = DEFAULT_PYTHON, ptx_version: str | None = None) -> bytes:
+def gpu_manifest(plan: GpuPlan, python: str | None = DEFAULT_PYTHON, ptx_version: str | None = None) -> bytes:
     """``/etc/gpuship/gpu.json`` for ``plan`` (a :class:`gpuship.cuda.GpuPlan`): deterministic bytes."""
     return (json.dumps(manifest_data(plan, python, ptx_version), indent=2, sort_keys=True) + "\n").encode()
 
 
-def check_entries(plan: Any, python: str = DEFAULT_PYTHON, ptx_version: str | None = None) -> list[Entry]:
+def check_entries(plan: GpuPlan, python: str = DEFAULT_PYTHON, ptx_version: str | None = None) -> list[Entry]:
     """The layer entries that put gpuship-check into a GPU image; none for a plan that is not a GPU plan."""
-    if not getattr(plan, "is_gpu", False):
+    if not plan.is_gpu:
         return []
     return [
         Entry.dir("etc/gpuship", 0o755),

@@ -12,7 +12,7 @@ from ..build import BuildResult, human_size, layer_table_rows
 from ..build import build as run_build
 from ..oci.media import parse_compression
 from ..plan import BuildOptions
-from ..registry.session import RegistryOptions
+from ..registry.options import RegistryOptions
 from .app import app
 from .console import cli_progress, err, handles_errors, info, out, state
 

@@ -19,11 +19,13 @@ from typing import Any, Literal
 from ..cache import Cache
 from ..config import DEFAULT_USER
 from ..errors import ConfigError
-from ..oci import Entry, ImageConfig, Platform
+from ..oci import Entry, Platform
 from ..progress import NO_PROGRESS, Progress
 from ..project.entrypoint import VENV, choose_entrypoint
 from ..redact import strip_userinfo
 from ..sources.app import ALWAYS_EXCLUDED, NOT_SECRETS, SECRET_PATTERNS, AppFiles, select_app_files
+from ..sources.base import Base
+from ..sources.debian.profiles import PROFILES
 from .requirements import REQUIREMENTS_NAME, has_sdists, render_requirements
 
 Variant = Literal["pip", "micromamba"]
@@ -138,20 +140,17 @@ def plan_dockerfile(
     """Plan the Dockerfile of the project at ``project_dir`` the way ``gpuship build`` plans its image."""
     from ..build import image_env
     from ..plan import BuildOptions, make_plan
-    from ..sources.debian import PROFILES
 
     cache = cache or Cache()
     opts = BuildOptions(
         project_dir=Path(project_dir), platforms=tuple(platforms), extras=tuple(extras), locked=locked, base=base
     )
     plan = make_plan(opts, cache=cache, progress=progress)
-    rbase = next(iter(getattr(plan, "registry_bases", {}).values()), None)
-    profile = PROFILES[plan.base] if rbase is None else None
+    below = plan.first_base()
+    start = _from(below, variant, tuple(plan.config.replace_base_packages))
     cfg = plan.config
     project = plan.project
     root = Path(project.root)
-    if variant == "micromamba" and rbase is not None:
-        raise ConfigError("the micromamba variant needs a Debian profile base", "use the default pip variant")
     if variant == "micromamba":
         env_file = next((n for n in ("environment.yml", "environment.yaml") if (root / n).is_file()), "")
         if not env_file:
@@ -162,7 +161,7 @@ def plan_dockerfile(
     runtime_reqs: tuple[str, ...] = ()
     runtime_argv: tuple[str, ...] = ()
     extra_layers: list[ExtraLayer] = []
-    gpu = plan.gpu if plan.gpu is not None and getattr(plan.gpu, "is_gpu", False) else None
+    gpu = plan.gpu
     if gpu is not None:
         try:
             from ..check import check_entries
@@ -186,22 +185,17 @@ def plan_dockerfile(
     progress.step("locking dependencies")
     lock = lock_as_build(plan, runtime_reqs, locked=locked, cache=cache, progress=progress)
     replace_base = tuple(getattr(cfg, "replace_base_packages", ()))
-    installed = rbase.strip_provided(lock, replace_base) if rbase is not None else lock  # the base keeps its own
+    installed = below.installed(lock, replace_base)  # a registry base keeps its own
 
     # chosen after locking, so a gpuship.lock written just now is among the app's files (as in later builds)
     app = select_app_files(root, include=cfg.include, exclude=cfg.exclude)
     notes: list[str] = app.secret_warnings()
     deps: list[LibDepNote] = []
-    if variant == "pip" and cfg.find_libdeps and libdeps and rbase is None:
+    if variant == "pip" and cfg.find_libdeps and libdeps and start.libdeps:
         deps = _find_libdeps(plan, lock, app, extra_layers, cache, progress)
-
-    if profile is None:
-        system: list[str] = []  # a registry base: its packages are its own (gpuship refuses system-packages)
-    elif variant == "micromamba":
-        system = [p for p in profile.core_packages if p not in ALWAYS_IN_DEBIAN]  # conda brings its own Python
-    else:
-        system = [p for p in (*profile.core_packages, *profile.python_packages) if p not in ALWAYS_IN_DEBIAN]
-    runtime_packages = tuple(dict.fromkeys([*system, *cfg.system_packages, *sorted({d.package for d in deps})]))
+    runtime_packages = tuple(
+        dict.fromkeys([*start.system_packages, *cfg.system_packages, *sorted({d.package for d in deps})])
+    )
 
     py = ".".join(plan.python_version.split(".")[:2])
     builder = [f"python{py}-venv", "ca-certificates"]
@@ -211,7 +205,7 @@ def plan_dockerfile(
     if variant == "micromamba":
         builder = ["ca-certificates"]
 
-    env = image_env(plan, rbase.config if rbase is not None else base_config())
+    env = image_env(plan, below.config)
     entrypoint = choose_entrypoint(cfg.entrypoint, project.scripts or {}, app.files, runtime_argv=runtime_argv)
     labels = {**plan.labels, **(gpu.labels if gpu is not None else {})}
     labels.pop("org.opencontainers.image.created", None)  # the engine records when it built the image
@@ -226,7 +220,7 @@ def plan_dockerfile(
         name=plan.name,
         version=plan.version,
         variant=variant,
-        codename=profile.codename if profile is not None else "",
+        codename=start.codename,
         python_version=py,
         platforms=plan.platforms,
         runtime_packages=runtime_packages,
@@ -241,7 +235,7 @@ def plan_dockerfile(
         app_dirs=dirs,
         workdir=cfg.workdir,
         user=cfg.user,
-        create_user=cfg.user == DEFAULT_USER and rbase is None,
+        create_user=cfg.user == DEFAULT_USER and start.create_user,
         env=tuple(env.items()),
         labels=tuple(sorted(labels.items())),
         revision=revision,
@@ -253,11 +247,11 @@ def plan_dockerfile(
         dockerignore=tuple(dockerignore_lines(root, cfg.include, cfg.exclude, dockerfile_name, app.secrets_by_content)),
         libdeps=tuple(deps),
         environment_file=env_file,
-        registry_base=rbase.pinned if rbase is not None else "",
-        registry_tag=rbase.reference if rbase is not None else "",
-        base_python=rbase.python.executable if rbase is not None else "",
+        registry_base=start.registry_base,
+        registry_tag=start.registry_tag,
+        base_python=start.base_python,
         replace_base_packages=replace_base,
-        base_constraints=tuple(rbase.constraints(replace_base)) if rbase is not None else (),
+        base_constraints=start.constraints,
         dockerfile_name=dockerfile_name,
         notes=tuple(notes),
     )
@@ -272,12 +266,44 @@ def lock_as_build(
     return lock_for_plan(plan, extra_requirements, locked=locked, cache=cache, progress=progress)
 
 
-def base_config() -> ImageConfig:
-    """The config gpuship's Debian base gives the image (its ENV is the start of the image's ENV)."""
-    from ..sources.debian.base import PATH
-    from ..sources.debian.system import CA_BUNDLE
+@dataclass(frozen=True)
+class _From:
+    """What the Dockerfile takes from the base: a Debian profile's ``debian:<codename>-slim`` and the packages its
+    runtime stage installs (find-libdeps adds to them, a user is made), or a registry image as it is."""
 
-    return ImageConfig(env=(f"PATH={PATH}", "LANG=C.UTF-8", f"SSL_CERT_FILE=/{CA_BUNDLE}"))
+    codename: str = ""
+    system_packages: tuple[str, ...] = ()
+    libdeps: bool = True
+    create_user: bool = True
+    registry_base: str = ""
+    registry_tag: str = ""
+    base_python: str = ""
+    constraints: tuple[str, ...] = ()
+
+
+def _from(base: Base, variant: Variant, replace: tuple[str, ...]) -> _From:
+    """The one place the Dockerfile tells the two kinds of base apart (their stages differ)."""
+    if base.remote:
+        from ..sources.registry_base import RegistryBase  # the registry client (httpx) only for a registry base
+
+        assert isinstance(base, RegistryBase)
+        if variant == "micromamba":
+            raise ConfigError("the micromamba variant needs a Debian profile base", "use the default pip variant")
+        # its packages are its own (gpuship refuses system-packages on it), and so are its users
+        return _From(
+            libdeps=False,
+            create_user=False,
+            registry_base=base.pinned,
+            registry_tag=base.reference,
+            base_python=base.python.executable,
+            constraints=tuple(base.constraints(replace)),
+        )
+    profile = PROFILES[base.name]
+    if variant == "micromamba":  # conda brings its own Python
+        system = [p for p in profile.core_packages if p not in ALWAYS_IN_DEBIAN]
+    else:
+        system = [p for p in (*profile.core_packages, *profile.python_packages) if p not in ALWAYS_IN_DEBIAN]
+    return _From(codename=profile.codename, system_packages=tuple(system))
 
 
 def uv_version() -> str:
@@ -304,16 +330,15 @@ def _find_libdeps(
     from ..build import image_env
     from ..oci import cached_layer
     from ..sources.app import app_layer
-    from ..sources.debian import PROFILES, build_base, libdeps_for_layers
     from ..sources.python import PruneRules, python_layers
 
     cfg = plan.config
-    python = PROFILES[plan.base].python_info()
     prune = PruneRules(keep=tuple(cfg.keep), drop=tuple(cfg.drop), bytecode=cfg.bytecode)
     found: dict[str, LibDepNote] = {}
     for platform in plan.platforms:
+        base = plan.bases[platform]
         progress.step(f"[{platform}] find-libdeps: installing the environment to scan it")
-        env = python_layers(lock, platform, python, cache, prune=prune, progress=progress)
+        env = python_layers(lock, platform, base.python, cache, prune=prune, progress=progress)
         layers = [layer for _, layer in env.layers]
         for x in extra:
             entries = x.entries
@@ -326,15 +351,8 @@ def _find_libdeps(
                 )
             )
         layers.append(app_layer(app, cfg.workdir, cache))
-        pre = build_base(
-            plan.base,
-            platform,
-            extra_packages=tuple(cfg.system_packages),
-            cache=cache,
-            mirror=cfg.debian_mirror(),
-            security_mirror=cfg.debian.get("security-mirror"),
-        )
-        for d in libdeps_for_layers(layers, pre, cache=cache, env=image_env(plan, pre.config)):
+        env_of = partial(image_env, plan)
+        for d in base.system_libraries(layers, tuple(cfg.system_packages), cache, env_of, progress):
             found.setdefault(d.package, LibDepNote(d.package, d.soname, d.needed_by[0] if d.needed_by else ""))
     return [found[k] for k in sorted(found)]
 

@@ -11,13 +11,18 @@ from typing import Any
 
 from ..cache import Cache
 from ..config import GpushipConfig
+from ..cuda import GpuPlan, GpuSettings, plan_gpu
 from ..errors import ConfigError, GpushipError
 from ..oci import Compression, Platform
 from ..oci.tarball import created_timestamp
 from ..progress import NO_PROGRESS, Progress
+from ..project import ProjectInputs, load_project
 from ..project.pyproject import read_toml
 from ..redact import strip_userinfo
-from ..registry.session import RegistryOptions
+from ..registry.options import RegistryOptions
+from ..sources.base import Base
+from ..sources.debian.profile_base import ProfileBase
+from ..sources.debian.profiles import PROFILES
 
 VENV = "/opt/venv"
 
@@ -43,20 +48,25 @@ class BuildOptions:
 
 @dataclass(frozen=True)
 class BuildPlan:
+    """Every decision of a build. ``gpu`` is None for a CPU image (``cpu_why`` says why); ``bases`` holds the
+    base of each platform (a Debian profile, or a registry image already pulled)."""
+
     options: BuildOptions
-    project: Any  # gpuship.project.ProjectInputs
+    project: ProjectInputs
     config: GpushipConfig
     base: str
     python_version: str
     platforms: tuple[Platform, ...]
     requirements: tuple[str, ...]
-    gpu: Any | None  # gpuship.cuda.GpuPlan
+    gpu: GpuPlan | None
+    bases: Mapping[Platform, Base]
     labels: Mapping[str, str] = field(default_factory=dict)
     name: str = "app"
     version: str = "0.0.0"
-    #: a registry base, pulled and read for each platform (gpuship.sources.registry_base.RegistryBase); empty
-    #: for a Debian profile base
-    registry_bases: Mapping[Platform, Any] = field(default_factory=dict)
+    #: why this is a CPU image (the planner's lines), when ``gpu`` is None
+    cpu_why: tuple[str, ...] = ()
+    #: package indexes the CUDA planner adds (the PyTorch index for a torch variant, CPU builds included)
+    index_urls: tuple[str, ...] = ()
     #: the image's creation time (ISO 8601 UTC) and where it comes from (:func:`image_created`)
     created: str = "1970-01-01T00:00:00Z"
     created_from: str = ""
@@ -77,17 +87,20 @@ class BuildPlan:
         if self.config.shell:
             lines.append(
                 "shell: the registry base brings its own"
-                if self.registry_bases
+                if self.first_base().remote
                 else "shell: dash (/bin/sh) and coreutils (/usr/bin/env, ...) added to the base"
             )
         lines += list(getattr(self.project, "notes", ()))
         if self.created_from:
             lines.append(f"created {self.created} ({self.created_from})")
-        if self.registry_bases:
-            lines += next(iter(self.registry_bases.values())).explain()
-        if self.gpu is not None:  # the CUDA plan, or why this is a CPU image and where its frameworks come from
-            lines += list(self.gpu.explain())
+        lines += next(iter(self.bases.values())).explain()
+        # the CUDA plan, or why this is a CPU image and where its frameworks come from
+        lines += self.gpu.explain() if self.gpu is not None else list(self.cpu_why)
         return lines
+
+    def first_base(self) -> Base:
+        """The base of the first platform (what a Dockerfile and the lock see: every platform's is the same)."""
+        return self.bases[self.platforms[0]]
 
 
 def read_gpuship_toml(project_dir: Path) -> dict[str, Any]:
@@ -202,8 +215,6 @@ def oci_labels(project: Any, project_dir: Path, config: GpushipConfig, created: 
 
 def make_plan(options: BuildOptions, cache: Cache | None = None, progress: Progress = NO_PROGRESS) -> BuildPlan:
     """``cache`` / ``progress``: where a registry base is pulled to, and how that is reported."""
-    from ..project import load_project  # the project-inputs module
-
     project_dir = options.project_dir.resolve()
     if not project_dir.is_dir():
         raise GpushipError(f"{options.project_dir} is not a directory", "give the path of a Python project")
@@ -215,21 +226,19 @@ def make_plan(options: BuildOptions, cache: Cache | None = None, progress: Progr
     for p in platforms:
         if p.architecture not in ("amd64", "arm64"):
             raise ConfigError(f"platform {p} is not supported", "use linux/amd64 and/or linux/arm64")
-    from ..sources.debian.profiles import PROFILES
-
-    registry_bases: dict[Platform, Any] = {}
-    if base not in PROFILES:  # a registry image (the registry client is imported only then)
-        from ..cache import Cache
+    bases: dict[Platform, Base]
+    if base not in PROFILES:  # a registry image (the registry client is imported only then: httpx loads slowly)
         from ..sources.registry_base import plan_registry_bases
 
-        python_version, registry_bases = plan_registry_bases(
+        python_version, pulled = plan_registry_bases(
             base, platforms, cache or Cache(), config, progress, options.registry
         )
+        bases = dict(pulled)
     else:
         python_version = base_python_version(base, config)
+        mirror, security = config.debian_mirror(), config.debian.get("security-mirror")
+        bases = {p: ProfileBase(base, p, mirror, security) for p in platforms}
     requirements = tuple(getattr(project, "requirements", ()))
-    from ..cuda import GpuSettings, plan_gpu
-
     settings = GpuSettings.from_table(config.gpu)
     wheels = local_wheels(project_dir, (*project.index.find_links, *config.find_links))
     plans = [plan_gpu(requirements, settings, p, local_wheels=wheels) for p in platforms]
@@ -253,11 +262,13 @@ def make_plan(options: BuildOptions, cache: Cache | None = None, progress: Progr
         python_version=python_version,
         platforms=platforms,
         requirements=requirements,
-        gpu=gpu,
+        gpu=gpu if gpu.is_gpu else None,
+        bases=bases,
+        cpu_why=() if gpu.is_gpu else tuple(gpu.explain()),
+        index_urls=tuple(gpu.index_urls),
         labels=oci_labels(project, project_dir, config, created),
         name=_image_name(getattr(project, "name", "") or project_dir.name),
         version=getattr(project, "version", "") or "latest",
-        registry_bases=registry_bases,
         created=created,
         created_from=created_from,
     )

@@ -14,21 +14,62 @@ Built on httpx rather than a registry library (see docs/registry.md for why). Pu
 
 from __future__ import annotations
 
-from .auth import (
-    ANONYMOUS,
-    Credentials,
-    docker_config_path,
-    erase_credentials,
-    lookup_credentials,
-    parse_challenges,
-    store_credentials,
-)
-from .client import RegistryClient, RetryPolicy
-from .facts import BaseFacts, base_facts
-from .limits import KNOWN_LIMITS, limits_for, oversized_layers
-from .push import DEFAULT_CHUNK_SIZE, PushResult, push_to
-from .reference import Reference
-from .session import Registry, RegistryOptions, login, pull, pull_image, push
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from .options import DEFAULT_CHUNK_SIZE, DEFAULT_JOBS, RegistryOptions
+
+if TYPE_CHECKING:
+    from .auth import (
+        ANONYMOUS,
+        Credentials,
+        docker_config_path,
+        erase_credentials,
+        lookup_credentials,
+        parse_challenges,
+        store_credentials,
+    )
+    from .client import RegistryClient, RetryPolicy
+    from .facts import BaseFacts, base_facts
+    from .limits import KNOWN_LIMITS, limits_for, oversized_layers
+    from .reference import Reference
+    from .session import Registry, login, pull, pull_image, push
+    from .write import PushResult, push_to
+
+#: The rest of the API, imported on first use: the client loads httpx, which a build that pulls nothing (or a
+#: plan that only carries :class:`RegistryOptions`) never needs.
+_LAZY = {
+    "ANONYMOUS": ".auth",
+    "Credentials": ".auth",
+    "docker_config_path": ".auth",
+    "erase_credentials": ".auth",
+    "lookup_credentials": ".auth",
+    "parse_challenges": ".auth",
+    "store_credentials": ".auth",
+    "RegistryClient": ".client",
+    "RetryPolicy": ".client",
+    "BaseFacts": ".facts",
+    "base_facts": ".facts",
+    "KNOWN_LIMITS": ".limits",
+    "limits_for": ".limits",
+    "oversized_layers": ".limits",
+    "PushResult": ".write",
+    "push_to": ".write",
+    "Reference": ".reference",
+    "Registry": ".session",
+    "login": ".session",
+    "pull": ".session",
+    "pull_image": ".session",
+    "push": ".session",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module, __name__), name)
+
 
 __all__ = [
     "ANONYMOUS",
@@ -36,6 +77,7 @@ __all__ = [
     "BaseFacts",
     "Credentials",
     "DEFAULT_CHUNK_SIZE",
+    "DEFAULT_JOBS",
     "docker_config_path",
     "erase_credentials",
     "KNOWN_LIMITS",

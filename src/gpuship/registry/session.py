@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -20,23 +19,10 @@ from ..oci.image import Image, Index, Platform
 from ..progress import NO_PROGRESS, Progress
 from .auth import Credentials, store_credentials
 from .client import RegistryClient, RetryPolicy, normalize_registry
-from .pull import pull_from, pull_image_from
-from .push import DEFAULT_CHUNK_SIZE, DEFAULT_JOBS, PushResult, push_to
+from .options import DEFAULT_CHUNK_SIZE, DEFAULT_JOBS, RegistryOptions
+from .read import pull_from, pull_image_from
 from .reference import Reference
-
-
-@dataclass(frozen=True)
-class RegistryOptions:
-    """How to talk to registries: TLS (``insecure``, ``ca_file``), how many blobs at once (``jobs``), the upload
-    chunk size, retries, where Docker's config is, and credentials that override the stored ones."""
-
-    insecure: bool = False
-    ca_file: Path | None = None
-    jobs: int = DEFAULT_JOBS
-    chunk_size: int = DEFAULT_CHUNK_SIZE
-    retry: RetryPolicy | None = None
-    docker_config: Path | None = None
-    credentials: Credentials | None = None
+from .write import PushResult, push_to
 
 
 class Registry:
@@ -95,7 +81,7 @@ class Registry:
         mount_from: Sequence[str] = (),
         on_warning: Callable[[str], None] | None = None,
     ) -> PushResult:
-        """Push ``obj`` to ``ref`` (see :func:`gpuship.registry.push.push_to`)."""
+        """Push ``obj`` to ``ref`` (see :func:`gpuship.registry.write.push_to`)."""
         target = Reference.parse(ref) if isinstance(ref, str) else ref
         client = self.client(target.registry)
         client.add_scope(target.repository, "pull,push")

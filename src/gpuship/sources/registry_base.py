@@ -38,8 +38,10 @@ from ..oci import Image, ImageConfig, Layer, Platform
 from ..oci.entry import apply_whiteout
 from ..progress import NO_PROGRESS, Progress, Totalled
 from ..registry.facts import BaseFacts, base_facts
-from ..registry.pull import BASE_NAME
+from ..registry.read import BASE_NAME
 from ..registry.session import Registry, RegistryOptions
+from .base import BaseLock, EnvOf, Started
+from .debian.libdeps import LibDep
 from .debian.profiles import PROFILES, PythonInfo
 
 SCAN_NS = "registry-base-scan"
@@ -283,6 +285,38 @@ class RegistryBase:
 
         targets = tuple(replace_(t, packages=tuple(p for p in t.packages if not provided(p))) for t in lock.targets)
         return replace_(lock, targets=targets)
+
+    # -- as a Base (gpuship.sources.base) ---------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.reference
+
+    @property
+    def remote(self) -> bool:
+        return True
+
+    @property
+    def keeps_packages(self) -> bool:
+        return True
+
+    def lock_inputs(self, requirements: Sequence[str], replace: Sequence[str], cache: Cache) -> BaseLock:
+        self.check_requirements(requirements, replace)
+        return BaseLock(tuple(self.constraints(replace)), self.lock_options(cache, replace))
+
+    def installed(self, lock: Any, replace: Sequence[str]) -> Any:
+        return self.strip_provided(lock, replace)
+
+    def system_libraries(
+        self, layers: Sequence[Layer], packages: Sequence[str], cache: Cache, env_of: EnvOf, progress: Progress
+    ) -> tuple[LibDep, ...]:
+        """No Debian packages go onto a registry base: a missing library is an error (:meth:`check_libraries`)."""
+        progress.step(f"[{self.platform}] find-libdeps: checking shared libraries against the base image")
+        self.check_libraries(layers, cache, env_of(self.config))
+        return ()
+
+    def start(self, packages: Sequence[str], cache: Cache, progress: Progress) -> Started:
+        """The pulled image as it is: its layers, history and media-type family."""
+        return Started(self.image, self.layers, self.config, self.packages)
 
     def explain(self) -> list[str]:
         f = self.facts

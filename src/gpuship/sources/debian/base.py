@@ -48,6 +48,12 @@ from .usrmerge import link_entries, merged_usr_links, rebase_entry
 LAYER_FORMAT = "2"
 DOWNLOAD_THREADS = 4
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+#: The config a Debian base gives the image (its ENV starts the image's).
+BASE_CONFIG = ImageConfig(
+    env=(f"PATH={PATH}", "LANG=C.UTF-8", f"SSL_CERT_FILE=/{CA_BUNDLE}"),
+    user=f"{APP_UID}:{APP_GID}",
+    working_dir=APP_HOME,
+)
 
 
 @dataclass(frozen=True)
@@ -374,11 +380,7 @@ def _build(
     if not placed_python:
         raise GpushipError(f"{prof.name}: {py.executable} is not in the packages {prof.python_packages}", "report this")
 
-    config = ImageConfig(
-        env=(f"PATH={PATH}", "LANG=C.UTF-8", f"SSL_CERT_FILE=/{CA_BUNDLE}"),
-        user=f"{APP_UID}:{APP_GID}",
-        working_dir=APP_HOME,
-    )
+    config = BASE_CONFIG
     why: dict[str, str] = {}
     skipped: list[tuple[str, str]] = []
     for r in resolutions.values():

@@ -31,13 +31,11 @@ from ..progress import NO_PROGRESS, Progress
 from ..streams import CHUNK
 from .client import RegistryClient, Transient
 from .limits import limits_for, oversized_layers
+from .options import DEFAULT_CHUNK_SIZE, DEFAULT_JOBS
 from .reference import Reference
 
 log = logging.getLogger("gpuship.registry")
 
-MiB = 1 << 20
-DEFAULT_CHUNK_SIZE = 32 * MiB
-DEFAULT_JOBS = 4
 #: Cache records of where blobs were last seen, for cross-repository mounts.
 LOCATIONS_NS = "registry-blob-locations"
 

@@ -40,8 +40,8 @@ from ..oci.media import (
 from ..progress import NO_PROGRESS, Progress
 from ..streams import CHUNK
 from .client import RegistryClient, Transient
-from .push import remember_location
 from .reference import Reference
+from .write import remember_location
 
 log = logging.getLogger("gpuship.registry")
 

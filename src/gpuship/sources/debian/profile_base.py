@@ -1,0 +1,85 @@
+"""A Debian profile as a :class:`~gpuship.sources.base.Base`: planned from its name, built when the image is
+assembled (:func:`~gpuship.sources.debian.build_base`), with the packages find-libdeps finds the environment
+needs. Its Python is the profile's; it keeps no Python packages, so the lock has nothing of it to respect."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ...cache import Cache
+from ...errors import GpushipError
+from ...oci import ImageConfig, Layer, Platform, append_layers, empty_image
+from ...progress import Progress
+from ..base import BaseLock, EnvOf, Started
+from .base import BASE_CONFIG, build_base
+from .libdeps import LibDep, libdeps_for_layers
+from .profiles import PROFILES, PythonInfo
+
+
+@dataclass(frozen=True)
+class ProfileBase:
+    """The Debian profile ``profile`` for ``platform``; ``mirror`` / ``security_mirror`` as in
+    :func:`~gpuship.sources.debian.build_base` (None: the host's apt sources)."""
+
+    profile: str
+    platform: Platform
+    mirror: str | None = None
+    security_mirror: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.profile
+
+    @property
+    def python(self) -> PythonInfo:
+        return PROFILES[self.profile].python_info()
+
+    @property
+    def config(self) -> ImageConfig:
+        return BASE_CONFIG
+
+    @property
+    def remote(self) -> bool:
+        return False
+
+    @property
+    def keeps_packages(self) -> bool:
+        return False
+
+    def explain(self) -> list[str]:
+        return []
+
+    def lock_inputs(self, requirements: Sequence[str], replace: Sequence[str], cache: Cache) -> BaseLock:
+        return BaseLock()
+
+    def resolve_error(self, exc: GpushipError, replace: Sequence[str]) -> GpushipError | None:
+        return None
+
+    def installed(self, lock: Any, replace: Sequence[str]) -> Any:
+        return lock
+
+    def system_libraries(
+        self, layers: Sequence[Layer], packages: Sequence[str], cache: Cache, env_of: EnvOf, progress: Progress
+    ) -> tuple[LibDep, ...]:
+        progress.step(f"[{self.platform}] find-libdeps: scanning shared libraries")
+        before = self._build(packages, cache)
+        return tuple(libdeps_for_layers(list(layers), before, cache=cache, env=env_of(before.config)))
+
+    def start(self, packages: Sequence[str], cache: Cache, progress: Progress) -> Started:
+        progress.step(f"[{self.platform}] assembling the Debian base")
+        base = self._build(packages, cache)
+        image = append_layers(empty_image(self.platform), base.layers, created_by="gpuship: debian base")
+        return Started(image, base.layers, base.config, base.packages, base.dropped)
+
+    def _build(self, packages: Sequence[str], cache: Cache) -> Any:
+        return build_base(
+            self.profile,
+            self.platform,
+            extra_packages=tuple(packages),
+            cache=cache,
+            mirror=self.mirror,
+            security_mirror=self.security_mirror,
+            compression="none",  # layers are plain tars: outputs compress where bytes travel
+        )
