@@ -21,8 +21,8 @@ from ..project.pyproject import read_toml
 from ..redact import strip_userinfo
 from ..registry.options import RegistryOptions
 from ..sources.base import Base
-from ..sources.debian.profile_base import ProfileBase
 from ..sources.debian.profiles import PROFILES
+from ..sources.profile_base import ProfileBase
 
 VENV = "/opt/venv"
 

@@ -2,7 +2,7 @@
 
 Two kinds implement it, and the build and the Dockerfile export only talk to the protocol:
 
-* :class:`gpuship.sources.debian.ProfileBase` -- a Debian profile (``debian-bookworm``), built from signed .debs
+* :class:`gpuship.sources.profile_base.ProfileBase` -- a Debian profile (``debian-bookworm``), built from signed .debs
   when the image is assembled, with the packages find-libdeps says the environment needs;
 * :class:`gpuship.sources.registry_base.RegistryBase` -- a registry image, pulled while planning and used as it
   is (its layers byte for byte), whose Python packages the lock keeps.

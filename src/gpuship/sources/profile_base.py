@@ -8,14 +8,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ...cache import Cache
-from ...errors import GpushipError
-from ...oci import ImageConfig, Layer, Platform, append_layers, empty_image
-from ...progress import Progress
-from ..base import BaseLock, EnvOf, Started
-from .base import BASE_CONFIG, build_base
-from .libdeps import LibDep, libdeps_for_layers
-from .profiles import PROFILES, PythonInfo
+from ..cache import Cache
+from ..errors import GpushipError
+from ..oci import ImageConfig, Layer, Platform, append_layers, empty_image
+from ..progress import Progress
+from .base import BaseLock, EnvOf, Started
+from .debian.base import BASE_CONFIG, build_base
+from .debian.libdeps import LibDep, libdeps_for_layers
+from .debian.profiles import PROFILES, PythonInfo
 
 
 @dataclass(frozen=True)
