@@ -356,18 +356,30 @@ class _Slice:
 
 def rewrite_layer(
     layer: Layer,
+    transform: Callable[[Iterator[Entry]], Iterable[Entry] | None],
+    key: str,
+    cache: Cache | None = None,
+    *,
+    comment: str | None = None,
+) -> Layer:
+    """A new layer made by ``transform`` over ``layer``'s entries, cached under ``key`` + the input digest.
+
+    ``transform`` returns ``None`` when it changed nothing: ``layer`` itself is returned (and that answer is
+    remembered), so an unchanged layer is never compressed again.
+    """
+    return rewrite_layer_meta(layer, lambda entries: (transform(entries), None), key, cache, comment=comment)[0]
+
+
+def rewrite_layer_meta(
+    layer: Layer,
     transform: Callable[[Iterator[Entry]], tuple[Iterable[Entry] | None, Meta]],
     key: str,
     cache: Cache | None = None,
     *,
     comment: str | None = None,
 ) -> tuple[Layer, Meta]:
-    """A new layer made by ``transform`` over ``layer``'s entries, cached under ``key`` + the input digest, with
-    what ``transform`` reported (see :func:`cached_layer_meta`).
-
-    ``transform`` gives ``None`` for entries when it changed nothing: ``layer`` itself comes back (and that answer
-    is remembered), so an unchanged layer is never compressed again.
-    """
+    """:func:`rewrite_layer` for a transform that also reports something (a JSON value, remembered with the
+    layer as in :func:`cached_layer_meta`): ``(layer, value)`` comes back, from the cache when it is there."""
     cache = cache or layer.cache
 
     def make() -> tuple[Layer, Meta]:
