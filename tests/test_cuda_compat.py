@@ -16,7 +16,7 @@ import pytest
 from gpuship.check import gpuship_check
 from gpuship.cuda import data
 from gpuship.cuda.compat import (
-    Driver,
+    DriverVersion,
     cc_str,
     cuda_for_driver,
     cuda_for_ptx_isa,
@@ -120,22 +120,24 @@ def test_ptx_isa_table_matches_the_installed_ptxas(tmp_path: Path) -> None:
 
 
 def test_a_branch_compares_on_the_branch_a_full_version_in_full() -> None:
-    assert Driver("580").at_least("580.65.06")  # "580" means the R580 branch
-    assert not Driver("580.40.01").at_least("580.65.06")  # a pre-release 580 driver does not run CUDA 13.0
-    assert Driver("570.124.06").at_least("570.26") and not Driver("570.124.06").at_least("575.51.03")
+    assert DriverVersion("580").at_least("580.65.06")  # "580" means the R580 branch
+    assert not DriverVersion("580.40.01").at_least("580.65.06")  # a pre-release 580 driver does not run CUDA 13.0
+    assert DriverVersion("570.124.06").at_least("570.26") and not DriverVersion("570.124.06").at_least("575.51.03")
 
 
 @pytest.mark.parametrize("bad", ["abc", "12.x", "", "5"])
 def test_bad_driver_versions_are_config_errors(bad: str) -> None:
     with pytest.raises(ConfigError):
-        Driver.parse(bad)
+        DriverVersion.parse(bad)
 
 
 def test_minor_version_compatibility_lowers_the_driver_floor_to_the_major() -> None:
     assert required_driver("12.8") == "570.26"
     assert required_driver("12.8", minor_version_compat=True) == "525.60.13"
-    assert not driver_allows(Driver("535"), "12.8") and driver_allows(Driver("535"), "12.8", minor_version_compat=True)
-    assert not driver_allows(Driver("535"), "13.0", minor_version_compat=True)  # never across a major
+    assert not driver_allows(DriverVersion("535"), "12.8") and driver_allows(
+        DriverVersion("535"), "12.8", minor_version_compat=True
+    )
+    assert not driver_allows(DriverVersion("535"), "13.0", minor_version_compat=True)  # never across a major
     assert min_driver("11.8") == "520.61.05"
 
 

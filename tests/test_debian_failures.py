@@ -20,8 +20,8 @@ from gpuship.cache import Cache
 from gpuship.errors import GpushipError, IntegrityError
 from gpuship.sources.debian import build_base
 from gpuship.sources.debian.aptsources import Suite, suites_for
-from gpuship.sources.debian.http import ssl_context
 from gpuship.sources.debian.repository import Repository
+from gpuship.tls import context as ssl_context
 
 
 def _snapshot(cache: Cache) -> set[str]:

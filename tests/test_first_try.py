@@ -247,10 +247,10 @@ def test_interpreter_lint_knows_the_debian_base(tmp_path: Path) -> None:
     """The other Dockerfile habits, against the base's facts (no build needed): a shell-form command without a
     shell, the python:* image's interpreter path, a script without a #! line; a registry base is not judged."""
     from gpuship.errors import ConfigError
-    from gpuship.project.entrypoint import BaseFacts, lint_interpreters
+    from gpuship.project.entrypoint import BaseContents, lint_interpreters
 
     root = _write(tmp_path / "p", {"main.py": "print(1)\n", "run.py": "print(2)\n"})
-    bare = BaseFacts(frozenset(), "3.11")
+    bare = BaseContents(frozenset(), "3.11")
     lint = lambda argv, facts=bare: lint_interpreters(  # noqa: E731
         argv, root, ["main.py", "run.py"], facts, workdir="/app", where="gpuship.toml"
     )
@@ -266,9 +266,9 @@ def test_interpreter_lint_knows_the_debian_base(tmp_path: Path) -> None:
             assert said in exc.line(), exc.line()
         else:
             raise AssertionError(f"{argv} passed")
-    assert lint(["sh", "-c", "x"], BaseFacts(frozenset({"dash", "coreutils"}), "3.11")) == []
+    assert lint(["sh", "-c", "x"], BaseContents(frozenset({"dash", "coreutils"}), "3.11")) == []
     assert lint(["python", "main.py"]) == [] and lint(["/usr/bin/python3", "main.py"]) == []
-    assert lint(["sh", "-c", "x"], BaseFacts(None)) == []  # a registry base: its own contents
+    assert lint(["sh", "-c", "x"], BaseContents(None)) == []  # a registry base: its own contents
     (root / "run.py").write_bytes(b"\x7fELF" + bytes(60))  # a compiled program needs no #! line
     (root / "run.py").chmod(0o755)
     assert lint(["./run.py"]) == []

@@ -14,6 +14,7 @@ import pytest
 from elftools.elf.elffile import ELFFile
 
 from gpuship.cache import Cache
+from gpuship.cuda.gpus import parse_target
 from gpuship.errors import ConfigError
 from gpuship.inspect import read_cuda_library
 from gpuship.oci import Entry, build_layer
@@ -178,6 +179,6 @@ def test_targets() -> None:
         ArchSelection.from_targets(["hopper-ish"])
     assert ArchSelection.from_gpu_config({}) is None
     assert ArchSelection.from_gpu_config({"targets": ["H100"], "prune-archs": False}) is None
-    assert ArchSelection.from_gpu_config({"targets": ["H100"]}).targets == (Target(9, 0),)  # type: ignore[union-attr]
+    assert ArchSelection.from_gpu_config({"targets": ["H100"]}).targets == (parse_target("H100"),)  # type: ignore[union-attr]
     with pytest.raises(ConfigError, match="needs targets"):
         ArchSelection.from_gpu_config({"prune-archs": True})

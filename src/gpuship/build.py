@@ -39,7 +39,7 @@ from .parallel import build_jobs, parallel_map
 from .plan import BuildOptions, BuildPlan, make_plan
 from .plan.build_plan import config_home
 from .progress import NO_PROGRESS, Progress
-from .project.entrypoint import VENV, BaseFacts, choose_entrypoint, lint_interpreters
+from .project.entrypoint import VENV, BaseContents, choose_entrypoint, lint_interpreters
 from .rebuild import Request, fingerprint, remember
 from .redact import redact_all
 from .sources.app import app_layer, left_out_warning, select_app_files
@@ -195,7 +195,7 @@ def build(options: BuildOptions, *, cache: Cache | None = None, progress: Progre
         runtime_argv=runtime.argv if runtime else (),
         where=where,
     )
-    facts = BaseFacts(
+    facts = BaseContents(
         None if plan.first_base().remote else frozenset(plan.config.debian_packages()),
         ".".join(plan.python_version.split(".")[:2]),
     )
@@ -383,7 +383,7 @@ def _prune_archs(
     """Drop GPU machine code no target can run from the layers of :data:`PRUNED_GROUPS` (``prune-archs``).
 
     A layer in which nothing is dropped is kept as it is (not compressed again)."""
-    from .oci.layer import rewrite_layer
+    from .oci.layer import rewrite_layer_meta
     from .slim import ArchSelection, arch_sort_key, prune_layer_entries
 
     sel = ArchSelection.from_gpu_config(plan.config.gpu)
@@ -406,7 +406,7 @@ def _prune_archs(
         # the pruner holds a library (and its rewrite) in memory: big layers, whose libraries are the biggest, take
         # turns, so two of them never sit in memory at once (the peak stays under 300 MB)
         with big_layers if layer.uncompressed_size >= BIG_PRUNE_BYTES else contextlib.nullcontext():
-            new, report = rewrite_layer(layer, transform, key, cache, comment=layer.comment + " (GPU code pruned)")
+            new, report = rewrite_layer_meta(layer, transform, key, cache, comment=layer.comment + " (GPU code pruned)")
         return (group, new), report or {}
 
     out: list[tuple[str, Layer]] = []

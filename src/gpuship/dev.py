@@ -27,7 +27,7 @@ from typing import Any
 
 from .cache import Cache
 from .errors import GpushipError
-from .oci import Image, Index
+from .oci import Image, Index, Platform
 from .progress import NO_PROGRESS, Progress
 from .run import RunOptions, Volume, run_image
 from .sources.editable import source_dir
@@ -68,10 +68,9 @@ def dev_image(
         cfg = load_config(project_dir, getattr(project, "tool", None), getattr(project, "settings", None))
         return DevImage(image, "", cfg.workdir, source_dir(project_dir, cfg.workdir), 0)
     from .build import build
-    from .sources.python.platforms import host_platform
 
     opts = BuildOptions(
-        project_dir=project_dir, platforms=(str(host_platform()),), extras=tuple(extras), base=base, dev=True
+        project_dir=project_dir, platforms=(str(Platform.host()),), extras=tuple(extras), base=base, dev=True
     )
     result = build(opts, cache=cache or Cache(), progress=progress)
     new = sum(1 for p in result.platforms for r in p.rows if not r.reused)

@@ -74,10 +74,10 @@ class HostReport:
             out.append(
                 f"  driver   {d.get('version') or 'unknown'} (CUDA {d['cuda']}; JITs PTX up to ISA {d['ptx_isa']}) from {d['libcuda']}"
             )
-            from ..cuda.compat import Driver, cuda_for_driver
+            from ..cuda.compat import DriverVersion, cuda_for_driver
 
             if d.get("version"):
-                full = cuda_for_driver(Driver(d["version"]))
+                full = cuda_for_driver(DriverVersion(d["version"]))
                 major = d["cuda"].split(".")[0]
                 out.append(
                     f"  images   CUDA <= {full or d['cuda']} run fully; CUDA {major}.x wheels run under minor-version compatibility (no newer PTX)"

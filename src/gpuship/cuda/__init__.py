@@ -5,7 +5,7 @@ its requirements, and returns a :class:`GpuPlan` whose ``explain()`` says why.
 """
 
 from .compat import (
-    Driver,
+    DriverVersion,
     cc_str,
     cuda_for_driver,
     cuda_for_ptx_isa,
@@ -23,7 +23,7 @@ from .plan import FrameworkArchs, GpuPlan, TorchChoice, plan_gpu
 from .settings import GpuSettings
 
 __all__ = [
-    "Driver",
+    "DriverVersion",
     "FrameworkArchs",
     "GpuPlan",
     "GpuSettings",

@@ -54,14 +54,14 @@ def major_of(line: str) -> int:
 
 
 @dataclass(frozen=True)
-class Driver:
+class DriverVersion:
     """A driver version as a user or the driver states it. ``"580"`` is a branch: it compares on the branch only
     (R580 runs CUDA 13.0 although 13.0 names 580.65.06); ``"580.65.06"`` compares in full."""
 
     text: str
 
     @classmethod
-    def parse(cls, value: object, where: str = "min-driver") -> Driver:
+    def parse(cls, value: object, where: str = "min-driver") -> DriverVersion:
         text = str(value).strip()
         try:
             v = vt(text)
@@ -118,13 +118,13 @@ def required_driver(line: str, minor_version_compat: bool = False) -> str:
     return compat_driver(line) if minor_version_compat else min_driver(line)
 
 
-def driver_allows(driver: Driver, line: str, minor_version_compat: bool = False) -> bool:
+def driver_allows(driver: DriverVersion, line: str, minor_version_compat: bool = False) -> bool:
     return driver.at_least(required_driver(line, minor_version_compat))
 
 
-def cuda_for_driver(driver: str | Driver) -> str | None:
+def cuda_for_driver(driver: str | DriverVersion) -> str | None:
     """The newest CUDA toolkit a driver fully supports (``"580.159.04"`` -> ``"13.0"``); None if too old."""
-    d = driver if isinstance(driver, Driver) else Driver(str(driver))
+    d = driver if isinstance(driver, DriverVersion) else DriverVersion(str(driver))
     best: str | None = None
     for line, need in data.MIN_DRIVER.items():
         if d.at_least(need):

@@ -62,6 +62,33 @@ class Target:
     def label(self) -> str:
         return self.sm if self.name == self.sm else f"{self.name} ({self.sm})"
 
+    @property
+    def capability(self) -> tuple[int, int]:
+        """``(9, 0)``: what architecture pruning compares."""
+        major, _, minor = self.cc.partition(".")
+        return int(major), int(minor or 0)
+
+    @property
+    def major(self) -> int:
+        return self.capability[0]
+
+    @property
+    def minor(self) -> int:
+        return self.capability[1]
+
+    def __lt__(self, other: Target) -> bool:
+        """Older GPUs first (by compute capability)."""
+        return self.capability < other.capability
+
+    def __str__(self) -> str:
+        """``B200 (10.0)`` as the user named it, or ``sm_90`` for a target given as that architecture."""
+        shown = self.given or self.name
+        return self.sm if shown == self.sm else f"{shown} ({self.cc})"
+
+    @classmethod
+    def parse(cls, text: str) -> Target:
+        return parse_target(text)
+
 
 def parse_target(text: str) -> Target:
     """A GPU name from gpuship's table (case and spacing free: ``"rtx4090"``, ``"NVIDIA H100 80GB HBM3"``) or an

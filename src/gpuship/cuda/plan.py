@@ -18,7 +18,7 @@ from ..errors import GpuError
 from ..oci.image import Platform
 from . import data
 from .compat import (
-    Driver,
+    DriverVersion,
     cuda_tag,
     driver_allows,
     major_of,
@@ -222,7 +222,7 @@ def plan_gpu(
     if settings.min_driver is None:
         explain.append(f"min-driver not set: assuming hosts run driver >= {base} (the R580 long-term branch)")
     base_note = "min-driver" if settings.min_driver is not None else "default R580"
-    drivers: dict[str, tuple[Driver, list[str], str]] = {}
+    drivers: dict[str, tuple[DriverVersion, list[str], str]] = {}
     for t in targets or [None]:
         d, note = base, base_note
         if t is not None:
@@ -234,13 +234,13 @@ def plan_gpu(
                         f"{settings.min_driver} can never run on it",
                         f'set min-driver = "{last}" or drop {t.name} from targets',
                     )
-                d, note = Driver(last), f"the last branch for {t.name}"
+                d, note = DriverVersion(last), f"the last branch for {t.name}"
                 explain.append(
                     f"{t.label()}: its last driver branch is R{last}, so the image must run on driver {last}"
                 )
             first = first_driver_branch(t.cc)
             if first and d.branch < int(first):
-                d, note = Driver(first), f"the first branch that drives {t.name}"
+                d, note = DriverVersion(first), f"the first branch that drives {t.name}"
                 explain.append(
                     f"{t.label()}: hosts with it run driver {first} or newer (its first CUDA toolkit's driver)"
                 )
@@ -526,7 +526,7 @@ def _check_targets(targets: Sequence[Target], plat: Platform) -> None:
             raise GpuError(f"{t.label()} is an arm64 system, but the platform is {plat}", "build for linux/arm64")
 
 
-def _driver_rule(driver: Driver, note: str, mvc: bool) -> Rule:
+def _driver_rule(driver: DriverVersion, note: str, mvc: bool) -> Rule:
     allowed = frozenset(x for x in data.LINES if driver_allows(driver, x, mvc))
     who = f"driver {driver} ({note}" + (", minor-version compatibility)" if mvc else ")")
     if allowed:

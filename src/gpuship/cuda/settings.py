@@ -10,7 +10,7 @@ from typing import Any
 from ..config import _check_keys
 from ..errors import ConfigError
 from . import data
-from .compat import Driver, line_of, vt
+from .compat import DriverVersion, line_of, vt
 from .gpus import Target, parse_target
 
 KEYS = {
@@ -33,7 +33,7 @@ class GpuSettings:
 
     cuda: str = "auto"
     targets: tuple[Target, ...] = ()
-    min_driver: Driver | None = None
+    min_driver: DriverVersion | None = None
     torch_index: str = ""
     minor_version_compat: bool = False
     enabled: bool | None = None  # None: auto
@@ -52,7 +52,7 @@ class GpuSettings:
         return cls(
             cuda=_parse_cuda(table.get("cuda", "auto")),
             targets=_parse_targets(table.get("targets", ())),
-            min_driver=Driver.parse(table["min-driver"], "[tool.gpuship.gpu] min-driver")
+            min_driver=DriverVersion.parse(table["min-driver"], "[tool.gpuship.gpu] min-driver")
             if "min-driver" in table
             else None,
             torch_index=_parse_index(table.get("torch-index", "")),
@@ -78,15 +78,15 @@ class GpuSettings:
         if targets:
             s = replace(s, targets=_parse_targets(list(targets)))
         if min_driver is not None:
-            s = replace(s, min_driver=Driver.parse(min_driver, "--min-driver"))
+            s = replace(s, min_driver=DriverVersion.parse(min_driver, "--min-driver"))
         if torch_index is not None:
             s = replace(s, torch_index=_parse_index(torch_index))
         return s
 
     @property
-    def driver(self) -> Driver:
+    def driver(self) -> DriverVersion:
         """The driver the plan must support: ``min-driver``, else the default branch."""
-        return self.min_driver or Driver(data.DEFAULT_MIN_DRIVER)
+        return self.min_driver or DriverVersion(data.DEFAULT_MIN_DRIVER)
 
 
 def _parse_cuda(value: Any) -> str:

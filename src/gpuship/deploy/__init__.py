@@ -15,7 +15,7 @@ from .compose import ComposeOptions, compose_file, compose_yaml
 from .k8s import K8sOptions, Keda, Toleration, kubernetes_manifests, to_yaml
 from .ngc import NgcOptions, ngc_script
 from .slurm import SlurmOptions, slurm_script
-from .spec import DeploySpec, parse_size, spec_from_image
+from .spec import DeploySpec, parse_quantity, spec_from_image
 from .squashfs import export_squashfs, write_enroot_config
 
 
@@ -60,7 +60,7 @@ __all__ = [
     "export_squashfs",
     "kubernetes_manifests",
     "ngc_script",
-    "parse_size",
+    "parse_quantity",
     "slurm_script",
     "spec_from_image",
     "to_yaml",

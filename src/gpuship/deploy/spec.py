@@ -35,8 +35,11 @@ _UNITS = {
 }
 
 
-def parse_size(text: str | int, what: str = "size") -> int:
+def parse_quantity(text: str | int, what: str = "size") -> int:
     """``1Gi``, ``512Mi``, ``2g`` (Docker: binary), ``1G`` (Kubernetes: decimal), ``1073741824`` -> bytes.
+
+    A deployment's sizes are Kubernetes quantities as well as Docker sizes, hence a rule of its own:
+    :func:`gpuship.run.options.parse_size` reads Docker's only (``1G`` is binary there).
 
     Docker's single letters (``g``, ``m``) are binary and Kubernetes' capitals (``G``, ``M``) decimal; a
     lowercase single letter is read the Docker way, since that is where people write it.
@@ -99,7 +102,9 @@ def check_name(name: str) -> str:
     return name
 
 
-def parse_env(pairs: Iterable[str]) -> tuple[tuple[str, str], ...]:
+def parse_env_pairs(pairs: Iterable[str]) -> tuple[tuple[str, str], ...]:
+    """``KEY=VALUE`` pairs for a manifest, in order. Unlike ``gpuship run -e`` (:func:`gpuship.run.options.parse_env`)
+    a bare ``KEY`` is refused: the deploying machine's environment never leaks into a manifest."""
     out: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -232,7 +237,7 @@ def spec_from_image(
     if runtime and len(cfg.entrypoint) >= 2 and cfg.entrypoint[1] == RUNTIME_PATH:
         python = cfg.entrypoint[0]
     shm = shm_size if shm_size is not None else cfg.labels.get(SHM_LABEL, DEFAULT_SHM)
-    extra = parse_env(env)
+    extra = parse_env_pairs(env)
     chosen_port = port if port is not None else _port_from_image(image)
     if runtime and chosen_port is not None and cfg.env_dict().get("PORT") != str(chosen_port):
         # the runtime listens where PORT says: keep it and the manifests' port the same
@@ -242,7 +247,7 @@ def spec_from_image(
         image=ref,
         gpus=gpus,
         replicas=replicas,
-        shm_size=parse_size(shm, "--shm-size"),
+        shm_size=parse_quantity(shm, "--shm-size"),
         port=chosen_port,
         env=extra,
         command=tuple(cfg.entrypoint) + tuple(cfg.cmd),

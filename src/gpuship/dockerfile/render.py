@@ -21,12 +21,13 @@ import re
 import shlex
 from collections.abc import Iterable, Sequence
 
+from ..tls import SYSTEM_CA_BUNDLE
 from .requirements import REQUIREMENTS_NAME
 from .spec import CA_NAME, CONSTRAINTS_NAME, MICROMAMBA_IMAGE, WORK_DIR, DockerfileSpec
 
 MARK = "written by `gpuship dockerfile`"
 README_NAME = "README.md"
-SYSTEM_CA = "/etc/ssl/certs/ca-certificates.crt"
+SYSTEM_CA = SYSTEM_CA_BUNDLE  # the image's (Debian's) bundle, extended in the build stages
 BUILD_DIR = "/tmp/build"
 LAYERS = "/layers"
 

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Protocol
 import zstandard
 from zlib_ng import zlib_ng
 
+from ..streams import Writer
 from .media import BlobCompression, Compression
 
 if TYPE_CHECKING:  # the values import this module
@@ -71,10 +72,6 @@ def compress_threads() -> int:
         return max(1, min(8, os.cpu_count() or 1))
 
 
-class Sink(Protocol):
-    def write(self, data: bytes) -> int: ...
-
-
 class Compressor(Protocol):
     """Takes the tar in order through :meth:`write`; :meth:`close` flushes the rest into the sink."""
 
@@ -94,7 +91,7 @@ def _deflate_block(block: bytes, dictionary: bytes) -> bytes:
 class BlockGzip:
     """Deterministic block-parallel gzip into ``sink`` (see the module doc). ``threads`` only sets the speed."""
 
-    def __init__(self, sink: Sink, threads: int = 1) -> None:
+    def __init__(self, sink: Writer, threads: int = 1) -> None:
         self._sink = sink
         self._threads = max(1, threads)
         self._pool: ThreadPoolExecutor | None = None
@@ -145,7 +142,7 @@ class BlockGzip:
 
 
 class _Zstd:
-    def __init__(self, sink: Sink, threads: int) -> None:
+    def __init__(self, sink: Writer, threads: int) -> None:
         self._sink = sink
         # threads >= 1: zstd's multi-threaded mode, whose bytes are the same for any worker count
         self._z = zstandard.ZstdCompressor(
@@ -163,7 +160,7 @@ class _Zstd:
 
 
 class _Plain:
-    def __init__(self, sink: Sink) -> None:
+    def __init__(self, sink: Writer) -> None:
         self._sink = sink
 
     def write(self, data: bytes) -> int:
@@ -174,7 +171,7 @@ class _Plain:
         pass
 
 
-def compressor(compression: BlobCompression, sink: Sink, threads: int | None = None) -> Compressor:
+def compressor(compression: BlobCompression, sink: Writer, threads: int | None = None) -> Compressor:
     """A compressor writing ``compression``'s bytes into ``sink``."""
     n = compress_threads() if threads is None else threads
     if compression == "gzip":

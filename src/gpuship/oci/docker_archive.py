@@ -19,7 +19,6 @@ field) lists only one of them: the host's platform when the index has it, else t
 
 from __future__ import annotations
 
-import platform as _platform
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -82,10 +81,6 @@ class DockerTag:
         return f"docker.io/{self.name if rest else 'library/' + self.name}:{self.tag}"
 
 
-def host_platform() -> Platform:
-    return Platform.parse(_platform.machine() or "amd64")
-
-
 def pick_image(obj: ImageOrIndex, platform: Platform | str | None = None) -> Image:
     """The one image ``manifest.json`` lists: ``platform`` (default: the host's) if present, else the first."""
     if isinstance(obj, Image):
@@ -93,7 +88,7 @@ def pick_image(obj: ImageOrIndex, platform: Platform | str | None = None) -> Ima
     if not obj.images:
         raise GpushipError("the index holds no images", "build at least one platform")
     want = (
-        host_platform() if platform is None else (Platform.parse(platform) if isinstance(platform, str) else platform)
+        Platform.host() if platform is None else (Platform.parse(platform) if isinstance(platform, str) else platform)
     )
     for img in obj.images:
         if img.platform.os == want.os and img.platform.architecture == want.architecture:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import platform as host_machine
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -32,6 +33,11 @@ class Platform:
     os: str = "linux"
     architecture: str = "amd64"
     variant: str = ""
+
+    @classmethod
+    def host(cls) -> Platform:
+        """The machine gpuship runs on (where sdists are built, and what an engine runs without emulation)."""
+        return cls.parse(host_machine.machine() or "amd64")
 
     @classmethod
     def parse(cls, text: str) -> Platform:

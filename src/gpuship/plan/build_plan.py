@@ -24,8 +24,6 @@ from ..sources.base import Base
 from ..sources.debian.profiles import PROFILES
 from ..sources.profile_base import ProfileBase
 
-VENV = "/opt/venv"
-
 
 @dataclass(frozen=True)
 class BuildOptions:

@@ -15,6 +15,7 @@ from pathlib import Path
 from ..config import Entrypoint
 from ..errors import ConfigError
 
+#: Where gpuship installs the environment in every image (one home: sources, plan and build import it).
 VENV = "/opt/venv"
 
 
@@ -82,7 +83,7 @@ SHELLS = ("sh", "bash", "dash")
 
 
 @dataclass(frozen=True)
-class BaseFacts:
+class BaseContents:
     """What a base is known to hold, for the interpreter lint: ``None`` from :meth:`has` means "cannot tell"."""
 
     debian_packages: frozenset[str] | None  # None: a registry base (its contents are not listed here)
@@ -103,7 +104,7 @@ class BaseFacts:
         return None
 
 
-def _on_path(name: str, facts: BaseFacts) -> bool | None:
+def _on_path(name: str, facts: BaseContents) -> bool | None:
     """Whether ``name`` is found on the image's PATH (the venv's bin first, then the system's)."""
     if name in ("python", "python3") or re.fullmatch(r"python3\.\d+", name):
         return True
@@ -132,7 +133,7 @@ def _is_elf(path: Path) -> bool:
         return False
 
 
-def _shebang_problem(words: Sequence[str], facts: BaseFacts, workdir: str, app_files: Sequence[str]) -> str:
+def _shebang_problem(words: Sequence[str], facts: BaseContents, workdir: str, app_files: Sequence[str]) -> str:
     """Why the interpreter of a ``#!`` line is not in the image ("" when it is, or when gpuship cannot tell)."""
     if not words:
         return ""
@@ -159,7 +160,7 @@ def lint_interpreters(
     argv: Sequence[str],
     root: Path,
     app_files: Sequence[str],
-    facts: BaseFacts,
+    facts: BaseContents,
     *,
     workdir: str,
     where: str,

@@ -27,14 +27,13 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
-from .. import __version__
-from ..errors import GpushipError, RegistryError
+from .. import __version__, tls
+from ..errors import RegistryError
 from .auth import Challenge, Credentials, lookup_credentials, parse_challenges
 from .reference import DOCKER_HUB, DOCKER_HUB_ENDPOINT, normalize_registry
 
 log = logging.getLogger("gpuship.registry")
 
-SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 #: Docker's per-registry trust directory; the engine and skopeo read it too.
 DOCKER_CERTS_D = Path("/etc/docker/certs.d")
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -87,25 +86,11 @@ def endpoint_of(registry: str) -> str:
 
 
 def ssl_context(registry: str, *, ca_file: Path | str | None = None) -> ssl.SSLContext:
-    """TLS trust for ``registry``: the system bundle (``SSL_CERT_FILE`` honoured), Docker's
+    """TLS trust for ``registry``: the system bundle (:func:`gpuship.tls.context`), Docker's
     ``/etc/docker/certs.d/<host>/*.crt`` for that host, and ``ca_file``."""
-    bundle = os.environ.get("SSL_CERT_FILE") or (SYSTEM_CA_BUNDLE if os.path.isfile(SYSTEM_CA_BUNDLE) else None)
-    ctx = ssl.create_default_context(cafile=bundle)
     certs_d = DOCKER_CERTS_D / endpoint_of(registry)
-    if certs_d.is_dir():
-        for crt in sorted(certs_d.glob("*.crt")):
-            try:
-                ctx.load_verify_locations(cafile=str(crt))
-            except (OSError, ssl.SSLError):
-                log.warning("ignoring unreadable CA certificate %s", crt)
-    if ca_file is not None:
-        try:
-            ctx.load_verify_locations(cafile=str(ca_file))
-        except (OSError, ssl.SSLError) as exc:
-            raise GpushipError(
-                f"cannot use {ca_file} as a CA certificate: {exc}", "give a PEM file with the registry's CA"
-            ) from exc
-    return ctx
+    host_certs = sorted(certs_d.glob("*.crt")) if certs_d.is_dir() else []
+    return tls.context(required=[ca_file] if ca_file is not None else [], optional=host_certs)
 
 
 @dataclass

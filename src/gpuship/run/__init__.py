@@ -5,14 +5,14 @@ Standard library plus ``gpuship.oci`` / ``gpuship.cache`` only (no Rich), so ``p
 from a bare bootstrap on a GPU host.
 """
 
-from .gpu import Driver, GpuRequest, HostGpus, Injection, check_requirements, discover, gpu_request, plan_injection
+from .gpu import GpuRequest, HostDriver, HostGpus, Injection, check_requirements, discover, gpu_request, plan_injection
 from .options import DEFAULT_SHM_SIZE, DEFAULT_ULIMITS, RunOptions, Ulimit, Volume
 from .runner import check_image, resolve_runtime, run_image
 
 __all__ = [
     "DEFAULT_SHM_SIZE",
     "DEFAULT_ULIMITS",
-    "Driver",
+    "HostDriver",
     "GpuRequest",
     "HostGpus",
     "Injection",

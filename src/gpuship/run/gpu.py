@@ -172,7 +172,7 @@ class DriverFile:
 
 
 @dataclass(frozen=True)
-class Driver:
+class HostDriver:
     """The NVIDIA driver found on the host."""
 
     version: str
@@ -191,7 +191,7 @@ class Driver:
 class HostGpus:
     """The outcome of :func:`discover`: a driver, or why there is none (one line)."""
 
-    driver: Driver | None
+    driver: HostDriver | None
     reason: str = ""
 
 
@@ -495,7 +495,9 @@ def discover(
     smi = next((b.path for b in binaries if b.name == "nvidia-smi"), None)
     cuda = cuda_version_of_libcuda(libcuda.path) or (cuda_version_of_nvidia_smi(smi) if smi else None)
     cuda = cuda or cuda_version_of_driver(version)
-    return HostGpus(Driver(version, tuple(libraries), tuple(binaries), tuple(control), tuple(gpus), tuple(caps), cuda))
+    return HostGpus(
+        HostDriver(version, tuple(libraries), tuple(binaries), tuple(control), tuple(gpus), tuple(caps), cuda)
+    )
 
 
 # -- what the container asks for ------------------------------------------------------------------------------
@@ -537,7 +539,7 @@ def gpu_request(image_env: Mapping[str, str], user_env: Mapping[str, str], gpus:
     return GpuRequest(False, tuple(items), capabilities, explicit, ",".join(items))
 
 
-def select_gpus(driver: Driver, devices: Iterable[str]) -> list[tuple[Gpu, DeviceNode]]:
+def select_gpus(driver: HostDriver, devices: Iterable[str]) -> list[tuple[Gpu, DeviceNode]]:
     """The GPUs named by indices or (prefixes of) UUIDs; ``all`` is every one."""
     wanted = list(devices)
     if wanted == ["all"]:
@@ -569,7 +571,7 @@ def select_gpus(driver: Driver, devices: Iterable[str]) -> list[tuple[Gpu, Devic
     return chosen
 
 
-def host_facts(driver: Driver, requirements: Sequence[Requirement] = ()) -> dict[str, str | None]:
+def host_facts(driver: HostDriver, requirements: Sequence[Requirement] = ()) -> dict[str, str | None]:
     """The properties the requirements are checked against."""
     facts: dict[str, str | None] = {"cuda": driver.cuda_version, "driver": driver.version, "arch": None, "brand": None}
     if any(f.prop == "arch" for r in requirements for t in r.terms for f in t):
@@ -588,7 +590,7 @@ def host_facts(driver: Driver, requirements: Sequence[Requirement] = ()) -> dict
     return facts
 
 
-def check_requirements(driver: Driver, env: Mapping[str, str]) -> None:
+def check_requirements(driver: HostDriver, env: Mapping[str, str]) -> None:
     """Refuse an image whose ``NVIDIA_REQUIRE_*`` the host driver does not meet (unless NVIDIA_DISABLE_REQUIRE)."""
     reqs = requirements_from_env(env)
     if not reqs:
@@ -637,7 +639,7 @@ def no_gpu_note(request: GpuRequest, gpus: str | None, env: Mapping[str, str]) -
 
 
 # -- the plan -------------------------------------------------------------------------------------------------
-def plan_injection(driver: Driver, request: GpuRequest, lib_dir: str = CONTAINER_LIB_DIR) -> Injection:
+def plan_injection(driver: HostDriver, request: GpuRequest, lib_dir: str = CONTAINER_LIB_DIR) -> Injection:
     """Device nodes, library/program binds, links and loader directory for ``request`` on ``driver``."""
     if request.void:
         return Injection()

@@ -10,7 +10,7 @@ from typing import Literal
 from .. import tools
 from ..cache import Cache
 from ..errors import GpuError, GpushipError
-from ..oci.image import Image, Index
+from ..oci.image import Image, Index, Platform
 from ..progress import NO_PROGRESS, Progress
 from . import gpu as gpu_mod
 from .builtin import CHECK_PATH, Flavor, run_rootfs
@@ -51,7 +51,7 @@ def resolve_runtime(requested: str) -> Literal["docker", "podman"] | Flavor:
 
 def open_image(ref: ImageRef, cache: Cache | None = None) -> Image:
     """An :class:`Image` for the host's platform from a value or a reference gpuship can read."""
-    from ..oci.docker_archive import host_platform, pick_image
+    from ..oci.docker_archive import pick_image
 
     obj: Image | Index
     if isinstance(ref, str):
@@ -65,7 +65,7 @@ def open_image(ref: ImageRef, cache: Cache | None = None) -> Image:
     else:
         obj = ref
     if isinstance(obj, Index):
-        return pick_image(obj, host_platform())
+        return pick_image(obj, Platform.host())
     return obj
 
 

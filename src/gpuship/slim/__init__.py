@@ -2,9 +2,9 @@
 (:mod:`.slim`, :mod:`.trace`, :mod:`.rules`)."""
 
 from .archs import (
+    ArchPruneReport,
     ArchSelection,
     LibraryPrune,
-    PruneReport,
     PruneResult,
     Target,
     arch_sort_key,
@@ -25,7 +25,7 @@ __all__ = [
     "LayerSlim",
     "LibraryPrune",
     "Probe",
-    "PruneReport",
+    "ArchPruneReport",
     "PruneResult",
     "RootView",
     "RunOutcome",

@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ..cache import Cache
+from ..cuda.gpus import Target
 from ..errors import ConfigError, IntegrityError
 from ..inspect.cudalib import CudaLibrary, is_elf, read_cuda_library
 from ..inspect.fatbin import Arch, FatbinContainer, FatbinEntry, FatbinError
@@ -34,108 +35,6 @@ from ..oci.entry import Entry
 from ..streams import as_file
 
 PRUNED_SECTIONS = (".nv_fatbin",)
-
-#: GPU product name -> compute capability (NVIDIA's CUDA GPUs list). Only a fallback: names are looked up in
-#: gpuship.cuda's GPU table when that module is there (TODO: drop this map once gpuship.cuda has landed for good).
-GPU_CAPABILITIES: dict[str, tuple[int, int]] = {
-    "k80": (3, 7),
-    "p4": (6, 1),
-    "p40": (6, 1),
-    "p100": (6, 0),
-    "v100": (7, 0),
-    "titan-v": (7, 0),
-    "t4": (7, 5),
-    "rtx-2080": (7, 5),
-    "rtx-2080-ti": (7, 5),
-    "quadro-rtx-8000": (7, 5),
-    "a100": (8, 0),
-    "a30": (8, 0),
-    "a800": (8, 0),
-    "a10": (8, 6),
-    "a10g": (8, 6),
-    "a16": (8, 6),
-    "a2": (8, 6),
-    "a40": (8, 6),
-    "a6000": (8, 6),
-    "rtx-a6000": (8, 6),
-    "rtx-3090": (8, 6),
-    "rtx-3080": (8, 6),
-    "orin": (8, 7),
-    "jetson-orin": (8, 7),
-    "l4": (8, 9),
-    "l40": (8, 9),
-    "l40s": (8, 9),
-    "rtx-4090": (8, 9),
-    "rtx-6000-ada": (8, 9),
-    "h100": (9, 0),
-    "h200": (9, 0),
-    "h800": (9, 0),
-    "h20": (9, 0),
-    "gh200": (9, 0),
-    "b200": (10, 0),
-    "gb200": (10, 0),
-    "b100": (10, 0),
-    "b300": (10, 3),
-    "gb300": (10, 3),
-    "thor": (11, 0),
-    "jetson-thor": (11, 0),
-    "rtx-5090": (12, 0),
-    "rtx-5080": (12, 0),
-    "rtx-pro-6000": (12, 0),
-    "gb10": (12, 1),
-    "dgx-spark": (12, 1),
-}
-
-
-def _gpu_key(name: str) -> str:
-    k = name.strip().lower().replace("_", "-").replace(" ", "-")
-    for prefix in ("nvidia-", "geforce-", "tesla-"):
-        if k.startswith(prefix):
-            k = k[len(prefix) :]
-    return k.replace("rtx", "rtx-").replace("--", "-") if k.startswith("rtx") and not k.startswith("rtx-") else k
-
-
-@dataclass(frozen=True, order=True)
-class Target:
-    """A GPU the image must serve: its compute capability, and the name it was given by."""
-
-    major: int
-    minor: int
-    name: str = field(default="", compare=False)
-
-    @property
-    def capability(self) -> tuple[int, int]:
-        return (self.major, self.minor)
-
-    @property
-    def sm(self) -> str:
-        return f"sm_{self.major * 10 + self.minor}"
-
-    def __str__(self) -> str:
-        return f"{self.name} ({self.major}.{self.minor})" if self.name and self.name != self.sm else self.sm
-
-    @classmethod
-    def parse(cls, text: str) -> Target:
-        """``H100``, ``A10G``, ``sm_80``, ``sm_90a``, ``compute_90``, ``8.6`` -> the device it names."""
-        try:
-            from ..cuda.gpus import parse_target
-        except ImportError:
-            parse_target = None  # type: ignore[assignment]
-        if parse_target is not None:
-            found = parse_target(text)
-            major, minor = (int(x) for x in found.cc.split("."))
-            return cls(major, minor, text.strip())
-        cc = GPU_CAPABILITIES.get(_gpu_key(text))
-        if cc is not None:
-            return cls(cc[0], cc[1], text.strip())
-        try:
-            arch = Arch.parse(text)
-        except ValueError:
-            raise ConfigError(
-                f"unknown GPU target {text!r}",
-                "give a GPU name such as H100, L4 or A100, or an architecture: sm_90, 8.6",
-            ) from None
-        return cls(arch.major, arch.minor, text.strip())
 
 
 def sass_runs_on(arch: Arch, target: Target) -> bool:
@@ -361,7 +260,7 @@ class LibraryPrune:
 
 
 @dataclass(frozen=True)
-class PruneReport:
+class ArchPruneReport:
     """The outcome of pruning a layer: per library, and the architectures kept overall (for gpu.json)."""
 
     targets: tuple[Target, ...]
@@ -379,7 +278,9 @@ class PruneReport:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "targets": [{"name": t.name, "capability": f"{t.major}.{t.minor}", "sm": t.sm} for t in self.targets],
+            "targets": [
+                {"name": t.given or t.name, "capability": f"{t.major}.{t.minor}", "sm": t.sm} for t in self.targets
+            ],
             "kept_archs": self.kept_archs,
             "saved": self.saved,
             "libraries": [lib.to_json() for lib in self.libraries],
@@ -396,7 +297,7 @@ def arch_sort_key(name: str) -> tuple[Arch, bool, str]:
 
 def prune_layer_entries(
     entries: Iterable[Entry], targets: ArchSelection | Iterable[str], *, cache: Cache | None = None
-) -> tuple[list[Entry], PruneReport]:
+) -> tuple[list[Entry], ArchPruneReport]:
     """Prune every ELF with GPU code among ``entries``; returns the new entries and what was done.
 
     Pruned files are stored in the cache (content-addressed) and the new entries stream from there, so memory
@@ -430,7 +331,7 @@ def prune_layer_entries(
         out.append(
             Entry.stream(e.path, len(res.data), lambda d=digest: cache.open(d), e.mode, e.uid, e.gid)  # type: ignore[misc]
         )
-    return out, PruneReport(sel.targets, tuple(sorted(libs, key=lambda lib: lib.path)))
+    return out, ArchPruneReport(sel.targets, tuple(sorted(libs, key=lambda lib: lib.path)))
 
 
 def _may_have_gpu_code(e: Entry) -> bool:
@@ -448,6 +349,6 @@ def _may_have_gpu_code(e: Entry) -> bool:
         return lib is not None and any(s.name in PRUNED_SECTIONS for s in lib.sections)
 
 
-def gpu_json_fragment(report: PruneReport) -> dict[str, Any]:
+def gpu_json_fragment(report: ArchPruneReport) -> dict[str, Any]:
     """What the lead bakes into ``/etc/gpuship/gpu.json``: the targets and the architectures kept."""
     return {"pruned": True, "targets": [t.sm for t in report.targets], "archs": report.kept_archs}

@@ -36,7 +36,7 @@ AR_MAGIC = b"!<arch>\n"
 INFO_FORMAT = "1"
 
 
-class _Slice(io.RawIOBase):
+class _ArSlice(io.RawIOBase):
     """``size`` bytes of ``fh`` from ``offset`` as a readable stream."""
 
     def __init__(self, fh: IO[bytes], offset: int, size: int) -> None:
@@ -100,7 +100,7 @@ def open_tar_member(fh: IO[bytes], prefix: str, what: str) -> Iterator[tarfile.T
     if name is None:
         raise IntegrityError(f"{what} has no {prefix} member", "re-download it; the file is damaged")
     off, size = members[name]
-    stream = _decompressor(name, io.BufferedReader(_Slice(fh, off, size), CHUNK))
+    stream = _decompressor(name, io.BufferedReader(_ArSlice(fh, off, size), CHUNK))
     try:
         with tarfile.open(fileobj=as_file(stream), mode="r|") as tar:
             yield tar

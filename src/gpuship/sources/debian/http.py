@@ -6,14 +6,12 @@ bundle, so a TLS-inspecting proxy whose CA the host trusts works too.
 
 from __future__ import annotations
 
-import os
-import ssl
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
+from ... import tls
 from ...cache import Cache
 from ...errors import GpushipError, IntegrityError
 
@@ -22,14 +20,8 @@ if TYPE_CHECKING:  # httpx is imported on first use: a rebuild that finds everyt
 
 T = TypeVar("T")
 
-SYSTEM_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 RETRIES = 3
 HINT = "check the Debian mirror (the host's apt sources, [tool.gpuship.debian] mirror or GPUSHIP_DEBIAN_MIRROR) and the network"
-
-
-def ssl_context() -> ssl.SSLContext:
-    cafile = os.environ.get("SSL_CERT_FILE") or (SYSTEM_BUNDLE if Path(SYSTEM_BUNDLE).is_file() else None)
-    return ssl.create_default_context(cafile=cafile)
 
 
 class NotFound(GpushipError):
@@ -52,7 +44,7 @@ class Http:
         with self._lock:
             if self._made is None:
                 self._made = httpx.Client(
-                    verify=ssl_context(),
+                    verify=tls.context(),
                     timeout=httpx.Timeout(self._timeout, connect=15.0),
                     follow_redirects=True,
                     headers={"User-Agent": "gpuship"},

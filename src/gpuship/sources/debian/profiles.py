@@ -11,20 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...errors import ConfigError
-
-
-@dataclass(frozen=True)
-class PythonInfo:
-    """The interpreter a base carries."""
-
-    version: str  # "3.11"
-    executable: str  # "/usr/bin/python3.11"
-    stdlib: str  # "/usr/lib/python3.11"
-
-    @property
-    def tag(self) -> str:
-        """The wheel tag of this interpreter (``cp311``)."""
-        return "cp" + self.version.replace(".", "")
+from ..python.interpreter import PythonInfo
 
 
 @dataclass(frozen=True)

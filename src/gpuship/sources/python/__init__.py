@@ -9,7 +9,7 @@ Public API::
     install_project(project, python, cache, *, platform=None, venv="/opt/venv", prune=PruneRules()) -> ProjectInstall
 
 ``python`` is anything with ``version`` ("3.11" / "3.11.2") and ``executable`` ("/usr/bin/python3.11"), such as
-:class:`gpuship.sources.debian.PythonInfo`. See docs/python-env.md for the lock file, the layer groups, the
+:class:`PythonInfo`. See docs/python-env.md for the lock file, the layer groups, the
 pruning rules and the bytecode policy.
 """
 

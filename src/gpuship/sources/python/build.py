@@ -19,10 +19,11 @@ from packaging.utils import canonicalize_name
 
 from ...cache import Cache
 from ...errors import GpushipError
+from ...oci import Platform
 from .credentials import IndexCredentials
 from .download import fetch
 from .interpreter import host_python
-from .platforms import host_platform, is_pure
+from .platforms import is_pure
 
 if TYPE_CHECKING:
     from .lock import LockedPackage
@@ -119,7 +120,7 @@ def built_wheel(
     credentials: IndexCredentials | None = None,
 ) -> BuiltWheel:
     """The wheel built from a locked sdist on this machine (cached by the sdist's hash, Python and machine)."""
-    key = f"{pkg.sha256}-py{python}-{host_platform().machine}"
+    key = f"{pkg.sha256}-py{python}-{Platform.host().machine}"
 
     def build() -> BuiltWheel:
         blob = fetch(cache, pkg.url, pkg.sha256, credentials=credentials or IndexCredentials.from_urls(index_args))

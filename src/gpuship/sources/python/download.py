@@ -6,8 +6,6 @@ project and platform that locks it. Downloads stream to a temp file and land onl
 
 from __future__ import annotations
 
-import os
-import ssl
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -15,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
+from ... import tls
 from ...cache import Cache
 from ...errors import GpushipError, IntegrityError
 from ...progress import NO_PROGRESS, Progress
@@ -24,21 +23,13 @@ from .credentials import IndexCredentials
 if TYPE_CHECKING:  # httpx is imported on first use: a rebuild with every file cached never pays for it
     import httpx
 
-SYSTEM_CA = "/etc/ssl/certs/ca-certificates.crt"
-
-
-def ssl_context() -> ssl.SSLContext:
-    """The system CA bundle (``SSL_CERT_FILE`` first), so an intercepting proxy's CA is trusted."""
-    cafile = os.environ.get("SSL_CERT_FILE") or (SYSTEM_CA if Path(SYSTEM_CA).is_file() else None)
-    return ssl.create_default_context(cafile=cafile)
-
 
 def http_client(credentials: IndexCredentials | None = None) -> httpx.Client:
     """The download client; ``credentials`` log in to private indexes (else only netrc and the environment's)."""
     import httpx  # on first use: a rebuild that finds every file cached never imports it
 
     return httpx.Client(
-        verify=ssl_context(),
+        verify=tls.context(),
         follow_redirects=True,
         trust_env=True,
         timeout=httpx.Timeout(120.0, connect=30.0),

@@ -24,6 +24,7 @@ from ...oci.layer import cached_layer_meta
 from ...oci.media import BlobCompression
 from ...parallel import parallel_map
 from ...progress import NO_PROGRESS, Progress
+from ...project.entrypoint import VENV
 from .build import built_wheel
 from .bytecode import compile_sources
 from .credentials import IndexCredentials
@@ -31,12 +32,11 @@ from .download import fetch_all
 from .groups import layer_units
 from .interpreter import HostPython, PythonLike, host_python
 from .lock import Lock, LockedPackage, NoWheelError
-from .platforms import host_platform, python_minor
+from .platforms import python_minor
 from .prune import PruneReport, PruneRules
 from .venv import venv_entries
 from .wheel import InstalledFile, WheelInstall, install_wheel, open_wheel, record_hash, render_record
 
-VENV = "/opt/venv"
 LAYOUT_VERSION = 1
 
 
@@ -112,10 +112,10 @@ def _wheel_files(
             continue
         progress.step(f"build {p.filename}")
         built = built_wheel(p, python, cache, credentials=credentials)
-        if platform != host_platform() and not built.pure:
+        if platform != Platform.host() and not built.pure:
             raise NoWheelError(
                 f"{p.name} {p.version} has no wheel for {platform}: its source builds a compiled wheel on this "
-                f"{host_platform()} machine",
+                f"{Platform.host()} machine",
                 f"build on a {platform} machine, or choose a version of {p.name} that ships a {platform} wheel",
             )
         out[p.sha256] = (built.path, built.filename)

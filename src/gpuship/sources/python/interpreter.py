@@ -28,14 +28,21 @@ class PythonLike(Protocol):
 
 @dataclass(frozen=True)
 class PythonInfo:
-    """The base image's Python: its version and its path inside the image."""
+    """The interpreter a base carries: its version (``3.11`` or ``3.11.2``), its path inside the image, and its
+    standard library's directory (when known)."""
 
     version: str
     executable: str
+    stdlib: str = ""
 
     @property
     def minor(self) -> str:
         return python_minor(self.version)
+
+    @property
+    def tag(self) -> str:
+        """The wheel tag of this interpreter (``cp311``)."""
+        return "cp" + self.minor.replace(".", "")
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,6 @@ from .download import filename_of
 from .platforms import (
     DEFAULT_GLIBC,
     best_wheel,
-    host_platform,
     python_minor,
     supported_tags,
     uv_platform,
@@ -440,14 +439,14 @@ def _choose_files(
                 )
             url, sha, size = _file_of(sdist)
             chosen = LockedPackage(name, version, filename_of(url), url, sha, size, sdist=True)
-            if platform != host_platform():
+            if platform != Platform.host():
                 from .build import built_wheel
 
                 built = built_wheel(chosen, python, cache, index_args=project.index.uv_args())
                 if not built.pure:
                     raise NoWheelError(
                         f"{name} {version} has no wheel for {platform}: it only ships source, which builds a "
-                        f"{built.filename.rsplit('-', 1)[-1][:-4]} wheel on this {host_platform()} machine",
+                        f"{built.filename.rsplit('-', 1)[-1][:-4]} wheel on this {Platform.host()} machine",
                         f"build on a {platform} machine, or choose a version of {name} that ships a {platform} wheel",
                     )
         if not chosen.sha256:

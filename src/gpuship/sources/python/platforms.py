@@ -6,7 +6,6 @@ A platform is an OCI platform (``linux/amd64``) plus the base's glibc (Debian bo
 
 from __future__ import annotations
 
-import platform as _host
 import re
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
@@ -107,11 +106,6 @@ def is_pure(filename: str) -> bool:
     except InvalidWheelFilename:
         return False
     return all(t.platform == "any" for t in wtags)
-
-
-def host_platform() -> Platform:
-    """The build machine's platform (where sdists can be built)."""
-    return Platform.parse(_host.machine())
 
 
 def platforms_text(platforms: Iterable[Platform]) -> str:

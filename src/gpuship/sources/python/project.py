@@ -21,7 +21,7 @@ from .build import build_project_wheel
 from .env import VENV, install_entries
 from .interpreter import PythonLike, host_python
 from .lock import NoWheelError
-from .platforms import host_platform, python_minor
+from .platforms import python_minor
 from .prune import PruneReport, PruneRules
 from .wheel import install_wheel
 
@@ -60,9 +60,9 @@ def install_project(
     py = python_minor(python.version)
     progress.step(f"build {project.name}")
     built = build_project_wheel(project.root, py, cache, index_args=project.index.uv_args())
-    if platform is not None and platform != host_platform() and not built.pure:
+    if platform is not None and platform != Platform.host() and not built.pure:
         raise NoWheelError(
-            f"{project.name} builds a compiled wheel ({built.filename}) on this {host_platform()} machine, not one for {platform}",
+            f"{project.name} builds a compiled wheel ({built.filename}) on this {Platform.host()} machine, not one for {platform}",
             f"build the image for {platform} on a {platform} machine",
         )
     compiler = host_python(py) if prune.bytecode != "none" else None
