@@ -17,7 +17,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from . import __version__
 from .cache import Cache
+from .check import MANIFEST_PATH, check_entries, manifest_data
 from .cuda import GpuPlan
 from .errors import GpushipError
 from .oci import (
@@ -35,6 +37,10 @@ from .oci import (
     with_config,
     with_created,
 )
+from .oci.compress import for_transport
+from .oci.docker_archive import DockerTag, pick_image
+from .oci.layer import rewrite_layer_meta
+from .oci.layout import write_json
 from .parallel import build_jobs, parallel_map
 from .plan import BuildOptions, BuildPlan, make_plan
 from .plan.build_plan import config_home
@@ -42,11 +48,17 @@ from .progress import NO_PROGRESS, Progress
 from .project.entrypoint import VENV, BaseContents, choose_entrypoint, lint_interpreters
 from .rebuild import Request, fingerprint, remember
 from .redact import redact_all
+from .sbom import Component, write_spdx
+from .serve import runtime_entries, runtime_entrypoint, runtime_requirements
+from .slim import ArchSelection, arch_sort_key, prune_layer_entries
 from .sources.app import app_layer, left_out_warning, select_app_files
 from .sources.base import Base, Started
 from .sources.debian.libdeps import LibDep
 from .sources.editable import editable_layer
 from .sources.models import ModelSet, build_models, mounts_label
+from .sources.python import PruneRules, install_project, lock_project, python_layers
+from .sources.python.credentials import IndexCredentials
+from .transports import target_compresses, write_output
 
 
 @dataclass(frozen=True)
@@ -228,8 +240,6 @@ def build(options: BuildOptions, *, cache: Cache | None = None, progress: Progre
     result, results = _shipped(result, results, outputs, plan.compression)
     written: list[str] = []
     if outputs:
-        from .transports import target_compresses, write_output
-
         for target in outputs:
             progress.step(f"writing {target}")
             given = result if target_compresses(target) else plain  # an engine gets the plain layers
@@ -298,7 +308,6 @@ def _memoizable(plan: BuildPlan, lock: Any, models: ModelSet, outputs: Sequence[
 
 
 def _remember(request: Request, br: BuildResult, skip: list[Path]) -> None:
-    from .oci.docker_archive import DockerTag, pick_image
 
     docker = {}
     for target in request.outputs:
@@ -322,8 +331,6 @@ def _shipped(
     no output, the result is the compressed image (each layer compressed once per machine, remembered), so the
     digest printed is the one a registry or an OCI layout holds. An engine-only build stays uncompressed: its
     digest is that of the image the engine was given."""
-    from .oci.compress import for_transport
-    from .transports import target_compresses
 
     if outputs and not any(target_compresses(t) for t in outputs):
         return result, platforms
@@ -343,7 +350,6 @@ def lock_for_plan(
     """``gpuship.lock`` for ``plan``: its requirements (after CUDA targeting) plus ``extra_requirements``, the GPU
     plan's constraints, a registry base's packages kept as they are, and :func:`index_options`. ``gpuship build``
     and ``gpuship dockerfile`` both lock through here, so they share one lock."""
-    from .sources.python import lock_project
 
     project = replace(plan.project, requirements=plan.requirements)
     base = plan.first_base()
@@ -383,8 +389,6 @@ def _prune_archs(
     """Drop GPU machine code no target can run from the layers of :data:`PRUNED_GROUPS` (``prune-archs``).
 
     A layer in which nothing is dropped is kept as it is (not compressed again)."""
-    from .oci.layer import rewrite_layer_meta
-    from .slim import ArchSelection, arch_sort_key, prune_layer_entries
 
     sel = ArchSelection.from_gpu_config(plan.config.gpu)
     if sel is None:
@@ -428,7 +432,6 @@ def _prune_archs(
 
 def _check_entries(gpu: GpuPlan, pruned: dict[str, Any] | None) -> list[Entry]:
     """gpuship-check and /etc/gpuship/gpu.json, with the architectures pruning kept."""
-    from .check import MANIFEST_PATH, check_entries, manifest_data
 
     entries = check_entries(gpu, python=f"{VENV}/bin/python")
     if pruned is None:
@@ -456,7 +459,6 @@ def index_options(plan: BuildPlan) -> Any:
 
 def index_credentials(plan: BuildPlan) -> Any:
     """The logins of the plan's private indexes (URLs, netrc, keyring: as uv finds them), for downloads."""
-    from .sources.python.credentials import IndexCredentials
 
     return IndexCredentials.from_urls([*index_options(plan).uv_args(), *plan.project.uv_options])
 
@@ -480,7 +482,6 @@ def _function_runtime(plan: BuildPlan) -> _Runtime | None:
     ep = plan.config.entrypoint
     if ep is None or not ep.function:
         return None
-    from .serve import runtime_entries, runtime_entrypoint, runtime_requirements
 
     return _Runtime(tuple(runtime_requirements()), tuple(runtime_entries()), tuple(runtime_entrypoint(ep.function)))
 
@@ -543,7 +544,6 @@ def _python_layers(
 ) -> tuple[Any, Groups, Groups, dict[str, Any] | None]:
     """The environment's layers, and the upper ones (project, gpu-check, runtime, app or editable), GPU code
     pruned: ``(env, env layers, upper layers, prune report)``."""
-    from .sources.python import PruneRules, python_layers
 
     compression: BlobCompression = "none"  # layers are plain tars: outputs compress where bytes travel
     cfg = plan.config
@@ -634,7 +634,6 @@ def _project_layer(
     plan: BuildPlan, platform: Platform, python: Any, prune: Any, cache: Cache, progress: Progress
 ) -> Layer:
     """The project itself, built as a wheel and installed into the venv (its own layer, below the app files)."""
-    from .sources.python import install_project
 
     inst = install_project(plan.project, python, cache, platform=platform, prune=prune, progress=progress)
     h = hashlib.sha256(inst.wheel.encode())
@@ -650,15 +649,12 @@ def _project_layer(
 
 
 def _self_key() -> str:
-    from . import __version__
 
     return __version__
 
 
 def write_report(result: BuildResult, path: Path) -> None:
     """The build report (JSON) and, beside it, the SPDX 2.3 SBOM (``<name>.spdx.json``)."""
-    from .oci.layout import write_json
-    from .sbom import Component, write_spdx
 
     path = Path(path)
     write_json(path, result.report_json())
@@ -678,7 +674,6 @@ def sbom_path(report: Path) -> Path:
 def model_components(models: ModelSet | None) -> list[Any]:
     """The SBOM's model entries: a hub repository at its revision, a fetched file and a project weight file with
     its sha256 (a project model directory is named without one)."""
-    from .sbom import Component
 
     comps = []
     for m in models.records if models else ():

@@ -10,6 +10,7 @@ import difflib
 import os
 import posixpath
 import re
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -130,8 +131,6 @@ class Entrypoint:
         if value is None:
             return None
         if isinstance(value, str):
-            import shlex
-
             try:
                 return cls(argv=tuple(shlex.split(value)))
             except ValueError as exc:

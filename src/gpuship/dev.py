@@ -25,10 +25,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from .build import build
 from .cache import Cache
 from .errors import GpushipError
 from .oci import Image, Index, Platform
+from .plan import BuildOptions
+from .plan.build_plan import load_config
 from .progress import NO_PROGRESS, Progress
+from .project import load_project
 from .run import RunOptions, Volume, run_image
 from .sources.editable import source_dir
 
@@ -55,19 +59,14 @@ def dev_image(
     progress: Progress = NO_PROGRESS,
 ) -> DevImage:
     """Build the dev image of ``project_dir`` for this machine's platform (or take ``image`` as it is)."""
-    from .plan import BuildOptions
-    from .plan.build_plan import load_config
 
     project_dir = Path(project_dir).resolve()
     if not project_dir.is_dir():
         raise GpushipError(f"{project_dir} is not a directory", "give the path of a Python project")
     if image is not None:
-        from .project import load_project
-
         project = load_project(project_dir, extras=tuple(extras))
         cfg = load_config(project_dir, getattr(project, "tool", None), getattr(project, "settings", None))
         return DevImage(image, "", cfg.workdir, source_dir(project_dir, cfg.workdir), 0)
-    from .build import build
 
     opts = BuildOptions(
         project_dir=project_dir, platforms=(str(Platform.host()),), extras=tuple(extras), base=base, dev=True

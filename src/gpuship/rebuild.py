@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import __version__
+
 #: Bump when what is remembered, or how it is checked, changes.
 MEMO_VERSION = 1
 NAMESPACE = "build-memo"
@@ -65,7 +67,7 @@ def _cache_root() -> Path:
     env = os.environ.get("GPUSHIP_CACHE")
     if env:
         return Path(env)
-    import platformdirs
+    import platformdirs  # the no-change answer comes before anything else loads
 
     return Path(platformdirs.user_cache_dir("gpuship"))
 
@@ -92,7 +94,6 @@ def _walk(
 
 def _own_sources() -> list[Any]:
     """gpuship's version and its source files (a development checkout changes without a version bump)."""
-    from . import __version__
 
     here = Path(__file__).resolve().parent
     return [__version__, list(_walk(here, frozenset(), frozenset({"__pycache__"})))]

@@ -10,6 +10,7 @@ import re
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import quote
 
 from . import __version__
@@ -95,6 +96,5 @@ def spdx_document(name: str, image_digest: str, components: Iterable[Component])
 
 
 def write_spdx(path, name: str, image_digest: str, components: Iterable[Component]) -> None:
-    from pathlib import Path
 
     Path(path).write_text(json.dumps(spdx_document(name, image_digest, components), indent=2, sort_keys=True) + "\n")

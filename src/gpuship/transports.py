@@ -19,14 +19,19 @@ from .oci.readers import read_local
 from .oci.sinks import SINKS, Sink, SinkOptions, parse_target
 from .progress import NO_PROGRESS, Progress
 from .registry.options import RegistryOptions
-from .registry.transport import read_registry, write_registry
 
 REGISTRY_USAGE = "registry:REF"
 
 
+def _write_registry(obj: ImageOrIndex, rest: str, opts: SinkOptions, options: RegistryOptions) -> str:
+    from .registry.transport import write_registry  # the registry client loads httpx: only for registry: targets
+
+    return write_registry(obj, rest, opts, options)
+
+
 def sinks(registry: RegistryOptions = RegistryOptions()) -> Mapping[str, Sink]:
     """Every target scheme; ``registry`` pushes with ``registry`` options."""
-    return {**SINKS, "registry": Sink("registry", partial(write_registry, options=registry), REGISTRY_USAGE)}
+    return {**SINKS, "registry": Sink("registry", partial(_write_registry, options=registry), REGISTRY_USAGE)}
 
 
 def sink_schemes() -> list[str]:
@@ -77,6 +82,8 @@ def read_image(
     p = Platform.parse(platform) if isinstance(platform, str) else platform
     scheme, sep, rest = ref.partition(":")
     if sep and scheme == "registry":
+        from .registry.transport import read_registry  # the registry client loads httpx: only for registry: refs
+
         return read_registry(rest, p, cache, registry)
     return read_local(ref, p, cache)
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..cuda.compat import DriverVersion, cuda_for_driver
 from . import gpuship_check as gc
 
 CDI_DIRS = ("/etc/cdi", "/var/run/cdi")
@@ -74,8 +75,6 @@ class HostReport:
             out.append(
                 f"  driver   {d.get('version') or 'unknown'} (CUDA {d['cuda']}; JITs PTX up to ISA {d['ptx_isa']}) from {d['libcuda']}"
             )
-            from ..cuda.compat import DriverVersion, cuda_for_driver
-
             if d.get("version"):
                 full = cuda_for_driver(DriverVersion(d["version"]))
                 major = d["cuda"].split(".")[0]
@@ -196,7 +195,7 @@ def probe_podman() -> EngineInfo:
 
 
 def probe_cdi(dirs: tuple[str, ...] = CDI_DIRS) -> list[CdiSpec]:
-    import yaml
+    import yaml  # only when CDI specs are probed: gpuship check loads fast
 
     specs = []
     for d in dirs:
@@ -219,7 +218,7 @@ def probe_cdi(dirs: tuple[str, ...] = CDI_DIRS) -> list[CdiSpec]:
 def _run_choice(report: HostReport) -> tuple[str, str]:
     """The runtime ``gpuship run`` picks (its own rule when gpuship.run is there) and how GPUs get in."""
     try:
-        from ..run.runner import resolve_runtime
+        from ..run.runner import resolve_runtime  # gpuship check is useful without gpuship.run: optional
 
         runtime: str = resolve_runtime("auto")
     except Exception:  # gpuship.run missing or failing: mirror its documented rule

@@ -85,8 +85,8 @@ def _root(
 def _hold_cache(ctx: typer.Context) -> None:
     """Every command holds the cache's in-use lock while it runs, so `gpuship cache prune` elsewhere never
     deletes what it needs (and cleans what killed commands left behind in its tmp/)."""
-    from ..cache import Cache
-    from ..errors import GpushipError
+    from ..cache import Cache  # when the command runs, not for --help
+    from ..errors import GpushipError  # when the command runs, not for --help
 
     try:
         ctx.with_resource(Cache().in_use())

@@ -50,7 +50,7 @@ def _config_debian(project: Path) -> dict[str, Any]:
 
 
 def _mirrors(mirror: str | None, security: str | None, project: Path) -> tuple[str | None, str | None]:
-    import os
+    import os  # when the command runs, not for --help
 
     cfg = _config_debian(project)
     m = mirror or os.environ.get("GPUSHIP_DEBIAN_MIRROR") or cfg.get("mirror") or None
@@ -75,8 +75,8 @@ def sources(
     security_mirror: str = typer.Option(None, "--security-mirror", help=SECURITY_HELP),
 ) -> None:
     """Show the suites a profile is built from (read from the host's apt sources or the configured mirror)."""
-    from ..sources.debian import get_profile
-    from ..sources.debian.aptsources import suites_for
+    from ..sources.debian import get_profile  # when the command runs, not for --help
+    from ..sources.debian.aptsources import suites_for  # when the command runs, not for --help
 
     prof = get_profile(profile)
     m, s = _mirrors(mirror, security_mirror, Path("."))
@@ -94,10 +94,10 @@ def packages(
     security_mirror: str = typer.Option(None, "--security-mirror", help=SECURITY_HELP),
 ) -> None:
     """Resolve the base's package set (and extra packages) and print it, without downloading any .deb."""
-    from ..sources.debian import get_profile
-    from ..sources.debian.aptsources import suites_for
-    from ..sources.debian.base import resolve_profile
-    from ..sources.debian.repository import Repository
+    from ..sources.debian import get_profile  # when the command runs, not for --help
+    from ..sources.debian.aptsources import suites_for  # when the command runs, not for --help
+    from ..sources.debian.base import resolve_profile  # when the command runs, not for --help
+    from ..sources.debian.repository import Repository  # when the command runs, not for --help
 
     prof = get_profile(profile)
     plat = Platform.parse(platform or _default_platform())
@@ -135,8 +135,8 @@ def base(
     report: Path = typer.Option(None, "--report", help="Write packages, layers and the slimming report (JSON) here."),
 ) -> None:
     """Build the Debian base layers into the cache and show them (packages, layers, what slimming dropped)."""
-    from ..oci import append_layers, empty_image
-    from ..sources.debian import build_base
+    from ..oci import append_layers, empty_image  # when the command runs, not for --help
+    from ..sources.debian import build_base  # when the command runs, not for --help
 
     plat = Platform.parse(platform or _default_platform())
     m, s = _mirrors(mirror, security_mirror, Path("."))
@@ -160,7 +160,7 @@ def base(
     for dep, by in b.skipped:
         info(f"not installed (maintainer scripts only): {dep}, for {by}")
     if output:
-        from ..transports import write_output
+        from ..transports import write_output  # when the command runs, not for --help
 
         image = append_layers(empty_image(b.platform, b.config), b.layers, created_by=f"gpuship: {b.profile} base")
         out.print(write_output(image, output))
@@ -176,7 +176,7 @@ def base(
             "skipped": [list(s) for s in b.skipped],
             "suites": [str(s) for s in b.suites],
         }
-        from ..oci.layout import write_json
+        from ..oci.layout import write_json  # when the command runs, not for --help
 
         write_json(report, data)
 
@@ -205,7 +205,7 @@ def libdeps(
     One package per line on stdout, for `system-packages` or `xargs`. Sonames the NVIDIA driver provides at
     run time (libcuda.so.1, libnvidia-*) are never listed. A soname no package ships is an error naming the file.
     """
-    from ..sources.debian import build_base, libdeps_for_tree
+    from ..sources.debian import build_base, libdeps_for_tree  # when the command runs, not for --help
 
     plat = Platform.parse(platform or _default_platform())
     m, s = _mirrors(mirror, None, Path("."))

@@ -108,7 +108,7 @@ def _pick(obj: Image | Index, platform: str | None) -> Image:
 
 
 def read_for_deploy(image: str, platform: str | None) -> Image:
-    from ..transports import read_image
+    from ..transports import read_image  # when the command runs, not for --help
 
     with _status(f"reading {image}"):
         return _pick(read_image(_source(image), platform), platform)
@@ -121,7 +121,7 @@ def pull_ref(image: str, ref: str | None) -> str:
     if image.startswith("registry:"):
         return image.removeprefix("registry:")
     if image.startswith("docker-archive:"):
-        from ..oci.readers import parse_source
+        from ..oci.readers import parse_source  # when the command runs, not for --help
 
         _, _, name = parse_source(image)
         if name:
@@ -136,8 +136,8 @@ def pull_ref(image: str, ref: str | None) -> str:
 
 def default_name(image: str, reference: str | None) -> str:
     """The workload's name: from the pulled reference, else from a local image's tag or file name."""
-    from ..deploy.spec import dns_name, name_from_ref
-    from ..oci.readers import parse_source
+    from ..deploy.spec import dns_name, name_from_ref  # when the command runs, not for --help
+    from ..oci.readers import parse_source  # when the command runs, not for --help
 
     if reference is not None:
         return name_from_ref(reference)

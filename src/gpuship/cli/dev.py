@@ -75,7 +75,7 @@ def dev(
         gpus=gpus,
         runtime=runtime,
     )
-    from ..dev import dev_image, dev_run_options
+    from ..dev import dev_image, dev_run_options  # when the command runs, not for --help
 
     with cli_progress(log_step=lambda msg: bool(state.verbose)) as progress:
         progress.step("building the dev image…")
@@ -84,7 +84,7 @@ def dev(
         info(f"dev image {made.digest} ({made.new_layers} new layers); {project.resolve()} mounted at {made.workdir}")
     else:
         info(f"{image}: {project.resolve()} mounted at {made.workdir}, PYTHONPATH={made.source}")
-    from ..run import run_image
+    from ..run import run_image  # when the command runs, not for --help
 
     with cli_progress() as progress:
         code = run_image(made.image, dev_run_options(made, project, options), notify=info, progress=progress)

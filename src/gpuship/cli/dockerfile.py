@@ -66,8 +66,8 @@ def dockerfile(
         help="Also make a debian:<codename>-slim equivalent from the Debian mirror and load it into Docker as TAG (kept if it exists).",
     ),
 ) -> None:
-    from ..dockerfile import export_dockerfile, import_debian_base
-    from ..dockerfile.spec import VARIANTS
+    from ..dockerfile import export_dockerfile, import_debian_base  # when the command runs, not for --help
+    from ..dockerfile.spec import VARIANTS  # when the command runs, not for --help
 
     if variant not in VARIANTS:
         raise GpushipError(f"--variant must be pip or micromamba, not {variant!r}")

@@ -89,7 +89,7 @@ def parse_build(argv: Sequence[str]) -> BuildArgs | None:
 
 
 def _request(args: BuildArgs) -> Request:
-    from ..rebuild import Request
+    from ..rebuild import Request  # when the command runs, not for --help
 
     output = args.values.get("output") or f"oci-archive:{args.path.resolve().name}.oci.tar"
     return Request(
@@ -109,7 +109,7 @@ def unchanged_build(argv: Sequence[str]) -> bool:
     args = parse_build(argv)
     if args is None or not args.path.is_dir():
         return False
-    from ..rebuild import recall
+    from ..rebuild import recall  # when the command runs, not for --help
 
     started = time.monotonic()
     report = Path(args.values["report"]) if "report" in args.values else None
@@ -147,6 +147,6 @@ def _write(path: Path, text: str) -> None:
 def main() -> None:
     if unchanged_build(sys.argv[1:]):
         return
-    from .app import main as cli_main
+    from .app import main as cli_main  # when the command runs, not for --help
 
     cli_main()

@@ -36,8 +36,8 @@ def _requirements_from(values: list[str]) -> list[str]:
 def _project_inputs(path: Path) -> tuple[list[str], dict[str, Any], tuple[str, ...], tuple[str, ...]]:
     """Requirements, the merged [tool.gpuship] table (pyproject.toml, gpuship.toml, cog.yaml), the platforms and
     the notes of the project at ``path``."""
-    from ..plan.build_plan import config_table
-    from ..project import load_project
+    from ..plan.build_plan import config_table  # when the command runs, not for --help
+    from ..project import load_project  # when the command runs, not for --help
 
     root = path if path.is_dir() else path.parent
     project = load_project(path)
@@ -73,7 +73,7 @@ def explain(
 ) -> None:
     """Show the CUDA plan for a project: the CUDA line and why, the rewritten requirements, the constraints that
     keep every CUDA library on that line, the GPU environment and labels of the image."""
-    from ..cuda import GpuSettings, plan_gpu
+    from ..cuda import GpuSettings, plan_gpu  # when the command runs, not for --help
 
     reqs: list[str] = []
     tool: dict[str, Any] = {}
@@ -89,13 +89,13 @@ def explain(
     plat = platform or (plats[0] if plats else "linux/amd64")
     root = (path or Path(".")).resolve()
     root = root if root.is_dir() else root.parent
-    from ..plan.build_plan import local_wheels
+    from ..plan.build_plan import local_wheels  # when the command runs, not for --help
 
     links = tool.get("find-links") or []
     wheels = local_wheels(root, [links] if isinstance(links, str) else [str(x) for x in links])
     plan = plan_gpu(reqs, settings, plat, local_wheels=wheels)
     if as_json:
-        from ..check import manifest_data
+        from ..check import manifest_data  # when the command runs, not for --help
 
         doc: dict[str, Any] = {
             "is_gpu": plan.is_gpu,
@@ -147,7 +147,7 @@ def doctor(
     """Check this host for GPU containers: the NVIDIA driver and its CUDA version, the GPUs, Docker/Podman and
     their NVIDIA runtime, CDI specs (/etc/cdi, /var/run/cdi), runc and the NVIDIA container tools, and what
     `gpuship run` will use. Works without a GPU (it says so). Exit 0 either way: it reports, it does not judge."""
-    from ..check.host import probe_host
+    from ..check.host import probe_host  # when the command runs, not for --help
 
     report = probe_host()
     if as_json:

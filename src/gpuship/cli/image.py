@@ -33,7 +33,7 @@ COMPRESSION_HELP = (
 
 
 def _status(msg: str):  # noqa: ANN202 - a Rich status or a no-op context
-    import contextlib
+    import contextlib  # when the command runs, not for --help
 
     return contextlib.nullcontext() if state.quiet else err.status(msg)
 

@@ -27,7 +27,7 @@ def human(n: int) -> str:
 
 def _read(ref: str, platform: str | None) -> Image:
     try:
-        from ..transports import read_image
+        from ..transports import read_image  # when the command runs, not for --help
     except ImportError as exc:  # pragma: no cover - the OCI readers arrive in their own change
         raise GpushipError("this gpuship cannot read images yet (gpuship.oci.readers is missing)") from exc
     obj = read_image(ref, platform)

@@ -29,8 +29,8 @@ def login(
 
     For nvcr.io the user name is the literal $oauthtoken and the password an NGC API key.
     """
-    from ..registry import limits_for
-    from ..registry import login as do_login
+    from ..registry import limits_for  # when the command runs, not for --help
+    from ..registry import login as do_login  # when the command runs, not for --help
 
     if password_stdin:
         password = sys.stdin.read().rstrip("\r\n")
@@ -49,7 +49,7 @@ def login(
 @handles_errors
 def logout(registry: str = typer.Argument(..., help="Registry host to forget the login of.")) -> None:
     """Remove REGISTRY's stored login (config.json auths and the credential helper)."""
-    from ..registry import erase_credentials
+    from ..registry import erase_credentials  # when the command runs, not for --help
 
     if erase_credentials(registry):
         out.print(f"Removed login credentials for {registry}")
@@ -82,8 +82,8 @@ def push(
 
     Credentials come from gpuship login or docker login (Docker's config.json and its credential helpers).
     """
-    from ..registry import Registry, RegistryOptions
-    from ..transports import read_image
+    from ..registry import Registry, RegistryOptions  # when the command runs, not for --help
+    from ..transports import read_image  # when the command runs, not for --help
 
     options = RegistryOptions(insecure=insecure, ca_file=ca_file, jobs=jobs, chunk_size=chunk_size << 20)
     cache = Cache()

@@ -98,9 +98,9 @@ def slim_cmd(
 
     Then the workload runs again on the slimmed image: it must exit the same (or answer the same HTTP status), else it is an error naming what the slimmed run looked for, and nothing is written.
     """
-    from ..oci.docker_archive import pick_image
-    from ..slim import Probe, SlimOptions, slim_image, write_report
-    from ..transports import read_image, write_output
+    from ..oci.docker_archive import pick_image  # when the command runs, not for --help
+    from ..slim import Probe, SlimOptions, slim_image, write_report  # when the command runs, not for --help
+    from ..transports import read_image, write_output  # when the command runs, not for --help
 
     chosen = parse_runtime(runtime, BUILTIN_RUNTIMES, "slimming traces the workload in the built-in runner")
     if http is not None and not http.startswith("/"):

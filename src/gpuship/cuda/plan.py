@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
+from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 from packaging.version import Version
 
 from ..errors import GpuError
@@ -149,7 +150,6 @@ def _torch_archs(line: str, release: str, machine: str) -> tuple[tuple[str, ...]
 
 def _torch_options(found: Found, machine: str, with_index: bool) -> list[TorchChoice]:
     """Every (release, line, source) the torch requirement admits, one TorchChoice per release."""
-    from .frameworks import admits
 
     specs = [ln.req.specifier for ln in found.lines if ln.req is not None]
     options: list[TorchChoice] = []
@@ -412,7 +412,6 @@ def _plan_cpu(
 
 def cpu_wheel_versions(local_wheels: Sequence[str], machine: str) -> dict[str, list[str]]:
     """``+cpu`` builds among wheel file names, per framework, newest first, for ``machine`` (x86_64 / aarch64)."""
-    from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
     out: dict[str, set[Version]] = {}
     for name in local_wheels:
@@ -738,8 +737,6 @@ def _rewrite_one(
 
 
 def canonical(name: str) -> str:
-    from packaging.utils import canonicalize_name
-
     return canonicalize_name(name)
 
 
@@ -752,8 +749,6 @@ def _join_spec(user: str, extra: str) -> str:
     upper = [s for s in specs if s.operator in ("<", "<=") and "*" not in s.version]
 
     def key(s: object) -> tuple[object, int]:
-        from packaging.version import Version
-
         return Version(s.version), (1 if s.operator in (">", "<=") else 0)  # type: ignore[attr-defined]
 
     best = {id(max(lower, key=key)) if lower else 0, id(min(upper, key=key)) if upper else 0}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..config import _check_keys
@@ -70,7 +70,6 @@ class GpuSettings:
         torch_index: str | None = None,
     ) -> GpuSettings:
         """Command-line overrides (``gpuship explain --cuda 12.8 --target H100``) on top of the table."""
-        from dataclasses import replace
 
         s = self
         if cuda is not None:

@@ -30,6 +30,7 @@ from .. import tools
 from ..errors import GpushipError, IntegrityError
 from ..oci import Image, ImageConfig
 from ..oci.tarball import source_date_epoch
+from ..oci.unpack import unpack
 from ..progress import NO_PROGRESS, Progress
 
 Compression = Literal["gzip", "zstd", "xz", "lzo", "lz4", "none"]
@@ -214,7 +215,6 @@ def export_squashfs(
     progress: Progress = NO_PROGRESS,
 ) -> Path:
     """Write ``image`` as a squashfs file enroot/pyxis can run. Nothing is left at ``out`` on failure."""
-    from ..oci.unpack import unpack
 
     tools.require("mksquashfs")
     out = Path(out)

@@ -26,6 +26,7 @@ from pathlib import Path
 from .. import tools
 from ..errors import GpushipError
 from ..progress import NO_PROGRESS, Progress
+from ..sources.debian.aptsources import suites_for
 
 #: The image name tests and the benchmark use for the imported base.
 DEFAULT_TAG = "gpuship-local/debian:bookworm-slim"
@@ -72,7 +73,6 @@ def engine_has_image(tag: str, engine: str = "docker") -> bool:
 
 def debian_sources(codename: str, mirror: str | None = None) -> str:
     """deb822 sources for ``codename`` (main, -updates, -security) from the host's apt sources or ``mirror``."""
-    from ..sources.debian.aptsources import suites_for
 
     suites = suites_for(codename, mirror=mirror)
     by_uri: dict[str, list[str]] = {}

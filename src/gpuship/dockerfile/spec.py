@@ -8,24 +8,32 @@ no layers except where find-libdeps must read the wheels' shared libraries (cach
 
 from __future__ import annotations
 
+import hashlib
 import posixpath
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Literal
 
+from .. import tools
+from ..build import image_env, index_options, lock_for_plan
 from ..cache import Cache
+from ..check import check_entries
 from ..config import DEFAULT_USER
 from ..errors import ConfigError
-from ..oci import Entry, Platform
+from ..oci import Entry, Platform, cached_layer
+from ..plan import BuildOptions, make_plan
 from ..progress import NO_PROGRESS, Progress
 from ..project.entrypoint import VENV, choose_entrypoint
 from ..redact import strip_userinfo
-from ..sources.app import ALWAYS_EXCLUDED, NOT_SECRETS, SECRET_PATTERNS, AppFiles, select_app_files
+from ..serve import runtime_entries, runtime_entrypoint, runtime_requirements
+from ..sources.app import ALWAYS_EXCLUDED, NOT_SECRETS, SECRET_PATTERNS, AppFiles, app_layer, select_app_files
 from ..sources.base import Base
 from ..sources.debian.profiles import PROFILES
+from ..sources.python import JIT_PACKAGES, PruneRules, python_layers
 from .requirements import REQUIREMENTS_NAME, has_sdists, render_requirements
 
 Variant = Literal["pip", "micromamba"]
@@ -138,8 +146,6 @@ def plan_dockerfile(
     progress: Progress = NO_PROGRESS,
 ) -> DockerfileSpec:
     """Plan the Dockerfile of the project at ``project_dir`` the way ``gpuship build`` plans its image."""
-    from ..build import image_env
-    from ..plan import BuildOptions, make_plan
 
     cache = cache or Cache()
     opts = BuildOptions(
@@ -163,11 +169,7 @@ def plan_dockerfile(
     extra_layers: list[ExtraLayer] = []
     gpu = plan.gpu
     if gpu is not None:
-        try:
-            from ..check import check_entries
-        except ImportError:  # pragma: no cover - gpuship-check ships with gpuship
-            check_entries = None  # type: ignore[assignment]
-        if check_entries is not None:
+        if True:
             extra_layers.append(
                 ExtraLayer(
                     "gpu-check",
@@ -176,8 +178,6 @@ def plan_dockerfile(
                 )
             )
     if cfg.entrypoint is not None and cfg.entrypoint.function:
-        from ..serve import runtime_entries, runtime_entrypoint, runtime_requirements
-
         runtime_reqs = tuple(runtime_requirements())
         runtime_argv = tuple(runtime_entrypoint(cfg.entrypoint.function))
         extra_layers.append(ExtraLayer("runtime", "gpuship function runtime", tuple(runtime_entries())))
@@ -261,7 +261,6 @@ def lock_as_build(
     plan: Any, extra_requirements: Sequence[str], *, locked: bool, cache: Cache, progress: Progress
 ) -> Any:
     """``gpuship.lock`` exactly as ``gpuship build`` asks for it, so an export and a build share one lock."""
-    from ..build import lock_for_plan
 
     return lock_for_plan(plan, extra_requirements, locked=locked, cache=cache, progress=progress)
 
@@ -308,13 +307,10 @@ def _from(base: Base, variant: Variant, replace: tuple[str, ...]) -> _From:
 
 def uv_version() -> str:
     """The uv version gpuship itself runs (pinned in its dependencies), installed in the builder stage too."""
-    from importlib.metadata import PackageNotFoundError, version
 
     try:
         return version("uv")
     except PackageNotFoundError:  # pragma: no cover - uv is a dependency of gpuship
-        from .. import tools
-
         out = tools.run(["uv", "--version"]).stdout.decode().split()
         return out[1] if len(out) > 1 else "0.13.9"
 
@@ -327,10 +323,6 @@ def _find_libdeps(
     plan: Any, lock: Any, app: AppFiles, extra: Sequence[ExtraLayer], cache: Cache, progress: Progress
 ) -> list[LibDepNote]:
     """gpuship's find-libdeps over the environment, gpuship's own files and the app, for every platform."""
-    from ..build import image_env
-    from ..oci import cached_layer
-    from ..sources.app import app_layer
-    from ..sources.python import PruneRules, python_layers
 
     cfg = plan.config
     prune = PruneRules(keep=tuple(cfg.keep), drop=tuple(cfg.drop), bytecode=cfg.bytecode)
@@ -358,7 +350,6 @@ def _find_libdeps(
 
 
 def _entries_key(entries: Sequence[Entry]) -> str:
-    import hashlib
 
     h = hashlib.sha256()
     for e in entries:
@@ -370,7 +361,6 @@ def _entries_key(entries: Sequence[Entry]) -> str:
 def _index_args(plan: Any) -> tuple[str, ...]:
     """Index options for the requirements file: the ones the lock was resolved with (project, config, GPU plan),
     without their logins. Local ``--find-links`` folders are left out: a Docker build cannot see them."""
-    from ..build import index_options
 
     idx = index_options(plan)
     out: list[str] = []
@@ -486,7 +476,6 @@ def prune_commands(
     ones that may be in this lock are named, so the command stays short. ``keep``/``drop`` globs are applied
     as ``find -path`` globs relative to site-packages (close to, not exactly, their .gitignore meaning).
     """
-    from ..sources.python import JIT_PACKAGES
 
     site = f"{venv}/lib/python{python}/site-packages"
     dists = {p.replace("-", "_").lower() for p in packages}

@@ -190,8 +190,8 @@ def for_transport(obj: ImageOrIndex, compression: Compression) -> ImageOrIndex:
     """``obj`` with every plain layer gpuship made compressed with ``compression`` (each once per machine:
     remembered in the cache by diff_id and codec). Layers already compressed, and layers read from elsewhere (a
     registry base's, an archive's), keep their bytes and digests."""
-    from .image import Index
-    from .layer import recompress
+    from .image import Index  # oci.image imports this module (compression of images)
+    from .layer import recompress  # oci.layer imports this module too
 
     if isinstance(obj, Index):
         return replace(obj, images=tuple(for_transport(i, compression) for i in obj.images))  # type: ignore[misc]

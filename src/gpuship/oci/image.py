@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ..errors import GpushipError
 from .layer import Compression, Layer, recompress
 from .media import Family
 
@@ -113,7 +114,7 @@ class ImageConfig:
     @classmethod
     def from_json(cls, d: Mapping[str, Any] | None) -> ImageConfig:
         """The ``config`` object of an image config, checked for shape (:func:`gpuship.oci.jsonshape.image_config`)."""
-        from .jsonshape import image_config
+        from .jsonshape import image_config  # jsonshape builds the values of this module: it imports it
 
         return image_config(d, "image config")
 
@@ -293,8 +294,6 @@ def append_layers(image: Image, layers: Iterable[Layer], created_by: str = "gpus
     new = tuple(layers)
     total = len(image.layers) + len(new)
     if total > MAX_LAYERS:
-        from ..errors import GpushipError
-
         raise GpushipError(
             f"the image would have {total} layers; engines refuse more than 125 and gpuship stops at {MAX_LAYERS}",
             "merge layer groups or use a base with fewer layers",
@@ -366,8 +365,6 @@ class Index(_Manifested):
         for img in self.images:
             if img.platform.os == p.os and img.platform.architecture == p.architecture:
                 return img
-        from ..errors import GpushipError
-
         have = ", ".join(str(i.platform) for i in self.images)
         raise GpushipError(f"no image for {p} in this index (it has {have})", "build with --platform " + str(p))
 

@@ -17,8 +17,10 @@ file that rotted on disk is refused instead of shipped.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -115,7 +117,6 @@ class _VerifiedReader:
 
 
 def _bytes_blob(data: bytes, media_type: str) -> Blob:
-    import io
 
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
     return Blob(digest, len(data), media_type, lambda: io.BytesIO(data))
@@ -316,7 +317,6 @@ def write_oci_layout(obj: ImageOrIndex, directory: Path | str, tag: str | None =
 
 
 def _check_layout_tag(tag: str) -> None:
-    import re
 
     if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._:@/+-]{0,254}", tag):
         raise GpushipError(f"{tag!r} is not a usable OCI layout tag", "use letters, digits, '.', '_' or '-'")

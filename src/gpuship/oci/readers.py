@@ -24,6 +24,8 @@ image and writing it again gives the same digest.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import re
@@ -194,7 +196,6 @@ class _TarStore(_Store):
 
 def _is_plain_file(tar: tarfile.TarFile) -> bool:
     """Whether the tar was opened straight on a file (not through a decompressor)."""
-    import io
 
     return isinstance(tar.fileobj, io.BufferedReader)
 
@@ -241,7 +242,6 @@ def _read_blob_json(store: _Store, desc: dict[str, Any]) -> tuple[bytes, Any]:
 
 
 def _sha256(data: bytes) -> str:
-    import hashlib
 
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
@@ -261,7 +261,6 @@ def _import_layer(
         raise store.missing(path)
 
     def copy() -> Layer:
-        import hashlib
 
         diff = hashlib.sha256()
         usize = 0
@@ -308,7 +307,6 @@ def _import_layer(
 
 def _check_blob(store: _Store, path: str, digest: str, size: int | None) -> None:
     """Hash a blob of ``store`` as it streams by (nothing is kept): it must be ``digest`` (and ``size``)."""
-    import hashlib
 
     h = hashlib.sha256()
     n = 0

@@ -9,6 +9,7 @@ memory stays bounded whatever the layer size.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import os
 import posixpath
@@ -38,7 +39,6 @@ def source_date_epoch() -> int:
 
 def created_timestamp(epoch: int | None = None) -> str:
     """``epoch`` (default: :func:`source_date_epoch`) as ISO 8601 UTC (an image's ``created``)."""
-    import datetime
 
     when = source_date_epoch() if epoch is None else epoch
     return datetime.datetime.fromtimestamp(when, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -14,14 +15,14 @@ from ..config import GpushipConfig
 from ..cuda import GpuPlan, GpuSettings, plan_gpu
 from ..errors import ConfigError, GpushipError
 from ..oci import Compression, Platform
-from ..oci.tarball import created_timestamp
+from ..oci.tarball import created_timestamp, source_date_epoch
 from ..progress import NO_PROGRESS, Progress
 from ..project import ProjectInputs, load_project
 from ..project.pyproject import read_toml
 from ..redact import strip_userinfo
 from ..registry.options import RegistryOptions
 from ..sources.base import Base
-from ..sources.debian.profiles import PROFILES
+from ..sources.debian.profiles import PROFILES, way_to_python
 from ..sources.profile_base import ProfileBase
 
 
@@ -169,7 +170,6 @@ def image_created(project_dir: Path) -> tuple[int, str]:
     """When the image counts as created, and why: ``SOURCE_DATE_EPOCH`` when set; else the time of the last commit
     that touched the project folder (reproducible, and honest in ``docker images``: not "56 years ago"); else 0
     (no git). Layer file times stay ``SOURCE_DATE_EPOCH`` or 0 either way, so layers are shared across projects."""
-    from ..oci.tarball import source_date_epoch
 
     if "SOURCE_DATE_EPOCH" in os.environ:
         return source_date_epoch(), "SOURCE_DATE_EPOCH"
@@ -226,7 +226,7 @@ def make_plan(options: BuildOptions, cache: Cache | None = None, progress: Progr
             raise ConfigError(f"platform {p} is not supported", "use linux/amd64 and/or linux/arm64")
     bases: dict[Platform, Base]
     if base not in PROFILES:  # a registry image (the registry client is imported only then: httpx loads slowly)
-        from ..sources.registry_base import plan_registry_bases
+        from ..sources.registry_base import plan_registry_bases  # the registry client loads httpx: only then
 
         python_version, pulled = plan_registry_bases(
             base, platforms, cache or Cache(), config, progress, options.registry
@@ -287,14 +287,11 @@ def local_wheels(root: Path, find_links: Sequence[str]) -> tuple[str, ...]:
 
 
 def _image_name(name: str) -> str:
-    import re
 
     return re.sub(r"[^a-z0-9._-]+", "-", name.lower()).strip("-._") or "app"
 
 
 def base_python_version(base: str, config: GpushipConfig) -> str:
-    from ..sources.debian import PROFILES
-    from ..sources.debian.profiles import way_to_python
 
     if base in PROFILES:
         version = PROFILES[base].python_version

@@ -26,6 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
 from ..errors import ConfigError
 
 COG_FILES = ("cog.yaml", "cog.yml")
@@ -62,7 +65,7 @@ def find_cog(root: Path) -> Path | None:
 
 def read_cog(path: Path) -> CogInputs:
     """Read ``cog.yaml`` at ``path``; a shape gpuship cannot read is one :class:`ConfigError` line."""
-    import yaml
+    import yaml  # only for a cog.yaml project
 
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -158,9 +161,6 @@ def read_cog(path: Path) -> CogInputs:
 
 
 def _named(requirement: str, name: str) -> bool:
-    from packaging.requirements import InvalidRequirement, Requirement
-    from packaging.utils import canonicalize_name
-
     try:
         return canonicalize_name(Requirement(requirement).name) == name
     except InvalidRequirement:

@@ -31,6 +31,7 @@ from .cog import find_cog, read_cog
 from .conda import translate_environment
 from .pyproject import read_pyproject
 from .requirements import RequirementReader
+from .uvlock import export_uv_lock
 
 ENVIRONMENT_FILES = ("environment.yml", "environment.yaml")
 
@@ -315,8 +316,6 @@ def load_project(
     # 4. uv.lock
     uv_lock = root / "uv.lock"
     if use_uv_lock and uv_lock.is_file() and pyproject is not None and pyproject.has_project:
-        from .uvlock import export_uv_lock
-
         pins, lock_notes = export_uv_lock(root, [e for e in extras if e not in remaining_extras])
         notes += lock_notes
         sources.append("uv.lock")

@@ -7,11 +7,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..uv import UvFailed, run_uv
 
 
 def export_uv_lock(root: Path, extras: Sequence[str]) -> tuple[list[str], list[str]]:
     """``(pins, notes)`` from ``root/uv.lock``: ``name==version ; marker`` lines."""
-    from ..uv import UvFailed, run_uv
 
     args = [
         "export",

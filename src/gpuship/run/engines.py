@@ -17,6 +17,7 @@ from dataclasses import replace
 
 from .. import tools
 from ..errors import GpushipError
+from ..oci.engine import load_into_engine
 from ..oci.image import Image
 from ..progress import NO_PROGRESS, Progress, stage
 from .gpu import GpuRequest
@@ -81,7 +82,6 @@ def ensure_loaded(engine: Engine, image: Image, progress: Progress = NO_PROGRESS
     image_id = "sha256:" + hashlib.sha256(image.config_bytes()).hexdigest()
     if engine_has(engine, tag, image_id):
         return tag
-    from ..oci.engine import load_into_engine
 
     with stage(progress, f"loading the image into {engine}"):
         load_into_engine(image, tag, engine=engine)

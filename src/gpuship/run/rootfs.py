@@ -13,14 +13,11 @@ from pathlib import Path
 from ..cache import Cache
 from ..errors import GpushipError
 from ..oci.image import Image
+from ..oci.unpack import unpack
 from ..progress import NO_PROGRESS, Progress, stage
 
 
 def _unpacker() -> Callable[[Image, Path], object]:
-    try:
-        from ..oci.unpack import unpack
-    except ImportError as exc:  # pragma: no cover - only while gpuship.oci.unpack is missing from a checkout
-        raise GpushipError("this gpuship has no image unpacker (gpuship.oci.unpack)", "update gpuship") from exc
     return unpack
 
 

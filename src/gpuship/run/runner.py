@@ -10,8 +10,11 @@ from typing import Literal
 from .. import tools
 from ..cache import Cache
 from ..errors import GpuError, GpushipError
+from ..oci.docker_archive import pick_image
 from ..oci.image import Image, Index, Platform
 from ..progress import NO_PROGRESS, Progress
+from ..sources.models import mounts_from_labels
+from ..transports import read_image
 from . import gpu as gpu_mod
 from .builtin import CHECK_PATH, Flavor, run_rootfs
 from .engines import engine_answers, engine_has, engine_labels, run_in_engine
@@ -51,16 +54,9 @@ def resolve_runtime(requested: str) -> Literal["docker", "podman"] | Flavor:
 
 def open_image(ref: ImageRef, cache: Cache | None = None) -> Image:
     """An :class:`Image` for the host's platform from a value or a reference gpuship can read."""
-    from ..oci.docker_archive import pick_image
 
     obj: Image | Index
     if isinstance(ref, str):
-        try:
-            from ..transports import read_image
-        except ImportError as exc:  # pragma: no cover - only while gpuship.oci.readers is missing
-            raise GpushipError(
-                "this gpuship cannot read image references yet (gpuship.oci.readers)", "update gpuship"
-            ) from exc
         obj = read_image(ref, None, cache)
     else:
         obj = ref
@@ -153,7 +149,6 @@ def run_image(
 def with_model_mounts(options: RunOptions, labels: Mapping[str, str], notify: Notify) -> RunOptions:
     """The image's mounted models as read-only volumes: ``--model NAME=DIR``, else the image's own ``host``
     directory for it; a model left without one is noted (its directory in the image stays empty)."""
-    from ..sources.models import mounts_from_labels
 
     mounts = mounts_from_labels(labels)
     names = {m.name for m in mounts}

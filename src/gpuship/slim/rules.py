@@ -35,6 +35,7 @@ paths (relative to the root, with directory symlinks resolved). :func:`keep_set`
 from __future__ import annotations
 
 import fnmatch
+import json
 import os
 import posixpath
 import re
@@ -647,7 +648,6 @@ class Keeper:
         return real if real is not None else path
 
     def _manifest_frameworks(self) -> list[str]:
-        import json
 
         text = self.view.read_text("etc/gpuship/gpu.json")
         if not text:

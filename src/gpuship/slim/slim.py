@@ -29,6 +29,7 @@ from ..errors import GpushipError
 from ..oci.entry import Entry, is_whiteout_meta, whiteout_of
 from ..oci.image import History, Image
 from ..oci.layer import Layer, cached_layer, written_as
+from ..oci.layout import write_json
 from ..progress import NO_PROGRESS, Progress
 from ..run.rootfs import unpacked_rootfs
 from .rules import Context, Keeper, KeepSet, RootView, check_patterns, describe_rules, keep_set
@@ -519,6 +520,5 @@ def _packages(keeper: Keeper, view: RootView, kept: KeepSet, removed: list[Remov
 
 def write_report(result: SlimResult, path: Path) -> None:
     """The slimming report as JSON (written to a temporary file and renamed)."""
-    from ..oci.layout import write_json
 
     write_json(path, result.report_json())

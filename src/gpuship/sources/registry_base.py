@@ -20,13 +20,20 @@ Everything read from the layers is remembered in the cache by image digest, so a
 
 from __future__ import annotations
 
+import base64
+import difflib
+import email.parser
+import hashlib
+import json
 import posixpath
 import re
+import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from debian.deb822 import Deb822
 from packaging.markers import InvalidMarker, default_environment
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
@@ -41,7 +48,7 @@ from ..registry.facts import BaseFacts, base_facts
 from ..registry.read import BASE_NAME
 from ..registry.session import Registry, RegistryOptions
 from .base import BaseLock, EnvOf, Started
-from .debian.libdeps import LibDep
+from .debian.libdeps import LibDep, Tree, _ld_library_path, _merge, _scan_layer, unsatisfied
 from .debian.profiles import PROFILES, PythonInfo
 
 SCAN_NS = "registry-base-scan"
@@ -236,7 +243,6 @@ class RegistryBase:
     ) -> dict[str, list[str]]:
         """Sonames that ELF files of ``layers`` (ours, over this base) need and the image would not have:
         ``{soname: [paths]}``. find-libdeps' loader rules; a library anywhere in the image counts as there."""
-        from .debian.libdeps import Tree, _ld_library_path, _merge, _scan_layer, unsatisfied
 
         links = dict(self.links)
         tree = Tree()
@@ -353,9 +359,6 @@ def stub_wheel(directory: Path, name: str, version: str, fields: Sequence[str] =
     The resolver sees the base's own distribution, even one no index serves (NGC's ``torch 2.3.0a0+40ec155e58``),
     with its real ``Requires-Dist``. It is never installed: the build drops what the base provides.
     """
-    import base64
-    import hashlib
-    import zipfile
 
     dist = f"{re.sub(r'[-_.]+', '_', name)}-{version}"
     files = {
@@ -381,8 +384,6 @@ def stub_wheel(directory: Path, name: str, version: str, fields: Sequence[str] =
 
 def stand_in_wheels(base: RegistryBase, cache: Cache, replace: Iterable[str] = ()) -> Path:
     """A directory (in the cache) of :func:`stub_wheel` files for the base's distributions (``replace`` left out)."""
-    import hashlib
-    import json
 
     items = []
     for name, version in sorted(base.distributions(replace).items()):
@@ -443,7 +444,6 @@ def scan_layers(layers: Sequence[Layer]) -> BaseScan:
 
 def _dependency_fields(data: bytes) -> tuple[str, ...]:
     """The metadata fields a resolver reads (``Requires-Dist``, ``Requires-Python``, ``Provides-Extra``), as lines."""
-    import email.parser
 
     headers = email.parser.HeaderParser().parsestr(data.decode("utf-8", errors="replace"))
     out = []
@@ -453,8 +453,6 @@ def _dependency_fields(data: bytes) -> tuple[str, ...]:
 
 
 def _dpkg_packages(texts: Iterable[str]) -> tuple[tuple[str, str, str], ...]:
-    from debian.deb822 import Deb822
-
     out: dict[str, tuple[str, str, str]] = {}
     for text in texts:
         for para in Deb822.iter_paragraphs(text.splitlines()):
@@ -538,8 +536,6 @@ def plan_registry_bases(
             'install the packages in the base image itself, or use base = "debian-bookworm"',
         )
     if "/" not in ref and ":" not in ref and "@" not in ref:
-        import difflib
-
         close = difflib.get_close_matches(ref, list(PROFILES), n=1, cutoff=0.8)
         if close:
             raise ConfigError(

@@ -16,7 +16,7 @@ from ...cache import Cache
 from ...errors import GpushipError, IntegrityError
 
 if TYPE_CHECKING:  # httpx is imported on first use: a rebuild that finds everything cached never pays for it
-    import httpx
+    import httpx  # httpx loads slowly: only when the mirror is asked
 
 T = TypeVar("T")
 
@@ -39,7 +39,7 @@ class Http:
     @property
     def _client(self) -> httpx.Client:
         """Made on first use: a rebuild that finds everything in the cache never loads the TLS context."""
-        import httpx
+        import httpx  # httpx loads slowly: only when the mirror is asked
 
         with self._lock:
             if self._made is None:
@@ -62,7 +62,7 @@ class Http:
         self.close()
 
     def _fail(self, url: str, exc: Exception) -> GpushipError:
-        import httpx
+        import httpx  # httpx loads slowly: only when the mirror is asked
 
         if isinstance(exc, httpx.HTTPStatusError):
             code = exc.response.status_code
@@ -106,7 +106,7 @@ class Http:
 
     def _retrying(self, url: str, once: Callable[[], T]) -> T:
         """``once()``, again after a 5xx or a dropped connection (not after a refused one), up to RETRIES times."""
-        import httpx
+        import httpx  # httpx loads slowly: only when the mirror is asked
 
         for attempt in range(RETRIES):
             try:

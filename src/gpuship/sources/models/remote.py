@@ -118,7 +118,9 @@ def _snapshot_download(model: HubModel, work: Path) -> Path:
     import httpx  # on first use, as above
 
     try:
-        from huggingface_hub import snapshot_download
+        from huggingface_hub import snapshot_download  # optional: only for hub models
+
+        # optional, as above
         from huggingface_hub.errors import (
             GatedRepoError,
             HfHubHTTPError,
@@ -126,7 +128,7 @@ def _snapshot_download(model: HubModel, work: Path) -> Path:
             RepositoryNotFoundError,
             RevisionNotFoundError,
         )
-        from huggingface_hub.utils import disable_progress_bars
+        from huggingface_hub.utils import disable_progress_bars  # optional: only for hub models
     except ImportError as exc:  # pragma: no cover - a dependency of gpuship
         raise GpushipError("hf:// models need huggingface_hub", "reinstall gpuship") from exc
     disable_progress_bars()

@@ -20,6 +20,7 @@ from packaging.utils import canonicalize_name
 from ...cache import Cache
 from ...errors import GpushipError
 from ...oci import Platform
+from ...uv import UvFailed, run_uv
 from .credentials import IndexCredentials
 from .download import fetch
 from .interpreter import host_python
@@ -87,7 +88,6 @@ def summarize_build_log(text: str, tail: int = 12) -> tuple[str, list[str]]:
 def _build(
     source: Path, python: str, tmp: Path, *, what: str, index_args: Sequence[str], log: Path, name: str = ""
 ) -> Path:
-    from ...uv import UvFailed, run_uv
 
     hp = host_python(python)
     out = tmp / "out"

@@ -33,7 +33,7 @@ from urllib.parse import unquote, urlsplit
 from ...redact import strip_userinfo
 
 if TYPE_CHECKING:  # httpx is imported on first use (a rebuild with every file cached never needs it)
-    import httpx
+    import httpx  # httpx loads slowly: only when an index is asked
 
 #: The environment variables uv and pip read index URLs from.
 ENV_URLS = (
@@ -105,7 +105,7 @@ class IndexCredentials:
 
     def auth(self) -> httpx.Auth:
         """An httpx auth that sends the login :meth:`for_url` finds as HTTP basic auth."""
-        import httpx
+        import httpx  # httpx loads slowly: only when an index is asked
 
         credentials = self
 

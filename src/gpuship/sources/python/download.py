@@ -21,7 +21,7 @@ from ...streams import CHUNK
 from .credentials import IndexCredentials
 
 if TYPE_CHECKING:  # httpx is imported on first use: a rebuild with every file cached never pays for it
-    import httpx
+    import httpx  # httpx loads slowly: only when an index is asked
 
 
 def http_client(credentials: IndexCredentials | None = None) -> httpx.Client:
@@ -67,7 +67,7 @@ def fetch(
                 )
             cache.put_file(path, expected=digest)
             return cache.blob_path(digest)
-        import httpx
+        import httpx  # httpx loads slowly: only when an index is asked
 
         own = client is None
         client = client or http_client(credentials)

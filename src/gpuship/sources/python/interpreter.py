@@ -11,6 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
+from ...cache import Cache
 from ...errors import ToolMissing
 from ...uv import UvFailed, run_uv
 from .platforms import python_minor
@@ -67,7 +68,6 @@ def host_python(minor: str) -> HostPython:
 
     The answer is remembered in the cache while that interpreter's file is unchanged (uv and the interpreter
     are not run again on a rebuild)."""
-    from ...cache import Cache
 
     def known(rec: dict[str, Any]) -> HostPython | None:
         if rec.get("identity") is None or _identity(rec["path"]) != rec["identity"]:

@@ -33,6 +33,7 @@ from ...progress import NO_PROGRESS, Progress
 from ...project import IndexOptions, ProjectInputs
 from ...redact import strip_userinfo
 from ...uv import UvFailed, run_uv
+from .build import built_wheel
 from .download import filename_of
 from .platforms import (
     DEFAULT_GLIBC,
@@ -440,8 +441,6 @@ def _choose_files(
             url, sha, size = _file_of(sdist)
             chosen = LockedPackage(name, version, filename_of(url), url, sha, size, sdist=True)
             if platform != Platform.host():
-                from .build import built_wheel
-
                 built = built_wheel(chosen, python, cache, index_args=project.index.uv_args())
                 if not built.pure:
                     raise NoWheelError(
