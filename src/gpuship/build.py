@@ -58,6 +58,7 @@ from .sources.editable import editable_layer
 from .sources.models import ModelSet, build_models, mounts_label
 from .sources.python import PruneRules, install_project, lock_project, python_layers
 from .sources.python.credentials import IndexCredentials
+from .sources.python.interpreter import host_python
 from .transports import target_compresses, write_output
 
 
@@ -183,8 +184,6 @@ def build(options: BuildOptions, *, cache: Cache | None = None, progress: Progre
         progress.step(line)
 
     if plan.config.bytecode != "none" or plan.project.is_package:
-        from .sources.python.interpreter import host_python
-
         # byte code and source builds need a host Python of the base's version: refused now, not after the lock
         host_python(".".join(plan.python_version.split(".")[:2]))
     where = config_home(plan.project.root, getattr(plan.project, "tool", None))

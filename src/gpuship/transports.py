@@ -12,9 +12,10 @@ from collections.abc import Mapping
 from functools import partial
 
 from .cache import Cache
-from .oci.compress import Compression, for_transport
+from .oci.compress import for_transport
 from .oci.image import Image, Index, Platform
 from .oci.layout import ImageOrIndex
+from .oci.media import Compression
 from .oci.readers import read_local
 from .oci.sinks import SINKS, Sink, SinkOptions, parse_target
 from .progress import NO_PROGRESS, Progress

@@ -95,7 +95,7 @@ def target_savings(img: Image, report: ImageReport) -> list[tuple[tuple[str, ...
     libraries = [c.library for c in report.cuda if c.library is not None]
     if not libraries or img.config.labels.get("io.gpuship.targets"):
         return []
-    from ..slim.archs import prune_savings
+    from ..slim.archs import prune_savings  # when the command runs, not for --help
 
     return [(t, n) for t in SUGGESTED_TARGETS if (n := prune_savings(libraries, t)) > 0]
 

@@ -211,8 +211,9 @@ class Image(_Manifested):
 
     # -- the config blob and the manifest --------------------------------------------------------
     def config_json(self) -> dict[str, Any]:
-        if self._unchanged() and self.origin.config:  # type: ignore[union-attr]
-            return json.loads(self.origin.config)  # type: ignore[union-attr]
+        if self.origin is not None and self._unchanged() and self.origin.config:
+            kept: dict[str, Any] = json.loads(self.origin.config)
+            return kept
         hist = list(self.history)
         non_empty = sum(1 for h in hist if not h.empty_layer)
         hist += [History(created_by="gpuship", comment=layer.comment) for layer in self.layers[non_empty:]]
@@ -246,8 +247,9 @@ class Image(_Manifested):
         ]
 
     def manifest_json(self) -> dict[str, Any]:
-        if self._unchanged() and self.origin.manifest:  # type: ignore[union-attr]
-            return json.loads(self.origin.manifest)  # type: ignore[union-attr]
+        if self.origin is not None and self._unchanged() and self.origin.manifest:
+            kept: dict[str, Any] = json.loads(self.origin.manifest)
+            return kept
         d: dict[str, Any] = {
             "schemaVersion": 2,
             "mediaType": self.family.manifest,
@@ -349,8 +351,9 @@ class Index(_Manifested):
         return self.origin is not None and self.origin.fingerprint == self.fingerprint()
 
     def manifest_json(self) -> dict[str, Any]:
-        if self._unchanged() and self.origin.manifest:  # type: ignore[union-attr]
-            return json.loads(self.origin.manifest)  # type: ignore[union-attr]
+        if self.origin is not None and self._unchanged() and self.origin.manifest:
+            kept: dict[str, Any] = json.loads(self.origin.manifest)
+            return kept
         d: dict[str, Any] = {
             "schemaVersion": 2,
             "mediaType": self.family.index,

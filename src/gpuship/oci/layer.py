@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import zstandard
 
@@ -29,6 +29,9 @@ from .compress import compressor, compressor_id, recompress_key
 from .entry import Entry, clean_path
 from .media import BlobCompression, Compression
 from .tarball import iter_tar, member_entry, source_date_epoch, write_tar
+
+if TYPE_CHECKING:  # the buffer types of io's stubs
+    from _typeshed import ReadableBuffer, WriteableBuffer
 
 __all__ = [
     "Compression",
@@ -126,7 +129,7 @@ class _Pipeline(io.RawIOBase):
     def writable(self) -> bool:
         return True
 
-    def write(self, b) -> int:
+    def write(self, b: ReadableBuffer) -> int:
         data = bytes(b)
         if self._diff is not None:
             self._diff.update(data)
@@ -438,7 +441,7 @@ def entries_from_dir(
                 raise IntegrityError(f"{full} is a device, socket or fifo", "remove it or exclude it from the image")
 
 
-def layer_from_dir(root: Path | str, cache: Cache | None = None, *, prefix: str = "", **kw) -> Layer:
+def layer_from_dir(root: Path | str, cache: Cache | None = None, *, prefix: str = "", **kw: Any) -> Layer:
     """A layer holding the tree at ``root`` (placed under ``prefix`` in the image)."""
     return build_layer(entries_from_dir(root, prefix), cache, **kw)
 
@@ -464,8 +467,9 @@ class _Decompressing(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, b) -> int:
-        want = len(b)
+    def readinto(self, b: WriteableBuffer) -> int:
+        view = memoryview(b).cast("B")
+        want = len(view)
         if self._zr is not None:
             try:
                 data = self._zr.read(want)
@@ -478,7 +482,7 @@ class _Decompressing(io.RawIOBase):
         else:
             data = self._raw.read(want)
         n = len(data)
-        b[:n] = data
+        view[:n] = data
         return n
 
     def _gzip_read(self, want: int) -> bytes:
@@ -511,7 +515,7 @@ class _Decompressing(io.RawIOBase):
 
     def close(self) -> None:
         if self._zr is not None:
-            self._zr.close()
+            self._zr.close()  # type: ignore[no-untyped-call]  # zstandard's stub leaves close() unannotated
         self._raw.close()
         super().close()
 

@@ -320,7 +320,7 @@ class _Joined(io.RawIOBase):
         fh = self._part(i)
         fh.seek(self._pos - self._starts[i])
         want = min(len(buf), self._starts[i + 1] - self._pos)
-        n = fh.readinto(memoryview(buf)[:want])  # type: ignore[attr-defined]
+        n: int = fh.readinto(memoryview(buf)[:want])  # type: ignore[attr-defined]
         if not n:
             raise IntegrityError(f"{self._files[i]} changed while it was read", "copy that part again")
         self._pos += n

@@ -24,11 +24,12 @@ from dataclasses import dataclass
 from ..errors import GpushipError
 from ..progress import NO_PROGRESS, Progress
 from .archive import write_oci_archive, write_oci_archive_to
-from .compress import Compression, for_transport
+from .compress import for_transport
 from .docker_archive import DockerTag, write_docker_archive, write_docker_archive_to
 from .engine import load_image, load_into_engine
 from .image import Platform
 from .layout import ImageOrIndex, _check_layout_tag, write_oci_layout
+from .media import Compression
 from .parts import Parts, write_parts
 
 __all__ = [

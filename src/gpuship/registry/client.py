@@ -52,7 +52,7 @@ class RetryPolicy:
 
     def delay(self, attempt: int) -> float:
         """Seconds to wait after failed try number ``attempt`` (1-based): exponential, with jitter."""
-        d = min(self.max_delay, self.base_delay * (2 ** (attempt - 1)))
+        d = min(self.max_delay, self.base_delay * (2.0 ** (attempt - 1)))
         return d * (0.5 + random.random() / 2)
 
 

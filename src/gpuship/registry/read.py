@@ -62,7 +62,8 @@ class Manifest:
     digest: str
 
     def json(self) -> dict[str, Any]:
-        return json.loads(self.data)
+        doc: dict[str, Any] = json.loads(self.data)
+        return doc
 
     @property
     def is_index(self) -> bool:

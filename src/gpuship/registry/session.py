@@ -18,10 +18,10 @@ from ..cache import Cache
 from ..oci.image import Image, Index, Platform
 from ..progress import NO_PROGRESS, Progress
 from .auth import Credentials, store_credentials
-from .client import RegistryClient, RetryPolicy, normalize_registry
+from .client import RegistryClient, RetryPolicy
 from .options import DEFAULT_CHUNK_SIZE, DEFAULT_JOBS, RegistryOptions
 from .read import pull_from, pull_image_from
-from .reference import Reference
+from .reference import Reference, normalize_registry
 from .write import PushResult, push_to
 
 

@@ -9,7 +9,8 @@ from ..errors import GpushipError
 from ..oci.image import Image, Index, Platform
 from ..oci.layout import ImageOrIndex
 from ..oci.sinks import SinkOptions
-from .session import Registry, RegistryOptions
+from .options import RegistryOptions
+from .session import Registry
 
 
 def write_registry(obj: ImageOrIndex, rest: str, opts: SinkOptions, options: RegistryOptions) -> str:

@@ -45,8 +45,9 @@ from ..oci import Image, ImageConfig, Layer, Platform
 from ..oci.entry import apply_whiteout
 from ..progress import NO_PROGRESS, Progress, Totalled
 from ..registry.facts import BaseFacts, base_facts
+from ..registry.options import RegistryOptions
 from ..registry.read import BASE_NAME
-from ..registry.session import Registry, RegistryOptions
+from ..registry.session import Registry
 from .base import BaseLock, EnvOf, Started
 from .debian.libdeps import LibDep, Tree, _ld_library_path, _merge, _scan_layer, unsatisfied
 from .debian.profiles import PROFILES, PythonInfo

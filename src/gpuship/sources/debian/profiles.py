@@ -10,8 +10,28 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
 from ...errors import ConfigError
-from ..python.interpreter import PythonInfo
+
+
+@dataclass(frozen=True)
+class PythonInfo:
+    """The interpreter a base carries: its version (``3.11`` or ``3.11.2``), its path inside the image, and its
+    standard library's directory (when known)."""
+
+    version: str
+    executable: str
+    stdlib: str = ""
+
+    @property
+    def minor(self) -> str:
+        return ".".join(self.version.split(".")[:2])
+
+    @property
+    def tag(self) -> str:
+        """The wheel tag of this interpreter (``cp311``)."""
+        return "cp" + self.minor.replace(".", "")
 
 
 @dataclass(frozen=True)
@@ -72,8 +92,6 @@ def pythons() -> str:
 def way_to_python(spec: str) -> str:
     """The base that gives a Python ``spec`` admits (``==3.12.*``, ``>=3.12``): a profile when one has it, else a
     registry base (``python:3.12-slim``); with every profile's Python, for hints."""
-    from packaging.specifiers import InvalidSpecifier, SpecifierSet
-
     try:
         wanted = SpecifierSet(spec if spec[:1] in "<>=!~" else f"=={spec}.*")
     except InvalidSpecifier:

@@ -14,7 +14,6 @@ from typing import Any, Protocol
 from ...cache import Cache
 from ...errors import ToolMissing
 from ...uv import UvFailed, run_uv
-from .platforms import python_minor
 
 
 class PythonLike(Protocol):
@@ -25,25 +24,6 @@ class PythonLike(Protocol):
 
     @property
     def executable(self) -> str: ...  # "/usr/bin/python3.11", inside the image
-
-
-@dataclass(frozen=True)
-class PythonInfo:
-    """The interpreter a base carries: its version (``3.11`` or ``3.11.2``), its path inside the image, and its
-    standard library's directory (when known)."""
-
-    version: str
-    executable: str
-    stdlib: str = ""
-
-    @property
-    def minor(self) -> str:
-        return python_minor(self.version)
-
-    @property
-    def tag(self) -> str:
-        """The wheel tag of this interpreter (``cp311``)."""
-        return "cp" + self.minor.replace(".", "")
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from ...progress import NO_PROGRESS, Progress
 from ...project import IndexOptions, ProjectInputs
 from ...redact import strip_userinfo
 from ...uv import UvFailed, run_uv
+from ..debian.profiles import way_to_python
 from .build import built_wheel
 from .download import filename_of
 from .platforms import (
@@ -229,8 +230,6 @@ def lock_project(
     if not platforms:
         raise ConfigError("no target platform to lock for", "give at least one, e.g. linux/amd64")
     py = python_minor(python_version)
-    from ..debian.profiles import way_to_python
-
     project.check_python(python_version, way_to_python)
     path = lock_path or project.root / LOCK_NAME
     want = sorted(set(platforms))
