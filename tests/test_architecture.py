@@ -71,7 +71,8 @@ ALLOWED: dict[str, set[str]] = {
     "inspect": {"errors", "oci", "progress", "streams"},
     "serve": {"errors", "oci"},
     "sources.debian": {"cache", "elf", "errors", "oci", "progress", "streams", "tls", "tools"},
-    "sources.python": {"cache", "errors", "oci", "parallel", "progress", "project", "redact", "sources.debian"}
+    "sources.python": {"cache", "config", "errors", "oci", "parallel", "progress", "project", "redact"}
+    | {"sources.debian"}
     | {"streams", "tls", "uv"},
     "sources": {"cache", "errors", "oci", "progress", "project", "registry", "sources.debian", "sources.python"},
     "sources.models": {"cache", "config", "errors", "oci", "progress", "sources", "streams"},

@@ -45,6 +45,7 @@ from .parallel import build_jobs, parallel_map
 from .plan import BuildOptions, BuildPlan, make_plan
 from .plan.build_plan import config_home
 from .progress import NO_PROGRESS, Progress
+from .project import IndexOptions
 from .project.entrypoint import VENV, BaseContents, choose_entrypoint, lint_interpreters
 from .rebuild import Request, fingerprint, remember
 from .redact import redact_all
@@ -54,9 +55,10 @@ from .slim import ArchSelection, arch_sort_key, prune_layer_entries
 from .sources.app import app_layer, left_out_warning, select_app_files
 from .sources.base import Base, Started
 from .sources.debian.libdeps import LibDep
+from .sources.debian.slim import SlimReport
 from .sources.editable import editable_layer
 from .sources.models import ModelSet, build_models, mounts_label
-from .sources.python import PruneRules, install_project, lock_project, python_layers
+from .sources.python import Lock, PruneRules, PythonEnv, PythonInfo, install_project, lock_project, python_layers
 from .sources.python.credentials import IndexCredentials
 from .sources.python.interpreter import host_python
 from .transports import target_compresses, write_output
@@ -81,9 +83,9 @@ class PlatformResult:
     rows: tuple[LayerRow, ...]
     debian_packages: tuple[tuple[str, str, str], ...]
     python_distributions: tuple[tuple[str, str], ...]
-    libdeps: tuple[Any, ...] = ()
-    pruned: Any = None
-    dropped: Any = None
+    libdeps: tuple[LibDep, ...] = ()
+    pruned: dict[str, Any] | None = None
+    dropped: SlimReport | None = None
 
 
 @dataclass(frozen=True)
@@ -292,7 +294,7 @@ def memo_request(options: BuildOptions, outputs: Sequence[str]) -> tuple[Request
     return request, skip
 
 
-def _memoizable(plan: BuildPlan, lock: Any, models: ModelSet, outputs: Sequence[str]) -> bool:
+def _memoizable(plan: BuildPlan, lock: Lock, models: ModelSet, outputs: Sequence[str]) -> bool:
     """Only builds whose every input is under the project directory, in the lock or in the signed indexes."""
     local = any(p.url.startswith("file:") for t in getattr(lock, "targets", ()) for p in t.packages)
     return not (
@@ -345,7 +347,7 @@ def _shipped(
 
 def lock_for_plan(
     plan: BuildPlan, extra_requirements: Sequence[str], *, locked: bool, cache: Cache, progress: Progress = NO_PROGRESS
-) -> Any:
+) -> Lock:
     """``gpuship.lock`` for ``plan``: its requirements (after CUDA targeting) plus ``extra_requirements``, the GPU
     plan's constraints, a registry base's packages kept as they are, and :func:`index_options`. ``gpuship build``
     and ``gpuship dockerfile`` both lock through here, so they share one lock."""
@@ -441,7 +443,7 @@ def _check_entries(gpu: GpuPlan, pruned: dict[str, Any] | None) -> list[Entry]:
     return [Entry.file(e.path, body, e.mode) if e.path == MANIFEST_PATH.lstrip("/") else e for e in entries]
 
 
-def index_options(plan: BuildPlan) -> Any:
+def index_options(plan: BuildPlan) -> IndexOptions:
     """The project's own index options, plus [tool.gpuship] index settings and any index the GPU plan needs."""
     idx = plan.project.index
     cfg = plan.config
@@ -456,7 +458,7 @@ def index_options(plan: BuildPlan) -> Any:
     )
 
 
-def index_credentials(plan: BuildPlan) -> Any:
+def index_credentials(plan: BuildPlan) -> IndexCredentials:
     """The logins of the plan's private indexes (URLs, netrc, keyring: as uv finds them), for downloads."""
 
     return IndexCredentials.from_urls([*index_options(plan).uv_args(), *plan.project.uv_options])
@@ -488,7 +490,7 @@ def _function_runtime(plan: BuildPlan) -> _Runtime | None:
 def _build_platform(
     plan: BuildPlan,
     platform: Platform,
-    lock: Any,
+    lock: Lock,
     models: ModelSet,
     runtime: _Runtime | None,
     entrypoint: tuple[str, ...],
@@ -535,19 +537,19 @@ def _python_layers(
     plan: BuildPlan,
     platform: Platform,
     base: Base,
-    lock: Any,
+    lock: Lock,
     models: ModelSet,
     runtime: _Runtime | None,
     cache: Cache,
     progress: Progress,
-) -> tuple[Any, Groups, Groups, dict[str, Any] | None]:
+) -> tuple[PythonEnv, Groups, Groups, dict[str, Any] | None]:
     """The environment's layers, and the upper ones (project, gpu-check, runtime, app or editable), GPU code
     pruned: ``(env, env layers, upper layers, prune report)``."""
 
     compression: BlobCompression = "none"  # layers are plain tars: outputs compress where bytes travel
     cfg = plan.config
     python = base.python
-    prune = PruneRules(keep=tuple(cfg.keep), drop=tuple(cfg.drop), bytecode=cfg.bytecode)  # type: ignore[arg-type]
+    prune = PruneRules(keep=tuple(cfg.keep), drop=tuple(cfg.drop), bytecode=cfg.bytecode)
     env = python_layers(
         base.installed(lock, cfg.replace_base_packages),  # what the base has is not installed again
         platform,
@@ -630,7 +632,7 @@ def _assemble(
 
 
 def _project_layer(
-    plan: BuildPlan, platform: Platform, python: Any, prune: Any, cache: Cache, progress: Progress
+    plan: BuildPlan, platform: Platform, python: PythonInfo, prune: PruneRules, cache: Cache, progress: Progress
 ) -> Layer:
     """The project itself, built as a wheel and installed into the venv (its own layer, below the app files)."""
 

@@ -13,12 +13,16 @@ import re
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from . import schema
 from .errors import ConfigError
 from .oci.media import Compression, parse_compression
+
+#: How byte code is written: precompiled with unchecked hashes (reproducible), or not at all.
+Bytecode = Literal["unchecked-hash", "none"]
+BYTECODES: dict[str, Bytecode] = {"unchecked-hash": "unchecked-hash", "none": "none"}
 
 KNOWN_KEYS = {
     "base": "base image: a profile (debian-bookworm, debian-trixie) or a registry reference",
@@ -380,7 +384,7 @@ class GpushipConfig:
     labels: Mapping[str, str] = field(default_factory=dict)
     compression: Compression = "gzip"
     find_libdeps: bool = True
-    bytecode: str = "unchecked-hash"
+    bytecode: Bytecode = "unchecked-hash"
     gpu: Mapping[str, Any] = field(default_factory=dict)
     debian: Mapping[str, Any] = field(default_factory=dict)
     index_url: str = ""
@@ -400,9 +404,11 @@ class GpushipConfig:
         compression = parse_compression(
             text("compression", "gzip", 'compression = "zstd"'), "[tool.gpuship] compression"
         )
-        bytecode = text("bytecode", "unchecked-hash", 'bytecode = "none"')
-        if bytecode not in ("none", "unchecked-hash"):
-            raise ConfigError(f"[tool.gpuship] bytecode must be 'none' or 'unchecked-hash', not {bytecode!r}")
+        bytecode = BYTECODES.get(text("bytecode", "unchecked-hash", 'bytecode = "none"'))
+        if bytecode is None:
+            raise ConfigError(
+                f"[tool.gpuship] bytecode must be 'none' or 'unchecked-hash', not {table.get('bytecode')!r}"
+            )
         workdir = text("workdir", DEFAULT_WORKDIR, 'workdir = "/app"')
         if not workdir.startswith("/") or "\0" in workdir or ".." in workdir.split("/"):
             raise ConfigError(f"[tool.gpuship] workdir must be an absolute path without '..', not {workdir!r}")

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from .. import tools
 from ..build import image_env, index_options, lock_for_plan
@@ -25,7 +25,7 @@ from ..check import check_entries
 from ..config import DEFAULT_USER
 from ..errors import ConfigError
 from ..oci import Entry, Platform, cached_layer
-from ..plan import BuildOptions, make_plan
+from ..plan import BuildOptions, BuildPlan, make_plan
 from ..progress import NO_PROGRESS, Progress
 from ..project.entrypoint import VENV, choose_entrypoint
 from ..redact import strip_userinfo
@@ -34,6 +34,7 @@ from ..sources.app import ALWAYS_EXCLUDED, NOT_SECRETS, SECRET_PATTERNS, AppFile
 from ..sources.base import Base
 from ..sources.debian.profiles import PROFILES
 from ..sources.python import JIT_PACKAGES, PruneRules, python_layers
+from ..sources.python.lock import Lock
 from .requirements import REQUIREMENTS_NAME, has_sdists, render_requirements
 
 Variant = Literal["pip", "micromamba"]
@@ -258,8 +259,8 @@ def plan_dockerfile(
 
 
 def lock_as_build(
-    plan: Any, extra_requirements: Sequence[str], *, locked: bool, cache: Cache, progress: Progress
-) -> Any:
+    plan: BuildPlan, extra_requirements: Sequence[str], *, locked: bool, cache: Cache, progress: Progress
+) -> Lock:
     """``gpuship.lock`` exactly as ``gpuship build`` asks for it, so an export and a build share one lock."""
 
     return lock_for_plan(plan, extra_requirements, locked=locked, cache=cache, progress=progress)
@@ -315,12 +316,12 @@ def uv_version() -> str:
         return out[1] if len(out) > 1 else "0.13.9"
 
 
-def lock_names(lock: Any, platforms: Sequence[Platform]) -> tuple[str, ...]:
+def lock_names(lock: Lock, platforms: Sequence[Platform]) -> tuple[str, ...]:
     return tuple(sorted({p.key for plat in platforms for p in lock.packages(plat)}))
 
 
 def _find_libdeps(
-    plan: Any, lock: Any, app: AppFiles, extra: Sequence[ExtraLayer], cache: Cache, progress: Progress
+    plan: BuildPlan, lock: Lock, app: AppFiles, extra: Sequence[ExtraLayer], cache: Cache, progress: Progress
 ) -> list[LibDepNote]:
     """gpuship's find-libdeps over the environment, gpuship's own files and the app, for every platform."""
 
@@ -358,7 +359,7 @@ def _entries_key(entries: Sequence[Entry]) -> str:
     return h.hexdigest()
 
 
-def _index_args(plan: Any) -> tuple[str, ...]:
+def _index_args(plan: BuildPlan) -> tuple[str, ...]:
     """Index options for the requirements file: the ones the lock was resolved with (project, config, GPU plan),
     without their logins. Local ``--find-links`` folders are left out: a Docker build cannot see them."""
 

@@ -188,7 +188,7 @@ def image_created(project_dir: Path) -> tuple[int, str]:
     return int(parts[0]), f"the project's last commit, {parts[1]}"
 
 
-def oci_labels(project: Any, project_dir: Path, config: GpushipConfig, created: str = "") -> dict[str, str]:
+def oci_labels(project: ProjectInputs, project_dir: Path, config: GpushipConfig, created: str = "") -> dict[str, str]:
     """``org.opencontainers.image.*`` labels from the project metadata and git."""
     labels: dict[str, str] = {}
     pairs = {

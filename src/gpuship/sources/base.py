@@ -27,6 +27,8 @@ from ..progress import Progress
 if TYPE_CHECKING:  # types only: the base kinds import this module
     from .debian.libdeps import LibDep
     from .debian.profiles import PythonInfo
+    from .debian.slim import SlimReport
+    from .python.lock import Lock
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,7 @@ class Started:
     layers: tuple[Layer, ...]
     config: ImageConfig
     packages: tuple[tuple[str, str, str], ...] = ()
-    dropped: Any = None
+    dropped: SlimReport | None = None
 
 
 #: The image environment a config gives (the build's ``image_env``): find-libdeps reads LD_LIBRARY_PATH from it.
@@ -87,7 +89,7 @@ class Base(Protocol):
     def resolve_error(self, exc: GpushipError, replace: Sequence[str]) -> GpushipError | None:
         """A failed lock said in terms of the base, when the base's packages are the cause."""
 
-    def installed(self, lock: Any, replace: Sequence[str]) -> Any:
+    def installed(self, lock: Lock, replace: Sequence[str]) -> Lock:
         """The part of ``lock`` the build installs (what the base has in the same version is not)."""
 
     def system_libraries(

@@ -6,16 +6,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from ..cache import Cache
 from ..errors import GpushipError
 from ..oci import ImageConfig, Layer, Platform, append_layers, empty_image
 from ..progress import Progress
 from .base import BaseLock, EnvOf, Started
-from .debian.base import BASE_CONFIG, build_base
+from .debian.base import BASE_CONFIG, DebianBase, build_base
 from .debian.libdeps import LibDep, libdeps_for_layers
 from .debian.profiles import PROFILES, PythonInfo
+from .python.lock import Lock
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ class ProfileBase:
     def resolve_error(self, exc: GpushipError, replace: Sequence[str]) -> GpushipError | None:
         return None
 
-    def installed(self, lock: Any, replace: Sequence[str]) -> Any:
+    def installed(self, lock: Lock, replace: Sequence[str]) -> Lock:
         return lock
 
     def system_libraries(
@@ -73,7 +73,7 @@ class ProfileBase:
         image = append_layers(empty_image(self.platform), base.layers, created_by="gpuship: debian base")
         return Started(image, base.layers, base.config, base.packages, base.dropped)
 
-    def _build(self, packages: Sequence[str], cache: Cache) -> Any:
+    def _build(self, packages: Sequence[str], cache: Cache) -> DebianBase:
         return build_base(
             self.profile,
             self.platform,

@@ -51,6 +51,7 @@ from ..registry.session import Registry
 from .base import BaseLock, EnvOf, Started
 from .debian.libdeps import LibDep, Tree, _ld_library_path, _merge, _scan_layer, unsatisfied
 from .debian.profiles import PROFILES, PythonInfo
+from .python.lock import Lock
 
 SCAN_NS = "registry-base-scan"
 SCAN_VERSION = 2
@@ -277,7 +278,7 @@ class RegistryBase:
             out["glibc"] = self.glibc
         return out
 
-    def strip_provided(self, lock: Any, replace: Iterable[str] = ()) -> Any:
+    def strip_provided(self, lock: Lock, replace: Iterable[str] = ()) -> Lock:
         """``lock`` without the packages the base already has in the same version (they are not installed again)."""
         have = self.distributions(replace)
 
@@ -310,7 +311,7 @@ class RegistryBase:
         self.check_requirements(requirements, replace)
         return BaseLock(tuple(self.constraints(replace)), self.lock_options(cache, replace))
 
-    def installed(self, lock: Any, replace: Sequence[str]) -> Any:
+    def installed(self, lock: Lock, replace: Sequence[str]) -> Lock:
         return self.strip_provided(lock, replace)
 
     def system_libraries(

@@ -12,13 +12,11 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
 
 import pathspec
 
+from ...config import Bytecode
 from ...errors import ConfigError
-
-Bytecode = Literal["unchecked-hash", "none"]
 
 #: Packages that compile C/C++/CUDA at run time and read their own headers, archives or .pxd files.
 JIT_PACKAGES = (
