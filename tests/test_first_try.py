@@ -386,7 +386,7 @@ def test_new_base_python_relocks_and_says_so(tmp_path: Path, cache) -> None:
     amd64 = [Platform.parse("linux/amd64")]
     assert lock_project(inputs, amd64, "3.11", cache).python == "3.11"
     said: list[str] = []
-    lock = lock_project(inputs, amd64, "3.13", cache, progress=lambda msg, *a: said.append(msg))
+    lock = lock_project(inputs, amd64, "3.13", cache, progress=_Said(said))
     assert (
         lock.python == "3.13"
         and "gpuship.lock was made for Python 3.11; the base has Python 3.13: locking again" in said
@@ -635,3 +635,19 @@ def _layout_created(layout: Path) -> str:
     blob = lambda d: json.loads((layout / "blobs" / "sha256" / d.split(":")[1]).read_text())  # noqa: E731
     manifest = blob(index["manifests"][0]["digest"])
     return str(blob(manifest["config"]["digest"])["created"])
+
+
+class _Said:
+    """A :class:`gpuship.progress.Progress` that keeps the steps."""
+
+    def __init__(self, said: list[str]) -> None:
+        self.said = said
+
+    def step(self, message: str) -> None:
+        self.said.append(message)
+
+    def transfer(self, key: str, done: int, total: int | None = None, status: str | None = None) -> None:
+        pass
+
+    def clear(self) -> None:
+        pass
