@@ -386,7 +386,10 @@ class Bench:
 
 def serve_figures() -> dict[str, Any]:
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "serve_load.py"), "--requests", "2000", "--concurrency", "64"],
+        [
+            *(sys.executable, str(ROOT / "bench" / "serve_load.py"), "--requests", "2000", "--concurrency", "64"),
+            *("--slow-clients", "8", "--burst", "100"),
+        ],
         capture_output=True,
         text=True,
         timeout=900,
@@ -520,8 +523,20 @@ def tables(res: dict[str, Any]) -> str:
             "",
             f"Function runtime under load (bench/serve_load.py): {serve['requests']} requests, "
             f"{serve['concurrency']} concurrent: p50 {lat['p50']} ms, p99 {lat['p99']} ms, "
-            f"{serve['throughput_rps']} requests/s, {serve['failed']} failed.",
+            f"{serve['throughput_rps']} requests/s, {serve['failed']} failed"
+            + (
+                f", with {serve['slow_clients']['count']} slow clients trickling bodies."
+                if "slow_clients" in serve
+                else "."
+            ),
         ]
+        burst = serve.get("burst")
+        if burst:
+            lines.append(
+                f"A burst of {burst['requests']} at once, default settings: "
+                + ", ".join(f"{n} x {code}" for code, n in burst["statuses"].items())
+                + f", p99 {burst['latency_ms']['p99']} ms."
+            )
     slim = res.get("slim")
     if slim and slim.get("table"):
         lines += ["", *slim["table"]]

@@ -2,9 +2,16 @@
 
     uv run python bench/serve_load.py                      # starts the runtime with the example below
     uv run python bench/serve_load.py --url http://HOST:PORT --requests 5000 --concurrency 128
+    uv run python bench/serve_load.py --slow-clients 8 --burst 100   # the hostile-client runs (issue 16)
 
 Every request carries an id that the function echoes, so a lost, failed or crossed answer is counted,
 not just a slow one. Output: counts by status, failures, p50/p90/p99/max latency and throughput.
+
+``--slow-clients N``: while the load runs, N more clients each send request headers and then trickle the body
+a byte every half second (a new upload whenever the runtime answers one, 408 after its BODY_TIMEOUT); their
+answers are counted under ``slow_clients``. They must cost the real requests nothing: 0 failed.
+``--burst N``: afterwards, a runtime with the *default* settings (MAX_WORKERS, MAX_QUEUE, QUEUE_TIMEOUT as
+shipped) gets N requests at once, each on its own connection; ``burst`` reports its statuses (no 503 wanted).
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import argparse
 import http.client
 import json
 import os
+import select
 import socket
 import subprocess
 import sys
@@ -198,9 +206,54 @@ def _load(url: str, requests: int, concurrency: int, n: int) -> dict:
     }
 
 
-def run_load(url: str, requests: int = 2000, concurrency: int = 64, n: int = 200) -> dict:
-    """Fire ``requests`` invocations, ``concurrency`` at a time, at the runtime at ``url``."""
-    return _load(url, requests, concurrency, n)
+def run_load(url: str, requests: int = 2000, concurrency: int = 64, n: int = 200, slow_clients: int = 0) -> dict:
+    """Fire ``requests`` invocations, ``concurrency`` at a time, at the runtime at ``url`` (while
+    ``slow_clients`` clients trickle bodies at it)."""
+    if not slow_clients:
+        return _load(url, requests, concurrency, n)
+    stop = threading.Event()
+    answers: dict[str, int] = {}
+    threads = [threading.Thread(target=_trickle, args=(url, stop, answers), daemon=True) for _ in range(slow_clients)]
+    for t in threads:
+        t.start()
+    time.sleep(1.0)  # the slow uploads are under way before the load starts
+    try:
+        result = _load(url, requests, concurrency, n)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(10)
+    result["slow_clients"] = {"count": slow_clients, "answers": dict(sorted(answers.items()))}
+    return result
+
+
+def _trickle(url: str, stop: threading.Event, answers: dict[str, int]) -> None:
+    """One slow client: headers, then a body byte every 0.5 s; a fresh upload whenever one is answered."""
+    parsed = urllib.parse.urlsplit(url)
+    head = (
+        f"POST /invoke HTTP/1.1\r\nHost: {parsed.netloc}\r\nContent-Type: application/json\r\n"
+        "Content-Length: 1000000\r\n\r\n"
+    ).encode()
+    while not stop.is_set():
+        outcome = "open at the end"
+        try:
+            with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or 80), timeout=10) as s:
+                s.sendall(head)
+                while not stop.is_set():
+                    s.sendall(b" ")
+                    readable, _, _ = select.select([s], [], [], 0.5)
+                    if readable:
+                        first = s.recv(4096).split(b"\r\n", 1)[0].decode(errors="replace")
+                        outcome = first.split()[1] if first.startswith("HTTP/") else "closed"
+                        break
+        except OSError as exc:
+            outcome = type(exc).__name__
+        answers[outcome] = answers.get(outcome, 0) + 1
+
+
+def run_burst(url: str, requests: int = 100, n: int = 200) -> dict:
+    """``requests`` invocations at the same moment, each on its own connection."""
+    return _load(url, requests, requests, n)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -210,16 +263,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--max-workers", type=int, default=8, help="MAX_WORKERS of the runtime started here")
     parser.add_argument("--work", type=int, default=200, help="loop length the example function runs")
+    parser.add_argument("--slow-clients", type=int, default=0, help="clients trickling bodies during the load")
+    parser.add_argument("--burst", type=int, default=0, help="then N requests at once at default settings")
     args = parser.parse_args(argv)
     if args.url:
-        result = run_load(args.url, args.requests, args.concurrency, args.work)
+        result = run_load(args.url, args.requests, args.concurrency, args.work, args.slow_clients)
+        if args.burst:
+            result["burst"] = run_burst(args.url, args.burst, args.work)
     else:
         env = {"MAX_WORKERS": str(args.max_workers), "MAX_QUEUE": str(args.concurrency), "LOG_LEVEL": "WARNING"}
         with start_runtime("serve_load:example", cwd=Path(__file__).parent, env=env) as rt:
-            result = run_load(rt.url, args.requests, args.concurrency, args.work)
+            result = run_load(rt.url, args.requests, args.concurrency, args.work, args.slow_clients)
             result["server"] = {"max_workers": args.max_workers, "max_queue": args.concurrency}
+        if args.burst:
+            with start_runtime("serve_load:example", cwd=Path(__file__).parent, env={"LOG_LEVEL": "WARNING"}) as rt:
+                result["burst"] = run_burst(rt.url, args.burst, args.work)
+                result["burst"]["server"] = "default settings"
     print(json.dumps(result, indent=2))
-    return 0 if result["failed"] == 0 else 1
+    failed = result["failed"] + (result["burst"]["failed"] if "burst" in result else 0)
+    return 0 if failed == 0 else 1
 
 
 if __name__ == "__main__":

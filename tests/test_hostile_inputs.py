@@ -15,6 +15,7 @@ import io
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -24,6 +25,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from build_support import gpuship, one_error_line
@@ -45,6 +47,7 @@ from gpuship.sources.python.download import fetch
 from gpuship.sources.python.wheel import open_wheel
 from gpuship.transports import read_image
 from test_oci_support import layer_from_tar, member, raw_tar
+from test_serve_runtime import ROOT, bench
 
 
 # -- 1. whiteouts that name the directory itself or its parent --------------------------------------------------
@@ -728,3 +731,129 @@ def test_inspect_memory_does_not_grow_with_a_huge_dpkg_status(tmp_path: Path) ->
     proc, peak = _peak_rss_mb([sys.executable, "-m", "gpuship", "inspect", f"oci:{layout}", "--json"], env)
     assert proc.returncode == 0, proc.stderr
     assert peak < 250, f"gpuship inspect peaked at {peak:.0f} MB for a {size >> 20} MB dpkg status"
+
+
+# -- 5. the function runtime: slow clients, bursts, hostile JSON ----------------------------------------------------
+SERVED = """
+import time
+
+def work(payload):
+    time.sleep((payload or {}).get("sleep", 0) if isinstance(payload, dict) else 0)
+    return {"got": payload if not isinstance(payload, float) else repr(payload)}
+
+def nan_ok(payload):
+    return {"got": repr(payload)}
+nan_ok.allow_nan = True
+"""
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("served")
+    (d / "served.py").write_text(SERVED)
+    return d
+
+
+def _slow_upload(port: int, seconds: float) -> socket.socket:
+    """A client that sends its headers, then one body byte now and then (never the whole promised body)."""
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(b"POST /invoke HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n")
+
+    def trickle() -> None:
+        end = time.monotonic() + seconds
+        try:
+            while time.monotonic() < end:
+                s.sendall(b" ")
+                time.sleep(0.5)
+        except OSError:
+            pass
+
+    threading.Thread(target=trickle, daemon=True).start()
+    return s
+
+
+def test_slow_uploads_never_take_a_worker(served: Path) -> None:
+    env = {"MAX_WORKERS": "2", "BODY_TIMEOUT": "4"}
+    with bench.start_runtime("served:work", cwd=served, env=env) as rt:
+        port = int(rt.url.rsplit(":", 1)[1])
+        slow = [_slow_upload(port, 30) for _ in range(8)]  # more than MAX_WORKERS, trickling for longer
+        time.sleep(0.5)
+        try:
+            with httpx.Client(base_url=rt.url, timeout=10) as client:
+                codes = [client.post("/invoke", json={"i": i}).status_code for i in range(20)]
+                assert codes == [200] * 20, codes
+                assert client.get("/healthz").status_code == 200 and client.get("/readyz").status_code == 200
+            answers = []
+            for s in slow:  # the body deadline answers them: 408, as JSON
+                s.settimeout(15)
+                answer = b""
+                while b"}" not in answer and (chunk := s.recv(4096)):
+                    answer += chunk
+                answers.append(answer)
+            assert all(a.startswith(b"HTTP/1.1 408") and b'"body too slow"' in a for a in answers), answers
+        finally:
+            for s in slow:
+                s.close()
+
+
+def test_a_client_trickling_its_headers_is_cut_off(served: Path) -> None:
+    with bench.start_runtime("served:work", cwd=served, env={"HEADER_TIMEOUT": "2"}) as rt:
+        port = int(rt.url.rsplit(":", 1)[1])
+        s = socket.create_connection(("127.0.0.1", port))
+        s.settimeout(20)
+        start = time.monotonic()
+        try:
+            s.sendall(b"POST /invoke HTTP/1.1\r\n")
+            closed = False
+            while time.monotonic() - start < 15:
+                try:
+                    s.sendall(b"X-Slow: a\r\n")  # a header line every half second: never complete
+                except OSError:
+                    closed = True
+                    break
+                s.settimeout(0.5)
+                try:
+                    if s.recv(1) == b"":
+                        closed = True
+                        break
+                except TimeoutError:
+                    pass
+            assert closed and time.monotonic() - start < 8
+        finally:
+            s.close()
+
+
+def test_a_burst_of_100_with_the_default_settings_gets_no_503(served: Path) -> None:
+    with bench.start_runtime("served:work", cwd=served) as rt:  # MAX_WORKERS=4, the default queue
+        result = bench.run_load(rt.url, requests=100, concurrency=100, n=100)
+    assert result["statuses"] == {"200": 100} and result["failed"] == 0, result
+
+
+def test_hostile_json_gets_a_json_400(served: Path) -> None:
+    with bench.start_runtime("served:work", cwd=served) as rt, httpx.Client(base_url=rt.url, timeout=30) as client:
+        for body in (b"[" * 2000 + b"]" * 2000, b'{"a":' * 5000 + b"1" + b"}" * 5000):
+            r = client.post("/invoke", content=body, headers={"Content-Type": "application/json"})
+            assert r.status_code == 400 and r.json()["error"] == "body is not JSON", r.text
+        for body in (b"NaN", b'{"x": Infinity}', b"[-Infinity]"):
+            r = client.post("/invoke", content=body)
+            assert r.status_code == 400 and "allow_nan" in r.json()["detail"], r.text
+        assert client.post("/invoke", json={"ok": 1}).status_code == 200
+    with bench.start_runtime("served:nan_ok", cwd=served) as rt:
+        r = httpx.post(rt.url + "/invoke", content=b"NaN")
+        assert r.status_code == 200 and r.json() == {"got": "nan"}, r.text
+
+
+def test_serve_load_runs_slow_clients_and_a_default_burst() -> None:
+    """bench/serve_load.py's hostile runs, small: the load passes untouched beside slow uploads; a burst of 100
+    at the default settings gets no 503."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "serve_load.py"), "--requests", "400", "--concurrency", "32"]
+        + ["--slow-clients", "8", "--burst", "100"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = json.loads(proc.stdout)
+    assert out["failed"] == 0 and out["slow_clients"]["count"] == 8 and out["latency_ms"]["p99"] > 0
+    assert out["burst"]["statuses"] == {"200": 100}

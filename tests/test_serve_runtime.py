@@ -248,7 +248,7 @@ def test_sigterm_exits_0_when_idle(fndir: Path) -> None:
 
 
 def test_max_workers_back_pressure_503_with_retry_after(fndir: Path) -> None:
-    with bench.start_runtime("fns:echo", cwd=fndir, env={"MAX_WORKERS": "2"}) as rt:
+    with bench.start_runtime("fns:echo", cwd=fndir, env={"MAX_WORKERS": "2", "MAX_QUEUE": "0"}) as rt:
         results, threads = _burst(rt.url, [{"sleep": 1.0, "i": i} for i in range(10)])
         for t in threads:
             t.join(60)

@@ -8,17 +8,25 @@ standard library, Starlette and Uvicorn. Run it as::
 
 Endpoints
     POST /invoke   JSON in, JSON out. The body (empty = null) is passed as the one argument
-                   (a function without parameters is called with none). 400: the body is not JSON;
-                   500: the function raised or returned something that is not JSON; 503 + Retry-After:
-                   all MAX_WORKERS busy and MAX_QUEUE waiting, or not ready yet; 413: body over MAX_BODY.
+                   (a function without parameters is called with none). 400: the body is not JSON (or is
+                   nested deeper than Python parses, or holds NaN/Infinity while the function has no
+                   ``allow_nan = True`` attribute); 500: the function raised or returned something that is
+                   not JSON; 503 + Retry-After: all MAX_WORKERS busy and MAX_QUEUE waiting, a wait over
+                   QUEUE_TIMEOUT, or not ready yet; 413: body over MAX_BODY; 408: the body took longer than
+                   BODY_TIMEOUT. Every error is a JSON object {"error": ..., "detail": ...}.
     GET  /status   device (cuda|cpu), why cpu, GPU names, memory, driver / CUDA versions, framework.
     GET  /healthz  200 while the process serves (liveness).
     GET  /readyz   200 once the function is imported and its warm-up call succeeded (readiness).
     GET  /metrics  Prometheus text format: requests by status, latency histogram, in flight, GPU memory.
 
+Slow clients never hold a worker: a request's body is read in full (within BODY_TIMEOUT and MAX_BODY) before
+it asks for a place; request headers must arrive within HEADER_TIMEOUT; /healthz and /readyz never wait.
+
 Settings (environment, or the flags of the same name)
     PORT (8080), HOST (0.0.0.0), MAX_WORKERS (4): functions running at once (sync ones in a thread pool
-    of that size), MAX_QUEUE (0): requests allowed to wait for a worker, LOG_LEVEL (INFO), MAX_BODY
+    of that size), MAX_QUEUE (256): requests allowed to wait for a worker (a burst is absorbed, not refused),
+    QUEUE_TIMEOUT (30 s): longest wait for a worker before a 503, BODY_TIMEOUT (30 s), HEADER_TIMEOUT (10 s),
+    LOG_LEVEL (INFO), MAX_BODY
     (67108864 bytes), GRACEFUL_TIMEOUT (25 s: on SIGTERM, in-flight requests get this long to finish),
     SHUTDOWN_DELAY (0 s: on SIGTERM, first keep serving this long with /readyz at 503, for load balancers),
     GPUSHIP_WARMUP (JSON payload for the warm-up call; else the function's ``warmup`` attribute: a JSON
@@ -85,9 +93,12 @@ class Settings:
     host: str = "0.0.0.0"
     port: int = DEFAULT_PORT
     max_workers: int = 4
-    max_queue: int = 0
+    max_queue: int = 256
     log_level: str = "INFO"
     max_body: int = 64 << 20
+    queue_timeout: int = 30
+    body_timeout: int = 30
+    header_timeout: int = 10
     graceful_timeout: int = 25
     shutdown_delay: int = 0
     warmup: str | None = None  # JSON text
@@ -106,9 +117,12 @@ class Settings:
             host=os.environ.get("HOST", "0.0.0.0") or "0.0.0.0",
             port=_env_int("PORT", DEFAULT_PORT, 0),
             max_workers=_env_int("MAX_WORKERS", 4, 1),
-            max_queue=_env_int("MAX_QUEUE", 0, 0),
+            max_queue=_env_int("MAX_QUEUE", 256, 0),
             log_level=level,
             max_body=_env_int("MAX_BODY", 64 << 20, 1),
+            queue_timeout=_env_int("QUEUE_TIMEOUT", 30, 1),
+            body_timeout=_env_int("BODY_TIMEOUT", 30, 1),
+            header_timeout=_env_int("HEADER_TIMEOUT", 10, 1),
             graceful_timeout=_env_int("GRACEFUL_TIMEOUT", 25, 0),
             shutdown_delay=_env_int("SHUTDOWN_DELAY", 0, 0),
             warmup=os.environ.get("GPUSHIP_WARMUP") or None,
@@ -602,6 +616,8 @@ class Runtime:
         self.draining = False
         self.admitted = 0
         self.running = 0
+        self.reading = 0
+        self.allow_nan = False
         self.metrics = Metrics()
         self.probe = GpuProbe()
         self.executor = ThreadPoolExecutor(settings.max_workers, thread_name_prefix="gpuship-fn")
@@ -647,6 +663,7 @@ class Runtime:
             self.ready_error = f"warm-up call failed: {type(exc).__name__}: {exc}"
             log.error("%s\n%s", self.ready_error, traceback.format_exc())
             return
+        self.allow_nan = getattr(self.function, "allow_nan", False) is True
         self.ready, self.ready_error = True, None
         log.info("%s ready (%s)", self.settings.function, how)
 
@@ -703,6 +720,115 @@ def _error(status: int, error: str, detail: str | None = None, headers: dict[str
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+class _TooLarge(Exception):
+    pass
+
+
+class _BadJson(Exception):
+    pass
+
+
+async def _read_body(request: Any, limit: int) -> bytes:
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise _TooLarge(f"{length} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge(f"over {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON (give the function an allow_nan = True attribute to accept it)")
+
+
+def _parse_json(body: bytes, allow_nan: bool) -> Any:
+    """The request body as a value (empty: None); any malformed body is a :class:`_BadJson`."""
+    if not body.strip():
+        return None
+    try:
+        if allow_nan:
+            return json.loads(body)
+        return json.loads(body, parse_constant=_no_constant)
+    except RecursionError:
+        raise _BadJson("nested deeper than the runtime parses") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise _BadJson(str(exc)) from None
+
+
+async def _acquire(semaphore: asyncio.Semaphore, timeout: float) -> bool:
+    """Take ``semaphore`` within ``timeout`` seconds; False (holding nothing) if that did not happen."""
+    waiter = asyncio.ensure_future(semaphore.acquire())
+    try:
+        done, _ = await asyncio.wait({waiter}, timeout=timeout)
+    except BaseException:  # the request was cancelled while it waited
+        _abandon(waiter, semaphore)
+        raise
+    if done:
+        return True
+    _abandon(waiter, semaphore)
+    return False
+
+
+def _abandon(waiter: asyncio.Future[Any], semaphore: asyncio.Semaphore) -> None:
+    """Stop waiting for ``semaphore``; a place taken just as the wait ran out is given back."""
+
+    def give_back(f: asyncio.Future[Any]) -> None:
+        if not f.cancelled() and f.exception() is None:
+            semaphore.release()
+
+    waiter.add_done_callback(give_back)
+    waiter.cancel()
+
+
+def _guarded_http(header_timeout: float) -> Any:
+    """Uvicorn's h11 protocol, but a connection whose request headers do not arrive within ``header_timeout``
+    seconds of its start (or of its previous response) is closed: a slow client cannot hold sockets open by
+    trickling a header a byte at a time (uvicorn's keep-alive timer restarts on every byte)."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class GuardedH11(H11Protocol):
+        _headers_due: asyncio.TimerHandle | None = None
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._headers_due = self.loop.call_later(header_timeout, self._too_slow)
+
+        def _disarm(self) -> None:
+            if self._headers_due is not None:
+                self._headers_due.cancel()
+                self._headers_due = None
+
+        def _too_slow(self) -> None:
+            self._headers_due = None
+            if not self.transport.is_closing():
+                self.transport.close()
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def handle_events(self) -> None:
+            cycle = self.cycle
+            super().handle_events()
+            if self.cycle is not cycle:  # a request's headers are in: its body has BODY_TIMEOUT in the app
+                self._disarm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._arm()  # the next request's headers are due in time too
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+    return GuardedH11
+
+
 def create_app(settings: Settings, function: Callable[..., Any] | None = None) -> Any:
     """The Starlette application; ``function`` skips the import (for embedding)."""
     from starlette.applications import Starlette
@@ -717,65 +843,75 @@ def create_app(settings: Settings, function: Callable[..., Any] | None = None) -
         if not rt.ready:
             rt.metrics.observe(503, None)
             return _error(503, "not ready", rt.fatal or rt.ready_error, {"Retry-After": "5"})
-        if rt.admitted >= capacity:
+        if rt.admitted >= capacity or rt.reading >= capacity:
             rt.metrics.observe(503, None)
-            return _error(
-                503,
-                "busy",
-                f"{rt.running} running, {rt.admitted - rt.running} queued (MAX_WORKERS="
-                f"{settings.max_workers}, MAX_QUEUE={settings.max_queue}); retry later",
-                {"Retry-After": "1"},
-            )
-        rt.admitted += 1
+            return _busy()
         start = time.perf_counter()
         status = 500
         try:
-            length = request.headers.get("content-length")
-            if length is not None and length.isdigit() and int(length) > settings.max_body:
-                status = 413
-                return _error(413, "body too large", f"{length} bytes; MAX_BODY is {settings.max_body}")
-            chunks, size = [], 0
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > settings.max_body:
-                    status = 413
-                    return _error(413, "body too large", f"over MAX_BODY={settings.max_body} bytes")
-                chunks.append(chunk)
-            body = b"".join(chunks)
+            # The body first, with a deadline and the size limit: a slow or huge upload never holds a place.
+            rt.reading += 1
             try:
-                payload = json.loads(body) if body.strip() else None
-            except (ValueError, UnicodeDecodeError) as exc:
+                body = await asyncio.wait_for(_read_body(request, settings.max_body), settings.body_timeout)
+            except _TooLarge as exc:
+                status = 413
+                return _error(413, "body too large", f"{exc}; MAX_BODY is {settings.max_body} bytes")
+            except asyncio.TimeoutError:
+                status = 408
+                return _error(408, "body too slow", f"not received within BODY_TIMEOUT={settings.body_timeout}s")
+            finally:
+                rt.reading -= 1
+            try:
+                payload = _parse_json(body, rt.allow_nan)
+            except _BadJson as exc:
                 status = 400
                 return _error(400, "body is not JSON", str(exc))
-            assert rt.semaphore is not None
-            async with rt.semaphore:
-                rt.running += 1
-                try:
-                    result = await rt.call(payload)
-                except Exception as exc:  # noqa: BLE001 - the function's failure is the caller's answer
-                    log.error(
-                        "%s raised %s: %s\n%s", settings.function, type(exc).__name__, exc, traceback.format_exc()
-                    )
-                    status = 500
-                    return _error(500, "function raised", f"{type(exc).__name__}: {exc}")
-                finally:
-                    rt.running -= 1
-            if isinstance(result, Response):
-                status = result.status_code
-                return result
+            if rt.admitted >= capacity:
+                status = 503
+                return _busy()
+            rt.admitted += 1
             try:
-                response = JSONResponse(result)
-            except (TypeError, ValueError) as exc:
-                status = 500
-                return _error(500, "result is not JSON", f"{type(exc).__name__}: {exc}")
-            status = 200
-            return response
+                status, response = await _run(payload)
+                return response
+            finally:
+                rt.admitted -= 1
         except ClientDisconnect:
             status = 499
             return Response(status_code=499)
         finally:
-            rt.admitted -= 1
             rt.metrics.observe(status, time.perf_counter() - start)
+
+    def _busy() -> Response:
+        return _error(
+            503,
+            "busy",
+            f"{rt.running} running, {rt.admitted - rt.running} queued (MAX_WORKERS="
+            f"{settings.max_workers}, MAX_QUEUE={settings.max_queue}); retry later",
+            {"Retry-After": "1"},
+        )
+
+    async def _run(payload: Any) -> tuple[int, Response]:
+        """Wait (up to QUEUE_TIMEOUT) for a worker, call the function, render its answer."""
+        assert rt.semaphore is not None
+        if not await _acquire(rt.semaphore, settings.queue_timeout):
+            detail = f"no worker free within QUEUE_TIMEOUT={settings.queue_timeout}s; retry later"
+            return 503, _error(503, "busy", detail, {"Retry-After": "1"})
+        rt.running += 1
+        try:
+            result = await rt.call(payload)
+        except Exception as exc:  # noqa: BLE001 - the function's failure is the caller's answer
+            log.error("%s raised %s: %s\n%s", settings.function, type(exc).__name__, exc, traceback.format_exc())
+            return 500, _error(500, "function raised", f"{type(exc).__name__}: {exc}")
+        finally:
+            rt.running -= 1
+            rt.semaphore.release()
+        if isinstance(result, Response):
+            return result.status_code, result
+        try:
+            content = json.dumps(result, ensure_ascii=False, allow_nan=rt.allow_nan, separators=(",", ":"))
+        except (TypeError, ValueError, RecursionError) as exc:
+            return 500, _error(500, "result is not JSON", f"{type(exc).__name__}: {exc}")
+        return 200, Response(content.encode("utf-8"), media_type="application/json")
 
     async def status(request: Request) -> Response:
         return JSONResponse(await rt.status())
@@ -849,6 +985,7 @@ def serve(settings: Settings) -> int:
         log_level=level,
         access_log=settings.log_level in ("DEBUG", "TRACE"),
         timeout_graceful_shutdown=settings.graceful_timeout,
+        http=_guarded_http(settings.header_timeout),
         lifespan="on",
         server_header=False,
     )
@@ -904,7 +1041,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, help="listen port (default: $PORT or 8080)")
     parser.add_argument("--host", help="listen address (default: $HOST or 0.0.0.0)")
     parser.add_argument("--max-workers", type=int, help="functions running at once (default: $MAX_WORKERS or 4)")
-    parser.add_argument("--max-queue", type=int, help="requests that may wait (default: $MAX_QUEUE or 0)")
+    parser.add_argument("--max-queue", type=int, help="requests that may wait (default: $MAX_QUEUE or 256)")
     parser.add_argument("--log-level", help="CRITICAL..DEBUG (default: $LOG_LEVEL or INFO)")
     parser.add_argument("--probe", metavar="PATH", help="check a running server's PATH (e.g. /readyz) and exit")
     args = parser.parse_args(argv)
