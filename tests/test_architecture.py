@@ -85,9 +85,10 @@ ALLOWED: dict[str, set[str]] = {
     "build": {"gpuship", "cache", "check", "cuda", "errors", "oci", "parallel", "plan", "progress", "project"}
     | {"rebuild", "redact", "sbom", "serve", "slim", "sources", "sources.debian", "sources.models"}
     | {"sources.python", "transports"},
-    "dev": {"build", "cache", "errors", "oci", "plan", "progress", "project", "run", "sources", "sources.python"},
+    "dev": {"build", "cache", "errors", "oci", "plan", "progress", "project", "registry", "run", "sources"}
+    | {"sources.python"},
     "dockerfile": {"build", "cache", "check", "config", "errors", "oci", "plan", "progress", "project", "redact"}
-    | {"serve", "sources", "sources.debian", "sources.python", "tls", "tools"},
+    | {"registry", "serve", "sources", "sources.debian", "sources.python", "tls", "tools"},
     "cli": {"gpuship", "build", "cache", "check", "cuda", "deploy", "dev", "dockerfile", "errors", "inspect"}
     | {"oci", "plan", "progress", "project", "rebuild", "redact", "registry", "run", "slim", "sources.debian"}
     | {"transports"},

@@ -857,3 +857,73 @@ def test_serve_load_runs_slow_clients_and_a_default_burst() -> None:
     out = json.loads(proc.stdout)
     assert out["failed"] == 0 and out["slow_clients"]["count"] == 8 and out["latency_ms"]["p99"] > 0
     assert out["burst"]["statuses"] == {"200": 100}
+
+
+# -- 10. registries: every command that reads one takes the same options; a name that does not resolve is final ------
+REGISTRY_COMMANDS = [
+    ("build",),
+    ("push",),
+    ("login",),
+    ("image", "convert"),
+    ("image", "ls"),
+    ("inspect",),
+    ("export",),
+    ("run",),
+    ("check",),
+    ("slim",),
+    ("dev",),
+    ("dockerfile",),
+    ("deploy", "k8s"),
+    ("deploy", "compose"),
+    ("deploy", "slurm"),
+    ("deploy", "ngc"),
+]
+
+
+def test_every_command_that_reads_a_registry_takes_the_same_registry_options() -> None:
+    import typer.main
+
+    from gpuship.cli.main import app
+
+    root = typer.main.get_command(app)
+    for path in REGISTRY_COMMANDS:
+        cmd: Any = root
+        for name in path:
+            cmd = cmd.commands[name]
+        opts = {o: p for p in cmd.params for o in getattr(p, "opts", ())}
+        assert "--insecure" in opts and "--ca-file" in opts, f"gpuship {' '.join(path)} lacks the registry options"
+        assert "GPUSHIP_INSECURE_REGISTRIES" in opts["--insecure"].help, path  # the way without a flag
+
+
+def test_a_registry_host_that_does_not_resolve_is_final_at_once(tmp_path: Path) -> None:
+    start = time.monotonic()
+    proc = gpuship("image", "ls", "registry:no-such-host.invalid/app:1", cache=tmp_path / "c")
+    line = one_error_line(proc)
+    assert "cannot resolve the registry host no-such-host.invalid" in line, line
+    assert "down or overloaded" not in line and time.monotonic() - start < 30
+
+
+def test_plain_http_registry_read_by_image_ls_inspect_and_deploy_with_insecure(tmp_path: Path) -> None:
+    from test_registry_support import LocalRegistry, have_tools
+
+    have_tools()
+    reg = LocalRegistry(tmp_path / "reg").start()
+    try:
+        layout = crafted_layout(tmp_path / "img")
+        ref = f"{reg.host}/hostile/app:1"
+        pushed = gpuship("push", f"oci:{layout}", ref, "--insecure", cache=tmp_path / "c")
+        assert pushed.returncode == 0, pushed.stderr
+        line = one_error_line(gpuship("image", "ls", f"registry:{ref}", cache=tmp_path / "c2"))
+        assert "--insecure" in line and "GPUSHIP_INSECURE_REGISTRIES" in line, line
+        for argv in (
+            ("image", "ls", f"registry:{ref}", "--insecure"),
+            ("image", "convert", f"registry:{ref}", f"oci:{tmp_path / 'copy'}", "--insecure"),
+            ("inspect", f"registry:{ref}", "--json", "--insecure"),
+            ("deploy", "compose", f"registry:{ref}", "-o", str(tmp_path / "compose"), "--insecure"),
+        ):
+            proc = gpuship(*argv, cache=tmp_path / "c3")
+            assert proc.returncode == 0, (argv, proc.stderr)
+        env = {"GPUSHIP_INSECURE_REGISTRIES": reg.host}  # the same without a flag
+        assert gpuship("image", "ls", f"registry:{ref}", cache=tmp_path / "c4", env=env).returncode == 0
+    finally:
+        reg.stop()

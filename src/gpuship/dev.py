@@ -33,6 +33,7 @@ from .plan import BuildOptions
 from .plan.build_plan import load_config
 from .progress import NO_PROGRESS, Progress
 from .project import load_project
+from .registry.options import RegistryOptions
 from .run import RunOptions, Volume, run_image
 from .sources.editable import source_dir
 
@@ -57,8 +58,10 @@ def dev_image(
     extras: Sequence[str] = (),
     cache: Cache | None = None,
     progress: Progress = NO_PROGRESS,
+    registry: RegistryOptions = RegistryOptions(),
 ) -> DevImage:
-    """Build the dev image of ``project_dir`` for this machine's platform (or take ``image`` as it is)."""
+    """Build the dev image of ``project_dir`` for this machine's platform (or take ``image`` as it is);
+    ``registry``: how a registry base is read."""
 
     project_dir = Path(project_dir).resolve()
     if not project_dir.is_dir():
@@ -69,7 +72,12 @@ def dev_image(
         return DevImage(image, "", cfg.workdir, source_dir(project_dir, cfg.workdir), 0)
 
     opts = BuildOptions(
-        project_dir=project_dir, platforms=(str(Platform.host()),), extras=tuple(extras), base=base, dev=True
+        project_dir=project_dir,
+        platforms=(str(Platform.host()),),
+        extras=tuple(extras),
+        base=base,
+        dev=True,
+        registry=registry,
     )
     result = build(opts, cache=cache or Cache(), progress=progress)
     new = sum(1 for p in result.platforms for r in p.rows if not r.reused)

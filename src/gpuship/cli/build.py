@@ -12,9 +12,9 @@ from ..build import BuildResult, human_size, layer_table_rows
 from ..build import build as run_build
 from ..oci.media import parse_compression
 from ..plan import BuildOptions
-from ..registry.options import RegistryOptions
 from .app import app
 from .console import cli_progress, err, handles_errors, info, out, state
+from .regopts import CA_FILE, INSECURE, registry_options
 
 OUTPUT_HELP = (
     "Where the image goes (comma-separated for several): oci:DIR, oci-archive:FILE, docker-archive:FILE, "
@@ -51,10 +51,8 @@ def build(
         "--base",
         help="Base profile (debian-bookworm, debian-trixie) or registry image; overrides [tool.gpuship] base.",
     ),
-    insecure: bool = typer.Option(
-        False, "--insecure", help="Allow plain HTTP / unverified TLS for registry bases and registry: outputs."
-    ),
-    ca_file: Path = typer.Option(None, "--ca-file", help="Extra CA certificate (PEM) for a private registry."),
+    insecure: bool = INSECURE,
+    ca_file: Path = CA_FILE,
 ) -> None:
     """Build a minimal, reproducible image from a Python project, without a Docker daemon."""
     platforms = tuple(p.strip() for item in (platform or []) for p in item.split(",") if p.strip())
@@ -68,7 +66,7 @@ def build(
         compression=parse_compression(compression) if compression is not None else None,
         tag=tag,
         base=base,
-        registry=RegistryOptions(insecure=insecure, ca_file=ca_file),
+        registry=registry_options(insecure, ca_file),
     )
     if opts.output is None:
         name = path.resolve().name

@@ -29,8 +29,11 @@ from ..deploy import (
 from ..deploy.squashfs import COMPRESSIONS
 from ..errors import GpushipError
 from ..oci import Image, Index
+from ..registry.options import RegistryOptions
 from .app import app
 from .console import cli_progress, err, handles_errors, info, state
+from .regopts import CA_FILE, INSECURE
+from .regopts import registry_options as regs
 
 deploy_app = typer.Typer(
     help="Write ready-to-apply files that run an image on Kubernetes, Docker Compose, Slurm (pyxis/enroot) or "
@@ -107,11 +110,11 @@ def _pick(obj: Image | Index, platform: str | None) -> Image:
     raise GpushipError(f"the image has several platforms ({have})", "pick one with --platform")
 
 
-def read_for_deploy(image: str, platform: str | None) -> Image:
+def read_for_deploy(image: str, platform: str | None, registry: RegistryOptions = RegistryOptions()) -> Image:
     from ..transports import read_image  # when the command runs, not for --help
 
     with _status(f"reading {image}"):
-        return _pick(read_image(_source(image), platform), platform)
+        return _pick(read_image(_source(image), platform, registry=registry), platform)
 
 
 def pull_ref(image: str, ref: str | None) -> str:
@@ -162,6 +165,7 @@ def _spec(
     platform: str | None,
     need_ref: bool = True,
     models: list[str] | None = None,
+    registry: RegistryOptions = RegistryOptions(),
 ) -> DeploySpec:
     local = image.startswith(LOCAL_SCHEMES) or (not image.startswith("registry:") and Path(image).exists())
     if need_ref:
@@ -169,7 +173,7 @@ def _spec(
     else:
         reference = ref or image.removeprefix("registry:")
     name = name or default_name(image, None if local and not ref else reference)
-    img = read_for_deploy(image, platform)
+    img = read_for_deploy(image, platform, registry)
     return spec_from_image(
         img,
         reference,
@@ -262,9 +266,13 @@ def k8s(
         + " SOURCE: pvc:CLAIM, or an absolute host path (a hostPath volume). Mounted read-only.",
     ),
     platform: str = typer.Option(None, "--platform", help=PLATFORM_HELP),
+    insecure: bool = INSECURE,
+    ca_file: Path = CA_FILE,
 ) -> None:
     """Kubernetes: a Deployment/Job/DaemonSet with GPU limits, /dev/shm, probes, a Service, optional KEDA."""
-    spec = _spec(image, ref, name, gpus, replicas, shm_size, port, env, platform, models=model)
+    spec = _spec(
+        image, ref, name, gpus, replicas, shm_size, port, env, platform, models=model, registry=regs(insecure, ca_file)
+    )
     opts = K8sOptions(
         kind=kind.value,
         namespace=namespace,
@@ -300,9 +308,13 @@ def compose(
         + " SOURCE: a host directory, bind-mounted read-only.",
     ),
     platform: str = typer.Option(None, "--platform", help=PLATFORM_HELP),
+    insecure: bool = INSECURE,
+    ca_file: Path = CA_FILE,
 ) -> None:
     """Docker Compose: GPU device reservation, shm_size, memlock/stack ulimits, a health check on /readyz."""
-    spec = _spec(image, ref, name, gpus, 1, shm_size, port, env, platform, models=model)
+    spec = _spec(
+        image, ref, name, gpus, 1, shm_size, port, env, platform, models=model, registry=regs(insecure, ca_file)
+    )
     _emit({"compose.yaml": compose_yaml(spec, ComposeOptions(host_port=host_port, all_gpus=all_gpus))}, out)
 
 
@@ -338,9 +350,11 @@ def slurm(
         + " SOURCE: a directory on the nodes, bind-mounted read-only.",
     ),
     platform: str = typer.Option(None, "--platform", help=PLATFORM_HELP),
+    insecure: bool = INSECURE,
+    ca_file: Path = CA_FILE,
 ) -> None:
     """Slurm: an sbatch script running the image's squashfs file with pyxis (srun --container-image)."""
-    spec = _spec(image, None, name, gpus, 1, None, port, env, platform, need_ref=False, models=model)
+    spec = _spec(image, None, name, gpus, 1, None, port, env, platform, False, model, registry=regs(insecure, ca_file))
     opts = SlurmOptions(
         image_file=image_file or "",
         mounts=tuple(mount or ()),
@@ -371,9 +385,11 @@ def ngc(
     port: int = typer.Option(None, "--port", help=PORT_HELP),
     env: list[str] = typer.Option(None, "--env", "-e", help=ENV_HELP),
     platform: str = typer.Option(None, "--platform", help=PLATFORM_HELP),
+    insecure: bool = INSECURE,
+    ca_file: Path = CA_FILE,
 ) -> None:
     """NGC Base Command: the `ngc batch run` command line (image, instance, commandline, result, port)."""
-    spec = _spec(image, ref, name, gpus, 1, None, port, env, platform)
+    spec = _spec(image, ref, name, gpus, 1, None, port, env, platform, registry=regs(insecure, ca_file))
     opts = NgcOptions(instance=instance, ace=ace, org=org, team=team, result=result, total_runtime=total_runtime)
     _emit({f"{spec.name}-ngc.sh": ngc_script(spec, opts)}, out, executable=(f"{spec.name}-ngc.sh",))
 
@@ -392,9 +408,11 @@ def export(
         "gzip", "--compression", help="squashfs compression: " + ", ".join(COMPRESSIONS) + "."
     ),
     platform: str = typer.Option(None, "--platform", help=PLATFORM_HELP),
+    insecure: bool = INSECURE,
+    ca_file: Path = CA_FILE,
 ) -> None:
     """Export an image's root filesystem (with enroot's /etc/rc and /etc/environment) as a reproducible squashfs."""
-    img = read_for_deploy(image, platform)
+    img = read_for_deploy(image, platform, regs(insecure, ca_file))
     with cli_progress() as progress:
         progress.step("exporting…")
         export_squashfs(img, output, compression=compression, progress=progress)

@@ -9,6 +9,7 @@ import typer
 
 from .app import app
 from .console import cli_progress, handles_errors, info, state
+from .regopts import CA_FILE, INSECURE, registry_options
 from .run import GPUS_HELP, RUNTIME_HELP, container_options
 
 
@@ -52,6 +53,8 @@ def dev(
     ),
     user: str | None = typer.Option(None, "--user", "-u", help="USER[:GROUP] or UID[:GID] (default: the image's)."),
     shm_size: str = typer.Option("1g", "--shm-size", help="Size of /dev/shm."),
+    insecure: bool = INSECURE,
+    ca_file: Path = CA_FILE,
 ) -> None:
     """Run the project's image with the project directory mounted over the app directory (/app, or [tool.gpuship] workdir) and the project installed in editable mode: edit, run again, no rebuild.
 
@@ -79,7 +82,14 @@ def dev(
 
     with cli_progress(log_step=lambda msg: bool(state.verbose)) as progress:
         progress.step("building the dev image…")
-        made = dev_image(project, image=image, base=base, extras=tuple(extra), progress=progress)
+        made = dev_image(
+            project,
+            image=image,
+            base=base,
+            extras=tuple(extra),
+            progress=progress,
+            registry=registry_options(insecure, ca_file),
+        )
     if made.digest:
         info(f"dev image {made.digest} ({made.new_layers} new layers); {project.resolve()} mounted at {made.workdir}")
     else:

@@ -11,6 +11,7 @@ import typer
 from ..errors import GpushipError
 from .app import app
 from .console import cli_progress, err, handles_errors, info, out, state
+from .regopts import CA_FILE, INSECURE, registry_options
 
 HELP = (
     "Write a multi-stage Dockerfile equivalent to `gpuship build`'s plan, and its .dockerignore.\n\n"
@@ -65,6 +66,8 @@ def dockerfile(
         metavar="TAG",
         help="Also make a debian:<codename>-slim equivalent from the Debian mirror and load it into Docker as TAG (kept if it exists).",
     ),
+    insecure: bool = INSECURE,
+    ca_file: Path = CA_FILE,
 ) -> None:
     from ..dockerfile import export_dockerfile, import_debian_base  # when the command runs, not for --help
     from ..dockerfile.spec import VARIANTS  # when the command runs, not for --help
@@ -91,6 +94,7 @@ def dockerfile(
             ca_bundle=ca,
             force=force,
             progress=progress,
+            registry=registry_options(insecure, ca_file),
         )
     spec = result.spec
     for note in spec.notes:

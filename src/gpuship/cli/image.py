@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 from rich.table import Table
 
@@ -13,6 +15,7 @@ from ..run.options import parse_size
 from ..transports import read_image, sink_schemes, write_output
 from .app import app
 from .console import cli_progress, err, handles_errors, out, state
+from .regopts import CA_FILE, INSECURE, registry_options
 
 image_app = typer.Typer(
     help="Convert images between OCI layout, oci-archive, docker-archive and the Docker Engine; list what an image holds.",
@@ -61,19 +64,22 @@ def convert(
         "after checking every part; `cat FILE.[0-9]* > FILE` joins them without gpuship (the manifest's digest "
         "is the joined file's sha256).",
     ),
+    insecure: bool = INSECURE,
+    ca_file: Path = CA_FILE,
 ) -> None:
     """Read SOURCE and write it to DEST. Digests are kept unless --platform or --compression changes the image."""
     wanted = parse_compression(compression) if compression is not None else None
     part_size = parse_size(split) if split is not None else None
+    registry = registry_options(insecure, ca_file)
     with cli_progress(bars=True) as progress:
         progress.step(f"reading {source}")
-        obj = read_image(source, platform)
+        obj = read_image(source, platform, registry=registry)
         if wanted:
             progress.step(f"compressing layers with {wanted}")
             obj = with_compression(obj, wanted)
         progress.step(f"writing {dest}")
         if part_size is None:
-            line = write_output(obj, dest, platform=platform, progress=progress)
+            line = write_output(obj, dest, platform=platform, progress=progress, registry=registry)
         else:
             parts = write_split(obj, dest, part_size, platform=platform)
             first, last = parts.parts[0].name, parts.parts[-1].name
@@ -105,10 +111,14 @@ def _mb(n: int) -> str:
 
 @image_app.command("ls")
 @handles_errors
-def ls(source: str = typer.Argument(..., help=SOURCE_HELP)) -> None:
+def ls(
+    source: str = typer.Argument(..., help=SOURCE_HELP),
+    insecure: bool = INSECURE,
+    ca_file: Path = CA_FILE,
+) -> None:
     """Show an image's digest, platforms, entrypoint and layers (reading it checks every blob)."""
     with _status(f"reading {source}"):
-        obj = read_image(source)
+        obj = read_image(source, registry=registry_options(insecure, ca_file))
     images = obj.images if isinstance(obj, Index) else (obj,)
     if isinstance(obj, Index):
         out.print(f"index   {obj.digest}  ({obj.family.value}, {len(images)} platforms)", soft_wrap=True)

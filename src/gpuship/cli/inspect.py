@@ -12,8 +12,10 @@ from rich.table import Table
 from ..errors import GpushipError
 from ..inspect import ImageReport, inspect_image, write_html
 from ..oci.image import Image, Index, Platform
+from ..registry.options import RegistryOptions
 from .app import app
 from .console import RichProgress, err, handles_errors, info, out, state
+from .regopts import CA_FILE, INSECURE, registry_options
 
 
 def human(n: int) -> str:
@@ -25,12 +27,12 @@ def human(n: int) -> str:
     return f"{v:.1f} TB"
 
 
-def _read(ref: str, platform: str | None) -> Image:
+def _read(ref: str, platform: str | None, registry: RegistryOptions) -> Image:
     try:
         from ..transports import read_image  # when the command runs, not for --help
     except ImportError as exc:  # pragma: no cover - the OCI readers arrive in their own change
         raise GpushipError("this gpuship cannot read images yet (gpuship.oci.readers is missing)") from exc
-    obj = read_image(ref, platform)
+    obj = read_image(ref, platform, registry=registry)
     if isinstance(obj, Index):
         if platform:
             return obj.for_platform(platform)
@@ -48,7 +50,7 @@ def inspect_cmd(
     image: str = typer.Argument(
         ...,
         help="The image: oci:DIR[:TAG], oci-archive:FILE, docker-archive:FILE (what gpuship build writes), or "
-        "docker:NAME:TAG / podman:NAME:TAG (an image in the engine).",
+        "docker:NAME:TAG / podman:NAME:TAG (an image in the engine), or registry:REF.",
     ),
     platform: str = typer.Option(None, "--platform", help="For a multi-platform image: which one (e.g. linux/arm64)."),
     as_json: bool = typer.Option(False, "--json", help="Print the whole report as JSON on stdout."),
@@ -56,6 +58,8 @@ def inspect_cmd(
         None, "--html", help="Also write a self-contained HTML report (treemap and tables) here."
     ),
     top: int = typer.Option(15, "--top", min=1, help="Rows per table (largest files, packages, duplicates)."),
+    insecure: bool = INSECURE,
+    ca_file: Path = CA_FILE,
 ) -> None:
     """Show where an image's bytes go: per layer, per Python distribution and Debian package (compressed and
     uncompressed), the largest files, identical files stored more than once, and for every CUDA library the GPU
@@ -63,7 +67,7 @@ def inspect_cmd(
 
     Compressed sizes of files and packages are each file's share of its layer's real compressed size.
     """
-    img = _read(image, platform)
+    img = _read(image, platform, registry_options(insecure, ca_file))
     with RichProgress(err, bars=True, disable=state.quiet or as_json) as progress:
         report = inspect_image(img, top=max(top, 25), progress=progress)
     if html is not None:

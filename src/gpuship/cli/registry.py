@@ -11,9 +11,7 @@ from ..cache import Cache
 from ..errors import GpushipError
 from .app import app
 from .console import RichProgress, err, handles_errors, info, out, state
-
-_INSECURE_HELP = "Allow plain HTTP and skip TLS certificate checks (a private test registry only)."
-_CA_HELP = "A PEM file with the CA that signed the registry's certificate (also read: /etc/docker/certs.d/HOST/*.crt)."
+from .regopts import CA_FILE, INSECURE, registry_options
 
 
 @app.command("login")
@@ -22,8 +20,8 @@ def login(
     registry: str = typer.Argument(..., help="Registry host, e.g. ghcr.io, nvcr.io, registry.example.com:5000."),
     username: str = typer.Option(..., "--username", "-u", help="User name (nvcr.io: the literal $oauthtoken)."),
     password_stdin: bool = typer.Option(False, "--password-stdin", help="Read the password or token from stdin."),
-    insecure: bool = typer.Option(False, "--insecure", help=_INSECURE_HELP),
-    ca_file: Path = typer.Option(None, "--ca-file", exists=True, dir_okay=False, help=_CA_HELP),
+    insecure: bool = INSECURE,
+    ca_file: Path = CA_FILE,
 ) -> None:
     """Check credentials against REGISTRY and store them where docker login would: in Docker's config.json (mode 0600), or in the credential helper it names (credsStore / credHelpers).
 
@@ -66,8 +64,8 @@ def push(
         "registry:REF, or a path.",
     ),
     ref: str = typer.Argument(..., help="Where to: [registry/]name[:tag][@sha256:digest], e.g. ghcr.io/org/app:1.0."),
-    insecure: bool = typer.Option(False, "--insecure", help=_INSECURE_HELP),
-    ca_file: Path = typer.Option(None, "--ca-file", exists=True, dir_okay=False, help=_CA_HELP),
+    insecure: bool = INSECURE,
+    ca_file: Path = CA_FILE,
     jobs: int = typer.Option(4, "--jobs", "-j", min=1, max=32, help="Blobs uploaded at once."),
     chunk_size: int = typer.Option(
         32, "--chunk-size", min=1, help="MiB per upload request; larger blobs go up in resumable chunks."
@@ -82,10 +80,10 @@ def push(
 
     Credentials come from gpuship login or docker login (Docker's config.json and its credential helpers).
     """
-    from ..registry import Registry, RegistryOptions  # when the command runs, not for --help
+    from ..registry import Registry  # when the command runs, not for --help
     from ..transports import read_image  # when the command runs, not for --help
 
-    options = RegistryOptions(insecure=insecure, ca_file=ca_file, jobs=jobs, chunk_size=chunk_size << 20)
+    options = registry_options(insecure, ca_file, jobs=jobs, chunk_size=chunk_size << 20)
     cache = Cache()
     obj = read_image(image, cache=cache, registry=options)  # IMAGE may be registry:REF too
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
 import typer
 
+from ..oci.image import Image, Index
 from ..run import RunOptions, check_image, run_image
 from ..run.options import (
     DEFAULT_ULIMITS,
@@ -19,11 +21,24 @@ from ..run.options import (
 )
 from .app import app
 from .console import cli_progress, handles_errors, info, state
+from .regopts import CA_FILE, INSECURE, registry_options
 
 IMAGE_HELP = (
     "The image: oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:NAME:TAG], a plain path to any of "
-    "them, or (with Docker/Podman) an image the engine already holds."
+    "them, registry:REF, or (with Docker/Podman) an image the engine already holds."
 )
+
+
+def _opened(image: str, insecure: bool, ca_file: Path | None) -> str | Image | Index:
+    """A ``registry:REF`` read here with the command's registry options; anything else as given (the runner
+    reads local images itself, and leaves names it cannot read to the engine)."""
+    if not image.startswith("registry:"):
+        return image
+    from ..transports import read_image  # when the command runs, not for --help
+
+    return read_image(image, registry=registry_options(insecure, ca_file))
+
+
 RUNTIME_HELP = (
     "Where to run it. auto: Docker or Podman if one answers, else runc if installed, else a namespaced chroot. "
     "builtin: the daemonless runner (runc if installed, else chroot; needs root). runc, chroot: that flavour of "
@@ -122,6 +137,8 @@ def run(
     ),
     keep: bool = typer.Option(False, "--keep", help="Engines: keep the container after it exits (no --rm)."),
     name: str | None = typer.Option(None, "--name", help="Engines: name the container."),
+    insecure: bool = INSECURE,
+    ca_file: Path = CA_FILE,
 ) -> None:
     """Run IMAGE (its command, or the one after --) and exit with the command's exit code.
 
@@ -146,7 +163,7 @@ def run(
         models=parse_models(model),
     ).with_ulimits(parse_ulimit(u) for u in ulimit)
     with cli_progress() as progress:
-        code = run_image(image, options, notify=info, progress=progress)
+        code = run_image(_opened(image, insecure, ca_file), options, notify=info, progress=progress)
     raise typer.Exit(code)
 
 
@@ -158,6 +175,8 @@ def check(
     runtime: str = typer.Option("auto", "--runtime", help=RUNTIME_HELP),
     gpus: str | None = typer.Option(None, "--gpus", help=GPUS_HELP),
     env: list[str] = typer.Option([], "--env", "-e", help="Set KEY=VALUE in the container. Repeatable."),
+    insecure: bool = INSECURE,
+    ca_file: Path = CA_FILE,
 ) -> None:
     """Run the image's own GPU self-test (/usr/local/bin/gpuship-check) on this host; its exit code is ours.
 
@@ -165,5 +184,7 @@ def check(
     """
     options = RunOptions(env=parse_env(env), gpus=gpus, runtime=parse_runtime(runtime), verbose=state.verbose > 0)
     with cli_progress() as progress:
-        code = check_image(image, tuple(args or ()), options, notify=info, progress=progress)
+        code = check_image(
+            _opened(image, insecure, ca_file), tuple(args or ()), options, notify=info, progress=progress
+        )
     raise typer.Exit(code)

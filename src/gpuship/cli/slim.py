@@ -13,6 +13,7 @@ from ..errors import GpushipError
 from ..run.options import BUILTIN_RUNTIMES, parse_env, parse_runtime
 from .app import app
 from .console import cli_progress, err, handles_errors, info, out, state
+from .regopts import CA_FILE, INSECURE, registry_options
 
 
 def _mb(n: int) -> str:
@@ -89,6 +90,8 @@ def slim_cmd(
     platform: str | None = typer.Option(
         None, "--platform", help="For a multi-platform image: which one (default: this host's; it must run here)."
     ),
+    insecure: bool = INSECURE,
+    ca_file: Path = CA_FILE,
 ) -> None:
     """Slim IMAGE down to what its workload uses, and prove the slimmed image still runs it.
 
@@ -106,7 +109,8 @@ def slim_cmd(
     if http is not None and not http.startswith("/"):
         raise GpushipError(f"--http {http!r} is not a path", "give the path to ask, e.g. --http /status")
     cache = Cache()
-    img = pick_image(read_image(image, platform, cache), platform)
+    registry = registry_options(insecure, ca_file)
+    img = pick_image(read_image(image, platform, cache, registry=registry), platform)
     probe = Probe(
         command=tuple(command or ()),
         entrypoint=None if entrypoint is None else ((entrypoint,) if entrypoint else ()),
@@ -128,7 +132,7 @@ def slim_cmd(
         result = slim_image(img, options, cache=cache, progress=progress, notify=info, echo=echo)
         if output:
             progress.step(f"writing {output}")
-            write_output(result.image, output, tag=tag, progress=progress)
+            write_output(result.image, output, tag=tag, progress=progress, registry=registry)
     if report is not None:
         write_report(result, report)
         info(f"wrote {report}")

@@ -23,6 +23,7 @@ from pathlib import Path
 from ..cache import Cache
 from ..errors import GpushipError
 from ..progress import NO_PROGRESS, Progress
+from ..registry.options import RegistryOptions
 from .render import MARK, README_NAME, render_dockerfile, render_dockerignore
 from .requirements import HEADER as REQ_HEADER
 from .requirements import REQUIREMENTS_NAME
@@ -68,6 +69,7 @@ def export_dockerfile(
     force: bool = False,
     cache: Cache | None = None,
     progress: Progress = NO_PROGRESS,
+    registry: RegistryOptions = RegistryOptions(),
 ) -> ExportResult:
     """Plan and write the Dockerfile of ``project_dir`` (see the module doc for the files)."""
     root = Path(project_dir).resolve()
@@ -85,6 +87,7 @@ def export_dockerfile(
 
     spec = plan_dockerfile(
         root,
+        registry=registry,
         platforms=platforms,
         extras=extras,
         base=base,

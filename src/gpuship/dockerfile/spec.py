@@ -29,6 +29,7 @@ from ..plan import BuildOptions, BuildPlan, make_plan
 from ..progress import NO_PROGRESS, Progress
 from ..project.entrypoint import VENV, choose_entrypoint
 from ..redact import strip_userinfo
+from ..registry.options import RegistryOptions
 from ..serve import runtime_entries, runtime_entrypoint, runtime_requirements
 from ..sources.app import ALWAYS_EXCLUDED, NOT_SECRETS, SECRET_PATTERNS, AppFiles, app_layer, select_app_files
 from ..sources.base import Base
@@ -145,12 +146,19 @@ def plan_dockerfile(
     dockerfile_name: str = "Dockerfile",
     cache: Cache | None = None,
     progress: Progress = NO_PROGRESS,
+    registry: RegistryOptions = RegistryOptions(),
 ) -> DockerfileSpec:
-    """Plan the Dockerfile of the project at ``project_dir`` the way ``gpuship build`` plans its image."""
+    """Plan the Dockerfile of the project at ``project_dir`` the way ``gpuship build`` plans its image
+    (``registry``: how a registry base is read)."""
 
     cache = cache or Cache()
     opts = BuildOptions(
-        project_dir=Path(project_dir), platforms=tuple(platforms), extras=tuple(extras), locked=locked, base=base
+        project_dir=Path(project_dir),
+        platforms=tuple(platforms),
+        extras=tuple(extras),
+        locked=locked,
+        base=base,
+        registry=registry,
     )
     plan = make_plan(opts, cache=cache, progress=progress)
     below = plan.first_base()

@@ -16,6 +16,7 @@ import logging
 import os
 import random
 import re
+import socket
 import ssl
 import threading
 import time
@@ -78,6 +79,22 @@ def insecure_by_env(registry: str) -> bool:
     listed = os.environ.get("GPUSHIP_INSECURE_REGISTRIES", "")
     names = {normalize_registry(x) for x in listed.split(",") if x.strip()}
     return normalize_registry(registry) in names
+
+
+def _dns_failure(exc: BaseException) -> str | None:
+    """The resolver's words when ``exc`` (or what caused it) is a failed host-name lookup, else None."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, socket.gaierror):
+            return cur.strerror or str(cur)
+        text = str(cur)
+        for words in ("Name or service not known", "No address associated with hostname", "nodename nor servname"):
+            if words in text:
+                return words
+        cur = cur.__cause__ or cur.__context__
+    return None
 
 
 def endpoint_of(registry: str) -> str:
@@ -376,6 +393,12 @@ class RegistryClient:
                 f"pass --ca-file with the registry's CA certificate (or put it in {DOCKER_CERTS_D}/{self.host}/ca.crt); "
                 "--insecure skips the check",
             )
+        dns = _dns_failure(exc)
+        if dns is not None:  # a name that does not resolve will not resolve on the next try either
+            return RegistryError(
+                f"cannot resolve the registry host {urlsplit(url).hostname or self.host}: {dns}",
+                "check the host name in the reference, and this machine's DNS and network",
+            )
         if isinstance(exc, httpx.ConnectError) and _is_not_tls(exc):
             if self.insecure and urlsplit(url).scheme == "https" and urlsplit(url).netloc == self.host:
                 self._scheme = "http"  # an insecure registry that speaks plain HTTP, like Docker's fallback
@@ -383,7 +406,7 @@ class RegistryClient:
                 return Transient(f"{self.host} speaks plain HTTP", free=True)
             return RegistryError(
                 f"{self.host} does not answer TLS (it may be a plain-HTTP registry)",
-                "use --insecure for a private plain-HTTP registry",
+                f"use --insecure (or GPUSHIP_INSECURE_REGISTRIES={self.host}) for a private plain-HTTP registry",
             )
         kind = type(exc).__name__
         return Transient(f"connection to {self.host} failed ({kind}: {exc or 'no detail'})")
