@@ -8,7 +8,7 @@ came from so the planner can rewrite exactly those lines.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from packaging.requirements import InvalidRequirement, Requirement
@@ -120,89 +120,112 @@ def detect(lines: Sequence[Line], gpu_table_present: bool) -> tuple[dict[str, Fo
     ``jax`` without a CUDA extra counts only when the project has a ``[tool.gpuship.gpu]`` table (otherwise it
     is CPU jax)."""
     found: dict[str, Found] = {}
-
-    def get(name: str) -> Found:
-        return found.setdefault(name, Found(name))
-
     pins: list[tuple[int, str]] = []
     for line in lines:
         req = line.req
-        if req is None:
+        if req is None or line.name in data.TORCH_COMPANIONS:
             continue
-        name = line.name
-        if name == "torch":
-            f = get("torch")
-            f.lines.append(line)
-            for s in req.specifier:
-                if s.version.endswith("+cpu"):
-                    f.cpu_pinned = True
-                m = re.search(r"\+cu(\d+)$", s.version)
-                if m:
-                    digits = m.group(1)
-                    f.local_line = f"{int(digits[:-1])}.{digits[-1]}"
-                    f.restrict({major_of(f.local_line)}, f"{line.text.strip()} pins the cu{digits} variant")
-        elif name in data.TORCH_COMPANIONS:
-            continue
-        elif name == "cupy" or _CUPY_VARIANT.match(name):
-            f = get("cupy")
-            f.lines.append(line)
-            m = _CUPY_VARIANT.match(name)
-            if m:
-                major = int(m.group(1))
-                f.restrict({major}, f"{name} is the CUDA {major} build")
-            allowed = {mj for mj, (_, _, first, last) in data.CUPY.items() if admits(req.specifier, first, last)}
-            if str(req.specifier) and allowed != set(data.CUPY):
-                f.restrict(
-                    allowed, f"cupy{req.specifier} exists for CUDA {'/'.join(map(str, sorted(allowed))) or 'none'}"
-                )
-        elif name == "numba-cuda":
-            f = get("numba-cuda")
-            f.lines.append(line)
-            extras = {e for e in req.extras if e in ("cu11", "cu12", "cu13")}
-            f.restrict(set(data.NUMBA_CUDA_EXTRA), "numba-cuda has CUDA 12 and 13 builds")
-            if extras:
-                f.restrict({int(e[2:]) for e in extras}, f"{line.text.strip()} asks for {'/'.join(sorted(extras))}")
-        elif name == "jax" or name.startswith(("jax-cuda12", "jax-cuda13")):
-            cuda_extras = {e for e in req.extras if e.startswith("cuda")}
-            if name == "jax" and not cuda_extras and not gpu_table_present:
-                continue
-            f = get("jax")
-            f.lines.append(line)
-            f.restrict(set(data.JAX_CUDA), "JAX has CUDA 12 and 13 builds")
-            if name.startswith("jax-cuda"):
-                major = int(name[8:10])
-                f.restrict({major}, f"{name} is the CUDA {major} plugin")
-            for e in cuda_extras:
-                m = re.match(r"cuda(\d+)", e)
-                if m:
-                    f.restrict({int(m.group(1))}, f"jax[{e}] is the CUDA {m.group(1)} build")
-                if e.endswith("local"):
-                    f.jax_local = True
-            if name == "jax" and str(req.specifier):
-                allowed = {mj for mj, (_, first, _) in data.JAX_CUDA.items() if admits(req.specifier, first, "9.99")}
-                f.restrict(
-                    allowed, f"jax{req.specifier} has CUDA {'/'.join(map(str, sorted(allowed))) or 'no'} plugins"
-                )
-        elif name == "pycuda":
-            f = get("pycuda")
-            f.lines.append(line)
-            f.why_majors = (
-                "built from source against the build host's CUDA toolkit, nvcc needed at run time; cuda-python and "
-                "cupy ship wheels"
-            )
-        elif name in ("cuda-python", "cuda-bindings", "cuda-core"):
-            f = get("cuda-bindings")
-            f.lines.append(line)
-            if name != "cuda-core" and str(req.specifier):
-                allowed = {mj for mj in data.CUDA_BINDINGS_MAJORS if admits(req.specifier, f"{mj}.0", f"{mj}.99")}
-                f.restrict(
-                    allowed, f"{line.text.strip()} is the CUDA {'/'.join(map(str, sorted(allowed))) or 'no'} binding"
-                )
-            for e in req.extras:
-                if re.fullmatch(r"cu\d+", e):
-                    f.restrict({int(e[2:])}, f"{line.text.strip()} asks for {e}")
-        else:
-            m = _NV_SUFFIX.match(name)
+        kind = _framework_of(line.name)
+        if kind is None:
+            m = _NV_SUFFIX.match(line.name)
             if m:
                 pins.append((int(m.group(1)), line.text.strip()))
+            continue
+        if kind == "jax" and line.name == "jax" and not _cuda_extras(req) and not gpu_table_present:
+            continue  # CPU jax
+        f = found.setdefault(kind, Found(kind))
+        f.lines.append(line)
+        _READERS[kind](f, line, req)
     return found, pins
+
+
+def _framework_of(name: str) -> str | None:
+    if name == "torch":
+        return "torch"
+    if name == "cupy" or _CUPY_VARIANT.match(name):
+        return "cupy"
+    if name == "numba-cuda":
+        return "numba-cuda"
+    if name == "jax" or name.startswith(("jax-cuda12", "jax-cuda13")):
+        return "jax"
+    if name == "pycuda":
+        return "pycuda"
+    if name in ("cuda-python", "cuda-bindings", "cuda-core"):
+        return "cuda-bindings"
+    return None
+
+
+def _cuda_extras(req: Requirement) -> set[str]:
+    return {e for e in req.extras if e.startswith("cuda")}
+
+
+def _read_torch(f: Found, line: Line, req: Requirement) -> None:
+    for s in req.specifier:
+        if s.version.endswith("+cpu"):
+            f.cpu_pinned = True
+        m = re.search(r"\+cu(\d+)$", s.version)
+        if m:
+            digits = m.group(1)
+            f.local_line = f"{int(digits[:-1])}.{digits[-1]}"
+            f.restrict({major_of(f.local_line)}, f"{line.text.strip()} pins the cu{digits} variant")
+
+
+def _read_cupy(f: Found, line: Line, req: Requirement) -> None:
+    m = _CUPY_VARIANT.match(line.name)
+    if m:
+        major = int(m.group(1))
+        f.restrict({major}, f"{line.name} is the CUDA {major} build")
+    allowed = {mj for mj, (_, _, first, last) in data.CUPY.items() if admits(req.specifier, first, last)}
+    if str(req.specifier) and allowed != set(data.CUPY):
+        f.restrict(allowed, f"cupy{req.specifier} exists for CUDA {'/'.join(map(str, sorted(allowed))) or 'none'}")
+
+
+def _read_numba_cuda(f: Found, line: Line, req: Requirement) -> None:
+    extras = {e for e in req.extras if e in ("cu11", "cu12", "cu13")}
+    f.restrict(set(data.NUMBA_CUDA_EXTRA), "numba-cuda has CUDA 12 and 13 builds")
+    if extras:
+        f.restrict({int(e[2:]) for e in extras}, f"{line.text.strip()} asks for {'/'.join(sorted(extras))}")
+
+
+def _read_jax(f: Found, line: Line, req: Requirement) -> None:
+    name = line.name
+    f.restrict(set(data.JAX_CUDA), "JAX has CUDA 12 and 13 builds")
+    if name.startswith("jax-cuda"):
+        major = int(name[8:10])
+        f.restrict({major}, f"{name} is the CUDA {major} plugin")
+    for e in _cuda_extras(req):
+        m = re.match(r"cuda(\d+)", e)
+        if m:
+            f.restrict({int(m.group(1))}, f"jax[{e}] is the CUDA {m.group(1)} build")
+        if e.endswith("local"):
+            f.jax_local = True
+    if name == "jax" and str(req.specifier):
+        allowed = {mj for mj, (_, first, _) in data.JAX_CUDA.items() if admits(req.specifier, first, "9.99")}
+        f.restrict(allowed, f"jax{req.specifier} has CUDA {'/'.join(map(str, sorted(allowed))) or 'no'} plugins")
+
+
+def _read_pycuda(f: Found, line: Line, req: Requirement) -> None:
+    f.why_majors = (
+        "built from source against the build host's CUDA toolkit, nvcc needed at run time; cuda-python and "
+        "cupy ship wheels"
+    )
+
+
+def _read_cuda_bindings(f: Found, line: Line, req: Requirement) -> None:
+    if line.name != "cuda-core" and str(req.specifier):
+        allowed = {mj for mj in data.CUDA_BINDINGS_MAJORS if admits(req.specifier, f"{mj}.0", f"{mj}.99")}
+        f.restrict(allowed, f"{line.text.strip()} is the CUDA {'/'.join(map(str, sorted(allowed))) or 'no'} binding")
+    for e in req.extras:
+        if re.fullmatch(r"cu\d+", e):
+            f.restrict({int(e[2:])}, f"{line.text.strip()} asks for {e}")
+
+
+#: How each framework's requirement line narrows its CUDA majors.
+_READERS: dict[str, Callable[[Found, Line, Requirement], None]] = {
+    "torch": _read_torch,
+    "cupy": _read_cupy,
+    "numba-cuda": _read_numba_cuda,
+    "jax": _read_jax,
+    "pycuda": _read_pycuda,
+    "cuda-bindings": _read_cuda_bindings,
+}

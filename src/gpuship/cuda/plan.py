@@ -197,7 +197,11 @@ def plan_gpu(
 
     ``local_wheels`` are the file names of the wheels in the project's find-links folders: where a CPU image
     finds torch's CPU build (:func:`_plan_cpu`). Raises :class:`GpuError` when no CUDA line fits every input,
-    naming the clash and the way out."""
+    naming the clash and the way out.
+
+    In phases: the driver each target needs (:func:`_driver_floors`), one :class:`Rule` per input
+    (:func:`_rules`), their intersection (:func:`_intersect`), and what the chosen line makes of the image
+    (:func:`_gpu_plan`)."""
     plat = platform if isinstance(platform, Platform) else Platform.parse(platform or "linux/amd64")
     machine = _machine(plat)
     lines = parse_lines(requirements)
@@ -211,19 +215,27 @@ def plan_gpu(
         raise GpuError(
             f"CUDA images are built for linux/amd64 and linux/arm64, not {plat}", "choose one of those platforms"
         )
-
+    _check_targets(settings.targets, plat)
     explain: list[str] = []
-    targets = settings.targets
-    _check_targets(targets, plat)
+    drivers = _driver_floors(settings, explain)
+    rules, torch_opts = _rules(settings, found, pins, frameworks, machine, drivers)
+    chosen = _intersect(rules, found, settings)
+    return _gpu_plan(chosen, rules, explain, lines, found, frameworks, torch_opts, settings, plat, machine)
 
-    # the driver the plan must support: min-driver, else R580; per target lowered to the GPU's last branch
-    # (K80: R470) and raised to the first driver that knows the GPU (B200: R570)
+
+#: A driver floor: the version, the targets it is for, and why.
+_Floor = tuple[DriverVersion, list[str], str]
+
+
+def _driver_floors(settings: GpuSettings, explain: list[str]) -> dict[str, _Floor]:
+    """The driver the plan must support: min-driver, else R580; per target lowered to the GPU's last branch
+    (K80: R470) and raised to the first driver that knows the GPU (B200: R570)."""
     base = settings.driver
     if settings.min_driver is None:
         explain.append(f"min-driver not set: assuming hosts run driver >= {base} (the R580 long-term branch)")
     base_note = "min-driver" if settings.min_driver is not None else "default R580"
-    drivers: dict[str, tuple[DriverVersion, list[str], str]] = {}
-    for t in targets or [None]:
+    drivers: dict[str, _Floor] = {}
+    for t in settings.targets or [None]:
         d, note = base, base_note
         if t is not None:
             last = t.last_branch
@@ -249,42 +261,61 @@ def plan_gpu(
             drivers[key][1].append(t.name if t else "")
         else:
             drivers[key] = (d, [t.name] if t else [], note)
+    return drivers
 
-    mvc = settings.minor_version_compat
+
+def _rules(
+    settings: GpuSettings,
+    found: Mapping[str, Found],
+    pins: Sequence[tuple[int, str]],
+    frameworks: Sequence[str],
+    machine: str,
+    drivers: Mapping[str, _Floor],
+) -> tuple[list[Rule], list[TorchChoice]]:
+    """One rule per input, in the order they are explained: what the user asked for, the targets'
+    architectures, library pins, frameworks, and last the driver (the others say what is wanted, the driver what
+    the hosts can run)."""
+    targets = settings.targets
     rules: list[Rule] = []
-
-    # 1. what the user asked for
     if settings.cuda != "auto":
         if "." in settings.cuda:
             asked = frozenset({settings.cuda})
         else:
             asked = frozenset(x for x in data.LINES if major_of(x) == int(settings.cuda))
         rules.append(Rule(f'cuda = "{settings.cuda}"', asked, f"asks for CUDA {_fmt(asked)}", 'set cuda = "auto"'))
-
-    # 2. the target GPUs' architectures
     for t in targets:
         ok = frozenset(x for x in data.LINES if toolkit_builds_for(x, t.cc))
         dropped = next((v for k, v in data.DROPPED.items() if not any(major_of(x) >= k for x in ok)), "")
         why = f"needs CUDA {_fmt(ok)}" + (f" ({dropped})" if dropped else "")
         rules.append(Rule(t.label(), ok, why, f"drop {t.name} from targets, or build a separate image for it"))
+    for major, text in pins:
+        ok = frozenset(x for x in data.LINES if major_of(x) == major)
+        rules.append(Rule(text, ok, f"is a CUDA {major} library", f"remove the {text} pin"))
+    framework_rules, torch_opts = _framework_rules(settings, found, frameworks, machine)
+    rules += framework_rules
+    for d, names, note in sorted(drivers.values(), key=lambda x: x[0].version, reverse=True):
+        on = f" for {', '.join(names)}" if names and len(drivers) > 1 else ""
+        rules.append(_driver_rule(d, note + on, settings.minor_version_compat))
+    return rules, torch_opts
 
-    # 3. library pins and 4. frameworks
+
+def _framework_rules(
+    settings: GpuSettings, found: Mapping[str, Found], frameworks: Sequence[str], machine: str
+) -> tuple[list[Rule], list[TorchChoice]]:
+    """What each framework's releases allow (torch: its wheels, the choices kept for later)."""
+    rules: list[Rule] = []
     torch_opts: list[TorchChoice] = []
-    if pins:
-        for major, text in pins:
-            ok = frozenset(x for x in data.LINES if major_of(x) == major)
-            rules.append(Rule(text, ok, f"is a CUDA {major} library", f"remove the {text} pin"))
     for name in frameworks:
         f = found[name]
         if name == "torch":
-            rule, torch_opts = _torch_rule(f, targets, machine, settings)
+            rule, torch_opts = _torch_rule(f, settings.targets, machine, settings)
             rules.append(rule)
             continue
         ok = frozenset(x for x in data.LINES if f.majors is None or major_of(x) in f.majors)
         why = f"allows CUDA {_fmt(ok)}" + (f" ({f.why_majors})" if f.why_majors else "")
         rules.append(Rule(name, ok, why, f"loosen the {name} requirement"))
         if name == "jax":
-            for t in targets:
+            for t in settings.targets:
                 ok_t = frozenset(x for x in ok if vt(t.cc) >= vt(data.JAX_CUDA[major_of(x)][2]))
                 rules.append(
                     Rule(
@@ -294,39 +325,39 @@ def plan_gpu(
                         f"use CUDA 12 (jax[cuda12]) for {t.name}",
                     )
                 )
+    return rules, torch_opts
 
-    # 5. the driver, last: the other rules say what is wanted, this one what the hosts can run
-    for d, names, note in sorted(drivers.values(), key=lambda x: x[0].version, reverse=True):
-        on = f" for {', '.join(names)}" if names and len(drivers) > 1 else ""
-        rules.append(_driver_rule(d, note + on, mvc))
 
-    chosen = _intersect(rules, found, settings)
+def _gpu_plan(
+    chosen: frozenset[str],
+    rules: Sequence[Rule],
+    explain: list[str],
+    lines: Sequence[Line],
+    found: Mapping[str, Found],
+    frameworks: tuple[str, ...],
+    torch_opts: Sequence[TorchChoice],
+    settings: GpuSettings,
+    plat: Platform,
+    machine: str,
+) -> GpuPlan:
+    """What the newest line of ``chosen`` makes of the image: the requirements rewritten, constraints, torch's
+    release and index, the architectures, env, labels and the explanation."""
+    targets, mvc = settings.targets, settings.minor_version_compat
     line = max(chosen, key=vt)
     major = major_of(line)
-
-    # torch: the newest release for the line, PyPI first
-    torch_choice: TorchChoice | None = None
+    torch_choice: TorchChoice | None = None  # torch: the newest release for the line, PyPI first
     index_urls: list[str] = []
     if "torch" in found:
-        torch_choice = _choose_torch(torch_opts, line, targets, settings)
+        torch_choice = _choose_torch(list(torch_opts), line, targets, settings)
         if torch_choice.source == "index":
             index_urls.append(_index_url(settings.torch_index, line))
-
     rewrites: list[str] = []
     new_reqs = _rewrite(lines, found, line, torch_choice, rewrites)
     constraints = [f"{pkg}=={line}.*" for pkg in data.TOOLKIT_VERSIONED.get(major, ())]
     constraints += [f"{pkg}=={major}.*" for pkg in data.MAJOR_VERSIONED]
-
     need_driver = required_driver(line, mvc)
-    archs = _archs(found, line, torch_choice, machine)
     plan_lines = _explain_choice(chosen, line, mvc, targets, frameworks, torch_choice, index_urls)
-    explain = plan_lines[:1] + [f"  {r.who}: {r.why}" for r in rules] + explain + plan_lines[1:] + rewrites
-
-    env = {
-        "NVIDIA_VISIBLE_DEVICES": "all",
-        "NVIDIA_DRIVER_CAPABILITIES": ",".join(settings.driver_capabilities),
-        "NVIDIA_REQUIRE_CUDA": f"cuda>={major}.0" if mvc else f"cuda>={line}",
-    }
+    explained = plan_lines[:1] + [f"  {r.who}: {r.why}" for r in rules] + explain + plan_lines[1:] + rewrites
     labels = {
         "io.gpuship.cuda": line,
         "io.gpuship.min-driver": need_driver,
@@ -340,17 +371,21 @@ def plan_gpu(
         requirements=tuple(new_reqs),
         constraints=tuple(constraints),
         index_urls=tuple(index_urls),
-        env=env,
+        env={
+            "NVIDIA_VISIBLE_DEVICES": "all",
+            "NVIDIA_DRIVER_CAPABILITIES": ",".join(settings.driver_capabilities),
+            "NVIDIA_REQUIRE_CUDA": f"cuda>={major}.0" if mvc else f"cuda>={line}",
+        },
         labels=labels,
         targets=targets,
         frameworks=frameworks,
-        archs=archs,
+        archs=_archs(found, line, torch_choice, machine),
         min_driver=need_driver,
         minor_version_compat=mvc,
         ptx_isa=ptx_isa(line),
         platform=str(plat),
         torch=torch_choice,
-        lines=tuple(explain),
+        lines=tuple(explained),
     )
 
 
