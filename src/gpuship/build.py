@@ -52,7 +52,7 @@ from .redact import redact_all
 from .sbom import Component, write_spdx
 from .serve import runtime_entries, runtime_entrypoint, runtime_requirements
 from .slim import ArchSelection, arch_sort_key, prune_layer_entries
-from .sources.app import app_layer, left_out_warning, select_app_files
+from .sources.app import AppFiles, app_layer, left_out_warning, select_app_files
 from .sources.base import Base, Started
 from .sources.debian.libdeps import LibDep
 from .sources.debian.slim import SlimReport
@@ -188,35 +188,7 @@ def build(options: BuildOptions, *, cache: Cache | None = None, progress: Progre
     if plan.config.bytecode != "none" or plan.project.is_package:
         # byte code and source builds need a host Python of the base's version: refused now, not after the lock
         host_python(".".join(plan.python_version.split(".")[:2]))
-    where = config_home(plan.project.root, getattr(plan.project, "tool", None))
-    app = select_app_files(options.project_dir, include=plan.config.include, exclude=plan.config.exclude)
-    left_out = app.left_out_summary()
-    progress.step(f"app: {len(app.files)} files" + (f"; left out {left_out}" if left_out else ""))
-    warnings = app.secret_warnings()
-    may_need = left_out_warning(app, where)
-    if may_need and not options.dev:  # gpuship dev mounts the whole project folder
-        warnings.append(may_need)
-    for w in warnings:
-        progress.step(f"warning: {w}")
-
-    runtime = _function_runtime(plan)
-    # what the image runs is known from the files: refuse a missing one before the long steps
-    entrypoint = choose_entrypoint(
-        plan.config.entrypoint,
-        getattr(plan.project, "scripts", {}) or {},
-        app.files,
-        runtime_argv=runtime.argv if runtime else (),
-        where=where,
-    )
-    facts = BaseContents(
-        None if plan.first_base().remote else frozenset(plan.config.debian_packages()),
-        ".".join(plan.python_version.split(".")[:2]),
-    )
-    for w in lint_interpreters(
-        entrypoint, app.root, app.files, facts, workdir=plan.config.workdir, where=where
-    ):  # the entrypoint's interpreter is refused here; other scripts' are warnings
-        warnings.append(w)
-        progress.step(f"warning: {w}")
+    app, entrypoint, runtime, warnings = _app_and_entrypoint(plan, progress)
     models = build_models(
         options.project_dir.resolve(),
         app,
@@ -236,25 +208,9 @@ def build(options: BuildOptions, *, cache: Cache | None = None, progress: Progre
         results.append(_build_platform(plan, platform, lock, models, runtime, entrypoint, cache, progress))
 
     images = [r.image for r in results]
-    result: Image | Index = images[0] if len(images) == 1 else make_index(images)
-    plain = result
-    result, results = _shipped(result, results, outputs, plan.compression)
-    written: list[str] = []
-    if outputs:
-        for target in outputs:
-            progress.step(f"writing {target}")
-            given = result if target_compresses(target) else plain  # an engine gets the plain layers
-            written.append(
-                write_output(
-                    given,
-                    target,
-                    tag=plan.tag,
-                    compression=plan.compression,
-                    progress=progress,
-                    registry=options.registry,
-                )
-            )
-            progress.step(written[-1])
+    result, results, written = _write_outputs(
+        plan, make_index(images) if len(images) > 1 else images[0], results, outputs, progress
+    )
     br = BuildResult(
         plan,
         result,
@@ -273,6 +229,70 @@ def build(options: BuildOptions, *, cache: Cache | None = None, progress: Progre
     if _memoizable(plan, lock, models, outputs) and fingerprint(request, skip=skip) == before:
         _remember(request, br, skip)
     return br
+
+
+def _app_and_entrypoint(
+    plan: BuildPlan, progress: Progress
+) -> tuple[AppFiles, tuple[str, ...], _Runtime | None, list[str]]:
+    """The app's files and the entrypoint that runs them, checked before the long steps (a missing file, or an
+    interpreter the base lacks, is refused now); the warnings said so far."""
+    options = plan.options
+    where = config_home(plan.project.root, getattr(plan.project, "tool", None))
+    app = select_app_files(options.project_dir, include=plan.config.include, exclude=plan.config.exclude)
+    left_out = app.left_out_summary()
+    progress.step(f"app: {len(app.files)} files" + (f"; left out {left_out}" if left_out else ""))
+    warnings = app.secret_warnings()
+    may_need = left_out_warning(app, where)
+    if may_need and not options.dev:  # gpuship dev mounts the whole project folder
+        warnings.append(may_need)
+    for w in warnings:
+        progress.step(f"warning: {w}")
+    runtime = _function_runtime(plan)
+    entrypoint = choose_entrypoint(
+        plan.config.entrypoint,
+        getattr(plan.project, "scripts", {}) or {},
+        app.files,
+        runtime_argv=runtime.argv if runtime else (),
+        where=where,
+    )
+    facts = BaseContents(
+        None if plan.first_base().remote else frozenset(plan.config.debian_packages()),
+        ".".join(plan.python_version.split(".")[:2]),
+    )
+    for w in lint_interpreters(
+        entrypoint, app.root, app.files, facts, workdir=plan.config.workdir, where=where
+    ):  # the entrypoint's interpreter is refused here; other scripts' are warnings
+        warnings.append(w)
+        progress.step(f"warning: {w}")
+    return app, tuple(entrypoint), runtime, warnings
+
+
+def _write_outputs(
+    plan: BuildPlan,
+    plain: Image | Index,
+    results: list[PlatformResult],
+    outputs: Sequence[str],
+    progress: Progress,
+) -> tuple[Image | Index, list[PlatformResult], list[str]]:
+    """Every output written: compressed where bytes travel, plain for an engine. Returns the image in the form
+    the outputs hold (its digest is the one printed), the platform results to match, and what was written."""
+    result, results = _shipped(plain, results, outputs, plan.compression)
+    written: list[str] = []
+    for target in outputs:
+        progress.step(f"writing {target}")
+        given = result if target_compresses(target) else plain  # an engine gets the plain layers
+        written.append(
+            write_output(
+                given,
+                target,
+                tag=plan.tag,
+                compression=plan.compression,
+                progress=progress,
+                registry=plan.options.registry,
+            )
+        )
+        progress.step(written[-1])
+    return result, results, written
 
 
 def memo_request(options: BuildOptions, outputs: Sequence[str]) -> tuple[Request, list[Path]]:
