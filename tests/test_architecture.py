@@ -34,7 +34,6 @@ LONG_FUNCTIONS_LEFT = {
     "gpuship.project.inputs.load_project",
     "gpuship.run.builtin.run_rootfs",
     "gpuship.run.bundle.runc_config",
-    "gpuship.slim.slim.rewrite_layers",
     "gpuship.slim.trace.run_workload",
     "gpuship.sources.debian.base._build",
     "gpuship.sources.python.env.install_entries",

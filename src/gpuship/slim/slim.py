@@ -360,6 +360,10 @@ class _RealDirs:
         return f"{r}/{name}" if r else name
 
 
+#: What one layer keeps: (entries, files before, files after, bytes before, bytes after, bytes shadowed, whole)
+_LayerPlan = tuple[list[Entry], int, int, int, int, int, bool]
+
+
 def rewrite_layers(
     image: Image,
     view: RootView,
@@ -372,60 +376,12 @@ def rewrite_layers(
     n = len(image.layers)
     cover = _Cover()
     reals = _RealDirs(view)
-    plans: list[tuple[list[Entry], int, int, int, int, int, bool]] = [([], 0, 0, 0, 0, 0, False)] * n
+    plans: list[_LayerPlan] = [([], 0, 0, 0, 0, 0, False)] * n
     removed: list[Removed] = []
     for i in reversed(range(n)):
         layer = image.layers[i]
         progress.step(f"reading layer {i + 1}/{n} ({layer.size / 1e6:.1f} MB)")
-        mine = _Cover()
-        emitted: list[Entry] = []
-        dir_entries: list[tuple[Entry, str, bool]] = []
-        files_before = files_after = bytes_before = bytes_after = shadowed = 0
-        for entry, _reader in layer.entries():
-            if is_whiteout_meta(entry.path):
-                continue
-            whiteout = whiteout_of(entry.path)
-            if whiteout is not None:
-                hidden_path, opaque = whiteout
-                if opaque:
-                    mine.opaque.add(reals.real(entry.path).rpartition("/")[0] if hidden_path else "")
-                else:
-                    mine.whiteout.add(reals.real(hidden_path))
-                continue
-            real = reals.real(entry.path)
-            hidden = cover.hides(real)
-            if entry.kind == "dir":
-                mine.dirs.add(real)
-                dir_entries.append((entry, real, hidden))
-                continue
-            mine.nondir.add(real)
-            size = view.size.get(real, entry.size) if entry.kind == "hardlink" else entry.size
-            files_before += 1
-            bytes_before += size
-            if hidden:
-                shadowed += size
-                continue
-            if real in kept.files and view.kind.get(real) in ("file", "symlink"):
-                out = _kept_entry(entry, real, view)
-                if out is not None:
-                    emitted.append(out)
-                    files_after += 1
-                    bytes_after += out.size
-                    continue
-            removed.append(Removed(real, size, i, owner_of(real)))
-        parents: set[str] = set()
-        for e in emitted:
-            d = posixpath.dirname(e.path)
-            while d and d not in parents:
-                parents.add(d)
-                d = posixpath.dirname(d)
-        for entry, real, hidden in dir_entries:
-            if entry.path in parents or (not hidden and real in kept.dirs):
-                emitted.append(entry)
-        cover.merge(mine)
-        # every file kept, and every folder one the slimmed image has anyway: the layer is reused as it is
-        whole = files_after == files_before and all(real in kept.dirs for _, real, _ in dir_entries)
-        plans[i] = (emitted, files_before, files_after, bytes_before, bytes_after, shadowed, whole)
+        plans[i] = _plan_layer(i, layer, view, kept, cover, reals, owner_of, removed)
 
     new_layers: list[Layer] = []
     stats: list[LayerSlim] = []
@@ -444,6 +400,69 @@ def rewrite_layers(
         new_layers.append(new)
         stats.append(LayerSlim(i, comments[i], layer, new, fb, fa, bb, ba, sh))
     return new_layers, stats, removed
+
+
+def _plan_layer(
+    i: int,
+    layer: Layer,
+    view: RootView,
+    kept: KeepSet,
+    cover: _Cover,
+    reals: _RealDirs,
+    owner_of: Callable[[str], tuple[str, str, str] | None],
+    removed: list[Removed],
+) -> _LayerPlan:
+    """What layer ``i`` keeps, given what the layers above it hide (``cover``, which it then joins); what it
+    drops goes to ``removed``."""
+    mine = _Cover()
+    emitted: list[Entry] = []
+    dir_entries: list[tuple[Entry, str, bool]] = []
+    files_before = files_after = bytes_before = bytes_after = shadowed = 0
+    for entry, _reader in layer.entries():
+        if is_whiteout_meta(entry.path):
+            continue
+        whiteout = whiteout_of(entry.path)
+        if whiteout is not None:
+            hidden_path, opaque = whiteout
+            if opaque:
+                mine.opaque.add(reals.real(entry.path).rpartition("/")[0] if hidden_path else "")
+            else:
+                mine.whiteout.add(reals.real(hidden_path))
+            continue
+        real = reals.real(entry.path)
+        hidden = cover.hides(real)
+        if entry.kind == "dir":
+            mine.dirs.add(real)
+            dir_entries.append((entry, real, hidden))
+            continue
+        mine.nondir.add(real)
+        size = view.size.get(real, entry.size) if entry.kind == "hardlink" else entry.size
+        files_before += 1
+        bytes_before += size
+        if hidden:
+            shadowed += size
+            continue
+        if real in kept.files and view.kind.get(real) in ("file", "symlink"):
+            out = _kept_entry(entry, real, view)
+            if out is not None:
+                emitted.append(out)
+                files_after += 1
+                bytes_after += out.size
+                continue
+        removed.append(Removed(real, size, i, owner_of(real)))
+    parents: set[str] = set()
+    for e in emitted:
+        d = posixpath.dirname(e.path)
+        while d and d not in parents:
+            parents.add(d)
+            d = posixpath.dirname(d)
+    for entry, real, hidden in dir_entries:
+        if entry.path in parents or (not hidden and real in kept.dirs):
+            emitted.append(entry)
+    cover.merge(mine)
+    # every file kept, and every folder one the slimmed image has anyway: the layer is reused as it is
+    whole = files_after == files_before and all(real in kept.dirs for _, real, _ in dir_entries)
+    return emitted, files_before, files_after, bytes_before, bytes_after, shadowed, whole
 
 
 def _slim_history(image: Image, rewritten: list[bool]) -> tuple[History, ...]:
