@@ -29,6 +29,8 @@ WHITEOUT_META_PREFIX = ".wh..wh."
 MAX_PATH = 4095
 #: Deeper paths are refused: no real image nests this deep, and walking one would exhaust Python's recursion.
 MAX_DEPTH = 512
+#: Linux's NAME_MAX: the longest file name (one path component) a file system takes.
+MAX_NAME = 255
 
 
 def clean_path(path: str) -> str:
@@ -49,6 +51,13 @@ def clean_path(path: str) -> str:
         return ""
     if norm == ".." or norm.startswith("../") or "/../" in f"/{norm}/":
         raise IntegrityError(f"path {path[:200]!r} escapes the image root", "the archive is unsafe; refusing it")
+    if any(
+        len(part) > MAX_NAME // 4 and len(part.encode("utf-8", "surrogateescape")) > MAX_NAME
+        for part in norm.split("/")
+    ):
+        raise IntegrityError(
+            f"path {norm[:60]!r}... has a name longer than {MAX_NAME} bytes", "the archive is malformed; refusing it"
+        )
     if norm.count("/") >= MAX_DEPTH:
         raise IntegrityError(
             f"path {norm[:60]!r}... is more than {MAX_DEPTH} directories deep", "the archive is malformed; refusing it"

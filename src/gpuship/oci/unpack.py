@@ -309,6 +309,13 @@ def unpack(image: Image | Sequence[Layer], dest: Path | str, *, owner: tuple[int
         summary = apply_layers(layers, work, owner=owner)
         os.replace(work, dest)
         return summary
+    except OSError as exc:  # the image asks for what this file system cannot hold (or the disk is full)
+        where = exc.filename if isinstance(exc.filename, str) else str(dest)
+        shown = "/" + os.path.relpath(where, work) if where.startswith(str(work)) else where
+        raise GpushipError(
+            f"cannot unpack into {dest}: {exc.strerror or exc} ({shown[:120]})",
+            "check the free space and permissions there; nothing was left behind",
+        ) from exc
     finally:
         if work.exists():
             _make_writable_tree(str(work))
