@@ -29,7 +29,7 @@ from . import launcher
 from .bundle import DEFAULT_CAPS, Process, runc_config
 from .gpu import Injection
 from .limits import possible_ulimits
-from .options import RunOptions, host_and_container_port
+from .options import RunOptions, Ulimit, host_and_container_port
 from .process import run_forwarding
 from .users import resolve_user
 
@@ -146,6 +146,53 @@ def _host_file(path: str) -> str | None:
         return None
 
 
+def _runc_bundle(
+    rundir: Path,
+    runc: str,
+    cid: str,
+    process: Process,
+    options: RunOptions,
+    injection: Injection,
+    ulimits: Sequence[Ulimit],
+    tmpfs: Sequence[str],
+) -> dict[str, Any]:
+    """Write runc's bundle (its ``config.json``) under ``rundir``; the launcher's ``runc`` entry runs it."""
+    bundle = rundir / "bundle"
+    bundle.mkdir()
+    config_json = runc_config(
+        process,
+        str(rundir / "rootfs"),
+        shm_size=options.shm_size,
+        ulimits=ulimits,
+        devices=injection.devices,
+        volumes=options.volumes,
+        read_only=options.read_only,
+        tmpfs=tmpfs,
+    )
+    (bundle / "config.json").write_text(json.dumps(config_json, indent=1))
+    return {"argv": [str(runc), "run", "--bundle", str(bundle), cid]}
+
+
+def _direct_spec(process: Process, options: RunOptions, ulimits: Sequence[Ulimit]) -> dict[str, Any]:
+    """The launcher's own ``volumes`` and ``process`` entries, for running without runc."""
+    return {
+        "volumes": [
+            {"source": v.source, "destination": v.destination, "readonly": v.readonly} for v in options.volumes
+        ],
+        "process": {
+            "args": list(process.args),
+            "env": dict(e.split("=", 1) for e in process.env),
+            "cwd": process.cwd,
+            "uid": process.user.uid,
+            "gid": process.user.gid,
+            "groups": list(process.user.groups),
+            "rlimits": [[u.name, u.soft, u.hard] for u in ulimits],
+            # Docker's default set, less CAP_MKNOD: no device cgroup here, so no making nodes for other GPUs
+            "capabilities": [c for c in DEFAULT_CAPS if c != "CAP_MKNOD"],
+        },
+    }
+
+
 def run_rootfs(
     rootfs: Path | str,
     config: ImageConfig,
@@ -188,36 +235,10 @@ def run_rootfs(
         "shm_size": options.shm_size,
         "verbose": options.verbose,
     }
-    if flavor == "runc":
-        bundle = rundir / "bundle"
-        bundle.mkdir()
-        config_json = runc_config(
-            process,
-            str(root),
-            shm_size=options.shm_size,
-            ulimits=ulimits,
-            devices=injection.devices,
-            volumes=options.volumes,
-            read_only=options.read_only,
-            tmpfs=tmpfs,
-        )
-        (bundle / "config.json").write_text(json.dumps(config_json, indent=1))
-        spec["runc"] = {"argv": [str(runc), "run", "--bundle", str(bundle), cid]}
+    if runc is not None:
+        spec["runc"] = _runc_bundle(rundir, runc, cid, process, options, injection, ulimits, tmpfs)
     else:
-        spec["volumes"] = [
-            {"source": v.source, "destination": v.destination, "readonly": v.readonly} for v in options.volumes
-        ]
-        spec["process"] = {
-            "args": list(process.args),
-            "env": dict(e.split("=", 1) for e in process.env),
-            "cwd": process.cwd,
-            "uid": process.user.uid,
-            "gid": process.user.gid,
-            "groups": list(process.user.groups),
-            "rlimits": [[u.name, u.soft, u.hard] for u in ulimits],
-            # Docker's default set, less CAP_MKNOD: no device cgroup here, so no making nodes for other GPUs
-            "capabilities": [c for c in DEFAULT_CAPS if c != "CAP_MKNOD"],
-        }
+        spec.update(_direct_spec(process, options, ulimits))
     spec_path = rundir / "spec.json"
     spec_path.write_text(json.dumps(spec))
     if notify and options.verbose:

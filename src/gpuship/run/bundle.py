@@ -68,26 +68,20 @@ def _rlimit(u: Ulimit) -> dict[str, Any]:
     }
 
 
-def runc_config(
-    process: Process,
-    root: str,
-    *,
-    shm_size: int,
-    ulimits: Sequence[Ulimit] = (),
-    devices: Sequence[DeviceNode] = (),
-    volumes: Sequence[Volume] = (),
-    read_only: bool = False,
-    tmpfs: Sequence[str] = (),
-) -> dict[str, Any]:
+def _capabilities(*, is_root: bool) -> dict[str, list[str]]:
+    """The default capability sets: a non-root process keeps them only in its bounding set."""
     caps = list(DEFAULT_CAPS)
-    is_root = process.user.uid == 0
-    capabilities = {
+    return {
         "bounding": caps,
         "effective": caps if is_root else [],
         "permitted": caps if is_root else [],
         "inheritable": [],
         "ambient": [],
     }
+
+
+def _mounts(shm_size: int, volumes: Sequence[Volume], tmpfs: Sequence[str]) -> list[dict[str, Any]]:
+    """The standard container mounts, then the volumes (bind mounts) and the extra tmpfs directories."""
     mounts: list[dict[str, Any]] = [
         {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
         {
@@ -130,6 +124,11 @@ def runc_config(
         mounts.append(
             {"destination": d, "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=1777"]}
         )
+    return mounts
+
+
+def _devices(devices: Sequence[DeviceNode]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The device nodes to create and the cgroup rules: every device denied but these."""
     dev_rules: list[dict[str, Any]] = [{"allow": False, "access": "rwm"}]
     dev_nodes = []
     for node in devices:
@@ -145,6 +144,24 @@ def runc_config(
             }
         )
         dev_rules.append({"allow": True, "type": "c", "major": node.major, "minor": node.minor, "access": "rwm"})
+    return dev_nodes, dev_rules
+
+
+def runc_config(
+    process: Process,
+    root: str,
+    *,
+    shm_size: int,
+    ulimits: Sequence[Ulimit] = (),
+    devices: Sequence[DeviceNode] = (),
+    volumes: Sequence[Volume] = (),
+    read_only: bool = False,
+    tmpfs: Sequence[str] = (),
+) -> dict[str, Any]:
+    """The runtime spec (``config.json``) runc runs ``process`` from: its mounts, devices and capabilities."""
+    mounts = _mounts(shm_size, volumes, tmpfs)
+    dev_nodes, dev_rules = _devices(devices)
+    capabilities = _capabilities(is_root=process.user.uid == 0)
     namespaces = [{"type": "pid"}, {"type": "ipc"}, {"type": "mount"}]
     return {
         "ociVersion": "1.0.2",

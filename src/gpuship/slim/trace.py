@@ -335,12 +335,10 @@ def run_workload(
     The container's stdout is captured (``echo`` gets it afterwards; its stderr passes through). A run that
     outlives ``probe.timeout`` is stopped (SIGTERM, then SIGKILL) and is an error.
     """
-    env = dict(probe.env)
-    env.update(extra_env or {})
     options = RunOptions(
         command=tuple(probe.command),
         entrypoint=probe.entrypoint,
-        env=env,
+        env={**probe.env, **(extra_env or {})},
         volumes=tuple(volumes),
         runtime=probe.runtime,
     )
@@ -350,14 +348,15 @@ def run_workload(
             f"port {port} is already in use on this host (the built-in runner shares the host's network)",
             "stop what listens there, or run the server on another port: -e PORT=N --port N",
         )
-    result: dict[str, object] = {}
+    codes: list[int] = []
+    errors: list[BaseException] = []
     before = _children(os.getpid(), _ppids())
 
     def target() -> None:
         try:
-            result["code"] = run_image(image, options, cache=cache, notify=notify or (lambda _m: None))
+            codes.append(run_image(image, options, cache=cache, notify=notify or (lambda _m: None)))
         except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
-            result["error"] = exc
+            errors.append(exc)
 
     started = time.monotonic()
     deadline = started + probe.timeout
@@ -379,28 +378,32 @@ def run_workload(
                 thread.join(max(0.0, deadline - time.monotonic()))
                 timed_out = thread.is_alive()
             if thread.is_alive():
-                ours = _children(os.getpid(), _ppids()) - before
-                _signal_all(ours, signal.SIGTERM)
-                thread.join(10)
-                if thread.is_alive():
-                    _signal_all(_descendants(os.getpid(), _ppids()) - before, signal.SIGKILL)
-                    thread.join(10)
+                _stop(thread, before)
         finally:
             if sampler is not None:
                 sampler.stop()
     stdout = out[0] if out else b""
     if stdout and echo is not None:
         echo(stdout)
-    if "error" in result:
-        raise result["error"]  # type: ignore[misc]
+    if errors:
+        raise errors[0]
     if timed_out:
         what = f"answered GET {probe.http} on port {port}" if port is not None else "finished"
         raise GpushipError(
             f"the workload had not {what} after {probe.timeout:.0f}s; it was stopped",
             "give a command that finishes, or a longer --timeout",
         )
-    code = result.get("code")
-    return RunOutcome(int(code) if isinstance(code, int) else None, stdout, time.monotonic() - started, status, body)
+    code = codes[0] if codes else None
+    return RunOutcome(code, stdout, time.monotonic() - started, status, body)
+
+
+def _stop(thread: threading.Thread, before: set[int]) -> None:
+    """Stop what the run started since ``before`` (SIGTERM, then SIGKILL to every descendant) and wait for its thread."""
+    _signal_all(_children(os.getpid(), _ppids()) - before, signal.SIGTERM)
+    thread.join(10)
+    if thread.is_alive():
+        _signal_all(_descendants(os.getpid(), _ppids()) - before, signal.SIGKILL)
+        thread.join(10)
 
 
 def _wait_for_http(thread: threading.Thread, port: int, path: str, deadline: float) -> tuple[int | None, bytes, bool]:
