@@ -17,6 +17,7 @@ import io
 import posixpath
 import tempfile
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, BinaryIO
 
@@ -29,7 +30,7 @@ from ..progress import NO_PROGRESS, Progress
 from ..streams import CHUNK, Reader
 from .cudalib import CudaLibrary, is_elf, read_cuda_library
 from .fatbin import MAGIC_BYTES, FatbinError
-from .owners import MAX_DATABASE, debian_packages, is_owner_database, python_distributions
+from .owners import MAX_DATABASE, Package, debian_packages, is_owner_database, python_distributions
 
 #: ELF files up to this size are spooled in memory, larger ones to a temporary file.
 SPOOL_IN_MEMORY = 64 << 20
@@ -332,48 +333,73 @@ def _remove_tree(view: dict[str, FileRecord], path: str, keep_self: bool = False
         del view[p]
 
 
-def inspect_image(image: Image, *, top: int = 25, progress: Progress = NO_PROGRESS) -> ImageReport:
-    """Analyse ``image`` (each layer read once from its blob). ``top`` bounds the largest-files list;
-    ``progress`` hears the compressed bytes read, layer by layer, as one transfer."""
-    view: dict[str, FileRecord] = {}
-    links: dict[str, str] = {}
-    databases: dict[str, _Spooled] = {}
-    by_hash: dict[str, list[FileRecord]] = defaultdict(list)
+@dataclass
+class _Merged:
+    """The image's filesystem as its layers build it up, and what the report keeps along the way."""
+
+    view: dict[str, FileRecord] = field(default_factory=dict)
+    links: dict[str, str] = field(default_factory=dict)
+    databases: dict[str, _Spooled] = field(default_factory=dict)
+    by_hash: defaultdict[str, list[FileRecord]] = field(default_factory=lambda: defaultdict(list))
+    cuda: dict[str, CudaLibraryReport] = field(default_factory=dict)
+    all_files: list[FileRecord] = field(default_factory=list)
+
+    def remove(self, scan: _LayerScan) -> None:
+        """Apply the layer's opaque directories and whiteouts to what the layers below left."""
+        for opaque_dir in scan.opaque:
+            _remove_tree(self.view, opaque_dir, keep_self=True)
+            self.links = {k: v for k, v in self.links.items() if not k.startswith(opaque_dir + "/")}
+        for gone in scan.whiteouts:
+            _remove_tree(self.view, gone)
+            self.links.pop(gone, None)
+            for k in [k for k in self.databases if k == gone or k.startswith(gone + "/")]:
+                self.databases.pop(k).close()
+            for k in [k for k in self.cuda if k == gone or k.startswith(gone + "/")]:
+                del self.cuda[k]
+
+    def add(self, index: int, scan: _LayerScan) -> None:
+        """Lay the layer's files, links, package databases and CUDA libraries over what is there."""
+        for f in scan.files:
+            self.view[f.path] = f
+            self.links.pop(f.path, None)
+            self.by_hash[f.sha256].append(f)
+            self.all_files.append(f)
+        for path, target in scan.hardlinks:
+            if target in self.view:  # a second name for stored content: it takes no space of its own
+                self.view[path] = FileRecord(index, path, 0, self.view[target].sha256, 0)
+        for path, target in scan.symlinks.items():
+            self.links[path] = target
+            self.view.pop(path, None)
+        for path, db in scan.databases.items():
+            if path in self.databases:
+                self.databases[path].close()
+            self.databases[path] = db
+        for c in scan.cuda:
+            self.cuda[c.path] = c
+
+    def packages(self) -> list[Package]:
+        """The Python distributions and Debian packages the final filesystem's databases list (closes them)."""
+        databases, links = self.databases, self.links
+        try:
+            found = python_distributions({p: d.reader for p, d in databases.items() if p.endswith("/RECORD")}, links)
+            found += debian_packages({p: d.reader for p, d in databases.items() if not p.endswith("/RECORD")}, links)
+        finally:
+            for db in databases.values():
+                db.close()
+        return found
+
+
+def _merge_layers(image: Image, progress: Progress) -> tuple[_Merged, list[LayerReport]]:
+    """Read each layer once, bottom to top, into the merged filesystem; one report per layer."""
+    merged = _Merged()
     layers: list[LayerReport] = []
-    cuda: dict[str, CudaLibraryReport] = {}
-    all_files: list[FileRecord] = []
     read = 0
     for i, layer in enumerate(image.layers):
         progress.transfer("reading layers", read, image.size)
         read += layer.size
         scan = _scan_layer(i, layer)
-        for opaque_dir in scan.opaque:
-            _remove_tree(view, opaque_dir, keep_self=True)
-            links = {k: v for k, v in links.items() if not k.startswith(opaque_dir + "/")}
-        for gone in scan.whiteouts:
-            _remove_tree(view, gone)
-            links.pop(gone, None)
-            for k in [k for k in databases if k == gone or k.startswith(gone + "/")]:
-                databases.pop(k).close()
-            for k in [k for k in cuda if k == gone or k.startswith(gone + "/")]:
-                del cuda[k]
-        for f in scan.files:
-            view[f.path] = f
-            links.pop(f.path, None)
-            by_hash[f.sha256].append(f)
-            all_files.append(f)
-        for path, target in scan.hardlinks:
-            if target in view:  # a second name for stored content: it takes no space of its own
-                view[path] = FileRecord(i, path, 0, view[target].sha256, 0)
-        for path, target in scan.symlinks.items():
-            links[path] = target
-            view.pop(path, None)
-        for path, db in scan.databases.items():
-            if path in databases:
-                databases[path].close()
-            databases[path] = db
-        for c in scan.cuda:
-            cuda[c.path] = c
+        merged.remove(scan)
+        merged.add(i, scan)
         layers.append(
             LayerReport(
                 i,
@@ -386,16 +412,14 @@ def inspect_image(image: Image, *, top: int = 25, progress: Progress = NO_PROGRE
                 len(scan.whiteouts) + len(scan.opaque),
             )
         )
-    cuda = {p: c for p, c in cuda.items() if p in view}
     comments = _layer_comments(image)
-    layers = [replace(layer, comment=comments[layer.index]) for layer in layers]
-    try:
-        packages = python_distributions({p: d.reader for p, d in databases.items() if p.endswith("/RECORD")}, links)
-        packages += debian_packages({p: d.reader for p, d in databases.items() if not p.endswith("/RECORD")}, links)
-    finally:
-        for db in databases.values():
-            db.close()
-    owner: dict[str, tuple[str, str]] = {}
+    return merged, [replace(layer, comment=comments[layer.index]) for layer in layers]
+
+
+def _package_reports(
+    packages: list[Package], view: Mapping[str, FileRecord], owner: dict[str, tuple[str, str]]
+) -> dict[str, list[PackageReport]]:
+    """Each package's share of the final filesystem, by kind; ``owner`` learns who owns each path."""
     reports: dict[str, list[PackageReport]] = {"python": [], "debian": []}
     for pkg in packages:
         recs = {p: view[p] for p in pkg.paths if p in view}
@@ -412,6 +436,13 @@ def inspect_image(image: Image, *, top: int = 25, progress: Progress = NO_PROGRE
                 pkg.declared_size,
             )
         )
+    return reports
+
+
+def _model_reports(
+    view: Mapping[str, FileRecord], layers: list[LayerReport], owner: dict[str, tuple[str, str]]
+) -> list[PackageReport]:
+    """The model weights no package owns, one report per model; ``owner`` learns their paths."""
     model_layers = {layer.index for layer in layers if layer.comment.startswith("model ")}
     by_model: dict[str, list[FileRecord]] = defaultdict(list)
     for p, r in view.items():
@@ -419,7 +450,7 @@ def inspect_image(image: Image, *, top: int = 25, progress: Progress = NO_PROGRE
         if label is not None:
             owner[p] = ("model", label)
             by_model[label].append(r)
-    models = [
+    return [
         PackageReport(
             "model",
             label,
@@ -431,16 +462,31 @@ def inspect_image(image: Image, *, top: int = 25, progress: Progress = NO_PROGRE
         )
         for label, recs in by_model.items()
     ]
-    unowned = [r for p, r in view.items() if p not in owner]
 
-    final_ids = {id(r) for r in view.values()}
-    shadowed = sum(f.size for f in all_files if id(f) not in final_ids)
+
+def _duplicates(by_hash: Mapping[str, list[FileRecord]]) -> list[Duplicate]:
+    """Content stored more than once (any layer, any path), the most wasteful first."""
     dups = [
         Duplicate(h, recs[0].size, tuple((r.layer, r.path) for r in recs))
         for h, recs in by_hash.items()
         if len(recs) > 1 and recs[0].size > 0
     ]
     dups.sort(key=lambda d: (-d.wasted, d.copies))
+    return dups
+
+
+def inspect_image(image: Image, *, top: int = 25, progress: Progress = NO_PROGRESS) -> ImageReport:
+    """Analyse ``image`` (each layer read once from its blob). ``top`` bounds the largest-files list;
+    ``progress`` hears the compressed bytes read, layer by layer, as one transfer."""
+    merged, layers = _merge_layers(image, progress)
+    view = merged.view
+    cuda = {p: c for p, c in merged.cuda.items() if p in view}
+    owner: dict[str, tuple[str, str]] = {}
+    reports = _package_reports(merged.packages(), view, owner)
+    models = _model_reports(view, layers, owner)
+    unowned = [r for p, r in view.items() if p not in owner]
+    final_ids = {id(r) for r in view.values()}
+    shadowed = sum(f.size for f in merged.all_files if id(f) not in final_ids)
     largest = sorted(view.values(), key=lambda r: (-r.size, r.path))[:top]
     return ImageReport(
         platform=str(image.platform),
@@ -449,7 +495,7 @@ def inspect_image(image: Image, *, top: int = 25, progress: Progress = NO_PROGRE
         uncompressed_size=sum(layer.uncompressed_size for layer in image.layers),
         layers=tuple(layers),
         largest=tuple(largest),
-        duplicates=tuple(dups),
+        duplicates=tuple(_duplicates(merged.by_hash)),
         python=tuple(sorted(reports["python"], key=lambda p: (-p.size, p.name))),
         debian=tuple(sorted(reports["debian"], key=lambda p: (-p.size, p.name))),
         cuda=tuple(sorted(cuda.values(), key=lambda c: (-c.size, c.path))),
