@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import posixpath
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from importlib.metadata import PackageNotFoundError, version
@@ -134,6 +134,34 @@ class DockerfileSpec:
         return f"{self.venv}/lib/python{self.python_version}/site-packages"
 
 
+def _environment_file(root: Path) -> str:
+    """The conda environment file the micromamba variant installs from."""
+    env_file = next((n for n in ("environment.yml", "environment.yaml") if (root / n).is_file()), "")
+    if not env_file:
+        raise ConfigError("the micromamba variant needs an environment.yml", "use the default pip variant")
+    return env_file
+
+
+def _extra_layers(plan: BuildPlan) -> tuple[list[ExtraLayer], tuple[str, ...], tuple[str, ...]]:
+    """gpuship's own layers (the GPU check, the function runtime), the runtime's requirements and its argv."""
+    extra_layers: list[ExtraLayer] = []
+    if plan.gpu is not None:
+        entries = tuple(check_entries(plan.gpu, python=f"{VENV}/bin/python"))
+        extra_layers.append(ExtraLayer("gpu-check", "gpuship-check and /etc/gpuship/gpu.json", entries))
+    entrypoint = plan.config.entrypoint
+    if entrypoint is None or not entrypoint.function:
+        return extra_layers, (), ()
+    extra_layers.append(ExtraLayer("runtime", "gpuship function runtime", tuple(runtime_entries())))
+    return extra_layers, tuple(runtime_requirements()), tuple(runtime_entrypoint(entrypoint.function))
+
+
+def _builder_packages(py: str, variant: Variant, *, sdists: bool) -> list[str]:
+    """The builder stage's Debian packages: a compiler and headers only when an sdist is built."""
+    if variant == "micromamba":
+        return ["ca-certificates"]
+    return [f"python{py}-venv", "ca-certificates", *(["build-essential", f"python{py}-dev"] if sdists else [])]
+
+
 def plan_dockerfile(
     project_dir: Path,
     *,
@@ -161,69 +189,64 @@ def plan_dockerfile(
         registry=registry,
     )
     plan = make_plan(opts, cache=cache, progress=progress)
-    below = plan.first_base()
-    start = _from(below, variant, tuple(plan.config.replace_base_packages))
     cfg = plan.config
-    project = plan.project
-    root = Path(project.root)
-    if variant == "micromamba":
-        env_file = next((n for n in ("environment.yml", "environment.yaml") if (root / n).is_file()), "")
-        if not env_file:
-            raise ConfigError("the micromamba variant needs an environment.yml", "use the default pip variant")
-    else:
-        env_file = ""
-
-    runtime_reqs: tuple[str, ...] = ()
-    runtime_argv: tuple[str, ...] = ()
-    extra_layers: list[ExtraLayer] = []
-    gpu = plan.gpu
-    if gpu is not None:
-        if True:
-            extra_layers.append(
-                ExtraLayer(
-                    "gpu-check",
-                    "gpuship-check and /etc/gpuship/gpu.json",
-                    tuple(check_entries(gpu, python=f"{VENV}/bin/python")),
-                )
-            )
-    if cfg.entrypoint is not None and cfg.entrypoint.function:
-        runtime_reqs = tuple(runtime_requirements())
-        runtime_argv = tuple(runtime_entrypoint(cfg.entrypoint.function))
-        extra_layers.append(ExtraLayer("runtime", "gpuship function runtime", tuple(runtime_entries())))
+    below = plan.first_base()
+    start = _from(below, variant, tuple(cfg.replace_base_packages))
+    root = Path(plan.project.root)
+    env_file = _environment_file(root) if variant == "micromamba" else ""
+    extra_layers, runtime_reqs, runtime_argv = _extra_layers(plan)
 
     progress.step("locking dependencies")
     lock = lock_as_build(plan, runtime_reqs, locked=locked, cache=cache, progress=progress)
-    replace_base = tuple(getattr(cfg, "replace_base_packages", ()))
-    installed = below.installed(lock, replace_base)  # a registry base keeps its own
+    installed = below.installed(lock, tuple(cfg.replace_base_packages))  # a registry base keeps its own
 
     # chosen after locking, so a gpuship.lock written just now is among the app's files (as in later builds)
     app = select_app_files(root, include=cfg.include, exclude=cfg.exclude)
-    notes: list[str] = app.secret_warnings()
     deps: list[LibDepNote] = []
     if variant == "pip" and cfg.find_libdeps and libdeps and start.libdeps:
         deps = _find_libdeps(plan, lock, app, extra_layers, cache, progress)
-    runtime_packages = tuple(
-        dict.fromkeys([*start.system_packages, *cfg.system_packages, *sorted({d.package for d in deps})])
+    entrypoint = choose_entrypoint(cfg.entrypoint, plan.project.scripts or {}, app.files, runtime_argv=runtime_argv)
+    parts = _Parts(
+        plan, start, variant, lock, installed, app, deps, extra_layers, entrypoint, env_file, dockerfile_name
     )
+    return _spec(parts, image_env(plan, below.config))
 
+
+@dataclass(frozen=True)
+class _Parts:
+    """What :func:`plan_dockerfile` gathered (the plan, its lock, the app's files) for :func:`_spec` to lay out."""
+
+    plan: BuildPlan
+    start: _From
+    variant: Variant
+    lock: Lock
+    installed: Lock
+    app: AppFiles
+    deps: list[LibDepNote]
+    extra_layers: list[ExtraLayer]
+    entrypoint: tuple[str, ...]
+    env_file: str
+    dockerfile_name: str
+
+
+def _spec(parts: _Parts, env: Mapping[str, str]) -> DockerfileSpec:
+    """The Dockerfile's stages as the build would make its layers: packages, requirements, app files, config."""
+    plan, start, variant, installed, app = parts.plan, parts.start, parts.variant, parts.installed, parts.app
+    cfg = plan.config
+    root = Path(plan.project.root)
+    runtime_packages = tuple(
+        dict.fromkeys([*start.system_packages, *cfg.system_packages, *sorted({d.package for d in parts.deps})])
+    )
     py = ".".join(plan.python_version.split(".")[:2])
-    builder = [f"python{py}-venv", "ca-certificates"]
-    sdists = has_sdists(lock, plan.platforms)
-    if sdists or project.is_package:
-        builder += ["build-essential", f"python{py}-dev"] if sdists else []
-    if variant == "micromamba":
-        builder = ["ca-certificates"]
-
-    env = image_env(plan, below.config)
-    entrypoint = choose_entrypoint(cfg.entrypoint, project.scripts or {}, app.files, runtime_argv=runtime_argv)
-    labels = {**plan.labels, **(gpu.labels if gpu is not None else {})}
+    builder = _builder_packages(py, variant, sdists=has_sdists(parts.lock, plan.platforms))
+    labels = {**plan.labels, **(plan.gpu.labels if plan.gpu is not None else {})}
     labels.pop("org.opencontainers.image.created", None)  # the engine records when it built the image
     revision = labels.pop("org.opencontainers.image.revision", "")
-
     index_args = _index_args(plan)
     files, dirs = _top_level(app)
     if REQUIREMENTS_NAME not in files and variant == "pip":
         files = tuple(sorted({*files, REQUIREMENTS_NAME}))
+    ignored = dockerignore_lines(root, cfg.include, cfg.exclude, parts.dockerfile_name, app.secrets_by_content)
     return DockerfileSpec(
         project_dir=root,
         name=plan.name,
@@ -238,8 +261,8 @@ def plan_dockerfile(
         requirements_text=render_requirements(installed, plan.platforms, index_args),
         package_count=len({p.key for t in installed.targets if t.platform in plan.platforms for p in t.packages}),
         index_args=index_args,
-        is_package=bool(project.is_package),
-        extra_layers=tuple(extra_layers),
+        is_package=bool(plan.project.is_package),
+        extra_layers=tuple(parts.extra_layers),
         app_files=files,
         app_dirs=dirs,
         workdir=cfg.workdir,
@@ -249,20 +272,20 @@ def plan_dockerfile(
         labels=tuple(sorted(labels.items())),
         revision=revision,
         ports=tuple(cfg.ports),
-        entrypoint=tuple(entrypoint),
+        entrypoint=tuple(parts.entrypoint),
         cmd=tuple(cfg.cmd),
         prune_commands=tuple(prune_commands(VENV, py, cfg.keep, cfg.drop, lock_names(installed, plan.platforms))),
         bytecode=cfg.bytecode,
-        dockerignore=tuple(dockerignore_lines(root, cfg.include, cfg.exclude, dockerfile_name, app.secrets_by_content)),
-        libdeps=tuple(deps),
-        environment_file=env_file,
+        dockerignore=tuple(ignored),
+        libdeps=tuple(parts.deps),
+        environment_file=parts.env_file,
         registry_base=start.registry_base,
         registry_tag=start.registry_tag,
         base_python=start.base_python,
-        replace_base_packages=replace_base,
+        replace_base_packages=tuple(cfg.replace_base_packages),
         base_constraints=start.constraints,
-        dockerfile_name=dockerfile_name,
-        notes=tuple(notes),
+        dockerfile_name=parts.dockerfile_name,
+        notes=tuple(app.secret_warnings()),
     )
 
 
