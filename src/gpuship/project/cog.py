@@ -65,28 +65,10 @@ def find_cog(root: Path) -> Path | None:
 
 def read_cog(path: Path) -> CogInputs:
     """Read ``cog.yaml`` at ``path``; a shape gpuship cannot read is one :class:`ConfigError` line."""
-    import yaml  # only for a cog.yaml project
-
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path.name} is not valid YAML: {str(exc).splitlines()[0]}", "fix the file") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path.name} must be a mapping (build:, predict:)", "see Cog's cog.yaml reference")
-    build = data.get("build") or {}
-    if not isinstance(build, dict):
-        raise ConfigError(f"{path.name}: build must be a mapping", 'e.g. build: {python_version: "3.11"}')
-
-    def strings(value: Any, key: str) -> list[str]:
-        if value is None:
-            return []
-        if isinstance(value, list) and all(isinstance(v, (str, int, float)) for v in value):
-            return [str(v) for v in value]
-        raise ConfigError(f"{path.name}: {key} must be a list of strings", f'e.g. {key.split(".")[-1]}: ["..."]')
-
+    data, build = _load(path)
     taken: list[str] = []
     settings: dict[str, Any] = {}
-    requirements = strings(build.get("python_packages"), "build.python_packages")
+    requirements = _strings(path, build.get("python_packages"), "build.python_packages")
     if requirements:
         taken.append(f"{len(requirements)} python_packages")
     req_file = None
@@ -99,10 +81,55 @@ def read_cog(path: Path) -> CogInputs:
         taken.append(f"python_version {python}")
         if python == "3.13":
             settings["base"] = "debian-trixie"
-    system = strings(build.get("system_packages"), "build.system_packages")
+    system = _strings(path, build.get("system_packages"), "build.system_packages")
     if system:
         settings["system-packages"] = system
         taken.append("system_packages (as Debian packages)")
+    gpu = _gpu(path, build, taken)
+    if gpu:
+        settings["gpu"] = gpu
+    cog = f"cog=={build['sdk_version']}" if build.get("sdk_version") else "cog"
+    if build.get("sdk_version"):
+        taken.append(f"sdk_version {build['sdk_version']}")
+    env = _server_env(path, data, taken)
+    if env:
+        settings["entrypoint"] = list(COG_SERVER)
+        settings["ports"] = [COG_PORT]
+        if not any(_named(r, "cog") for r in requirements):
+            requirements.append(cog)
+    env.update(_user_env(path, data, taken))
+    if env:
+        settings["env"] = env
+    return CogInputs(path, tuple(requirements), req_file, python, settings, tuple(_notes(path, data, build, taken)))
+
+
+def _load(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The file as a mapping, and its ``build:`` mapping."""
+    import yaml  # only for a cog.yaml project
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path.name} is not valid YAML: {str(exc).splitlines()[0]}", "fix the file") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path.name} must be a mapping (build:, predict:)", "see Cog's cog.yaml reference")
+    build = data.get("build") or {}
+    if not isinstance(build, dict):
+        raise ConfigError(f"{path.name}: build must be a mapping", 'e.g. build: {python_version: "3.11"}')
+    return data, build
+
+
+def _strings(path: Path, value: object, key: str) -> list[str]:
+    """A list of strings (numbers taken as written) at ``key``, or none."""
+    if value is None:
+        return []
+    if isinstance(value, list) and all(isinstance(v, (str, int, float)) for v in value):
+        return [str(v) for v in value]
+    raise ConfigError(f"{path.name}: {key} must be a list of strings", f'e.g. {key.split(".")[-1]}: ["..."]')
+
+
+def _gpu(path: Path, build: Mapping[str, Any], taken: list[str]) -> dict[str, Any]:
+    """``[tool.gpuship.gpu]`` from ``build.gpu`` and ``build.cuda``."""
     gpu: dict[str, Any] = {}
     if "gpu" in build:
         if not isinstance(build["gpu"], bool):
@@ -112,12 +139,11 @@ def read_cog(path: Path) -> CogInputs:
     if build.get("cuda"):
         gpu["cuda"] = str(build["cuda"])
         taken.append(f"cuda {build['cuda']}")
-    if gpu:
-        settings["gpu"] = gpu
-    cog = f"cog=={build['sdk_version']}" if build.get("sdk_version") else "cog"
-    if build.get("sdk_version"):
-        taken.append(f"sdk_version {build['sdk_version']}")
+    return gpu
 
+
+def _server_env(path: Path, data: Mapping[str, Any], taken: list[str]) -> dict[str, str]:
+    """The Cog server's variables naming the ``predict:`` and ``train:`` classes (none: no server)."""
     env: dict[str, str] = {}
     for key, var in (("predict", "COG_PREDICT_TYPE_STUB"), ("train", "COG_TRAIN_TYPE_STUB")):
         ref = data.get(key)
@@ -129,12 +155,13 @@ def read_cog(path: Path) -> CogInputs:
             )
         env[var] = ref
         taken.append(f"{key} {ref}")
-    if env:
-        settings["entrypoint"] = list(COG_SERVER)
-        settings["ports"] = [COG_PORT]
-        if not any(_named(r, "cog") for r in requirements):
-            requirements.append(cog)
-    for line in strings(data.get("environment"), "environment"):
+    return env
+
+
+def _user_env(path: Path, data: Mapping[str, Any], taken: list[str]) -> dict[str, str]:
+    """``environment:`` (``KEY=VALUE`` lines) and ``concurrency.max`` as the image's variables."""
+    env: dict[str, str] = {}
+    for line in _strings(path, data.get("environment"), "environment"):
         name, eq, value = line.partition("=")
         if not eq or not name:
             raise ConfigError(f"{path.name}: environment entry {line!r} is not KEY=VALUE")
@@ -145,9 +172,11 @@ def read_cog(path: Path) -> CogInputs:
     if isinstance(concurrency, dict) and concurrency.get("max"):
         env["COG_MAX_CONCURRENCY"] = str(concurrency["max"])
         taken.append(f"concurrency.max {concurrency['max']}")
-    if env:
-        settings["env"] = env
+    return env
 
+
+def _notes(path: Path, data: Mapping[str, Any], build: Mapping[str, Any], taken: list[str]) -> list[str]:
+    """What was taken, and what was not (with why, where gpuship has another way)."""
     left = [f"build.{k}" for k in build if k not in _BUILD_TAKEN] + [k for k in data if k not in _TOP_TAKEN]
     notes = [f"{path.name}: taken: {', '.join(taken) or 'nothing'}"]
     if left:
@@ -157,7 +186,7 @@ def read_cog(path: Path) -> CogInputs:
         }
         reasons = "; ".join(f"{k} ({why[k]})" if k in why else k for k in left)
         notes.append(f"{path.name}: not taken: {reasons}")
-    return CogInputs(path, tuple(requirements), req_file, python, settings, tuple(notes))
+    return notes
 
 
 def _named(requirement: str, name: str) -> bool:
