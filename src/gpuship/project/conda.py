@@ -114,6 +114,51 @@ def _major_of(version: str) -> int | None:
 def translate_environment(path: Path, overrides: Mapping[str, str] | None = None) -> CondaTranslation:
     """Read ``environment.yml`` and translate it (``overrides`` maps extra conda names to PyPI requirements)."""
     where = path.name
+    out, specs = _read_environment(path)
+    cmap = conda_map()
+    rename: dict[str, str] = cmap["rename"]
+    cuda = cmap["cuda"]
+    provided = cmap["provided"]
+    conda_only = cmap["conda-only"]
+    overrides = {k.lower(): v for k, v in (overrides or {}).items()}
+    major, out.cuda_version = _cuda_major(specs, cuda, where)
+
+    missing: list[str] = []
+    skipped: list[str] = []
+    reqs: list[str] = []
+    for s in specs:
+        if s.name in overrides:  # the user's own map: a PyPI name (the conda version carries over) or a requirement
+            target = overrides[s.name]
+            if target:
+                reqs.append(target if _has_spec(target) else target + s.specifier)
+        elif s.name == "python":
+            out.python = _python(s, where, out.notes)
+        elif s.name == "pip":  # only there to carry the pip: section
+            pass
+        elif s.name in cuda["meta"] or s.name in cuda["components"]:
+            reqs += _cuda_wheels(s, major, cuda, where, out.notes)
+        elif _matches(s.name, conda_only["names"], conda_only["globs"]):
+            missing.append(s.name)
+        elif _matches(s.name, provided["names"], provided["globs"]):
+            skipped.append(s.name)
+        else:
+            reqs.append(rename.get(s.name, s.name) + s.specifier)
+    if missing:
+        raise ConfigError(
+            f"{where}: conda-only packages with no PyPI equivalent: {', '.join(missing)}",
+            "install them as Debian packages ([tool.gpuship] system-packages) or remove them from the file",
+        )
+    if skipped:
+        out.notes.append(
+            f"{where}: skipped {', '.join(skipped)} (libraries the PyPI wheels bundle, or the base image provides)"
+        )
+    out.requirements = _dedupe(reqs)
+    return out
+
+
+def _read_environment(path: Path) -> tuple[CondaTranslation, list[CondaSpec]]:
+    """The file's name and ``pip:`` lines (in a translation to fill in), and its conda specs."""
+    where = path.name
     try:
         doc = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
@@ -123,13 +168,6 @@ def translate_environment(path: Path, overrides: Mapping[str, str] | None = None
     deps = doc.get("dependencies") or []
     if not isinstance(deps, list):
         raise ConfigError(f"{where}: 'dependencies' must be a list")
-    cmap = conda_map()
-    rename: dict[str, str] = cmap["rename"]
-    cuda = cmap["cuda"]
-    provided = cmap["provided"]
-    conda_only = cmap["conda-only"]
-    overrides = {k.lower(): v for k, v in (overrides or {}).items()}
-
     out = CondaTranslation(name=str(doc.get("name") or ""))
     specs: list[CondaSpec] = []
     for item in deps:
@@ -143,8 +181,11 @@ def translate_environment(path: Path, overrides: Mapping[str, str] | None = None
         if not isinstance(item, str):
             raise ConfigError(f"{where}: unexpected dependency entry {item!r}")
         specs.append(parse_conda_spec(item, where=where))
+    return out, specs
 
-    # The CUDA major comes from any versioned CUDA meta package, wherever it sits in the list.
+
+def _cuda_major(specs: list[CondaSpec], cuda: Mapping[str, Any], where: str) -> tuple[int, str]:
+    """The CUDA major (from any versioned CUDA meta package, wherever it sits in the list) and the version asked."""
     majors = {
         m
         for s in specs
@@ -153,74 +194,45 @@ def translate_environment(path: Path, overrides: Mapping[str, str] | None = None
     if len(majors) > 1:
         raise ConfigError(f"{where} asks for several CUDA majors ({', '.join(map(str, sorted(majors)))})", "keep one")
     major = majors.pop() if majors else int(cuda["default-major"])
-    cuda_versions = [s.version for s in specs if s.name in cuda["meta"] and s.version]
-    out.cuda_version = (
-        cuda_versions[0] if cuda_versions else (str(major) if any(s.name in cuda["meta"] for s in specs) else "")
-    )
+    versions = [s.version for s in specs if s.name in cuda["meta"] and s.version]
+    asked = versions[0] if versions else (str(major) if any(s.name in cuda["meta"] for s in specs) else "")
+    return major, asked
 
-    missing: list[str] = []
-    skipped: list[str] = []
-    reqs: list[str] = []
-    for s in specs:
-        if s.name in overrides:  # the user's own map: a PyPI name (the conda version carries over) or a requirement
-            target = overrides[s.name]
-            if target:
-                reqs.append(target if _has_spec(target) else target + s.specifier)
-            continue
-        if s.name == "python":
-            m = re.match(r"^==(\d+)\.(\d+)\.\d+", s.specifier)
-            if m:  # an exported env pins the patch level; the base's Python is Debian's: check the minor only
-                out.notes.append(
-                    f"{where}: {s.raw} is checked as Python {m.group(1)}.{m.group(2)} (the base's patch level is Debian's)"
-                )
-                out.python = f"=={m.group(1)}.{m.group(2)}.*"
-            else:
-                out.python = s.specifier
-            continue
-        if s.name == "pip":  # only there to carry the pip: section
-            continue
-        if s.name in cuda["meta"]:
-            target_set = cuda["meta"][s.name]["set"]
-            if target_set:
-                names = cuda["sets"].get(str(major), {}).get(target_set)
-                if names is None:
-                    raise ConfigError(
-                        f"{where}: no PyPI CUDA wheels are known for CUDA {major} ({s.raw})", "use CUDA 11, 12 or 13"
-                    )
-                reqs += names
-                out.notes.append(
-                    f"{s.raw} -> {len(names)} nvidia CUDA {major} wheels (the newest of the major: CUDA minor-version "
-                    f"compatibility keeps the driver floor of CUDA {major}.0)"
-                )
-            continue
-        if s.name in cuda["components"]:
-            per_major = cuda["components"][s.name]
-            pypi = per_major.get(str(major))
-            if pypi is None:
-                raise ConfigError(
-                    f"{where}: {s.name} has no PyPI wheel for CUDA {major}",
-                    f"known for CUDA {', '.join(sorted(per_major))}",
-                )
-            reqs.append(pypi)
-            continue
-        if _matches(s.name, conda_only["names"], conda_only["globs"]):
-            missing.append(s.name)
-            continue
-        if _matches(s.name, provided["names"], provided["globs"]):
-            skipped.append(s.name)
-            continue
-        reqs.append(rename.get(s.name, s.name) + s.specifier)
-    if missing:
+
+def _python(s: CondaSpec, where: str, notes: list[str]) -> str:
+    """The Python specifier: an exported env pins the patch level; the base's Python is Debian's: the minor only."""
+    m = re.match(r"^==(\d+)\.(\d+)\.\d+", s.specifier)
+    if not m:
+        return s.specifier
+    notes.append(
+        f"{where}: {s.raw} is checked as Python {m.group(1)}.{m.group(2)} (the base's patch level is Debian's)"
+    )
+    return f"=={m.group(1)}.{m.group(2)}.*"
+
+
+def _cuda_wheels(s: CondaSpec, major: int, cuda: Mapping[str, Any], where: str, notes: list[str]) -> list[str]:
+    """The PyPI nvidia wheels of a CUDA meta package (a whole set) or of one CUDA component, for ``major``."""
+    if s.name in cuda["meta"]:
+        target_set = cuda["meta"][s.name]["set"]
+        if not target_set:
+            return []
+        names: list[str] | None = cuda["sets"].get(str(major), {}).get(target_set)
+        if names is None:
+            raise ConfigError(
+                f"{where}: no PyPI CUDA wheels are known for CUDA {major} ({s.raw})", "use CUDA 11, 12 or 13"
+            )
+        notes.append(
+            f"{s.raw} -> {len(names)} nvidia CUDA {major} wheels (the newest of the major: CUDA minor-version "
+            f"compatibility keeps the driver floor of CUDA {major}.0)"
+        )
+        return list(names)
+    per_major = cuda["components"][s.name]
+    pypi = per_major.get(str(major))
+    if pypi is None:
         raise ConfigError(
-            f"{where}: conda-only packages with no PyPI equivalent: {', '.join(missing)}",
-            "install them as Debian packages ([tool.gpuship] system-packages) or remove them from the file",
+            f"{where}: {s.name} has no PyPI wheel for CUDA {major}", f"known for CUDA {', '.join(sorted(per_major))}"
         )
-    if skipped:
-        out.notes.append(
-            f"{where}: skipped {', '.join(skipped)} (libraries the PyPI wheels bundle, or the base image provides)"
-        )
-    out.requirements = _dedupe(reqs)
-    return out
+    return [pypi]
 
 
 def _has_spec(req: str) -> bool:
