@@ -29,7 +29,7 @@ from packaging.utils import canonicalize_name
 from ..errors import ConfigError
 from .cog import find_cog, read_cog
 from .conda import translate_environment
-from .pyproject import read_pyproject
+from .pyproject import Pyproject, read_pyproject
 from .requirements import RequirementReader
 from .uvlock import export_uv_lock
 
@@ -194,60 +194,115 @@ def load_project(
         raise ConfigError(f"{path} does not exist", "give the path of a Python project folder")
 
     extras = tuple(dict.fromkeys(extras))
-    reader = RequirementReader(root)
-    requirements: list[str] = []
-    python_constraints: list[tuple[str, str]] = []
-    uv_project_files: list[Path] = []
-    input_files: list[Path] = []
-    sources: list[str] = []
-    notes: list[str] = []
-    pins: list[str] = []
-    meta: dict[str, Any] = {"name": "", "version": "", "description": "", "license": "", "urls": {}, "scripts": {}}
-    tool: dict[str, Any] = {}
-    cuda_version = ""
-    is_package = (root / "setup.py").is_file() or (root / "setup.cfg").is_file()
-    remaining_extras = list(extras)
+    g = _Gathered(root, RequirementReader(root), remaining_extras=list(extras))
+    g.is_package = (root / "setup.py").is_file() or (root / "setup.cfg").is_file()
+    pyproject = _from_pyproject(g, extras)  # 1. pyproject.toml (and setup.py)
+    _from_requirement_files(g, requirement_files)  # 2. requirements files
+    _from_environment(g, conda_map)  # 3. environment.yml
+    _from_cog(g)  # 3b. cog.yaml
+    if g.remaining_extras:
+        known = sorted(pyproject.optional_groups) if pyproject is not None else []
+        raise ConfigError(
+            f"unknown extra{'s' if len(g.remaining_extras) > 1 else ''}: {', '.join(g.remaining_extras)}",
+            f"known extras: {', '.join(known)}"
+            if known
+            else "the project has no optional-dependencies and no requirements-<extra>.txt",
+        )
+    uv_lock = root / "uv.lock"  # 4. uv.lock
+    if use_uv_lock and uv_lock.is_file() and pyproject is not None and pyproject.has_project:
+        g.pins, lock_notes = export_uv_lock(root, list(extras))
+        g.notes += lock_notes
+        g.sources.append("uv.lock")
+        g.input_files.append(uv_lock)
+    if not g.sources:
+        raise ConfigError(
+            f"{root} has no pyproject.toml [project], requirements.txt, environment.yml, cog.yaml or setup.py",
+            "add one of them listing the project's dependencies",
+        )
+    return _inputs(g, extras)
 
-    # 1. pyproject.toml
+
+@dataclass
+class _Gathered:
+    """What :func:`load_project` has read so far, file by file."""
+
+    root: Path
+    reader: RequirementReader
+    remaining_extras: list[str]
+    requirements: list[str] = field(default_factory=list)
+    python_constraints: list[tuple[str, str]] = field(default_factory=list)
+    uv_project_files: list[Path] = field(default_factory=list)
+    input_files: list[Path] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    pins: list[str] = field(default_factory=list)
+    meta: dict[str, Any] = field(
+        default_factory=lambda: {"name": "", "version": "", "description": "", "license": "", "urls": {}, "scripts": {}}
+    )
+    tool: Mapping[str, Any] = field(default_factory=dict)
+    cuda_version: str = ""
+    is_package: bool = False
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def take_read_requirements(self) -> None:
+        """Add what the requirement reader has read since (in order, once each)."""
+        for r in self.reader.scan.requirements:
+            if r not in self.requirements:
+                self.requirements.append(r)
+
+
+def _from_pyproject(g: _Gathered, extras: tuple[str, ...]) -> Pyproject | None:
+    """``pyproject.toml``'s metadata and dependencies (uv reads dynamic ones itself), or a ``setup.py``'s name."""
+    root = g.root
     pp_path = root / "pyproject.toml"
     pyproject = read_pyproject(pp_path) if pp_path.is_file() else None
     if pyproject is not None:
-        input_files.append(pp_path)
-        tool = pyproject.tool
-        is_package = is_package or pyproject.has_build_system
+        g.input_files.append(pp_path)
+        g.tool = pyproject.tool
+        g.is_package = g.is_package or pyproject.has_build_system
         uv_tool = (pyproject.data.get("tool") or {}).get("uv") or {}
         if isinstance(uv_tool.get("package"), bool):
-            is_package = uv_tool["package"]
+            g.is_package = uv_tool["package"]
         if pyproject.has_project:
-            sources.append("pyproject.toml")
-            meta.update(
-                name=pyproject.name,
-                version=pyproject.version,
-                description=pyproject.description,
-                license=pyproject.license,
-                urls=pyproject.urls,
-                scripts=pyproject.scripts,
-            )
-            groups = {canonicalize_name(g) for g in pyproject.optional_groups}
-            remaining_extras = [e for e in extras if canonicalize_name(e) not in groups]
-            if pyproject.requires_python:
-                python_constraints.append(("pyproject.toml requires-python", pyproject.requires_python))
-            dyn_files = pyproject.dynamic_dependency_files(extras)
-            if dyn_files is None:
-                uv_project_files.append(pp_path)
-                notes.append("pyproject.toml: dependencies are dynamic; uv reads them from the build backend")
-                remaining_extras = []  # uv checks the extras of a project it reads itself
-            else:
-                for f in dyn_files:
-                    reader.read_file(f)
-            if "dependencies" not in pyproject.dynamic:
-                requirements += pyproject.dependencies_for(extras)
+            _take_project_table(g, pyproject, extras)
     if (root / "setup.py").is_file() and (pyproject is None or not pyproject.has_project):
-        uv_project_files.append(root / "setup.py")
-        sources.append("setup.py")
-        remaining_extras = []
+        g.uv_project_files.append(root / "setup.py")
+        g.sources.append("setup.py")
+        g.remaining_extras = []
+    return pyproject
 
-    # 2. requirements files
+
+def _take_project_table(g: _Gathered, pyproject: Pyproject, extras: tuple[str, ...]) -> None:
+    """``[project]``: its metadata, Python range, and dependencies (those of ``extras`` too)."""
+    pp_path = g.root / "pyproject.toml"
+    g.sources.append("pyproject.toml")
+    g.meta.update(
+        name=pyproject.name,
+        version=pyproject.version,
+        description=pyproject.description,
+        license=pyproject.license,
+        urls=pyproject.urls,
+        scripts=pyproject.scripts,
+    )
+    groups = {canonicalize_name(group) for group in pyproject.optional_groups}
+    g.remaining_extras = [e for e in extras if canonicalize_name(e) not in groups]
+    if pyproject.requires_python:
+        g.python_constraints.append(("pyproject.toml requires-python", pyproject.requires_python))
+    dyn_files = pyproject.dynamic_dependency_files(extras)
+    if dyn_files is None:
+        g.uv_project_files.append(pp_path)
+        g.notes.append("pyproject.toml: dependencies are dynamic; uv reads them from the build backend")
+        g.remaining_extras = []  # uv checks the extras of a project it reads itself
+    else:
+        for f in dyn_files:
+            g.reader.read_file(f)
+    if "dependencies" not in pyproject.dynamic:
+        g.requirements += pyproject.dependencies_for(extras)
+
+
+def _from_requirement_files(g: _Gathered, requirement_files: Sequence[Path | str] | None) -> None:
+    """The requirements files given, or ``requirements.txt``/``.in`` and a ``requirements-<extra>.txt`` per extra."""
+    root = g.root
     if requirement_files is not None:
         chosen = [root / p if not Path(p).is_absolute() else Path(p) for p in requirement_files]
     else:
@@ -256,81 +311,61 @@ def load_project(
             if (root / cand).is_file():
                 chosen.append(root / cand)
                 break
-        for e in list(remaining_extras):
+        for e in list(g.remaining_extras):
             extra_file = _requirements_for_extra(root, e)
             if extra_file is not None:
                 chosen.append(extra_file)
-                remaining_extras.remove(e)
+                g.remaining_extras.remove(e)
     for f in chosen:
-        reader.read_file(f)
-    if reader.scan.requirement_files:
-        sources.append("requirements")
+        g.reader.read_file(f)
+    if g.reader.scan.requirement_files:
+        g.sources.append("requirements")
+    g.take_read_requirements()
 
-    def take_read_requirements() -> None:
-        for r in reader.scan.requirements:
-            if r not in requirements:
-                requirements.append(r)
 
-    take_read_requirements()
-
-    # 3. environment.yml
+def _from_environment(g: _Gathered, conda_map: Mapping[str, str] | None) -> None:
+    """``environment.yml`` translated to PyPI requirements, its Python and CUDA versions."""
+    root = g.root
     env_file = next((root / n for n in ENVIRONMENT_FILES if (root / n).is_file()), None)
-    if env_file is not None:
-        conda = translate_environment(env_file, conda_map)
-        sources.append(env_file.name)
-        input_files.append(env_file)
-        requirements += [r for r in conda.requirements if r not in requirements]
-        reader.read_lines(conda.pip_lines, base=root, where=f"{env_file.name} pip:")
-        take_read_requirements()
-        if conda.python:
-            python_constraints.append((f"{env_file.name} python", conda.python))
-        cuda_version = conda.cuda_version
-        notes += conda.notes
-        meta["name"] = meta["name"] or conda.name
+    if env_file is None:
+        return
+    conda = translate_environment(env_file, conda_map)
+    g.sources.append(env_file.name)
+    g.input_files.append(env_file)
+    g.requirements += [r for r in conda.requirements if r not in g.requirements]
+    g.reader.read_lines(conda.pip_lines, base=root, where=f"{env_file.name} pip:")
+    g.take_read_requirements()
+    if conda.python:
+        g.python_constraints.append((f"{env_file.name} python", conda.python))
+    g.cuda_version = conda.cuda_version
+    g.notes += conda.notes
+    g.meta["name"] = g.meta["name"] or conda.name
 
-    # 3b. cog.yaml
-    settings: dict[str, Any] = {}
-    cog_file = find_cog(root)
-    if cog_file is not None:
-        cog = read_cog(cog_file)
-        sources.append(cog_file.name)
-        input_files.append(cog_file)
-        if cog.requirements_file is not None:
-            reader.read_file(cog.requirements_file)
-        reader.read_lines(cog.requirements, base=root, where=f"{cog_file.name} python_packages")
-        take_read_requirements()
-        if cog.python:
-            python_constraints.append((f"{cog_file.name} python_version", f"=={cog.python}.*"))
-        notes += cog.notes
-        settings = dict(cog.settings)
 
-    if remaining_extras:
-        known = sorted(pyproject.optional_groups) if pyproject is not None else []
-        raise ConfigError(
-            f"unknown extra{'s' if len(remaining_extras) > 1 else ''}: {', '.join(remaining_extras)}",
-            f"known extras: {', '.join(known)}"
-            if known
-            else "the project has no optional-dependencies and no requirements-<extra>.txt",
-        )
+def _from_cog(g: _Gathered) -> None:
+    """``cog.yaml``'s packages, Python version and the settings it gives (server, system packages, GPU)."""
+    cog_file = find_cog(g.root)
+    if cog_file is None:
+        return
+    cog = read_cog(cog_file)
+    g.sources.append(cog_file.name)
+    g.input_files.append(cog_file)
+    if cog.requirements_file is not None:
+        g.reader.read_file(cog.requirements_file)
+    g.reader.read_lines(cog.requirements, base=g.root, where=f"{cog_file.name} python_packages")
+    g.take_read_requirements()
+    if cog.python:
+        g.python_constraints.append((f"{cog_file.name} python_version", f"=={cog.python}.*"))
+    g.notes += cog.notes
+    g.settings = dict(cog.settings)
 
-    # 4. uv.lock
-    uv_lock = root / "uv.lock"
-    if use_uv_lock and uv_lock.is_file() and pyproject is not None and pyproject.has_project:
-        pins, lock_notes = export_uv_lock(root, [e for e in extras if e not in remaining_extras])
-        notes += lock_notes
-        sources.append("uv.lock")
-        input_files.append(uv_lock)
 
-    scan = reader.scan
-    if scan.self_references:
-        is_package = True
-    take_read_requirements()
-    input_files += [f for f in scan.requirement_files + scan.constraint_files if f not in input_files]
-    if not sources:
-        raise ConfigError(
-            f"{root} has no pyproject.toml [project], requirements.txt, environment.yml, cog.yaml or setup.py",
-            "add one of them listing the project's dependencies",
-        )
+def _inputs(g: _Gathered, extras: tuple[str, ...]) -> ProjectInputs:
+    """The project's inputs from all that was read."""
+    scan = g.reader.scan
+    g.take_read_requirements()
+    root, meta = g.root, g.meta
+    input_files = g.input_files + [f for f in scan.requirement_files + scan.constraint_files if f not in g.input_files]
     return ProjectInputs(
         root=root,
         name=str(meta["name"] or root.name),
@@ -338,24 +373,24 @@ def load_project(
         description=str(meta["description"]),
         license=str(meta["license"]),
         urls=dict(meta["urls"]),
-        requirements=tuple(requirements),
+        requirements=tuple(g.requirements),
         requirement_files=tuple(scan.requirement_files),
         constraint_files=tuple(scan.constraint_files),
         uv_options=tuple(scan.option_lines),
         index=IndexOptions(scan.index_url, tuple(scan.extra_index_urls), tuple(scan.find_links), scan.no_index),
         hashes={k: tuple(dict.fromkeys(v)) for k, v in scan.hashes.items()},
-        pins=tuple(pins),
-        uv_project_files=tuple(uv_project_files),
-        python_constraints=tuple(python_constraints),
-        cuda_version=cuda_version,
-        is_package=is_package,
+        pins=tuple(g.pins),
+        uv_project_files=tuple(g.uv_project_files),
+        python_constraints=tuple(g.python_constraints),
+        cuda_version=g.cuda_version,
+        is_package=g.is_package or bool(scan.self_references),
         extras=extras,
         scripts=dict(meta["scripts"]),
-        tool=tool,
+        tool=g.tool,
         input_files=tuple(input_files),
-        sources=tuple(sources),
-        notes=tuple(notes),
-        settings=settings,
+        sources=tuple(g.sources),
+        notes=tuple(g.notes),
+        settings=g.settings,
     )
 
 
