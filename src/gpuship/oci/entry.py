@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import posixpath
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -138,7 +138,7 @@ class Entry:
             return fh.read()
 
 
-def rebase_through_links(path: str, links: dict[str, str]) -> str:
+def rebase_through_links(path: str, links: Mapping[str, str]) -> str:
     """Rewrite ``path`` so it does not pass through a directory that a lower layer holds as a symlink.
 
     ``links`` maps symlink paths to their (relative-to-root, normalised) targets, e.g. ``{"lib": "usr/lib"}``

@@ -276,31 +276,79 @@ def _build(
     compression: BlobCompression,
 ) -> DebianBase:
     arch = plat.architecture
+    resolutions, installed = _resolve_and_fetch(prof, arch, extra, cache, repo, progress)
+    all_installed = [i for g in installed.values() for i in g]
+    py = prof.python_info()
+    links = merged_usr_links(arch)
+    layers, overlaps = _package_layers(prof, arch, installed, links, cache, progress, compression)
+    layers.append(_system_layer(prof, arch, all_installed, links, cache, compression))
+    placed_python = any(
+        p.entry is not None and p.entry.path == py.executable.lstrip("/")
+        for i in all_installed
+        if i.layer == "python"
+        for p in place(i.info, links)
+    )
+    if not placed_python:
+        raise GpushipError(f"{prof.name}: {py.executable} is not in the packages {prof.python_packages}", "report this")
+
+    why: dict[str, str] = {}
+    skipped: list[tuple[str, str]] = []
+    for r in resolutions.values():
+        why.update(r.why)
+        skipped += r.skipped
+    return DebianBase(
+        profile=prof.name,
+        platform=plat,
+        layers=tuple(layers),
+        config=BASE_CONFIG,
+        python=py,
+        packages=tuple(sorted((i.candidate.name, i.candidate.version, i.candidate.arch) for i in all_installed)),
+        links=dict(links),
+        dropped=dropped_of(all_installed, links),
+        suites=repo.suites,
+        why=why,
+        skipped=tuple(skipped),
+        overlaps=tuple(overlaps),
+        extra_packages=extra,
+    )
+
+
+def _resolve_and_fetch(
+    prof: Profile, arch: str, extra: tuple[str, ...], cache: Cache, repo: Repository, progress: Progress
+) -> tuple[dict[str, Resolution], dict[str, list[Installed]]]:
+    """The profile's packages for ``arch``, by layer, downloaded (those not cached, in parallel) and read."""
     progress.step(f"resolving {prof.name} packages for {arch}")
     index = repo.index(arch)
     resolutions = resolve_profile(prof, index, extra)
     groups: dict[str, list[Candidate]] = {k: list(r.packages) for k, r in resolutions.items()}
-    everything = [c for g in groups.values() for c in g]
-
-    missing = [c for c in everything if not cache.has("sha256:" + c.sha256)]
+    missing = [c for g in groups.values() for c in g if not cache.has("sha256:" + c.sha256)]
     if missing:
         total = sum(c.size for c in missing)
         progress.step(f"downloading {len(missing)} packages ({total / 1e6:.1f} MB)")
         with ThreadPoolExecutor(DOWNLOAD_THREADS) as pool:
             list(pool.map(repo.fetch_deb, missing))  # the first failure is raised; verified ones stay cached
-    installed: dict[str, list[Installed]] = {}
-    for name, cands in groups.items():
-        installed[name] = [
+    installed = {
+        name: [
             Installed(c, "sha256:" + c.sha256, deb_info(cache, "sha256:" + c.sha256, f"package {c}"), name)
             for c in cands
         ]
-    all_installed = [i for g in installed.values() for i in g]
-    names = {i.candidate.name for i in all_installed}
-    py = prof.python_info()
-    links = merged_usr_links(arch)
-    overlaps: list[str] = []
+        for name, cands in groups.items()
+    }
+    return resolutions, installed
 
+
+def _package_layers(
+    prof: Profile,
+    arch: str,
+    installed: Mapping[str, list[Installed]],
+    links: Mapping[str, str],
+    cache: Cache,
+    progress: Progress,
+    compression: BlobCompression,
+) -> tuple[list[Layer], list[str]]:
+    """One layer per package group (unpacked only when not cached), and the paths two packages both ship."""
     layers: list[Layer] = []
+    overlaps: list[str] = []
     with ExitStack() as stack:
         work: list[Path] = []
 
@@ -317,7 +365,7 @@ def _build(
             overlaps += layer_plan(group, links)[1]
             key = _key("debian-layer", LAYER_FORMAT, SLIM_VERSION, prof.codename, arch, name, links, _pkg_key(group))
 
-            def make(group=group, name=name) -> list[Entry]:
+            def make(group: list[Installed] = group, name: str = name) -> list[Entry]:
                 progress.step(f"unpacking {len(group)} packages into the {name} layer")
                 return _group_entries(group, links, cache, workdir(), name == "core")
 
@@ -329,75 +377,54 @@ def _build(
                 comment=f"debian {prof.codename} {name}: " + " ".join(i.candidate.name for i in group),
             )
             layers.append(layer)
+    return layers, overlaps
 
-        by_name = {i.candidate.name: i for i in all_installed}
-        sys_key = _key(
-            "debian-system",
-            LAYER_FORMAT,
-            SLIM_VERSION,
-            prof.codename,
-            arch,
-            py.version,
-            links,
-            sorted(_pkg_key(all_installed)),
-            hashlib.sha256((PASSWD + GROUP + NSSWITCH_DEFAULT).encode()).hexdigest(),
-        )
 
-        def make_system() -> list[Entry]:
-            certs: dict[str, bytes] = {}
-            if "ca-certificates" in by_name:
-                ca = by_name["ca-certificates"]
-                certs = read_data_files(
-                    cache.blob_path(ca.digest), "package ca-certificates", prefix="usr/share/ca-certificates/"
-                )
-            nss = None
-            if "base-files" in by_name:
-                nss = read_data_files(
-                    cache.blob_path(by_name["base-files"].digest),
-                    "package base-files",
-                    want={"usr/share/base-files/nsswitch.conf"},
-                ).get("usr/share/base-files/nsswitch.conf")
-            entries = system_entries(python_version=py.version, ca_certs=certs, nsswitch=nss, has_dash="dash" in names)
-            entries += database_entries([(i.candidate, i.info, kept_paths(i.info, links)) for i in all_installed])
-            return [rebase_entry(e, links) or e for e in entries]
-
-        layers.append(
-            cached_layer(
-                cache,
-                sys_key,
-                make_system,
-                compression=compression,
-                comment="debian system files: users, CA bundle, dpkg database",
-            )
-        )
-
-    placed_python = any(
-        p.entry is not None and p.entry.path == py.executable.lstrip("/")
-        for i in all_installed
-        if i.layer == "python"
-        for p in place(i.info, links)
+def _system_layer(
+    prof: Profile,
+    arch: str,
+    all_installed: list[Installed],
+    links: Mapping[str, str],
+    cache: Cache,
+    compression: BlobCompression,
+) -> Layer:
+    """The files no package ships: users, the CA bundle, nsswitch.conf, and the dpkg database of them all."""
+    py = prof.python_info()
+    by_name = {i.candidate.name: i for i in all_installed}
+    sys_key = _key(
+        "debian-system",
+        LAYER_FORMAT,
+        SLIM_VERSION,
+        prof.codename,
+        arch,
+        py.version,
+        links,
+        sorted(_pkg_key(all_installed)),
+        hashlib.sha256((PASSWD + GROUP + NSSWITCH_DEFAULT).encode()).hexdigest(),
     )
-    if not placed_python:
-        raise GpushipError(f"{prof.name}: {py.executable} is not in the packages {prof.python_packages}", "report this")
 
-    config = BASE_CONFIG
-    why: dict[str, str] = {}
-    skipped: list[tuple[str, str]] = []
-    for r in resolutions.values():
-        why.update(r.why)
-        skipped += r.skipped
-    return DebianBase(
-        profile=prof.name,
-        platform=plat,
-        layers=tuple(layers),
-        config=config,
-        python=py,
-        packages=tuple(sorted((i.candidate.name, i.candidate.version, i.candidate.arch) for i in all_installed)),
-        links=dict(links),
-        dropped=dropped_of(all_installed, links),
-        suites=repo.suites,
-        why=why,
-        skipped=tuple(skipped),
-        overlaps=tuple(overlaps),
-        extra_packages=extra,
+    def make_system() -> list[Entry]:
+        certs: dict[str, bytes] = {}
+        if "ca-certificates" in by_name:
+            ca = by_name["ca-certificates"]
+            certs = read_data_files(
+                cache.blob_path(ca.digest), "package ca-certificates", prefix="usr/share/ca-certificates/"
+            )
+        nss = None
+        if "base-files" in by_name:
+            nss = read_data_files(
+                cache.blob_path(by_name["base-files"].digest),
+                "package base-files",
+                want={"usr/share/base-files/nsswitch.conf"},
+            ).get("usr/share/base-files/nsswitch.conf")
+        entries = system_entries(python_version=py.version, ca_certs=certs, nsswitch=nss, has_dash="dash" in by_name)
+        entries += database_entries([(i.candidate, i.info, kept_paths(i.info, links)) for i in all_installed])
+        return [rebase_entry(e, links) or e for e in entries]
+
+    return cached_layer(
+        cache,
+        sys_key,
+        make_system,
+        compression=compression,
+        comment="debian system files: users, CA bundle, dpkg database",
     )

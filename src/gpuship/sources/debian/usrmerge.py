@@ -9,6 +9,7 @@ same file. Upper layers use the same ``links`` so they never shadow a link with 
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Mapping
 from dataclasses import replace
 
 from ...errors import IntegrityError
@@ -23,20 +24,20 @@ def merged_usr_links(arch: str) -> dict[str, str]:
     return {**_COMMON, **_PER_ARCH.get(arch, {})}
 
 
-def link_entries(links: dict[str, str]) -> list[Entry]:
+def link_entries(links: Mapping[str, str]) -> list[Entry]:
     out = [Entry.symlink(path, target) for path, target in sorted(links.items())]
     out += [Entry.dir(target) for _, target in sorted(links.items())]
     return out
 
 
-def rebase_path(path: str, links: dict[str, str]) -> str:
+def rebase_path(path: str, links: Mapping[str, str]) -> str:
     """Where ``path`` lives in the merged image (a linked folder itself maps to its target)."""
     if path in links:
         return links[path]
     return rebase_through_links(path, links)
 
 
-def rebase_entry(e: Entry, links: dict[str, str]) -> Entry | None:
+def rebase_entry(e: Entry, links: Mapping[str, str]) -> Entry | None:
     """``e`` moved through ``links``; None for an entry that *is* one of the links (the base owns those)."""
     if e.path in links:
         if e.kind == "dir":
