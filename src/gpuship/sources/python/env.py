@@ -128,6 +128,50 @@ def _hash_of(f: InstalledFile) -> tuple[str, int]:
     return record_hash(f.entry.read()), f.entry.size
 
 
+_Kept = dict[str, tuple[InstalledFile, WheelInstall]]
+
+
+def _prune(
+    installs: Sequence[WheelInstall], prune: PruneRules, site: str
+) -> tuple[_Kept, dict[str, list[int]], dict[str, list[int]], list[str]]:
+    """The files kept (by path: a later wheel's file replaces an earlier one's), ``[count, bytes]`` pruned per
+    category and per distribution, and the paths two wheels both ship."""
+    matcher = prune.matcher(site)
+    pruned: dict[str, list[int]] = {}
+    pruned_by_dist: dict[str, list[int]] = {}
+    kept: _Kept = {}
+    overlaps: list[str] = []
+    for wi in installs:  # sorted by name by the caller
+        for f in wi.files:
+            category = matcher.category(f.rel)
+            if category is not None and not f.rel.startswith(wi.dist_info + "/"):
+                c = pruned.setdefault(category, [0, 0])
+                c[0] += 1
+                c[1] += f.entry.size
+                d = pruned_by_dist.setdefault(wi.name, [0, 0])
+                d[0] += 1
+                d[1] += f.entry.size
+                continue
+            if f.rel in kept and kept[f.rel][1] is not wi:
+                overlaps.append(f.rel)
+            kept[f.rel] = (f, wi)
+    return kept, pruned, pruned_by_dist, overlaps
+
+
+def _pycs_by_owner(pycs: list[Entry], kept: _Kept, prefix: str) -> dict[int, list[tuple[str, Entry]]]:
+    """Each compiled file under the wheel (by ``id``) whose source it is, for that wheel's RECORD."""
+    owner_of_source = {f.rel: wi for f, wi in kept.values()}
+    pyc_by_dist: dict[int, list[tuple[str, Entry]]] = {}
+    for e in pycs:
+        rel = e.path[len(prefix) :]
+        cache_dir, name = posixpath.split(rel)
+        src = posixpath.join(posixpath.dirname(cache_dir), name.rsplit(".", 2)[0] + ".py")  # x.cpython-311.pyc
+        owner = owner_of_source.get(src)
+        if owner is not None:
+            pyc_by_dist.setdefault(id(owner), []).append((rel, e))
+    return pyc_by_dist
+
+
 def install_entries(
     installs: Sequence[WheelInstall],
     *,
@@ -142,26 +186,7 @@ def install_entries(
     ``site`` is site-packages relative to the venv root; entries are placed under ``venv`` in the image.
     """
     prefix = clean_path(venv) + "/"
-    matcher = prune.matcher(site)
-    pruned: dict[str, list[int]] = {}
-    pruned_by_dist: dict[str, list[int]] = {}
-    kept: dict[str, tuple[InstalledFile, WheelInstall]] = {}
-    overlaps: list[str] = []
-    for wi in installs:  # sorted by name by the caller: a later wheel's file replaces an earlier one's
-        for f in wi.files:
-            category = matcher.category(f.rel)
-            if category is not None and not f.rel.startswith(wi.dist_info + "/"):
-                c = pruned.setdefault(category, [0, 0])
-                c[0] += 1
-                c[1] += f.entry.size
-                d = pruned_by_dist.setdefault(wi.name, [0, 0])
-                d[0] += 1
-                d[1] += f.entry.size
-                continue
-            if f.rel in kept and kept[f.rel][1] is not wi:
-                overlaps.append(f.rel)
-            kept[f.rel] = (f, wi)
-
+    kept, pruned, pruned_by_dist, overlaps = _prune(installs, prune, site)
     pycs: list[Entry] = []
     if compiler is not None:
         sources = [
@@ -170,15 +195,7 @@ def install_entries(
             if f.entry.kind == "file" and f.rel.endswith(".py") and f.rel.startswith(site + "/")
         ]
         pycs = compile_sources(sorted(sources, key=lambda e: e.path), compiler, workdir)
-    owner_of_source = {f.rel: wi for f, wi in kept.values()}
-    pyc_by_dist: dict[int, list[tuple[str, Entry]]] = {}
-    for e in pycs:
-        rel = e.path[len(prefix) :]
-        cache_dir, name = posixpath.split(rel)
-        src = posixpath.join(posixpath.dirname(cache_dir), name.rsplit(".", 2)[0] + ".py")  # x.cpython-311.pyc
-        owner = owner_of_source.get(src)
-        if owner is not None:
-            pyc_by_dist.setdefault(id(owner), []).append((rel, e))
+    pyc_by_dist = _pycs_by_owner(pycs, kept, prefix)
 
     entries: list[Entry] = []
     distributions = []
@@ -215,6 +232,62 @@ def install_entries(
     return entries, info
 
 
+@dataclass(frozen=True)
+class _GroupInstaller:
+    """Makes the layer of one group of locked packages (cached by the wheels, the rules and the compiler)."""
+
+    platform: Platform
+    py: str
+    venv: str
+    prune: PruneRules
+    compiler: HostPython | None
+    cache: Cache
+    progress: Progress
+    compression: BlobCompression
+    credentials: IndexCredentials | None
+
+    def layer(self, group: str, pkgs: list[LockedPackage]) -> tuple[Layer, dict[str, Any]]:
+        """The group's layer and what the install found (distributions, the prune report, scripts, overlaps)."""
+        key_data = {
+            "kind": "python-group",
+            "layout": LAYOUT_VERSION,
+            "group": group,
+            "venv": self.venv,
+            "python": self.py,
+            "files": [[p.key, p.version, p.sha256] for p in pkgs],
+            "prune": self.prune.key(),
+            "compiler": self.compiler.version if self.compiler is not None else None,
+        }
+        with ExitStack() as stack:
+            return cached_layer_meta(
+                self.cache,
+                json.dumps(key_data, sort_keys=True),
+                lambda: self._install(group, pkgs, stack),
+                compression=self.compression,
+                comment=f"python {group}: "
+                + ", ".join(f"{p.name}=={p.version}" for p in pkgs[:8])
+                + (" ..." if len(pkgs) > 8 else ""),
+            )
+
+    def _install(self, group: str, pkgs: list[LockedPackage], stack: ExitStack) -> tuple[list[Entry], dict[str, Any]]:
+        """Download the group's wheels, install them into one tree, then prune and compile it."""
+        platform, py, cache = self.platform, self.py, self.cache
+        self.progress.step(f"install {group} ({len(pkgs)} packages) for {platform}")
+        files = _wheel_files(pkgs, platform, py, cache, self.progress, self.credentials)
+        installs = []
+        for p in pkgs:
+            path, filename = files[p.sha256]
+            zf = stack.enter_context(open_wheel(path, filename))
+            installs.append(install_wheel(zf, filename, venv=self.venv, python_minor=py))
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=cache.root / "tmp", prefix="pyc-")))
+        site = f"lib/python{py}/site-packages"
+        entries, info = install_entries(
+            installs, venv=self.venv, site=site, prune=self.prune, compiler=self.compiler, workdir=workdir
+        )
+        self.progress.step(f"layer {group} for {platform}")
+        return entries, info
+
+
 def python_layers(
     lock: Lock,
     platform: Platform,
@@ -245,55 +318,14 @@ def python_layers(
         )
     packages = lock.packages(platform)
     compiler = host_python(py) if prune.bytecode != "none" and packages else None
-    site = f"lib/python{py}/site-packages"
     layers: list[tuple[str, Layer]] = [("venv", _venv_layer(cache, venv, python, compression, system_site_packages))]
     distributions: list[Distribution] = []
     report = PruneReport()
     scripts: list[str] = []
     groups = layer_units(packages)
-
-    def group_layer(group: str, pkgs: list[LockedPackage]) -> tuple[Layer, dict[str, Any]]:
-        key_data = {
-            "kind": "python-group",
-            "layout": LAYOUT_VERSION,
-            "group": group,
-            "venv": venv,
-            "python": py,
-            "files": [[p.key, p.version, p.sha256] for p in pkgs],
-            "prune": prune.key(),
-            "compiler": compiler.version if compiler is not None else None,
-        }
-        key = json.dumps(key_data, sort_keys=True)
-        with ExitStack() as stack:
-
-            def make() -> tuple[list[Entry], dict[str, Any]]:
-                progress.step(f"install {group} ({len(pkgs)} packages) for {platform}")
-                files = _wheel_files(pkgs, platform, py, cache, progress, credentials)
-                installs = []
-                for p in pkgs:
-                    path, filename = files[p.sha256]
-                    zf = stack.enter_context(open_wheel(path, filename))
-                    installs.append(install_wheel(zf, filename, venv=venv, python_minor=py))
-                workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=cache.root / "tmp", prefix="pyc-")))
-                entries, info = install_entries(
-                    installs, venv=venv, site=site, prune=prune, compiler=compiler, workdir=workdir
-                )
-                progress.step(f"layer {group} for {platform}")
-                return entries, info
-
-            layer, info = cached_layer_meta(
-                cache,
-                key,
-                make,
-                compression=compression,
-                comment=f"python {group}: "
-                + ", ".join(f"{p.name}=={p.version}" for p in pkgs[:8])
-                + (" ..." if len(pkgs) > 8 else ""),
-            )
-        return layer, info
-
+    installer = _GroupInstaller(platform, py, venv, prune, compiler, cache, progress, compression, credentials)
     # the groups' layers are independent: built side by side (compression dominates and releases the GIL)
-    for (group, _), (layer, info) in zip(groups, parallel_map(lambda gp: group_layer(*gp), groups), strict=True):
+    for (group, _), (layer, info) in zip(groups, parallel_map(lambda gp: installer.layer(*gp), groups), strict=True):
         layers.append((group, layer))
         distributions += [Distribution(n, v, group, size, files) for n, v, files, size in info["distributions"]]
         report = report.merged(PruneReport.from_json(info["report"]))
