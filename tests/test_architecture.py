@@ -24,12 +24,6 @@ PAYLOAD_FILES: dict[str, set[str]] = {
 #: The longest a function may be (payload files excepted; a CLI command is measured from its first statement,
 #: since its signature is the option list).
 MAX_FUNCTION_LINES = 80
-#: Longer functions still to be split into phases (issue 15): a ratchet. No function may join the list, and one
-#: that gets short must leave it (the test says so), until it is empty.
-LONG_FUNCTIONS_LEFT = {
-    "gpuship.sources.python.lock.lock_project",
-    "gpuship.sources.python.wheel.install_wheel",
-}
 
 #: Who may import whom. A unit is a top-level module or package of gpuship (``sources.*`` counted apart); the
 #: value lists every unit it may import. Read top to bottom: each unit builds on units above it.
@@ -205,12 +199,9 @@ def test_no_function_is_longer_than_the_limit() -> None:
             lines = (node.end_lineno or node.lineno) - start + 1
             if lines > MAX_FUNCTION_LINES:
                 long[f"{module}.{node.name}"] = lines
-    new = {name: n for name, n in long.items() if name not in LONG_FUNCTIONS_LEFT}
-    assert not new, f"functions over {MAX_FUNCTION_LINES} lines: split them into phases\n" + "\n".join(
-        f"{name}: {n} lines" for name, n in sorted(new.items())
+    assert not long, f"functions over {MAX_FUNCTION_LINES} lines: split them into phases\n" + "\n".join(
+        f"{name}: {n} lines" for name, n in sorted(long.items())
     )
-    done = sorted(LONG_FUNCTIONS_LEFT - set(long))
-    assert not done, f"short now, take them off LONG_FUNCTIONS_LEFT: {done}"
 
 
 def test_function_local_imports_say_why() -> None:

@@ -202,6 +202,31 @@ def input_hash(
     return "sha256:" + hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
+def _existing_lock(path: Path, py: str, *, locked: bool, progress: Progress) -> Lock | None:
+    """The lock at ``path``, if there is one for Python ``py`` (a new base's Python is resolved afresh)."""
+    existing = read_lock(path) if path.is_file() else None
+    if existing is None or existing.python == py:
+        return existing
+    if locked:
+        raise ConfigError(
+            f"--locked, but {path.name} was made for Python {existing.python} and the base has Python {py}",
+            f"build without --locked to lock again for Python {py}, then commit {path.name}; or use "
+            f"{way_to_python(existing.python)}",
+        )
+    progress.step(f"{path.name} was made for Python {existing.python}; the base has Python {py}: locking again")
+    return None
+
+
+def _staleness(existing: Lock, want: Sequence[Platform], key: str) -> str:
+    """Why ``existing`` cannot be reused as it is ("" when it can)."""
+    missing = [p for p in want if p not in existing.platforms]
+    if existing.input_hash != key:
+        return "the project's requirements changed since it was written"
+    if missing:
+        return f"it has no packages for {', '.join(map(str, missing))}"
+    return ""
+
+
 def lock_project(
     project: ProjectInputs,
     platforms: Sequence[Platform],
@@ -235,23 +260,10 @@ def lock_project(
     want = sorted(set(platforms))
     key = input_hash(project, py, glibc, extra_requirements, constraints, index)
 
-    existing = read_lock(path) if path.is_file() else None
-    if existing is not None and existing.python != py:  # a new base: its Python's wheels, resolved afresh
-        if locked:
-            raise ConfigError(
-                f"--locked, but {path.name} was made for Python {existing.python} and the base has Python {py}",
-                f"build without --locked to lock again for Python {py}, then commit {path.name}; or use "
-                f"{way_to_python(existing.python)}",
-            )
-        progress.step(f"{path.name} was made for Python {existing.python}; the base has Python {py}: locking again")
-        existing = None
+    existing = _existing_lock(path, py, locked=locked, progress=progress)
     if existing is not None:
-        missing = [p for p in want if p not in existing.platforms]
-        if existing.input_hash != key:
-            stale = "the project's requirements changed since it was written"
-        elif missing:
-            stale = f"it has no packages for {', '.join(map(str, missing))}"
-        else:
+        stale = _staleness(existing, want, key)
+        if not stale:
             return replace(existing, reused=True)
         if locked:
             raise ConfigError(

@@ -133,7 +133,6 @@ def install_wheel(
     opens the wheel file again by path instead (for entries handed to another module).
     """
     dist_name, version, _, _ = parse_wheel_filename(filename)
-    prefix = clean_path(venv)
     site = f"lib/python{python_minor}/site-packages"
     python = f"{venv.rstrip('/')}/bin/python"
     names = [i.filename for i in zf.infolist()]
@@ -145,29 +144,9 @@ def install_wheel(
     dist_info = matches[0]
     data_dir = dist_info[: -len(".dist-info")] + ".data"
     record = _read_record(zf, f"{dist_info}/RECORD")
-    result = WheelInstall(str(dist_name), str(version), f"{site}/{dist_info}")
-
-    def add(rel: str, entry_mode: int, info: zipfile.ZipInfo | None, content: bytes | None, rec: str) -> None:
-        full = f"{prefix}/{rel}"
-        if info is not None and stat.S_ISLNK(info.external_attr >> 16):  # a symlink stored by a unix zip tool
-            target = zf.read(info).decode()
-            resolved = posixpath.normpath(posixpath.join(posixpath.dirname(rel), target))
-            if target.startswith("/") or resolved == ".." or resolved.startswith("../"):
-                raise IntegrityError(f"{filename} has a symlink {info.filename} -> {target} that leaves the venv")
-            result.files.append(InstalledFile(rel, Entry.symlink(full, target), rec))
-            return
-        if content is not None:
-            entry = Entry.file(full, content, mode=entry_mode)
-        else:
-            assert info is not None
-            if reopen:
-                assert zf.filename is not None  # opened from a path
-                opener = partial(_open_member, zf.filename, info.filename)
-            else:
-                opener = partial(zf.open, info)
-            entry = Entry(full, "file", entry_mode, 0, 0, info.file_size, open=opener)
-        result.files.append(InstalledFile(rel, entry, rec))
-
+    out = _WheelFiles(
+        zf, filename, clean_path(venv), reopen, WheelInstall(str(dist_name), str(version), f"{site}/{dist_info}")
+    )
     for info in zf.infolist():
         if info.is_dir():
             continue
@@ -180,23 +159,19 @@ def install_wheel(
             if not rest:
                 continue
             if scheme in ("purelib", "platlib"):
-                add(clean_path(f"{site}/{rest}"), _mode(info), info, None, rec)
+                out.add(clean_path(f"{site}/{rest}"), _mode(info), info, None, rec)
             elif scheme == "scripts":
-                data = zf.read(info)
-                m = re.match(rb"^#!python(w)?[^\S\r\n]*(\r?\n)", data)
-                if m:
-                    data = f"#!{python}".encode() + m.group(2) + data[m.end() :]
-                    rec = ""
-                add(clean_path(f"bin/{rest}"), 0o755, None, data, rec)
-                result.scripts.append(posixpath.basename(rest))
+                out.add_script(rest, zf.read(info), python, rec)
             elif scheme == "headers":
-                add(clean_path(f"include/site/python{python_minor}/{dist_name}/{rest}"), _mode(info), info, None, rec)
+                out.add(
+                    clean_path(f"include/site/python{python_minor}/{dist_name}/{rest}"), _mode(info), info, None, rec
+                )
             elif scheme == "data":
-                add(clean_path(rest), _mode(info), info, None, rec)
+                out.add(clean_path(rest), _mode(info), info, None, rec)
             else:
                 raise IntegrityError(f"{filename} has an unknown data scheme {scheme!r}", "the wheel is broken")
             continue
-        add(clean_path(f"{site}/{name}"), _mode(info), info, None, rec)
+        out.add(clean_path(f"{site}/{name}"), _mode(info), info, None, rec)
 
     try:
         eps = zf.read(f"{dist_info}/entry_points.txt").decode()
@@ -205,10 +180,52 @@ def install_wheel(
     for script, target in console_scripts(eps):
         if "/" in script or script in ("", ".", ".."):
             raise IntegrityError(f"{filename} declares a bad script name {script!r}")
-        add(f"bin/{script}", 0o755, None, launcher(python, target), "")
-        result.scripts.append(script)
-    add(f"{site}/{dist_info}/INSTALLER", 0o644, None, INSTALLER, "")
-    return result
+        out.add(f"bin/{script}", 0o755, None, launcher(python, target), "")
+        out.result.scripts.append(script)
+    out.add(f"{site}/{dist_info}/INSTALLER", 0o644, None, INSTALLER, "")
+    return out.result
+
+
+@dataclass
+class _WheelFiles:
+    """Turns a wheel's members into the venv's entries (read lazily from ``zf``, or by path with ``reopen``)."""
+
+    zf: zipfile.ZipFile
+    filename: str
+    prefix: str
+    reopen: bool
+    result: WheelInstall
+
+    def add(self, rel: str, mode: int, info: zipfile.ZipInfo | None, content: bytes | None, rec: str) -> None:
+        """The file at ``rel`` (under the venv): ``content``, or member ``info`` read when the layer is written."""
+        full = f"{self.prefix}/{rel}"
+        if info is not None and stat.S_ISLNK(info.external_attr >> 16):  # a symlink stored by a unix zip tool
+            target = self.zf.read(info).decode()
+            resolved = posixpath.normpath(posixpath.join(posixpath.dirname(rel), target))
+            if target.startswith("/") or resolved == ".." or resolved.startswith("../"):
+                raise IntegrityError(f"{self.filename} has a symlink {info.filename} -> {target} that leaves the venv")
+            self.result.files.append(InstalledFile(rel, Entry.symlink(full, target), rec))
+            return
+        if content is not None:
+            entry = Entry.file(full, content, mode=mode)
+        else:
+            assert info is not None
+            if self.reopen:
+                assert self.zf.filename is not None  # opened from a path
+                opener = partial(_open_member, self.zf.filename, info.filename)
+            else:
+                opener = partial(self.zf.open, info)
+            entry = Entry(full, "file", mode, 0, 0, info.file_size, open=opener)
+        self.result.files.append(InstalledFile(rel, entry, rec))
+
+    def add_script(self, rest: str, data: bytes, python: str, rec: str) -> None:
+        """A ``.data/scripts`` file into ``bin/``, its ``#!python`` line pointed at the venv's Python."""
+        m = re.match(rb"^#!python(w)?[^\S\r\n]*(\r?\n)", data)
+        if m:
+            data = f"#!{python}".encode() + m.group(2) + data[m.end() :]
+            rec = ""
+        self.add(clean_path(f"bin/{rest}"), 0o755, None, data, rec)
+        self.result.scripts.append(posixpath.basename(rest))
 
 
 def render_record(dist_info: str, files: list[tuple[str, str, int | None]]) -> bytes:
