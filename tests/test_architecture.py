@@ -42,10 +42,11 @@ ALLOWED: dict[str, set[str]] = {
     "sbom": {"gpuship"},
     "cache": {"errors", "streams"},
     "oci": {"cache", "errors", "progress", "streams", "tools"},
-    "config": {"errors", "oci", "schema"},
+    "buildcache": {"cache", "errors", "oci"},
+    "config": {"buildcache", "errors", "oci", "schema"},
     "cuda": {"config", "errors", "oci"},
     "project": {"config", "errors", "schema", "uv"},
-    "registry": {"gpuship", "cache", "errors", "oci", "progress", "redact", "streams", "tls", "tools"},
+    "registry": {"gpuship", "buildcache", "cache", "errors", "oci", "progress", "redact", "streams", "tls", "tools"},
     "transports": {"cache", "oci", "progress", "registry"},
     "inspect": {"errors", "oci", "progress", "streams"},
     "serve": {"errors", "oci"},
@@ -61,8 +62,9 @@ ALLOWED: dict[str, set[str]] = {
     "deploy": {"errors", "oci", "progress", "serve", "sources.models", "tools"},
     "plan": {"cache", "config", "cuda", "errors", "oci", "progress", "project", "redact", "registry", "sources"}
     | {"sources.debian"},
-    "build": {"gpuship", "cache", "check", "cuda", "errors", "oci", "parallel", "plan", "progress", "project"}
-    | {"rebuild", "redact", "sbom", "serve", "slim", "sources", "sources.debian", "sources.models"}
+    "build": {"gpuship", "buildcache", "cache", "check", "cuda", "errors", "oci", "parallel", "plan", "progress"}
+    | {"project", "rebuild", "redact", "registry", "sbom", "serve", "slim", "sources", "sources.debian"}
+    | {"sources.models"}
     | {"sources.python", "transports"},
     "dev": {"build", "cache", "errors", "oci", "plan", "progress", "project", "registry", "run", "sources"}
     | {"sources.python"},

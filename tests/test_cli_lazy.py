@@ -48,10 +48,25 @@ def test_the_fast_build_path_knows_the_build_command_options() -> None:
     cmd = typer.main.get_command(app).commands["build"]  # type: ignore[attr-defined]
     names = {n for p in cmd.params if p.param_type_name == "option" for n in p.opts}
     assert set(VALUE_OPTIONS) | set(FLAG_OPTIONS) <= names
-    assert names - set(VALUE_OPTIONS) - set(FLAG_OPTIONS) == {"--insecure", "--ca-file"}
+    # registry settings, and the build cache's options (a build with them runs in full)
+    assert names - set(VALUE_OPTIONS) - set(FLAG_OPTIONS) == {
+        "--insecure",
+        "--ca-file",
+        "--cache",
+        "--cache-mode",
+        "--no-cache",
+    }
 
     got = parse_build(["-q", "build", "proj", "-o", "docker:x", "--platform=linux/amd64", "--locked", "-t", "x:1"])
     assert got is not None and got.quiet and got.locked and str(got.path) == "proj"
     assert got.values == {"output": "docker:x", "tag": "x:1"} and got.lists["platform"] == ["linux/amd64"]
-    for other in (["build", "--help"], ["build", "--insecure"], ["run", "x"], ["build", "a", "b"], ["build", "-o"]):
+    for other in (
+        ["build", "--help"],
+        ["build", "--insecure"],
+        ["build", "--no-cache"],
+        ["build", "--cache", "registry:r/x:c"],
+        ["run", "x"],
+        ["build", "a", "b"],
+        ["build", "-o"],
+    ):
         assert parse_build(other) is None

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .buildcache import BuildCacheSession, NotInCache, cache_spec
 from .cache import Cache
 from .check import MANIFEST_PATH, check_entries, manifest_data
 from .cuda import GpuPlan
@@ -49,6 +50,7 @@ from .project import IndexOptions
 from .project.entrypoint import VENV, BaseContents, choose_entrypoint, lint_interpreters
 from .rebuild import Request, fingerprint, remember
 from .redact import redact_all
+from .registry.reference import Reference
 from .sbom import Component, write_spdx
 from .serve import runtime_entries, runtime_entrypoint, runtime_requirements
 from .slim import ArchSelection, arch_sort_key, prune_layer_entries
@@ -100,6 +102,8 @@ class BuildResult:
     models: ModelSet | None = None
     #: what each output says it did (e.g. how many layers went to the engine)
     written: tuple[str, ...] = ()
+    #: whether a no-change rebuild may be answered from this build's record (every input known)
+    memoizable: bool = field(default=True, compare=False)
 
     @property
     def digest(self) -> str:
@@ -184,7 +188,120 @@ def build(options: BuildOptions, *, cache: Cache | None = None, progress: Progre
     plan = make_plan(options, cache=cache, progress=progress)
     for line in plan.explain():
         progress.step(line)
+    with contextlib.ExitStack() as stack:
+        shared = open_shared_cache(plan, outputs, cache, progress, stack)
+        for attempt in range(MAX_RESTARTS + 1):
+            try:
+                with cache.overlaid(shared):
+                    br = _build_planned(plan, outputs, cache, progress, shared, started)
+                break
+            except NotInCache as exc:
+                if shared is None or attempt == MAX_RESTARTS:
+                    raise GpushipError(
+                        f"the build cache kept failing its checks ({exc.why})", "build with --no-cache"
+                    ) from exc
+                shared.excluded.add(exc.key)
+                progress.step(f"warning: {exc.why}; building again without that record")
+    if _memoizable(plan, br, outputs) and fingerprint(request, skip=skip) == before:
+        _remember(request, br, skip)
+    return br
 
+
+#: How often a build starts again without a build-cache record that failed when its bytes were needed.
+MAX_RESTARTS = 3
+
+
+def open_shared_cache(
+    plan: BuildPlan, outputs: Sequence[str], cache: Cache, progress: Progress, stack: contextlib.ExitStack
+) -> BuildCacheSession | None:
+    """The build's shared build cache (``--cache``, ``GPUSHIP_BUILD_CACHE``, ``[tool.gpuship] cache``), read and
+    its blobs checked; or, with ``--no-cache`` alone, the overlay that keeps the build from reusing any layer.
+    A cache that cannot be read is a warning: the build goes on without it."""
+
+    options = plan.options
+    spec = cache_spec(options.cache, options.cache_mode, plan.config.cache)
+    if spec is None and not options.no_cache:
+        return None
+    store = None
+    remote = None
+
+    def say(msg: str) -> None:
+        progress.step(msg)
+
+    if spec is not None:
+        # the registry client loads httpx: only for a build with a cache
+        from .registry import Registry
+        from .registry.buildcache import open_store  # (the same)
+
+        registry = stack.enter_context(Registry(options.registry, cache))
+        store = open_store(spec.ref, registry, progress)
+        if spec.reads and not options.no_cache:
+            try:
+                remote = store.read()
+            except GpushipError as exc:
+                say(f"warning: the build cache {spec} cannot be read ({exc.line()}); building without it")
+            else:
+                say(
+                    f"build cache {spec}: {len(remote.layers)} layers known"
+                    if remote is not None
+                    else f"build cache {spec}: empty (this build writes it)"
+                )
+    session = BuildCacheSession(
+        cache,
+        remote,
+        store,
+        fresh=options.no_cache,
+        eager=not outputs or any(not t.startswith("registry:") for t in outputs),
+        plain=any(not target_compresses(t) for t in outputs),
+        spec=spec,
+        platforms=[str(p) for p in plan.platforms],
+        jobs=options.registry.jobs,
+        say=say,
+    )
+    stack.callback(session.close)
+    try:
+        session.check_blobs()
+    except GpushipError as exc:
+        say(f"warning: the build cache {spec} cannot be read ({exc.line()}); building without it")
+        session.forget()
+    session.prefetch()
+    return session
+
+
+def write_shared_cache(
+    shared: BuildCacheSession, plan: BuildPlan, shipped: Image | Index, outputs: Sequence[str]
+) -> str | None:
+    """Write the build cache (mode write or readwrite): the records this build used and made, and its images'
+    layers, mounted from a ``registry:`` output of the same registry where they are already."""
+    spec, store = shared.spec, shared.store
+    if spec is None or store is None or not spec.writes:
+        return None
+    here = Reference.parse(spec.ref).registry
+    mount_from = []
+    for t in outputs:
+        if t.startswith("registry:"):
+            ref = Reference.parse(t.partition(":")[2] or plan.tag)
+            if ref.registry == here:
+                mount_from.append(ref.repository)
+    images = shipped.images if isinstance(shipped, Index) else (shipped,)
+    layers = {layer.digest: layer for img in images for layer in img.layers}
+    try:
+        return store.write(shared.manifest_for(shipped), layers, shared.cache, mount_from)
+    except GpushipError as exc:
+        shared.say(f"warning: the build cache {spec} was not written ({exc.line()})")
+        return None
+
+
+def _build_planned(
+    plan: BuildPlan,
+    outputs: Sequence[str],
+    cache: Cache,
+    progress: Progress,
+    shared: BuildCacheSession | None,
+    started: float,
+) -> BuildResult:
+    """The build after its plan: lock, layers, images, outputs, the build cache, the report."""
+    options = plan.options
     if plan.config.bytecode != "none" or plan.project.is_package:
         # byte code and source builds need a host Python of the base's version: refused now, not after the lock
         host_python(".".join(plan.python_version.split(".")[:2]))
@@ -209,8 +326,10 @@ def build(options: BuildOptions, *, cache: Cache | None = None, progress: Progre
 
     images = [r.image for r in results]
     result, results, written = _write_outputs(
-        plan, make_index(images) if len(images) > 1 else images[0], results, outputs, progress
+        plan, make_index(images) if len(images) > 1 else images[0], results, outputs, progress, shared
     )
+    if shared is not None:
+        warnings += [w for w in shared.warnings if w not in warnings]
     br = BuildResult(
         plan,
         result,
@@ -226,8 +345,8 @@ def build(options: BuildOptions, *, cache: Cache | None = None, progress: Progre
         progress.step(f"writing the report {options.report}")
         write_report(br, options.report)
         br = replace(br, seconds=time.monotonic() - started)  # the time the user waited, the report included
-    if _memoizable(plan, lock, models, outputs) and fingerprint(request, skip=skip) == before:
-        _remember(request, br, skip)
+    if not _memoizable_inputs(plan, lock, models):
+        br = replace(br, memoizable=False)
     return br
 
 
@@ -273,9 +392,11 @@ def _write_outputs(
     results: list[PlatformResult],
     outputs: Sequence[str],
     progress: Progress,
+    shared: BuildCacheSession | None = None,
 ) -> tuple[Image | Index, list[PlatformResult], list[str]]:
-    """Every output written: compressed where bytes travel, plain for an engine. Returns the image in the form
-    the outputs hold (its digest is the one printed), the platform results to match, and what was written."""
+    """Every output written: compressed where bytes travel, plain for an engine; then the build cache. Returns the
+    image in the form the outputs hold (its digest is the one printed), the platform results to match, and what
+    was written."""
     result, results = _shipped(plain, results, outputs, plan.compression)
     written: list[str] = []
     for target in outputs:
@@ -292,6 +413,12 @@ def _write_outputs(
             )
         )
         progress.step(written[-1])
+    if shared is not None and shared.spec is not None and shared.spec.writes:
+        progress.step(f"writing the build cache {shared.spec}")
+        line = write_shared_cache(shared, plan, for_transport(result, plan.compression), outputs)
+        if line:
+            written.append(line)
+            progress.step(line)
     return result, results, written
 
 
@@ -314,7 +441,7 @@ def memo_request(options: BuildOptions, outputs: Sequence[str]) -> tuple[Request
     return request, skip
 
 
-def _memoizable(plan: BuildPlan, lock: Lock, models: ModelSet, outputs: Sequence[str]) -> bool:
+def _memoizable_inputs(plan: BuildPlan, lock: Lock, models: ModelSet) -> bool:
     """Only builds whose every input is under the project directory, in the lock or in the signed indexes."""
     local = any(p.url.startswith("file:") for t in getattr(lock, "targets", ()) for p in t.packages)
     return not (
@@ -324,8 +451,13 @@ def _memoizable(plan: BuildPlan, lock: Lock, models: ModelSet, outputs: Sequence
         or models.records
         or models.mounts
         or local
-        or any(t.startswith("registry:") for t in outputs)
     )
+
+
+def _memoizable(plan: BuildPlan, result: BuildResult, outputs: Sequence[str]) -> bool:
+    """A no-change rebuild may be answered from this build's record (:mod:`gpuship.rebuild`): its inputs are all
+    known, no output is a registry, and it was not asked to build afresh (``--no-cache``)."""
+    return result.memoizable and not plan.options.no_cache and not any(t.startswith("registry:") for t in outputs)
 
 
 def _remember(request: Request, br: BuildResult, skip: list[Path]) -> None:

@@ -28,11 +28,11 @@ import shutil
 import stat
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, BinaryIO, TypeVar
+from typing import IO, Any, BinaryIO, Protocol, TypeVar
 
 import platformdirs
 from filelock import FileLock
@@ -99,6 +99,29 @@ class BlobWriter:
         return "sha256:" + self._hash.hexdigest()
 
 
+class Overlay(Protocol):
+    """What a build lays over the cache's records for its duration (:meth:`Cache.overlaid`): the shared build cache
+    (:class:`gpuship.buildcache.BuildCacheSession`). It sees each read and write of its ``namespaces``."""
+
+    namespaces: frozenset[str]
+
+    def get(self, namespace: str, key: str, local: Any) -> Any:
+        """The record to use: ``local`` (what this machine holds, or None), another, or None."""
+        ...
+
+    def put(self, namespace: str, key: str, value: Any) -> None:
+        """``value`` was recorded here."""
+        ...
+
+    def filler(self, key: str, record: Mapping[str, Any]) -> Callable[[], None] | None:
+        """How the blob of the layer recorded under ``key`` comes into this cache (None: it cannot; build it)."""
+        ...
+
+    def fetch(self, digest: str) -> bool:
+        """Bring the small blob ``digest`` a record names into this cache; whether it is here now."""
+        ...
+
+
 @dataclass(frozen=True)
 class CacheInfo:
     root: Path
@@ -114,6 +137,8 @@ class Cache:
 
     def __init__(self, root: Path | str | None = None) -> None:
         self.root = Path(root) if root is not None else default_root()
+        #: the build cache laid over the records while a build runs (:meth:`overlaid`)
+        self.overlay: Overlay | None = None
         try:
             for sub in ("blobs/sha256", "refs", "tmp", "locks"):
                 (self.root / sub).mkdir(parents=True, exist_ok=True)
@@ -165,6 +190,10 @@ class Cache:
         except FileNotFoundError as exc:
             raise GpushipError(f"blob {digest} is not in the cache", "rebuild, or run gpuship cache prune") from exc
 
+    def obtain(self, digest: str) -> bool:
+        """Whether the blob is here, fetched first from the shared build cache when a record there names it."""
+        return self.has(digest) or (self.overlay is not None and self.overlay.fetch(digest))
+
     def read(self, digest: str) -> bytes:
         with self.open(digest) as fh:
             return fh.read()
@@ -214,11 +243,18 @@ class Cache:
     def get_ref(self, namespace: str, key: str) -> Any | None:
         path = self._ref_path(namespace, key)
         try:
-            return json.loads(path.read_text())
+            value = json.loads(path.read_text())
         except (FileNotFoundError, json.JSONDecodeError):
-            return None
+            value = None
+        overlay = self.overlay
+        if overlay is not None and namespace in overlay.namespaces:
+            return overlay.get(namespace, key, value)
+        return value
 
     def put_ref(self, namespace: str, key: str, value: Any) -> None:
+        overlay = self.overlay
+        if overlay is not None and namespace in overlay.namespaces:
+            overlay.put(namespace, key, value)
         path = self._ref_path(namespace, key)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmpname = tempfile.mkstemp(dir=self.root / "tmp", prefix="ref-")
@@ -267,11 +303,20 @@ class Cache:
 
         def load(rec: Any) -> T | None:
             digest = rec.get("digest") if isinstance(rec, dict) else None
-            return decode(self.read(digest)) if isinstance(digest, str) and self.has(digest) else None
+            return decode(self.read(digest)) if isinstance(digest, str) and self.obtain(digest) else None
 
         return self.memo(
             namespace, key, compute, encode=lambda v: {"digest": self.put_bytes(encode(v))}, decode=load, lock=lock
         )
+
+    @contextmanager
+    def overlaid(self, overlay: Overlay | None) -> Iterator[Cache]:
+        """The cache with ``overlay`` over its records for the block (a build's shared build cache)."""
+        before, self.overlay = self.overlay, overlay
+        try:
+            yield self
+        finally:
+            self.overlay = before
 
     # -- directories (unpacked images, installed trees) --------------------------------------------
     @contextmanager

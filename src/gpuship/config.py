@@ -50,6 +50,7 @@ KNOWN_KEYS = {
     "extra-index-url": "additional Python package indexes",
     "find-links": "directories or pages of wheels to use besides the index",
     "replace-base-packages": "Python packages of a registry base image the project may install over (default: none)",
+    "cache": "the shared build cache: registry:REF (docs/ci.md); GPUSHIP_BUILD_CACHE and --cache win",
     "models": "model files: project globs ('!' takes away), hf://ORG/NAME@REVISION, https://...#sha256=..., or "
     "{ mount = '/models/NAME' } for weights mounted at run time (docs/models.md)",
 }
@@ -67,6 +68,16 @@ def _check_keys(table: Mapping[str, Any], known: Mapping[str, str] | set[str], w
             close = difflib.get_close_matches(key, list(known), n=1)
             hint = f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(sorted(known))}"
             raise ConfigError(f"unknown key '{key}' in {where}", hint)
+
+
+def _cache_ref(value: str) -> str:
+    """``[tool.gpuship] cache``, checked now (``registry:REF`` or ``none``), kept as written."""
+    if not value:
+        return value
+    from .buildcache import parse_cache  # the build cache's module: only for a project that names one
+
+    parse_cache(value, "[tool.gpuship] cache")
+    return value
 
 
 def _str_list(value: Any, key: str) -> tuple[str, ...]:
@@ -392,6 +403,7 @@ class GpushipConfig:
     find_links: tuple[str, ...] = ()
     replace_base_packages: tuple[str, ...] = ()
     models: ModelsConfig = field(default_factory=lambda: ModelsConfig())
+    cache: str = ""
 
     @classmethod
     def from_table(cls, table: Mapping[str, Any] | None) -> GpushipConfig:
@@ -453,6 +465,7 @@ class GpushipConfig:
             find_links=_str_list(table.get("find-links"), "find-links"),
             replace_base_packages=_str_list(table.get("replace-base-packages"), "replace-base-packages"),
             models=ModelsConfig.parse(table.get("models"), workdir),
+            cache=_cache_ref(text("cache", "", 'cache = "registry:ghcr.io/org/app:cache"')),
         )
 
     def debian_packages(self) -> tuple[str, ...]:

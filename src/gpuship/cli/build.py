@@ -53,6 +53,24 @@ def build(
     ),
     insecure: bool = INSECURE,
     ca_file: Path = CA_FILE,
+    cache: str = typer.Option(
+        None,
+        "--cache",
+        help="Shared build cache in a registry: registry:HOST/NAME:TAG (or none). Layers it knows are not built "
+        "again; the build writes it back. Default: GPUSHIP_BUILD_CACHE, else [tool.gpuship] cache (docs/ci.md).",
+    ),
+    cache_mode: str = typer.Option(
+        None,
+        "--cache-mode",
+        help="read, write or readwrite (default; GPUSHIP_BUILD_CACHE_MODE): whether the build reads the build "
+        "cache, writes it, or both.",
+    ),
+    no_cache: bool = typer.Option(
+        False,
+        "--no-cache",
+        help="Build every layer again: reuse none from this machine or the build cache (downloads verified by "
+        "hash are kept); the build cache is still written.",
+    ),
 ) -> None:
     """Build a minimal, reproducible image from a Python project, without a Docker daemon."""
     platforms = tuple(p.strip() for item in (platform or []) for p in item.split(",") if p.strip())
@@ -67,6 +85,9 @@ def build(
         tag=tag,
         base=base,
         registry=registry_options(insecure, ca_file),
+        cache=cache,
+        cache_mode=cache_mode,
+        no_cache=no_cache,
     )
     if opts.output is None:
         name = path.resolve().name

@@ -7,6 +7,7 @@ and is opened on demand. Building one streams entries through the tar writer, ha
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -42,6 +43,7 @@ __all__ = [
     "compressor_id",
     "known_layer",
     "layer_key",
+    "recall_layer",
     "recompress",
     "rewrite_layer",
 ]
@@ -71,9 +73,19 @@ class Layer:
     #: made by gpuship (:func:`build_layer`): an output may compress it if it is plain. A layer read from elsewhere
     #: (a registry base, an archive) keeps its bytes and digest, compressed or not.
     built: bool = field(default=False, compare=False)
+    #: how the blob comes into the cache when it is not here: a layer known from the shared build cache
+    #: (:mod:`gpuship.buildcache`) is pulled the first time its bytes are read, not before
+    fill: Callable[[], None] | None = field(default=None, compare=False, repr=False)
+
+    def blob_path(self) -> Path:
+        """Where the blob lies in the cache (brought there first, for a layer known from elsewhere)."""
+        if self.fill is not None and not self.cache.has(self.digest):
+            self.fill()
+        return self.cache.blob_path(self.digest)
 
     def open(self) -> BinaryIO:
         """The compressed blob."""
+        self.blob_path()
         return self.cache.open(self.digest)
 
     def open_tar(self) -> BinaryIO:
@@ -84,7 +96,7 @@ class Layer:
         """Each entry with a reader of its bytes (valid until the next one). A plain layer's readers can seek:
         they read the cached tar in place, so a reader of ELF headers skips the rest of a 1 GB library."""
         if self.compression == "none":
-            yield from _plain_members(self.cache.blob_path(self.digest), self.digest)
+            yield from _plain_members(self.blob_path(), self.digest)
             return
         with self.open_tar() as fh:
             yield from iter_tar(fh)
@@ -101,7 +113,9 @@ class Layer:
         }
 
     @classmethod
-    def from_record(cls, rec: Mapping[str, Any], cache: Cache, reused: bool = False) -> Layer:
+    def from_record(
+        cls, rec: Mapping[str, Any], cache: Cache, reused: bool = False, fill: Callable[[], None] | None = None
+    ) -> Layer:
         return cls(
             str(rec["digest"]),
             str(rec["diff_id"]),
@@ -112,6 +126,7 @@ class Layer:
             reused,
             cache,
             bool(rec.get("built", False)),
+            fill,
         )
 
 
@@ -244,19 +259,40 @@ def known_layer(cache: Cache, key: str, compression: BlobCompression = "gzip") -
     return KnownLayer(str(rec["diff_id"]), str(rec["digest"]), int(rec["size"]), compression)
 
 
+def recall_layer(cache: Cache, full_key: str) -> Layer | None:
+    """The layer recorded under ``full_key`` (:func:`layer_key`) if its blob is here or the shared build cache can
+    bring it; None otherwise (nothing is built)."""
+    rec = cache.get_ref("layers", full_key)
+    return _known(cache, full_key, rec) if isinstance(rec, dict) else None
+
+
+def _known(cache: Cache, full_key: str, rec: dict[str, Any]) -> Layer | None:
+    """The layer of a record when its blob is here, or the shared build cache (:meth:`Cache.overlaid`) can bring
+    it: pulled now (a local output needs it), or when its bytes are first read."""
+    if cache.has(str(rec["digest"])):
+        return Layer.from_record(rec, cache, reused=True)
+    fill = cache.overlay.filler(full_key, rec) if cache.overlay is not None else None
+    if fill is None:
+        return None
+    if cache.has(str(rec["digest"])):  # pulled already: this machine knows it from now on
+        cache.put_ref("layers", full_key, rec)
+    return Layer.from_record(rec, cache, reused=True, fill=fill)
+
+
 def _remembered(
     cache: Cache, full_key: str, make: Callable[[], tuple[Layer, Meta]], *, with_meta: bool = False
 ) -> tuple[Layer, Meta]:
-    """The layer (and meta) recorded under ``full_key`` while its blob is in the cache; else ``make()``'s,
-    recorded. One process makes it at a time."""
+    """The layer (and meta) recorded under ``full_key`` while its blob is in the cache, or the shared build cache
+    can bring it; else ``make()``'s, recorded. One process makes it at a time."""
 
     def encode(made: tuple[Layer, Meta]) -> dict[str, Any]:
         return {**made[0].to_record(), "meta": made[1]} if with_meta else made[0].to_record()
 
     def decode(rec: dict[str, Any]) -> tuple[Layer, Meta] | None:
-        if not cache.has(str(rec["digest"])) or (with_meta and "meta" not in rec):
+        if with_meta and "meta" not in rec:
             return None
-        return Layer.from_record(rec, cache, reused=True), rec.get("meta")
+        layer = _known(cache, full_key, rec)
+        return (layer, rec.get("meta")) if layer is not None else None
 
     return cache.memo("layers", full_key, make, encode=encode, decode=decode, lock=True)
 
@@ -318,7 +354,7 @@ def _plain_members(path: Path, digest: str) -> Iterator[tuple[Entry, Reader | No
 
 def _entries_in_place(layer: Layer) -> Iterator[Entry]:
     """A plain layer's entries, each file opened where it lies in the cached tar (nothing is copied)."""
-    path = layer.cache.blob_path(layer.digest)
+    path = layer.blob_path()
     try:
         with tarfile.open(path, mode="r:") as tar:
             for m in tar:
@@ -522,3 +558,22 @@ class _Decompressing(io.RawIOBase):
 
 def decompressing_reader(raw: Reader, compression: BlobCompression) -> BinaryIO:
     return io.BufferedReader(_Decompressing(raw, compression), CHUNK)
+
+
+def unpack_blob(cache: Cache, digest: str, compression: BlobCompression, keep: str | None = None) -> str:
+    """The diff ID of the layer blob ``digest`` (decompressed and hashed here). With ``keep`` — the diff ID it should
+    have — its tar is kept in the cache too, under that digest, and only if it matches."""
+    h = hashlib.sha256()
+    with contextlib.ExitStack() as stack:
+        src = stack.enter_context(decompressing_reader(cache.open(digest), compression))
+        out = (
+            stack.enter_context(cache.blob_writer(expected=keep)) if keep is not None and not cache.has(keep) else None
+        )
+        while chunk := src.read(CHUNK):
+            h.update(chunk)
+            if out is not None:
+                out.write(chunk)
+        got = "sha256:" + h.hexdigest()
+        if out is not None and got != keep:
+            raise IntegrityError(f"layer {digest[:19]} unpacks to {got[:19]}, not {keep[:19] if keep else ''}")
+    return got

@@ -43,6 +43,11 @@ class BuildOptions:
     dev: bool = False
     #: how to reach a registry base and ``registry:`` outputs (``--insecure``, ``--ca-file``)
     registry: RegistryOptions = RegistryOptions()
+    #: ``--cache registry:REF`` (None: ``GPUSHIP_BUILD_CACHE``, else ``[tool.gpuship] cache``), ``--cache-mode``
+    cache: str | None = None
+    cache_mode: str | None = None
+    #: ``--no-cache``: build every layer again (nothing is reused, here or from the build cache)
+    no_cache: bool = False
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import pickle
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -29,7 +28,7 @@ from ...cache import Cache
 from ...errors import GpushipError
 from ...oci.entry import Entry
 from ...oci.image import ImageConfig, Platform
-from ...oci.layer import Layer, cached_layer
+from ...oci.layer import Layer, cached_layer, layer_key, recall_layer
 from ...oci.media import BlobCompression
 from ...progress import NO_PROGRESS, Progress
 from ...streams import open_file
@@ -188,7 +187,54 @@ def _group_entries(
 
 
 #: bump when DebianBase or the way it is made changes, so remembered results are not reused
-BASE_MEMO_VERSION = 3
+BASE_MEMO_VERSION = 4
+#: where a base is remembered (JSON: its facts, and its layers by their keys); the shared build cache carries it
+MEMO_NS = "debian-base"
+
+
+def _to_record(base: DebianBase, layer_keys: Sequence[str]) -> dict[str, object]:
+    return {
+        "profile": base.profile,
+        "platform": str(base.platform),
+        "layers": list(layer_keys),
+        "config": base.config.to_json(),
+        "python": [base.python.version, base.python.executable, base.python.stdlib],
+        "packages": [list(p) for p in base.packages],
+        "links": dict(base.links),
+        "dropped": base.dropped.to_record(),
+        "suites": [[s.uri, s.name, list(s.components)] for s in base.suites],
+        "why": dict(base.why),
+        "skipped": [list(x) for x in base.skipped],
+        "overlaps": list(base.overlaps),
+        "extra_packages": list(base.extra_packages),
+    }
+
+
+def _from_record(rec: Mapping[str, object], cache: Cache) -> DebianBase | None:
+    """A remembered base, its layers found by their keys (here, or in the shared build cache); None when one of
+    them cannot be had, or the record is not one."""
+    try:
+        layers = [recall_layer(cache, str(k)) for k in rec["layers"]]  # type: ignore[attr-defined]
+        if any(layer is None for layer in layers):
+            return None
+        py: list[str] = [str(x) for x in rec["python"]]  # type: ignore[attr-defined]
+        return DebianBase(
+            profile=str(rec["profile"]),
+            platform=Platform.parse(str(rec["platform"])),
+            layers=tuple(layer for layer in layers if layer is not None),
+            config=ImageConfig.from_json(rec["config"]),  # type: ignore[arg-type]
+            python=PythonInfo(py[0], py[1], py[2]),
+            packages=tuple((str(n), str(v), str(a)) for n, v, a in rec["packages"]),  # type: ignore[attr-defined]
+            links={str(k): str(v) for k, v in rec["links"].items()},  # type: ignore[attr-defined]
+            dropped=SlimReport.from_record(rec["dropped"]),  # type: ignore[arg-type]
+            suites=tuple(Suite(str(u), str(n), tuple(c)) for u, n, c in rec["suites"]),  # type: ignore[attr-defined]
+            why={str(k): str(v) for k, v in rec["why"].items()},  # type: ignore[attr-defined]
+            skipped=tuple((str(a), str(b)) for a, b in rec["skipped"]),  # type: ignore[attr-defined]
+            overlaps=tuple(str(x) for x in rec["overlaps"]),  # type: ignore[attr-defined]
+            extra_packages=tuple(str(x) for x in rec["extra_packages"]),  # type: ignore[attr-defined]
+        )
+    except (KeyError, TypeError, ValueError, GpushipError):
+        return None  # not a record of this version: the base is made again
 
 
 def _key(*parts: object) -> str:
@@ -238,20 +284,15 @@ def build_base(
             compression,
             [[s.uri, s.name, repo.release(s).digest] for s in suites],  # the signed InRelease names every index
         )
-
-        def reused(data: bytes) -> DebianBase | None:
-            base = pickle.loads(data)
-            if not all(cache.has(layer.digest) for layer in base.layers):
-                return None
-            return replace(base, layers=tuple(replace(layer, reused=True, cache=cache) for layer in base.layers))
-
-        return cache.memo_blob(
-            "base-results",
-            hashlib.sha256(key.encode()).hexdigest(),
-            lambda: _build(prof, plat, tuple(extra_packages), cache, repo, progress, compression),
-            encode=pickle.dumps,
-            decode=reused,
-        )
+        memo_key = hashlib.sha256(key.encode()).hexdigest()
+        memo = cache.get_ref(MEMO_NS, memo_key)
+        if memo is not None:
+            base = _from_record(memo, cache)
+            if base is not None:
+                return base
+        base, layer_keys = _build(prof, plat, tuple(extra_packages), cache, repo, progress, compression)
+        cache.put_ref(MEMO_NS, memo_key, _to_record(base, layer_keys))
+        return base
     finally:
         repo.close()
 
@@ -274,14 +315,17 @@ def _build(
     repo: Repository,
     progress: Progress,
     compression: BlobCompression,
-) -> DebianBase:
+) -> tuple[DebianBase, list[str]]:
+    """The base, and the keys its layers are remembered under (:func:`layer_key`)."""
     arch = plat.architecture
     resolutions, installed = _resolve_and_fetch(prof, arch, extra, cache, repo, progress)
     all_installed = [i for g in installed.values() for i in g]
     py = prof.python_info()
     links = merged_usr_links(arch)
-    layers, overlaps = _package_layers(prof, arch, installed, links, cache, progress, compression)
-    layers.append(_system_layer(prof, arch, all_installed, links, cache, compression))
+    layers, overlaps, keys = _package_layers(prof, arch, installed, links, cache, progress, compression)
+    system, system_key = _system_layer(prof, arch, all_installed, links, cache, compression)
+    layers.append(system)
+    keys.append(system_key)
     placed_python = any(
         p.entry is not None and p.entry.path == py.executable.lstrip("/")
         for i in all_installed
@@ -296,7 +340,7 @@ def _build(
     for r in resolutions.values():
         why.update(r.why)
         skipped += r.skipped
-    return DebianBase(
+    base = DebianBase(
         profile=prof.name,
         platform=plat,
         layers=tuple(layers),
@@ -311,6 +355,7 @@ def _build(
         overlaps=tuple(overlaps),
         extra_packages=extra,
     )
+    return base, keys
 
 
 def _resolve_and_fetch(
@@ -345,9 +390,11 @@ def _package_layers(
     cache: Cache,
     progress: Progress,
     compression: BlobCompression,
-) -> tuple[list[Layer], list[str]]:
-    """One layer per package group (unpacked only when not cached), and the paths two packages both ship."""
+) -> tuple[list[Layer], list[str], list[str]]:
+    """One layer per package group (unpacked only when not cached), the paths two packages both ship, and the
+    keys the layers are remembered under."""
     layers: list[Layer] = []
+    keys: list[str] = []
     overlaps: list[str] = []
     with ExitStack() as stack:
         work: list[Path] = []
@@ -377,7 +424,8 @@ def _package_layers(
                 comment=f"debian {prof.codename} {name}: " + " ".join(i.candidate.name for i in group),
             )
             layers.append(layer)
-    return layers, overlaps
+            keys.append(layer_key(key, compression))
+    return layers, overlaps, keys
 
 
 def _system_layer(
@@ -387,8 +435,9 @@ def _system_layer(
     links: Mapping[str, str],
     cache: Cache,
     compression: BlobCompression,
-) -> Layer:
-    """The files no package ships: users, the CA bundle, nsswitch.conf, and the dpkg database of them all."""
+) -> tuple[Layer, str]:
+    """The files no package ships: users, the CA bundle, nsswitch.conf, and the dpkg database of them all; and the
+    key it is remembered under."""
     py = prof.python_info()
     by_name = {i.candidate.name: i for i in all_installed}
     sys_key = _key(
@@ -421,10 +470,11 @@ def _system_layer(
         entries += database_entries([(i.candidate, i.info, kept_paths(i.info, links)) for i in all_installed])
         return [rebase_entry(e, links) or e for e in entries]
 
-    return cached_layer(
+    layer = cached_layer(
         cache,
         sys_key,
         make_system,
         compression=compression,
         comment="debian system files: users, CA bundle, dpkg database",
     )
+    return layer, layer_key(sys_key, compression)

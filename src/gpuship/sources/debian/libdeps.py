@@ -202,9 +202,21 @@ def _scan_layer(layer: Layer, cache: Cache, links: Mapping[str, str]) -> tuple[T
     return tree, facts
 
 
+def _scan_key(layer: Layer, links: Mapping[str, str]) -> str:
+    return f"{SCAN_FORMAT}:{layer.digest}:{json.dumps(dict(links), sort_keys=True)}"
+
+
+def _known_scan(layer: Layer, cache: Cache, links: Mapping[str, str]) -> str | None:
+    """The digest of ``layer``'s scan from the records alone (this machine's, or the shared build cache's): what
+    a remembered answer is keyed by, known without reading the layer."""
+    rec = cache.get_ref("debian-libdeps-scan", _scan_key(layer, links))
+    digest = rec.get("digest") if isinstance(rec, dict) else None
+    return digest if isinstance(digest, str) else None
+
+
 def _scan_layer_digest(layer: Layer, cache: Cache, links: Mapping[str, str]) -> tuple[Tree, list[ElfFacts], str]:
     """:func:`_scan_layer`, plus the digest of the scan (paths, links and ELF facts; not file contents)."""
-    key = f"{SCAN_FORMAT}:{layer.digest}:{json.dumps(dict(links), sort_keys=True)}"
+    key = _scan_key(layer, links)
 
     def scan() -> str:
         entries: list[list[str]] = []
@@ -223,15 +235,24 @@ def _scan_layer_digest(layer: Layer, cache: Cache, links: Mapping[str, str]) -> 
         key,
         scan,
         encode=lambda d: {"digest": d},
-        decode=lambda rec: rec["digest"] if cache.has(rec["digest"]) else None,
+        decode=lambda rec: rec["digest"] if cache.obtain(rec["digest"]) else None,  # here, or in the build cache
     )
+    try:
+        return (*_read_scan(cache, digest), digest)
+    except (ValueError, KeyError, TypeError, IndexError):  # not a scan of this format: the layer is scanned again
+        digest = scan()
+        cache.put_ref("debian-libdeps-scan", key, {"digest": digest})
+        return (*_read_scan(cache, digest), digest)
+
+
+def _read_scan(cache: Cache, digest: str) -> tuple[Tree, list[ElfFacts]]:
     data = json.loads(cache.read(digest))
     tree = Tree()
     for p, kind, target in data["entries"]:
         if not posixpath.basename(p).startswith(".wh."):  # as scan_items: whiteouts are not files
             tree.add(p, kind, target)
     facts = [ElfFacts(f[0], tuple(f[1]), tuple(f[2]), tuple(f[3]), f[4], f[5]) for f in data["elves"]]
-    return tree, facts, digest
+    return tree, facts
 
 
 def _expand(d: str, origin: str, arch: str) -> str:
@@ -436,6 +457,12 @@ def libdeps_for_layers(
     """
     cache = cache or Cache()
     links = dict(base.links)
+    ignore = tuple(ignore)
+    known = [_known_scan(layer, cache, links) for layer in (*base.layers, *layers)]
+    if all(known):  # every scan is known by its digest: a remembered answer needs no layer read
+        rec = cache.get_ref("libdeps-results", _results_key([str(d) for d in known], base, env, ignore))
+        if rec is not None:
+            return [LibDep(d["package"], d["soname"], tuple(d["needed_by"]), d["path"]) for d in rec]
     tree = Tree()
     scans: list[str] = []
     for layer in base.layers:
@@ -449,11 +476,7 @@ def libdeps_for_layers(
         _merge(tree, t)
         facts += f
         scans.append(d)
-    # The answer depends only on the scans (paths and ELF facts, not file contents), the base and the settings:
-    # an edit to an app file that adds no library reuses it.
-    ignore = tuple(ignore)
-    key = json.dumps([SCAN_FORMAT, scans, list(base.packages), dict(env or {}), sorted(ignore)], sort_keys=True)
-    key = hashlib.sha256(key.encode()).hexdigest()
+    key = _results_key(scans, base, env, ignore)
     return cache.memo(
         "libdeps-results",
         key,
@@ -463,6 +486,13 @@ def libdeps_for_layers(
         ],
         decode=lambda rec: [LibDep(d["package"], d["soname"], tuple(d["needed_by"]), d["path"]) for d in rec],
     )
+
+
+def _results_key(scans: Sequence[str], base, env: Mapping[str, str] | None, ignore: Sequence[str]) -> str:
+    """What find-libdeps' answer depends on: the scans (paths and ELF facts, not file contents), the base and the
+    settings; an edit to an app file that adds no library reuses it."""
+    key = json.dumps([SCAN_FORMAT, list(scans), list(base.packages), dict(env or {}), sorted(ignore)], sort_keys=True)
+    return hashlib.sha256(key.encode()).hexdigest()
 
 
 def libdeps_for_tree(
