@@ -10,8 +10,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import shutil
+import subprocess
 import threading
 import time
+import tomllib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -716,7 +719,7 @@ def _python_layers(
     env_layers: Groups = list(env.layers)
     own: Groups = []  # the project's wheel and the app: pruned with the environment
     if plan.project.is_package and not plan.options.dev:
-        own.append(("project", _project_layer(plan, platform, python, prune, cache, progress)))
+        own.append(("project", _project_layer(plan, platform, python, prune, models.app, cache, progress)))
     if not plan.options.dev:
         own.append(("app", app_layer(models.app, cfg.workdir, cache, compression=compression)))
     pruned: dict[str, Any] | None = None
@@ -784,21 +787,70 @@ def _assemble(
 
 
 def _project_layer(
-    plan: BuildPlan, platform: Platform, python: PythonInfo, prune: PruneRules, cache: Cache, progress: Progress
+    plan: BuildPlan,
+    platform: Platform,
+    python: PythonInfo,
+    prune: PruneRules,
+    app: AppFiles,
+    cache: Cache,
+    progress: Progress,
 ) -> Layer:
-    """The project itself, built as a wheel and installed into the venv (its own layer, below the app files)."""
+    """The project itself, built as a wheel and installed into the venv (its own layer, below the app files).
 
-    inst = install_project(plan.project, python, cache, platform=platform, prune=prune, progress=progress)
-    h = hashlib.sha256(inst.wheel.encode())
-    for e in inst.entries:
-        h.update(f"{e.path}\0{e.kind}\0{e.mode}\0{e.target}\0".encode())
-        h.update(hashlib.sha256(e.read()).digest() if e.kind == "file" else b"")
+    Keyed by what the wheel is built from (:func:`project_source_key`), so a known project layer — on this machine
+    or in the build cache — is used without building the wheel (whose isolated build fetches the backend)."""
     return cached_layer(
         cache,
-        "project:" + h.hexdigest(),
-        lambda: inst.entries,
-        comment=f"project {inst.name} {inst.version}",
+        project_source_key(plan, platform, python, prune, app),
+        lambda: install_project(plan.project, python, cache, platform=platform, prune=prune, progress=progress).entries,
+        comment=f"project {plan.project.name} {plan.project.version}".rstrip(),
     )
+
+
+#: Bump when what the project layer is made of, or how, changes.
+PROJECT_LAYER_FORMAT = 1
+
+
+def project_source_key(
+    plan: BuildPlan, platform: Platform, python: PythonInfo, prune: PruneRules, app: AppFiles
+) -> str:
+    """What the project's wheel is built from: the project's files (those the app layer takes, by content), its
+    ``[build-system]`` table, the version control's description when the version is dynamic (setuptools-scm,
+    hatch-vcs), the Python, platform, pruning and byte code it is installed with. The build backend's own version is
+    what ``[build-system] requires`` resolves to: pin it there for layers that stay byte-identical over time."""
+    root = plan.project.root
+    try:
+        pyproject = tomllib.loads((root / "pyproject.toml").read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        pyproject = {}
+    dynamic = "version" in (pyproject.get("project", {}).get("dynamic") or []) or (root / "setup.py").is_file()
+    minor = ".".join(python.version.split(".")[:2])
+    parts = [
+        "project-source",
+        PROJECT_LAYER_FORMAT,
+        app.key(),
+        pyproject.get("build-system"),
+        _vcs_description(root) if dynamic else "",
+        minor,
+        str(platform),
+        VENV,
+        prune.key(),
+        host_python(minor).version if prune.bytecode != "none" else None,
+    ]
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _vcs_description(root: Path) -> str:
+    """``git describe`` of the project (what setuptools-scm and hatch-vcs make a version of), or empty."""
+    if not (root / ".git").exists() or shutil.which("git") is None:
+        return ""
+    proc = subprocess.run(  # noqa: S603 - a fixed argv
+        ["git", "-C", str(root), "describe", "--tags", "--long", "--always", "--dirty"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return proc.stdout.strip() if proc.returncode == 0 else ""
 
 
 def _self_key() -> str:

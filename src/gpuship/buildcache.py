@@ -380,7 +380,9 @@ class BuildCacheSession:
         self._blobs = {b.digest: b for b in self.remote.blobs}
         self._files = {b.digest: b for b in self.remote.files}
         self._present: set[str] = set()
-        self._pulls: dict[str, Future[None]] = {}
+        self._suspect: set[str] = set()
+        self._vouched: set[str] = set()
+        self._pulls: dict[tuple[str, str], Future[None]] = {}
         self._pool: ThreadPoolExecutor | None = None
         self._jobs = max(1, jobs)
         self._platforms = tuple(platforms)
@@ -395,6 +397,9 @@ class BuildCacheSession:
         value = local
         if value is None and namespace in PORTABLE:
             value = self._remote_record(namespace, key)
+            if value is not None and namespace == "layers":
+                with self._lock:
+                    self._vouched.add(key)
         if value is not None and namespace in PORTABLE:
             with self._lock:
                 self._notes.setdefault(namespace, {})[key] = value
@@ -404,6 +409,12 @@ class BuildCacheSession:
         if namespace in PORTABLE:
             with self._lock:
                 self._notes.setdefault(namespace, {})[key] = value
+                if namespace == "layers":
+                    self._vouched.discard(key)  # made here: this machine's own
+
+    def vouches(self, key: str) -> bool:
+        with self._lock:
+            return key in self._vouched
 
     def filler(self, key: str, record: Mapping[str, Any]) -> Callable[[], None] | None:
         """How the layer of ``record`` (recorded under ``key``), whose blob this machine lacks, comes here: None
@@ -415,6 +426,8 @@ class BuildCacheSession:
             what = record.get("comment") or str(record["digest"])[:19]
             return lambda: self._missing(key, f"the build cache has no blob of the layer {what}")
         blob, diff_id, plain = found
+        if blob.digest in self._suspect:
+            return None
         if blob.digest not in self._present:  # named, but the registry lacks it (or it has another size)
             self._warn(f"the build cache names layer {blob.digest[:19]}, which {self.store_ref} lacks; building it")
             return None
@@ -477,6 +490,14 @@ class BuildCacheSession:
         if self.store is None or not self._blobs:
             return
         self._present = self.store.present(list(self._blobs.values()))
+        claims: dict[str, set[str]] = {}
+        for rec in self.remote.layers.values():
+            if rec.get("compression") != "none":
+                claims.setdefault(str(rec["digest"]), set()).add(str(rec["diff_id"]))
+        for digest in sorted(d for d, diff_ids in claims.items() if len(diff_ids) > 1 and d in self._present):
+            self._warn(f"the build cache gives blob {digest[:19]} {len(claims[digest])} diff IDs; not using it")
+            self._present.discard(digest)
+            self._suspect.add(digest)  # a blob unpacks to one tar: the mapping is wrong about it somewhere
         for digest in self._present:
             self.store.remember(digest, self.cache)  # a registry: output mounts it from there
 
@@ -515,15 +536,15 @@ class BuildCacheSession:
         return out
 
     def _start(self, blob: CachedBlob, diff_id: str, plain: bool) -> Future[None]:
-        with self._lock:
-            fut = self._pulls.get(blob.digest)
+        with self._lock:  # one pull per blob and the diff ID it should have (a lie may pair it with another)
+            fut = self._pulls.get((blob.digest, diff_id))
             if fut is None:
                 if self._pool is None:
                     self._pool = ThreadPoolExecutor(self._jobs, thread_name_prefix="gpuship-cache-pull")
                 store = self.store
                 assert store is not None
                 fut = self._pool.submit(store.pull, blob, diff_id, self.cache, plain=plain)
-                self._pulls[blob.digest] = fut
+                self._pulls[(blob.digest, diff_id)] = fut
             return fut
 
     def _pull(self, blob: CachedBlob, diff_id: str, plain: bool) -> None:

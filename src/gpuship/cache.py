@@ -121,6 +121,11 @@ class Overlay(Protocol):
         """Bring the small blob ``digest`` a record names into this cache; whether it is here now."""
         ...
 
+    def vouches(self, key: str) -> bool:
+        """Whether the layer record under ``key`` came from the overlay, not from this machine: then even a blob
+        that is here is only used as the overlay's :meth:`filler` allows (the record pairs it with a diff ID)."""
+        ...
+
 
 @dataclass(frozen=True)
 class CacheInfo:

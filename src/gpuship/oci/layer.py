@@ -269,9 +269,10 @@ def recall_layer(cache: Cache, full_key: str) -> Layer | None:
 def _known(cache: Cache, full_key: str, rec: dict[str, Any]) -> Layer | None:
     """The layer of a record when its blob is here, or the shared build cache (:meth:`Cache.overlaid`) can bring
     it: pulled now (a local output needs it), or when its bytes are first read."""
-    if cache.has(str(rec["digest"])):
+    overlay = cache.overlay
+    if cache.has(str(rec["digest"])) and (overlay is None or not overlay.vouches(full_key)):
         return Layer.from_record(rec, cache, reused=True)
-    fill = cache.overlay.filler(full_key, rec) if cache.overlay is not None else None
+    fill = overlay.filler(full_key, rec) if overlay is not None else None
     if fill is None:
         return None
     if cache.has(str(rec["digest"])):  # pulled already: this machine knows it from now on

@@ -18,11 +18,11 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from functools import partial
-from typing import Any
+from typing import Any, BinaryIO
 
 from ..buildcache import ARTIFACT_TYPE, CachedBlob, CacheManifest
 from ..cache import BlobWriter, Cache
@@ -230,7 +230,7 @@ class RegistryCacheStore:
             self.client, self.repository, chunk_size=self.chunk_size, cache=cache, mount_from=mount_from
         )
         blobs = [_bytes_blob(config, "build cache mapping")]
-        blobs += [_Blob(b.digest, b.size, "layer", layers[b.digest].open) for b in manifest.blobs]
+        blobs += [_Blob(b.digest, b.size, "layer", _opener(layers, b.digest)) for b in manifest.blobs]
         blobs += [_Blob(b.digest, b.size, "file", partial(cache.open, b.digest)) for b in manifest.files]
         _run_parallel(uploader, sorted(blobs, key=lambda b: (-b.size, b.digest)), self.jobs)
         put_manifest(self.client, self.repository, self.reference.tag or "", data, OCI_MANIFEST)
@@ -251,6 +251,19 @@ class RegistryCacheStore:
         )
         resp.close()
         return resp.headers.get("docker-content-digest") if resp.status_code == 200 else None
+
+
+def _opener(layers: Mapping[str, Layer], digest: str) -> Callable[[], BinaryIO]:
+    """How to read a blob the cache names: its layer's, or (a blob the repository or a mount source must already
+    have) a clear error should the registry ask for its bytes."""
+    layer = layers.get(digest)
+    if layer is not None:
+        return layer.open
+
+    def absent() -> BinaryIO:
+        raise GpushipError(f"layer {digest[:19]} of the build cache is neither here nor in the cache repository")
+
+    return absent
 
 
 def _check_local(cache: Cache, blob: CachedBlob, diff_id: str, plain: bool) -> None:
