@@ -245,7 +245,18 @@ def test_a_pulled_layer_that_does_not_unpack_to_its_diff_id_is_built_instead(log
         honest = store.read()
         assert honest is not None
         sizes = {b.digest: b.size for b in honest.blobs}
-        lie = _tampered(honest, blobs[0], digest=blobs[1], size=sizes[blobs[1]])
+        both = _tampered(honest, blobs[0], digest=blobs[1], size=sizes[blobs[1]])
+        # a blob the mapping pairs with two diff IDs is not used at all (whichever is wrong)
+        fresh = Cache(tmp_path / "both")
+        made: list[str] = []
+        session = _reader(fresh, store, eager=True, remote=both)
+        with fresh.overlaid(session):
+            got = recompress(cached_layer(fresh, "one", lambda: made.append("one") or _entries("one")), "gzip")
+        assert made == ["one"] and got.digest == blobs[0] and any("2 diff IDs" in w for w in session.warnings)
+        # paired with one diff ID only (uno's own records gone), the lie is found out by the pull
+        uno = {k for k, v in honest.layers.items() if v["digest"] == blobs[1]}
+        uno |= {k for k, v in honest.layers.items() if v["digest"] in {honest.layers[u]["diff_id"] for u in uno}}
+        lie = replace(both, layers={k: v for k, v in both.layers.items() if k not in uno})
 
         fresh = Cache(tmp_path / "local")
         made: list[str] = []
