@@ -263,3 +263,46 @@ def open_mapping(env: dict[str, str], ref: str):  # type: ignore[no-untyped-def]
         mapping = open_store(ref, registry).read()
     assert mapping is not None
     return mapping
+
+
+@pytest.mark.slow
+def test_numba_matmul_again_on_a_wiped_machine_downloads_no_wheel_and_compresses_no_layer(ci, tmp_path, monkeypatch):
+    """The issue's test: build numba-matmul with the cache, wipe gpuship's cache and uv's (private ones), build
+    again with a registry output: no wheel downloaded (the index is out of reach), no layer built or compressed,
+    the same digest, and only the config and the manifest sent."""
+    reg, env = ci
+    project = copy_example("numba-matmul", tmp_path)
+    machine, uv = tmp_path / "gpuship-cache", tmp_path / "uv-cache"
+    cache_env = {**env, "GPUSHIP_BUILD_CACHE": f"registry:{reg.host}/key/numba-matmul:cache"}
+    first = built(
+        gpuship(
+            "build",
+            "--ca-file",
+            env["CA"],
+            str(project),
+            "-o",
+            f"registry:{reg.host}/key/numba-matmul:1",
+            cache=machine,
+            env={**cache_env, "UV_CACHE_DIR": str(uv)},
+        )  # fmt: skip
+    )
+    assert wheel_digests(project) <= blobs(machine)  # the first build did download the wheels
+    shutil.rmtree(machine)
+    shutil.rmtree(uv, ignore_errors=True)
+
+    proc = gpuship(
+        "build", "--ca-file", env["CA"], str(project), "--locked", "-o", f"registry:{reg.host}/key/copy:1",
+        cache=machine, env={**cache_env, **offline(tmp_path)},
+    )  # fmt: skip
+    assert built(proc) == first
+    rows = layer_rows(proc.stderr)
+    assert len(rows) >= 10 and all(" cached " in r for r in rows), proc.stderr
+    said = " ".join(proc.stderr.split())
+    assert f"1 blobs uploaded (0.0 MB), 0 already there, {len(rows)} mounted" in said, said  # the config
+    assert not blobs(machine) & wheel_digests(project), "a wheel was downloaded"
+    monkeypatch.setenv("DOCKER_CONFIG", env["DOCKER_CONFIG"])
+    with Registry(RegistryOptions(ca_file=Path(env["CA"])), Cache(tmp_path / "look")) as registry:
+        mapping = open_store(f"{reg.host}/key/numba-matmul:cache", registry).read()
+    assert mapping is not None
+    made = {str(v["digest"])[7:] for v in mapping.layers.values()}
+    assert not blobs(machine) & made, "a layer was built, compressed or pulled"
