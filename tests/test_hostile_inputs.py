@@ -490,6 +490,7 @@ CREDENTIAL_FILES = [
     ".npmrc",
     ".git-credentials",
     ".docker/config.json",
+    ".config/containers/auth.json",
     "tls/server.pem",
     "tls/server.key",
     ".kube/config",

@@ -158,6 +158,24 @@ def test_docker_config_env(tmp_path, monkeypatch):
     assert lookup_credentials("ghcr.io").username == "env"
 
 
+def test_registry_auth_file_is_read_before_docker_config(tmp_path, monkeypatch):
+    """podman, skopeo and buildah keep logins in REGISTRY_AUTH_FILE (or $XDG_RUNTIME_DIR/containers/auth.json):
+    CI jobs that log in with them need no docker login."""
+    write_config(tmp_path / "docker" / "config.json", {"auths": {"ghcr.io": {"auth": b64("docker:pw")}}})
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    write_config(tmp_path / "podman.json", {"auths": {"ghcr.io": {"auth": b64("podman:pw")}}})
+    monkeypatch.setenv("REGISTRY_AUTH_FILE", str(tmp_path / "podman.json"))
+    assert lookup_credentials("ghcr.io").username == "podman"
+    assert lookup_credentials("quay.io") is ANONYMOUS
+    write_config(tmp_path / "podman.json", {"auths": {"quay.io": {"auth": b64("q:pw")}}})
+    assert lookup_credentials("ghcr.io").username == "docker"  # not there: Docker's config next
+    monkeypatch.delenv("REGISTRY_AUTH_FILE")
+    write_config(tmp_path / "run" / "containers" / "auth.json", {"auths": {"ghcr.io": {"auth": b64("login:pw")}}})
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    assert lookup_credentials("ghcr.io").username == "login"
+
+
 def test_www_authenticate_parsing():
     [c] = parse_challenges(
         'Bearer realm="https://auth.example.com/token",service="registry.example.com",'

@@ -159,17 +159,37 @@ def _from_auths(config: Mapping[str, Any], registry: str, path: Path) -> Credent
     return None
 
 
+def containers_auth_paths() -> list[Path]:
+    """The auth files of podman, skopeo and buildah (containers-auth.json), read before Docker's config:
+    ``$REGISTRY_AUTH_FILE`` if set, else ``$XDG_RUNTIME_DIR/containers/auth.json`` (where ``podman login``
+    writes). Same format as ``config.json``'s ``auths`` and ``credHelpers``."""
+    env = os.environ.get("REGISTRY_AUTH_FILE")
+    if env:
+        return [Path(env)]
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    return [Path(runtime) / "containers" / "auth.json"] if runtime else []
+
+
 def lookup_credentials(registry: str, config_path: Path | None = None) -> Credentials:
-    """The credentials Docker would use for ``registry``; :data:`ANONYMOUS` when there are none."""
+    """The credentials for ``registry`` (:data:`ANONYMOUS` when there are none): from ``config_path`` if given,
+    else from the containers auth file (:func:`containers_auth_paths`), then Docker's ``config.json``."""
     reg = normalize_registry(registry)
-    path = config_path or docker_config_path()
+    paths = [config_path] if config_path is not None else [*containers_auth_paths(), docker_config_path()]
+    for path in paths:
+        found = _lookup_in(path, reg)
+        if found is not None:
+            return found
+    return ANONYMOUS
+
+
+def _lookup_in(path: Path, reg: str) -> Credentials | None:
     config = _load_config(path)
     helper = _helper_for(config, reg)
     if helper:
         found = _helper_get(helper, reg)
         if found is not None:
             return found
-    return _from_auths(config, reg, path) or ANONYMOUS
+    return _from_auths(config, reg, path)
 
 
 def _write_config(path: Path, config: Mapping[str, Any]) -> None:

@@ -95,6 +95,8 @@ SECRET_PATTERNS = (
     ".gem/credentials",
     ".dockercfg",
     ".docker/config.json",
+    "containers/auth.json",  # podman, skopeo and buildah logins (REGISTRY_AUTH_FILE's usual place)
+    ".dockerconfigjson",
     # clouds, clusters, infrastructure
     ".aws/*",
     ".azure/*",
