@@ -123,7 +123,14 @@ class Bench:
 
     # -- the three ways --------------------------------------------------------------------------------
     def gpuship_build(
-        self, src: Path, tag: str, cache: Path, *, platform: str = "linux/amd64", output: str | None = None
+        self,
+        src: Path,
+        tag: str,
+        cache: Path,
+        *,
+        platform: str = "linux/amd64",
+        output: str | None = None,
+        extra: tuple[str, ...] = (),
     ) -> tuple[Any, dict]:
         report = self.work / f"report-{tag.replace('/', '_').replace(':', '_')}.json"
         argv = [
@@ -139,10 +146,11 @@ class Bench:
             output or f"docker:{tag}",
             "--report",
             str(report),
+            *extra,
         ]
         # PYTHONDONTWRITEBYTECODE is cleared: an installed gpuship runs from compiled byte code, as uv installs it
         env = {"GPUSHIP_CACHE": str(cache), "PYTHONDONTWRITEBYTECODE": ""}
-        if output and output.startswith("registry:"):
+        if (output and output.startswith("registry:")) or "--cache" in extra:  # the bench's registry is plain HTTP
             argv.insert(argv.index("build") + 1, "--insecure")
         t = timed(argv, env=env, log=self.logfile(f"gpuship-{tag.split('/')[-1]}"))
         t.check(f"gpuship build {src.name}")
@@ -174,6 +182,29 @@ class Bench:
             "app_layer_bytes": r2["platforms"][0]["layers"][-1]["size"],
             "line": r2["written"][0],
         }
+
+    def fresh_ci(self, name: str, src: Path, cache: Path) -> dict[str, Any]:
+        """A fresh CI machine (an empty gpuship cache) whose registry holds the build cache an earlier build wrote
+        (``--cache registry:REF``): the build to a registry (what CI pushes: layers by descriptor, mounted) and to
+        Docker (the cache's layers pulled and checked)."""
+        assert self.registry is not None
+        repo = f"{self.registry.host}/bench/{name}"
+        ref = ("--cache", f"registry:{repo}:buildcache")
+        log(f"{name}: a fresh CI machine with the registry build cache")
+        warm, _ = self.gpuship_build(src, f"bench/{name}:warm", cache, output=f"registry:{repo}:warm", extra=ref)
+        out: dict[str, Any] = {"write_cache_s": warm.seconds}
+        for key, output in (("registry", f"registry:{repo}:ci"), ("docker", None)):
+            fresh = self.work / "caches" / f"{name}-fresh-{key}"
+            shutil.rmtree(fresh, ignore_errors=True)
+            tag = self.tag(name, "gpuship", f"fresh-{key}")
+            t, r = self.gpuship_build(src, tag, fresh, output=output, extra=(*ref, "--cache-mode", "read"))
+            out[f"to_{key}_s"] = t.seconds
+            out[f"to_{key}_new_layers"] = sum(1 for p in r["platforms"] for x in p["layers"] if not x["reused"])
+            out[f"to_{key}_written"] = r["written"]
+            if key == "docker":
+                out["smoke"] = self.smoke(name, tag)
+            shutil.rmtree(fresh, ignore_errors=True)
+        return out
 
     def docker_build(self, src: Path, dockerfile: str, tag: str, *, no_cache: bool) -> Any:
         argv = [
@@ -292,6 +323,7 @@ class Bench:
             edits.append(self.gpuship_build(src, self.tag(name, "gpuship", "edit"), caches[0]))
         engine_sent = [_sent(r["written"][0]) for _, r in edits]
         push = self.push_after_edit(name, src, caches[0]) if self.registry is not None else None
+        fresh_ci = self.fresh_ci(name, src, caches[0]) if self.registry is not None else None
         g_tag = f"gpuship-bench/{name}-gpuship:cold1"
         own = sum(layer["size"] for p in r1["platforms"] for layer in p["layers"])
         out: dict[str, Any] = {
@@ -310,6 +342,7 @@ class Bench:
                 "nochange_written": nochange[-1][1]["written"],
                 "edit_engine_sent": engine_sent,
                 "push_after_edit": push,
+                "fresh_ci": fresh_ci,
                 "own_compressed": own,
                 **self._sizes(g_tag),
                 "smoke": self.smoke(name, g_tag),
@@ -503,6 +536,33 @@ def tables(res: dict[str, Any]) -> str:
             "| example | layers sent to Docker after an edit | push to a registry after an edit | no-change rebuild |",
             "| --- | --- | --- | --- |",
             *sent_rows,
+        ]
+    ci_rows = []
+    for name, ex in res["examples"].items():
+        g = ex.get("gpuship") if "error" not in ex else None
+        f = g.get("fresh_ci") if g else None
+        if not f:
+            continue
+        d = ex.get("dockerfile")
+        ci_rows.append(
+            f"| {name} | {g['cold_s']:.1f} | {f['to_registry_s']:.1f} ({g['cold_s'] / f['to_registry_s']:.0f}x) "
+            f"| {f['to_docker_s']:.1f} ({g['cold_s'] / f['to_docker_s']:.0f}x) "
+            f"| {d['cold_s']:.1f}{_ratio(d['cold_s'], f['to_registry_s'])} |"
+            if d
+            else f"| {name} | {g['cold_s']:.1f} | {f['to_registry_s']:.1f} | {f['to_docker_s']:.1f} | – |"
+        )
+    if ci_rows:
+        lines += [
+            "",
+            "| example | fresh CI machine, no cache: gpuship cold s | with the registry build cache, to a registry s "
+            "| to Docker s | docker build of the exported Dockerfile, cold s |",
+            "| --- | ---: | ---: | ---: | ---: |",
+            *ci_rows,
+            "",
+            "Fresh CI machine: an empty gpuship cache; the registry holds the build cache (`--cache registry:REF`) an "
+            "earlier build wrote. To a registry the layers go by descriptor (mounted from the cache's repository); "
+            "to Docker they are pulled and checked. In brackets: how many times faster than the cold build "
+            "(the Dockerfile column: against the build to a registry).",
         ]
     base = res.get("base")
     if base:

@@ -81,6 +81,19 @@ def test_the_mapping_reads_back_and_entries_of_the_wrong_shape_are_left_out() ->
         CacheManifest.from_config(json.dumps({**doc, "format": 99}).encode(), "test")
 
 
+def test_no_cache_builds_every_layer_again_and_the_cache_still_learns_them(tmp_path) -> None:
+    cache = Cache(tmp_path / "c")
+    first = cached_layer(cache, "k", lambda: _entries("k"))  # known on this machine
+    made: list[int] = []
+    session = BuildCacheSession(cache, fresh=True)
+    with cache.overlaid(session):
+        again = cached_layer(cache, "k", lambda: made.append(1) or _entries("k"))
+    assert made == [1] and not again.reused and again.digest == first.digest
+    learnt = session.manifest_for(append_layers(empty_image("linux/amd64", ImageConfig()), [again]))
+    assert layer_key("k") in learnt.layers  # what --no-cache built is written to the cache all the same
+    assert cached_layer(cache, "k", _never).reused  # and without it, the machine reuses it again
+
+
 # -- against a registry ---------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def reg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalRegistry, Path]]:

@@ -222,7 +222,7 @@ def open_shared_cache(
     A cache that cannot be read is a warning: the build goes on without it."""
 
     options = plan.options
-    spec = cache_spec(options.cache, options.cache_mode, plan.config.cache)
+    spec = None if options.dev else cache_spec(options.cache, options.cache_mode, plan.config.cache)  # not gpuship dev
     if spec is None and not options.no_cache:
         return None
     store = None
