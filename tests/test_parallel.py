@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from gpuship.errors import ConfigError
 from gpuship.parallel import build_jobs, parallel_map
 
 
@@ -27,6 +28,9 @@ def test_jobs_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GPUSHIP_JOBS", "3")
     assert build_jobs() == 3
     monkeypatch.setenv("GPUSHIP_JOBS", "zero")
+    with pytest.raises(ConfigError, match="GPUSHIP_JOBS='zero' is not a number of jobs"):
+        build_jobs()
+    monkeypatch.delenv("GPUSHIP_JOBS")
     assert build_jobs() >= 1
     monkeypatch.setenv("GPUSHIP_JOBS", "1")
     names: set[str] = set()
