@@ -43,7 +43,16 @@ from measure import LocalRegistry, docker, image_sizes, inspect, machine, timed
 from naive import write_naive
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = ("numpy-hello", "conda-env", "numba-matmul", "cuda-ptx-matmul", "cuda-kernel-lib", "torch-status")
+EXAMPLES = (
+    "numpy-hello",
+    "conda-env",
+    "numba-matmul",
+    "cuda-ptx-matmul",
+    "cuda-kernel-lib",
+    "torch-status",
+    "model-function",
+    "cog-predictor",
+)
 #: Examples whose images are gigabytes (CUDA torch): rebuilds are measured once, and no arm64 cross-build.
 HEAVY = frozenset({"torch-status"})
 WAYS = ("gpuship", "dockerfile", "naive")
@@ -57,6 +66,8 @@ EDIT = {
     "cuda-ptx-matmul": "src/ptx_matmul/main.py",
     "cuda-kernel-lib": "main.py",
     "torch-status": "src/torch_status/app.py",
+    "model-function": "classifier.py",
+    "cog-predictor": "predict.py",
 }
 SMOKE: dict[str, tuple[list[str], str, int]] = {
     "numpy-hello": ([], "hello from numpy", 0),
@@ -67,6 +78,28 @@ SMOKE: dict[str, tuple[list[str], str, int]] = {
     "torch-status": (
         ["--entrypoint", "python", "{tag}", "-c", "from torch_status.app import handle; print(handle({'n': 8}))"],
         "'result_ok': True",
+        0,
+    ),
+    "model-function": (
+        [
+            "--entrypoint",
+            "python",
+            "{tag}",
+            "-c",
+            "from classifier import classify; print(classify({'features': [1, 5, 2, 0]}))",
+        ],
+        "'label': 'versicolor'",
+        0,
+    ),
+    "cog-predictor": (
+        [
+            "--entrypoint",
+            "python",
+            "{tag}",
+            "-c",
+            "from predict import Predictor; p = Predictor(); p.setup(); print(p.predict(values='1,2,3.5', scale=2.0))",
+        ],
+        "n=3 mean=4.333 max=7.000",
         0,
     ),
 }
