@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, BinaryIO, Protocol, TypeVar
+from typing import IO, BinaryIO, Protocol, TypeVar, cast
 
 import platformdirs
 from filelock import FileLock
@@ -41,10 +41,8 @@ from .errors import GpushipError, IntegrityError
 from .streams import CHUNK, Reader
 
 T = TypeVar("T")
-
-
-def _same(value: Any) -> Any:
-    return value
+#: A record's type as its namespace's ``encode`` makes it (see :meth:`Cache.memo`).
+R = TypeVar("R")
 
 
 #: Where each blob's stamp (inode, size, ctime when written or last verified) is kept: see :meth:`Cache.has`.
@@ -105,15 +103,15 @@ class Overlay(Protocol):
 
     namespaces: frozenset[str]
 
-    def get(self, namespace: str, key: str, local: Any) -> Any:
+    def get(self, namespace: str, key: str, local: object) -> object:
         """The record to use: ``local`` (what this machine holds, or None), another, or None."""
         ...
 
-    def put(self, namespace: str, key: str, value: Any) -> None:
+    def put(self, namespace: str, key: str, value: object) -> None:
         """``value`` was recorded here."""
         ...
 
-    def filler(self, key: str, record: Mapping[str, Any]) -> Callable[[], None] | None:
+    def filler(self, key: str, record: Mapping[str, object]) -> Callable[[], None] | None:
         """How the blob of the layer recorded under ``key`` comes into this cache (None: it cannot; build it)."""
         ...
 
@@ -245,7 +243,8 @@ class Cache:
         safe = hashlib.sha256(key.encode()).hexdigest() if (len(key) > 120 or "/" in key) else key
         return self.root / "refs" / namespace / safe
 
-    def get_ref(self, namespace: str, key: str) -> Any | None:
+    def get_ref(self, namespace: str, key: str) -> object:
+        """The JSON value recorded (None: none); its reader checks its shape."""
         path = self._ref_path(namespace, key)
         try:
             value = json.loads(path.read_text())
@@ -256,7 +255,7 @@ class Cache:
             return overlay.get(namespace, key, value)
         return value
 
-    def put_ref(self, namespace: str, key: str, value: Any) -> None:
+    def put_ref(self, namespace: str, key: str, value: object) -> None:
         overlay = self.overlay
         if overlay is not None and namespace in overlay.namespaces:
             overlay.put(namespace, key, value)
@@ -274,8 +273,8 @@ class Cache:
         key: str,
         compute: Callable[[], T],
         *,
-        encode: Callable[[T], Any] = _same,
-        decode: Callable[[Any], T | None] = _same,
+        encode: Callable[[T], R],
+        decode: Callable[[R], T | None],
         lock: bool = False,
     ) -> T:
         """The value remembered under ``namespace``/``key``, else ``compute()``'s, remembered.
@@ -287,7 +286,9 @@ class Cache:
         with self.lock(f"memo-{namespace}-{self._ref_path(namespace, key).name}") if lock else nullcontext():
             rec = self.get_ref(namespace, key)
             if rec is not None:
-                value = decode(rec)
+                # the record ``encode`` wrote under this namespace and key (the key names the format): ``decode``
+                # reads back what it wrote, and answers None when it no longer holds
+                value = decode(cast(R, rec))
                 if value is not None:
                     return value
             value = compute()
@@ -306,7 +307,7 @@ class Cache:
     ) -> T:
         """:meth:`memo` for a value too big for a record: kept as a blob, which the record names."""
 
-        def load(rec: Any) -> T | None:
+        def load(rec: dict[str, str]) -> T | None:
             digest = rec.get("digest") if isinstance(rec, dict) else None
             return decode(self.read(digest)) if isinstance(digest, str) and self.obtain(digest) else None
 

@@ -17,7 +17,7 @@ from .image import (
     with_created,
     with_family,
 )
-from .layer import Layer, Meta, build_layer, cached_layer, cached_layer_meta, entries_from_dir, layer_from_dir
+from .layer import Layer, build_layer, cached_layer, cached_layer_meta, entries_from_dir, layer_from_dir
 from .media import BlobCompression, Compression, Family
 
 __all__ = [
@@ -35,7 +35,6 @@ __all__ = [
     "build_layer",
     "cached_layer",
     "cached_layer_meta",
-    "Meta",
     "clean_path",
     "empty_image",
     "entries_from_dir",

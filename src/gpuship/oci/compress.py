@@ -36,6 +36,7 @@ from ..streams import Writer
 from .media import BlobCompression, Compression
 
 if TYPE_CHECKING:  # the values import this module
+    from .image import Image
     from .layer import Layer
     from .layout import ImageOrIndex
 
@@ -193,12 +194,15 @@ def for_transport(obj: ImageOrIndex, compression: Compression) -> ImageOrIndex:
     from .image import Index  # oci.image imports this module (compression of images)
     from .layer import recompress  # oci.layer imports this module too
 
+    def image(img: Image) -> Image:
+        if not any(_compressible(layer) for layer in img.layers):
+            return img
+        layers = tuple(recompress(layer, compression) if _compressible(layer) else layer for layer in img.layers)
+        return replace(img, layers=layers)
+
     if isinstance(obj, Index):
-        return replace(obj, images=tuple(for_transport(i, compression) for i in obj.images))  # type: ignore[misc]
-    if not any(_compressible(layer) for layer in obj.layers):
-        return obj
-    layers = tuple(recompress(layer, compression) if _compressible(layer) else layer for layer in obj.layers)
-    return replace(obj, layers=layers)
+        return replace(obj, images=tuple(image(i) for i in obj.images))
+    return image(obj)
 
 
 def _compressible(layer: Layer) -> bool:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from ..errors import GpushipError
@@ -154,7 +155,7 @@ def docker_archive_entries(
         if _needs_plain_copy(layer):
             path = blob_path(layer.diff_id)
             if path not in have and layer.diff_id not in omit:
-                entries.append(Entry.stream(path, layer.uncompressed_size, lambda lay=layer: _TarOfLayer(lay)))  # type: ignore[misc]
+                entries.append(Entry.stream(path, layer.uncompressed_size, partial(_TarOfLayer, layer)))
                 have.add(path)
         else:
             path = blob_path(layer.digest)

@@ -145,14 +145,22 @@ def _tail(fh: IO[bytes]) -> str:
     return tools.last_line(fh.read()[-4000:])
 
 
-def _stream_load(exe: str, obj: ImageOrIndex, tag: DockerTag, platform: Platform | str | None, **form: object) -> str:
-    """Stream the archive (``form``: :func:`docker_archive_entries`'s ``omit``/``legacy``) into ``ENGINE load``;
+def _stream_load(
+    exe: str,
+    obj: ImageOrIndex,
+    tag: DockerTag,
+    platform: Platform | str | None,
+    *,
+    omit: frozenset[str] = frozenset(),
+    legacy: bool = True,
+) -> str:
+    """Stream the archive (``omit``/``legacy``: as :func:`docker_archive_entries`'s) into ``ENGINE load``;
     returns the name it was loaded as. The engine's refusal is a :class:`GpushipError` with its last line."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         proc = subprocess.Popen([exe, "load"], stdin=subprocess.PIPE, stdout=out, stderr=err)
         assert proc.stdin is not None
         try:
-            write_docker_archive_to(obj, proc.stdin, [str(tag)], platform, **form)  # type: ignore[arg-type]
+            write_docker_archive_to(obj, proc.stdin, [str(tag)], platform, omit=omit, legacy=legacy)
             proc.stdin.close()
         except (BrokenPipeError, ConnectionResetError):
             pass  # the engine gave up reading: its own message says why

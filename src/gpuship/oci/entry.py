@@ -11,7 +11,7 @@ import posixpath
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal, TypeVar
 
 from ..errors import IntegrityError
 from ..streams import Reader
@@ -183,13 +183,16 @@ def whiteout_of(path: str) -> tuple[str, bool] | None:
     return posixpath.join(head, hidden), False
 
 
+V = TypeVar("V")
+
+
 def is_whiteout_meta(path: str) -> bool:
     """Whether ``path`` is whiteout metadata that is neither a file nor a whiteout (``.wh..wh.plnk``)."""
     name = posixpath.basename(path)
     return name.startswith(WHITEOUT_META_PREFIX) and name != OPAQUE_WHITEOUT
 
 
-def apply_whiteout(path: str, below: dict[str, Any]) -> bool:
+def apply_whiteout(path: str, below: dict[str, V]) -> bool:
     """If ``path`` is a whiteout (``.wh.<name>`` or the opaque ``.wh..wh..opq``), drop what it hides from
     ``below`` (the paths of the layers underneath, as keys) and return True; else return False."""
     if is_whiteout_meta(path):

@@ -12,16 +12,16 @@ import json
 import platform as host_machine
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 from ..errors import GpushipError
 from .layer import Compression, Layer, recompress
 from .media import Family
+from .spec import ConfigJSON, Descriptor, HistoryJSON, IndexJSON, ManifestJSON, PlatformJSON, RuntimeConfigJSON
 
 EPOCH_CREATED = "1970-01-01T00:00:00Z"
 
 
-def canonical_json(obj: Any) -> bytes:
+def canonical_json(obj: object) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
@@ -54,8 +54,8 @@ class Platform:
     def __str__(self) -> str:
         return "/".join(p for p in (self.os, self.architecture, self.variant) if p)
 
-    def to_json(self) -> dict[str, str]:
-        d = {"os": self.os, "architecture": self.architecture}
+    def to_json(self) -> PlatformJSON:
+        d: PlatformJSON = {"os": self.os, "architecture": self.architecture}
         if self.variant:
             d["variant"] = self.variant
         return d
@@ -91,8 +91,8 @@ class ImageConfig:
         merged.update(values)
         return replace(self, env=tuple(f"{k}={v}" for k, v in merged.items()))
 
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
+    def to_json(self) -> RuntimeConfigJSON:
+        out: RuntimeConfigJSON = {}
         if self.env:
             out["Env"] = list(self.env)
         if self.entrypoint:
@@ -112,7 +112,7 @@ class ImageConfig:
         return out
 
     @classmethod
-    def from_json(cls, d: Mapping[str, Any] | None) -> ImageConfig:
+    def from_json(cls, d: Mapping[str, object] | None) -> ImageConfig:
         """The ``config`` object of an image config, checked for shape (:func:`gpuship.oci.jsonshape.image_config`)."""
         from .jsonshape import image_config  # jsonshape builds the values of this module: it imports it
 
@@ -125,8 +125,8 @@ class History:
     comment: str = ""
     empty_layer: bool = False
 
-    def to_json(self, created: str = EPOCH_CREATED) -> dict[str, Any]:
-        d: dict[str, Any] = {"created": created, "created_by": self.created_by}
+    def to_json(self, created: str = EPOCH_CREATED) -> HistoryJSON:
+        d: HistoryJSON = {"created": created, "created_by": self.created_by}
         if self.comment:
             d["comment"] = self.comment
         if self.empty_layer:
@@ -144,7 +144,7 @@ class Origin:
     not model (``Healthcheck``, ``Volumes``, ``author``, ...).
     """
 
-    fingerprint: tuple[Any, ...]
+    fingerprint: tuple[object, ...]
     config: bytes = b""
     manifest: bytes | None = None
 
@@ -166,12 +166,12 @@ class _Manifested:
     def _unchanged(self) -> bool:  # pragma: no cover - overridden
         raise NotImplementedError
 
-    def manifest_json(self) -> dict[str, Any]:  # pragma: no cover - overridden
+    def manifest_json(self) -> Mapping[str, object]:  # pragma: no cover - overridden
         raise NotImplementedError
 
     def manifest_bytes(self) -> bytes:
-        if self._unchanged() and self.origin.manifest:  # type: ignore[union-attr]
-            return self.origin.manifest  # type: ignore[union-attr]
+        if self.origin is not None and self._unchanged() and self.origin.manifest:
+            return self.origin.manifest
         return canonical_json(self.manifest_json())
 
     @property
@@ -194,7 +194,7 @@ class Image(_Manifested):
     #: Set by readers (see :class:`Origin`); never compared.
     origin: Origin | None = field(default=None, compare=False, repr=False)
 
-    def fingerprint(self) -> tuple[Any, ...]:
+    def fingerprint(self) -> tuple[object, ...]:
         """Everything the serialised form depends on (what :class:`Origin` checks)."""
         return (
             self.created,
@@ -210,14 +210,14 @@ class Image(_Manifested):
         return self.origin is not None and self.origin.fingerprint == self.fingerprint()
 
     # -- the config blob and the manifest --------------------------------------------------------
-    def config_json(self) -> dict[str, Any]:
+    def config_json(self) -> Mapping[str, object]:
         if self.origin is not None and self._unchanged() and self.origin.config:
-            kept: dict[str, Any] = json.loads(self.origin.config)
+            kept: dict[str, object] = json.loads(self.origin.config)  # the bytes read (a checked JSON object)
             return kept
         hist = list(self.history)
         non_empty = sum(1 for h in hist if not h.empty_layer)
         hist += [History(created_by="gpuship", comment=layer.comment) for layer in self.layers[non_empty:]]
-        d: dict[str, Any] = {
+        d: ConfigJSON = {
             "created": self.created,
             "architecture": self.platform.architecture,
             "os": self.platform.os,
@@ -228,29 +228,29 @@ class Image(_Manifested):
         if self.platform.variant:
             d["variant"] = self.platform.variant
         if self.origin is not None and self.origin.config:
-            d = _merge_config(json.loads(self.origin.config), d)
+            return _merge_config(json.loads(self.origin.config), d)
         return d
 
     def config_bytes(self) -> bytes:
-        if self._unchanged() and self.origin.config:  # type: ignore[union-attr]
-            return self.origin.config  # type: ignore[union-attr]
+        if self.origin is not None and self._unchanged() and self.origin.config:
+            return self.origin.config
         return canonical_json(self.config_json())
 
-    def config_descriptor(self) -> dict[str, Any]:
+    def config_descriptor(self) -> Descriptor:
         data = self.config_bytes()
         return {"mediaType": self.family.config, "digest": sha256_digest(data), "size": len(data)}
 
-    def layer_descriptors(self) -> list[dict[str, Any]]:
+    def layer_descriptors(self) -> list[Descriptor]:
         return [
             {"mediaType": self.family.layer(layer.compression), "digest": layer.digest, "size": layer.size}
             for layer in self.layers
         ]
 
-    def manifest_json(self) -> dict[str, Any]:
+    def manifest_json(self) -> ManifestJSON:
         if self.origin is not None and self._unchanged() and self.origin.manifest:
-            kept: dict[str, Any] = json.loads(self.origin.manifest)
+            kept: ManifestJSON = json.loads(self.origin.manifest)  # the bytes read (checked by jsonshape)
             return kept
-        d: dict[str, Any] = {
+        d: ManifestJSON = {
             "schemaVersion": 2,
             "mediaType": self.family.manifest,
             "config": self.config_descriptor(),
@@ -260,7 +260,7 @@ class Image(_Manifested):
             d["annotations"] = dict(self.annotations)
         return d
 
-    def descriptor(self) -> dict[str, Any]:
+    def descriptor(self) -> Descriptor:
         data = self.manifest_bytes()
         return {
             "mediaType": self.family.manifest,
@@ -274,10 +274,11 @@ class Image(_Manifested):
         return sum(layer.size for layer in self.layers)
 
 
-def _merge_config(base: dict[str, Any], ours: dict[str, Any]) -> dict[str, Any]:
+def _merge_config(base: Mapping[str, object], ours: ConfigJSON) -> dict[str, object]:
     """``ours`` over the original config ``base``: modelled keys from ``ours``, the rest kept from ``base``."""
     out = {k: v for k, v in base.items() if k not in _STALE_CONFIG_KEYS and k != "variant"}
-    runtime = dict(base.get("config") or {})
+    kept = base.get("config")  # an object or null (jsonshape.image_config checked it when it was read)
+    runtime: dict[str, object] = dict(kept) if isinstance(kept, dict) else {}
     for key in ("Env", "Entrypoint", "Cmd", "WorkingDir", "User", "Labels", "ExposedPorts", "StopSignal"):
         runtime.pop(key, None)
     runtime.update(ours["config"])
@@ -324,8 +325,12 @@ def with_family(image: Image, family: Family) -> Image:
 def with_compression(obj: Image | Index, compression: Compression) -> Image | Index:
     """``obj`` with every layer stored as ``compression`` (diff_ids, and so the config, unchanged)."""
     if isinstance(obj, Index):
-        return replace(obj, images=tuple(with_compression(i, compression) for i in obj.images))  # type: ignore[misc]
-    return replace(obj, layers=tuple(recompress(layer, compression) for layer in obj.layers))
+        return replace(obj, images=tuple(_recompressed(i, compression) for i in obj.images))
+    return _recompressed(obj, compression)
+
+
+def _recompressed(image: Image, compression: Compression) -> Image:
+    return replace(image, layers=tuple(recompress(layer, compression) for layer in image.layers))
 
 
 def with_annotations(image: Image, **annotations: str) -> Image:
@@ -344,17 +349,17 @@ class Index(_Manifested):
     #: Set by readers (see :class:`Origin`); never compared.
     origin: Origin | None = field(default=None, compare=False, repr=False)
 
-    def fingerprint(self) -> tuple[Any, ...]:
+    def fingerprint(self) -> tuple[object, ...]:
         return (tuple(i.digest for i in self.images), tuple(sorted(self.annotations.items())), self.family)
 
     def _unchanged(self) -> bool:
         return self.origin is not None and self.origin.fingerprint == self.fingerprint()
 
-    def manifest_json(self) -> dict[str, Any]:
+    def manifest_json(self) -> IndexJSON:
         if self.origin is not None and self._unchanged() and self.origin.manifest:
-            kept: dict[str, Any] = json.loads(self.origin.manifest)
+            kept: IndexJSON = json.loads(self.origin.manifest)  # the bytes read (checked by jsonshape)
             return kept
-        d: dict[str, Any] = {
+        d: IndexJSON = {
             "schemaVersion": 2,
             "mediaType": self.family.index,
             "manifests": [img.descriptor() for img in sorted(self.images, key=lambda i: i.platform)],

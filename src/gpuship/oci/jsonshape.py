@@ -9,20 +9,21 @@ manifest.md, config.md), kept to the fields gpuship reads.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import NamedTuple, cast
 
 from ..cache import parse_digest
 from ..errors import IntegrityError
 from .image import EPOCH_CREATED, History, Image, ImageConfig, Platform
 from .layer import Layer
 from .media import Family
+from .spec import Descriptor
 
 HINT = "the image is malformed or was tampered with; refusing it"
 #: 2^53: the largest size JSON parsers agree on (image-spec descriptor.md: "size ... int64").
 MAX_SIZE = 1 << 53
 
 
-def kind(value: Any) -> str:
+def kind(value: object) -> str:
     """``value``'s JSON type, in words."""
     if value is None:
         return "null"
@@ -39,11 +40,11 @@ def kind(value: Any) -> str:
     return type(value).__name__
 
 
-def bad(what: str, expected: str, value: Any) -> IntegrityError:
+def bad(what: str, expected: str, value: object) -> IntegrityError:
     return IntegrityError(f"{what} must be {expected}, not {kind(value)}", HINT)
 
 
-def obj(value: Any, what: str, *, optional: bool = False) -> dict[str, Any]:
+def obj(value: object, what: str, *, optional: bool = False) -> dict[str, object]:
     """A JSON object (``optional``: null or missing gives ``{}``)."""
     if optional and value is None:
         return {}
@@ -52,7 +53,7 @@ def obj(value: Any, what: str, *, optional: bool = False) -> dict[str, Any]:
     return value
 
 
-def array(value: Any, what: str, *, optional: bool = True) -> list[Any]:
+def array(value: object, what: str, *, optional: bool = True) -> list[object]:
     if optional and value is None:
         return []
     if not isinstance(value, list):
@@ -60,7 +61,7 @@ def array(value: Any, what: str, *, optional: bool = True) -> list[Any]:
     return value
 
 
-def text(value: Any, what: str, *, optional: bool = True) -> str:
+def text(value: object, what: str, *, optional: bool = True) -> str:
     if optional and value is None:
         return ""
     if not isinstance(value, str):
@@ -68,29 +69,31 @@ def text(value: Any, what: str, *, optional: bool = True) -> str:
     return value
 
 
-def texts(value: Any, what: str) -> tuple[str, ...]:
-    items = array(value, what)
-    for item in items:
+def texts(value: object, what: str) -> tuple[str, ...]:
+    out: list[str] = []
+    for item in array(value, what):
         if not isinstance(item, str):
             raise IntegrityError(f"{what} must be a list of strings, but one item is {kind(item)}", HINT)
-    return tuple(items)
+        out.append(item)
+    return tuple(out)
 
 
-def string_map(value: Any, what: str) -> dict[str, str]:
-    d = obj(value, what, optional=True)
-    for k, v in d.items():
+def string_map(value: object, what: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for k, v in obj(value, what, optional=True).items():
         if not isinstance(v, str):
             raise IntegrityError(f"{what}.{k} must be a string, not {kind(v)}", HINT)
-    return d
+        out[k] = v
+    return out
 
 
-def size(value: Any, what: str) -> int:
+def size(value: object, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SIZE:
         raise IntegrityError(f"{what} must be a byte count, not {value!r:.40}", HINT)
     return value
 
 
-def digest(value: Any, what: str) -> str:
+def digest(value: object, what: str) -> str:
     d = text(value, what, optional=False)
     try:
         parse_digest(d)
@@ -99,7 +102,7 @@ def digest(value: Any, what: str) -> str:
     return d
 
 
-def descriptor(value: Any, what: str) -> dict[str, Any]:
+def descriptor(value: object, what: str) -> Descriptor:
     """A content descriptor: ``digest`` a sha256 digest; ``size`` (when given) a byte count; ``mediaType`` and
     ``annotations`` strings; ``platform`` an object."""
     d = obj(value, what)
@@ -111,14 +114,14 @@ def descriptor(value: Any, what: str) -> dict[str, Any]:
     p = obj(d.get("platform"), f"{what} platform", optional=True)
     for key in ("os", "architecture", "variant"):
         text(p.get(key), f"{what} platform.{key}")
-    return d
+    return cast(Descriptor, d)  # the keys a Descriptor names were checked above; the rest are kept as they are
 
 
-def descriptors(value: Any, what: str) -> list[dict[str, Any]]:
+def descriptors(value: object, what: str) -> list[Descriptor]:
     return [descriptor(d, f"{what}[{i}]") for i, d in enumerate(array(value, what))]
 
 
-def image_config(value: Any, what: str) -> ImageConfig:
+def image_config(value: object, what: str) -> ImageConfig:
     """The ``config`` object of an image config (null or missing: an empty one)."""
     d = obj(value, what, optional=True)
     env = texts(d.get("Env"), f"{what} Env")
@@ -137,7 +140,7 @@ def image_config(value: Any, what: str) -> ImageConfig:
     )
 
 
-def _argv(value: Any, what: str) -> tuple[str, ...]:
+def _argv(value: object, what: str) -> tuple[str, ...]:
     """A command: a list of strings, or one string (Docker's StrSlice reads that as a list of one)."""
     return (value,) if isinstance(value, str) else texts(value, what)
 
@@ -155,7 +158,7 @@ class ConfigParts(NamedTuple):
         return Image(self.platform, self.config, tuple(layers), self.history, annotations, family, self.created)
 
 
-def config_parts(value: Any, what: str) -> ConfigParts:
+def config_parts(value: object, what: str) -> ConfigParts:
     """An image config document: its platform, runtime config, history, ``rootfs.diff_ids`` and ``created``."""
     d = obj(value, what)
     platform = Platform(

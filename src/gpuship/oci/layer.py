@@ -15,11 +15,11 @@ import os
 import stat
 import tarfile
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, NotRequired, TypedDict, TypeVar, cast
 
 import zstandard
 
@@ -56,6 +56,20 @@ LAYER_FORMAT = 2
 def written_as(compression: BlobCompression) -> BlobCompression:
     """How a rewritten layer is stored: as it was (a plain layer stays plain; the outputs compress it)."""
     return compression
+
+
+class LayerRecord(TypedDict):
+    """What the cache records of a layer (``layers``, ``layer-info``): :meth:`Layer.to_record`."""
+
+    digest: str
+    diff_id: str
+    size: int
+    uncompressed_size: int
+    compression: BlobCompression
+    comment: str
+    built: NotRequired[bool]
+    #: what the layer's maker found out (:func:`cached_layer_meta`), a JSON value
+    meta: NotRequired[object]
 
 
 @dataclass(frozen=True)
@@ -101,20 +115,22 @@ class Layer:
         with self.open_tar() as fh:
             yield from iter_tar(fh)
 
-    def to_record(self) -> dict[str, object]:
-        return {
+    def to_record(self) -> LayerRecord:
+        rec: LayerRecord = {
             "digest": self.digest,
             "diff_id": self.diff_id,
             "size": self.size,
             "uncompressed_size": self.uncompressed_size,
             "compression": self.compression,
             "comment": self.comment,
-            **({"built": True} if self.built else {}),
         }
+        if self.built:
+            rec["built"] = True
+        return rec
 
     @classmethod
     def from_record(
-        cls, rec: Mapping[str, Any], cache: Cache, reused: bool = False, fill: Callable[[], None] | None = None
+        cls, rec: LayerRecord, cache: Cache, reused: bool = False, fill: Callable[[], None] | None = None
     ) -> Layer:
         return cls(
             str(rec["digest"]),
@@ -180,7 +196,7 @@ def build_layer(
 
 #: What a layer's maker found out while making it (a JSON value), remembered with the layer: an install's
 #: distributions, a pruning's report. A cached layer comes back with it, without being made again.
-Meta = Any
+Meta = TypeVar("Meta")
 
 
 def cached_layer(
@@ -249,11 +265,11 @@ def known_layer(cache: Cache, key: str, compression: BlobCompression = "gzip") -
     the records alone: nothing is built, read, unpacked or compressed, and its blobs need not be here. None when
     this cache never made it (or never compressed it so). This is what a warm build, or a registry check before
     building, can decide on; it is a hint about bytes, never the bytes."""
-    rec = cache.get_ref("layers", layer_key(key))
+    rec = layer_record(cache.get_ref("layers", layer_key(key)))
     if rec is None:
         return None
     if rec.get("compression") != compression:
-        rec = cache.get_ref("layers", recompress_key(str(rec["diff_id"]), compression))
+        rec = layer_record(cache.get_ref("layers", recompress_key(str(rec["diff_id"]), compression)))
         if rec is None:
             return None
     return KnownLayer(str(rec["diff_id"]), str(rec["digest"]), int(rec["size"]), compression)
@@ -262,11 +278,24 @@ def known_layer(cache: Cache, key: str, compression: BlobCompression = "gzip") -
 def recall_layer(cache: Cache, full_key: str) -> Layer | None:
     """The layer recorded under ``full_key`` (:func:`layer_key`) if its blob is here or the shared build cache can
     bring it; None otherwise (nothing is built)."""
-    rec = cache.get_ref("layers", full_key)
-    return _known(cache, full_key, rec) if isinstance(rec, dict) else None
+    rec = layer_record(cache.get_ref("layers", full_key))
+    return _known(cache, full_key, rec) if rec is not None else None
 
 
-def _known(cache: Cache, full_key: str, rec: dict[str, Any]) -> Layer | None:
+def layer_record(value: object) -> LayerRecord | None:
+    """``value`` (a record read back) as a layer record, or None when it is not one."""
+    if not isinstance(value, dict):
+        return None
+    for key, kind in _RECORD_KEYS:
+        if not isinstance(value.get(key), kind):
+            return None
+    return cast(LayerRecord, value)  # the keys it names were checked above
+
+
+_RECORD_KEYS = (("digest", str), ("diff_id", str), ("size", int), ("uncompressed_size", int), ("compression", str))
+
+
+def _known(cache: Cache, full_key: str, rec: LayerRecord) -> Layer | None:
     """The layer of a record when its blob is here, or the shared build cache (:meth:`Cache.overlaid`) can bring
     it: pulled now (a local output needs it), or when its bytes are first read."""
     overlay = cache.overlay
@@ -286,14 +315,18 @@ def _remembered(
     """The layer (and meta) recorded under ``full_key`` while its blob is in the cache, or the shared build cache
     can bring it; else ``make()``'s, recorded. One process makes it at a time."""
 
-    def encode(made: tuple[Layer, Meta]) -> dict[str, Any]:
-        return {**made[0].to_record(), "meta": made[1]} if with_meta else made[0].to_record()
+    def encode(made: tuple[Layer, Meta]) -> LayerRecord:
+        rec = made[0].to_record()
+        if with_meta:
+            rec["meta"] = made[1]
+        return rec
 
-    def decode(rec: dict[str, Any]) -> tuple[Layer, Meta] | None:
+    def decode(rec: LayerRecord) -> tuple[Layer, Meta] | None:
         if with_meta and "meta" not in rec:
             return None
         layer = _known(cache, full_key, rec)
-        return (layer, rec.get("meta")) if layer is not None else None
+        # the meta ``encode`` wrote with this layer (None for a layer without one)
+        return (layer, cast(Meta, rec.get("meta"))) if layer is not None else None
 
     return cache.memo("layers", full_key, make, encode=encode, decode=decode, lock=True)
 
@@ -478,9 +511,17 @@ def entries_from_dir(
                 raise IntegrityError(f"{full} is a device, socket or fifo", "remove it or exclude it from the image")
 
 
-def layer_from_dir(root: Path | str, cache: Cache | None = None, *, prefix: str = "", **kw: Any) -> Layer:
-    """A layer holding the tree at ``root`` (placed under ``prefix`` in the image)."""
-    return build_layer(entries_from_dir(root, prefix), cache, **kw)
+def layer_from_dir(
+    root: Path | str,
+    cache: Cache | None = None,
+    *,
+    prefix: str = "",
+    compression: BlobCompression = "none",
+    comment: str = "",
+    mtime: int | None = None,
+) -> Layer:
+    """A layer holding the tree at ``root`` (placed under ``prefix`` in the image); the rest as :func:`build_layer`."""
+    return build_layer(entries_from_dir(root, prefix), cache, compression=compression, comment=comment, mtime=mtime)
 
 
 class _Decompressing(io.RawIOBase):

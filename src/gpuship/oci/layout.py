@@ -26,15 +26,18 @@ import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from ..cache import parse_digest
 from ..errors import GpushipError, IntegrityError
 from ..streams import CHUNK, Reader
 from .entry import Entry
 from .image import Image, Index, canonical_json
+from .layer import Layer
 from .media import OCI_INDEX
+from .spec import Descriptor
 
 ImageOrIndex = Image | Index
 
@@ -144,24 +147,23 @@ def blobs_of(obj: ImageOrIndex) -> list[Blob]:
                     layer.digest,
                     layer.size,
                     img.family.layer(layer.compression),
-                    lambda layer=layer: _VerifiedReader(  # type: ignore[misc]
-                        layer.open(), layer.digest, layer.size, "layer", _dropper(layer)
-                    ),
+                    partial(_open_layer, layer),
                 )
             )
     return [found[d] for d in sorted(found)]
 
 
-def _dropper(layer: Any) -> Callable[[str], None] | None:
-    cache = getattr(layer, "cache", None)
-    return None if cache is None else (lambda why: cache.drop(layer.digest, why))
+def _open_layer(layer: Layer) -> _VerifiedReader:
+    """``layer``'s blob, checked as it is read; a damaged one is dropped from the cache."""
+    cache = layer.cache
+    return _VerifiedReader(layer.open(), layer.digest, layer.size, "layer", lambda why: cache.drop(layer.digest, why))
 
 
-def top_descriptor(obj: ImageOrIndex, annotations: Mapping[str, str] | None = None) -> dict[str, Any]:
+def top_descriptor(obj: ImageOrIndex, annotations: Mapping[str, str] | None = None) -> Descriptor:
     """The descriptor ``index.json`` lists for ``obj`` (with ``annotations``, e.g. its ref name)."""
     if isinstance(obj, Index):
         data = obj.manifest_bytes()
-        d: dict[str, Any] = {"mediaType": obj.family.index, "digest": obj.digest, "size": len(data)}
+        d: Descriptor = {"mediaType": obj.family.index, "digest": obj.digest, "size": len(data)}
     else:
         d = obj.descriptor()
     if annotations:
@@ -169,11 +171,11 @@ def top_descriptor(obj: ImageOrIndex, annotations: Mapping[str, str] | None = No
     return d
 
 
-def index_json(descriptors: Sequence[Mapping[str, Any]]) -> bytes:
+def index_json(descriptors: Sequence[Mapping[str, object]]) -> bytes:
     return canonical_json({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": list(descriptors)})
 
 
-def layout_entries(obj: ImageOrIndex, descriptors: Sequence[Mapping[str, Any]] | None = None) -> list[Entry]:
+def layout_entries(obj: ImageOrIndex, descriptors: Sequence[Mapping[str, object]] | None = None) -> list[Entry]:
     """The OCI layout of ``obj`` as entries: ``oci-layout``, ``index.json`` (listing ``descriptors``, by default
     the one untagged top descriptor) and ``blobs/sha256/*``. Modes are fixed (0644 files, 0755 dirs)."""
     descs = list(descriptors) if descriptors is not None else [top_descriptor(obj)]
@@ -222,7 +224,7 @@ def atomic_file(path: Path | str) -> Iterator[IO[bytes]]:
         tmp.unlink(missing_ok=True)
 
 
-def write_json(path: Path | str, data: Any) -> None:
+def write_json(path: Path | str, data: object) -> None:
     """``data`` as indented, key-sorted JSON at ``path`` (its folder made), complete or not there at all."""
     path = Path(path)
     try:
@@ -254,7 +256,7 @@ def _is_layout(path: Path) -> bool:
     return (path / OCI_LAYOUT_FILE).is_file() and (path / INDEX_FILE).is_file()
 
 
-def _fill_layout(obj: ImageOrIndex, root: Path, descriptors: list[dict[str, Any]]) -> None:
+def _fill_layout(obj: ImageOrIndex, root: Path, descriptors: Sequence[Mapping[str, object]]) -> None:
     (root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
     for blob in blobs_of(obj):
         _copy_blob(blob, root / blob.path)

@@ -24,11 +24,14 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from ..errors import GpushipError, IntegrityError
-from ..streams import CHUNK
+from ..streams import CHUNK, Writer
 from .layout import _cannot_write, _default_file_mode
+
+if TYPE_CHECKING:  # the buffer types of io's stubs
+    from _typeshed import WriteableBuffer
 
 PARTS_MEDIA_TYPE = "application/vnd.gpuship.parts.v1+json"
 MANIFEST_SUFFIX = ".parts.json"
@@ -42,7 +45,7 @@ class Part:
     size: int
     digest: str
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         return {"name": self.name, "size": self.size, "digest": self.digest}
 
 
@@ -57,7 +60,7 @@ class Parts:
     image: str  # the manifest digest of the image (or index) it holds
     parts: tuple[Part, ...]
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         return {
             "mediaType": PARTS_MEDIA_TYPE,
             "file": self.file,
@@ -129,7 +132,7 @@ class _Splitter:
 
 
 def write_parts(
-    write_to: Callable[[BinaryIO], None],
+    write_to: Callable[[Writer], None],
     archive: Path | str,
     part_size: int,
     *,
@@ -154,7 +157,7 @@ def write_parts(
     try:
         splitter = _Splitter(tmp, part_size)
         try:
-            write_to(splitter)  # type: ignore[arg-type]
+            write_to(splitter)
         finally:
             splitter.close()
         whole = splitter.finish()
@@ -286,7 +289,7 @@ class _Joined(io.RawIOBase):
         for s in sizes:
             self._starts.append(self._starts[-1] + s)
         self._pos = 0
-        self._open: tuple[int, BinaryIO] | None = None
+        self._open: tuple[int, io.BufferedReader] | None = None
 
     @property
     def size(self) -> int:
@@ -306,21 +309,22 @@ class _Joined(io.RawIOBase):
         self._pos = max(0, base + offset)
         return self._pos
 
-    def _part(self, i: int) -> BinaryIO:
+    def _part(self, i: int) -> io.BufferedReader:
         if self._open is None or self._open[0] != i:
             if self._open is not None:
                 self._open[1].close()
             self._open = (i, open(self._files[i], "rb"))  # noqa: SIM115 - closed on switch or close()
         return self._open[1]
 
-    def readinto(self, buf: Any) -> int:
+    def readinto(self, buf: WriteableBuffer) -> int:
         if self._pos >= self.size:
             return 0
         i = next(k for k in range(len(self._files)) if self._starts[k + 1] > self._pos)
         fh = self._part(i)
         fh.seek(self._pos - self._starts[i])
-        want = min(len(buf), self._starts[i + 1] - self._pos)
-        n: int = fh.readinto(memoryview(buf)[:want])  # type: ignore[attr-defined]
+        view = memoryview(buf)
+        want = min(len(view), self._starts[i + 1] - self._pos)
+        n = fh.readinto(view[:want])
         if not n:
             raise IntegrityError(f"{self._files[i]} changed while it was read", "copy that part again")
         self._pos += n

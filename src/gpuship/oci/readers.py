@@ -33,11 +33,11 @@ import stat
 import tarfile
 import tempfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import NamedTuple
 
 from ..cache import Cache
 from ..errors import GpushipError, IntegrityError
@@ -47,7 +47,7 @@ from .docker_archive import DockerTag
 from .engine import save_image
 from .entry import clean_path
 from .image import Image, Index, Origin, Platform
-from .layer import Layer, _Pipeline, compressor_id, decompressing_reader
+from .layer import Layer, LayerRecord, _Pipeline, compressor_id, decompressing_reader
 from .layout import (
     CONTAINERD_NAME,
     INDEX_FILE,
@@ -71,6 +71,7 @@ from .media import (
     family_of,
 )
 from .parts import is_parts_manifest, manifest_path, open_parts
+from .spec import Descriptor
 
 #: Manifests and configs are small; anything bigger is not one.
 MAX_JSON = 32 << 20
@@ -102,7 +103,7 @@ class _Store:
             f"{self.name} is incomplete: it has no {path}", "the archive is truncated or damaged; write it again"
         )
 
-    def read_json(self, path: str) -> Any:
+    def read_json(self, path: str) -> object:
         data = self.read_bytes(path)
         try:
             return json.loads(data)
@@ -223,8 +224,8 @@ class _Tee:
         self.close()
 
 
-def _read_blob_json(store: _Store, desc: dict[str, Any]) -> tuple[bytes, Any]:
-    digest = str(desc["digest"])  # a checked descriptor (jsonshape.descriptor)
+def _read_blob_json(store: _Store, desc: Descriptor) -> tuple[bytes, object]:
+    digest = desc["digest"]  # a checked descriptor (jsonshape.descriptor)
     path = blob_path(digest)
     data = store.read_bytes(path)
     got = _sha256(data)
@@ -292,7 +293,7 @@ def _import_layer(
                 )
         return Layer(sink.digest, diff_id, sink.size, usize, compression, cache=cache)
 
-    def known(rec: dict[str, Any]) -> Layer | None:
+    def known(rec: LayerRecord) -> Layer | None:
         if digest is None or rec.get("diff_id") != diff_id or not cache.has(digest):
             return None
         _check_blob(store, path, digest, size)  # the cache's copy is known good; this one may not be
@@ -351,7 +352,7 @@ def _compress_legacy_layer(store: _Store, path: str, cache: Cache, diff_id: str)
     )
 
 
-def _config(store: _Store, config: Any, n_layers: int) -> jsonshape.ConfigParts:
+def _config(store: _Store, config: object, n_layers: int) -> jsonshape.ConfigParts:
     """The parts of an image config, checked for shape and against the manifest's layer count."""
     parts = jsonshape.config_parts(config, f"{store.name}: the image config")
     diff_ids = parts.diff_ids
@@ -360,7 +361,7 @@ def _config(store: _Store, config: Any, n_layers: int) -> jsonshape.ConfigParts:
     return parts
 
 
-def _read_manifest(store: _Store, desc: dict[str, Any], cache: Cache) -> Image:
+def _read_manifest(store: _Store, desc: Descriptor, cache: Cache) -> Image:
     manifest_bytes, manifest = _read_blob_json(store, desc)
     what = f"{store.name}: manifest {desc['digest'][:19]}"
     manifest = jsonshape.obj(manifest, what)
@@ -396,7 +397,7 @@ def _read_manifest(store: _Store, desc: dict[str, Any], cache: Cache) -> Image:
     return replace(img, origin=Origin(img.fingerprint(), config_bytes, manifest_bytes))
 
 
-def _read_index(store: _Store, desc: dict[str, Any], cache: Cache, platform: Platform | None) -> ReadResult:
+def _read_index(store: _Store, desc: Descriptor, cache: Cache, platform: Platform | None) -> ReadResult:
     index_bytes, index = _read_blob_json(store, desc)
     what = f"{store.name}: index {desc['digest'][:19]}"
     index = jsonshape.obj(index, what)
@@ -405,7 +406,7 @@ def _read_index(store: _Store, desc: dict[str, Any], cache: Cache, platform: Pla
     images: list[Image] = []
     skipped = False
     for d in jsonshape.descriptors(index.get("manifests"), f"{what} manifests"):
-        p = d.get("platform") or {}
+        p: Mapping[str, object] = d.get("platform") or {}
         if d.get("mediaType") not in MANIFEST_TYPES or p.get("os") in (None, "unknown"):
             skipped = True  # attestations, nested indexes: not images gpuship runs
             continue
@@ -425,8 +426,8 @@ def _read_index(store: _Store, desc: dict[str, Any], cache: Cache, platform: Pla
     return result
 
 
-def _pick_descriptor(store: _Store, manifests: list[dict[str, Any]], name: str | None) -> dict[str, Any]:
-    def names(d: dict[str, Any]) -> list[str]:
+def _pick_descriptor(store: _Store, manifests: list[Descriptor], name: str | None) -> Descriptor:
+    def names(d: Descriptor) -> list[str]:
         a = d.get("annotations") or {}
         return [str(a[k]) for k in (REF_NAME, CONTAINERD_NAME) if k in a]
 
@@ -473,27 +474,41 @@ def _read_layout(store: _Store, name: str | None, platform: Platform | None, cac
     raise GpushipError(f"{store.name}: unsupported descriptor type {media_type}")
 
 
+class _LegacyEntry(NamedTuple):
+    """One image of a legacy ``docker save`` manifest.json (checked for shape)."""
+
+    repo_tags: tuple[str, ...]
+    layers: tuple[str, ...]
+    config: str
+
+
 def _read_legacy(store: _Store, name: str | None, cache: Cache) -> Image:
-    entries = jsonshape.array(store.read_json("manifest.json"), f"{store.name}: manifest.json", optional=False)
-    if not entries:
+    listed = jsonshape.array(store.read_json("manifest.json"), f"{store.name}: manifest.json", optional=False)
+    if not listed:
         raise IntegrityError(f"{store.name}: manifest.json lists no image")
-    for i, e in enumerate(entries):
-        jsonshape.obj(e, f"{store.name}: manifest.json[{i}]")
-        jsonshape.texts(e.get("RepoTags"), f"{store.name}: manifest.json[{i}] RepoTags")
-        jsonshape.texts(e.get("Layers"), f"{store.name}: manifest.json[{i}] Layers")
-        jsonshape.text(e.get("Config"), f"{store.name}: manifest.json[{i}] Config", optional=False)
+    entries: list[_LegacyEntry] = []
+    for i, e in enumerate(listed):
+        where = f"{store.name}: manifest.json[{i}]"
+        d = jsonshape.obj(e, where)
+        entries.append(
+            _LegacyEntry(
+                jsonshape.texts(d.get("RepoTags"), f"{where} RepoTags"),
+                jsonshape.texts(d.get("Layers"), f"{where} Layers"),
+                jsonshape.text(d.get("Config"), f"{where} Config", optional=False),
+            )
+        )
     if name is None:
         if len(entries) > 1:
-            tags = sorted(t for e in entries for t in (e.get("RepoTags") or []))
+            tags = sorted(t for e in entries for t in e.repo_tags)
             raise GpushipError(f"{store.name} holds {len(entries)} images", "name one: " + ", ".join(tags))
         entry = entries[0]
     else:
         want = str(DockerTag.parse(name))
-        found = [e for e in entries if want in {str(DockerTag.parse(t)) for t in e.get("RepoTags") or []}]
+        found = [e for e in entries if want in {str(DockerTag.parse(t)) for t in e.repo_tags}]
         if not found:
             raise GpushipError(f"{store.name} has no image named {want!r}")
         entry = found[0]
-    config_path = clean_path(str(entry.get("Config", "")))
+    config_path = clean_path(entry.config)
     config_bytes = store.read_bytes(config_path)
     m = _HEX64.fullmatch(config_path.rsplit("/", 1)[-1])
     if m and _sha256(config_bytes) != "sha256:" + m.group(1):
@@ -502,7 +517,7 @@ def _read_legacy(store: _Store, name: str | None, cache: Cache) -> Image:
         config = json.loads(config_bytes)
     except ValueError as exc:
         raise IntegrityError(f"{store.name}: {config_path} is not valid JSON") from exc
-    paths = [clean_path(str(p)) for p in entry.get("Layers") or []]
+    paths = [clean_path(p) for p in entry.layers]
     parts = _config(store, config, len(paths))
     layers = []
     for path, diff_id in zip(paths, parts.diff_ids, strict=True):

@@ -16,10 +16,10 @@ import hashlib
 import json
 import logging
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Protocol
 
 import zstandard
 
@@ -27,7 +27,7 @@ from ..cache import Cache
 from ..errors import GpushipError, IntegrityError, RegistryError
 from ..oci import jsonshape
 from ..oci.image import Image, Index, Origin, Platform, sha256_digest
-from ..oci.layer import Layer
+from ..oci.layer import Layer, LayerRecord
 from ..oci.media import (
     DOCKER_MANIFEST,
     DOCKER_MANIFEST_LIST,
@@ -37,6 +37,7 @@ from ..oci.media import (
     compression_of,
     family_of,
 )
+from ..oci.spec import Descriptor
 from ..progress import NO_PROGRESS, Progress
 from ..streams import CHUNK
 from .client import RegistryClient, Transient
@@ -61,8 +62,9 @@ class Manifest:
     media_type: str
     digest: str
 
-    def json(self) -> dict[str, Any]:
-        doc: dict[str, Any] = json.loads(self.data)
+    def json(self) -> object:
+        """The document, parsed (:mod:`gpuship.oci.jsonshape` checks its shape)."""
+        doc: object = json.loads(self.data)
         return doc
 
     @property
@@ -109,18 +111,22 @@ def fetch_manifest(client: RegistryClient, repository: str, identifier: str) -> 
     return Manifest(data, media_type, digest)
 
 
-def _platform_of(desc: Mapping[str, Any]) -> Platform | None:
-    p = desc.get("platform") or {}
-    if not p.get("os") or not p.get("architecture") or p.get("os") == "unknown":
+def _platform_of(desc: Descriptor) -> Platform | None:
+    p = desc.get("platform")
+    if p is None or not p.get("os") or not p.get("architecture") or p.get("os") == "unknown":
         return None
-    return Platform(str(p["os"]), str(p["architecture"]), str(p.get("variant") or ""))
+    return Platform(p["os"], p["architecture"], p.get("variant") or "")
 
 
-def select_platform(index: Mapping[str, Any], platform: Platform) -> dict[str, Any]:
+def _index_descriptors(index: object) -> list[Descriptor]:
+    return jsonshape.descriptors(jsonshape.obj(index, "the index").get("manifests"), "the index manifests")
+
+
+def select_platform(index: object, platform: Platform) -> Descriptor:
     """The index entry for ``platform``: os and architecture must match; an exact variant is preferred."""
-    best: tuple[int, dict[str, Any]] | None = None
+    best: tuple[int, Descriptor] | None = None
     have: list[str] = []
-    for desc in jsonshape.descriptors(jsonshape.obj(index, "the index").get("manifests"), "the index manifests"):
+    for desc in _index_descriptors(index):
         p = _platform_of(desc)
         if p is None:
             continue  # attestation manifests and the like
@@ -155,6 +161,16 @@ def fetch_blob_bytes(
     return data
 
 
+class _Decompressor(Protocol):
+    """zlib's and zstandard's decompressing objects, as the hasher uses them."""
+
+    def decompress(self, data: bytes, /) -> bytes: ...
+    @property
+    def unused_data(self) -> bytes: ...
+    @property
+    def eof(self) -> bool: ...
+
+
 class _DiffHasher:
     """Decompresses as bytes arrive, hashing the tar: the layer's ``diff_id`` and uncompressed size."""
 
@@ -162,7 +178,7 @@ class _DiffHasher:
         self.compression = compression
         self.hash = hashlib.sha256()
         self.size = 0
-        self._z: Any = None
+        self._z: _Decompressor | None = None
         if compression == "gzip":
             self._z = zlib.decompressobj(31)
         elif compression == "zstd":
@@ -195,7 +211,7 @@ class _DiffHasher:
 def fetch_layer(
     client: RegistryClient,
     repository: str,
-    desc: Mapping[str, Any],
+    desc: Descriptor,
     diff_id: str,
     cache: Cache,
     progress: Progress,
@@ -208,7 +224,7 @@ def fetch_layer(
         )
     compression = compression_of(media_type)
 
-    def known(rec: dict[str, Any]) -> Layer | None:
+    def known(rec: LayerRecord) -> Layer | None:
         if not cache.has(digest) or rec.get("diff_id") != diff_id:
             return None
         progress.transfer(digest, size, size, "cached")
@@ -293,9 +309,10 @@ def image_from_manifest(
     what = f"the manifest {manifest.digest[:19]}"
     doc = jsonshape.obj(manifest.json(), what)
     family = family_of(manifest.media_type)
-    if not isinstance(doc.get("config"), dict) or not doc["config"].get("digest"):
+    config = doc.get("config")
+    if not isinstance(config, dict) or not config.get("digest"):
         raise IntegrityError(f"{what} has no config")
-    cfg_desc = jsonshape.descriptor(doc["config"], f"{what} config")
+    cfg_desc = jsonshape.descriptor(config, f"{what} config")
     cfg_bytes = fetch_blob_bytes(client, repository, str(cfg_desc["digest"]), cache)
     try:
         cfg = json.loads(cfg_bytes)
@@ -382,11 +399,11 @@ def pull_from(
     name = str(target.with_digest(top.digest))
     if not top.is_index:
         return image_from_manifest(client, target.repository, top, cache, progress=progress, jobs=jobs, base_name=name)
-    doc = top.json()
+    doc = jsonshape.obj(top.json(), "the index")
     wanted = list(platforms) if platforms else None
     images: list[Image] = []
     skipped = False
-    for desc in doc.get("manifests") or []:
+    for desc in _index_descriptors(doc):
         p = _platform_of(desc)
         if p is None or (
             wanted is not None and not any(p.os == w.os and p.architecture == w.architecture for w in wanted)
@@ -402,7 +419,8 @@ def pull_from(
         )
     if not images:
         raise GpushipError(f"{target} has no image for the requested platforms", "check the platforms it offers")
-    index = Index(tuple(images), dict(doc.get("annotations") or {}), family_of(top.media_type))
+    annotations = jsonshape.string_map(doc.get("annotations"), "the index annotations")
+    index = Index(tuple(images), annotations, family_of(top.media_type))
     if not skipped:
         index = replace(index, origin=Origin(index.fingerprint(), b"", top.data))
     return index

@@ -117,8 +117,14 @@ def _range_end(header: str | None) -> int:
 def remember_location(cache: Cache, registry: str, repository: str, digest: str) -> None:
     """Note that ``registry/repository`` holds ``digest`` (a later push to that registry may mount it)."""
     key = f"{registry}|{digest}"
-    rec = [r for r in (cache.get_ref(LOCATIONS_NS, key) or []) if r != repository]
+    rec = [r for r in _locations(cache, key) if r != repository]
     cache.put_ref(LOCATIONS_NS, key, [repository, *rec][:5])
+
+
+def _locations(cache: Cache, key: str) -> list[str]:
+    """The repositories recorded as holding a blob (a list of names)."""
+    rec = cache.get_ref(LOCATIONS_NS, key)
+    return [r for r in rec if isinstance(r, str)] if isinstance(rec, list) else []
 
 
 class _Counters:
@@ -194,8 +200,8 @@ class BlobUploader:
     def _mount_sources(self, digest: str) -> list[str]:
         sources = list(self.mount_from)
         if self.cache is not None:
-            rec = self.cache.get_ref(LOCATIONS_NS, f"{self.client.registry}|{digest}") or []
-            sources += [r for r in rec if isinstance(r, str) and r != self.repository and r not in sources]
+            rec = _locations(self.cache, f"{self.client.registry}|{digest}")
+            sources += [r for r in rec if r != self.repository and r not in sources]
         return sources[:3]
 
     def _remember(self, digest: str) -> None:

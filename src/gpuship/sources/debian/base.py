@@ -286,7 +286,7 @@ def build_base(
         )
         memo_key = hashlib.sha256(key.encode()).hexdigest()
         memo = cache.get_ref(MEMO_NS, memo_key)
-        if memo is not None:
+        if isinstance(memo, dict):
             base = _from_record(memo, cache)
             if base is not None:
                 return base

@@ -461,7 +461,7 @@ def libdeps_for_layers(
     known = [_known_scan(layer, cache, links) for layer in (*base.layers, *layers)]
     if all(known):  # every scan is known by its digest: a remembered answer needs no layer read
         rec = cache.get_ref("libdeps-results", _results_key([str(d) for d in known], base, env, ignore))
-        if rec is not None:
+        if isinstance(rec, list):
             return [LibDep(d["package"], d["soname"], tuple(d["needed_by"]), d["path"]) for d in rec]
     tree = Tree()
     scans: list[str] = []

@@ -218,11 +218,13 @@ class Repository:
             return self._releases[suite]
         url = f"{suite.dists_url}/InRelease"
         rec = self.cache.get_ref("debian-inrelease", url)
+        if not isinstance(rec, dict):
+            rec = None  # none recorded (or not a record)
         data: bytes | None = None
         if rec is not None and self.cache.has(rec["digest"]) and time.time() - float(rec["fetched"]) < _ttl():
             # a fresh cached InRelease was verified and parsed when it was fetched: use its parsed form
             parsed = self.cache.get_ref("debian-release", f"{RELEASE_FORMAT}:{rec['digest']}")
-            if parsed is not None:
+            if isinstance(parsed, dict):
                 release = Release.from_record(suite, parsed, rec["digest"])
                 release.check()
                 self._releases[suite] = release

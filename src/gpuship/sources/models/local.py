@@ -95,7 +95,10 @@ def file_digest(cache: Cache, path: Path) -> str:
                 h.update(chunk)
         return "sha256:" + h.hexdigest()
 
-    return cache.memo("file-digests", key, read, decode=lambda known: known if isinstance(known, str) else None)
+    def known(rec: object) -> str | None:
+        return rec if isinstance(rec, str) else None
+
+    return cache.memo("file-digests", key, read, encode=str, decode=known)
 
 
 def group_models(root: Path, rels: Iterable[str], cache: Cache) -> tuple[LocalModel, ...]:
