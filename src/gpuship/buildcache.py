@@ -35,13 +35,14 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from .errors import ConfigError, GpushipError
 from .oci.compress import recompress_key
 from .oci.image import Index
-from .oci.layer import unpack_blob
+from .oci.layer import LayerRecord, layer_record, unpack_blob
 from .oci.media import OCI_LAYER, OCI_LAYER_GZIP, OCI_LAYER_ZSTD, OCI_MANIFEST, BlobCompression
+from .oci.spec import Descriptor
 
 if TYPE_CHECKING:
     from .cache import Cache
@@ -72,8 +73,8 @@ FRESH = PORTABLE
 #: find-libdeps scan of a layer (its paths and ELF facts), so an app edit on a fresh machine reads no big layer.
 FILE_RECORDS = {"debian-libdeps-scan": "application/vnd.gpuship.libdeps-scan.v1+json"}
 
-_MEDIA = {"none": OCI_LAYER, "gzip": OCI_LAYER_GZIP, "zstd": OCI_LAYER_ZSTD}
-_COMPRESSION_OF: dict[str, BlobCompression] = {v: k for k, v in _MEDIA.items()}  # type: ignore[misc]
+_MEDIA: dict[BlobCompression, str] = {"none": OCI_LAYER, "gzip": OCI_LAYER_GZIP, "zstd": OCI_LAYER_ZSTD}
+_COMPRESSION_OF: dict[str, BlobCompression] = {v: k for k, v in _MEDIA.items()}
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _KEY = re.compile(r"^[0-9a-f]{64}$")
 
@@ -157,7 +158,7 @@ class CachedBlob:
     def compression(self) -> BlobCompression:
         return _COMPRESSION_OF[self.media_type]
 
-    def descriptor(self) -> dict[str, Any]:
+    def descriptor(self) -> Descriptor:
         return {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
 
 
@@ -166,8 +167,8 @@ class CacheManifest:
     """The mapping a cache reference holds: ``layers`` (input key -> layer), other ``records`` by namespace, the
     ``blobs`` of the images' layers that the cache repository holds, and the small ``files`` records name."""
 
-    layers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    records: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    layers: Mapping[str, LayerRecord] = field(default_factory=dict)
+    records: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
     blobs: tuple[CachedBlob, ...] = ()
     #: the small blobs records name (:data:`FILE_RECORDS`)
     files: tuple[CachedBlob, ...] = ()
@@ -222,45 +223,47 @@ class CacheManifest:
         return cls(layers, records, blobs, files)
 
 
-def _items(value: Any) -> Iterable[tuple[str, Any]]:
+def _items(value: object) -> Iterable[tuple[str, object]]:
+    """A JSON object's items (its keys are strings); none for anything else."""
     return value.items() if isinstance(value, dict) else ()
 
 
-def _list(value: Any) -> list[Any]:
+def _list(value: object) -> list[object]:
     return value if isinstance(value, list) else []
 
 
-def _layer_out(rec: Mapping[str, Any]) -> dict[str, Any]:
+def _layer_out(rec: LayerRecord) -> dict[str, object]:
     """A layer record as the mapping writes it: the OCI words (``diffID``, ``mediaType``) for gpuship's."""
-    out = {
+    out: dict[str, object] = {
         "digest": rec["digest"],
         "diffID": rec["diff_id"],
         "size": rec["size"],
         "uncompressedSize": rec["uncompressed_size"],
-        "mediaType": _MEDIA[str(rec["compression"])],
+        "mediaType": _MEDIA[rec["compression"]],
     }
-    for k in ("comment", "built"):
-        if rec.get(k):
-            out[k] = rec[k]
+    if rec.get("comment"):
+        out["comment"] = rec["comment"]
+    if rec.get("built"):
+        out["built"] = rec["built"]
     if "meta" in rec:  # what the maker found out (an install's distributions, a pruning's report)
         out["meta"] = rec["meta"]
     return out
 
 
-def _layer_in(value: Any) -> dict[str, Any] | None:
+def _layer_in(value: object) -> LayerRecord | None:
     """A mapping entry back as gpuship's layer record, or None when it is not one."""
     if not isinstance(value, dict):
         return None
     digest, diff_id, media = value.get("digest"), value.get("diffID"), value.get("mediaType")
-    size, usize = value.get("size"), value.get("uncompressedSize")
+    size, usize = _count(value.get("size")), _count(value.get("uncompressedSize"))
     if not (isinstance(digest, str) and _DIGEST.match(digest) and isinstance(diff_id, str) and _DIGEST.match(diff_id)):
         return None
-    if not (_count(size) and _count(usize)) or media not in _COMPRESSION_OF:
+    if size is None or usize is None or not isinstance(media, str) or media not in _COMPRESSION_OF:
         return None
     compression = _COMPRESSION_OF[media]
     if compression == "none" and (digest != diff_id or size != usize):
         return None
-    rec: dict[str, Any] = {
+    rec: LayerRecord = {
         "digest": digest,
         "diff_id": diff_id,
         "size": size,
@@ -278,20 +281,21 @@ def _layer_in(value: Any) -> dict[str, Any] | None:
 FILES_MEDIA = frozenset(FILE_RECORDS.values())
 
 
-def _blob_in(value: Any, media_types: Collection[str] = frozenset(_COMPRESSION_OF)) -> CachedBlob | None:
+def _blob_in(value: object, media_types: Collection[str] = frozenset(_COMPRESSION_OF)) -> CachedBlob | None:
     if not isinstance(value, dict):
         return None
-    digest, size, media = value.get("digest"), value.get("size"), value.get("mediaType")
+    digest, size, media = value.get("digest"), _count(value.get("size")), value.get("mediaType")
     platforms = value.get("platforms") or []
-    if not (isinstance(digest, str) and _DIGEST.match(digest) and _count(size) and media in media_types):
+    if not (isinstance(digest, str) and _DIGEST.match(digest) and size is not None and media in media_types):
         return None
     if not isinstance(platforms, list) or not all(isinstance(p, str) for p in platforms):
         return None
-    return CachedBlob(digest, size, str(media), tuple(platforms))  # type: ignore[arg-type]
+    return CachedBlob(digest, size, str(media), tuple(platforms))
 
 
-def _count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+def _count(value: object) -> int | None:
+    """``value`` when it is a byte count (an integer, not a boolean, 0 or more), else None."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 # -- the registry side, as the session needs it -----------------------------------------------------------------------
@@ -375,7 +379,7 @@ class BuildCacheSession:
         self.say = say or (lambda msg: log.info("%s", msg))
         self.excluded: set[str] = set()
         self.warnings: list[str] = []
-        self._notes: dict[str, dict[str, Any]] = {}
+        self._notes: dict[str, dict[str, object]] = {}
         self._lock = threading.Lock()
         self._blobs = {b.digest: b for b in self.remote.blobs}
         self._files = {b.digest: b for b in self.remote.files}
@@ -391,7 +395,7 @@ class BuildCacheSession:
     # -- the overlay (gpuship.cache.Overlay) ------------------------------------------------------------------
     namespaces = FRESH
 
-    def get(self, namespace: str, key: str, local: Any) -> Any:
+    def get(self, namespace: str, key: str, local: object) -> object:
         if self.fresh:
             return None
         value = local
@@ -405,7 +409,7 @@ class BuildCacheSession:
                 self._notes.setdefault(namespace, {})[key] = value
         return value
 
-    def put(self, namespace: str, key: str, value: Any) -> None:
+    def put(self, namespace: str, key: str, value: object) -> None:
         if namespace in PORTABLE:
             with self._lock:
                 self._notes.setdefault(namespace, {})[key] = value
@@ -416,7 +420,7 @@ class BuildCacheSession:
         with self._lock:
             return key in self._vouched
 
-    def filler(self, key: str, record: Mapping[str, Any]) -> Callable[[], None] | None:
+    def filler(self, key: str, record: Mapping[str, object]) -> Callable[[], None] | None:
         """How the layer of ``record`` (recorded under ``key``), whose blob this machine lacks, comes here: None
         when the shared cache cannot give it, and the caller builds it now."""
         if self.fresh or key in self.excluded or key not in self.remote.layers:
@@ -462,7 +466,7 @@ class BuildCacheSession:
         return self.store.ref if self.store is not None else "the cache repository"
 
     # -- reading -----------------------------------------------------------------------------------------------------
-    def _remote_record(self, namespace: str, key: str) -> Any:
+    def _remote_record(self, namespace: str, key: str) -> object:
         if key in self.excluded:
             return None
         if namespace == "layers":
@@ -470,7 +474,7 @@ class BuildCacheSession:
             return dict(rec) if rec is not None else None
         return self.remote.records.get(namespace, {}).get(key)
 
-    def _blob_for(self, record: Mapping[str, Any]) -> tuple[CachedBlob, str, bool] | None:
+    def _blob_for(self, record: Mapping[str, object]) -> tuple[CachedBlob, str, bool] | None:
         """The blob in the cache repository that holds ``record``'s layer, its diff ID, and whether the layer is
         its plain tar (then the blob is a compressed form of it)."""
         diff_id = str(record["diff_id"])
@@ -580,7 +584,11 @@ class BuildCacheSession:
         (the images as they travel) that the records name."""
         with self._lock:
             notes = {ns: dict(v) for ns, v in self._notes.items()}
-        layers = {k: v for k, v in notes.pop("layers", {}).items() if _layer_in(_layer_out(v)) is not None}
+        layers = {
+            k: rec
+            for k, v in notes.pop("layers", {}).items()
+            if (rec := layer_record(v)) is not None and _layer_in(_layer_out(rec)) is not None
+        }
         named = {str(rec["digest"]) for rec in layers.values()}
         platforms: dict[str, set[str]] = {}
         kinds: dict[str, CachedBlob] = {}

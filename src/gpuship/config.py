@@ -13,7 +13,7 @@ import re
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from . import schema
@@ -62,7 +62,7 @@ DEFAULT_USER = "65532:65532"
 DEFAULT_WORKDIR = "/app"
 
 
-def _check_keys(table: Mapping[str, Any], known: Mapping[str, str] | set[str], where: str) -> None:
+def _check_keys(table: Mapping[str, object], known: Mapping[str, str] | set[str], where: str) -> None:
     for key in table:
         if key not in known:
             close = difflib.get_close_matches(key, list(known), n=1)
@@ -80,7 +80,7 @@ def _cache_ref(value: str) -> str:
     return value
 
 
-def _str_list(value: Any, key: str) -> tuple[str, ...]:
+def _str_list(value: object, key: str) -> tuple[str, ...]:
     if value is None:
         return ()
     return schema.string_list(value, f"[tool.gpuship] {key}", f'{key} = ["..."]', one_string=True)
@@ -90,7 +90,7 @@ _USER_PART = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}"
 MAX_ID = 2**31 - 1
 
 
-def parse_user(value: Any) -> str:
+def parse_user(value: object) -> str:
     """``user``: ``name``, ``uid``, ``name:group`` or ``uid:gid`` (ids 0..2^31-1), as a string or an integer uid."""
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
@@ -107,7 +107,7 @@ def parse_user(value: Any) -> str:
     return text
 
 
-def parse_ports(value: Any) -> tuple[str, ...]:
+def parse_ports(value: object) -> tuple[str, ...]:
     """``ports``: integers or ``"N"`` / ``"N/tcp"`` / ``"N/udp"``, each 1..65535."""
     if value is None:
         return ()
@@ -125,7 +125,7 @@ def parse_ports(value: Any) -> tuple[str, ...]:
     return tuple(out)
 
 
-def parse_env_table(value: Any) -> dict[str, str]:
+def parse_env_table(value: object) -> dict[str, str]:
     """``env``: names to strings (numbers are written as TOML writes them); names without ``=`` or NUL."""
     env = schema.string_table(value, "[tool.gpuship] env", 'env = { HF_HOME = "/data" }', numbers=True)
     for k, v in env.items():
@@ -142,7 +142,7 @@ class Entrypoint:
     function: str = ""
 
     @classmethod
-    def parse(cls, value: Any) -> Entrypoint | None:
+    def parse(cls, value: object) -> Entrypoint | None:
         if value is None:
             return None
         if isinstance(value, str):
@@ -174,7 +174,7 @@ _NAME = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
 _ENV = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-def _image_path(value: Any, workdir: str, what: str) -> str:
+def _image_path(value: object, workdir: str, what: str) -> str:
     """An absolute path in the image: as given, or relative to the workdir."""
     text = str(value).strip()
     if not text or ".." in text.split("/"):
@@ -261,7 +261,7 @@ class MountedModel:
         return d
 
     @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> MountedModel:
+    def from_json(cls, d: Mapping[str, object]) -> MountedModel:
         return cls(str(d["name"]), str(d["path"]), str(d["env"]), str(d.get("host", "")), str(d.get("claim", "")))
 
 
@@ -290,7 +290,7 @@ class ModelsConfig:
     mounts: tuple[MountedModel, ...] = ()
 
     @classmethod
-    def parse(cls, value: Any, workdir: str = DEFAULT_WORKDIR) -> ModelsConfig:
+    def parse(cls, value: object, workdir: str = DEFAULT_WORKDIR) -> ModelsConfig:
         if value is None:
             return cls()
         if not isinstance(value, list):
@@ -339,7 +339,7 @@ class ModelsConfig:
         return env
 
 
-def _mounted(item: Mapping[str, Any]) -> MountedModel:
+def _mounted(item: Mapping[str, object]) -> MountedModel:
     path = str(item["mount"])
     if not path.startswith("/") or posixpath.normpath(path) == "/" or ".." in path.split("/"):
         raise ConfigError(f"[tool.gpuship] models: mount {path!r} must be an absolute directory", "e.g. /models/llama")
@@ -396,8 +396,8 @@ class GpushipConfig:
     compression: Compression = "gzip"
     find_libdeps: bool = True
     bytecode: Bytecode = "unchecked-hash"
-    gpu: Mapping[str, Any] = field(default_factory=dict)
-    debian: Mapping[str, Any] = field(default_factory=dict)
+    gpu: Mapping[str, object] = field(default_factory=dict)
+    debian: Mapping[str, str] = field(default_factory=dict)
     index_url: str = ""
     extra_index_urls: tuple[str, ...] = ()
     find_links: tuple[str, ...] = ()
@@ -406,7 +406,7 @@ class GpushipConfig:
     cache: str = ""
 
     @classmethod
-    def from_table(cls, table: Mapping[str, Any] | None) -> GpushipConfig:
+    def from_table(cls, table: Mapping[str, object] | None) -> GpushipConfig:
         table = dict(table or {})
         _check_keys(table, KNOWN_KEYS, "[tool.gpuship]")
 
@@ -427,10 +427,11 @@ class GpushipConfig:
         for sub in ("gpu", "debian"):
             if sub in table:
                 schema.table(table[sub], f"[tool.gpuship.{sub}]")
-        debian = dict(table.get("debian") or {})
-        _check_keys(debian, {"mirror", "security-mirror"}, "[tool.gpuship.debian]")
-        for k, v in debian.items():
-            schema.string(v, f"[tool.gpuship.debian] {k}", f'{k} = "http://..."')
+        debian_table = schema.table(table.get("debian") or {}, "[tool.gpuship.debian]")
+        _check_keys(debian_table, {"mirror", "security-mirror"}, "[tool.gpuship.debian]")
+        debian = {
+            k: schema.string(v, f"[tool.gpuship.debian] {k}", f'{k} = "http://..."') for k, v in debian_table.items()
+        }
         python = table.get("python", "")
         if isinstance(python, float):
             raise ConfigError(
@@ -458,7 +459,7 @@ class GpushipConfig:
             compression=compression,
             find_libdeps=schema.boolean(table.get("find-libdeps", True), "[tool.gpuship] find-libdeps"),
             bytecode=bytecode,
-            gpu=dict(table.get("gpu") or {}),
+            gpu=schema.table(table.get("gpu") or {}, "[tool.gpuship.gpu]"),
             debian=debian,
             index_url=text("index-url", "", 'index-url = "https://host/simple"'),
             extra_index_urls=_str_list(table.get("extra-index-url"), "extra-index-url"),

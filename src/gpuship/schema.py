@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Mapping
-from typing import Any
 
 from .errors import ConfigError
 
 
-def type_name(value: Any) -> str:
+def type_name(value: object) -> str:
     """What ``value`` is, in TOML words: ``a string``, ``an integer``, ``a table``, ..."""
     if isinstance(value, bool):
         return f"{str(value).lower()} (a boolean)"
@@ -35,30 +34,30 @@ def type_name(value: Any) -> str:
     return type(value).__name__
 
 
-def wrong(where: str, expected: str, value: Any, example: str | None = None) -> ConfigError:
+def wrong(where: str, expected: str, value: object, example: str | None = None) -> ConfigError:
     """The one-line error for a field of the wrong shape."""
     return ConfigError(f"{where} must be {expected}, not {type_name(value)}", f"e.g. {example}" if example else None)
 
 
-def string(value: Any, where: str, example: str | None = None) -> str:
+def string(value: object, where: str, example: str | None = None) -> str:
     if not isinstance(value, str):
         raise wrong(where, "a string", value, example)
     return value
 
 
-def boolean(value: Any, where: str) -> bool:
+def boolean(value: object, where: str) -> bool:
     if not isinstance(value, bool):
         raise wrong(where, "true or false", value)
     return value
 
 
-def table(value: Any, where: str, example: str | None = None) -> dict[str, Any]:
+def table(value: object, where: str, example: str | None = None) -> dict[str, object]:
     if not isinstance(value, Mapping):
         raise wrong(where, "a table", value, example)
     return dict(value)
 
 
-def string_list(value: Any, where: str, example: str | None = None, *, one_string: bool = False) -> tuple[str, ...]:
+def string_list(value: object, where: str, example: str | None = None, *, one_string: bool = False) -> tuple[str, ...]:
     """A list of strings; with ``one_string``, a single string is taken as a list of one."""
     if one_string and isinstance(value, str):
         return (value,)
@@ -73,7 +72,7 @@ def string_list(value: Any, where: str, example: str | None = None, *, one_strin
     return tuple(value)
 
 
-def string_table(value: Any, where: str, example: str | None = None, *, numbers: bool = False) -> dict[str, str]:
+def string_table(value: object, where: str, example: str | None = None, *, numbers: bool = False) -> dict[str, str]:
     """A table of strings (``numbers``: integers and floats too, written as TOML writes them)."""
     t = table(value, where, example)
     out: dict[str, str] = {}
@@ -88,15 +87,16 @@ def string_table(value: Any, where: str, example: str | None = None, *, numbers:
     return out
 
 
-def table_at(data: Mapping[str, Any], *keys: str, where: str = "") -> dict[str, Any]:
+def table_at(data: Mapping[str, object], *keys: str, where: str = "") -> dict[str, object]:
     """The table at ``data[k1][k2]...`` ({} where a key is missing); a non-table on the way is an error."""
-    cur: Any = data
+    cur: Mapping[str, object] = data
     path: list[str] = []
     for k in keys:
         path.append(k)
-        cur = cur.get(k) if isinstance(cur, Mapping) else None
-        if cur is None:
+        found = cur.get(k)
+        if found is None:
             return {}
-        if not isinstance(cur, Mapping):
-            raise wrong(f"{where}[{'.'.join(path)}]", "a table", cur)
+        if not isinstance(found, Mapping):
+            raise wrong(f"{where}[{'.'.join(path)}]", "a table", found)
+        cur = found
     return dict(cur)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 from ..config import _check_keys
 from ..errors import ConfigError
@@ -38,10 +37,10 @@ class GpuSettings:
     minor_version_compat: bool = False
     enabled: bool | None = None  # None: auto
     driver_capabilities: tuple[str, ...] = ("compute", "utility")
-    raw: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    raw: Mapping[str, object] = field(default_factory=dict, compare=False)
 
     @classmethod
-    def from_table(cls, table: Mapping[str, Any] | None) -> GpuSettings:
+    def from_table(cls, table: Mapping[str, object] | None) -> GpuSettings:
         table = dict(table or {})
         _check_keys(table, KEYS, "[tool.gpuship.gpu]")
         if _parse_cuda(table.get("cuda", "auto")) == "cpu" and table.get("enabled") is True:
@@ -88,7 +87,7 @@ class GpuSettings:
         return self.min_driver or DriverVersion(data.DEFAULT_MIN_DRIVER)
 
 
-def _parse_cuda(value: Any) -> str:
+def _parse_cuda(value: object) -> str:
     text = str(value).strip().lower()
     if text in ("auto", ""):
         return "auto"
@@ -114,7 +113,7 @@ def _parse_cuda(value: Any) -> str:
     return line
 
 
-def _parse_targets(value: Any) -> tuple[Target, ...]:
+def _parse_targets(value: object) -> tuple[Target, ...]:
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, (list, tuple)):
@@ -129,7 +128,7 @@ def _parse_targets(value: Any) -> tuple[Target, ...]:
     return tuple(out)
 
 
-def _parse_index(value: Any) -> str:
+def _parse_index(value: object) -> str:
     text = str(value or "").strip()
     if text and not re.match(r"^(https?|file)://", text):
         raise ConfigError(
@@ -139,13 +138,13 @@ def _parse_index(value: Any) -> str:
     return text.rstrip("/")
 
 
-def _parse_bool(value: Any, key: str) -> bool:
+def _parse_bool(value: object, key: str) -> bool:
     if isinstance(value, bool):
         return value
     raise ConfigError(f"[tool.gpuship.gpu] {key} must be true or false, not {value!r}")
 
 
-def _parse_enabled(value: Any) -> bool | None:
+def _parse_enabled(value: object) -> bool | None:
     if value == "auto":
         return None
     if isinstance(value, bool):
@@ -153,7 +152,7 @@ def _parse_enabled(value: Any) -> bool | None:
     raise ConfigError(f'[tool.gpuship.gpu] enabled must be "auto", true or false, not {value!r}')
 
 
-def _parse_caps(value: Any) -> tuple[str, ...]:
+def _parse_caps(value: object) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [v.strip() for v in value.split(",")]
     if not isinstance(value, (list, tuple)) or not value:

@@ -7,7 +7,6 @@ workload: GPUs reserved through ``deploy.resources.reservations.devices`` (drive
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from .k8s import to_yaml
 from .spec import DeploySpec, docker_size
@@ -23,8 +22,8 @@ class ComposeOptions:
     grace_seconds: int = 30
 
 
-def compose_file(spec: DeploySpec, opts: ComposeOptions = ComposeOptions()) -> dict[str, Any]:
-    svc: dict[str, Any] = {"image": spec.image}
+def compose_file(spec: DeploySpec, opts: ComposeOptions = ComposeOptions()) -> dict[str, object]:
+    svc: dict[str, object] = {"image": spec.image}
     if spec.port is not None:
         svc["ports"] = [f"{opts.host_port or spec.port}:{spec.port}"]
     if spec.env:
@@ -44,7 +43,7 @@ def compose_file(spec: DeploySpec, opts: ComposeOptions = ComposeOptions()) -> d
             "start_period": "120s",
         }
     if spec.gpus or opts.all_gpus:
-        device: dict[str, Any] = {"driver": "nvidia"}
+        device: dict[str, object] = {"driver": "nvidia"}
         device["count"] = "all" if opts.all_gpus else spec.gpus
         device["capabilities"] = ["gpu"]
         svc["deploy"] = {"resources": {"reservations": {"devices": [device]}}}

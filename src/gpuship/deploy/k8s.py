@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 import yaml
 
@@ -82,16 +82,16 @@ def _labels(name: str) -> dict[str, str]:
     return {"app.kubernetes.io/name": name, "app": name}
 
 
-def _meta(spec: DeploySpec, opts: K8sOptions, extra: Mapping[str, str] | None = None) -> dict[str, Any]:
-    meta: dict[str, Any] = {"name": spec.name}
+def _meta(spec: DeploySpec, opts: K8sOptions, extra: Mapping[str, str] | None = None) -> dict[str, object]:
+    meta: dict[str, object] = {"name": spec.name}
     if opts.namespace:
         meta["namespace"] = opts.namespace
     meta["labels"] = {**_labels(spec.name), "app.kubernetes.io/managed-by": "gpuship", **(extra or {})}
     return meta
 
 
-def _container(spec: DeploySpec, opts: K8sOptions, probes: bool) -> dict[str, Any]:
-    c: dict[str, Any] = {"name": spec.name, "image": spec.image, "imagePullPolicy": "IfNotPresent"}
+def _container(spec: DeploySpec, opts: K8sOptions, probes: bool) -> dict[str, object]:
+    c: dict[str, object] = {"name": spec.name, "image": spec.image, "imagePullPolicy": "IfNotPresent"}
     if spec.port is not None:
         c["ports"] = [{"name": "http", "containerPort": spec.port, "protocol": "TCP"}]
     env = list(spec.env)
@@ -104,8 +104,8 @@ def _container(spec: DeploySpec, opts: K8sOptions, probes: bool) -> dict[str, An
         env.append(("SHUTDOWN_DELAY", str(SHUTDOWN_DELAY)))
     if env:
         c["env"] = [{"name": k, "value": v} for k, v in env]
-    limits: dict[str, Any] = {}
-    requests: dict[str, Any] = {}
+    limits: dict[str, object] = {}
+    requests: dict[str, object] = {}
     if spec.gpus:
         limits[GPU_RESOURCE] = spec.gpus
     if opts.memory:
@@ -113,7 +113,7 @@ def _container(spec: DeploySpec, opts: K8sOptions, probes: bool) -> dict[str, An
         requests["memory"] = opts.memory
     if opts.cpu:
         requests["cpu"] = opts.cpu
-    resources: dict[str, Any] = {}
+    resources: dict[str, object] = {}
     if limits:
         resources["limits"] = limits
     if requests:
@@ -141,8 +141,8 @@ def _container(spec: DeploySpec, opts: K8sOptions, probes: bool) -> dict[str, An
     return c
 
 
-def _pod_spec(spec: DeploySpec, opts: K8sOptions, probes: bool, restart: str | None) -> dict[str, Any]:
-    pod: dict[str, Any] = {}
+def _pod_spec(spec: DeploySpec, opts: K8sOptions, probes: bool, restart: str | None) -> dict[str, object]:
+    pod: dict[str, object] = {}
     if opts.runtime_class:
         pod["runtimeClassName"] = opts.runtime_class
     if opts.node_selector:
@@ -159,12 +159,14 @@ def _pod_spec(spec: DeploySpec, opts: K8sOptions, probes: bool, restart: str | N
     else:
         pod["terminationGracePeriodSeconds"] = 35 if spec.function_runtime else 30
     pod["containers"] = [_container(spec, opts, probes)]
-    pod["volumes"] = [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": k8s_quantity(spec.shm_size)}}]
-    pod["volumes"] += [model_volume(m) for m in spec.models]
+    pod["volumes"] = [
+        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": k8s_quantity(spec.shm_size)}},
+        *(model_volume(m) for m in spec.models),
+    ]
     return pod
 
 
-def model_volume(m: ModelVolume) -> dict[str, Any]:
+def model_volume(m: ModelVolume) -> dict[str, object]:
     """A mounted model's volume: ``--model NAME=pvc:CLAIM`` or ``=/host/dir``, else the image's ``claim``, else its
     ``host`` (a hostPath), else a PersistentVolumeClaim named NAME."""
     source = m.source or (f"pvc:{m.claim}" if m.claim else m.host) or f"pvc:{m.name}"
@@ -173,8 +175,8 @@ def model_volume(m: ModelVolume) -> dict[str, Any]:
     return {"name": m.volume_name, "hostPath": {"path": source, "type": "Directory"}}
 
 
-def _template(spec: DeploySpec, opts: K8sOptions, probes: bool, restart: str | None) -> dict[str, Any]:
-    meta: dict[str, Any] = {"labels": _labels(spec.name)}
+def _template(spec: DeploySpec, opts: K8sOptions, probes: bool, restart: str | None) -> dict[str, object]:
+    meta: dict[str, object] = {"labels": _labels(spec.name)}
     if spec.function_runtime and spec.port is not None:
         meta["annotations"] = {
             "prometheus.io/scrape": "true",
@@ -184,11 +186,11 @@ def _template(spec: DeploySpec, opts: K8sOptions, probes: bool, restart: str | N
     return {"metadata": meta, "spec": _pod_spec(spec, opts, probes, restart)}
 
 
-def workload(spec: DeploySpec, opts: K8sOptions) -> dict[str, Any]:
+def workload(spec: DeploySpec, opts: K8sOptions) -> dict[str, object]:
     """The Deployment, Job or DaemonSet."""
     selector = {"matchLabels": {"app.kubernetes.io/name": spec.name}}
     if opts.kind == "deployment":
-        dspec: dict[str, Any] = {
+        dspec: dict[str, object] = {
             "replicas": spec.replicas,
             "selector": selector,
             "template": _template(spec, opts, True, None),
@@ -204,14 +206,14 @@ def workload(spec: DeploySpec, opts: K8sOptions) -> dict[str, Any]:
             "spec": {"selector": selector, "template": _template(spec, opts, True, None)},
         }
     if opts.kind == "job":
-        job_spec: dict[str, Any] = {"backoffLimit": 2, "template": _template(spec, opts, False, "Never")}
+        job_spec: dict[str, object] = {"backoffLimit": 2, "template": _template(spec, opts, False, "Never")}
         if spec.replicas > 1:
             job_spec = {"completions": spec.replicas, "parallelism": spec.replicas, **job_spec}
         return {"apiVersion": "batch/v1", "kind": "Job", "metadata": _meta(spec, opts), "spec": job_spec}
     raise GpushipError(f"unknown kind {opts.kind!r}", "use deployment, job or daemonset")
 
 
-def service(spec: DeploySpec, opts: K8sOptions) -> dict[str, Any]:
+def service(spec: DeploySpec, opts: K8sOptions) -> dict[str, object]:
     assert spec.port is not None
     return {
         "apiVersion": "v1",
@@ -225,7 +227,7 @@ def service(spec: DeploySpec, opts: K8sOptions) -> dict[str, Any]:
     }
 
 
-def scaled_object(spec: DeploySpec, opts: K8sOptions) -> dict[str, Any]:
+def scaled_object(spec: DeploySpec, opts: K8sOptions) -> dict[str, object]:
     keda = opts.keda
     assert keda is not None
     return {
@@ -250,7 +252,7 @@ def scaled_object(spec: DeploySpec, opts: K8sOptions) -> dict[str, Any]:
     }
 
 
-def kubernetes_manifests(spec: DeploySpec, opts: K8sOptions = K8sOptions()) -> list[dict[str, Any]]:
+def kubernetes_manifests(spec: DeploySpec, opts: K8sOptions = K8sOptions()) -> list[dict[str, object]]:
     """The objects to apply, in apply order."""
     if opts.keda is not None:
         if opts.kind != "deployment":
@@ -277,7 +279,7 @@ class _Dumper(yaml.SafeDumper):
         super().increase_indent(flow, False)
 
 
-def to_yaml(docs: Sequence[Mapping[str, Any]], header: str = "") -> str:
+def to_yaml(docs: Sequence[Mapping[str, object]], header: str = "") -> str:
     body = "---\n".join(
         yaml.dump(dict(d), Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=120) for d in docs
     )

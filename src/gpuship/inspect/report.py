@@ -19,7 +19,7 @@ import tempfile
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, BinaryIO
+from typing import IO, TYPE_CHECKING, BinaryIO
 
 import zstandard
 
@@ -36,6 +36,9 @@ from .owners import MAX_DATABASE, Package, debian_packages, is_owner_database, p
 SPOOL_IN_MEMORY = 64 << 20
 ESTIMATE_LEVEL = 1
 
+if TYPE_CHECKING:  # the buffer types of io's stubs
+    from _typeshed import WriteableBuffer
+
 
 @dataclass(frozen=True)
 class FileRecord:
@@ -47,7 +50,7 @@ class FileRecord:
     sha256: str
     compressed: int = 0
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         return {
             "layer": self.layer,
             "path": "/" + self.path,
@@ -68,7 +71,7 @@ class LayerReport:
     file_bytes: int
     whiteouts: int
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         return {
             "index": self.index,
             "digest": self.digest,
@@ -94,8 +97,8 @@ class PackageReport:
     layers: tuple[int, ...]
     declared_size: int = 0
 
-    def to_json(self) -> dict[str, Any]:
-        d: dict[str, Any] = {
+    def to_json(self) -> dict[str, object]:
+        d: dict[str, object] = {
             "kind": self.kind,
             "name": self.name,
             "version": self.version,
@@ -121,7 +124,7 @@ class Duplicate:
     def wasted(self) -> int:
         return self.size * (len(self.copies) - 1)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         return {
             "sha256": self.sha256,
             "size": self.size,
@@ -138,8 +141,8 @@ class CudaLibraryReport:
     library: CudaLibrary | None
     error: str = ""
 
-    def to_json(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"layer": self.layer, "path": "/" + self.path, "size": self.size}
+    def to_json(self) -> dict[str, object]:
+        d: dict[str, object] = {"layer": self.layer, "path": "/" + self.path, "size": self.size}
         if self.library is not None:
             d.update(self.library.to_json())
         if self.error:
@@ -174,7 +177,7 @@ class ImageReport:
     def duplicate_bytes(self) -> int:
         return sum(d.wasted for d in self.duplicates)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         return {
             "platform": self.platform,
             "digest": self.digest,
@@ -234,15 +237,16 @@ class _Spooled:
 
 
 class _Unclosed(io.RawIOBase):
-    def __init__(self, fh: Any) -> None:
+    def __init__(self, fh: IO[bytes]) -> None:
         self._fh = fh
 
     def readable(self) -> bool:
         return True
 
-    def readinto(self, b: Any) -> int:
-        data = self._fh.read(len(b))
-        b[: len(data)] = data
+    def readinto(self, b: WriteableBuffer) -> int:
+        view = memoryview(b).cast("B")
+        data = self._fh.read(len(view))
+        view[: len(data)] = data
         return len(data)
 
 

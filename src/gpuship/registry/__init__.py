@@ -15,7 +15,7 @@ Built on httpx rather than a registry library (see docs/registry.md for why). Pu
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .options import DEFAULT_CHUNK_SIZE, DEFAULT_JOBS, RegistryOptions
 
@@ -64,7 +64,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:  # the names are typed by the TYPE_CHECKING imports above
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -21,7 +21,6 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ..errors import GpushipError
 from ..tools import INSTALL_HINTS, which
@@ -61,7 +60,7 @@ def docker_config_path() -> Path:
     return base / "config.json"
 
 
-def _load_config(path: Path) -> dict[str, Any]:
+def _load_config(path: Path) -> dict[str, object]:
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
@@ -79,7 +78,7 @@ def auth_key(registry: str) -> str:
     return DOCKER_HUB_AUTH_KEY if reg == DOCKER_HUB else reg
 
 
-def _helper_for(config: Mapping[str, Any], registry: str) -> str | None:
+def _helper_for(config: Mapping[str, object], registry: str) -> str | None:
     helpers = config.get("credHelpers") or {}
     if isinstance(helpers, dict):
         for key, name in helpers.items():
@@ -131,7 +130,7 @@ def _helper_get(name: str, registry: str) -> Credentials | None:
     return Credentials(user, secret, "", source)
 
 
-def _from_auths(config: Mapping[str, Any], registry: str, path: Path) -> Credentials | None:
+def _from_auths(config: Mapping[str, object], registry: str, path: Path) -> Credentials | None:
     auths = config.get("auths") or {}
     if not isinstance(auths, dict):
         return None
@@ -192,7 +191,7 @@ def _lookup_in(path: Path, reg: str) -> Credentials | None:
     return _from_auths(config, reg, path)
 
 
-def _write_config(path: Path, config: Mapping[str, Any]) -> None:
+def _write_config(path: Path, config: Mapping[str, object]) -> None:
     """Replace ``config.json`` atomically with mode 0600 (it holds secrets)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd, tmpname = tempfile.mkstemp(dir=path.parent, prefix=".config.json.", suffix=".tmp")

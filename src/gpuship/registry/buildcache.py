@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from functools import partial
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from ..buildcache import ARTIFACT_TYPE, CachedBlob, CacheManifest
 from ..cache import BlobWriter, Cache
@@ -285,7 +285,7 @@ def open_store(ref: str, registry: Registry, progress: Progress = NO_PROGRESS) -
     )
 
 
-def describe(manifest: CacheManifest | None) -> dict[str, Any]:
+def describe(manifest: CacheManifest | None) -> dict[str, int]:
     """A summary for logs and reports."""
     if manifest is None:
         return {"layers": 0, "blobs": 0}

@@ -23,7 +23,6 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import httpx
@@ -531,5 +530,5 @@ class RegistryClient:
         finally:
             resp.close()
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> dict[str, object]:
         return {"registry": self.registry, "host": self.host, "scheme": self._scheme, "scopes": sorted(self.scopes)}

@@ -16,7 +16,6 @@ import posixpath
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
 
 from packaging.utils import canonicalize_name
 
@@ -24,6 +23,7 @@ from ..cache import Cache
 from ..oci.entry import apply_whiteout, clean_path
 from ..oci.image import Image
 from ..oci.layer import Layer
+from ..streams import Reader
 
 FACTS_NS = "base-facts"
 FACTS_VERSION = 1
@@ -51,23 +51,24 @@ class BaseFacts:
     env: Mapping[str, str] = field(default_factory=dict)
     cuda_env: Mapping[str, str] = field(default_factory=dict)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         d = asdict(self)
         d["site_packages"] = list(self.site_packages)
         d["version"] = FACTS_VERSION
         return d
 
     @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> BaseFacts:
+    def from_json(cls, d: Mapping[str, object]) -> BaseFacts:
+        """The facts :meth:`to_json` recorded (a field of another shape reads as missing)."""
         return cls(
-            os_release=dict(d.get("os_release") or {}),
-            python_version=d.get("python_version"),
-            python_executable=d.get("python_executable"),
-            site_packages=tuple(d.get("site_packages") or ()),
-            distributions=dict(d.get("distributions") or {}),
-            cuda_version=d.get("cuda_version"),
-            env=dict(d.get("env") or {}),
-            cuda_env=dict(d.get("cuda_env") or {}),
+            os_release=_str_map(d.get("os_release")),
+            python_version=_str_or_none(d.get("python_version")),
+            python_executable=_str_or_none(d.get("python_executable")),
+            site_packages=tuple(x for x in _list(d.get("site_packages")) if isinstance(x, str)),
+            distributions=_str_map(d.get("distributions")),
+            cuda_version=_str_or_none(d.get("cuda_version")),
+            env=_str_map(d.get("env")),
+            cuda_env=_str_map(d.get("cuda_env")),
         )
 
     @property
@@ -75,6 +76,18 @@ class BaseFacts:
         """``debian 12``, ``ubuntu 22.04`` (ID and VERSION_ID of os-release), or ``unknown``."""
         ident = self.os_release.get("ID", "")
         return f"{ident} {self.os_release.get('VERSION_ID', '')}".strip() or "unknown"
+
+
+def _str_map(value: object) -> dict[str, str]:
+    return {k: v for k, v in value.items() if isinstance(v, str)} if isinstance(value, dict) else {}
+
+
+def _str_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _list(value: object) -> list[object]:
+    return value if isinstance(value, list) else []
 
 
 @dataclass
@@ -93,7 +106,7 @@ def _interesting(path: str) -> bool:
     )
 
 
-def _read_limited(fh: Any) -> bytes:
+def _read_limited(fh: Reader | None) -> bytes:
     return fh.read(MAX_READ) if fh is not None else b""
 
 

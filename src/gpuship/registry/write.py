@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import BinaryIO
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from ..cache import Cache
@@ -29,7 +29,7 @@ from ..errors import GpushipError, IntegrityError, RegistryError
 from ..oci.image import Image, Index, sha256_digest
 from ..progress import NO_PROGRESS, Progress
 from ..streams import CHUNK
-from .client import RegistryClient, Transient
+from .client import Body, RegistryClient, Transient
 from .limits import limits_for, oversized_layers
 from .options import DEFAULT_CHUNK_SIZE, DEFAULT_JOBS
 from .reference import Reference
@@ -302,7 +302,7 @@ class BlobUploader:
             self._body(blob, 0, blob.size, pos),
         )
 
-    def _close_upload(self, blob: _Blob, location: str, what: str, length: str, content: Any) -> None:
+    def _close_upload(self, blob: _Blob, location: str, what: str, length: str, content: Body) -> None:
         """The upload's closing PUT (``?digest=``), with ``content`` as its body: a broken connection after which
         the registry has the blob counts as done, any other transient failure restarts the upload."""
         try:

@@ -56,11 +56,21 @@ import time
 import traceback
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from types import FrameType, ModuleType
+from typing import TYPE_CHECKING, NoReturn, Required, TypedDict
+
+if TYPE_CHECKING:  # for the type checker only: at run time these are imported where they are used
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+#: The user's function: any callable; what it takes and returns (a JSON value, a Response) is checked at run time.
+UserFunction = Callable[..., object]
 
 RUNTIME_VERSION = "1"
 DEFAULT_PORT = 8080
@@ -134,7 +144,7 @@ class LoadError(Exception):
     pass
 
 
-def load_function(ref: str) -> Callable[..., Any]:
+def load_function(ref: str) -> UserFunction:
     """``pkg.module:func`` (or ``pkg.module:obj.method``) -> the callable."""
     module_name, sep, attr = ref.partition(":")
     if not sep or not module_name or not attr:
@@ -142,7 +152,7 @@ def load_function(ref: str) -> Callable[..., Any]:
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())  # like `python -m`: the working directory is importable
     try:
-        obj: Any = importlib.import_module(module_name)
+        obj: object = importlib.import_module(module_name)
     except ImportError as exc:
         raise LoadError(f"cannot import {module_name}: {exc}") from exc
     for part in attr.split("."):
@@ -155,7 +165,7 @@ def load_function(ref: str) -> Callable[..., Any]:
     return obj
 
 
-def _takes_argument(fn: Callable[..., Any]) -> bool:
+def _takes_argument(fn: UserFunction) -> bool:
     try:
         params = inspect.signature(fn).parameters.values()
     except (TypeError, ValueError):
@@ -173,12 +183,48 @@ def _version(code: int) -> str:
     return f"{code // 1000}.{(code % 1000) // 10}"
 
 
+class GpuFacts(TypedDict, total=False):
+    """One GPU as /status and /metrics report it (from a framework, libcuda or NVML)."""
+
+    index: Required[int]
+    name: Required[str | None]
+    uuid: str | None
+    compute_capability: str
+    memory_total_bytes: int
+    memory_used_bytes: int
+    memory_free_bytes: int
+
+
+class FrameworkFacts(TypedDict, total=False):
+    """What the framework found (:func:`_framework_probe`)."""
+
+    name: Required[str]
+    version: str
+    cuda: str | None
+    available: bool
+    gpus: list[GpuFacts]
+    reason: str
+
+
+class DeviceFacts(TypedDict, total=False):
+    """The device facts of /status (:meth:`GpuProbe.status`)."""
+
+    driver_version: str | None
+    cuda_driver_version: str | None
+    cuda_runtime_version: str | None
+    framework: dict[str, object] | None
+    detected_by: str | None
+    device: str
+    reason: str
+    gpus: list[GpuFacts]
+
+
 class Nvml:
     """The driver's management library (libnvidia-ml.so.1), through ctypes; present with the ``utility``
     driver capability. Reads GPU memory without creating a CUDA context."""
 
     def __init__(self) -> None:
-        self.lib: Any = None
+        self.lib: ctypes.CDLL | None = None
         self.error: str | None = None
         self._lock = threading.Lock()
         try:
@@ -192,14 +238,14 @@ class Nvml:
             self.error = "libnvidia-ml.so.1 not found"
 
     @staticmethod
-    def _err(lib: Any, rc: int) -> str:
+    def _err(lib: ctypes.CDLL, rc: int) -> str:
         try:
             lib.nvmlErrorString.restype = ctypes.c_char_p
             return lib.nvmlErrorString(rc).decode()
         except Exception:  # noqa: BLE001
             return f"error {rc}"
 
-    def _text(self, fn: Any, *args: Any) -> str | None:
+    def _text(self, fn: Callable[..., int], *args: object) -> str | None:
         buf = ctypes.create_string_buffer(256)
         return buf.value.decode(errors="replace") if fn(*args, buf, ctypes.c_uint(256)) == 0 else None
 
@@ -212,7 +258,7 @@ class Nvml:
         v = ctypes.c_int()
         return _version(v.value) if self.lib.nvmlSystemGetCudaDriverVersion_v2(ctypes.byref(v)) == 0 else None
 
-    def gpus(self) -> list[dict[str, Any]]:
+    def gpus(self) -> list[GpuFacts]:
         if not self.lib:
             return []
         with self._lock:
@@ -224,7 +270,7 @@ class Nvml:
                 h = ctypes.c_void_p()
                 if self.lib.nvmlDeviceGetHandleByIndex_v2(ctypes.c_uint(i), ctypes.byref(h)) != 0:
                     continue
-                g: dict[str, Any] = {"index": i, "name": self._text(self.lib.nvmlDeviceGetName, h)}
+                g: GpuFacts = {"index": i, "name": self._text(self.lib.nvmlDeviceGetName, h)}
                 g["uuid"] = self._text(self.lib.nvmlDeviceGetUUID, h)
                 major, minor = ctypes.c_int(), ctypes.c_int()
                 if self.lib.nvmlDeviceGetCudaComputeCapability(h, ctypes.byref(major), ctypes.byref(minor)) == 0:
@@ -245,7 +291,7 @@ class LibCuda:
     CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76
 
     def __init__(self) -> None:
-        self.lib: Any = None
+        self.lib: ctypes.CDLL | None = None
         self.error: str | None = None
         try:
             lib = ctypes.CDLL("libcuda.so.1")
@@ -259,7 +305,7 @@ class LibCuda:
         self.lib = lib
 
     @staticmethod
-    def _err(lib: Any, rc: int) -> str:
+    def _err(lib: ctypes.CDLL, rc: int) -> str:
         s = ctypes.c_char_p()
         try:
             if lib.cuGetErrorString(rc, ctypes.byref(s)) == 0 and s.value:
@@ -274,7 +320,7 @@ class LibCuda:
         v = ctypes.c_int()
         return _version(v.value) if self.lib.cuDriverGetVersion(ctypes.byref(v)) == 0 else None
 
-    def gpus(self) -> list[dict[str, Any]]:
+    def gpus(self) -> list[GpuFacts]:
         if not self.lib:
             return []
         n = ctypes.c_int()
@@ -287,7 +333,7 @@ class LibCuda:
                 continue
             buf = ctypes.create_string_buffer(256)
             self.lib.cuDeviceGetName(buf, 256, dev)
-            g: dict[str, Any] = {"index": i, "name": buf.value.decode(errors="replace")}
+            g: GpuFacts = {"index": i, "name": buf.value.decode(errors="replace")}
             major, minor, total = ctypes.c_int(), ctypes.c_int(), ctypes.c_size_t()
             if (
                 self.lib.cuDeviceGetAttribute(
@@ -326,17 +372,21 @@ def _importable(name: str) -> bool:
         return False
 
 
-def _framework_probe() -> dict[str, Any] | None:
+def _framework(name: str) -> ModuleType:
+    """An optional framework, imported by name (none of them is installed where gpuship is type-checked)."""
+    return importlib.import_module(name)
+
+
+def _framework_probe() -> FrameworkFacts | None:
     """What the first importable framework (torch, cupy, numba) sees: its device flag and GPUs."""
     if _importable("torch"):
         try:
-            import torch  # type: ignore[import-not-found]
-
-            fw: dict[str, Any] = {"name": "torch", "version": str(torch.__version__), "cuda": torch.version.cuda}
+            torch = _framework("torch")
+            fw: FrameworkFacts = {"name": "torch", "version": str(torch.__version__), "cuda": torch.version.cuda}
             available = bool(torch.cuda.is_available())
             fw["available"] = available
             if available:
-                gpus = []
+                gpus: list[GpuFacts] = []
                 for i in range(torch.cuda.device_count()):
                     p = torch.cuda.get_device_properties(i)
                     gpus.append(
@@ -355,8 +405,7 @@ def _framework_probe() -> dict[str, Any] | None:
             return {"name": "torch", "available": False, "reason": f"torch failed: {type(exc).__name__}: {exc}"}
     if _importable("cupy"):
         try:
-            import cupy  # type: ignore[import-not-found]
-
+            cupy = _framework("cupy")
             rt = cupy.cuda.runtime
             fw = {"name": "cupy", "version": str(cupy.__version__), "cuda": _version(rt.runtimeGetVersion())}
             n = rt.getDeviceCount()
@@ -379,8 +428,8 @@ def _framework_probe() -> dict[str, Any] | None:
             return {"name": "cupy", "available": False, "reason": f"cupy sees no GPU: {type(exc).__name__}: {exc}"}
     if _importable("numba"):
         try:
-            import numba  # type: ignore[import-not-found]
-            from numba import cuda
+            numba = _framework("numba")
+            cuda = _framework("numba.cuda")
 
             fw = {"name": "numba", "version": str(numba.__version__)}
             available = bool(cuda.is_available())
@@ -404,7 +453,7 @@ class GpuProbe:
     """Finds the device once (framework first, then NVML / libcuda); memory is read fresh on each call."""
 
     def __init__(self) -> None:
-        self._static: dict[str, Any] | None = None
+        self._static: DeviceFacts | None = None
         self._lock = threading.Lock()
         self._nvml: Nvml | None = None
 
@@ -415,16 +464,16 @@ class GpuProbe:
                 self._nvml = Nvml()
             return self._nvml
 
-    def _detect(self) -> dict[str, Any]:
+    def _detect(self) -> DeviceFacts:
         nvml = self.nvml
         cuda = LibCuda()
         fw = _framework_probe()
         driver_gpus = cuda.gpus()
-        facts: dict[str, Any] = {
+        facts: DeviceFacts = {
             "driver_version": nvml.driver_version() or _proc_driver_version(),
             "cuda_driver_version": cuda.driver_version() or nvml.cuda_driver_version(),
-            "cuda_runtime_version": (fw or {}).get("cuda"),
-            "framework": {k: fw[k] for k in ("name", "version", "cuda") if k in fw} if fw else None,
+            "cuda_runtime_version": fw.get("cuda") if fw else None,
+            "framework": {k: v for k, v in fw.items() if k in ("name", "version", "cuda")} if fw else None,
         }
         if fw is not None:
             facts["detected_by"] = fw["name"]
@@ -457,25 +506,34 @@ class GpuProbe:
             return f"{what}: {cuda.error}"
         return what
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> DeviceFacts:
         with self._lock:
             first = self._static is None
         if first:
-            facts = self._detect()
+            detected = self._detect()
             with self._lock:
-                self._static = self._static or facts
+                self._static = self._static or detected
         with self._lock:
-            facts = json.loads(json.dumps(self._static))
+            facts: DeviceFacts = json.loads(json.dumps(self._static))  # a deep copy
         live = {g["index"]: g for g in self.memory()}
         # NVML numbers every GPU the container holds; a framework only those CUDA_VISIBLE_DEVICES lets
         # through. Add the live memory figures where both see the same set.
         if facts["device"] == "cuda" and live and len(live) == len(facts["gpus"]):
             for g in facts["gpus"]:
-                n = live.get(g["index"], {})
-                g.update({k: v for k, v in n.items() if k.startswith("memory_") or (k == "uuid" and v)})
+                n = live.get(g["index"])
+                if n is None:
+                    continue
+                if n.get("uuid"):
+                    g["uuid"] = n["uuid"]
+                if "memory_total_bytes" in n:
+                    g["memory_total_bytes"] = n["memory_total_bytes"]
+                if "memory_used_bytes" in n:
+                    g["memory_used_bytes"] = n["memory_used_bytes"]
+                if "memory_free_bytes" in n:
+                    g["memory_free_bytes"] = n["memory_free_bytes"]
         return facts
 
-    def memory(self) -> list[dict[str, Any]]:
+    def memory(self) -> list[GpuFacts]:
         """Per-GPU memory from NVML (no CUDA context needed); empty without NVML."""
         nvml = self.nvml
         return nvml.gpus() if nvml.lib else []
@@ -526,7 +584,7 @@ class Metrics:
             self.latency_sum += seconds
             self.latency_count += 1
 
-    def render(self, rt: Runtime, gpus: list[dict[str, Any]], torch_mem: list[tuple[int, int, int]]) -> str:
+    def render(self, rt: Runtime, gpus: list[GpuFacts], torch_mem: list[tuple[int, int, int]]) -> str:
         lines: list[str] = []
 
         def metric(name: str, kind: str, help_: str, samples: list[tuple[str, float]]) -> None:
@@ -572,7 +630,7 @@ class Metrics:
         )
         if gpus:
 
-            def gl(g: dict[str, Any]) -> str:
+            def gl(g: GpuFacts) -> str:
                 return f'{{gpu="{g["index"]}",name="{_label(str(g.get("name") or ""))}"}}'
 
             metric(
@@ -607,7 +665,7 @@ class Metrics:
 class Runtime:
     """Holds the function, its readiness, the bounded executor and the counters of one server process."""
 
-    def __init__(self, settings: Settings, function: Callable[..., Any] | None = None) -> None:
+    def __init__(self, settings: Settings, function: UserFunction | None = None) -> None:
         self.settings = settings
         self.function = function
         self.ready = False
@@ -626,12 +684,15 @@ class Runtime:
         self.on_fatal: Callable[[], None] = lambda: None
 
     # The function call, wherever it runs.
-    async def call(self, payload: Any) -> Any:
+    async def call(self, payload: object) -> object:
+        """The function's answer to ``payload`` (a JSON value): a JSON value or a Response, unchecked here."""
         fn = self.function
         assert fn is not None
         args = (payload,) if _takes_argument(fn) else ()
+        result: object
         if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None)):  # noqa: B004 (an object whose __call__ is async)
-            result = await fn(*args)
+            pending = fn(*args)
+            result = await pending if inspect.isawaitable(pending) else pending
         else:
             loop = asyncio.get_running_loop()
             ctx = contextvars.copy_context()
@@ -689,9 +750,9 @@ class Runtime:
         await self.call(hook)
         return "warm-up call with the function's warmup payload"
 
-    async def status(self) -> dict[str, Any]:
+    async def status(self) -> dict[str, object]:
         loop = asyncio.get_running_loop()
-        facts = await loop.run_in_executor(self._probe_executor, self.probe.status)
+        facts: dict[str, object] = dict(await loop.run_in_executor(self._probe_executor, self.probe.status))
         facts.update(
             function=self.settings.function,
             ready=self.ready,
@@ -711,10 +772,10 @@ class Runtime:
         self._probe_executor.shutdown(wait=False, cancel_futures=True)
 
 
-def _error(status: int, error: str, detail: str | None = None, headers: dict[str, str] | None = None) -> Any:
+def _error(status: int, error: str, detail: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
     from starlette.responses import JSONResponse
 
-    body: dict[str, Any] = {"error": error}
+    body = {"error": error}
     if detail is not None:
         body["detail"] = detail
     return JSONResponse(body, status_code=status, headers=headers)
@@ -728,7 +789,7 @@ class _BadJson(Exception):
     pass
 
 
-async def _read_body(request: Any, limit: int) -> bytes:
+async def _read_body(request: Request, limit: int) -> bytes:
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > limit:
         raise _TooLarge(f"{length} bytes")
@@ -741,11 +802,11 @@ async def _read_body(request: Any, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _no_constant(name: str) -> Any:
+def _no_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not JSON (give the function an allow_nan = True attribute to accept it)")
 
 
-def _parse_json(body: bytes, allow_nan: bool) -> Any:
+def _parse_json(body: bytes, allow_nan: bool) -> object:
     """The request body as a value (empty: None); any malformed body is a :class:`_BadJson`."""
     if not body.strip():
         return None
@@ -761,7 +822,7 @@ def _parse_json(body: bytes, allow_nan: bool) -> Any:
 
 async def _acquire(semaphore: asyncio.Semaphore, timeout: float) -> bool:
     """Take ``semaphore`` within ``timeout`` seconds; False (holding nothing) if that did not happen."""
-    waiter = asyncio.ensure_future(semaphore.acquire())
+    waiter: asyncio.Future[bool] = asyncio.ensure_future(semaphore.acquire())
     try:
         done, _ = await asyncio.wait({waiter}, timeout=timeout)
     except BaseException:  # the request was cancelled while it waited
@@ -773,10 +834,10 @@ async def _acquire(semaphore: asyncio.Semaphore, timeout: float) -> bool:
     return False
 
 
-def _abandon(waiter: asyncio.Future[Any], semaphore: asyncio.Semaphore) -> None:
+def _abandon(waiter: asyncio.Future[bool], semaphore: asyncio.Semaphore) -> None:
     """Stop waiting for ``semaphore``; a place taken just as the wait ran out is given back."""
 
-    def give_back(f: asyncio.Future[Any]) -> None:
+    def give_back(f: asyncio.Future[bool]) -> None:
         if not f.cancelled() and f.exception() is None:
             semaphore.release()
 
@@ -784,7 +845,7 @@ def _abandon(waiter: asyncio.Future[Any], semaphore: asyncio.Semaphore) -> None:
     waiter.cancel()
 
 
-def _guarded_http(header_timeout: float) -> Any:
+def _guarded_http(header_timeout: float) -> type[H11Protocol]:
     """Uvicorn's h11 protocol, but a connection whose request headers do not arrive within ``header_timeout``
     seconds of its start (or of its previous response) is closed: a slow client cannot hold sockets open by
     trickling a header a byte at a time (uvicorn's keep-alive timer restarts on every byte)."""
@@ -807,7 +868,8 @@ def _guarded_http(header_timeout: float) -> Any:
             if not self.transport.is_closing():
                 self.transport.close()
 
-        def connection_made(self, transport: Any) -> None:
+        # uvicorn's H11Protocol narrows asyncio's BaseTransport to Transport (and ignores the override itself)
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
             self._arm()
 
@@ -829,10 +891,10 @@ def _guarded_http(header_timeout: float) -> Any:
     return GuardedH11
 
 
-def create_app(settings: Settings, function: Callable[..., Any] | None = None) -> Any:
+def create_app(settings: Settings, function: UserFunction | None = None) -> Starlette:
     """The Starlette application; ``function`` skips the import (for embedding)."""
     from starlette.applications import Starlette
-    from starlette.requests import ClientDisconnect, Request
+    from starlette.requests import ClientDisconnect
     from starlette.responses import JSONResponse, PlainTextResponse, Response
     from starlette.routing import Route
 
@@ -890,7 +952,7 @@ def create_app(settings: Settings, function: Callable[..., Any] | None = None) -
             {"Retry-After": "1"},
         )
 
-    async def _run(payload: Any) -> tuple[int, Response]:
+    async def _run(payload: object) -> tuple[int, Response]:
         """Wait (up to QUEUE_TIMEOUT) for a worker, call the function, render its answer."""
         assert rt.semaphore is not None
         if not await _acquire(rt.semaphore, settings.queue_timeout):
@@ -945,7 +1007,7 @@ def create_app(settings: Settings, function: Callable[..., Any] | None = None) -
         )
 
     @asynccontextmanager
-    async def lifespan(app: Any):
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
         rt.semaphore = asyncio.Semaphore(settings.max_workers)
         loader = asyncio.create_task(rt.load())
         try:
@@ -991,7 +1053,7 @@ def serve(settings: Settings) -> int:
     )
 
     class Server(uvicorn.Server):
-        def handle_exit(self, sig: int, frame: Any) -> None:
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             delay = settings.shutdown_delay
             if rt.draining or delay <= 0 or sig != signal.SIGTERM:
                 rt.draining = True
