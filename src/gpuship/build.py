@@ -18,7 +18,7 @@ import tomllib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 from . import __version__
 from .buildcache import BuildCacheSession, NotInCache, cache_spec
@@ -52,11 +52,12 @@ from .progress import NO_PROGRESS, Progress
 from .project import IndexOptions
 from .project.entrypoint import VENV, BaseContents, choose_entrypoint, lint_interpreters
 from .rebuild import Request, fingerprint, remember
-from .redact import redact_all
+from .redact import redact_object
 from .registry.reference import Reference
 from .sbom import Component, write_spdx
 from .serve import runtime_entries, runtime_entrypoint, runtime_requirements
 from .slim import ArchSelection, arch_sort_key, prune_layer_entries
+from .slim.archs import LibraryPruneJSON, PruneReportJSON
 from .sources.app import AppFiles, app_layer, left_out_warning, select_app_files
 from .sources.base import Base, Started
 from .sources.debian.libdeps import LibDep
@@ -89,7 +90,8 @@ class PlatformResult:
     debian_packages: tuple[tuple[str, str, str], ...]
     python_distributions: tuple[tuple[str, str], ...]
     libdeps: tuple[LibDep, ...] = ()
-    pruned: dict[str, Any] | None = None
+    #: the Python environment's report and the GPU-code pruning's (JSON for the build report)
+    pruned: dict[str, object] | None = None
     dropped: SlimReport | None = None
 
 
@@ -112,11 +114,11 @@ class BuildResult:
     def digest(self) -> str:
         return self.result.digest
 
-    def report_json(self) -> dict[str, Any]:
+    def report_json(self) -> dict[str, object]:
         """The build report (no credential in it: every string is redacted)."""
-        return redact_all(self._report())
+        return redact_object(self._report())
 
-    def _report(self) -> dict[str, Any]:
+    def _report(self) -> dict[str, object]:
         gpu = self.plan.gpu
         return {
             "image": self.plan.tag,
@@ -146,7 +148,7 @@ class BuildResult:
         }
 
 
-def _jsonable(obj: Any) -> Any:
+def _jsonable(obj: object) -> object:
     if obj is None or isinstance(obj, (str, int, float, bool)):
         return obj
     if isinstance(obj, dict):
@@ -539,9 +541,18 @@ PRUNED_GROUPS = ("cuda", "frameworks", "deps", "project", "app")
 library the app ships is pruned like a wheel's)."""
 
 
+class PruneSummary(TypedDict):
+    """What ``prune-archs`` did to a platform's layers (the build report's ``gpu_archs``)."""
+
+    targets: list[str]
+    kept_archs: list[str]
+    saved: int
+    libraries: list[LibraryPruneJSON]
+
+
 def _prune_archs(
     plan: BuildPlan, layers: list[tuple[str, Layer]], cache: Cache, progress: Progress
-) -> tuple[list[tuple[str, Layer]], dict[str, Any] | None]:
+) -> tuple[list[tuple[str, Layer]], PruneSummary | None]:
     """Drop GPU machine code no target can run from the layers of :data:`PRUNED_GROUPS` (``prune-archs``).
 
     A layer in which nothing is dropped is kept as it is (not compressed again)."""
@@ -553,13 +564,13 @@ def _prune_archs(
 
     big_layers = threading.Lock()
 
-    def prune_one(group_layer: tuple[str, Layer]) -> tuple[tuple[str, Layer], dict[str, Any]]:
+    def prune_one(group_layer: tuple[str, Layer]) -> tuple[tuple[str, Layer], PruneReportJSON | None]:
         group, layer = group_layer
         if group not in PRUNED_GROUPS:
-            return group_layer, {}
+            return group_layer, None
         progress.step(f"pruning GPU code in the {group} layer to {', '.join(t.sm for t in sel.targets)}")
 
-        def transform(entries: Iterator[Entry]) -> tuple[Iterable[Entry] | None, dict[str, Any]]:
+        def transform(entries: Iterator[Entry]) -> tuple[Iterable[Entry] | None, PruneReportJSON]:
             new, report = prune_layer_entries(entries, sel, cache=cache)
             return (new if report.saved else None), report.to_json()
 
@@ -567,16 +578,17 @@ def _prune_archs(
         # turns, so two of them never sit in memory at once (the peak stays under 300 MB)
         with big_layers if layer.uncompressed_size >= BIG_PRUNE_BYTES else contextlib.nullcontext():
             new, report = rewrite_layer_meta(layer, transform, key, cache, comment=layer.comment + " (GPU code pruned)")
-        return (group, new), report or {}
+        return (group, new), report or None
 
     out: list[tuple[str, Layer]] = []
     kept: set[str] = set()
     saved = 0
-    libraries: list[Any] = []
+    libraries: list[LibraryPruneJSON] = []
     for new_layer, report in parallel_map(prune_one, layers):  # layer by layer, side by side
-        kept.update(report.get("kept_archs", ()))
-        saved += int(report.get("saved", 0))
-        libraries += report.get("libraries", [])
+        if report:
+            kept.update(report["kept_archs"])
+            saved += int(report["saved"])
+            libraries += report["libraries"]
         out.append(new_layer)
     return out, {
         "targets": [t.sm for t in sel.targets],
@@ -586,7 +598,7 @@ def _prune_archs(
     }
 
 
-def _check_entries(gpu: GpuPlan, pruned: dict[str, Any] | None) -> list[Entry]:
+def _check_entries(gpu: GpuPlan, pruned: PruneSummary | None) -> list[Entry]:
     """gpuship-check and /etc/gpuship/gpu.json, with the architectures pruning kept."""
 
     entries = check_entries(gpu, python=f"{VENV}/bin/python")
@@ -697,7 +709,7 @@ def _python_layers(
     runtime: _Runtime | None,
     cache: Cache,
     progress: Progress,
-) -> tuple[PythonEnv, Groups, Groups, dict[str, Any] | None]:
+) -> tuple[PythonEnv, Groups, Groups, PruneSummary | None]:
     """The environment's layers, and the upper ones (project, gpu-check, runtime, app or editable), GPU code
     pruned: ``(env, env layers, upper layers, prune report)``."""
 
@@ -722,7 +734,7 @@ def _python_layers(
         own.append(("project", _project_layer(plan, platform, python, prune, models.app, cache, progress)))
     if not plan.options.dev:
         own.append(("app", app_layer(models.app, cfg.workdir, cache, compression=compression)))
-    pruned: dict[str, Any] | None = None
+    pruned: PruneSummary | None = None
     if plan.gpu is not None:
         both, pruned = _prune_archs(plan, env_layers + own, cache, progress)
         env_layers, own = both[: len(env_layers)], both[len(env_layers) :]
@@ -876,7 +888,7 @@ def sbom_path(report: Path) -> Path:
     return report.with_name(report.name.removesuffix(".json") + ".spdx.json")
 
 
-def model_components(models: ModelSet | None) -> list[Any]:
+def model_components(models: ModelSet | None) -> list[Component]:
     """The SBOM's model entries: a hub repository at its revision, a fetched file and a project weight file with
     its sha256 (a project model directory is named without one)."""
 

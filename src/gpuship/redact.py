@@ -10,7 +10,7 @@ leaves the process: every :class:`~gpuship.errors.GpushipError` line, the CLI's 
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Mapping
 from urllib.parse import urlsplit, urlunsplit
 
 #: ``scheme://userinfo@`` in a URL.
@@ -36,12 +36,17 @@ def strip_userinfo(url: str) -> str:
     return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
-def redact_all(value: Any) -> Any:
+def redact_all(value: object) -> object:
     """Every string in a JSON-like value, redacted (for reports)."""
     if isinstance(value, str):
         return redact(value)
     if isinstance(value, dict):
-        return {redact_all(k): redact_all(v) for k, v in value.items()}
+        return redact_object(value)
     if isinstance(value, (list, tuple)):
         return [redact_all(v) for v in value]
     return value
+
+
+def redact_object(value: Mapping[str, object]) -> dict[str, object]:
+    """:func:`redact_all` of a JSON object (keys are redacted too)."""
+    return {redact(k): redact_all(v) for k, v in value.items()}

@@ -24,8 +24,9 @@ from __future__ import annotations
 import io
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TypedDict
 
+from .. import schema
 from ..cache import Cache
 from ..cuda.gpus import Target
 from ..errors import ConfigError, IntegrityError
@@ -85,11 +86,9 @@ class ArchSelection:
         return cls(tuple(parsed[k] for k in sorted(parsed)))
 
     @classmethod
-    def from_gpu_config(cls, gpu: Mapping[str, Any]) -> ArchSelection | None:
+    def from_gpu_config(cls, gpu: Mapping[str, object]) -> ArchSelection | None:
         """From a ``[tool.gpuship.gpu]`` table: pruning is on when ``targets`` are given, unless ``prune-archs = false``."""
-        targets = gpu.get("targets") or []
-        if isinstance(targets, str):
-            targets = [targets]
+        targets = schema.string_list(gpu.get("targets") or [], "[tool.gpuship.gpu] targets", one_string=True)
         prune = gpu.get("prune-archs", bool(targets))
         if not isinstance(prune, bool):
             raise ConfigError("[tool.gpuship.gpu] prune-archs must be true or false")
@@ -237,6 +236,30 @@ def _verify(out: bytes, before: CudaLibrary, kept: int, saved: int) -> None:
 
 
 # -- whole layers --------------------------------------------------------------------------------------------
+class LibraryPruneJSON(TypedDict):
+    path: str
+    size: int
+    saved: int
+    kept: list[str]
+    dropped: list[str]
+    unserved: list[str]
+
+
+class TargetJSON(TypedDict):
+    name: str
+    capability: str
+    sm: str
+
+
+class PruneReportJSON(TypedDict):
+    """:meth:`ArchPruneReport.to_json` (remembered with a pruned layer, read back from the cache)."""
+
+    targets: list[TargetJSON]
+    kept_archs: list[str]
+    saved: int
+    libraries: list[LibraryPruneJSON]
+
+
 @dataclass(frozen=True)
 class LibraryPrune:
     """What pruning did to one file of a layer."""
@@ -248,7 +271,7 @@ class LibraryPrune:
     dropped: tuple[str, ...]
     unserved: tuple[str, ...] = ()
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> LibraryPruneJSON:
         return {
             "path": "/" + self.path,
             "size": self.size,
@@ -276,7 +299,7 @@ class ArchPruneReport:
         names = {n for lib in self.libraries for n in lib.kept}
         return sorted(names, key=arch_sort_key)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> PruneReportJSON:
         return {
             "targets": [
                 {"name": t.given or t.name, "capability": f"{t.major}.{t.minor}", "sm": t.sm} for t in self.targets
@@ -349,6 +372,6 @@ def _may_have_gpu_code(e: Entry) -> bool:
         return lib is not None and any(s.name in PRUNED_SECTIONS for s in lib.sections)
 
 
-def gpu_json_fragment(report: ArchPruneReport) -> dict[str, Any]:
+def gpu_json_fragment(report: ArchPruneReport) -> dict[str, object]:
     """What the lead bakes into ``/etc/gpuship/gpu.json``: the targets and the architectures kept."""
     return {"pruned": True, "targets": [t.sm for t in report.targets], "archs": report.kept_archs}
