@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from importlib import resources
-from typing import Any
 
 from ..cuda import GpuPlan
 from ..oci.entry import Entry
@@ -32,9 +31,11 @@ def check_script(python: str = DEFAULT_PYTHON) -> bytes:
     return f"#!{python} -I\n".encode() + check_source().encode()
 
 
-def manifest_data(plan: GpuPlan, python: str | None = DEFAULT_PYTHON, ptx_version: str | None = None) -> dict[str, Any]:
+def manifest_data(
+    plan: GpuPlan, python: str | None = DEFAULT_PYTHON, ptx_version: str | None = None
+) -> dict[str, object]:
     """The facts gpuship-check reads, as plain data (see docs/gpu.md for each key)."""
-    data: dict[str, Any] = {
+    data: dict[str, object] = {
         "schema": MANIFEST_SCHEMA,
         "cuda": plan.cuda,
         "require_cuda": plan.require_cuda,

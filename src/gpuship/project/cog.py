@@ -24,7 +24,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
@@ -55,7 +54,7 @@ class CogInputs:
     requirements: tuple[str, ...] = ()
     requirements_file: Path | None = None
     python: str = ""  # "3.11"
-    settings: Mapping[str, Any] = field(default_factory=dict)  # [tool.gpuship] keys, defaults only
+    settings: Mapping[str, object] = field(default_factory=dict)  # [tool.gpuship] keys, defaults only
     notes: tuple[str, ...] = ()
 
 
@@ -67,7 +66,7 @@ def read_cog(path: Path) -> CogInputs:
     """Read ``cog.yaml`` at ``path``; a shape gpuship cannot read is one :class:`ConfigError` line."""
     data, build = _load(path)
     taken: list[str] = []
-    settings: dict[str, Any] = {}
+    settings: dict[str, object] = {}
     requirements = _strings(path, build.get("python_packages"), "build.python_packages")
     if requirements:
         taken.append(f"{len(requirements)} python_packages")
@@ -103,7 +102,7 @@ def read_cog(path: Path) -> CogInputs:
     return CogInputs(path, tuple(requirements), req_file, python, settings, tuple(_notes(path, data, build, taken)))
 
 
-def _load(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+def _load(path: Path) -> tuple[dict[str, object], dict[str, object]]:
     """The file as a mapping, and its ``build:`` mapping."""
     import yaml  # only for a cog.yaml project
 
@@ -128,9 +127,9 @@ def _strings(path: Path, value: object, key: str) -> list[str]:
     raise ConfigError(f"{path.name}: {key} must be a list of strings", f'e.g. {key.split(".")[-1]}: ["..."]')
 
 
-def _gpu(path: Path, build: Mapping[str, Any], taken: list[str]) -> dict[str, Any]:
+def _gpu(path: Path, build: Mapping[str, object], taken: list[str]) -> dict[str, object]:
     """``[tool.gpuship.gpu]`` from ``build.gpu`` and ``build.cuda``."""
-    gpu: dict[str, Any] = {}
+    gpu: dict[str, object] = {}
     if "gpu" in build:
         if not isinstance(build["gpu"], bool):
             raise ConfigError(f"{path.name}: build.gpu must be true or false, not {build['gpu']!r}")
@@ -142,7 +141,7 @@ def _gpu(path: Path, build: Mapping[str, Any], taken: list[str]) -> dict[str, An
     return gpu
 
 
-def _server_env(path: Path, data: Mapping[str, Any], taken: list[str]) -> dict[str, str]:
+def _server_env(path: Path, data: Mapping[str, object], taken: list[str]) -> dict[str, str]:
     """The Cog server's variables naming the ``predict:`` and ``train:`` classes (none: no server)."""
     env: dict[str, str] = {}
     for key, var in (("predict", "COG_PREDICT_TYPE_STUB"), ("train", "COG_TRAIN_TYPE_STUB")):
@@ -158,7 +157,7 @@ def _server_env(path: Path, data: Mapping[str, Any], taken: list[str]) -> dict[s
     return env
 
 
-def _user_env(path: Path, data: Mapping[str, Any], taken: list[str]) -> dict[str, str]:
+def _user_env(path: Path, data: Mapping[str, object], taken: list[str]) -> dict[str, str]:
     """``environment:`` (``KEY=VALUE`` lines) and ``concurrency.max`` as the image's variables."""
     env: dict[str, str] = {}
     for line in _strings(path, data.get("environment"), "environment"):
@@ -175,7 +174,7 @@ def _user_env(path: Path, data: Mapping[str, Any], taken: list[str]) -> dict[str
     return env
 
 
-def _notes(path: Path, data: Mapping[str, Any], build: Mapping[str, Any], taken: list[str]) -> list[str]:
+def _notes(path: Path, data: Mapping[str, object], build: Mapping[str, object], taken: list[str]) -> list[str]:
     """What was taken, and what was not (with why, where gpuship has another way)."""
     left = [f"build.{k}" for k in build if k not in _BUILD_TAKEN] + [k for k in data if k not in _TOP_TAKEN]
     notes = [f"{path.name}: taken: {', '.join(taken) or 'nothing'}"]

@@ -19,7 +19,7 @@ import tempfile
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from .. import tools
 from ..cache import Cache
@@ -155,7 +155,7 @@ def _runc_bundle(
     injection: Injection,
     ulimits: Sequence[Ulimit],
     tmpfs: Sequence[str],
-) -> dict[str, Any]:
+) -> dict[str, object]:
     """Write runc's bundle (its ``config.json``) under ``rundir``; the launcher's ``runc`` entry runs it."""
     bundle = rundir / "bundle"
     bundle.mkdir()
@@ -173,7 +173,7 @@ def _runc_bundle(
     return {"argv": [str(runc), "run", "--bundle", str(bundle), cid]}
 
 
-def _direct_spec(process: Process, options: RunOptions, ulimits: Sequence[Ulimit]) -> dict[str, Any]:
+def _direct_spec(process: Process, options: RunOptions, ulimits: Sequence[Ulimit]) -> dict[str, object]:
     """The launcher's own ``volumes`` and ``process`` entries, for running without runc."""
     return {
         "volumes": [
@@ -220,7 +220,7 @@ def run_rootfs(
     root = rundir / "rootfs"
     tmpfs = list(READ_ONLY_TMPFS) if options.read_only else []
     etc = {p: c for p in ("/etc/hosts", "/etc/resolv.conf") if (c := _host_file(p)) is not None}
-    spec: dict[str, Any] = {
+    spec: dict[str, object] = {
         "mode": flavor,
         "lower": str(Path(rootfs).resolve()),
         "rundir": str(rundir),

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from .gpu import DeviceNode
 from .options import Ulimit, Volume
@@ -60,7 +59,7 @@ class Process:
     user: ExecUser
 
 
-def _rlimit(u: Ulimit) -> dict[str, Any]:
+def _rlimit(u: Ulimit) -> dict[str, object]:
     return {
         "type": f"RLIMIT_{u.name.upper()}",
         "soft": UNLIMITED if u.soft < 0 else u.soft,
@@ -80,9 +79,9 @@ def _capabilities(*, is_root: bool) -> dict[str, list[str]]:
     }
 
 
-def _mounts(shm_size: int, volumes: Sequence[Volume], tmpfs: Sequence[str]) -> list[dict[str, Any]]:
+def _mounts(shm_size: int, volumes: Sequence[Volume], tmpfs: Sequence[str]) -> list[dict[str, object]]:
     """The standard container mounts, then the volumes (bind mounts) and the extra tmpfs directories."""
-    mounts: list[dict[str, Any]] = [
+    mounts: list[dict[str, object]] = [
         {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
         {
             "destination": "/dev",
@@ -127,9 +126,9 @@ def _mounts(shm_size: int, volumes: Sequence[Volume], tmpfs: Sequence[str]) -> l
     return mounts
 
 
-def _devices(devices: Sequence[DeviceNode]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _devices(devices: Sequence[DeviceNode]) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
     """The device nodes to create and the cgroup rules: every device denied but these."""
-    dev_rules: list[dict[str, Any]] = [{"allow": False, "access": "rwm"}]
+    dev_rules: list[dict[str, object]] = [{"allow": False, "access": "rwm"}]
     dev_nodes = []
     for node in devices:
         dev_nodes.append(
@@ -157,7 +156,7 @@ def runc_config(
     volumes: Sequence[Volume] = (),
     read_only: bool = False,
     tmpfs: Sequence[str] = (),
-) -> dict[str, Any]:
+) -> dict[str, object]:
     """The runtime spec (``config.json``) runc runs ``process`` from: its mounts, devices and capabilities."""
     mounts = _mounts(shm_size, volumes, tmpfs)
     dev_nodes, dev_rules = _devices(devices)

@@ -32,7 +32,6 @@ import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ..elf import elf_soname
 from ..errors import GpuError
@@ -140,7 +139,7 @@ class DeviceNode:
             st.st_gid,
         )
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         return {
             "host_path": self.host_path,
             "path": self.path,
@@ -222,7 +221,7 @@ class Injection:
     def empty(self) -> bool:
         return not (self.devices or self.mounts)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         return {
             "devices": [d.to_json() for d in self.devices],
             "mounts": [list(m) for m in self.mounts],

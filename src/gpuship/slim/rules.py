@@ -43,7 +43,6 @@ import stat
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
@@ -802,6 +801,6 @@ def check_patterns(patterns: Sequence[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
-def describe_rules() -> dict[str, Any]:
+def describe_rules() -> dict[str, object]:
     """The fixed rule lists (for the report)."""
     return {"safety": list(SAFETY), "gpu_paths": list(GPU_PATHS), "gpu_distributions": list(GPU_DISTRIBUTIONS)}

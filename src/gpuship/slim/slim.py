@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 from ..cache import Cache
 from ..errors import GpushipError
@@ -65,7 +65,7 @@ class LayerSlim:
     bytes_after: int
     shadowed_bytes: int
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         return {
             "index": self.index,
             "comment": self.comment,
@@ -104,7 +104,7 @@ class SlimResult:
     traced: RunOutcome
     verified: RunOutcome | None
     command: tuple[str, ...]
-    packages: tuple[dict[str, Any], ...] = ()
+    packages: tuple[PackageRow, ...] = ()
     touched_distributions: tuple[str, ...] = ()
     whole_distributions: tuple[str, ...] = ()
 
@@ -120,7 +120,7 @@ class SlimResult:
     def bytes_removed(self) -> int:
         return sum(layer.bytes_before - layer.bytes_after for layer in self.layers)
 
-    def report_json(self, top: int = 40) -> dict[str, Any]:
+    def report_json(self, top: int = 40) -> dict[str, object]:
         largest = sorted(self.removed, key=lambda r: -r.size)[:top]
         return {
             "original": {
@@ -506,11 +506,23 @@ def _layer_key(image: Image, layer: Layer, emitted: list[Entry]) -> str:
     return "slim:" + h.hexdigest()
 
 
-def _packages(keeper: Keeper, view: RootView, kept: KeepSet, removed: list[Removed]) -> list[dict[str, Any]]:
-    """Bytes kept and removed per Python distribution and Debian package (and for files nobody owns)."""
-    rows: dict[tuple[str, str], dict[str, Any]] = {}
+class PackageRow(TypedDict):
+    """A row of the slim report's ``packages``."""
 
-    def row(owner: tuple[str, str, str] | None) -> dict[str, Any]:
+    kind: str
+    name: str
+    version: str
+    files_kept: int
+    bytes_kept: int
+    files_removed: int
+    bytes_removed: int
+
+
+def _packages(keeper: Keeper, view: RootView, kept: KeepSet, removed: list[Removed]) -> list[PackageRow]:
+    """Bytes kept and removed per Python distribution and Debian package (and for files nobody owns)."""
+    rows: dict[tuple[str, str], PackageRow] = {}
+
+    def row(owner: tuple[str, str, str] | None) -> PackageRow:
         kind, name, version = owner if owner else ("none", "(no package)", "")
         r = rows.get((kind, name))
         if r is None:

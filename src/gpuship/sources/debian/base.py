@@ -23,6 +23,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
+from typing import TypedDict, cast
 
 from ...cache import Cache
 from ...errors import GpushipError
@@ -30,6 +31,7 @@ from ...oci.entry import Entry
 from ...oci.image import ImageConfig, Platform
 from ...oci.layer import Layer, cached_layer, layer_key, recall_layer
 from ...oci.media import BlobCompression
+from ...oci.spec import RuntimeConfigJSON
 from ...progress import NO_PROGRESS, Progress
 from ...streams import open_file
 from .aptsources import Suite, suites_for
@@ -192,46 +194,64 @@ BASE_MEMO_VERSION = 4
 MEMO_NS = "debian-base"
 
 
-def _to_record(base: DebianBase, layer_keys: Sequence[str]) -> dict[str, object]:
+class _BaseRecord(TypedDict):
+    """What the cache remembers of a built base (:func:`_to_record`); tuples are JSON arrays there."""
+
+    profile: str
+    platform: str
+    layers: list[str]
+    config: RuntimeConfigJSON
+    python: tuple[str, str, str]
+    packages: list[tuple[str, str, str]]
+    links: dict[str, str]
+    dropped: list[tuple[str, int, str, str]]
+    suites: list[tuple[str, str, list[str]]]
+    why: dict[str, str]
+    skipped: list[tuple[str, str]]
+    overlaps: list[str]
+    extra_packages: list[str]
+
+
+def _to_record(base: DebianBase, layer_keys: Sequence[str]) -> _BaseRecord:
     return {
         "profile": base.profile,
         "platform": str(base.platform),
         "layers": list(layer_keys),
         "config": base.config.to_json(),
-        "python": [base.python.version, base.python.executable, base.python.stdlib],
-        "packages": [list(p) for p in base.packages],
+        "python": (base.python.version, base.python.executable, base.python.stdlib),
+        "packages": list(base.packages),
         "links": dict(base.links),
         "dropped": base.dropped.to_record(),
-        "suites": [[s.uri, s.name, list(s.components)] for s in base.suites],
+        "suites": [(s.uri, s.name, list(s.components)) for s in base.suites],
         "why": dict(base.why),
-        "skipped": [list(x) for x in base.skipped],
+        "skipped": list(base.skipped),
         "overlaps": list(base.overlaps),
         "extra_packages": list(base.extra_packages),
     }
 
 
-def _from_record(rec: Mapping[str, object], cache: Cache) -> DebianBase | None:
+def _from_record(rec: _BaseRecord, cache: Cache) -> DebianBase | None:
     """A remembered base, its layers found by their keys (here, or in the shared build cache); None when one of
-    them cannot be had, or the record is not one."""
+    them cannot be had, or the record is not one (a field of the wrong shape fails below)."""
     try:
-        layers = [recall_layer(cache, str(k)) for k in rec["layers"]]  # type: ignore[attr-defined]
+        layers = [recall_layer(cache, str(k)) for k in rec["layers"]]
         if any(layer is None for layer in layers):
             return None
-        py: list[str] = [str(x) for x in rec["python"]]  # type: ignore[attr-defined]
+        py: list[str] = [str(x) for x in rec["python"]]
         return DebianBase(
             profile=str(rec["profile"]),
             platform=Platform.parse(str(rec["platform"])),
             layers=tuple(layer for layer in layers if layer is not None),
-            config=ImageConfig.from_json(rec["config"]),  # type: ignore[arg-type]
+            config=ImageConfig.from_json(rec["config"]),
             python=PythonInfo(py[0], py[1], py[2]),
-            packages=tuple((str(n), str(v), str(a)) for n, v, a in rec["packages"]),  # type: ignore[attr-defined]
-            links={str(k): str(v) for k, v in rec["links"].items()},  # type: ignore[attr-defined]
-            dropped=SlimReport.from_record(rec["dropped"]),  # type: ignore[arg-type]
-            suites=tuple(Suite(str(u), str(n), tuple(c)) for u, n, c in rec["suites"]),  # type: ignore[attr-defined]
-            why={str(k): str(v) for k, v in rec["why"].items()},  # type: ignore[attr-defined]
-            skipped=tuple((str(a), str(b)) for a, b in rec["skipped"]),  # type: ignore[attr-defined]
-            overlaps=tuple(str(x) for x in rec["overlaps"]),  # type: ignore[attr-defined]
-            extra_packages=tuple(str(x) for x in rec["extra_packages"]),  # type: ignore[attr-defined]
+            packages=tuple((str(n), str(v), str(a)) for n, v, a in rec["packages"]),
+            links={str(k): str(v) for k, v in rec["links"].items()},
+            dropped=SlimReport.from_record(rec["dropped"]),
+            suites=tuple(Suite(str(u), str(n), tuple(c)) for u, n, c in rec["suites"]),
+            why={str(k): str(v) for k, v in rec["why"].items()},
+            skipped=tuple((str(a), str(b)) for a, b in rec["skipped"]),
+            overlaps=tuple(str(x) for x in rec["overlaps"]),
+            extra_packages=tuple(str(x) for x in rec["extra_packages"]),
         )
     except (KeyError, TypeError, ValueError, GpushipError):
         return None  # not a record of this version: the base is made again
@@ -287,7 +307,8 @@ def build_base(
         memo_key = hashlib.sha256(key.encode()).hexdigest()
         memo = cache.get_ref(MEMO_NS, memo_key)
         if isinstance(memo, dict):
-            base = _from_record(memo, cache)
+            # the record _to_record wrote (MEMO_NS's key names its version); one of another shape is made again
+            base = _from_record(cast(_BaseRecord, memo), cache)
             if base is not None:
                 return base
         base, layer_keys = _build(prof, plat, tuple(extra_packages), cache, repo, progress, compression)

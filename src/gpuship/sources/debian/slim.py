@@ -80,13 +80,13 @@ class SlimReport:
     def files(self) -> int:
         return len(self.dropped)
 
-    def to_record(self) -> list[list[object]]:
-        """Every dropped file, for the cache (:meth:`from_record` reads it back)."""
-        return [[d.path, d.size, d.rule, d.package] for d in self.dropped]
+    def to_record(self) -> list[tuple[str, int, str, str]]:
+        """Every dropped file (path, size, rule, package), for the cache (:meth:`from_record` reads it back)."""
+        return [(d.path, d.size, d.rule, d.package) for d in self.dropped]
 
     @classmethod
-    def from_record(cls, rec: list[list[object]]) -> SlimReport:
-        return cls.of(Dropped(str(p), int(n), str(r), str(pkg)) for p, n, r, pkg in rec)  # type: ignore[call-overload]
+    def from_record(cls, rec: Iterable[tuple[str, int, str, str]]) -> SlimReport:
+        return cls.of(Dropped(str(p), int(n), str(r), str(pkg)) for p, n, r, pkg in rec)
 
     @property
     def bytes(self) -> int:

@@ -48,7 +48,7 @@ class ModelRecord:
     size: int
     layers: tuple[str, ...]  # layer digests
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         return {**self.__dict__, "layers": list(self.layers)}
 
 
