@@ -116,12 +116,12 @@ def parse_ports(value: object) -> tuple[str, ...]:
     for item in items:
         text = str(item) if isinstance(item, (int, str)) and not isinstance(item, bool) else None
         m = re.fullmatch(r"(\d{1,5})(/(tcp|udp|sctp))?", text or "")
-        if m is None or not 1 <= int(m.group(1)) <= 65535:
+        if text is None or m is None or not 1 <= int(m.group(1)) <= 65535:
             raise ConfigError(
                 f"[tool.gpuship] ports: {item!r} is not a port",
                 'give numbers 1-65535, optionally with /tcp or /udp, e.g. ports = [8000, "9000/udp"]',
             )
-        out.append(text)  # type: ignore[arg-type]
+        out.append(text)
     return tuple(out)
 
 

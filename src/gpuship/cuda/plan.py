@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from packaging.requirements import Requirement
-from packaging.specifiers import SpecifierSet
+from packaging.specifiers import Specifier, SpecifierSet
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 from packaging.version import Version
 
@@ -783,8 +783,8 @@ def _join_spec(user: str, extra: str) -> str:
     lower = [s for s in specs if s.operator in (">=", ">") and "*" not in s.version]
     upper = [s for s in specs if s.operator in ("<", "<=") and "*" not in s.version]
 
-    def key(s: object) -> tuple[object, int]:
-        return Version(s.version), (1 if s.operator in (">", "<=") else 0)  # type: ignore[attr-defined]
+    def key(s: Specifier) -> tuple[Version, int]:
+        return Version(s.version), (1 if s.operator in (">", "<=") else 0)
 
     best = {id(max(lower, key=key)) if lower else 0, id(min(upper, key=key)) if upper else 0}
     out: list[str] = []

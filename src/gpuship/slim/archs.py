@@ -24,6 +24,7 @@ from __future__ import annotations
 import io
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import TypedDict
 
 from .. import schema
@@ -351,9 +352,7 @@ def prune_layer_entries(
             out.append(e)
             continue
         digest = cache.put_bytes(res.data)
-        out.append(
-            Entry.stream(e.path, len(res.data), lambda d=digest: cache.open(d), e.mode, e.uid, e.gid)  # type: ignore[misc]
-        )
+        out.append(Entry.stream(e.path, len(res.data), partial(cache.open, digest), e.mode, e.uid, e.gid))
     return out, ArchPruneReport(sel.targets, tuple(sorted(libs, key=lambda lib: lib.path)))
 
 

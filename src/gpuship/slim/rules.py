@@ -42,6 +42,7 @@ import re
 import stat
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from elftools.common.exceptions import ELFError
@@ -58,6 +59,7 @@ from ..inspect.owners import (
     python_distributions,
 )
 from ..sources.debian.libdeps import TRIPLETS, default_dirs, driver_provided
+from ..streams import open_file
 from .trace import PSEUDO, Trace
 
 #: Kept in every image when present (globs over real paths; ``**`` crosses folders, a folder match keeps it whole).
@@ -760,7 +762,7 @@ class Keeper:
                     continue  # not a real package database; its files count as nobody's
             except OSError:
                 continue
-            (records if p.endswith("/RECORD") else dpkg)[p] = lambda host=host: open(host, "rb")  # type: ignore[misc]
+            (records if p.endswith("/RECORD") else dpkg)[p] = partial(open_file, host)
         links = self.view.links_map()
         self.distributions = python_distributions(records, links)
         self.debian = debian_packages(dpkg, links)

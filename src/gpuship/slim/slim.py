@@ -32,6 +32,7 @@ from ..oci.layer import Layer, cached_layer, written_as
 from ..oci.layout import write_json
 from ..progress import NO_PROGRESS, Progress
 from ..run.rootfs import unpacked_rootfs
+from ..streams import open_file
 from .rules import Context, Keeper, KeepSet, RootView, check_patterns, describe_rules, keep_set
 from .trace import Probe, RunOutcome, Trace, run_workload, traced_run, without_trace_env
 
@@ -496,7 +497,7 @@ def _kept_entry(entry: Entry, real: str, view: RootView) -> Entry | None:
         return None
     host = view.host(real)
     mode = entry.mode if entry.kind == "file" else (view.mode.get(real, 0o100644) & 0o7777)
-    return Entry.stream(entry.path, view.size[real], lambda h=host: open(h, "rb"), mode, entry.uid, entry.gid)  # type: ignore[misc]
+    return Entry.stream(entry.path, view.size[real], partial(open_file, host), mode, entry.uid, entry.gid)
 
 
 def _layer_key(image: Image, layer: Layer, emitted: list[Entry]) -> str:

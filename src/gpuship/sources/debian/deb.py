@@ -171,7 +171,7 @@ def read_deb_info(path: Path | str, what: str) -> DebInfo:
             for m in tar:
                 name = clean_path(m.name)
                 if m.isreg() and name in ("control", "md5sums", "conffiles"):
-                    data = tar.extractfile(m).read().decode("utf-8", "replace")  # type: ignore[union-attr]
+                    data = _member_bytes(tar, m).decode("utf-8", "replace")
                     if name == "control":
                         control = data
                     elif name == "md5sums":
@@ -194,7 +194,7 @@ def read_deb_info(path: Path | str, what: str) -> DebInfo:
                     continue
                 members.append(mem)
                 if mem.kind == "file" and mem.path in wanted:
-                    sums[mem.path] = hashlib.md5(tar.extractfile(m).read()).hexdigest()  # type: ignore[union-attr]  # noqa: S324 - dpkg's own format
+                    sums[mem.path] = hashlib.md5(_member_bytes(tar, m)).hexdigest()  # noqa: S324 - dpkg's own format
     return DebInfo(control, md5sums, tuple(sorted((f"/{p}", s) for p, s in sums.items())), tuple(members))
 
 
@@ -238,5 +238,11 @@ def read_data_files(deb: Path | str, what: str, want: set[str] | None = None, pr
         for m in tar:
             path = clean_path(m.name)
             if m.isreg() and ((want is not None and path in want) or (prefix and path.startswith(prefix))):
-                out[path] = tar.extractfile(m).read()  # type: ignore[union-attr]
+                out[path] = _member_bytes(tar, m)
     return out
+
+
+def _member_bytes(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
+    """A regular file member's bytes (tarfile opens every regular member; others have no bytes)."""
+    fh = tar.extractfile(member)
+    return fh.read() if fh is not None else b""

@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 from ...cache import Cache
 from ...config import HubModel, ModelsConfig, MountedModel, redact_url
 from ...oci import Entry, Layer, cached_layer
+from ...oci.media import BlobCompression
 from ...progress import NO_PROGRESS, Progress
 from ..app import AppFiles
 from .local import LARGE_FILE, LocalModel, group_models, local_entries, local_key, project_model_files, without_models
@@ -71,7 +71,7 @@ def build_models(
     workdir: str,
     cache: Cache,
     *,
-    compression: str = "gzip",
+    compression: BlobCompression = "gzip",
     project_files: bool = True,
     progress: Progress = NO_PROGRESS,
 ) -> ModelSet:
@@ -80,8 +80,8 @@ def build_models(
     layers: list[ModelLayer] = []
     records: list[ModelRecord] = []
 
-    def add(key: str, make: Callable[[], Any], source: str, paths: Sequence[str]) -> str:
-        layer = cached_layer(cache, key, make, compression=compression, comment=f"model {source}")  # type: ignore[arg-type]
+    def add(key: str, make: Callable[[], Iterable[Entry]], source: str, paths: Sequence[str]) -> str:
+        layer = cached_layer(cache, key, make, compression=compression, comment=f"model {source}")
         layers.append(ModelLayer(layer, source, tuple(paths)))
         return layer.digest
 

@@ -202,10 +202,11 @@ class PruneReport:
     @classmethod
     def from_json(cls, d: Mapping[str, object]) -> PruneReport:
         def pairs(x: object) -> dict[str, tuple[int, int]]:
-            return {str(k): (int(v[0]), int(v[1])) for k, v in dict(x or {}).items()}  # type: ignore[call-overload]
+            return {str(k): (int(v[0]), int(v[1])) for k, v in x.items()} if isinstance(x, dict) else {}
 
-        comp = d.get("compiled") or (0, 0)
-        return cls(pairs(d.get("pruned")), pairs(d.get("by_distribution")), (int(comp[0]), int(comp[1])))  # type: ignore[index]
+        comp = d.get("compiled")
+        n, size = comp if isinstance(comp, (list, tuple)) and len(comp) == 2 else (0, 0)
+        return cls(pairs(d.get("pruned")), pairs(d.get("by_distribution")), (int(n), int(size)))
 
 
 def top_level(rel: str, site: str) -> str:
