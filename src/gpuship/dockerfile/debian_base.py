@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 from .. import tools
-from ..errors import GpushipError
+from ..errors import GpushipError, ToolMissing
 from ..progress import NO_PROGRESS, Progress
 from ..sources.debian.aptsources import suites_for
 
@@ -107,7 +107,7 @@ def import_debian_base(
         return tag
     debootstrap = shutil.which("debootstrap")
     if debootstrap is None:
-        raise tools.ToolMissing("debootstrap is not installed", "apt-get install debootstrap")
+        raise ToolMissing("debootstrap is not installed", "apt-get install debootstrap")
     if os.geteuid() != 0:
         raise GpushipError(
             "making a Debian base with debootstrap needs root", "run as root, or pull debian:bookworm-slim"

@@ -241,7 +241,8 @@ class Nvml:
     def _err(lib: ctypes.CDLL, rc: int) -> str:
         try:
             lib.nvmlErrorString.restype = ctypes.c_char_p
-            return lib.nvmlErrorString(rc).decode()
+            message: bytes = lib.nvmlErrorString(rc)
+            return message.decode()
         except Exception:  # noqa: BLE001
             return f"error {rc}"
 

@@ -1,12 +1,12 @@
 """Making images smaller without breaking them: GPU architecture pruning (:mod:`.archs`) and traced slimming
 (:mod:`.slim`, :mod:`.trace`, :mod:`.rules`)."""
 
+from ..cuda.gpus import Target
 from .archs import (
     ArchPruneReport,
     ArchSelection,
     LibraryPrune,
     PruneResult,
-    Target,
     arch_sort_key,
     gpu_json_fragment,
     prune_fatbins,

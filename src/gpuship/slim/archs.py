@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TypedDict
 
-from .. import schema
 from ..cache import Cache
 from ..cuda.gpus import Target
 from ..errors import ConfigError, IntegrityError
@@ -89,7 +88,8 @@ class ArchSelection:
     @classmethod
     def from_gpu_config(cls, gpu: Mapping[str, object]) -> ArchSelection | None:
         """From a ``[tool.gpuship.gpu]`` table: pruning is on when ``targets`` are given, unless ``prune-archs = false``."""
-        targets = schema.string_list(gpu.get("targets") or [], "[tool.gpuship.gpu] targets", one_string=True)
+        raw = gpu.get("targets") or []  # checked for shape by GpuSettings.from_table
+        targets = [raw] if isinstance(raw, str) else list(raw) if isinstance(raw, (list, tuple)) else []
         prune = gpu.get("prune-archs", bool(targets))
         if not isinstance(prune, bool):
             raise ConfigError("[tool.gpuship.gpu] prune-archs must be true or false")

@@ -13,8 +13,9 @@ Public API::
 pruning rules and the bytecode policy.
 """
 
+from ...project.entrypoint import VENV
 from ..debian.profiles import PythonInfo
-from .env import VENV, Distribution, PythonEnv, python_layers
+from .env import Distribution, PythonEnv, python_layers
 from .groups import GROUPS, group_of
 from .lock import LOCK_NAME, Lock, LockedPackage, LockedTarget, NoWheelError, lock_project, read_lock
 from .project import ProjectInstall, install_project

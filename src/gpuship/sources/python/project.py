@@ -17,8 +17,9 @@ from ...errors import ConfigError
 from ...oci import Entry, Platform
 from ...progress import NO_PROGRESS, Progress
 from ...project import ProjectInputs
+from ...project.entrypoint import VENV
 from .build import build_project_wheel
-from .env import VENV, install_entries
+from .env import install_entries
 from .interpreter import PythonLike, host_python
 from .lock import NoWheelError
 from .platforms import python_minor
