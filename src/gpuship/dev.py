@@ -23,9 +23,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
-from .build import build
+from .build import BuildResult, build
 from .cache import Cache
 from .errors import GpushipError
 from .oci import Image, Index, Platform
@@ -47,7 +46,7 @@ class DevImage:
     workdir: str
     source: str  # the mounted source directory inside the container
     new_layers: int
-    built: Any = None  # the BuildResult, when gpuship built it
+    built: BuildResult | None = None  # when gpuship built it
 
 
 def dev_image(

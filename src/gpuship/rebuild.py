@@ -25,7 +25,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any  # Any: the rebuild record, JSON this module writes and reads back
 
 from . import __version__
 

@@ -9,7 +9,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any  # Any: the engines' info JSON and the driver facts, as the tools print them
 
 from ..cuda.compat import DriverVersion, cuda_for_driver
 from . import gpuship_check as gc

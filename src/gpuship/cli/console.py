@@ -7,6 +7,8 @@ import threading
 import time
 from collections.abc import Callable
 from functools import wraps
+
+# Any: sys.stdout/stderr as replaced at run time, and a decorator's pass-through arguments
 from typing import Any, TypeVar
 
 from rich.console import Console, RenderableType
@@ -36,19 +38,20 @@ class _Redacting:
         self._name = name
 
     @property
-    def _stream(self) -> Any:
+    def _stream(self) -> Any:  # Any: sys.stdout or sys.stderr as replaced at run time (pytest, Rich), any file
         return getattr(sys, self._name)
 
     def write(self, text: str) -> int:
         return int(self._stream.write(redact(text)) or 0)
 
-    def __getattr__(self, attr: str) -> Any:  # flush, isatty, fileno, encoding, ...
+    def __getattr__(self, attr: str) -> Any:  # Any: the stream's own attributes (flush, isatty, fileno, encoding)
         return getattr(self._stream, attr)
 
 
+# _Redacting is a file by duck typing (write, and the rest through __getattr__), not an IO[str] subclass
 out = Console(file=_Redacting("stdout"), highlight=False, log_path=False)  # type: ignore[arg-type]
 #: progress lines carry the time, not the source line that logged them (``console.py:75`` helps nobody)
-err = Console(file=_Redacting("stderr"), highlight=False, log_path=False)  # type: ignore[arg-type]
+err = Console(file=_Redacting("stderr"), highlight=False, log_path=False)  # type: ignore[arg-type]  # as above
 
 
 class State:
@@ -99,7 +102,7 @@ def handles_errors(fn: F) -> F:
             err.print("interrupted")
             sys.exit(130)
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper  # type: ignore[return-value]  # wraps keeps fn's signature; mypy sees the (*args, **kwargs) one
 
 
 class Transfers:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import platform as host_platform
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any  # Any: [tool.gpuship.debian] as read from TOML
 
 import typer
 from rich.table import Table

@@ -26,4 +26,4 @@ CA_FILE = typer.Option(None, "--ca-file", exists=True, dir_okay=False, help=CA_H
 
 def registry_options(insecure: bool = False, ca_file: Path | None = None, **more: object) -> RegistryOptions:
     """The flags as one value (``more``: jobs, chunk_size, ... where a command has them)."""
-    return RegistryOptions(insecure=insecure, ca_file=ca_file, **more)  # type: ignore[arg-type]
+    return RegistryOptions(insecure=insecure, ca_file=ca_file, **more)  # type: ignore[arg-type]  # more: the typer options of the command, by name

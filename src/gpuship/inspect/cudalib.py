@@ -149,7 +149,7 @@ def _via_wrappers(pointers: Iterable[int], sections: list) -> list[FatbinSection
     out = []
     for name, (sec, cs) in by_section.items():
         uniq = {c.offset: c for c in cs}
-        out.append(FatbinSection(name, sec["sh_offset"], sec["sh_size"], tuple(uniq[k] for k in sorted(uniq))))  # type: ignore[index]
+        out.append(FatbinSection(name, sec["sh_offset"], sec["sh_size"], tuple(uniq[k] for k in sorted(uniq))))  # type: ignore[index]  # pyelftools' untyped section header
     return out
 
 

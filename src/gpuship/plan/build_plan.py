@@ -8,7 +8,7 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any  # Any: [tool.gpuship] tables as read from TOML, merged before config.py checks them
 
 from ..cache import Cache
 from ..config import GpushipConfig

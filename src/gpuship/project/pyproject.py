@@ -7,7 +7,7 @@ import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any  # Any: pyproject.toml tables as tomllib gives them, before their shape is checked
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name

@@ -179,4 +179,4 @@ def check_image(
     **kw: object,
 ) -> int:
     """``gpuship check``: run the image's ``gpuship-check`` (with ``args``) and return its exit status."""
-    return run_image(image, replace(options, entrypoint=(CHECK_PATH,), command=tuple(args)), **kw)  # type: ignore[arg-type]
+    return run_image(image, replace(options, entrypoint=(CHECK_PATH,), command=tuple(args)), **kw)  # type: ignore[arg-type]  # kw: run_image's own keywords, passed through

@@ -869,7 +869,7 @@ def _guarded_http(header_timeout: float) -> type[H11Protocol]:
             if not self.transport.is_closing():
                 self.transport.close()
 
-        # uvicorn's H11Protocol narrows asyncio's BaseTransport to Transport (and ignores the override itself)
+        # uvicorn's H11Protocol narrows asyncio's BaseTransport to Transport (its own override is ignored too)
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
             self._arm()

@@ -14,7 +14,7 @@ import posixpath
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any  # Any: the plan and the Python stand-in (sources may not import plan: docs/architecture.md)
 
 from ..cache import Cache
 from ..errors import ConfigError

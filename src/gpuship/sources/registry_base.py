@@ -31,7 +31,7 @@ import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any  # Any: the base scan record read back from the cache, and lock options passed on as keywords
 
 from debian.deb822 import Deb822
 from packaging.markers import InvalidMarker, default_environment

@@ -194,7 +194,7 @@ class PackageIndex:
                 for group in deb822.PkgRelation.parse_relations(text):
                     for alt in group:
                         v = alt.get("version")
-                        prov.setdefault(alt["name"], []).append(Provided(self.get(pkg), v[1] if v else None))  # type: ignore[arg-type]
+                        prov.setdefault(alt["name"], []).append(Provided(self.get(pkg), v[1] if v else None))  # type: ignore[arg-type]  # get() is None only for names not in _raw
             for lst in prov.values():
                 lst.sort(key=lambda p: p.candidate.name)
             self._provides = prov

@@ -181,6 +181,7 @@ def scan_items(items: Iterable[tuple[Entry, Reader | None]], tree: Tree, links: 
             continue
         seekable = getattr(reader, "seekable", None)
         if seekable is not None and seekable():  # a plain layer's member: the ELF reader seeks in place
+            # a Reader only promises read(); this one said seekable() above, so it is a seekable file
             reader.seek(0)  # type: ignore[attr-defined]
             f = _elf_facts(path, reader)  # type: ignore[arg-type]
             if f is not None and f.needed:

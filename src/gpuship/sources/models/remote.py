@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any  # Any: the cache record of a hub model's files
 
 from ...cache import Cache
 from ...config import HF_HUB_DIR, HubModel, UrlModel, redact_url

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any  # Any: an install's info, JSON remembered with its layer in the cache
 
 from ...cache import Cache
 from ...errors import ConfigError

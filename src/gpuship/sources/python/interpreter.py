@@ -9,7 +9,7 @@ import subprocess
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol  # Any: the cache record of a found interpreter
 
 from ...cache import Cache
 from ...errors import ToolMissing

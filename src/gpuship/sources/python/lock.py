@@ -22,7 +22,7 @@ import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any  # Any: lock tables (pylock.toml, uv.lock) as parsed, before their shape is checked
 
 from packaging.utils import canonicalize_name
 

@@ -100,7 +100,7 @@ def _read_record(zf: zipfile.ZipFile, path: str) -> dict[str, str]:
 def console_scripts(entry_points: str) -> list[tuple[str, str]]:
     """``[(name, "module:attr")]`` from ``entry_points.txt`` (console_scripts and gui_scripts)."""
     parser = configparser.ConfigParser(delimiters=("=",), interpolation=None, strict=False)
-    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.optionxform = str  # type: ignore[assignment,method-assign]  # keep case: configparser's documented hook
     try:
         parser.read_string(entry_points)
     except configparser.Error as exc:
