@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from gpuship.errors import GpushipError
+from gpuship.errors import GpushipError, RegistryError
 from gpuship.oci import Platform, append_layers, empty_image
 from gpuship.oci.layer import Layer
 from gpuship.registry import ANONYMOUS, Credentials, Reference, lookup_credentials, parse_challenges, store_credentials
 from gpuship.registry.auth import erase_credentials
-from gpuship.registry.client import retry_after_seconds
+from gpuship.registry.client import RetryPolicy, Transient, retry_after_seconds
 from gpuship.registry.limits import limits_for, oversized_layers
 
 HELPER = r"""#!PYTHON
@@ -193,6 +193,16 @@ def test_retry_after():
     assert retry_after_seconds(None) is None and retry_after_seconds("soon") is None
     later = email.utils.formatdate(time.time() + 30, usegmt=True)
     assert 25 <= retry_after_seconds(later) <= 31  # type: ignore[operator]
+
+
+def test_retry_gives_up_after_its_last_attempt():
+    policy = RetryPolicy(attempts=3)
+    cause = Transient("connection reset")
+    policy.give_up_after(2, cause, "upload kept failing", "try again later")  # one try left: no error
+    with pytest.raises(RegistryError) as info:
+        policy.give_up_after(3, cause, "upload kept failing", "try again later")
+    assert info.value.__cause__ is cause
+    assert "upload kept failing" in info.value.line() and "try again later" in info.value.line()
 
 
 @pytest.mark.parametrize(

@@ -38,7 +38,7 @@ import platformdirs
 from filelock import FileLock
 
 from .errors import GpushipError, IntegrityError
-from .streams import CHUNK, Reader
+from .streams import CHUNK, Reader, sha256_file
 
 T = TypeVar("T")
 #: A record's type as its namespace's ``encode`` makes it (see :meth:`Cache.memo`).
@@ -169,7 +169,7 @@ class Cache:
             return False
         if self.get_ref(STAMPS, digest[7:]) == _stamp(st):
             return True
-        got = _file_digest(path)
+        got = sha256_file(path)
         if got == digest:
             self.put_ref(STAMPS, digest[7:], _stamp(st))
             return True
@@ -470,14 +470,6 @@ class Cache:
 def _stamp(st: os.stat_result) -> list[int]:
     """What changes whenever a file's bytes do (ctime cannot be set back by a user)."""
     return [st.st_ino, st.st_size, st.st_ctime_ns]
-
-
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(CHUNK):
-            h.update(chunk)
-    return "sha256:" + h.hexdigest()
 
 
 def _make_writable(path: Path) -> None:

@@ -7,6 +7,7 @@ compressor fit :class:`Writer`. ``CHUNK`` is the one read size: streams pass thr
 
 from __future__ import annotations
 
+import hashlib
 import os
 from types import TracebackType
 from typing import IO, BinaryIO, Protocol, Self, cast
@@ -38,6 +39,15 @@ class Writer(Protocol):
 def open_file(path: str | os.PathLike[str]) -> BinaryIO:
     """``path`` opened for reading: an entry's opener is ``partial(open_file, path)``."""
     return open(path, "rb")
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """The ``sha256:…`` digest of a file's bytes, read ``CHUNK`` at a time."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(CHUNK):
+            h.update(chunk)
+    return "sha256:" + h.hexdigest()
 
 
 def as_file(stream: Reader | Writer) -> IO[bytes]:

@@ -261,6 +261,11 @@ class RichProgress:
             self._started, self._step, self._tasks = False, None, {}
 
 
+def when_verbose(msg: str) -> bool:
+    """A ``log_step`` for :func:`cli_progress`: every step also becomes a log line with ``-v``."""
+    return bool(state.verbose)
+
+
 def cli_progress(*, bars: bool = False, log_step: Callable[[str], bool] = lambda msg: False) -> RichProgress:
     """The progress a command shows on stderr (nothing with ``--quiet``)."""
     return RichProgress(err, bars=bars, log_step=log_step, disable=state.quiet)

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from .app import app
-from .console import cli_progress, handles_errors, info, state
+from .console import cli_progress, handles_errors, info, when_verbose
 from .regopts import CA_FILE, INSECURE, registry_options
 from .run import GPUS_HELP, RUNTIME_HELP, container_options
 
@@ -80,7 +80,7 @@ def dev(
     )
     from ..dev import dev_image, dev_run_options  # when the command runs, not for --help
 
-    with cli_progress(log_step=lambda msg: bool(state.verbose)) as progress:
+    with cli_progress(log_step=when_verbose) as progress:
         progress.step("building the dev image…")
         made = dev_image(
             project,

@@ -10,7 +10,7 @@ import typer
 
 from ..errors import GpushipError
 from .app import app
-from .console import cli_progress, err, handles_errors, info, out, state
+from .console import cli_progress, err, handles_errors, info, out, state, when_verbose
 from .regopts import CA_FILE, INSECURE, registry_options
 
 HELP = (
@@ -80,7 +80,7 @@ def dockerfile(
         ca = ca_bundle or (Path(os.environ["SSL_CERT_FILE"]) if os.environ.get("SSL_CERT_FILE") else None)
     platforms = tuple(p.strip() for item in (platform or []) for p in item.split(",") if p.strip())
 
-    with cli_progress(log_step=lambda msg: bool(state.verbose)) as progress:
+    with cli_progress(log_step=when_verbose) as progress:
         progress.step("planning the Dockerfile…")
         result = export_dockerfile(
             path,
@@ -104,7 +104,7 @@ def dockerfile(
             err.print(f"wrote {p}", soft_wrap=True, markup=False, highlight=False)
     if import_base:
         codename = spec.codename
-        with cli_progress(log_step=lambda msg: bool(state.verbose)) as progress:
+        with cli_progress(log_step=when_verbose) as progress:
             progress.step(f"making {import_base} (debootstrap {codename})…")
             import_debian_base(import_base, codename, progress=progress)
         info(f"base image {import_base} is in the Docker Engine")

@@ -12,7 +12,7 @@ from ..cache import Cache
 from ..errors import GpushipError
 from ..run.options import BUILTIN_RUNTIMES, parse_env, parse_runtime
 from .app import app
-from .console import cli_progress, err, handles_errors, info, out, state
+from .console import cli_progress, err, handles_errors, info, out, state, when_verbose
 from .regopts import CA_FILE, INSECURE, registry_options
 
 
@@ -121,7 +121,7 @@ def slim_cmd(
         runtime=chosen,
     )
     options = SlimOptions(probe=probe, keep=tuple(keep), check_output=check_output, allow_failure=allow_failure)
-    with cli_progress(log_step=lambda msg: bool(state.verbose)) as progress:
+    with cli_progress(log_step=when_verbose) as progress:
         progress.step("slimming")
 
         def echo(data: bytes) -> None:

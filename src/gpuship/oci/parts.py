@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from ..errors import GpushipError, IntegrityError
-from ..streams import CHUNK, Writer
+from ..streams import CHUNK, Writer, sha256_file
 from .layout import _cannot_write, _default_file_mode
 
 if TYPE_CHECKING:  # the buffer types of io's stubs
@@ -240,14 +240,6 @@ def _plain_name(name: str, manifest: Path) -> str:
     return name
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(CHUNK):
-            h.update(chunk)
-    return "sha256:" + h.hexdigest()
-
-
 def verify_parts(path: Path | str) -> tuple[Parts, list[Path]]:
     """Load the manifest and check every part beside it: present, of its size, of its sha256.
 
@@ -270,7 +262,7 @@ def verify_parts(path: Path | str) -> tuple[Parts, list[Path]]:
             raise IntegrityError(
                 f"{where} has {size} bytes, the manifest says {part.size}", "copy that part again (it is cut short)"
             )
-        got = _sha256_file(f)
+        got = sha256_file(f)
         if got != part.digest:
             raise IntegrityError(
                 f"{where} is corrupt: its content hashes to {got}, the manifest says {part.digest}",

@@ -26,7 +26,7 @@ from typing import BinaryIO
 
 from ..buildcache import ARTIFACT_TYPE, CachedBlob, CacheManifest
 from ..cache import BlobWriter, Cache
-from ..errors import GpushipError, IntegrityError, RegistryError
+from ..errors import GpushipError, IntegrityError
 from ..oci.image import sha256_digest
 from ..oci.layer import Layer, unpack_blob
 from ..oci.media import OCI_INDEX, OCI_MANIFEST, BlobCompression
@@ -192,11 +192,12 @@ class RegistryCacheStore:
                 return
             except Transient as exc:
                 failures += 1
-                if failures >= self.client.retry.attempts:
-                    raise RegistryError(
-                        f"pulling layer {blob.digest[:19]} from {self.client.host} kept failing: {exc.message}",
-                        "try again later",
-                    ) from exc
+                self.client.retry.give_up_after(
+                    failures,
+                    exc,
+                    f"pulling layer {blob.digest[:19]} from {self.client.host} kept failing: {exc.message}",
+                    "try again later",
+                )
                 log.info("pull of %s broke off at %d bytes, going on: %s", blob.digest[:19], out.size, exc.message)
                 time.sleep(self.client.retry.delay(failures))
 

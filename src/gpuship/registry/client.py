@@ -55,6 +55,12 @@ class RetryPolicy:
         d = min(self.max_delay, self.base_delay * (2.0 ** (attempt - 1)))
         return d * (0.5 + random.random() / 2)
 
+    def give_up_after(self, failures: int, exc: Exception, message: str, hint: str) -> None:
+        """Raise ``RegistryError(message, hint)`` (caused by ``exc``) once ``failures`` tries have failed: all
+        :attr:`attempts` of them. The one rule for a loop that starts a transfer again after it breaks."""
+        if failures >= self.attempts:
+            raise RegistryError(message, hint) from exc
+
 
 def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
     """``Retry-After`` as seconds: delta-seconds or an HTTP date; None when absent or unreadable."""

@@ -286,10 +286,9 @@ def _download_layer(
                     )
             break
         except Transient as exc:
-            if attempt >= client.retry.attempts:
-                raise RegistryError(
-                    f"download of layer {digest[:19]} kept failing: {exc.message}", "try again later"
-                ) from exc
+            client.retry.give_up_after(
+                attempt, exc, f"download of layer {digest[:19]} kept failing: {exc.message}", "try again later"
+            )
             log.info("download of %s broke off, starting it again: %s", digest[:19], exc.message)
     progress.transfer(digest, w.size, w.size, "pulled")
     return Layer(digest, diff_id, w.size, hasher.size, compression, "", False, cache)

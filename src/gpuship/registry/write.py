@@ -255,11 +255,12 @@ class BlobUploader:
                 return
             except _Restart as exc:
                 restarts += 1
-                if restarts >= self.client.retry.attempts:
-                    raise RegistryError(
-                        f"upload of {blob.what} {blob.digest[:19]} to {self.client.host} kept failing ({exc})",
-                        "the registry is unstable; try again later",
-                    ) from exc
+                self.client.retry.give_up_after(
+                    restarts,
+                    exc,
+                    f"upload of {blob.what} {blob.digest[:19]} to {self.client.host} kept failing ({exc})",
+                    "the registry is unstable; try again later",
+                )
                 log.info("restarting upload of %s: %s", blob.digest[:19], exc)
                 time.sleep(self.client.retry.delay(restarts))
                 location = None
@@ -347,11 +348,12 @@ class BlobUploader:
                 )
             except Transient as exc:
                 failures += 1
-                if failures >= self.client.retry.attempts:
-                    raise RegistryError(
-                        f"upload of {blob.what} {blob.digest[:19]} to {self.client.host} failed {failures} times: {exc.message}",
-                        "the registry is down or unstable; try again later",
-                    ) from exc
+                self.client.retry.give_up_after(
+                    failures,
+                    exc,
+                    f"upload of {blob.what} {blob.digest[:19]} to {self.client.host} failed {failures} times: {exc.message}",
+                    "the registry is down or unstable; try again later",
+                )
                 self._pause(exc, failures)
                 offset, location = self._status(location)
                 continue

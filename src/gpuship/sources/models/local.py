@@ -14,6 +14,7 @@ import os
 import posixpath
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import pathspec
@@ -21,7 +22,7 @@ import pathspec
 from ...cache import Cache
 from ...config import MODEL_PATTERNS, ModelsConfig
 from ...oci import Entry
-from ...streams import CHUNK
+from ...streams import sha256_file
 from ..app import AppFiles, looks_like_secret, walk_project
 from ..secrets import holds_private_key
 
@@ -88,17 +89,10 @@ def file_digest(cache: Cache, path: Path) -> str:
     st = path.stat()
     key = f"{path.resolve()}\0{st.st_dev}\0{st.st_ino}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}"
 
-    def read() -> str:
-        h = hashlib.sha256()
-        with open(path, "rb") as fh:
-            while chunk := fh.read(CHUNK):
-                h.update(chunk)
-        return "sha256:" + h.hexdigest()
-
     def known(rec: object) -> str | None:
         return rec if isinstance(rec, str) else None
 
-    return cache.memo("file-digests", key, read, encode=str, decode=known)
+    return cache.memo("file-digests", key, partial(sha256_file, path), encode=str, decode=known)
 
 
 def group_models(root: Path, rels: Iterable[str], cache: Cache) -> tuple[LocalModel, ...]:
