@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import sys
+import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -94,3 +96,41 @@ def test_unpacked_images_are_counted_and_pruned_by_last_use(tmp_path: Path) -> N
     assert cache.prune(older_than_days=7) == (1, 5000)
     assert [p.name for p in (cache.root / "refs" / "dirs-rootfs").iterdir()] == ["used"]
     assert cache.prune() == (1, 5000) and cache.info().dirs == 0
+
+
+def _another_command_starts(root: Path) -> None:
+    """What every gpuship command does first, in a process of its own: take the in-use lock (and, finding no
+    other holder, clean ``tmp/``)."""
+    code = "import sys\nfrom gpuship.cache import Cache\nwith Cache(sys.argv[1]).in_use(): pass"
+    subprocess.run([sys.executable, "-c", code, str(root)], check=True)
+
+
+def _age(path: Path) -> None:
+    """As a long step leaves it: its mtime an hour old (work deep inside a directory does not touch it)."""
+    old = time.time() - 3600
+    os.utime(path, (old, old))
+
+
+def test_tmp_cleanup_removes_leftovers_but_not_the_work_of_a_caller_without_in_use(cache: Cache) -> None:
+    # what a killed process left: removed by the next command that finds the cache idle
+    dead_dir, dead_file = cache.root / "tmp" / "lock-killed", cache.root / "tmp" / "ref-killed"
+    dead_dir.mkdir()
+    (dead_dir / "requirements.in").write_text("numpy\n")
+    dead_file.write_text("{}")
+    _age(dead_dir)
+    _age(dead_file)
+    # a library caller (no in-use lock: gpuship.dockerfile.export_dockerfile, gpuship.build.build) in a long step
+    with cache.temp_dir("lock-") as work, cache.directory("unpacked", "k") as (filling, ready):
+        assert not ready and work.parent == filling.parent == cache.root / "tmp"
+        (work / "requirements.in").write_text("numpy\n")
+        (filling / "usr").mkdir()
+        _age(work)
+        _age(filling)
+        _another_command_starts(cache.root)
+        assert (work / "requirements.in").is_file() and (filling / "usr").is_dir()
+        assert cache.clean_tmp(min_age=0) == (0, 0)  # what prune cleans: not these either
+        assert (work / "requirements.in").is_file() and (filling / "usr").is_dir()
+    assert not dead_dir.exists() and not dead_file.exists()
+    with cache.directory("unpacked", "k") as (done, ready):
+        assert ready and (done / "usr").is_dir()  # the directory was committed
+    assert list((cache.root / "tmp").iterdir()) == []  # and the temp directory removed

@@ -13,7 +13,8 @@ Pruning and running commands: every ``gpuship`` command holds the cache's shared
 (:meth:`Cache.in_use`) while it runs; :meth:`Cache.prune` needs it exclusively, so a prune never deletes what a
 running build, run or convert still needs: it says the cache is in use instead. What a killed process left in
 ``tmp/`` is removed by the next command that finds no other one running, and by ``prune``; a blob being written
-holds a lock on its temp file, so it is never taken for a leftover.
+holds a lock on its temp file, and a :meth:`Cache.temp_dir` on its directory, so neither is taken for a leftover
+(also where the process that made it holds no in-use lock: a library caller).
 """
 
 from __future__ import annotations
@@ -337,14 +338,33 @@ class Cache:
                 os.utime(final)  # its mtime says when it was last used: prune --older-than goes by it
                 yield final, True
                 return
-            work = Path(tempfile.mkdtemp(dir=self.root / "tmp", prefix="dir-"))
-            try:
+            with self.temp_dir("dir-") as work:
                 yield work, False
                 final.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(work, final)
-            finally:
-                if work.exists():
-                    shutil.rmtree(work, ignore_errors=True)
+
+    @contextmanager
+    def temp_dir(self, prefix: str) -> Iterator[Path]:
+        """A fresh directory in ``tmp/`` for the block, removed after it (whatever it holds).
+
+        It is locked while the block runs, so :meth:`clean_tmp` in another process (one taking :meth:`in_use`, or
+        ``prune``) never takes it for a leftover, even when its caller holds no :meth:`in_use` lock (a library
+        caller) and the work in it takes long. Every temporary directory under the cache comes from here."""
+        (self.root / "tmp").mkdir(parents=True, exist_ok=True)
+        path = Path(tempfile.mkdtemp(dir=self.root / "tmp", prefix=prefix))
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # "in use": clean_tmp's try for the lock fails while it is held
+            yield path
+        finally:
+            try:
+                shutil.rmtree(path)
+            except FileNotFoundError:
+                pass  # renamed into place (directory) or removed by the block
+            except OSError:
+                _make_writable(path)  # an unpacked tree can hold read-only directories
+                shutil.rmtree(path, ignore_errors=True)
+            os.close(fd)
 
     # -- locks, info, prune ------------------------------------------------------------------------
     def lock(self, name: str, timeout: float = -1) -> FileLock:
@@ -390,8 +410,9 @@ class Cache:
                 os.close(held[0])
 
     def clean_tmp(self, min_age: float = 2.0) -> tuple[int, int]:
-        """Remove what killed processes left in ``tmp/`` (not a blob still being written, nor anything younger
-        than ``min_age`` seconds); returns ``(entries removed, bytes freed)``."""
+        """Remove what killed processes left in ``tmp/`` (not a blob still being written nor a :meth:`temp_dir` in
+        use, both locked, nor anything younger than ``min_age`` seconds); returns ``(entries removed, bytes
+        freed)``."""
         removed = freed = 0
         now = time.time()
         for p in (self.root / "tmp").iterdir():

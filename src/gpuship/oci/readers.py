@@ -31,7 +31,6 @@ import os
 import re
 import stat
 import tarfile
-import tempfile
 import zlib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -579,9 +578,8 @@ def _open_store(kind: str, path: Path) -> _Store:
 def _from_engine(rest: str, engine: str, platform: Platform | None, cache: Cache) -> ReadResult:
     """``docker:NAME:TAG`` / ``podman:NAME:TAG``: the engine's image, saved to a temporary archive and read as a
     docker-archive (layers land in the cache; the archive is removed)."""
-    (cache.root / "tmp").mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=cache.root / "tmp", prefix=f"{engine}-save-") as tmp:
-        archive = Path(tmp) / "image.tar"
+    with cache.temp_dir(f"{engine}-save-") as tmp:
+        archive = tmp / "image.tar"
         save_image(rest, archive, engine)
         return read_local(f"docker-archive:{archive}", platform, cache)
 

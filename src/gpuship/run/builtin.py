@@ -15,7 +15,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -215,46 +214,45 @@ def run_rootfs(
     runc = tools.require("runc") if flavor == "runc" else None
     ulimits = possible_ulimits(options.ulimits, notify)
 
-    rundir = Path(tempfile.mkdtemp(dir=cache.root / "tmp", prefix="run-"))
-    cid = f"gpuship-{uuid.uuid4().hex[:12]}"
-    root = rundir / "rootfs"
-    tmpfs = list(READ_ONLY_TMPFS) if options.read_only else []
-    etc = {p: c for p in ("/etc/hosts", "/etc/resolv.conf") if (c := _host_file(p)) is not None}
-    spec: dict[str, object] = {
-        "mode": flavor,
-        "lower": str(Path(rootfs).resolve()),
-        "rundir": str(rundir),
-        "root": str(root),
-        "errfile": str(rundir / "error"),
-        "readonly": options.read_only,
-        "etc_files": etc,
-        "dirs": [process.cwd],
-        "tmpfs": tmpfs,
-        "gpu": injection.to_json(),
-        "ldconfig": ldconfig,
-        "shm_size": options.shm_size,
-        "verbose": options.verbose,
-    }
-    if runc is not None:
-        spec["runc"] = _runc_bundle(rundir, runc, cid, process, options, injection, ulimits, tmpfs)
-    else:
-        spec.update(_direct_spec(process, options, ulimits))
-    spec_path = rundir / "spec.json"
-    spec_path.write_text(json.dumps(spec))
-    if notify and options.verbose:
-        notify(f"running with the built-in runner ({flavor}) in {rundir}")
-        if injection.summary:
-            notify(injection.summary)
-    try:
-        code = run_forwarding([sys.executable, "-I", "-S", str(Path(launcher.__file__).resolve()), str(spec_path)])
-        err = rundir / "error"
-        if code == launcher.SETUP_FAILED and err.exists():
-            raise GpushipError(
-                f"the container did not start: {err.read_text().strip()}",
-                "run with -v for details; --runtime docker/podman is the alternative",
-            )
-        return code
-    finally:
+    with cache.temp_dir("run-") as rundir:
+        cid = f"gpuship-{uuid.uuid4().hex[:12]}"
+        root = rundir / "rootfs"
+        tmpfs = list(READ_ONLY_TMPFS) if options.read_only else []
+        etc = {p: c for p in ("/etc/hosts", "/etc/resolv.conf") if (c := _host_file(p)) is not None}
+        spec: dict[str, object] = {
+            "mode": flavor,
+            "lower": str(Path(rootfs).resolve()),
+            "rundir": str(rundir),
+            "root": str(root),
+            "errfile": str(rundir / "error"),
+            "readonly": options.read_only,
+            "etc_files": etc,
+            "dirs": [process.cwd],
+            "tmpfs": tmpfs,
+            "gpu": injection.to_json(),
+            "ldconfig": ldconfig,
+            "shm_size": options.shm_size,
+            "verbose": options.verbose,
+        }
         if runc is not None:
-            subprocess.run([runc, "delete", "--force", cid], capture_output=True, check=False)
-        shutil.rmtree(rundir, ignore_errors=True)
+            spec["runc"] = _runc_bundle(rundir, runc, cid, process, options, injection, ulimits, tmpfs)
+        else:
+            spec.update(_direct_spec(process, options, ulimits))
+        spec_path = rundir / "spec.json"
+        spec_path.write_text(json.dumps(spec))
+        if notify and options.verbose:
+            notify(f"running with the built-in runner ({flavor}) in {rundir}")
+            if injection.summary:
+                notify(injection.summary)
+        try:
+            code = run_forwarding([sys.executable, "-I", "-S", str(Path(launcher.__file__).resolve()), str(spec_path)])
+            err = rundir / "error"
+            if code == launcher.SETUP_FAILED and err.exists():
+                raise GpushipError(
+                    f"the container did not start: {err.read_text().strip()}",
+                    "run with -v for details; --runtime docker/podman is the alternative",
+                )
+            return code
+        finally:
+            if runc is not None:
+                subprocess.run([runc, "delete", "--force", cid], capture_output=True, check=False)

@@ -440,8 +440,7 @@ class TraceSetup:
 @contextlib.contextmanager
 def trace_setup(rootfs: Path, cache: Cache) -> Iterator[TraceSetup]:
     """Prepare the hook, the ``.pth`` mounts and the trace directory; removed afterwards, whatever happens."""
-    host = Path(tempfile.mkdtemp(dir=cache.root / "tmp", prefix="slim-trace-"))
-    try:
+    with cache.temp_dir("slim-trace-") as host:
         os.chmod(host, 0o755)
         shutil.copyfile(Path(__file__).with_name("trace_hook.py"), host / "hook.py")
         os.chmod(host / "hook.py", 0o644)
@@ -464,8 +463,6 @@ def trace_setup(rootfs: Path, cache: Cache) -> Iterator[TraceSetup]:
             "LD_DEBUG_OUTPUT": f"{TRACE_DIR}/ld",
         }
         yield TraceSetup(host, tuple(volumes), env)
-    finally:
-        shutil.rmtree(host, ignore_errors=True)
 
 
 def traced_run(

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
@@ -422,9 +421,7 @@ def _package_layers(
 
         def workdir() -> Path:
             if not work:
-                work.append(
-                    Path(stack.enter_context(tempfile.TemporaryDirectory(dir=cache.root / "tmp", prefix="debian-")))
-                )
+                work.append(stack.enter_context(cache.temp_dir("debian-")))
             return work[0]
 
         for name, group in installed.items():

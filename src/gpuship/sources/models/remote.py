@@ -17,8 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -86,12 +84,9 @@ def fetch_hub(model: HubModel, cache: Cache, progress: Progress = NO_PROGRESS) -
 
     def fetch() -> tuple[HubFile, ...]:
         progress.step(f"fetching {model.ref}")
-        work = Path(tempfile.mkdtemp(dir=cache.root / "tmp", prefix="hf-"))
-        try:
+        with cache.temp_dir("hf-") as work:
             snapshot = _snapshot_download(model, work)
             files = tuple(_ingest(snapshot, cache))
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
         if not files:
             raise GpushipError(
                 f"{model.ref} has no files" + (f" matching {', '.join(model.files)}" if model.files else ""),

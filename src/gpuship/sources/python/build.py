@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,8 +123,7 @@ def built_wheel(
 
     def build() -> BuiltWheel:
         blob = fetch(cache, pkg.url, pkg.sha256, credentials=credentials or IndexCredentials.from_urls(index_args))
-        with tempfile.TemporaryDirectory(dir=cache.root / "tmp", prefix="sdist-") as tmpdir:
-            tmp = Path(tmpdir)
+        with cache.temp_dir("sdist-") as tmp:
             src = tmp / pkg.filename
             shutil.copyfile(blob, src)
             wheel = _build(
@@ -157,11 +155,11 @@ def built_wheel(
 
 def build_project_wheel(root: Path, python: str, cache: Cache, *, index_args: Sequence[str] = ()) -> BuiltWheel:
     """Build the project's own wheel (not cached: the app's sources change often)."""
-    with tempfile.TemporaryDirectory(dir=cache.root / "tmp", prefix="project-") as tmpdir:
+    with cache.temp_dir("project-") as tmpdir:
         wheel = _build(
             root,
             python,
-            Path(tmpdir),
+            tmpdir,
             what=f"building the wheel of {root.name}",
             index_args=index_args,
             log=cache.root / "logs" / f"build-{root.name}-project.log",

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import posixpath
-import tempfile
 from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -279,7 +278,7 @@ class _GroupInstaller:
             path, filename = files[p.sha256]
             zf = stack.enter_context(open_wheel(path, filename))
             installs.append(install_wheel(zf, filename, venv=self.venv, python_minor=py))
-        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=cache.root / "tmp", prefix="pyc-")))
+        workdir = stack.enter_context(cache.temp_dir("pyc-"))
         site = f"lib/python{py}/site-packages"
         entries, info = install_entries(
             installs, venv=self.venv, site=site, prune=self.prune, compiler=self.compiler, workdir=workdir

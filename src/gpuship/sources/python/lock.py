@@ -324,8 +324,7 @@ def resolve_platform(
 ) -> LockedTarget:
     """Resolve the project for one platform with uv and pick each package's file."""
     target = uv_platform(platform, glibc)
-    with tempfile.TemporaryDirectory(dir=cache.root / "tmp", prefix="lock-") as tmpdir:
-        tmp = Path(tmpdir)
+    with cache.temp_dir("lock-") as tmp:
         req_in = tmp / "requirements.in"
         body = ["# gpuship: the project's requirements, as read from its inputs", *project.uv_options]
         body += index.option_lines() if index is not None else []

@@ -7,10 +7,8 @@ are not in it (they are in the locked environment layers).
 
 from __future__ import annotations
 
-import tempfile
 import zipfile
 from dataclasses import dataclass
-from pathlib import Path
 
 from ...cache import Cache
 from ...errors import ConfigError
@@ -67,10 +65,10 @@ def install_project(
             f"build the image for {platform} on a {platform} machine",
         )
     compiler = host_python(py) if prune.bytecode != "none" else None
-    with zipfile.ZipFile(built.path) as zf, tempfile.TemporaryDirectory(dir=cache.root / "tmp", prefix="pyc-") as tmp:
+    with zipfile.ZipFile(built.path) as zf, cache.temp_dir("pyc-") as tmp:
         wi = install_wheel(zf, built.filename, venv=venv, python_minor=py, reopen=True)
         entries, info = install_entries(
-            [wi], venv=venv, site=f"lib/python{py}/site-packages", prune=prune, compiler=compiler, workdir=Path(tmp)
+            [wi], venv=venv, site=f"lib/python{py}/site-packages", prune=prune, compiler=compiler, workdir=tmp
         )
         # .pyc files live in the temp folder: keep their (small) bytes so the entries outlive it
         out = []
