@@ -326,7 +326,7 @@ class Bench:
                 "edit_s": _median([t.seconds for t in d4]),
                 "digests": [ia["Id"], ib["Id"]],
                 "same_digest": ia["Id"] == ib["Id"],
-                "same_layers": sum(1 for x, y in zip(la, lb) if x == y),
+                "same_layers": sum(1 for x, y in zip(la, lb, strict=False) if x == y),
                 "layer_count": len(la),
                 # a no-change build reuses the newest cached steps: those of the second cold build
                 "nochange_same_digest": inspect(f"gpuship-bench/{name}-{way}:nochange")["Id"] == ib["Id"],

@@ -72,7 +72,7 @@ def _has_targets(name: str) -> bool:
 def _sizes(image: Any) -> dict[str, int]:
     return {
         "compressed": image.size,
-        "uncompressed": sum(l.uncompressed_size for l in image.layers),
+        "uncompressed": sum(layer.uncompressed_size for layer in image.layers),
         "layers": len(image.layers),
     }
 

@@ -5,6 +5,7 @@ import counts as an edge like any other (as go-containerregistry's depcheck coun
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -224,3 +225,20 @@ def test_function_local_imports_say_why() -> None:
                     if "#" not in here and not above.startswith("#"):
                         silent.append(f"{rel}:{node.lineno}")
     assert not silent, f"{len(silent)} function-local imports without a reason:\n" + "\n".join(silent)
+
+
+def test_check_sh_lints_every_python_file() -> None:
+    """scripts/check.sh runs ruff format and ruff check over every folder that holds Python (bench/ went unlinted)."""
+    root = SRC.parent.parent
+    text = (root / "scripts" / "check.sh").read_text()
+    declared = re.search(r"^PYTHON_DIRS=\((.*)\)$", text, re.MULTILINE)
+    listed = set(declared.group(1).split()) if declared else set()
+    holding_python = {
+        top.name
+        for top in root.iterdir()
+        if top.is_dir() and top.name[0] != "." and top.name not in ("build", "dist") and any(top.rglob("*.py"))
+    }
+    assert holding_python <= listed, f"not linted by scripts/check.sh: {sorted(holding_python - listed)}"
+    for step in ("ruff format --check", "ruff check"):
+        line = next(line for line in text.splitlines() if step in line)
+        assert line.endswith('"${PYTHON_DIRS[@]}"'), line
