@@ -14,13 +14,26 @@ from pathlib import Path
 from typing import IO
 
 from elftools.common.exceptions import ELFError
+from elftools.elf.constants import SH_FLAGS
 from elftools.elf.elffile import ELFFile
+from elftools.elf.sections import Section
 
-from .fatbin import FatbinContainer, FatbinEntry, FatbinError, parse_container, parse_fatbin, wrapper_pointers
+from .fatbin import (
+    BufferSource,
+    ByteSource,
+    FatbinContainer,
+    FatbinEntry,
+    FatbinError,
+    FileSource,
+    read_container,
+    read_containers,
+    wrapper_pointers,
+)
 
 ELF_MAGIC = b"\x7fELF"
 FATBIN_SECTIONS = (".nv_fatbin", "__nv_relfatbin")
 SEGMENT_SECTION = ".nvFatBinSegment"
+SHF_COMPRESSED = SH_FLAGS.SHF_COMPRESSED
 
 
 @dataclass(frozen=True)
@@ -110,6 +123,7 @@ def read_cuda_library(source: IO[bytes] | bytes | bytearray | memoryview | Path 
         fh.seek(0)
         if fh.read(4) != ELF_MAGIC:
             return None
+        file_size = fh.seek(0, io.SEEK_END)
         fh.seek(0)
         try:
             elf = ELFFile(fh)
@@ -119,21 +133,32 @@ def read_cuda_library(source: IO[bytes] | bytes | bytearray | memoryview | Path 
         found: list[FatbinSection] = []
         for sec in sections:
             if sec.name in FATBIN_SECTIONS and sec["sh_type"] != "SHT_NOBITS" and sec["sh_size"] > 0:
-                containers = tuple(parse_fatbin(sec.data()))
+                containers = tuple(read_containers(_section_source(fh, sec, file_size)))
                 found.append(FatbinSection(sec.name, sec["sh_offset"], sec["sh_size"], containers))
         if not found:
             seg = next((s for s in sections if s.name == SEGMENT_SECTION), None)
             if seg is not None:
-                found = _via_wrappers(wrapper_pointers(seg.data()), sections)
+                found = _via_wrappers(wrapper_pointers(seg.data()), sections, fh, file_size)
         return CudaLibrary(tuple(found)) if found else None
     finally:
         if owned:
             fh.close()
 
 
-def _via_wrappers(pointers: Iterable[int], sections: list) -> list[FatbinSection]:
+def _section_source(fh: IO[bytes], sec: Section, file_size: int) -> ByteSource:
+    """A section's bytes, read from ``fh`` as a parse asks for them (a section that runs past the end of the file
+    is as long as what is there, as pyelftools' ``data()`` reads it); a compressed section is read whole."""
+    if sec["sh_flags"] & SHF_COMPRESSED:
+        return BufferSource(sec.data())
+    offset, size = sec["sh_offset"], sec["sh_size"]
+    return FileSource(fh, offset, max(0, min(size, file_size - offset)))
+
+
+def _via_wrappers(
+    pointers: Iterable[int], sections: list[Section], fh: IO[bytes], file_size: int
+) -> list[FatbinSection]:
     """Containers reached through ``.nvFatBinSegment`` wrapper pointers (addresses, resolved via sections)."""
-    by_section: dict[str, tuple[object, list[FatbinContainer]]] = {}
+    by_section: dict[str, tuple[Section, list[FatbinContainer]]] = {}
     for ptr in pointers:
         if not ptr:
             continue  # relocatable object: the pointer is filled in by a relocation at link time
@@ -141,7 +166,7 @@ def _via_wrappers(pointers: Iterable[int], sections: list) -> list[FatbinSection
             addr, size = sec["sh_addr"], sec["sh_size"]
             if addr and addr <= ptr < addr + size and sec["sh_type"] != "SHT_NOBITS":
                 try:
-                    c = parse_container(sec.data(), ptr - addr)
+                    c = read_container(_section_source(fh, sec, file_size), ptr - addr)
                 except FatbinError:
                     break
                 by_section.setdefault(sec.name, (sec, []))[1].append(c)
@@ -149,7 +174,7 @@ def _via_wrappers(pointers: Iterable[int], sections: list) -> list[FatbinSection
     out = []
     for name, (sec, cs) in by_section.items():
         uniq = {c.offset: c for c in cs}
-        out.append(FatbinSection(name, sec["sh_offset"], sec["sh_size"], tuple(uniq[k] for k in sorted(uniq))))  # type: ignore[index]  # pyelftools' untyped section header
+        out.append(FatbinSection(name, sec["sh_offset"], sec["sh_size"], tuple(uniq[k] for k in sorted(uniq))))
     return out
 
 

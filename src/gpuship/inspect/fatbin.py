@@ -35,6 +35,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import IO, Protocol
 
 from ..errors import IntegrityError
 
@@ -204,17 +205,73 @@ def _arch_of(number: int, flags: int) -> Arch:
     return Arch(number)
 
 
+class ByteSource(Protocol):
+    """Random access to a fatbin section: ``size`` bytes, read ``n`` at a time from any position."""
+
+    size: int
+
+    def read_at(self, pos: int, n: int) -> bytes | memoryview: ...
+
+
+class BufferSource:
+    """A section held in memory."""
+
+    def __init__(self, data: bytes | memoryview) -> None:
+        self._data = memoryview(data)
+        self.size = len(self._data)
+
+    def read_at(self, pos: int, n: int) -> memoryview:
+        return self._data[pos : pos + n]
+
+
+class FileSource:
+    """A section of a seekable file (``size`` bytes from ``base``), read by seeking: only the headers a parse needs
+    (and the zero runs between containers) are read, never the whole section; one read window is kept."""
+
+    def __init__(self, fh: IO[bytes], base: int, size: int) -> None:
+        self._fh = fh
+        self._base = base
+        self.size = size
+        self._win_pos = 0
+        self._win = b""
+
+    def read_at(self, pos: int, n: int) -> bytes | memoryview:
+        n = max(0, min(n, self.size - pos))
+        if self._win_pos <= pos and pos + n <= self._win_pos + len(self._win):
+            off = pos - self._win_pos
+            return memoryview(self._win)[off : off + n]
+        self._fh.seek(self._base + pos)
+        # headers are read with some room after them, so the entry headers of small entries come from one read
+        want = n if n >= _HEADER_WINDOW else min(_HEADER_WINDOW, self.size - pos)
+        self._win = self._fh.read(want)
+        self._win_pos = pos
+        if len(self._win) < n:
+            raise FatbinError(f"fatbin section ends at {pos + len(self._win)}, past the end of the file")
+        return memoryview(self._win)[:n]
+
+
+#: What :class:`FileSource` reads at once for a header (a container or entry header plus room for the next ones).
+_HEADER_WINDOW = 4096
+#: How many bytes of zeros between containers are looked at at once.
+_ZERO_WINDOW = 1 << 20
+
+
 def parse_container(data: bytes | memoryview, offset: int) -> FatbinContainer:
     """Read the container whose header starts at ``offset`` of ``data``."""
-    if offset + CONTAINER_HEADER.size > len(data):
+    return read_container(BufferSource(data), offset)
+
+
+def read_container(src: ByteSource, offset: int) -> FatbinContainer:
+    """Read the container whose header starts at ``offset`` of ``src`` (its headers only, never its payloads)."""
+    if offset + CONTAINER_HEADER.size > src.size:
         raise FatbinError(f"fatbin header at {offset} runs past the end of its section")
-    magic, version, header_size, fat_size = CONTAINER_HEADER.unpack_from(data, offset)
+    magic, version, header_size, fat_size = CONTAINER_HEADER.unpack_from(src.read_at(offset, CONTAINER_HEADER.size))
     if magic != FATBIN_MAGIC:
         raise FatbinError(f"no fatbin magic at {offset} (found {magic:#010x})")
     if header_size < CONTAINER_HEADER.size:
         raise FatbinError(f"fatbin header at {offset} claims {header_size} bytes")
     end = offset + header_size + fat_size
-    if end > len(data):
+    if end > src.size:
         raise FatbinError(f"fatbin at {offset} claims {fat_size} bytes, past the end of its section")
     entries: list[FatbinEntry] = []
     pos = offset + header_size
@@ -222,7 +279,7 @@ def parse_container(data: bytes | memoryview, offset: int) -> FatbinContainer:
         if pos + ENTRY_HEADER.size > end:
             raise FatbinError(f"fatbin entry at {pos} runs past its container (ends at {end})")
         (kind, _unk, ehs, payload, csize, _unk2, minor, major, arch, _noff, _nlen, flags, _zero, usize) = (
-            ENTRY_HEADER.unpack_from(data, pos)
+            ENTRY_HEADER.unpack_from(src.read_at(pos, ENTRY_HEADER.size))
         )
         if ehs < ENTRY_HEADER.size or pos + ehs + payload > end:
             raise FatbinError(f"fatbin entry at {pos} has sizes that do not fit its container")
@@ -232,32 +289,40 @@ def parse_container(data: bytes | memoryview, offset: int) -> FatbinContainer:
 
 
 def iter_containers(data: bytes | memoryview) -> Iterator[FatbinContainer]:
+    """Every container in a fatbin section, in order (see :func:`read_containers`)."""
+    return read_containers(BufferSource(data))
+
+
+def read_containers(src: ByteSource) -> Iterator[FatbinContainer]:
     """Every container in a fatbin section, in order.
 
     Containers normally follow each other directly; zero bytes between them (alignment, or space freed by
     :func:`gpuship.slim.archs.prune_fatbins`) are skipped. Anything else is a :class:`FatbinError`.
     """
     pos = 0
-    n = len(data)
+    n = src.size
+    window = _HEADER_WINDOW  # zeros are looked at in growing windows: most gaps are a few bytes of alignment
     while pos < n:
-        if data[pos : pos + 4] == MAGIC_BYTES:
-            c = parse_container(data, pos)
+        if bytes(src.read_at(pos, 4)) == MAGIC_BYTES:
+            c = read_container(src, pos)
             yield c
             pos = c.end
+            window = _HEADER_WINDOW
             continue
-        window_end = min(n, pos + (1 << 20))
-        rest = bytes(data[pos:window_end]).lstrip(b"\0")
+        window_end = min(n, pos + window)
+        rest = bytes(src.read_at(pos, window_end - pos)).lstrip(b"\0")
         if not rest:
             pos = window_end
+            window = min(2 * window, _ZERO_WINDOW)
             continue
         nonzero = window_end - len(rest)
-        if data[nonzero : nonzero + 4] != MAGIC_BYTES:
+        if bytes(src.read_at(nonzero, 4)) != MAGIC_BYTES:
             raise FatbinError(f"unexpected bytes at {nonzero} of a fatbin section (no container header there)")
         pos = nonzero
 
 
 def parse_fatbin(data: bytes | memoryview) -> list[FatbinContainer]:
-    """All containers of a fatbin section (see :func:`iter_containers`)."""
+    """All containers of a fatbin section (see :func:`read_containers`)."""
     return list(iter_containers(data))
 
 

@@ -403,28 +403,51 @@ def _entries_in_place(layer: Layer) -> Iterator[Entry]:
         raise IntegrityError(f"layer {layer.digest} is not a readable tar: {exc}", "rebuild it") from exc
 
 
-class _Slice:
-    """``size`` bytes of a file from ``offset``: one member of a plain tar, read in place."""
+class _Slice(io.RawIOBase):
+    """``size`` bytes of a file from ``offset``: one member of a plain tar, read in place (and seekable, so a pruner
+    or an ELF reader can jump to the headers it needs)."""
 
     def __init__(self, path: Path, offset: int, size: int) -> None:
+        super().__init__()
         self._fh = open(path, "rb")  # noqa: SIM115 - closed by close()
         self._fh.seek(offset)
-        self._left = size
+        self._start = offset
+        self._size = size
+        self._pos = 0
 
-    def read(self, n: int = -1) -> bytes:
-        want = self._left if n < 0 else min(n, self._left)
+    def read(self, n: int | None = -1, /) -> bytes:
+        left = self._size - self._pos
+        want = left if n is None or n < 0 else min(n, left)
         data = self._fh.read(want) if want > 0 else b""
-        self._left -= len(data)
+        self._pos += len(data)
         return data
+
+    def readinto(self, buffer: WriteableBuffer, /) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self.read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, pos: int, whence: int = io.SEEK_SET, /) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        if base + pos < 0:
+            raise ValueError(f"negative seek position {base + pos}")
+        self._pos = base + pos
+        self._fh.seek(self._start + min(self._pos, self._size))
+        return self._pos
 
     def close(self) -> None:
         self._fh.close()
-
-    def __enter__(self) -> _Slice:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        super().close()
 
 
 def rewrite_layer(

@@ -21,11 +21,12 @@ are still to be linked).
 
 from __future__ import annotations
 
+import contextlib
 import io
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import TypedDict
+from typing import IO, TypedDict
 
 from ..cache import Cache
 from ..cuda.gpus import Target
@@ -33,7 +34,7 @@ from ..errors import ConfigError, IntegrityError
 from ..inspect.cudalib import CudaLibrary, is_elf, read_cuda_library
 from ..inspect.fatbin import Arch, FatbinContainer, FatbinEntry, FatbinError
 from ..oci.entry import Entry
-from ..streams import as_file
+from ..streams import CHUNK, Reader, Writer, as_file
 
 PRUNED_SECTIONS = (".nv_fatbin",)
 
@@ -152,6 +153,142 @@ def prune_savings(libraries: Iterable[CudaLibrary], targets: Sequence[str]) -> i
 
 
 @dataclass(frozen=True)
+class Rewrite:
+    """One container to rewrite: where it starts in the file, and the entries it keeps."""
+
+    start: int
+    container: FatbinContainer
+    kept: tuple[FatbinEntry, ...]
+
+    @property
+    def body_size(self) -> int:
+        return sum(e.size for e in self.kept)
+
+
+@dataclass(frozen=True)
+class PrunePlan:
+    """What pruning decided for one ELF, before a byte is written: the entries kept and dropped, and the containers
+    to rewrite (``library`` is ``None`` for a file without GPU code)."""
+
+    library: CudaLibrary | None
+    kept: tuple[FatbinEntry, ...] = ()
+    dropped: tuple[FatbinEntry, ...] = ()
+    rewrites: tuple[Rewrite, ...] = ()
+    untouched_containers: int = 0
+    unserved: tuple[str, ...] = ()
+
+    @property
+    def saved(self) -> int:
+        return sum(e.size for e in self.dropped)
+
+    @property
+    def kept_archs(self) -> list[str]:
+        return _names(self.kept)
+
+    @property
+    def dropped_archs(self) -> list[str]:
+        return _names(self.dropped)
+
+    @property
+    def rewrites_fatbin(self) -> bool:
+        """Whether the file has a section pruning rewrites (``.nv_fatbin``)."""
+        return self.library is not None and any(s.name in PRUNED_SECTIONS for s in self.library.sections)
+
+    def write(self, src: IO[bytes], size: int, out: Writer) -> None:
+        """Write the pruned file to ``out``: ``src`` (``size`` bytes, seekable) copied in chunks, each rewritten
+        container's bytes replaced by its header (new fat size), its kept entries packed after it, and zeros."""
+        pos = 0
+        for rw in self.rewrites:
+            if rw.start < pos:
+                raise FatbinError(f"fatbin containers overlap at {rw.start}")
+            _copy(src, pos, rw.start - pos, out)
+            c = rw.container
+            src.seek(rw.start)
+            header = bytearray(_read_exactly(src, c.header_size))
+            body = rw.body_size
+            header[8:16] = body.to_bytes(8, "little")
+            out.write(bytes(header))
+            base = rw.start - c.offset
+            for e in rw.kept:
+                _copy(src, base + e.offset, e.size, out)
+            _zeros(c.size - c.header_size - body, out)
+            pos = rw.start + c.size
+        _copy(src, pos, size - pos, out)
+
+    def verify(self, written: IO[bytes] | bytes) -> None:
+        """Re-read the result: every section parses, the entry count and the bytes add up. Never ship a broken ELF."""
+        assert self.library is not None
+        try:
+            after = read_cuda_library(written)
+        except FatbinError as exc:
+            raise IntegrityError(
+                f"pruning produced an unreadable fatbin ({exc})", "report this; use prune-archs = false"
+            ) from exc
+        if (
+            after is None
+            or len(after.entries) != len(self.kept)
+            or self.library.fatbin_bytes - after.fatbin_bytes != self.saved
+        ):
+            raise IntegrityError(
+                "pruning produced a fatbin whose sizes do not add up", "report this; use prune-archs = false"
+            )
+
+
+def _read_exactly(src: IO[bytes], n: int) -> bytes:
+    data = src.read(n)
+    if len(data) != n:
+        raise FatbinError(f"the file ends {n - len(data)} bytes early")
+    return data
+
+
+def _copy(src: IO[bytes], start: int, n: int, out: Writer) -> None:
+    """``n`` bytes of ``src`` from ``start`` to ``out``, a chunk at a time."""
+    src.seek(start)
+    while n > 0:
+        chunk = _read_exactly(src, min(CHUNK, n))
+        out.write(chunk)
+        n -= len(chunk)
+
+
+_ZERO_CHUNK = bytes(CHUNK)
+
+
+def _zeros(n: int, out: Writer) -> None:
+    while n > 0:
+        out.write(_ZERO_CHUNK if n >= CHUNK else bytes(n))
+        n -= CHUNK
+
+
+def plan_prune(source: IO[bytes] | bytes, keep: ArchSelection) -> PrunePlan:
+    """Decide which fatbin entries of ``source`` (an ELF: a seekable file or bytes) no target of ``keep`` needs.
+
+    Only headers are read (see :func:`gpuship.inspect.read_cuda_library`), never the code itself.
+    """
+    lib = read_cuda_library(source)
+    if lib is None:
+        return PrunePlan(None)
+    kept: list[FatbinEntry] = []
+    dropped: list[FatbinEntry] = []
+    rewrites: list[Rewrite] = []
+    untouched = 0
+    unserved: set[str] = set()
+    for section in lib.sections:
+        for c in section.containers:
+            if section.name not in PRUNED_SECTIONS:
+                kept.extend(c.entries)
+                continue
+            sel = keep.select(c)
+            kept.extend(sel.kept)
+            untouched += sel.untouched
+            unserved.update(str(t) for t in sel.unserved)
+            if sel.dropped:
+                dropped.extend(sel.dropped)
+                rewrites.append(Rewrite(section.offset + c.offset, c, sel.kept))
+    rewrites.sort(key=lambda rw: rw.start)
+    return PrunePlan(lib, tuple(kept), tuple(dropped), tuple(rewrites), untouched, tuple(sorted(unserved)))
+
+
+@dataclass(frozen=True)
 class PruneResult:
     """A pruned ELF: its bytes (same length as before), and what was kept and dropped."""
 
@@ -176,64 +313,21 @@ def _names(entries: Iterable[FatbinEntry]) -> list[str]:
     return [seen[k] for k in sorted(seen)]
 
 
-def _rewrite(buf: bytearray, src: bytes, base: int, container: FatbinContainer, kept: Sequence[FatbinEntry]) -> None:
-    """Rewrite one container in place: header (new fat size), kept entries packed after it, zeros after them."""
-    start = base + container.offset
-    header = bytearray(src[start : start + container.header_size])
-    body = b"".join(src[base + e.offset : base + e.end] for e in kept)
-    header[8:16] = len(body).to_bytes(8, "little")
-    new = bytes(header) + body
-    buf[start : start + container.size] = new + bytes(container.size - len(new))
-
-
 def prune_fatbins(data: bytes, keep: ArchSelection) -> PruneResult:
     """Drop the fatbin entries of ``data`` (an ELF) that no target of ``keep`` needs.
 
     Returns the new bytes (same length: the freed bytes are zeros), the bytes saved (the sum of the dropped
-    entries' sizes) and the entries kept and dropped. An ELF without GPU code comes back unchanged.
+    entries' sizes) and the entries kept and dropped. An ELF without GPU code comes back unchanged. (Files are
+    pruned by :func:`prune_layer_entries` without being held in memory; this is the same rewrite, on bytes.)
     """
-    lib = read_cuda_library(data)
-    if lib is None:
-        return PruneResult(data, 0, (), ())
-    buf: bytearray | None = None
-    kept: list[FatbinEntry] = []
-    dropped: list[FatbinEntry] = []
-    untouched = 0
-    unserved: set[str] = set()
-    for section in lib.sections:
-        for c in section.containers:
-            if section.name not in PRUNED_SECTIONS:
-                kept.extend(c.entries)
-                continue
-            sel = keep.select(c)
-            kept.extend(sel.kept)
-            untouched += sel.untouched
-            unserved.update(str(t) for t in sel.unserved)
-            if sel.dropped:
-                if buf is None:
-                    buf = bytearray(data)
-                dropped.extend(sel.dropped)
-                _rewrite(buf, data, section.offset, c, sel.kept)
-    if buf is None:
-        return PruneResult(data, 0, tuple(kept), (), untouched, tuple(sorted(unserved)))
-    out = bytes(buf)
-    saved = sum(e.size for e in dropped)
-    _verify(out, lib, len(kept), saved)
-    return PruneResult(out, saved, tuple(kept), tuple(dropped), untouched, tuple(sorted(unserved)))
-
-
-def _verify(out: bytes, before: CudaLibrary, kept: int, saved: int) -> None:
-    """Re-read the result: every section parses, the entry count and the bytes add up. Never ship a broken ELF."""
-    try:
-        after = read_cuda_library(out)
-    except FatbinError as exc:
-        raise IntegrityError(
-            f"pruning produced an unreadable fatbin ({exc})", "report this; use prune-archs = false"
-        ) from exc
-    if after is None or len(after.entries) != kept or before.fatbin_bytes - after.fatbin_bytes != saved:
-        raise IntegrityError(
-            "pruning produced a fatbin whose sizes do not add up", "report this; use prune-archs = false"
-        )
+    plan = plan_prune(data, keep)
+    if not plan.dropped:
+        return PruneResult(data, 0, plan.kept, (), plan.untouched_containers, plan.unserved)
+    out = io.BytesIO()
+    plan.write(io.BytesIO(data), len(data), out)
+    new = out.getvalue()
+    plan.verify(new)
+    return PruneResult(new, plan.saved, plan.kept, plan.dropped, plan.untouched_containers, plan.unserved)
 
 
 # -- whole layers --------------------------------------------------------------------------------------------
@@ -324,51 +418,67 @@ def prune_layer_entries(
 ) -> tuple[list[Entry], ArchPruneReport]:
     """Prune every ELF with GPU code among ``entries``; returns the new entries and what was done.
 
-    Pruned files are stored in the cache (content-addressed) and the new entries stream from there, so memory
-    holds one library at a time. Paths, modes and owners are unchanged; other entries pass through as they are.
+    Nothing is held whole in memory: a library's headers are read where they lie (an entry that cannot be sought
+    is first copied into the cache), the pruned file is written into the cache a chunk at a time and read back to
+    check it, and the new entries stream from there. Paths, modes and owners are unchanged; other entries pass
+    through as they are.
     """
     sel = targets if isinstance(targets, ArchSelection) else ArchSelection.from_targets(targets)
     cache = cache or Cache()
     out: list[Entry] = []
     libs: list[LibraryPrune] = []
     for e in entries:
-        if e.kind != "file" or e.size < 64 or e.open is None or not _may_have_gpu_code(e):
-            out.append(e)
-            continue
-        data = e.read()
-        try:
-            res = prune_fatbins(data, sel)
-        except FatbinError as exc:
-            raise IntegrityError(
-                f"/{e.path}: {exc}", "the library's GPU code is damaged; set prune-archs = false"
-            ) from exc
-        if not res.kept and not res.dropped:
-            out.append(e)
-            continue
-        libs.append(
-            LibraryPrune(e.path, e.size, res.saved, tuple(res.kept_archs), tuple(res.dropped_archs), res.unserved)
-        )
-        if res.saved == 0:
-            out.append(e)
-            continue
-        digest = cache.put_bytes(res.data)
-        out.append(Entry.stream(e.path, len(res.data), partial(cache.open, digest), e.mode, e.uid, e.gid))
+        new = _prune_entry(e, sel, cache, libs) if e.kind == "file" and e.size >= 64 and e.open is not None else None
+        out.append(new or e)
     return out, ArchPruneReport(sel.targets, tuple(sorted(libs, key=lambda lib: lib.path)))
 
 
-def _may_have_gpu_code(e: Entry) -> bool:
-    """An ELF, and (when its bytes can be sought, as files on disk can) one with a fatbin section we rewrite."""
+def _prune_entry(e: Entry, sel: ArchSelection, cache: Cache, libs: list[LibraryPrune]) -> Entry | None:
+    """The pruned entry for ``e`` (``None``: keep ``e``); a library with a fatbin section we rewrite is reported
+    in ``libs``."""
     assert e.open is not None
     with e.open() as fh:
         if not is_elf(fh.read(4)):
-            return False
-        if not (isinstance(fh, io.IOBase) and fh.seekable()):
-            return True
+            return None
+        with _seekable(fh, e, cache) as src:
+            try:
+                plan = plan_prune(src, sel)
+            except FatbinError as exc:
+                raise IntegrityError(
+                    f"/{e.path}: {exc}", "the library's GPU code is damaged; set prune-archs = false"
+                ) from exc
+            if not plan.rewrites_fatbin or not (plan.kept or plan.dropped):
+                return None
+            libs.append(
+                LibraryPrune(
+                    e.path, e.size, plan.saved, tuple(plan.kept_archs), tuple(plan.dropped_archs), plan.unserved
+                )
+            )
+            if plan.saved == 0:
+                return None
+            with cache.blob_writer() as w:
+                plan.write(src, e.size, w)
+    with cache.open(w.digest) as written:
         try:
-            lib = read_cuda_library(as_file(fh))
-        except FatbinError:
-            return True  # read it whole below, where the error is reported with its path
-        return lib is not None and any(s.name in PRUNED_SECTIONS for s in lib.sections)
+            plan.verify(written)
+        except IntegrityError as exc:
+            cache.drop(w.digest, "a pruned library that did not check out")
+            raise IntegrityError(f"/{e.path}: {exc.message}", exc.hint) from exc
+    return Entry.stream(e.path, w.size, partial(cache.open, w.digest), e.mode, e.uid, e.gid)
+
+
+@contextlib.contextmanager
+def _seekable(fh: Reader, e: Entry, cache: Cache) -> Iterator[IO[bytes]]:
+    """``fh`` itself when it can be sought (a file on disk, a member of a plain tar); else its bytes copied into
+    the cache first (a member of a compressed stream), opened from there."""
+    if isinstance(fh, io.IOBase) and fh.seekable():
+        yield as_file(fh)
+        return
+    assert e.open is not None
+    with e.open() as again:
+        digest, _ = cache.put_stream(again)
+    with cache.open(digest) as spooled:
+        yield spooled
 
 
 def gpu_json_fragment(report: ArchPruneReport) -> dict[str, object]:
