@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
+import tracemalloc
 import zlib
 from collections import Counter
 from pathlib import Path
@@ -17,12 +18,13 @@ from gpuship.cache import Cache
 from gpuship.cuda.gpus import parse_target
 from gpuship.errors import ConfigError
 from gpuship.inspect import read_cuda_library
+from gpuship.inspect.fatbin import FatbinEntry, parse_fatbin
 from gpuship.oci import Entry, build_layer
-from gpuship.oci.layer import rewrite_layer
+from gpuship.oci.layer import rewrite_layer, spooled_entries
 from gpuship.slim import ArchSelection, Target, gpu_json_fragment, prune_fatbins, prune_layer_entries
 
 sys.path.insert(0, str(Path(__file__).parent / "data" / "fatbin"))
-from cudatools import HERE, NVJPEG_CU13, install_wheel, listed_by_cuobjdump  # noqa: E402
+from cudatools import HERE, NVJPEG_CU12, NVJPEG_CU13, install_wheel, listed_by_cuobjdump  # noqa: E402
 
 MULTIARCH = HERE / "libmultiarch.so"
 VARIANTS = HERE / "libvariants.so"
@@ -182,3 +184,83 @@ def test_targets() -> None:
     assert ArchSelection.from_gpu_config({"targets": ["H100"]}).targets == (parse_target("H100"),)  # type: ignore[union-attr]
     with pytest.raises(ConfigError, match="needs targets"):
         ArchSelection.from_gpu_config({"prune-archs": True})
+
+
+# -- the streamed rewrite against the whole-file one ---------------------------------------------------------
+def reference_prune_fatbins(data: bytes, keep: ArchSelection) -> tuple[bytes, list[str], list[str], int]:
+    """The rewrite as gpuship did it before pruning streamed (the whole file in memory, the fatbin sections as
+    pyelftools reads them): the bytes, the kept and dropped architectures and the bytes saved."""
+    elf = ELFFile(io.BytesIO(data))
+    buf = bytearray(data)
+    kept: list[FatbinEntry] = []
+    dropped: list[FatbinEntry] = []
+    for sec in elf.iter_sections():
+        if sec.name not in (".nv_fatbin", "__nv_relfatbin") or sec["sh_type"] == "SHT_NOBITS" or not sec["sh_size"]:
+            continue
+        for c in parse_fatbin(sec.data()):
+            if sec.name != ".nv_fatbin":
+                kept.extend(c.entries)
+                continue
+            sel = keep.select(c)
+            kept.extend(sel.kept)
+            if sel.dropped:
+                dropped.extend(sel.dropped)
+                start = sec["sh_offset"] + c.offset
+                header = bytearray(data[start : start + c.header_size])
+                body = b"".join(data[sec["sh_offset"] + e.offset : sec["sh_offset"] + e.end] for e in sel.kept)
+                header[8:16] = len(body).to_bytes(8, "little")
+                new = bytes(header) + body
+                buf[start : start + c.size] = new + bytes(c.size - len(new))
+
+    def names(entries: list[FatbinEntry]) -> list[str]:
+        seen = {(e.arch, not e.is_sass, e.kind): e.name for e in entries}
+        return [seen[k] for k in sorted(seen)]
+
+    return bytes(buf), names(kept), names(dropped), sum(e.size for e in dropped)
+
+
+class _Unseekable:
+    """A reader that can only be read front to back (as a member of a compressed layer is)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._fh = io.BytesIO(data)
+        self.read = self._fh.read
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> _Unseekable:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("wheel", [NVJPEG_CU13, NVJPEG_CU12], ids=["nvjpeg-cu13", "nvjpeg-cu12"])
+def test_streamed_pruning_of_a_real_library_matches_the_whole_file_rewrite(
+    wheel: tuple[str, str], tools_dir: Path, tmp_path: Path
+) -> None:
+    spec, member = wheel
+    lib = install_wheel(spec, tools_dir / spec.split("==")[0]) / member
+    data = lib.read_bytes()
+    sel = ArchSelection.from_targets(["T4", "A100", "H100"])
+    want, kept, dropped, saved = reference_prune_fatbins(data, sel)
+    assert saved > 0 and want != data
+    cache = Cache(tmp_path / "cache")
+    entry = Entry.file("usr/lib/" + lib.name, lib, mode=0o755)
+    tracemalloc.start()
+    try:
+        new, report = prune_layer_entries([entry], sel, cache=cache)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert new[0].size == len(data) and new[0].read() == want
+    assert [(lib.saved, list(lib.kept), list(lib.dropped)) for lib in report.libraries] == [(saved, kept, dropped)]
+    # the library is never held whole: a copy chunk (1 MiB) and the headers, not its 6-12 MB
+    assert peak < len(data) / 4, (peak, len(data))
+    assert prune_fatbins(data, sel).data == want  # the in-memory form does the same rewrite
+    # a member that cannot be sought (spooled into the cache first) and one of a plain layer (sought in place)
+    unseekable = Entry.stream(entry.path, len(data), lambda: _Unseekable(data), 0o755)
+    layer = build_layer([entry], cache)
+    for e in (unseekable, next(e for e in spooled_entries(layer, cache) if e.kind == "file")):
+        assert prune_layer_entries([e], sel, cache=cache)[0][0].read() == want

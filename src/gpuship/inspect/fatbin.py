@@ -239,7 +239,7 @@ class FileSource:
         n = max(0, min(n, self.size - pos))
         if self._win_pos <= pos and pos + n <= self._win_pos + len(self._win):
             off = pos - self._win_pos
-            return memoryview(self._win)[off : off + n]
+            return self._win if off == 0 and n == len(self._win) else memoryview(self._win)[off : off + n]
         self._fh.seek(self._base + pos)
         # headers are read with some room after them, so the entry headers of small entries come from one read
         want = n if n >= _HEADER_WINDOW else min(_HEADER_WINDOW, self.size - pos)
@@ -247,13 +247,13 @@ class FileSource:
         self._win_pos = pos
         if len(self._win) < n:
             raise FatbinError(f"fatbin section ends at {pos + len(self._win)}, past the end of the file")
-        return memoryview(self._win)[:n]
+        return self._win if n == len(self._win) else memoryview(self._win)[:n]
 
 
 #: What :class:`FileSource` reads at once for a header (a container or entry header plus room for the next ones).
 _HEADER_WINDOW = 4096
 #: How many bytes of zeros between containers are looked at at once.
-_ZERO_WINDOW = 1 << 20
+_ZERO_WINDOW = 1 << 18
 
 
 def parse_container(data: bytes | memoryview, offset: int) -> FatbinContainer:
@@ -310,7 +310,8 @@ def read_containers(src: ByteSource) -> Iterator[FatbinContainer]:
             window = _HEADER_WINDOW
             continue
         window_end = min(n, pos + window)
-        rest = bytes(src.read_at(pos, window_end - pos)).lstrip(b"\0")
+        zeros = src.read_at(pos, window_end - pos)
+        rest = (zeros if isinstance(zeros, bytes) else bytes(zeros)).lstrip(b"\0")
         if not rest:
             pos = window_end
             window = min(2 * window, _ZERO_WINDOW)

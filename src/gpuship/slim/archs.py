@@ -245,9 +245,9 @@ def _copy(src: IO[bytes], start: int, n: int, out: Writer) -> None:
     """``n`` bytes of ``src`` from ``start`` to ``out``, a chunk at a time."""
     src.seek(start)
     while n > 0:
-        chunk = _read_exactly(src, min(CHUNK, n))
-        out.write(chunk)
-        n -= len(chunk)
+        k = min(CHUNK, n)
+        out.write(_read_exactly(src, k))  # no name holds a chunk while the next one is read
+        n -= k
 
 
 _ZERO_CHUNK = bytes(CHUNK)
