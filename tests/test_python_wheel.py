@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 
 from gpuship.errors import IntegrityError
+from gpuship.oci import Entry
 from gpuship.sources.python.env import install_entries
 from gpuship.sources.python.interpreter import host_python
 from gpuship.sources.python.prune import PruneRules
-from gpuship.sources.python.wheel import install_wheel, launcher
+from gpuship.sources.python.wheel import install_wheel, launcher, record_hash, record_hash_of
 
 SITE = "lib/python3.11/site-packages"
 
@@ -155,3 +156,11 @@ def test_launcher_forms() -> None:
     assert "from pkg.mod import main\n" in body and "sys.exit(main())" in body
     with pytest.raises(IntegrityError):
         launcher("/opt/venv/bin/python", "no_colon")
+
+
+def test_record_hash_of_an_entry_streams_and_agrees(tmp_path: Path) -> None:
+    big = tmp_path / "lib.so"
+    big.write_bytes(bytes(range(256)) * 20000)  # several read chunks
+    for entry, data in ((Entry.file("lib.so", big), big.read_bytes()), (Entry.file("a.py", b"x = 1\n"), b"x = 1\n")):
+        want = "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        assert record_hash_of(entry) == record_hash(data) == want

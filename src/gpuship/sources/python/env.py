@@ -34,7 +34,7 @@ from .lock import Lock, LockedPackage, NoWheelError
 from .platforms import python_minor
 from .prune import PruneReport, PruneRules
 from .venv import venv_entries
-from .wheel import InstalledFile, WheelInstall, install_wheel, open_wheel, record_hash, render_record
+from .wheel import InstalledFile, WheelInstall, install_wheel, open_wheel, record_hash_of, render_record
 
 LAYOUT_VERSION = 1
 
@@ -124,7 +124,7 @@ def _wheel_files(
 def _hash_of(f: InstalledFile) -> tuple[str, int]:
     if f.record:
         return f.record, f.entry.size
-    return record_hash(f.entry.read()), f.entry.size
+    return record_hash_of(f.entry), f.entry.size
 
 
 _Kept = dict[str, tuple[InstalledFile, WheelInstall]]

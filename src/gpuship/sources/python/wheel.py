@@ -29,6 +29,7 @@ from packaging.utils import canonicalize_name, parse_wheel_filename
 
 from ...errors import IntegrityError
 from ...oci import Entry, clean_path
+from ...streams import CHUNK
 
 SCRIPT_TEMPLATE = """\
 #!{python}
@@ -47,6 +48,16 @@ INSTALLER = b"gpuship\n"
 def record_hash(data: bytes) -> str:
     """A RECORD hash: ``sha256=<urlsafe base64, no padding>``."""
     return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+
+
+def record_hash_of(entry: Entry) -> str:
+    """:func:`record_hash` of a file entry's bytes, read a chunk at a time (a wheel's file may be a GB library)."""
+    h = hashlib.sha256()
+    if entry.open is not None:
+        with entry.open() as fh:
+            while chunk := fh.read(CHUNK):
+                h.update(chunk)
+    return "sha256=" + base64.urlsafe_b64encode(h.digest()).rstrip(b"=").decode()
 
 
 @dataclass
