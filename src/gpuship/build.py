@@ -12,7 +12,6 @@ import hashlib
 import json
 import shutil
 import subprocess
-import threading
 import time
 import tomllib
 from collections.abc import Iterable, Iterator, Sequence
@@ -533,9 +532,6 @@ def lock_for_plan(
         raise said from exc
 
 
-#: Layers this big (uncompressed) are pruned one at a time (see :func:`_prune_archs`).
-BIG_PRUNE_BYTES = 64 << 20
-
 PRUNED_GROUPS = ("cuda", "frameworks", "deps", "project", "app")
 """The layers whose GPU machine code ``prune-archs`` rewrites: the environment, the project and the app (a kernel
 library the app ships is pruned like a wheel's)."""
@@ -562,8 +558,6 @@ def _prune_archs(
         return layers, None
     key = "prune-archs:" + ",".join(t.sm for t in sel.targets)
 
-    big_layers = threading.Lock()
-
     def prune_one(group_layer: tuple[str, Layer]) -> tuple[tuple[str, Layer], PruneReportJSON | None]:
         group, layer = group_layer
         if group not in PRUNED_GROUPS:
@@ -574,10 +568,8 @@ def _prune_archs(
             new, report = prune_layer_entries(entries, sel, cache=cache)
             return (new if report.saved else None), report.to_json()
 
-        # the pruner holds a library (and its rewrite) in memory: big layers, whose libraries are the biggest, take
-        # turns, so two of them never sit in memory at once (the peak stays under 300 MB)
-        with big_layers if layer.uncompressed_size >= BIG_PRUNE_BYTES else contextlib.nullcontext():
-            new, report = rewrite_layer_meta(layer, transform, key, cache, comment=layer.comment + " (GPU code pruned)")
+        # the pruner streams (a few MB whatever the library's size), so layers are pruned side by side
+        new, report = rewrite_layer_meta(layer, transform, key, cache, comment=layer.comment + " (GPU code pruned)")
         return (group, new), report or None
 
     out: list[tuple[str, Layer]] = []

@@ -429,7 +429,7 @@ def prune_layer_entries(
     libs: list[LibraryPrune] = []
     for e in entries:
         new = _prune_entry(e, sel, cache, libs) if e.kind == "file" and e.size >= 64 and e.open is not None else None
-        out.append(new or e)
+        out.append(e if new is None else new)
     return out, ArchPruneReport(sel.targets, tuple(sorted(libs, key=lambda lib: lib.path)))
 
 
