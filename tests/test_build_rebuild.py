@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
 from build_support import copy_example, gpuship, one_error_line
@@ -26,7 +27,8 @@ def test_rebuild_reuses_layers_and_app_edit_rebuilds_only_app(tmp_path: Path, bu
     assert all(layer["reused"] for layer in second["platforms"][0]["layers"]), second["platforms"][0]["layers"]
 
     main = project / "main.py"
-    main.write_text(main.read_text() + "\nprint('edited')\n")
+    # an edit no earlier run made: a reused GPUSHIP_TEST_CACHE would otherwise hold its app layer already
+    main.write_text(main.read_text() + f"\nprint('edited {uuid.uuid4().hex}')\n")
     third = _build(project, tmp_path, cache, "third")
     assert third["digest"] != first["digest"]
     layers = third["platforms"][0]["layers"]
