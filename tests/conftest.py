@@ -6,10 +6,12 @@ engine fails (it does not skip) when none answers, so a broken set-up can never 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -56,6 +58,19 @@ class Docker:
 
     def tag(self) -> str:
         return f"gpuship-test/{uuid.uuid4().hex[:12]}:latest"
+
+    @contextlib.contextmanager
+    def loaded(self, archive: Path) -> Iterator[str]:
+        """The image of a docker-archive loaded for the block (its ref), removed from the engine after it."""
+        ref = self.load(archive)
+        try:
+            yield ref
+        finally:
+            self.run("rmi", "-f", ref, check=False)
+
+    def python(self, ref: str, code: str) -> str:
+        """What ``python -c CODE`` prints in a throw-away container of ``ref`` (the image's entrypoint replaced)."""
+        return self.run("run", "--rm", "--entrypoint", "python", ref, "-c", code).stdout
 
 
 @pytest.fixture(scope="session")

@@ -90,20 +90,9 @@ def test_secrets_are_left_out_with_a_warning(tmp_path: Path, docker) -> None:
     assert proc.returncode == 0, proc.stderr
     for secret in (".env", "deploy/id_rsa", "certs/server.pem"):
         assert f"left out {secret}" in proc.stderr
-    ref = docker.load(archive)
-    try:
+    with docker.loaded(archive) as ref:
         listing = docker.run("run", "--rm", ref).stdout
-        found = docker.run(
-            "run",
-            "--rm",
-            "--entrypoint",
-            "python",
-            ref,
-            "-c",
-            "import os; print([os.path.join(d, f) for d, _, fs in os.walk('/app') for f in fs])",
-        ).stdout
-    finally:
-        docker.run("rmi", "-f", ref, check=False)
+        found = docker.python(ref, "import os; print([os.path.join(d, f) for d, _, fs in os.walk('/app') for f in fs])")
     assert ".env.example" in listing and "config.yaml" in listing
     assert "/app/.env'" not in found and "id_rsa" not in found and "server.pem" not in found
 

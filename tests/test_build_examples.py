@@ -25,11 +25,8 @@ def _build_and_run(name: str, tmp_path: Path, cache: Path, docker, *extra: str, 
         cache=cache,
     )
     assert proc.returncode == 0, proc.stderr
-    ref = docker.load(archive)
-    try:
+    with docker.loaded(archive) as ref:
         run = docker.run("run", "--rm", "--platform", platform, ref, check=False)
-    finally:
-        docker.run("rmi", "-f", ref, check=False)
     assert run.returncode == 0, run.stdout + run.stderr
     return run.stdout
 
@@ -79,20 +76,9 @@ def test_image_defaults(tmp_path: Path, build_cache: Path, docker) -> None:
     project = copy_example("numpy-hello", tmp_path)
     archive = tmp_path / "nh.tar"
     assert gpuship("build", str(project), "-o", f"docker-archive:{archive}", cache=build_cache).returncode == 0
-    ref = docker.load(archive)
-    try:
+    with docker.loaded(archive) as ref:
         info = json.loads(docker.run("image", "inspect", ref).stdout)[0]["Config"]
-        who = docker.run(
-            "run",
-            "--rm",
-            "--entrypoint",
-            "python",
-            ref,
-            "-c",
-            "import os, sys; print(os.getuid(), os.getgid(), sys.prefix)",
-        ).stdout.split()
-    finally:
-        docker.run("rmi", "-f", ref, check=False)
+        who = docker.python(ref, "import os, sys; print(os.getuid(), os.getgid(), sys.prefix)").split()
     assert who == ["65532", "65532", "/opt/venv"]
     env = dict(e.split("=", 1) for e in info["Env"])
     assert env["PATH"].startswith("/opt/venv/bin:") and env["VIRTUAL_ENV"] == "/opt/venv"

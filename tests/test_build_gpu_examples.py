@@ -36,11 +36,8 @@ def _config(archive: Path) -> dict:
 
 
 def _docker_run(docker, archive: Path) -> subprocess.CompletedProcess[str]:
-    ref = docker.load(archive)
-    try:
+    with docker.loaded(archive) as ref:
         return docker.run("run", "--rm", ref, check=False)
-    finally:
-        docker.run("rmi", "-f", ref, check=False)
 
 
 def test_cuda_ptx_matmul_image(tmp_path: Path, build_cache: Path, docker) -> None:

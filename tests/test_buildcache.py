@@ -5,13 +5,13 @@ way a cache entry can be wrong costing time, never correctness."""
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import http.server
 import json
 import os
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -33,7 +33,14 @@ from gpuship.oci.compress import recompress_key
 from gpuship.oci.layer import cached_layer, layer_key, recompress
 from gpuship.registry import Registry, RegistryOptions
 from gpuship.registry.buildcache import RegistryCacheStore, open_store
-from test_registry_support import LocalRegistry, free_port, have_tools, make_tls, secret
+from test_registry_support import (
+    LocalRegistry,
+    docker_login,
+    free_port,
+    have_tools,
+    secret,
+    tls_registry_with_users,
+)
 
 pytestmark = pytest.mark.registry
 
@@ -97,25 +104,15 @@ def test_no_cache_builds_every_layer_again_and_the_cache_still_learns_them(tmp_p
 # -- against a registry ---------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def reg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalRegistry, Path]]:
-    have_tools()
-    root = tmp_path_factory.mktemp("cache-registry")
-    tls = make_tls(root / "tls")
-    r = LocalRegistry(root / "reg", tls=tls, users={USER: PASSWORD}).start()
-    try:
+    with tls_registry_with_users(tmp_path_factory.mktemp("cache-registry"), {USER: PASSWORD}) as (r, tls):
         yield r, tls.ca_cert
-    finally:
-        r.stop()
 
 
 @pytest.fixture
 def logged_in(reg, tmp_path, monkeypatch) -> tuple[LocalRegistry, RegistryOptions]:
     """Credentials in a Docker config.json, as CI systems write them (DOCKER_CONFIG)."""
     r, ca = reg
-    config = tmp_path / "docker" / "config.json"
-    config.parent.mkdir()
-    auth = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
-    config.write_text(json.dumps({"auths": {r.host: {"auth": auth}}}))
-    monkeypatch.setenv("DOCKER_CONFIG", str(config.parent))
+    monkeypatch.setenv("DOCKER_CONFIG", str(docker_login(tmp_path / "docker", r.host, USER, PASSWORD)))
     return r, RegistryOptions(ca_file=ca)
 
 
@@ -139,6 +136,20 @@ def _write_cache(cache: Cache, store: RegistryCacheStore, keys: tuple[str, ...] 
     assert line.startswith((f"wrote the build cache {store.ref}: {2 * len(keys)} layers", "the build cache")), line
     store.last_line = line  # type: ignore[attr-defined]
     return [x.digest for x in shipped]
+
+
+@contextmanager
+def _written(
+    logged_in: tuple[LocalRegistry, RegistryOptions], tmp_path: Path, repo: str, keys: tuple[str, ...] = ("one", "two")
+) -> Iterator[tuple[RegistryCacheStore, list[str], CacheManifest]]:
+    """A cache ``bc/REPO:cache`` that machine A wrote (:func:`_write_cache`): its store, its blobs, its mapping."""
+    r, options = logged_in
+    with Registry(options) as registry:
+        store = open_store(f"{r.host}/bc/{repo}:cache", registry)
+        blobs = _write_cache(Cache(tmp_path / "a"), store, keys=keys)
+        mapping = store.read()
+        assert mapping is not None
+        yield store, blobs, mapping
 
 
 def _reader(cache: Cache, store: RegistryCacheStore, *, eager: bool, remote: CacheManifest | None = None):
@@ -231,12 +242,7 @@ def _tampered(mapping: CacheManifest, layer_digest: str, **changes: object) -> C
 
 @pytest.mark.parametrize("eager", [True, False], ids=["local output", "registry output"])
 def test_a_blob_the_registry_lacks_or_of_another_size_is_built_instead(logged_in, tmp_path, eager):
-    r, options = logged_in
-    with Registry(options) as registry:
-        store = open_store(f"{r.host}/bc/missing:cache", registry)
-        blobs = _write_cache(Cache(tmp_path / "a"), store)
-        honest = store.read()
-        assert honest is not None
+    with _written(logged_in, tmp_path, "missing") as (store, blobs, honest):
         for case, changes in {"missing": {"digest": "sha256:" + "0" * 64}, "another size": {"size": 12}}.items():
             fresh = Cache(tmp_path / case)
             made: list[str] = []
@@ -251,12 +257,7 @@ def test_a_pulled_layer_that_does_not_unpack_to_its_diff_id_is_built_instead(log
     """The mapping says the blob of layer ``one`` is layer ``two``'s (both 'there', same size): a local output
     pulls it, the diff ID check fails, the layer is built; a registry output finds out when the bytes are needed
     and the build starts again without that record."""
-    r, options = logged_in
-    with Registry(options) as registry:
-        store = open_store(f"{r.host}/bc/diffid:cache", registry)
-        blobs = _write_cache(Cache(tmp_path / "a"), store, keys=("one", "uno"))
-        honest = store.read()
-        assert honest is not None
+    with _written(logged_in, tmp_path, "diffid", keys=("one", "uno")) as (store, blobs, honest):
         sizes = {b.digest: b.size for b in honest.blobs}
         both = _tampered(honest, blobs[0], digest=blobs[1], size=sizes[blobs[1]])
         # a blob the mapping pairs with two diff IDs is not used at all (whichever is wrong)
@@ -292,12 +293,7 @@ def test_a_pulled_layer_that_does_not_unpack_to_its_diff_id_is_built_instead(log
 def test_a_layer_only_used_to_make_another_is_asked_for_again(logged_in, tmp_path):
     """A record without a blob (an unpruned layer, say) is fine until its bytes are needed: then the build is
     told to start again without it."""
-    r, options = logged_in
-    with Registry(options) as registry:
-        store = open_store(f"{r.host}/bc/inner:cache", registry)
-        blobs = _write_cache(Cache(tmp_path / "a"), store)
-        honest = store.read()
-        assert honest is not None
+    with _written(logged_in, tmp_path, "inner") as (store, blobs, honest):
         gzip_keys = {recompress_key(str(rec["diff_id"]), "gzip") for rec in honest.layers.values()}
         inner = replace(honest, layers={k: v for k, v in honest.layers.items() if k not in gzip_keys})
         fresh = Cache(tmp_path / "b")
@@ -384,12 +380,7 @@ def test_a_broken_pull_goes_on_where_it_stopped(tmp_path):
 
 
 def test_a_pull_is_checked_against_the_diff_id_and_leaves_nothing_behind(logged_in, tmp_path):
-    r, options = logged_in
-    with Registry(options) as registry:
-        store = open_store(f"{r.host}/bc/check:cache", registry)
-        blobs = _write_cache(Cache(tmp_path / "a"), store)
-        mapping = store.read()
-        assert mapping is not None
+    with _written(logged_in, tmp_path, "check") as (store, blobs, mapping):
         blob = next(b for b in mapping.blobs if b.digest == blobs[0])
         fresh = Cache(tmp_path / "b")
         with pytest.raises(IntegrityError, match="unpacks to"):

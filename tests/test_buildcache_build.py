@@ -4,11 +4,11 @@ index (HTTPS goes to a dead proxy; the loopback registry is exempt)."""
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import re
 import shutil
+import subprocess
 import tomllib
 from collections.abc import Iterator
 from dataclasses import replace
@@ -20,7 +20,14 @@ from build_support import copy_example, gpuship
 from gpuship.cache import Cache
 from gpuship.registry import Registry, RegistryOptions
 from gpuship.registry.buildcache import open_store
-from test_registry_support import LocalRegistry, free_port, have_tools, make_image, make_tls, secret
+from test_registry_support import (
+    LocalRegistry,
+    docker_login,
+    free_port,
+    make_image,
+    secret,
+    tls_registry_with_users,
+)
 
 pytestmark = pytest.mark.registry
 
@@ -32,18 +39,10 @@ PASSWORD = secret("ci-pw")
 def ci(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalRegistry, dict[str, str]]]:
     """The registry, and the environment a CI job gives gpuship: the login in ``$DOCKER_CONFIG/config.json``
     (and, under ``CA``, the registry's CA certificate for ``--ca-file``)."""
-    have_tools()
     root = tmp_path_factory.mktemp("ci-registry")
-    tls = make_tls(root / "tls")
-    reg = LocalRegistry(root / "reg", tls=tls, users={USER: PASSWORD}).start()
-    docker = root / "docker"
-    docker.mkdir()
-    auth = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
-    (docker / "config.json").write_text(json.dumps({"auths": {reg.host: {"auth": auth}}}))
-    try:
+    with tls_registry_with_users(root, {USER: PASSWORD}) as (reg, tls):
+        docker = docker_login(root / "docker", reg.host, USER, PASSWORD)
         yield reg, {"DOCKER_CONFIG": str(docker), "CA": str(tls.ca_cert)}
-    finally:
-        reg.stop()
 
 
 def offline(tmp_path: Path) -> dict[str, str]:
@@ -56,6 +55,13 @@ def offline(tmp_path: Path) -> dict[str, str]:
         "no_proxy": "127.0.0.1,localhost",
         "UV_CACHE_DIR": str(tmp_path / "uv-cache"),
     }
+
+
+def ci_build(
+    project: Path, ci_env: dict[str, str], *args: str, cache: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``gpuship build PROJECT ARGS`` as the CI job runs it: the registry's CA and the login (``env`` on top)."""
+    return gpuship("build", "--ca-file", ci_env["CA"], str(project), *args, cache=cache, env={**ci_env, **(env or {})})
 
 
 def built(proc) -> str:  # type: ignore[no-untyped-def]
@@ -117,16 +123,14 @@ def test_a_fresh_machine_builds_both_platforms_from_the_cache_without_the_index(
     cache_ref = f"registry:{reg.host}/ci/numpy-hello:cache"
     both = ("--platform", "linux/amd64,linux/arm64")
     first = built(
-        gpuship(
-            "build",
-            "--ca-file",
-            env["CA"],
-            str(project),
+        ci_build(
+            project,
+            env,
             *both,
             "-o",
             f"oci:{tmp_path / 'first'}",
             cache=build_cache,
-            env={**env, "GPUSHIP_BUILD_CACHE": cache_ref},
+            env={"GPUSHIP_BUILD_CACHE": cache_ref},
         )
     )
 
@@ -137,9 +141,9 @@ def test_a_fresh_machine_builds_both_platforms_from_the_cache_without_the_index(
         (("ci/numpy-hello", "12 already there, 0 mounted"), ("ci/other", "0 already there, 12 mounted"))
     ):
         fresh = tmp_path / f"fresh{n}"
-        proc = gpuship(
-            "build", "--ca-file", env["CA"], str(project), *both, "--locked", "-o", f"registry:{reg.host}/{repo}:1",
-            cache=fresh, env={**env, **offline(tmp_path), "GPUSHIP_BUILD_CACHE": cache_ref},
+        proc = ci_build(
+            project, env, *both, "--locked", "-o", f"registry:{reg.host}/{repo}:1",
+            cache=fresh, env={**offline(tmp_path), "GPUSHIP_BUILD_CACHE": cache_ref},
         )  # fmt: skip
         assert built(proc) == first
         rows = layer_rows(proc.stderr)
@@ -152,9 +156,9 @@ def test_a_fresh_machine_builds_both_platforms_from_the_cache_without_the_index(
 
     # another fresh machine with a local output pulls the layers (checked) and writes the same image
     again = tmp_path / "again"
-    proc = gpuship(
-        "build", "--ca-file", env["CA"], str(project), *both, "--locked", "-o", f"oci:{tmp_path / 'again-layout'}",
-        cache=again, env={**env, **offline(tmp_path), "GPUSHIP_BUILD_CACHE": cache_ref},
+    proc = ci_build(
+        project, env, *both, "--locked", "-o", f"oci:{tmp_path / 'again-layout'}",
+        cache=again, env={**offline(tmp_path), "GPUSHIP_BUILD_CACHE": cache_ref},
     )  # fmt: skip
     assert built(proc) == first
     assert image_layers(tmp_path / "first") <= blobs(again)
@@ -191,18 +195,7 @@ def test_wrong_missing_or_mismatched_cache_entries_cost_time_not_correctness(ci,
     project = copy_example("numpy-hello", tmp_path)
     honest = f"{reg.host}/fb/numpy-hello:honest"
     digest = built(
-        gpuship(
-            "build",
-            "--ca-file",
-            env["CA"],
-            str(project),
-            "-o",
-            f"oci:{tmp_path / 'honest'}",
-            "--cache",
-            f"registry:{honest}",
-            cache=build_cache,
-            env=env,
-        )
+        ci_build(project, env, "-o", f"oci:{tmp_path / 'honest'}", "--cache", f"registry:{honest}", cache=build_cache)
     )
     wheels = wheel_digests(project) & blobs(build_cache)
 
@@ -246,9 +239,9 @@ def test_wrong_missing_or_mismatched_cache_entries_cost_time_not_correctness(ci,
         ("mismatch", mismatch, f"oci:{tmp_path / 'o3'}", "unpacks to"),
     ]
     for n, (case, ref, output, said) in enumerate(cases):
-        proc = gpuship(
-            "build", "--ca-file", env["CA"], str(project), "--locked", "-o", output, "--cache", ref, "--cache-mode", "read",  # the lie stays
-            cache=machine(f"m{n}"), env=env,
+        proc = ci_build(
+            project, env, "--locked", "-o", output, "--cache", ref, "--cache-mode", "read",  # the lie stays
+            cache=machine(f"m{n}"),
         )  # fmt: skip
         assert built(proc) == digest, (case, output, proc.stderr[-3000:])  # the same image: correct
         assert said in " ".join(proc.stderr.split()), (case, output, proc.stderr[-3000:])  # and it says why
@@ -275,25 +268,22 @@ def test_numba_matmul_again_on_a_wiped_machine_downloads_no_wheel_and_compresses
     machine, uv = tmp_path / "gpuship-cache", tmp_path / "uv-cache"
     cache_env = {**env, "GPUSHIP_BUILD_CACHE": f"registry:{reg.host}/key/numba-matmul:cache"}
     first = built(
-        gpuship(
-            "build",
-            "--ca-file",
-            env["CA"],
-            str(project),
+        ci_build(
+            project,
+            cache_env,
             "-o",
             f"registry:{reg.host}/key/numba-matmul:1",
             cache=machine,
-            env={**cache_env, "UV_CACHE_DIR": str(uv)},
-        )  # fmt: skip
+            env={"UV_CACHE_DIR": str(uv)},
+        )
     )
     assert wheel_digests(project) <= blobs(machine)  # the first build did download the wheels
     shutil.rmtree(machine)
     shutil.rmtree(uv, ignore_errors=True)
 
-    proc = gpuship(
-        "build", "--ca-file", env["CA"], str(project), "--locked", "-o", f"registry:{reg.host}/key/copy:1",
-        cache=machine, env={**cache_env, **offline(tmp_path)},
-    )  # fmt: skip
+    proc = ci_build(
+        project, cache_env, "--locked", "-o", f"registry:{reg.host}/key/copy:1", cache=machine, env=offline(tmp_path)
+    )
     assert built(proc) == first
     rows = layer_rows(proc.stderr)
     assert len(rows) >= 10 and all(" cached " in r for r in rows), proc.stderr

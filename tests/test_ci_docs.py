@@ -6,8 +6,6 @@ a local registry standing in for ghcr.io and the GitLab registry."""
 
 from __future__ import annotations
 
-import base64
-import json
 import os
 import re
 import subprocess
@@ -19,7 +17,7 @@ import pytest
 import yaml
 
 from build_support import ROOT, copy_example, gpuship
-from test_registry_support import LocalRegistry, have_tools, make_tls, secret
+from test_registry_support import LocalRegistry, docker_login, secret, tls_registry_with_users
 
 pytestmark = pytest.mark.registry
 
@@ -51,17 +49,12 @@ def test_the_recipes_are_valid_yaml_for_their_service(which, schema, tmp_path):
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalRegistry, Path]]:
     """A registry with TLS and a user; and a CA bundle that trusts it besides the system's (SSL_CERT_FILE)."""
-    have_tools()
     root = tmp_path_factory.mktemp("ci-docs-registry")
-    tls = make_tls(root / "tls")
-    reg = LocalRegistry(root / "reg", tls=tls, users={USER: PASSWORD}).start()
-    bundle = root / "bundle.pem"
-    system = Path("/etc/ssl/certs/ca-certificates.crt")
-    bundle.write_text((system.read_text() if system.is_file() else "") + tls.ca_cert.read_text())
-    try:
+    with tls_registry_with_users(root, {USER: PASSWORD}) as (reg, tls):
+        bundle = root / "bundle.pem"
+        system = Path("/etc/ssl/certs/ca-certificates.crt")
+        bundle.write_text((system.read_text() if system.is_file() else "") + tls.ca_cert.read_text())
         yield reg, bundle
-    finally:
-        reg.stop()
 
 
 GITHUB = {
@@ -109,10 +102,7 @@ def project(registry, tmp_path, build_cache) -> Path:
     """numpy-hello with its lock committed, and both recipes' caches filled by an earlier run (as on main)."""
     reg, bundle = registry
     project = copy_example("numpy-hello", tmp_path)
-    login = tmp_path / "warm-docker"
-    login.mkdir()
-    auth = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
-    (login / "config.json").write_text(json.dumps({"auths": {reg.host: {"auth": auth}}}))
+    login = docker_login(tmp_path / "warm-docker", reg.host, USER, PASSWORD)
     for repo in ("acme/numpy-hello", "gl/numpy-hello"):
         proc = gpuship(
             "build", str(project), "--platform", "linux/amd64,linux/arm64", "-o", f"oci:{tmp_path / 'warm'}",

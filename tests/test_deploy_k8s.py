@@ -180,22 +180,9 @@ def test_cli_writes_a_file_the_validator_cli_accepts(
     layout = write_oci_layout(function_image(cache), tmp_path / "layout", tag="torch-status")
     runner = CliRunner()
     out = tmp_path / "k8s"
-    res = runner.invoke(
-        app,
-        [
-            "deploy",
-            "k8s",
-            f"oci:{layout}:torch-status",
-            "--ref",
-            "r.example/torch-status:1",
-            "--shm-size",
-            "2Gi",
-            "--runtime-class",
-            "nvidia",
-            "-o",
-            str(out),
-        ],
-    )
+    args = ["deploy", "k8s", f"oci:{layout}:torch-status", "--ref", "r.example/torch-status:1"]
+    args += ["--shm-size", "2Gi", "--runtime-class", "nvidia"]
+    res = runner.invoke(app, [*args, "-o", str(out)])
     assert res.exit_code == 0, res.output
     path = out / "torch-status.yaml"
     proc = subprocess.run(
@@ -206,20 +193,7 @@ def test_cli_writes_a_file_the_validator_cli_accepts(
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "passed for resource deployment/torch-status" in proc.stdout + proc.stderr
     # to stdout, same text
-    res2 = runner.invoke(
-        app,
-        [
-            "deploy",
-            "k8s",
-            f"oci:{layout}:torch-status",
-            "--ref",
-            "r.example/torch-status:1",
-            "--shm-size",
-            "2Gi",
-            "--runtime-class",
-            "nvidia",
-        ],
-    )
+    res2 = runner.invoke(app, args)
     assert res2.exit_code == 0 and res2.stdout == path.read_text()
     # a local image without --ref: one clear line, exit 2
     res3 = runner.invoke(app, ["deploy", "k8s", f"oci:{layout}"])

@@ -46,11 +46,8 @@ def _build(project: Path, out: Path, cache: Path, *args: str, env: dict[str, str
 
 
 def _run(docker, archive: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    ref = docker.load(archive)
-    try:
+    with docker.loaded(archive) as ref:
         return docker.run("run", "--rm", *args, ref, check=False, timeout=300)
-    finally:
-        docker.run("rmi", "-f", ref, check=False)
 
 
 # -- 1. git-ignored files: said, with the include line that ships them --------------------------------------------
@@ -592,14 +589,11 @@ def test_created_is_the_last_commit_and_output_reads_at_80_columns(tmp_path: Pat
     archive = tmp_path / "svc.tar"
     proc = _build(project, archive, build_cache, "--report", str(tmp_path / "r.json"), env={"COLUMNS": "80"})
     assert proc.returncode == 0, proc.stderr
-    ref = docker.load(archive)
-    try:
+    with docker.loaded(archive) as ref:
         created = docker.run("image", "inspect", "-f", "{{.Created}}", ref).stdout.strip()
         label = docker.run(
             "image", "inspect", "-f", '{{index .Config.Labels "org.opencontainers.image.created"}}', ref
         ).stdout.strip()
-    finally:
-        docker.run("rmi", "-f", ref, check=False)
     assert created.startswith("2025-03-04T05:06:07") and label == "2025-03-04T05:06:07Z", (created, label)
 
     # a CI log: not a terminal, 80 columns. Every line fits; layer names, digests and sizes are whole; a total

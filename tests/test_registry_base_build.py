@@ -178,21 +178,13 @@ def test_build_on_the_base_keeps_its_numpy(
     env = dict(e.split("=", 1) for e in config["config"]["Env"])
     assert env["PATH"].startswith("/opt/venv/bin:") and env["LANG"] == "C.UTF-8"  # the base's env under ours
 
-    ref = docker.load(archive)
-    try:
+    with docker.loaded(archive) as ref:
         out = docker.run("run", "--rm", ref).stdout
-        cfg = docker.run(
-            "run",
-            "--rm",
-            "--entrypoint",
-            "python",
+        cfg = docker.python(
             ref,
-            "-c",
             "import sys, glob; print(open('/opt/venv/pyvenv.cfg').read());"
             "print(glob.glob('/opt/venv/lib/python3.11/site-packages/numpy*'))",
-        ).stdout
-    finally:
-        docker.run("rmi", "-f", ref, check=False)
+        )
     assert f"numpy {NUMPY} /usr/lib/python3/dist-packages/numpy/__init__.py" in out
     assert "six /opt/venv/lib/python3.11/site-packages/six.py" in out
     assert "nv_tool /usr/lib/python3/dist-packages/nv_tool.py" in out
@@ -238,19 +230,8 @@ def test_replace_base_packages_installs_over_the_base(
         "build", str(project), "-o", f"docker-archive:{archive}", cache=shared_cache.root, env=_env(registry)
     )
     assert proc.returncode == 0, proc.stderr
-    ref = docker.load(archive)
-    try:
-        out = docker.run(
-            "run",
-            "--rm",
-            "--entrypoint",
-            "python",
-            ref,
-            "-c",
-            "import idna, numpy; print(idna.__version__, idna.__file__, numpy.__version__)",
-        ).stdout
-    finally:
-        docker.run("rmi", "-f", ref, check=False)
+    with docker.loaded(archive) as ref:
+        out = docker.python(ref, "import idna, numpy; print(idna.__version__, idna.__file__, numpy.__version__)")
     assert out.strip() == f"3.7 /opt/venv/lib/python3.11/site-packages/idna/__init__.py {NUMPY}"
 
 

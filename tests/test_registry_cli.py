@@ -13,7 +13,12 @@ import pytest
 
 from gpuship.registry import RegistryOptions, pull_image
 from gpuship.transports import write_output
-from test_registry_support import LocalRegistry, have_tools, make_image, make_tls, secret
+from test_registry_support import (
+    LocalRegistry,
+    make_image,
+    secret,
+    tls_registry_with_users,
+)
 
 pytestmark = pytest.mark.registry
 
@@ -23,14 +28,8 @@ PASSWORD = secret("cli-pw")
 
 @pytest.fixture(scope="module")
 def reg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalRegistry, Path]]:
-    have_tools()
-    root = tmp_path_factory.mktemp("cli-registry")
-    tls = make_tls(root / "tls")
-    r = LocalRegistry(root / "reg", tls=tls, users={USER: PASSWORD}).start()
-    try:
+    with tls_registry_with_users(tmp_path_factory.mktemp("cli-registry"), {USER: PASSWORD}) as (r, tls):
         yield r, tls.ca_cert
-    finally:
-        r.stop()
 
 
 def gpuship(*args: str, env: dict[str, str], input: str | None = None) -> subprocess.CompletedProcess[str]:

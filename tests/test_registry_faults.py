@@ -13,7 +13,9 @@ import pytest
 
 from gpuship.cache import Cache
 from gpuship.errors import RegistryError
+from gpuship.oci import Image
 from gpuship.registry import RetryPolicy, pull_image, push
+from gpuship.registry.write import PushResult
 from test_registry_support import LocalRegistry, have_tools, make_image
 
 pytestmark = pytest.mark.registry
@@ -81,6 +83,11 @@ def big_image_cache(tmp_path_factory: pytest.TempPathFactory):
     return cache, img
 
 
+def _push_in_chunks(img: Image, ref: str, cache: Cache, hook: KillAfter, retry: RetryPolicy) -> PushResult:
+    """A push of 2 MiB chunks, one blob at a time, that ``hook`` watches (and breaks)."""
+    return push(img, ref, cache=cache, insecure=True, chunk_size=2 * MiB, jobs=1, progress=hook, retry=retry)
+
+
 def _tmp_files(cache: Cache) -> list[str]:
     return sorted(p.name for p in (cache.root / "tmp").iterdir())
 
@@ -94,16 +101,7 @@ def test_push_survives_a_registry_crash_mid_upload(plain_registry, big_image_cac
         reg, threshold=5 * MiB + (300_000 if at_boundary else 0), restart_after=1.0, at_boundary=at_boundary
     )
     ref = f"{reg.host}/faults/resume:1"
-    result = push(
-        img,
-        ref,
-        cache=cache,
-        insecure=True,
-        chunk_size=2 * MiB,
-        jobs=1,
-        progress=hook,
-        retry=RetryPolicy(attempts=8, base_delay=0.3, max_delay=2.0),
-    )
+    result = _push_in_chunks(img, ref, cache, hook, RetryPolicy(attempts=8, base_delay=0.3, max_delay=2.0))
     assert hook.killed.is_set() and hook.restarted.is_set()
     if at_boundary:
         # it resumed from the registry's offset (the three whole chunks it holds), it did not start again
@@ -130,16 +128,7 @@ def test_push_fails_clearly_when_the_registry_stays_down(plain_registry, big_ima
     hook = KillAfter(reg, threshold=5 * MiB, restart_after=None)
     ref = f"{reg.host}/faults/down:1"
     with pytest.raises(RegistryError) as info:
-        push(
-            img,
-            ref,
-            cache=cache,
-            insecure=True,
-            chunk_size=2 * MiB,
-            jobs=1,
-            progress=hook,
-            retry=RetryPolicy(attempts=3, base_delay=0.1, max_delay=0.3),
-        )
+        _push_in_chunks(img, ref, cache, hook, RetryPolicy(attempts=3, base_delay=0.1, max_delay=0.3))
     line = info.value.line()
     assert "\n" not in line and reg.host in line and "try again later" in line
     reg.start()  # back up: it holds no manifest and no tag for the failed push

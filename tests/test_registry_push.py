@@ -18,7 +18,14 @@ from gpuship.oci import Entry, Family, append_layers, build_layer, make_index, w
 from gpuship.oci.media import DOCKER_LAYER_GZIP, DOCKER_MANIFEST, OCI_INDEX
 from gpuship.registry import Credentials, login, lookup_credentials, pull, pull_image, push
 from gpuship.registry.read import BASE_DIGEST
-from test_registry_support import LocalRegistry, have_tools, make_image, make_tls, secret
+from test_registry_support import (
+    LocalRegistry,
+    have_tools,
+    make_image,
+    make_tls,
+    secret,
+    tls_registry_with_users,
+)
 
 pytestmark = pytest.mark.registry
 
@@ -42,22 +49,19 @@ class TLSRegistry:
 
 @pytest.fixture(scope="module")
 def tls_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TLSRegistry]:
-    have_tools()
     root = tmp_path_factory.mktemp("tls-registry")
-    tls = make_tls(root / "tls")
-    reg = LocalRegistry(root / "reg", tls=tls, users={USER: PASSWORD}).start()
-    # the engine trusts the CA through certs.d (read at pull time, no daemon restart); skopeo through --cert-dir
-    engine_dir = CERTS_D / reg.host
-    engine_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copy(tls.ca_cert, engine_dir / "ca.crt")
-    cert_dir = root / "certs"
-    cert_dir.mkdir()
-    shutil.copy(tls.ca_cert, cert_dir / "ca.crt")
-    try:
-        yield TLSRegistry(reg, tls.ca_cert, cert_dir)
-    finally:
-        reg.stop()
-        shutil.rmtree(engine_dir, ignore_errors=True)
+    with tls_registry_with_users(root, {USER: PASSWORD}) as (reg, tls):
+        # the engine trusts the CA through certs.d (read at pull time, no daemon restart); skopeo through --cert-dir
+        engine_dir = CERTS_D / reg.host
+        engine_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copy(tls.ca_cert, engine_dir / "ca.crt")
+        cert_dir = root / "certs"
+        cert_dir.mkdir()
+        shutil.copy(tls.ca_cert, cert_dir / "ca.crt")
+        try:
+            yield TLSRegistry(reg, tls.ca_cert, cert_dir)
+        finally:
+            shutil.rmtree(engine_dir, ignore_errors=True)
 
 
 def skopeo_inspect(r: TLSRegistry, ref: str, *extra: str) -> dict:

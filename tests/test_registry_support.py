@@ -11,6 +11,7 @@ The tests at the bottom prove the harness itself works (so a broken harness fail
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.server
 import json
 import os
@@ -22,7 +23,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -57,28 +58,23 @@ class TLSFiles:
     key: Path
 
 
+def self_signed(directory: Path, name: str, subject: str, *extensions: str) -> Path:
+    """A throw-away key ``name.key`` and self-signed certificate ``name.crt`` (2 days) in ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    addext = [arg for ext in extensions for arg in ("-addext", ext)]
+    words = f"req -x509 -newkey rsa:2048 -nodes -keyout {name}.key -out {name}.crt -days 2".split()
+    openssl(*words, "-subj", subject, *addext, cwd=directory)
+    return directory / f"{name}.crt"
+
+
 def make_tls(directory: Path) -> TLSFiles:
     """A throw-away CA and a server certificate for 127.0.0.1 signed by it."""
-    directory.mkdir(parents=True, exist_ok=True)
-    openssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-        "-days",
-        "2",
-        "-subj",
+    ca_cert = self_signed(
+        directory,
+        "ca",
         "/CN=gpuship test CA",
-        "-addext",
         "basicConstraints=critical,CA:TRUE",
-        "-addext",
         "keyUsage=critical,keyCertSign,cRLSign",
-        cwd=directory,
     )
     openssl(
         "req",
@@ -116,7 +112,28 @@ def make_tls(directory: Path) -> TLSFiles:
         "ext.cnf",
         cwd=directory,
     )
-    return TLSFiles(directory / "ca.crt", directory / "server.crt", directory / "server.key")
+    return TLSFiles(ca_cert, directory / "server.crt", directory / "server.key")
+
+
+@contextlib.contextmanager
+def tls_registry_with_users(root: Path, users: dict[str, str]) -> Iterator[tuple[LocalRegistry, TLSFiles]]:
+    """A started registry under ``root`` with TLS (a throw-away CA: ``root/tls``) and htpasswd ``users``; stopped
+    after the block."""
+    have_tools()
+    tls = make_tls(root / "tls")
+    reg = LocalRegistry(root / "reg", tls=tls, users=users).start()
+    try:
+        yield reg, tls
+    finally:
+        reg.stop()
+
+
+def docker_login(directory: Path, host: str, user: str, password: str) -> Path:
+    """``directory`` holding a Docker ``config.json`` with the login, as CI systems write it (for DOCKER_CONFIG)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    auth = base64.b64encode(f"{user}:{password}".encode()).decode()
+    (directory / "config.json").write_text(json.dumps({"auths": {host: {"auth": auth}}}))
+    return directory
 
 
 def htpasswd_line(user: str, password: str) -> str:
@@ -142,25 +159,8 @@ class TokenServer:
 
     def __init__(self, directory: Path, users: dict[str, str], *, anonymous_pull: bool = True) -> None:
         self.dir = directory
-        directory.mkdir(parents=True, exist_ok=True)
-        openssl(
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "sign.key",
-            "-out",
-            "sign.crt",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=gpuship test token signer",
-            cwd=directory,
-        )
+        self.cert = self_signed(directory, "sign", "/CN=gpuship test token signer")
         der = openssl("x509", "-in", "sign.crt", "-outform", "DER", cwd=directory)
-        self.cert = directory / "sign.crt"
         self._x5c = base64.b64encode(der).decode()
         self.users = users
         self.refresh_tokens: dict[str, str] = {}  # OAuth2 refresh (identity) token -> user
@@ -409,26 +409,13 @@ def have_tools() -> None:
 
 # -- the harness proves itself -----------------------------------------------------------------------------------
 def test_registry_harness_serves_tls_with_htpasswd(tmp_path: Path) -> None:
-    have_tools()
-    tls = make_tls(tmp_path / "tls")
-    reg = LocalRegistry(tmp_path / "reg", tls=tls, users={"alice": "s3cret"}).start()
-    try:
-        r = httpx.get(f"{reg.url}/v2/", verify=ssl.create_default_context(cafile=str(tls.ca_cert)))
+    with tls_registry_with_users(tmp_path, {"alice": "s3cret"}) as (reg, tls):
+        trust = ssl.create_default_context(cafile=str(tls.ca_cert))
+        r = httpx.get(f"{reg.url}/v2/", verify=trust)
         assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Basic")
-        assert (
-            httpx.get(
-                f"{reg.url}/v2/", verify=ssl.create_default_context(cafile=str(tls.ca_cert)), auth=("alice", "s3cret")
-            ).status_code
-            == 200
-        )
-        assert (
-            httpx.get(
-                f"{reg.url}/v2/", verify=ssl.create_default_context(cafile=str(tls.ca_cert)), auth=("alice", "nope")
-            ).status_code
-            == 401
-        )
-    finally:
-        reg.stop()
+        assert httpx.get(f"{reg.url}/v2/", verify=trust, auth=("alice", "s3cret")).status_code == 200
+        assert httpx.get(f"{reg.url}/v2/", verify=trust, auth=("alice", "nope")).status_code == 401
+    assert reg.proc is None  # stopped after the block
 
 
 def test_token_server_tokens_are_accepted_by_the_registry(tmp_path: Path) -> None:

@@ -97,39 +97,17 @@ def test_a_failing_proof_writes_nothing_and_keep_fixes_it(
     numpy_hello: Path, tmp_path: Path, shared_cache: Cache
 ) -> None:
     # os.path.exists is a stat: no audit event, no open, no load — the trace cannot see it, so the proof fails
-    probe = "import os, sys; sys.exit(0 if os.path.exists('/usr/lib/x86_64-linux-gnu/gconv/IBM1390.so') else 4)"
+    gconv = "/usr/lib/x86_64-linux-gnu/gconv/IBM1390.so"
+    probe = f"import os, sys; sys.exit(0 if os.path.exists('{gconv}') else 4)"
     out = tmp_path / "never.tar"
-    proc = gpuship(
-        "slim",
-        f"oci-archive:{numpy_hello}",
-        "-o",
-        f"oci-archive:{out}",
-        "--entrypoint",
-        "/opt/venv/bin/python",
-        "--",
-        "-c",
-        probe,
-        cache=shared_cache.root,
-    )
+    slim = ["slim", f"oci-archive:{numpy_hello}", "-o", f"oci-archive:{out}", "--entrypoint", "/opt/venv/bin/python"]
+    proc = gpuship(*slim, "--", "-c", probe, cache=shared_cache.root)
     line = one_error_line(proc)
     assert "does not run the workload as the original did" in line and "exited with 4, before 0" in line
     assert "--keep" in line
     assert not out.exists()
 
-    proc = gpuship(
-        "slim",
-        f"oci-archive:{numpy_hello}",
-        "-o",
-        f"oci-archive:{out}",
-        "--entrypoint",
-        "/opt/venv/bin/python",
-        "--keep",
-        "/usr/lib/x86_64-linux-gnu/gconv/IBM1390.so",
-        "--",
-        "-c",
-        probe,
-        cache=shared_cache.root,
-    )
+    proc = gpuship(*slim, "--keep", gconv, "--", "-c", probe, cache=shared_cache.root)
     assert proc.returncode == 0, proc.stderr
     assert out.is_file()
 

@@ -388,10 +388,11 @@ class Cache:
 
     @contextmanager
     def in_use(self) -> Iterator[Cache]:
-        """Hold the cache's shared in-use lock for the block (every ``gpuship`` command holds it while it runs,
-        and so does :func:`gpuship.build.build`), so a ``prune`` elsewhere refuses instead of deleting what
-        the block needs. Taking it, a process that finds no other one running first removes what killed ones
-        left in ``tmp/``. Nested and repeated uses in one process share one lock."""
+        """Hold the cache's shared in-use lock for the block (every ``gpuship`` command holds it while it runs; a
+        library caller of :func:`gpuship.build.build` and the like takes it itself, if it wants it), so a
+        ``prune`` elsewhere refuses instead of deleting what the block needs. Taking it, a process that finds no
+        other one running first removes what killed ones left in ``tmp/`` (not a locked :meth:`temp_dir`).
+        Nested and repeated uses in one process share one lock."""
         key = self.root.resolve()
         held = _HELD.get(key)
         if held is None:
