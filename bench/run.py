@@ -335,7 +335,7 @@ class Bench:
             }
             docker("rmi", tb, f"gpuship-bench/{name}-{way}:nochange", f"gpuship-bench/{name}-{way}:edit", check=False)
         for way in ("gpuship",):
-            for n in ("cold2", "nochange", "edit"):
+            for n in ("nochange", "edit"):  # cold2 stays, as the docker ways' cold1 do
                 docker("rmi", f"gpuship-bench/{name}-{way}:{n}", check=False)
         return out
 
@@ -346,6 +346,8 @@ class Bench:
         for c in caches:
             shutil.rmtree(c, ignore_errors=True)
         t1, r1 = self.gpuship_build(src, self.tag(name, "gpuship", "cold1"), caches[0])
+        # the same inputs give the same image: with cold1 still in the engine, cold2 would only tag it
+        docker("rmi", self.tag(name, "gpuship", "cold1"), check=False)
         t2, r2 = self.gpuship_build(src, self.tag(name, "gpuship", "cold2"), caches[1])
         shutil.rmtree(caches[1], ignore_errors=True)
         log(f"{name}: gpuship rebuilds ({repeat}x no change, {repeat}x after a one-line edit)")
@@ -357,11 +359,12 @@ class Bench:
         engine_sent = [_sent(r["written"][0]) for _, r in edits]
         push = self.push_after_edit(name, src, caches[0]) if self.registry is not None else None
         fresh_ci = self.fresh_ci(name, src, caches[0]) if self.registry is not None else None
-        g_tag = f"gpuship-bench/{name}-gpuship:cold1"
+        g_tag = self.tag(name, "gpuship", "cold2")
         own = sum(layer["size"] for p in r1["platforms"] for layer in p["layers"])
         out: dict[str, Any] = {
             "gpuship": {
                 "cold_runs_s": [t1.seconds, t2.seconds],
+                "cold_written": [r1["written"], r2["written"]],
                 "cold_s": min(t1.seconds, t2.seconds),
                 "nochange_runs_s": [t.seconds for t, _ in nochange],
                 "nochange_s": _median([t.seconds for t, _ in nochange]),
