@@ -165,8 +165,23 @@ class Rewrite:
         return sum(e.size for e in self.kept)
 
 
+class _KeptAndDropped:
+    """The architecture names of what pruning keeps and drops (a plan's or a result's)."""
+
+    kept: tuple[FatbinEntry, ...]
+    dropped: tuple[FatbinEntry, ...]
+
+    @property
+    def kept_archs(self) -> list[str]:
+        return _names(self.kept)
+
+    @property
+    def dropped_archs(self) -> list[str]:
+        return _names(self.dropped)
+
+
 @dataclass(frozen=True)
-class PrunePlan:
+class PrunePlan(_KeptAndDropped):
     """What pruning decided for one ELF, before a byte is written: the entries kept and dropped, and the containers
     to rewrite (``library`` is ``None`` for a file without GPU code)."""
 
@@ -180,14 +195,6 @@ class PrunePlan:
     @property
     def saved(self) -> int:
         return sum(e.size for e in self.dropped)
-
-    @property
-    def kept_archs(self) -> list[str]:
-        return _names(self.kept)
-
-    @property
-    def dropped_archs(self) -> list[str]:
-        return _names(self.dropped)
 
     @property
     def rewrites_fatbin(self) -> bool:
@@ -289,7 +296,7 @@ def plan_prune(source: IO[bytes] | bytes, keep: ArchSelection) -> PrunePlan:
 
 
 @dataclass(frozen=True)
-class PruneResult:
+class PruneResult(_KeptAndDropped):
     """A pruned ELF: its bytes (same length as before), and what was kept and dropped."""
 
     data: bytes
@@ -298,14 +305,6 @@ class PruneResult:
     dropped: tuple[FatbinEntry, ...]
     untouched_containers: int = 0
     unserved: tuple[str, ...] = ()
-
-    @property
-    def kept_archs(self) -> list[str]:
-        return _names(self.kept)
-
-    @property
-    def dropped_archs(self) -> list[str]:
-        return _names(self.dropped)
 
 
 def _names(entries: Iterable[FatbinEntry]) -> list[str]:
