@@ -214,6 +214,15 @@ def test_unknown_profile_typo_is_not_pulled(tmp_path: Path, shared_cache: Cache)
     assert "unknown base 'debian-bokworm'" in line and "did you mean debian-bookworm" in line
 
 
+def test_system_packages_on_a_registry_base_are_refused_before_a_pull(tmp_path: Path, shared_cache: Cache) -> None:
+    # the registry's host does not resolve: the refusal must come from the planner before any pull
+    project = _project(
+        tmp_path / "proj", ["six"], "base = 'registry.invalid/team/base:1'\nsystem-packages = ['curl']\n"
+    )
+    line = one_error_line(gpuship("build", str(project), cache=shared_cache.root))
+    assert "system-packages needs a Debian profile base" in line and "registry.invalid/team/base:1" in line
+
+
 def test_replace_base_packages_installs_over_the_base(
     numpy_base: str, registry: LocalRegistry, shared_cache: Cache, tmp_path: Path, docker
 ) -> None:

@@ -360,7 +360,7 @@ def _app_and_entrypoint(
     """The app's files and the entrypoint that runs them, checked before the long steps (a missing file, or an
     interpreter the base lacks, is refused now); the warnings said so far."""
     options = plan.options
-    where = config_home(plan.project.root, getattr(plan.project, "tool", None))
+    where = config_home(plan.project.root, plan.project.tool)
     app = select_app_files(options.project_dir, include=plan.config.include, exclude=plan.config.exclude)
     left_out = app.left_out_summary()
     progress.step(f"app: {len(app.files)} files" + (f"; left out {left_out}" if left_out else ""))
@@ -373,7 +373,7 @@ def _app_and_entrypoint(
     runtime = _function_runtime(plan)
     entrypoint = choose_entrypoint(
         plan.config.entrypoint,
-        getattr(plan.project, "scripts", {}) or {},
+        plan.project.scripts,
         app.files,
         runtime_argv=runtime.argv if runtime else (),
         where=where,
@@ -447,7 +447,7 @@ def memo_request(options: BuildOptions, outputs: Sequence[str]) -> tuple[Request
 
 def _memoizable_inputs(plan: BuildPlan, lock: Lock, models: ModelSet) -> bool:
     """Only builds whose every input is under the project directory, in the lock or in the signed indexes."""
-    local = any(p.url.startswith("file:") for t in getattr(lock, "targets", ()) for p in t.packages)
+    local = any(p.url.startswith("file:") for t in lock.targets for p in t.packages)
     return not (
         plan.options.dev
         or any(base.remote for base in plan.bases.values())

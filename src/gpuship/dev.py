@@ -67,7 +67,7 @@ def dev_image(
         raise GpushipError(f"{project_dir} is not a directory", "give the path of a Python project")
     if image is not None:
         project = load_project(project_dir, extras=tuple(extras))
-        cfg = load_config(project_dir, getattr(project, "tool", None), getattr(project, "settings", None))
+        cfg = load_config(project_dir, project.tool, project.settings)
         return DevImage(image, "", cfg.workdir, source_dir(project_dir, cfg.workdir), 0)
 
     opts = BuildOptions(

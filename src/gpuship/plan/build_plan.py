@@ -94,7 +94,7 @@ class BuildPlan:
                 if self.first_base().remote
                 else "shell: dash (/bin/sh) and coreutils (/usr/bin/env, ...) added to the base"
             )
-        lines += list(getattr(self.project, "notes", ()))
+        lines += list(self.project.notes)
         if self.created_from:
             lines.append(f"created {self.created} ({self.created_from})")
         lines += next(iter(self.bases.values())).explain()
@@ -197,14 +197,14 @@ def oci_labels(project: ProjectInputs, project_dir: Path, config: GpushipConfig,
     """``org.opencontainers.image.*`` labels from the project metadata and git."""
     labels: dict[str, str] = {}
     pairs = {
-        "title": getattr(project, "name", ""),
-        "version": getattr(project, "version", ""),
-        "description": getattr(project, "description", ""),
-        "licenses": getattr(project, "license", ""),
+        "title": project.name,
+        "version": project.version,
+        "description": project.description,
+        "licenses": project.license,
         "revision": git_revision(project_dir),
         "created": created or created_timestamp(),
     }
-    urls = getattr(project, "urls", {}) or {}
+    urls = project.urls
     for key in ("Source", "source", "Repository", "repository", "Homepage", "homepage"):
         if key in urls:
             pairs["source"] = urls[key]
@@ -222,7 +222,7 @@ def make_plan(options: BuildOptions, cache: Cache | None = None, progress: Progr
     if not project_dir.is_dir():
         raise GpushipError(f"{options.project_dir} is not a directory", "give the path of a Python project")
     project = load_project(project_dir, extras=options.extras)
-    config = load_config(project_dir, getattr(project, "tool", None), getattr(project, "settings", None))
+    config = load_config(project_dir, project.tool, project.settings)
     base = options.base or config.base
     plats = options.platforms or config.platforms or ("linux/amd64",)
     platforms = tuple(sorted({Platform.parse(p) for p in plats}))
@@ -234,14 +234,20 @@ def make_plan(options: BuildOptions, cache: Cache | None = None, progress: Progr
         from ..sources.registry_base import plan_registry_bases  # the registry client loads httpx: only then
 
         python_version, pulled = plan_registry_bases(
-            base, platforms, cache or Cache(), config, progress, options.registry
+            base,
+            platforms,
+            cache or Cache(),
+            progress,
+            options.registry,
+            system_packages=config.system_packages,
+            python=config.python,
         )
         bases = dict(pulled)
     else:
         python_version = base_python_version(base, config)
         mirror, security = config.debian_mirror(), config.debian.get("security-mirror")
         bases = {p: ProfileBase(base, p, mirror, security) for p in platforms}
-    requirements = tuple(getattr(project, "requirements", ()))
+    requirements = project.requirements
     settings = GpuSettings.from_table(config.gpu)
     wheels = local_wheels(project_dir, (*project.index.find_links, *config.find_links))
     plans = [plan_gpu(requirements, settings, p, local_wheels=wheels) for p in platforms]
@@ -270,8 +276,8 @@ def make_plan(options: BuildOptions, cache: Cache | None = None, progress: Progr
         cpu_why=() if gpu.is_gpu else tuple(gpu.explain()),
         index_urls=tuple(gpu.index_urls),
         labels=oci_labels(project, project_dir, config, created),
-        name=_image_name(getattr(project, "name", "") or project_dir.name),
-        version=getattr(project, "version", "") or "latest",
+        name=_image_name(project.name or project_dir.name),
+        version=project.version or "latest",
         created=created,
         created_from=created_from,
     )

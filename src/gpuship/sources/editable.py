@@ -20,6 +20,7 @@ from ..cache import Cache
 from ..errors import ConfigError
 from ..oci import Entry, Layer, cached_layer
 from ..project.entrypoint import VENV
+from ..project.inputs import ProjectInputs
 from .python.platforms import python_minor
 
 EDITABLE_FORMAT = 1
@@ -96,13 +97,13 @@ def _dist_name(name: str) -> str:
 
 def editable_layer(plan: Any, python: Any, cache: Cache) -> Layer:
     """The dev image's top layer for ``plan`` (a :class:`gpuship.plan.BuildPlan`), cached by what it holds."""
-    project = plan.project
+    project: ProjectInputs = plan.project
     workdir = plan.config.workdir
     args = dict(
-        name=str(getattr(project, "name", "") or plan.name),
-        version=str(getattr(project, "version", "") or "0.0.0"),
-        scripts=dict(getattr(project, "scripts", {}) or {}),
-        is_package=bool(getattr(project, "is_package", False)),
+        name=project.name or str(plan.name),
+        version=project.version or "0.0.0",
+        scripts=dict(project.scripts),
+        is_package=project.is_package,
         venv=VENV,
         python_minor=python_minor(python.version),
         workdir=workdir,

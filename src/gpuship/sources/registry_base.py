@@ -523,16 +523,18 @@ def plan_registry_bases(
     ref: str,
     platforms: Sequence[Platform],
     cache: Cache,
-    config: Any,
     progress: Progress = NO_PROGRESS,
     options: RegistryOptions = RegistryOptions(),
+    *,
+    system_packages: Sequence[str] = (),
+    python: str = "",
 ) -> tuple[str, dict[Platform, RegistryBase]]:
     """The planner's part: every platform's base pulled and read; their one Python version.
 
     Refuses what a registry base cannot do here: ``system-packages`` (no Debian repository behind it), Pythons
     that differ between platforms, a ``[tool.gpuship] python`` that is not the base's.
     """
-    if getattr(config, "system_packages", ()):
+    if system_packages:
         raise ConfigError(
             f"[tool.gpuship] system-packages needs a Debian profile base, but base {ref} is a registry image",
             'install the packages in the base image itself, or use base = "debian-bookworm"',
@@ -553,15 +555,9 @@ def plan_registry_bases(
         )
     first = next(iter(bases.values()))
     version = first.python.version
-    wanted = getattr(config, "python", "")
-    if wanted and _minor(wanted) != _minor(version):
+    if python and _minor(python) != _minor(version):
         raise ConfigError(
-            f"[tool.gpuship] python = {wanted!r} but base image {ref} has Python {version}",
+            f"[tool.gpuship] python = {python!r} but base image {ref} has Python {version}",
             "remove the python key or choose a base with that Python",
         )
     return version, bases
-
-
-def replace_list(config: Any) -> tuple[str, ...]:
-    """``[tool.gpuship] replace-base-packages``: base distributions the project may install over."""
-    return tuple(getattr(config, "replace_base_packages", ()) or ())
