@@ -349,6 +349,13 @@ class Bench:
         # the same inputs give the same image: with cold1 still in the engine, cold2 would only tag it
         docker("rmi", self.tag(name, "gpuship", "cold1"), check=False)
         t2, r2 = self.gpuship_build(src, self.tag(name, "gpuship", "cold2"), caches[1])
+        for n, r in (("cold1", r1), ("cold2", r2)):
+            sent = _sent(r["written"][0])
+            if sent["tagged_only"] or sent["layers_sent"] < sent.get("of", 0):
+                log(
+                    f"{name}: warning: the engine already held layers of {n} ({r['written'][0]}): another image "
+                    "shares them, so that cold build sent less than a cold engine would take"
+                )
         shutil.rmtree(caches[1], ignore_errors=True)
         log(f"{name}: gpuship rebuilds ({repeat}x no change, {repeat}x after a one-line edit)")
         nochange = [self.gpuship_build(src, self.tag(name, "gpuship", "nochange"), caches[0]) for _ in range(repeat)]
