@@ -226,6 +226,8 @@ class Bench:
         log(f"{name}: a fresh CI machine with the registry build cache")
         warm, _ = self.gpuship_build(src, f"bench/{name}:warm", cache, output=f"registry:{repo}:warm", extra=ref)
         out: dict[str, Any] = {"write_cache_s": warm.seconds}
+        # a fresh CI machine's engine holds none of the example's layers: the images of the builds before go
+        docker("rmi", *(f"gpuship-bench/{name}-gpuship:{n}" for n in ("cold2", "nochange", "edit")), check=False)
         for key, output in (("registry", f"registry:{repo}:ci"), ("docker", None)):
             fresh = self.work / "caches" / f"{name}-fresh-{key}"
             shutil.rmtree(fresh, ignore_errors=True)
@@ -335,7 +337,7 @@ class Bench:
             }
             docker("rmi", tb, f"gpuship-bench/{name}-{way}:nochange", f"gpuship-bench/{name}-{way}:edit", check=False)
         for way in ("gpuship",):
-            for n in ("nochange", "edit"):  # cold2 stays, as the docker ways' cold1 do
+            for n in ("fresh-docker",):  # the others went before the fresh CI build (fresh_ci)
                 docker("rmi", f"gpuship-bench/{name}-{way}:{n}", check=False)
         return out
 
@@ -364,9 +366,10 @@ class Bench:
             self._edit(src, name)
             edits.append(self.gpuship_build(src, self.tag(name, "gpuship", "edit"), caches[0]))
         engine_sent = [_sent(r["written"][0]) for _, r in edits]
+        g_tag = self.tag(name, "gpuship", "cold2")
+        sizes, smoke = self._sizes(g_tag), self.smoke(name, g_tag)
         push = self.push_after_edit(name, src, caches[0]) if self.registry is not None else None
         fresh_ci = self.fresh_ci(name, src, caches[0]) if self.registry is not None else None
-        g_tag = self.tag(name, "gpuship", "cold2")
         own = sum(layer["size"] for p in r1["platforms"] for layer in p["layers"])
         out: dict[str, Any] = {
             "gpuship": {
@@ -387,8 +390,8 @@ class Bench:
                 "push_after_edit": push,
                 "fresh_ci": fresh_ci,
                 "own_compressed": own,
-                **self._sizes(g_tag),
-                "smoke": self.smoke(name, g_tag),
+                **sizes,
+                "smoke": smoke,
             }
         }
         if arm64 and name not in HEAVY:
