@@ -8,6 +8,7 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 import tarfile
 import time
 import zlib
@@ -31,25 +32,60 @@ class Timed:
         return self
 
 
+# Runs the measured command and writes its wall time and peak RSS to the pipe whose fd is argv[1]. The measuring is
+# done in this small process, not the benchmark's own, because Linux carries a process's peak RSS across fork and
+# exec: a child of the benchmark (hundreds of MB by then) reported at least the benchmark's peak, whatever it used.
+_LAUNCHER = """
+import os, sys, time
+report, argv = int(sys.argv[1]), sys.argv[2:]
+start = time.monotonic()
+pid = os.fork()
+if pid == 0:
+    os.close(report)
+    try:
+        os.execvp(argv[0], argv)
+    finally:
+        os._exit(127)
+_, status, usage = os.wait4(pid, 0)
+os.write(report, f"{time.monotonic() - start} {usage.ru_maxrss}".encode())
+code = os.waitstatus_to_exitcode(status)
+sys.exit(code if code >= 0 else 128 - code)
+"""
+
+
 def timed(
     argv: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: str | Path | None = None, log: Path | None = None
 ) -> Timed:
-    """Run ``argv``; wall time and the child's peak resident memory (``ru_maxrss`` of wait4: the child and the
-    descendants it waited for, as the largest of them)."""
+    """Run ``argv``; its wall time and peak resident memory (``ru_maxrss`` of wait4: the command and the
+    descendants it waited for, as the largest of them), measured by a small launcher (see ``_LAUNCHER``)."""
     full_env = dict(os.environ)
     full_env.update(env or {})
     out_f = open(log, "w") if log else subprocess.PIPE  # noqa: SIM115
-    start = time.monotonic()
-    proc = subprocess.Popen(list(argv), env=full_env, cwd=cwd, stdout=subprocess.PIPE, stderr=out_f, text=True)
+    report_r, report_w = os.pipe()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _LAUNCHER, str(report_w), *argv],
+            env=full_env,
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=out_f,
+            text=True,
+            pass_fds=(report_w,),
+        )
+    finally:
+        os.close(report_w)
     stdout = proc.stdout.read() if proc.stdout else ""
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.monotonic() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    proc.wait()
+    with os.fdopen(report_r, "rb") as fh:
+        report = fh.read().decode().split()
+    if len(report) != 2:
+        raise RuntimeError(f"the launcher of {argv[0]} reported nothing (exit {proc.returncode})")
+    seconds, max_rss_kb = float(report[0]), int(report[1])
     stderr = ""
     if log:
         out_f.close()  # type: ignore[union-attr]
         stderr = log.read_text(errors="replace")
-    return Timed(seconds, proc.returncode, usage.ru_maxrss / 1024, stdout, stderr)
+    return Timed(seconds, proc.returncode, max_rss_kb / 1024, stdout, stderr)
 
 
 def docker(*args: str, check: bool = True, input: bytes | None = None) -> str:
