@@ -41,13 +41,18 @@ def open_file(path: str | os.PathLike[str]) -> BinaryIO:
     return open(path, "rb")
 
 
+def sha256_stream(fh: Reader) -> bytes:
+    """The SHA-256 of what is left of ``fh``, read ``CHUNK`` at a time (a file may be a GB library)."""
+    h = hashlib.sha256()
+    while chunk := fh.read(CHUNK):
+        h.update(chunk)
+    return h.digest()
+
+
 def sha256_file(path: str | os.PathLike[str]) -> str:
     """The ``sha256:…`` digest of a file's bytes, read ``CHUNK`` at a time."""
-    h = hashlib.sha256()
     with open(path, "rb") as fh:
-        while chunk := fh.read(CHUNK):
-            h.update(chunk)
-    return "sha256:" + h.hexdigest()
+        return "sha256:" + sha256_stream(fh).hex()
 
 
 def as_file(stream: Reader | Writer) -> IO[bytes]:

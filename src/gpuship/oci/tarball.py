@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 
 from ..errors import ConfigError, IntegrityError
-from ..streams import CHUNK, Reader, Writer, as_file
+from ..streams import CHUNK, Reader, Writer, as_file, sha256_stream
 from .entry import Entry, clean_path
 
 #: 9999-12-31T23:59:59Z: the last time an image config's ``created`` (RFC 3339) can say.
@@ -45,12 +45,10 @@ def created_timestamp(epoch: int | None = None) -> str:
 
 
 def _content_hash(entry: Entry) -> str:
-    h = hashlib.sha256()
-    if entry.open is not None:
-        with entry.open() as fh:
-            while chunk := fh.read(CHUNK):
-                h.update(chunk)
-    return h.hexdigest()
+    if entry.open is None:
+        return hashlib.sha256().hexdigest()
+    with entry.open() as fh:
+        return sha256_stream(fh).hex()
 
 
 def normalize(entries: Iterable[Entry]) -> list[Entry]:

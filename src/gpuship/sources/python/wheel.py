@@ -29,7 +29,7 @@ from packaging.utils import canonicalize_name, parse_wheel_filename
 
 from ...errors import IntegrityError
 from ...oci import Entry, clean_path
-from ...streams import CHUNK
+from ...streams import sha256_stream
 
 SCRIPT_TEMPLATE = """\
 #!{python}
@@ -52,12 +52,10 @@ def record_hash(data: bytes) -> str:
 
 def record_hash_of(entry: Entry) -> str:
     """:func:`record_hash` of a file entry's bytes, read a chunk at a time (a wheel's file may be a GB library)."""
-    h = hashlib.sha256()
-    if entry.open is not None:
-        with entry.open() as fh:
-            while chunk := fh.read(CHUNK):
-                h.update(chunk)
-    return "sha256=" + base64.urlsafe_b64encode(h.digest()).rstrip(b"=").decode()
+    if entry.open is None:
+        return record_hash(b"")
+    with entry.open() as fh:
+        return "sha256=" + base64.urlsafe_b64encode(sha256_stream(fh)).rstrip(b"=").decode()
 
 
 @dataclass
