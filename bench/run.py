@@ -825,6 +825,9 @@ def main(argv: list[str] | None = None) -> int:
                 res["examples"][name] = {"error": str(exc)}
             log(f"{name}: done in {time.monotonic() - started:.0f}s")
             args.out.write_text(json.dumps(res, indent=2) + "\n")
+            # every image of this example goes, the edit builds' re-tagged (dangling) ones too: they share the
+            # Debian base layers with the next example, whose cold builds would then load less than a cold engine
+            bench.cleanup(dangling)
         log("base sizes")
         res["base"] = bench.base_sizes()
         if not args.no_serve:
