@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -70,3 +71,15 @@ def test_the_fast_build_path_knows_the_build_command_options() -> None:
         ["build", "-o"],
     ):
         assert parse_build(other) is None
+
+
+def test_the_command_caps_malloc_arenas_unless_the_environment_says() -> None:
+    """glibc takes the cap (a fresh interpreter, as the command runs); MALLOC_ARENA_MAX set by the user wins."""
+    code = "from gpuship.cli.entry import fewer_malloc_arenas as f; print(f())"
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+    took = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert took.stdout.strip() == "True"
+    left = subprocess.run(
+        [sys.executable, "-c", code], env=env | {"MALLOC_ARENA_MAX": "4"}, capture_output=True, text=True, check=True
+    )
+    assert left.stdout.strip() == "False"

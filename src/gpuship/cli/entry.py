@@ -144,9 +144,29 @@ def _write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+#: glibc's ``M_ARENA_MAX`` (malloc.h).
+_M_ARENA_MAX = -8
+
+
+def fewer_malloc_arenas(arenas: int = 2) -> bool:
+    """Cap the process at ``arenas`` malloc arenas, unless ``MALLOC_ARENA_MAX`` already says; True when glibc
+    took it. glibc gives each thread that allocates an arena of its own (up to 8 per core) and keeps what is
+    freed there: the layer workers' chunk buffers took torch-status's cold build to a 320 MB peak, 282 MB with
+    two arenas (267 MB with one)."""
+    if "MALLOC_ARENA_MAX" in os.environ or not sys.platform.startswith("linux"):
+        return False
+    import ctypes  # only on the way to the full CLI: the no-change answer does without it
+
+    try:
+        return bool(ctypes.CDLL(None).mallopt(_M_ARENA_MAX, arenas))
+    except (OSError, AttributeError):  # a C library without mallopt: its allocator's own rules
+        return False
+
+
 def main() -> None:
     if unchanged_build(sys.argv[1:]):
         return
+    fewer_malloc_arenas()  # before any thread starts
     from .app import main as cli_main  # when the command runs, not for --help
 
     cli_main()
