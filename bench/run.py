@@ -336,10 +336,7 @@ class Bench:
                 "smoke": self.smoke(name, ta),
             }
             docker("rmi", tb, f"gpuship-bench/{name}-{way}:nochange", f"gpuship-bench/{name}-{way}:edit", check=False)
-        for way in ("gpuship",):
-            for n in ("fresh-docker",):  # the others went before the fresh CI build (fresh_ci)
-                docker("rmi", f"gpuship-bench/{name}-{way}:{n}", check=False)
-        return out
+        return out  # what is left of the example's images goes in cleanup(), when it ends
 
     def _gpuship_way(self, name: str, src: Path, *, arm64: bool, repeat: int) -> dict[str, Any]:
         """gpuship's figures for one example: cold x2, rebuilds, sizes, smoke; and the arm64/amd64 cold builds."""
@@ -451,10 +448,13 @@ class Bench:
         return out
 
     def cleanup(self, dangling_before: set[str]) -> None:
+        """Remove every image the bench made so far (run after each example, and at the end)."""
         for t in self.tags:
             docker("rmi", t, check=False)
         for image in sorted(self.images):
             docker("rmi", image, check=False)
+        self.tags.clear()
+        self.images.clear()
         # the builder stages of the bench's builds (FROM the imported base, which carries this label)
         now = set(
             docker("images", "-q", "--no-trunc", "-f", "dangling=true", "-f", "label=dev.gpuship.debian-base").split()
