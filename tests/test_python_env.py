@@ -223,7 +223,7 @@ def test_install_project_builds_the_package(tmp_path: Path, cache: Cache) -> Non
         install_project(load_project(root), BASE_PY, cache)
 
 
-def test_big_gpu_distributions_get_their_own_layers_biggest_first() -> None:
+def test_big_gpu_distributions_get_their_own_layers_cuda_lowest_biggest_first() -> None:
     """torch and the big CUDA wheels lie alone at the bottom (their layer depends on their wheel only, so two
     projects that lock them share it); small ones stay in their group; numpy is never split out."""
     from dataclasses import dataclass
@@ -250,12 +250,13 @@ def test_big_gpu_distributions_get_their_own_layers_biggest_first() -> None:
         Pkg("llvmlite", OWN_LAYER_BYTES),
     ]
     units = layer_units(pkgs)
+    # group by group (the CUDA libraries lowest), each group's big ones alone, biggest first, then its rest
     assert [(g, [p.name for p in ps]) for g, ps in units] == [
-        ("frameworks", ["torch"]),
         ("cuda", ["nvidia-cublas-cu12"]),
+        ("cuda", ["nvidia-nvtx-cu12"]),
+        ("frameworks", ["torch"]),
         ("frameworks", ["triton"]),
         ("frameworks", ["llvmlite"]),
-        ("cuda", ["nvidia-nvtx-cu12"]),
         ("deps", ["numpy", "typing-extensions"]),
     ]
     many = [Pkg(f"nvidia-lib{i:02d}", (100 + i) * mb) for i in range(OWN_LAYER_BUDGET + 3)]

@@ -12,9 +12,10 @@ import hashlib
 import json
 import shutil
 import subprocess
+import threading
 import time
 import tomllib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypedDict
@@ -44,7 +45,8 @@ from .oci.compress import for_transport
 from .oci.docker_archive import DockerTag, pick_image
 from .oci.layer import rewrite_layer_meta
 from .oci.layout import write_json
-from .parallel import build_jobs, parallel_map
+from .oci.preload import Preloader
+from .parallel import build_jobs
 from .plan import BuildOptions, BuildPlan, make_plan
 from .plan.build_plan import config_home
 from .progress import NO_PROGRESS, Progress
@@ -325,13 +327,20 @@ def _build_planned(
     lock = lock_for_plan(plan, extra_reqs, locked=options.locked, cache=cache, progress=progress)
 
     results: list[PlatformResult] = []
-    for platform in plan.platforms:
-        results.append(_build_platform(plan, platform, lock, models, runtime, entrypoint, cache, progress))
-
-    images = [r.image for r in results]
-    result, results, written = _write_outputs(
-        plan, make_index(images) if len(images) > 1 else images[0], results, outputs, progress, shared
-    )
+    preload = _preloader(plan, outputs, cache, progress)
+    try:
+        for platform in plan.platforms:
+            ahead = preload if preload is not None and preload.platform == platform else None
+            results.append(_build_platform(plan, platform, lock, models, runtime, entrypoint, cache, progress, ahead))
+        if preload is not None:
+            preload.finish()
+        images = [r.image for r in results]
+        result, results, written = _write_outputs(
+            plan, make_index(images) if len(images) > 1 else images[0], results, outputs, progress, shared
+        )
+    finally:
+        if preload is not None:
+            preload.close()
     if shared is not None:
         warnings += [w for w in shared.warnings if w not in warnings]
     br = BuildResult(
@@ -352,6 +361,18 @@ def _build_planned(
     if not _memoizable_inputs(plan, lock, models):
         br = replace(br, memoizable=False)
     return br
+
+
+def _preloader(plan: BuildPlan, outputs: Sequence[str], cache: Cache, progress: Progress) -> Preloader | None:
+    """For a build to Docker: what loads the image's lower layers into the engine while the rest are built
+    (:mod:`gpuship.oci.preload`), for the platform the engine gets (the host's, else the first)."""
+    if not any(t.startswith("docker:") for t in outputs):
+        return None
+    host = Platform.host()
+    same = [p for p in plan.platforms if (p.os, p.architecture) == (host.os, host.architecture)]
+    platform = same[0] if same else sorted(plan.platforms)[0]
+    base = plan.bases[platform]
+    return Preloader(platform, lambda: base.floor(cache, progress), say=progress.step)
 
 
 def _app_and_entrypoint(
@@ -546,48 +567,53 @@ class PruneSummary(TypedDict):
     libraries: list[LibraryPruneJSON]
 
 
-def _prune_archs(
-    plan: BuildPlan, layers: list[tuple[str, Layer]], cache: Cache, progress: Progress
-) -> tuple[list[tuple[str, Layer]], PruneSummary | None]:
-    """Drop GPU machine code no target can run from the layers of :data:`PRUNED_GROUPS` (``prune-archs``).
+class _ArchPruner:
+    """Drops GPU machine code no target can run from the layers of :data:`PRUNED_GROUPS` (``prune-archs``), one
+    layer at a time on the thread that made it (the pruner streams: a few MB whatever the library's size), and
+    sums up what it did. A layer in which nothing is dropped is kept as it is."""
 
-    A layer in which nothing is dropped is kept as it is (not compressed again)."""
+    def __init__(self, sel: ArchSelection, cache: Cache, progress: Progress) -> None:
+        self._sel, self._cache, self._progress = sel, cache, progress
+        self._key = "prune-archs:" + ",".join(t.sm for t in sel.targets)
+        self._reports: dict[str, PruneReportJSON] = {}  # by the pruned layer's digest
+        self._lock = threading.Lock()
 
-    sel = ArchSelection.from_gpu_config(plan.config.gpu)
-    if sel is None:
-        return layers, None
-    key = "prune-archs:" + ",".join(t.sm for t in sel.targets)
-
-    def prune_one(group_layer: tuple[str, Layer]) -> tuple[tuple[str, Layer], PruneReportJSON | None]:
-        group, layer = group_layer
+    def finish(self, group: str, layer: Layer) -> Layer:
+        """``layer`` with the GPU code no target runs dropped (``layer`` itself outside :data:`PRUNED_GROUPS`)."""
         if group not in PRUNED_GROUPS:
-            return group_layer, None
-        progress.step(f"pruning GPU code in the {group} layer to {', '.join(t.sm for t in sel.targets)}")
+            return layer
+        sel, cache = self._sel, self._cache
+        self._progress.step(f"pruning GPU code in the {group} layer to {', '.join(t.sm for t in sel.targets)}")
 
         def transform(entries: Iterator[Entry]) -> tuple[Iterable[Entry] | None, PruneReportJSON]:
             new, report = prune_layer_entries(entries, sel, cache=cache)
             return (new if report.saved else None), report.to_json()
 
-        # the pruner streams (a few MB whatever the library's size), so layers are pruned side by side
-        new, report = rewrite_layer_meta(layer, transform, key, cache, comment=layer.comment + " (GPU code pruned)")
-        return (group, new), report or None
-
-    out: list[tuple[str, Layer]] = []
-    kept: set[str] = set()
-    saved = 0
-    libraries: list[LibraryPruneJSON] = []
-    for new_layer, report in parallel_map(prune_one, layers):  # layer by layer, side by side
+        new, report = rewrite_layer_meta(
+            layer, transform, self._key, cache, comment=layer.comment + " (GPU code pruned)"
+        )
         if report:
-            kept.update(report["kept_archs"])
-            saved += int(report["saved"])
-            libraries += report["libraries"]
-        out.append(new_layer)
-    return out, {
-        "targets": [t.sm for t in sel.targets],
-        "kept_archs": sorted(kept, key=arch_sort_key),
-        "saved": saved,
-        "libraries": libraries,
-    }
+            with self._lock:
+                self._reports[new.digest] = report
+        return new
+
+    def summary(self, layers: Iterable[Layer]) -> PruneSummary:
+        """What pruning did to ``layers`` (the image's, in order: the report lists libraries in that order)."""
+        kept: set[str] = set()
+        saved = 0
+        libraries: list[LibraryPruneJSON] = []
+        for layer in layers:
+            report = self._reports.get(layer.digest)
+            if report:
+                kept.update(report["kept_archs"])
+                saved += int(report["saved"])
+                libraries += report["libraries"]
+        return {
+            "targets": [t.sm for t in self._sel.targets],
+            "kept_archs": sorted(kept, key=arch_sort_key),
+            "saved": saved,
+            "libraries": libraries,
+        }
 
 
 def _check_entries(gpu: GpuPlan, pruned: PruneSummary | None) -> list[Entry]:
@@ -655,12 +681,17 @@ def _build_platform(
     entrypoint: tuple[str, ...],
     cache: Cache,
     progress: Progress,
+    preload: Preloader | None = None,
 ) -> PlatformResult:
     """One platform's image: the environment and the upper layers, the system libraries they need, then the
-    base they grow on (:class:`gpuship.sources.base.Base`) with the image's config."""
+    base they grow on (:class:`gpuship.sources.base.Base`) with the image's config. ``preload`` hears each layer
+    of the environment as it is final (it loads them into the engine meanwhile)."""
     base = plan.bases[platform]
     progress.step(f"[{platform}] installing the Python environment")
-    env, env_layers, upper, pruned = _python_layers(plan, platform, base, lock, models, runtime, cache, progress)
+    ahead = (lambda layer: preload.add((layer,))) if preload is not None else None
+    env, env_layers, upper, pruned = _python_layers(plan, platform, base, lock, models, runtime, cache, progress, ahead)
+    if preload is not None:
+        preload.floor_known()  # the base's floor is made on the preloader's thread: not twice at once
     cfg = plan.config
     packages: tuple[str, ...] = cfg.debian_packages()
     deps: tuple[LibDep, ...] = ()
@@ -701,14 +732,26 @@ def _python_layers(
     runtime: _Runtime | None,
     cache: Cache,
     progress: Progress,
+    ahead: Callable[[Layer], None] | None = None,
 ) -> tuple[PythonEnv, Groups, Groups, PruneSummary | None]:
     """The environment's layers, and the upper ones (project, gpu-check, runtime, app or editable), GPU code
-    pruned: ``(env, env layers, upper layers, prune report)``."""
+    pruned: ``(env, env layers, upper layers, prune report)``. ``ahead`` hears each environment layer, in order,
+    as soon as it is final."""
 
     compression: BlobCompression = "none"  # layers are plain tars: outputs compress where bytes travel
     cfg = plan.config
     python = base.python
     prune = PruneRules(keep=tuple(cfg.keep), drop=tuple(cfg.drop), bytecode=cfg.bytecode)
+    sel = ArchSelection.from_gpu_config(plan.config.gpu) if plan.gpu is not None else None
+    pruner = _ArchPruner(sel, cache, progress) if sel is not None else None
+
+    def finish(group: str, layer: Layer) -> Layer:
+        """A layer made final where it was made: its GPU code pruned, and read for find-libdeps."""
+        final = pruner.finish(group, layer) if pruner is not None else layer
+        if cfg.find_libdeps:
+            base.scan_ahead(final, cache)
+        return final
+
     env = python_layers(
         base.installed(lock, cfg.replace_base_packages),  # what the base has is not installed again
         platform,
@@ -719,6 +762,8 @@ def _python_layers(
         compression=compression,
         system_site_packages=base.keeps_packages,  # then the venv sees the base's site-packages
         credentials=index_credentials(plan),
+        finish=finish,
+        ready=ahead,
     )
     env_layers: Groups = list(env.layers)
     own: Groups = []  # the project's wheel and the app: pruned with the environment
@@ -727,9 +772,9 @@ def _python_layers(
     if not plan.options.dev:
         own.append(("app", app_layer(models.app, cfg.workdir, cache, compression=compression)))
     pruned: PruneSummary | None = None
-    if plan.gpu is not None:
-        both, pruned = _prune_archs(plan, env_layers + own, cache, progress)
-        env_layers, own = both[: len(env_layers)], both[len(env_layers) :]
+    if pruner is not None:
+        own = [(group, pruner.finish(group, layer)) for group, layer in own]
+        pruned = pruner.summary(layer for _, layer in env_layers + own)
     upper: Groups = [gl for gl in own if gl[0] == "project"]
     if plan.gpu is not None:
         entries = _check_entries(plan.gpu, pruned)
@@ -762,7 +807,8 @@ def _assemble(
     models: ModelSet,
     entrypoint: tuple[str, ...],
 ) -> tuple[Image, Groups]:
-    """The image: the base's (its layers, history and media-type family) with our config, then ours on top."""
+    """The image: the base's (its layers, history and media-type family) with our config, then the environment,
+    the base's layers that depend on the system packages (``Started.top``), and the upper layers."""
     cfg = plan.config
     config = ImageConfig(
         env=tuple(f"{k}={v}" for k, v in image_env(plan, started.config, models=True).items()),
@@ -782,8 +828,10 @@ def _assemble(
     # the models sit below the app layer: a code edit leaves their digests (and the chain IDs engines key on) alone
     at = len(upper) - 1 if upper and upper[-1][0] in ("app", "editable") else len(upper)
     upper = upper[:at] + [("model", m.layer) for m in models.layers] + upper[at:]
-    groups = [("base", layer) for layer in started.layers] + env_layers + upper
+    base = [("base", layer) for layer in started.layers]
+    groups = base + env_layers + [("base", layer) for layer in started.top] + upper
     image = append_layers(image, [layer for _, layer in env_layers], created_by="gpuship: python environment")
+    image = append_layers(image, list(started.top), created_by="gpuship: system packages")
     image = append_layers(image, [layer for _, layer in upper[:at]], created_by="gpuship: app")
     image = append_layers(image, [m.layer for m in models.layers], created_by="gpuship: model")
     image = append_layers(image, [layer for _, layer in upper[at + len(models.layers) :]], created_by="gpuship: app")

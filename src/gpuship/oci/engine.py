@@ -31,9 +31,10 @@ from typing import IO, Literal
 
 from .. import tools
 from ..errors import GpushipError
-from .docker_archive import DockerTag, pick_image, write_docker_archive_to
+from .docker_archive import DockerTag, docker_archive_entries, pick_image
 from .image import Image, Platform
-from .layout import ImageOrIndex
+from .layout import ImageOrIndex, blob_path, images_of
+from .tarball import send_tar
 
 Store = Literal["classic", "containerd", "podman"]
 
@@ -148,7 +149,7 @@ def _tail(fh: IO[bytes]) -> str:
 def _stream_load(
     exe: str,
     obj: ImageOrIndex,
-    tag: DockerTag,
+    tag: DockerTag | None,
     platform: Platform | str | None,
     *,
     omit: frozenset[str] = frozenset(),
@@ -156,11 +157,14 @@ def _stream_load(
 ) -> str:
     """Stream the archive (``omit``/``legacy``: as :func:`docker_archive_entries`'s) into ``ENGINE load``;
     returns the name it was loaded as. The engine's refusal is a :class:`GpushipError` with its last line."""
+    entries = docker_archive_entries(obj, [str(tag)] if tag is not None else [], platform, omit=omit, legacy=legacy)
+    # the layers' blobs go from the cache to the engine with sendfile (no copy through Python)
+    files = {blob_path(x.digest): x.blob_path for img in images_of(obj) for x in img.layers}
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         proc = subprocess.Popen([exe, "load"], stdin=subprocess.PIPE, stdout=out, stderr=err)
         assert proc.stdin is not None
         try:
-            write_docker_archive_to(obj, proc.stdin, [str(tag)], platform, omit=omit, legacy=legacy)
+            send_tar(entries, proc.stdin.fileno(), files)
             proc.stdin.close()
         except (BrokenPipeError, ConnectionResetError):
             pass  # the engine gave up reading: its own message says why
@@ -182,7 +186,7 @@ def _stream_load(
         out.seek(0)
         text = out.read().decode(errors="replace")
     loaded = [ln.split(": ", 1)[1].strip() for ln in text.splitlines() if ln.startswith("Loaded image")]
-    return loaded[-1] if loaded else str(tag)
+    return loaded[-1] if loaded else str(tag or "")
 
 
 def _omittable(img: Image, held: set[str]) -> frozenset[str]:

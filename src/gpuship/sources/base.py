@@ -43,13 +43,20 @@ class BaseLock:
 @dataclass(frozen=True)
 class Started:
     """The image a build grows on: the base's layers (with their history and media-type family), its config,
-    and for the report the system packages it holds and what slimming dropped."""
+    and for the report the system packages it holds and what slimming dropped.
+
+    ``top``: the base's layers that go *above* the Python environment — those that depend on the system packages
+    find-libdeps chose (a Debian profile's ``extra`` packages and the dpkg database, users and CA bundle that list
+    them). Below the environment sit only ``layers``, which do not change with those packages, so the environment's
+    layers keep their chain IDs (what engines key stored layers on) whatever system packages a project needs, and
+    an engine can load them while the rest of the image is still being built."""
 
     image: Image
     layers: tuple[Layer, ...]
     config: ImageConfig
     packages: tuple[tuple[str, str, str], ...] = ()
     dropped: SlimReport | None = None
+    top: tuple[Layer, ...] = ()
 
 
 #: The image environment a config gives (the build's ``image_env``): find-libdeps reads LD_LIBRARY_PATH from it.
@@ -97,6 +104,14 @@ class Base(Protocol):
     ) -> tuple[LibDep, ...]:
         """The system packages ELF files of ``layers`` need from the base (find-libdeps); raises when a needed
         library cannot be had on this base."""
+
+    def scan_ahead(self, layer: Layer, cache: Cache) -> None:
+        """Read now what :meth:`system_libraries` will need of ``layer`` (remembered by its digest), on the thread
+        that made it, while other layers are still being made."""
+
+    def floor(self, cache: Cache, progress: Progress) -> tuple[Layer, ...]:
+        """The layers :meth:`start` puts below the environment whatever the system packages (``Started.layers``),
+        known before find-libdeps has run: what an engine may load ahead of the rest."""
 
     def start(self, packages: Sequence[str], cache: Cache, progress: Progress) -> Started:
         """The image to grow on, with the system ``packages`` in it."""

@@ -13,8 +13,9 @@ from ..oci import ImageConfig, Layer, Platform, append_layers, empty_image
 from ..progress import Progress
 from .base import BaseLock, EnvOf, Started
 from .debian.base import BASE_CONFIG, DebianBase, build_base
-from .debian.libdeps import LibDep, libdeps_for_layers
+from .debian.libdeps import LibDep, libdeps_for_layers, scan_layer
 from .debian.profiles import PROFILES, PythonInfo
+from .debian.usrmerge import merged_usr_links
 from .python.lock import Lock
 
 
@@ -67,11 +68,21 @@ class ProfileBase:
         before = self._build(packages, cache)
         return tuple(libdeps_for_layers(list(layers), before, cache=cache, env=env_of(before.config)))
 
+    def scan_ahead(self, layer: Layer, cache: Cache) -> None:
+        scan_layer(layer, cache, merged_usr_links(self.platform.architecture))
+
+    def floor(self, cache: Cache, progress: Progress) -> tuple[Layer, ...]:
+        base = self._build((), cache)
+        return base.layers[: base.floor]
+
     def start(self, packages: Sequence[str], cache: Cache, progress: Progress) -> Started:
+        """The core and Python layers to grow on; the extra packages and the system files (the dpkg database,
+        users) that list them go above the environment (``Started.top``)."""
         progress.step(f"[{self.platform}] assembling the Debian base")
         base = self._build(packages, cache)
-        image = append_layers(empty_image(self.platform), base.layers, created_by="gpuship: debian base")
-        return Started(image, base.layers, base.config, base.packages, base.dropped)
+        floor, top = base.layers[: base.floor], base.layers[base.floor :]
+        image = append_layers(empty_image(self.platform), floor, created_by="gpuship: debian base")
+        return Started(image, floor, base.config, base.packages, base.dropped, top=top)
 
     def _build(self, packages: Sequence[str], cache: Cache) -> DebianBase:
         return build_base(

@@ -322,6 +322,12 @@ class RegistryBase:
         self.check_libraries(layers, cache, env_of(self.config))
         return ()
 
+    def scan_ahead(self, layer: Layer, cache: Cache) -> None:
+        pass  # the check reads the layers when they are all made (a missing library is an error, not a package)
+
+    def floor(self, cache: Cache, progress: Progress) -> tuple[Layer, ...]:
+        return self.layers
+
     def start(self, packages: Sequence[str], cache: Cache, progress: Progress) -> Started:
         """The pulled image as it is: its layers, history and media-type family."""
         return Started(self.image, self.layers, self.config, self.packages)

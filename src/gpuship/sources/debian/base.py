@@ -92,6 +92,8 @@ class DebianBase:
     skipped: tuple[tuple[str, str], ...] = ()  # (dependency, needed by): script-only, not installed
     overlaps: tuple[str, ...] = ()  # paths two packages of one layer both ship (the later one wins)
     extra_packages: tuple[str, ...] = ()
+    #: how many of ``layers`` (core, python) do not depend on ``extra_packages``; the rest (extra, system) do
+    floor: int = 0
 
     def package_names(self) -> list[str]:
         return [n for n, _, _ in self.packages]
@@ -188,7 +190,7 @@ def _group_entries(
 
 
 #: bump when DebianBase or the way it is made changes, so remembered results are not reused
-BASE_MEMO_VERSION = 4
+BASE_MEMO_VERSION = 5
 #: where a base is remembered (JSON: its facts, and its layers by their keys); the shared build cache carries it
 MEMO_NS = "debian-base"
 
@@ -209,6 +211,7 @@ class _BaseRecord(TypedDict):
     skipped: list[tuple[str, str]]
     overlaps: list[str]
     extra_packages: list[str]
+    floor: int
 
 
 def _to_record(base: DebianBase, layer_keys: Sequence[str]) -> _BaseRecord:
@@ -226,6 +229,7 @@ def _to_record(base: DebianBase, layer_keys: Sequence[str]) -> _BaseRecord:
         "skipped": list(base.skipped),
         "overlaps": list(base.overlaps),
         "extra_packages": list(base.extra_packages),
+        "floor": base.floor,
     }
 
 
@@ -251,6 +255,7 @@ def _from_record(rec: _BaseRecord, cache: Cache) -> DebianBase | None:
             skipped=tuple((str(a), str(b)) for a, b in rec["skipped"]),
             overlaps=tuple(str(x) for x in rec["overlaps"]),
             extra_packages=tuple(str(x) for x in rec["extra_packages"]),
+            floor=int(rec["floor"]),
         )
     except (KeyError, TypeError, ValueError, GpushipError):
         return None  # not a record of this version: the base is made again
@@ -343,6 +348,7 @@ def _build(
     py = prof.python_info()
     links = merged_usr_links(arch)
     layers, overlaps, keys = _package_layers(prof, arch, installed, links, cache, progress, compression)
+    floor = sum(1 for name, group in installed.items() if name in ("core", "python") and (group or name == "core"))
     system, system_key = _system_layer(prof, arch, all_installed, links, cache, compression)
     layers.append(system)
     keys.append(system_key)
@@ -374,6 +380,7 @@ def _build(
         skipped=tuple(skipped),
         overlaps=tuple(overlaps),
         extra_packages=extra,
+        floor=floor,
     )
     return base, keys
 

@@ -203,6 +203,12 @@ def _scan_layer(layer: Layer, cache: Cache, links: Mapping[str, str]) -> tuple[T
     return tree, facts
 
 
+def scan_layer(layer: Layer, cache: Cache, links: Mapping[str, str]) -> None:
+    """Scan one layer now and remember the scan by its digest (:func:`libdeps_for_layers` then reads it back):
+    a build scans each layer as it is made."""
+    _scan_layer_digest(layer, cache, links)
+
+
 def _scan_key(layer: Layer, links: Mapping[str, str]) -> str:
     return f"{SCAN_FORMAT}:{layer.digest}:{json.dumps(dict(links), sort_keys=True)}"
 

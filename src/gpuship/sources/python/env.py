@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import posixpath
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -299,10 +299,16 @@ def python_layers(
     compression: BlobCompression = "none",
     system_site_packages: bool = False,
     credentials: IndexCredentials | None = None,
+    finish: Callable[[str, Layer], Layer] | None = None,
+    ready: Callable[[Layer], None] | None = None,
 ) -> PythonEnv:
     """Install ``lock``'s packages for ``platform`` into ``venv`` (using the base's ``python``) as layers.
 
     ``credentials``: the private indexes' logins the locked files are downloaded with.
+
+    ``finish(group, layer)`` makes each group's layer final (the build prunes GPU code there), on the thread that
+    made it; ``ready(layer)`` hears each final layer in image order as soon as it and those below it are done (the
+    build loads them into an engine while the rest are made).
 
     ``system_site_packages``: the venv sees the base's site-packages (``include-system-site-packages = true``),
     for a registry base whose Python packages are kept.
@@ -318,13 +324,27 @@ def python_layers(
     packages = lock.packages(platform)
     compiler = host_python(py) if prune.bytecode != "none" and packages else None
     layers: list[tuple[str, Layer]] = [("venv", _venv_layer(cache, venv, python, compression, system_site_packages))]
+    if ready is not None:
+        ready(layers[0][1])
     distributions: list[Distribution] = []
     report = PruneReport()
     scripts: list[str] = []
     groups = layer_units(packages)
     installer = _GroupInstaller(platform, py, venv, prune, compiler, cache, progress, compression, credentials)
-    # the groups' layers are independent: built side by side (compression dominates and releases the GIL)
-    for (group, _), (layer, info) in zip(groups, parallel_map(lambda gp: installer.layer(*gp), groups), strict=True):
+
+    def make(group_packages: tuple[str, list[LockedPackage]]) -> tuple[Layer, dict[str, Any]]:
+        layer, info = installer.layer(*group_packages)
+        return (finish(group_packages[0], layer) if finish is not None else layer), info
+
+    def heard(_: int, made: tuple[Layer, dict[str, Any]]) -> None:
+        if ready is not None:
+            ready(made[0])
+
+    # the groups' layers are independent: built side by side (unzipping, hashing and writing release the GIL), the
+    # biggest first (they take longest), handed on bottom first
+    biggest = sorted(range(len(groups)), key=lambda i: -sum(p.size or 0 for p in groups[i][1]))
+    made = parallel_map(make, groups, each=heard, start=biggest)
+    for (group, _), (layer, info) in zip(groups, made, strict=True):
         layers.append((group, layer))
         distributions += [Distribution(n, v, group, size, files) for n, v, files, size in info["distributions"]]
         report = report.merged(PruneReport.from_json(info["report"]))
