@@ -43,7 +43,7 @@ from .oci import (
 )
 from .oci.compress import for_transport
 from .oci.docker_archive import DockerTag, pick_image
-from .oci.layer import rewrite_layer_meta
+from .oci.layer import rewrite_layer_meta, spooled_entries
 from .oci.layout import write_json
 from .oci.preload import Preloader
 from .parallel import build_jobs
@@ -775,7 +775,8 @@ def _python_layers(
     if pruner is not None:
         own = [(group, pruner.finish(group, layer)) for group, layer in own]
         pruned = pruner.summary(layer for _, layer in env_layers + own)
-    upper: Groups = [gl for gl in own if gl[0] == "project"]
+    # below the app: what changes with gpuship or the GPU plan, not with an edit of the project
+    upper: Groups = []
     if plan.gpu is not None:
         entries = _check_entries(plan.gpu, pruned)
         key = "gpu-check:" + hashlib.sha256(b"".join(e.read() for e in entries)).hexdigest()
@@ -795,8 +796,23 @@ def _python_layers(
     if plan.options.dev:  # gpuship dev: the project is mounted at the workdir and installed in editable mode
         upper.append(("editable", editable_layer(plan, python, cache)))
     else:
-        upper += [gl for gl in own if gl[0] == "app"]
+        upper.append(("app", _app_with_project(dict(own), cache)))
     return env, env_layers, upper, pruned
+
+
+def _app_with_project(own: dict[str, Layer], cache: Cache) -> Layer:
+    """The top layer: the app's files, and for a package project its wheel installed into the venv, in one layer,
+    so an edit of the project changes one layer (the one an engine and a registry are sent)."""
+    app = own["app"]
+    project = own.get("project")
+    if project is None:
+        return app
+    return cached_layer(
+        cache,
+        f"app-with-project:{project.digest}:{app.digest}",
+        lambda: [*spooled_entries(project, cache), *spooled_entries(app, cache)],
+        comment=f"{app.comment}; {project.comment}",
+    )
 
 
 def _assemble(

@@ -312,10 +312,10 @@ def _runtime(spec: DockerfileSpec) -> list[str]:
         venv_stage = "venv" if spec.bytecode == "unchecked-hash" else "pruned"
         project_stage = "pruned"
     lines.append(f"COPY --from={venv_stage} {spec.venv} {spec.venv}")
+    for layer in spec.extra_layers:  # below the project, as gpuship build has them: an edit leaves them cached
+        lines += [f"# {layer.comment}", f"COPY {layer.context_dir}/ /"]
     if spec.is_package:
         lines.append(f"COPY --from={project_stage} {LAYERS}/project/ {spec.venv}/")
-    for layer in spec.extra_layers:
-        lines += [f"# {layer.comment}", f"COPY {layer.context_dir}/ /"]
     lines.append(f"WORKDIR {spec.workdir}")
     if spec.app_files:
         lines.append(_copy(spec.app_files, "./"))
