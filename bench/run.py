@@ -121,8 +121,10 @@ def _sent(line: str) -> dict[str, Any]:
     """What a docker: output sent, from its line ("... (1 of 7 layers sent, 0.0 MB)" or "... tagged)")."""
     m = re.search(r"(\d+) of (\d+) layers sent, ([\d.]+) MB", line)
     if m is None:
-        return {"layers_sent": 0, "mb": 0.0, "tagged_only": "tagged" in line}
-    return {"layers_sent": int(m[1]), "of": int(m[2]), "mb": float(m[3]), "tagged_only": False}
+        return {"layers_sent": 0, "mb": 0.0, "tagged_only": "tagged" in line, "ahead": 0, "ahead_mb": 0.0}
+    a = re.search(r"(\d+) layers \(([\d.]+) MB\) loaded ahead", line)  # sent while the image was being built
+    ahead = {"ahead": int(a[1]), "ahead_mb": float(a[2])} if a else {"ahead": 0, "ahead_mb": 0.0}
+    return {"layers_sent": int(m[1]), "of": int(m[2]), "mb": float(m[3]), "tagged_only": False, **ahead}
 
 
 def _pushed(line: str) -> dict[str, Any]:
@@ -350,7 +352,7 @@ class Bench:
         t2, r2 = self.gpuship_build(src, self.tag(name, "gpuship", "cold2"), caches[1])
         for n, r in (("cold1", r1), ("cold2", r2)):
             sent = _sent(r["written"][0])
-            if sent["tagged_only"] or sent["layers_sent"] < sent.get("of", 0):
+            if sent["tagged_only"] or sent["layers_sent"] + sent["ahead"] < sent.get("of", 0):
                 log(
                     f"{name}: warning: the engine already held layers of {n} ({r['written'][0]}): another image "
                     "shares them, so that cold build sent less than a cold engine would take"

@@ -69,6 +69,7 @@ def test_layers_loaded_ahead_leave_only_the_rest_to_send(busybox_tree: Path, cac
     held = held_chain_ids()
     assert set(chain_ids([x.diff_id for x in layers[:3]])) <= held
     assert heard and all("ahead of the image" in line for line in heard)
+    assert pre.sent_layers >= 2 and " loaded ahead while building" in pre.describe()
     t = tag()
     result = load_image(_image(layers), t)
     assert (result.sent, result.layers, result.fell_back) == (1, 4, False)

@@ -338,6 +338,10 @@ def _build_planned(
         result, results, written = _write_outputs(
             plan, make_index(images) if len(images) > 1 else images[0], results, outputs, progress, shared
         )
+        if preload is not None and preload.describe():
+            early = preload.describe()
+            progress.step(early)
+            written = [f"{w}; {early}" if w.startswith("loaded into Docker") else w for w in written]
     finally:
         if preload is not None:
             preload.close()

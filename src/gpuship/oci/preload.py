@@ -61,6 +61,9 @@ class Preloader:
         self._above: list[Layer] = []
         self._held: set[str] | None = None
         self._loaded: list[str] = []  # prefix image IDs
+        #: what the preloads sent: layers and bytes
+        self.sent_layers = 0
+        self.sent_bytes = 0
         self._running = False
         self._stopped = False
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="gpuship-preload")
@@ -95,6 +98,12 @@ class Preloader:
             self._stopped = True
         self._floor_known.wait()
         self._pool.shutdown(wait=True)
+
+    def describe(self) -> str:
+        """What went to the engine ahead of the image (empty when nothing did)."""
+        if not self.sent_layers:
+            return ""
+        return f"{self.sent_layers} layers ({self.sent_bytes / 1e6:.1f} MB) loaded ahead while building"
 
     def close(self) -> None:
         """:meth:`finish`, then remove the prefix images (the image loaded meanwhile holds their layers)."""
@@ -159,6 +168,8 @@ class Preloader:
         )
         _stream_load(self._exe, image, None, None, omit=frozenset(omit))
         self._loaded.append(image.config_descriptor()["digest"])
+        self.sent_layers += len(sending)
+        self.sent_bytes += sum(layer.uncompressed_size for layer in sending)
         held.update(ids)
 
     def _stop(self, why: str) -> None:
