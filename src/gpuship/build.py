@@ -42,7 +42,7 @@ from .oci import (
     with_created,
 )
 from .oci.compress import for_transport
-from .oci.docker_archive import DockerTag, pick_image
+from .oci.docker_archive import pick_image
 from .oci.layer import rewrite_layer_meta, spooled_entries
 from .oci.layout import write_json
 from .oci.preload import Preloader
@@ -490,18 +490,15 @@ def _memoizable(plan: BuildPlan, result: BuildResult, outputs: Sequence[str]) ->
 
 
 def _remember(request: Request, br: BuildResult, skip: list[Path]) -> None:
-
-    docker = {}
-    for target in request.outputs:
-        if target.startswith("docker:"):
-            name = str(DockerTag.parse(target.partition(":")[2] or br.plan.tag))
-            docker[target] = (pick_image(br.result).config_descriptor()["digest"], name)
+    image_ids = [
+        pick_image(br.result).config_descriptor()["digest"] for t in request.outputs if t.startswith("docker:")
+    ]
     key = fingerprint(request, skip=skip[1:])  # with the lock as it is now
     rows = [[str(p.platform), *r] for p in br.platforms for r in layer_table_rows(p)]
     result = {"digest": br.digest, "rows": rows, "report": br.report_json()}
     if len(skip) > 1 and skip[2].is_file():
         result["sbom"] = skip[2].read_text()  # the SBOM beside the report
-    remember(key, request.outputs, docker, result)
+    remember(key, request.outputs, image_ids, f"{br.plan.name}:{br.plan.version}", result)
 
 
 def _shipped(

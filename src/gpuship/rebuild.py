@@ -2,12 +2,15 @@
 over the same inputs, with its outputs still in place, is answered from that record.
 
 The record is keyed by :func:`fingerprint` — gpuship's own version and source files, the request (project
-directory, outputs, tag, platforms, extras, base, compression, ``--locked``), the environment variables a build
+directory, outputs, tag, platforms, extras, base, compression, ``--locked``; not the names ``docker:`` outputs
+load as, nor the tag when every output is an engine), the environment variables a build
 reads (``SOURCE_DATE_EPOCH``, ``GPUSHIP_*``, ``UV_*``, ``PIP_*``, ``DOCKER_*``), every file of the project
 directory (path, size, mode, mtime), its git revision, and the host Pythons gpuship compiles byte code with — and
 it is kept only while the Debian indexes it was built from are fresh (``GPUSHIP_DEBIAN_INDEX_TTL``). An output
 counts as still in place when the engine still has the image (``docker tag`` of its ID succeeds) or the file or
-layout is the one written (same inode, size and mtime). Anything else — a registry base or output, models, local
+layout is the one written (same inode, size and mtime). A build to another ``docker:`` name (or ``--tag``) of
+the same inputs is the same image: it is answered by ``docker tag IMAGE-ID NEW-NAME``, with the report and the
+SBOM naming the new image. Anything else — a registry base or output, models, local
 files from outside the project in the lock, ``gpuship dev`` — is never remembered: those builds run in full.
 
 This module imports only the standard library, so ``gpuship build`` can answer before loading the rest of
@@ -30,7 +33,7 @@ from typing import Any  # Any: the rebuild record, JSON this module writes and r
 from . import __version__
 
 #: Bump when what is remembered, or how it is checked, changes.
-MEMO_VERSION = 1
+MEMO_VERSION = 2
 NAMESPACE = "build-memo"
 _ENV_PREFIXES = ("GPUSHIP_", "UV_", "PIP_", "DOCKER_")
 _ENV_NAMES = ("SOURCE_DATE_EPOCH",)
@@ -50,17 +53,48 @@ class Request:
     tag: str | None = None
     base: str | None = None
 
+    @property
+    def engine_only(self) -> bool:
+        """Every output is an engine (``docker:``): the tag names the image and nothing else."""
+        return bool(self.outputs) and all(t.startswith("docker:") for t in self.outputs)
+
     def key_parts(self) -> list[Any]:
+        """The request as its record is keyed: the names the ``docker:`` outputs load as are left out (the image
+        is the same, only tagged otherwise), and so is the tag when every output is an engine."""
         return [
             str(self.project_dir.resolve()),
-            list(self.outputs),
+            _unnamed(self.outputs),
             list(self.platforms),
             list(self.extras),
             self.locked,
             self.compression,
-            self.tag,
+            None if self.engine_only else self.tag,
             self.base,
         ]
+
+    def image_name(self, default: str) -> str:
+        """The image's name (the build report's ``image``, the SBOM's): the tag, else the project's
+        ``name:version`` (``default``)."""
+        return self.tag or default
+
+    def engine_names(self, default: str) -> list[str] | None:
+        """The name each ``docker:`` output loads as (``docker:NAME[:TAG]``, else the image's name), as the
+        engine writes it (``:latest`` added); None for a name this module does not answer for (the full build
+        checks it and says what is wrong)."""
+        names = []
+        for target in self.outputs:
+            if not target.startswith("docker:"):
+                continue
+            text = (target.partition(":")[2] or self.image_name(default)).strip()
+            if not text or "@" in text or any(c.isspace() for c in text):
+                return None
+            names.append(text if ":" in text.rsplit("/", 1)[-1] else f"{text}:latest")
+        return names
+
+
+def _unnamed(outputs: Sequence[str]) -> list[str]:
+    """``outputs`` with the names of the ``docker:`` ones left out."""
+    return ["docker:" if t.startswith("docker:") else t for t in outputs]
 
 
 def _cache_root() -> Path:
@@ -175,21 +209,30 @@ def _index_expiry(root: Path) -> float | None:
 
 
 def remember(
-    key: str, outputs: Sequence[str], docker_ids: Mapping[str, tuple[str, str]], result: Mapping[str, Any]
+    key: str,
+    outputs: Sequence[str],
+    image_ids: Sequence[str],
+    default_name: str,
+    result: Mapping[str, Any],
 ) -> None:
-    """Record a finished build under ``key``: for each ``docker:`` output the image ID and name the engine holds,
-    each written file's identity, and ``result`` (the report and SBOM texts, the warnings, the layer table)."""
+    """Record a finished build under ``key``: the image ID each ``docker:`` output loaded (in order), the image's
+    default name (``name:version``, for a build without ``--tag``), each written file's identity, and ``result``
+    (the report and SBOM texts, the warnings, the layer table)."""
     root = _cache_root()
     files = {str(p): _identity(p) for p in output_paths(outputs)}
     rec = {
         "outputs": list(outputs),
-        "docker": dict(docker_ids),
+        "docker": list(image_ids),
+        "default_name": default_name,
         "files": files,
         "expires": _index_expiry(root),
         "result": dict(result),
         "made": time.time(),
     }
-    path = _record_path(root, key)
+    _write_record(root, _record_path(root, key), rec)
+
+
+def _write_record(root: Path, path: Path, rec: Mapping[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=root / "tmp" if (root / "tmp").is_dir() else path.parent, prefix="memo-")
     with os.fdopen(fd, "w") as fh:
@@ -212,28 +255,62 @@ def _engine_tag(image_id: str, name: str) -> bool:
 
 def recall(request: Request, *, skip: Sequence[Path] = ()) -> dict[str, Any] | None:
     """The remembered result of ``request`` when its inputs are unchanged and its outputs still in place (the
-    engine's images are tagged again on the way); else None."""
+    engine's images are tagged with the names asked for on the way; the report and the SBOM name the image as
+    asked); else None."""
     root = _cache_root()
     key = fingerprint(request, skip=skip)
     try:
         rec = json.loads(_record_path(root, key).read_text())
     except (OSError, ValueError):
         return None
-    if rec.get("outputs") != list(request.outputs) or not _fresh(rec):
+    if not _fresh(rec) or _unnamed(rec.get("outputs") or ()) != _unnamed(request.outputs):
         return None
     for path, ident in (rec.get("files") or {}).items():
         if ident is None or _identity(Path(path)) != ident:
             return None
-    written = []
-    for target in request.outputs:
-        if target in (rec.get("docker") or {}):
-            image_id, name = rec["docker"][target]
-            if not _engine_tag(image_id, name):
-                return None
-            written.append(f"loaded into Docker as {name} (the engine had the image: tagged)")
-        else:
-            written.append(f"{target} (unchanged)")
-    return dict(rec["result"]) | {"key": key, "written": written}
+    default = str(rec.get("default_name") or "")
+    names = request.engine_names(default)
+    ids = rec.get("docker") or []
+    if names is None or len(names) != len(ids) or "@" in request.image_name(default):
+        return None
+    for image_id, name in zip(ids, names, strict=True):
+        if not _engine_tag(image_id, name):
+            return None
+    said = iter(names)
+    written = [
+        f"loaded into Docker as {next(said)} (the engine had the image: tagged)"
+        if target.startswith("docker:")
+        else f"{target} (unchanged)"
+        for target in request.outputs
+    ]
+    return renamed(rec["result"], request, default) | {"key": key, "written": written}
+
+
+def renamed(result: Mapping[str, Any], request: Request, default: str) -> dict[str, Any]:
+    """A remembered ``result`` (report, SBOM) as the answer to ``request``: the image named as it asks (its tag,
+    its ``docker:`` outputs), every layer reused; the rest as remembered."""
+    out = dict(result)
+    report = dict(out["report"])
+    name = request.image_name(default)
+    was = report.get("image")
+    report["outputs"] = [
+        t if t.startswith("docker:") else old
+        for t, old in zip(request.outputs, report.get("outputs") or (), strict=True)
+    ]
+    report["image"] = name
+    report["platforms"] = [
+        dict(p, layers=[dict(layer, reused=True) for layer in p.get("layers") or ()])
+        for p in report.get("platforms") or ()
+    ]  # nothing was built this time
+    out["report"] = report
+    if "sbom" in out and was != name:
+        doc = json.loads(out["sbom"])
+        doc["name"] = f"{name}@{report['digest']}"
+        for package in doc.get("packages") or ():
+            if package.get("SPDXID") == "SPDXRef-image":
+                package["name"] = name
+        out["sbom"] = json.dumps(doc, indent=2, sort_keys=True) + "\n"
+    return out
 
 
 def _fresh(rec: Mapping[str, Any]) -> bool:
