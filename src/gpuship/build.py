@@ -65,6 +65,7 @@ from .sources.debian.libdeps import LibDep
 from .sources.debian.slim import SlimReport
 from .sources.editable import editable_layer
 from .sources.models import ModelSet, build_models, mounts_label
+from .sources.models import pinned as models_pinned
 from .sources.python import Lock, PruneRules, PythonEnv, PythonInfo, install_project, lock_project, python_layers
 from .sources.python.credentials import IndexCredentials
 from .sources.python.interpreter import host_python
@@ -362,7 +363,7 @@ def _build_planned(
         progress.step(f"writing the report {options.report}")
         write_report(br, options.report)
         br = replace(br, seconds=time.monotonic() - started)  # the time the user waited, the report included
-    if not _memoizable_inputs(plan, lock, models):
+    if not _memoizable_inputs(plan, lock):
         br = replace(br, memoizable=False)
     return br
 
@@ -470,15 +471,14 @@ def memo_request(options: BuildOptions, outputs: Sequence[str]) -> tuple[Request
     return request, skip
 
 
-def _memoizable_inputs(plan: BuildPlan, lock: Lock, models: ModelSet) -> bool:
-    """Only builds whose every input is under the project directory, in the lock or in the signed indexes."""
+def _memoizable_inputs(plan: BuildPlan, lock: Lock) -> bool:
+    """Only builds whose every input is under the project directory, in the lock, in the signed indexes or pinned
+    by hash (models: a hub commit, a URL's sha256)."""
     local = any(p.url.startswith("file:") for t in lock.targets for p in t.packages)
     return not (
         plan.options.dev
         or any(base.remote for base in plan.bases.values())
-        or models.layers
-        or models.records
-        or models.mounts
+        or not models_pinned(plan.config.models)
         or local
     )
 

@@ -5,13 +5,15 @@ The record is keyed by :func:`fingerprint` — gpuship's own version and source 
 directory, outputs, tag, platforms, extras, base, compression, ``--locked``; not the names ``docker:`` outputs
 load as, nor the tag when every output is an engine), the environment variables a build
 reads (``SOURCE_DATE_EPOCH``, ``GPUSHIP_*``, ``UV_*``, ``PIP_*``, ``DOCKER_*``), every file of the project
-directory (path, size, mode, mtime), its git revision, and the host Pythons gpuship compiles byte code with — and
+directory (path, size, mode, mtime, ctime: a rewrite that keeps the size and the mtime, as ``rsync -t`` does,
+changes the ctime), its git revision, and the host Pythons gpuship compiles byte code with — and
 it is kept only while the Debian indexes it was built from are fresh (``GPUSHIP_DEBIAN_INDEX_TTL``). An output
 counts as still in place when the engine still has the image (``docker tag`` of its ID succeeds) or the file or
 layout is the one written (same inode, size and mtime). A build to another ``docker:`` name (or ``--tag``) of
 the same inputs is the same image: it is answered by ``docker tag IMAGE-ID NEW-NAME``, with the report and the
-SBOM naming the new image. Anything else — a registry base or output, models, local
-files from outside the project in the lock, ``gpuship dev`` — is never remembered: those builds run in full.
+SBOM naming the new image. Anything else — a registry base or output, a model not pinned by hash
+(:func:`gpuship.sources.models.pinned`), local files from outside the project in the lock, ``gpuship dev`` — is
+never remembered: those builds run in full.
 
 This module imports only the standard library, so ``gpuship build`` can answer before loading the rest of
 gpuship (:func:`gpuship.cli.app.main`).
@@ -112,7 +114,7 @@ def _record_path(root: Path, key: str) -> Path:
 
 def _walk(
     root: Path, skip: frozenset[Path], skip_dirs: frozenset[str] = _SKIP_DIRS
-) -> Iterator[tuple[str, int, int, int]]:
+) -> Iterator[tuple[str, int, int, int, int]]:
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if d not in skip_dirs)
         for name in sorted(filenames):
@@ -123,7 +125,7 @@ def _walk(
                 st = os.lstat(full)
             except OSError:
                 continue
-            yield os.path.relpath(full, root), st.st_size, st.st_mode, st.st_mtime_ns
+            yield os.path.relpath(full, root), st.st_size, st.st_mode, st.st_mtime_ns, st.st_ctime_ns
 
 
 def _own_sources() -> list[Any]:

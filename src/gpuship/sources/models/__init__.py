@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -169,6 +170,19 @@ def _h(hub: HubModel, files: Sequence[HubFile]) -> str:
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
 
 
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def pinned(models: ModelsConfig) -> bool:
+    """Whether every model the project names by reference is immutable: a hub repository at a commit (40 hex
+    digits), a URL by its sha256. Those, the project's own model files and the mount points are then inputs a
+    no-change rebuild may be recognised by (:mod:`gpuship.rebuild`); anything else is fetched in full each time."""
+    return all(_COMMIT.fullmatch(h.revision) for h in models.hub) and all(
+        _SHA256.fullmatch(u.sha256) for u in models.urls
+    )
+
+
 def mounts_label(mounts: Sequence[MountedModel]) -> dict[str, str]:
     if not mounts:
         return {}
@@ -193,4 +207,5 @@ __all__ = [
     "fetch_url",
     "mounts_from_labels",
     "mounts_label",
+    "pinned",
 ]
