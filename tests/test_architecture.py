@@ -63,7 +63,9 @@ ALLOWED: dict[str, set[str]] = {
     "deploy": {"errors", "oci", "progress", "serve", "sources.models", "tools"},
     "plan": {"cache", "config", "cuda", "errors", "oci", "progress", "project", "redact", "registry", "sources"}
     | {"sources.debian"},
-    "build": {"gpuship", "buildcache", "cache", "check", "cuda", "errors", "oci", "parallel", "plan", "progress"}
+    "editbuild": {"cache", "errors", "oci", "rebuild", "sources"},
+    "build": {"gpuship", "buildcache", "cache", "check", "cuda", "editbuild", "errors", "oci", "parallel", "plan"}
+    | {"progress"}
     | {"project", "rebuild", "redact", "registry", "sbom", "serve", "slim", "sources", "sources.debian"}
     | {"sources.models"}
     | {"sources.python", "transports"},
@@ -71,7 +73,8 @@ ALLOWED: dict[str, set[str]] = {
     | {"sources.python"},
     "dockerfile": {"build", "cache", "check", "config", "errors", "oci", "plan", "progress", "project", "redact"}
     | {"registry", "serve", "sources", "sources.debian", "sources.python", "tls", "tools"},
-    "cli": {"gpuship", "build", "cache", "check", "cuda", "deploy", "dev", "dockerfile", "errors", "inspect"}
+    "cli": {"gpuship", "build", "cache", "check", "cuda", "deploy", "dev", "dockerfile", "editbuild", "errors"}
+    | {"inspect"}
     | {"oci", "plan", "progress", "project", "rebuild", "redact", "registry", "run", "slim", "sources.debian"}
     | {"transports"},
     "__main__": {"cli"},

@@ -25,6 +25,7 @@ from .buildcache import BuildCacheSession, NotInCache, cache_spec
 from .cache import Cache
 from .check import MANIFEST_PATH, check_entries, manifest_data
 from .cuda import GpuPlan
+from .editbuild import image_record, plain_file
 from .errors import GpushipError
 from .oci import (
     BlobCompression,
@@ -52,7 +53,7 @@ from .plan.build_plan import config_home
 from .progress import NO_PROGRESS, Progress
 from .project import IndexOptions
 from .project.entrypoint import VENV, BaseContents, choose_entrypoint, lint_interpreters
-from .rebuild import Request, fingerprint, remember
+from .rebuild import Request, fingerprint, human_size, remember, snapshot
 from .redact import redact_object
 from .registry.reference import Reference
 from .sbom import Component, write_spdx
@@ -493,12 +494,42 @@ def _remember(request: Request, br: BuildResult, skip: list[Path]) -> None:
     image_ids = [
         pick_image(br.result).config_descriptor()["digest"] for t in request.outputs if t.startswith("docker:")
     ]
-    key = fingerprint(request, skip=skip[1:])  # with the lock as it is now
+    now = snapshot(request, skip=skip[1:])  # with the lock as it is now
     rows = [[str(p.platform), *r] for p in br.platforms for r in layer_table_rows(p)]
     result = {"digest": br.digest, "rows": rows, "report": br.report_json()}
     if len(skip) > 1 and skip[2].is_file():
         result["sbom"] = skip[2].read_text()  # the SBOM beside the report
-    remember(key, request.outputs, image_ids, f"{br.plan.name}:{br.plan.version}", result)
+    default = f"{br.plan.name}:{br.plan.version}"
+    remember(now, request, image_ids, default, result, _edit_base(request, br))
+
+
+def _edit_base(request: Request, br: BuildResult) -> dict[str, object] | None:
+    """What an edit rebuild (:mod:`gpuship.editbuild`) starts from, for a build it may start from: one image, into
+    engines only, not a package project (its wheel is built from the app's files), the app layer on top as
+    :func:`app_layer` made it (not pruned). Its editable files: the app's Python sources, not executable (no
+    ``#!`` line is read), not ``setup.py`` nor a requirements file (they make the plan)."""
+    plan, image, models = br.plan, br.result, br.models
+    if not request.engine_only or not isinstance(image, Image) or models is None or plan.project.is_package:
+        return None
+    app, top = models.app, image.layers[-1]
+    if br.platforms[0].rows[-1].group != "app" or top.digest != app_layer(app, plan.config.workdir, top.cache).digest:
+        return None
+    project = plan.project
+    inputs = {p.resolve() for p in (*project.requirement_files, *project.constraint_files, *project.uv_project_files)}
+    editable = [
+        rel
+        for rel in app.files
+        if rel.endswith(".py")
+        and Path(rel).name != "setup.py"
+        and (app.root / rel).resolve() not in inputs
+        and plain_file(app.root / rel)
+    ]
+    return {
+        "workdir": plan.config.workdir,
+        "files": list(app.files),
+        "editable": editable,
+        "image": image_record(image),
+    }
 
 
 def _shipped(
@@ -973,12 +1004,3 @@ def layer_table_rows(platform: PlatformResult) -> list[tuple[str, str, str, str,
         )
         for r in platform.rows
     ]
-
-
-def human_size(n: int) -> str:
-    """``7.4 MB``, ``1.23 GB``, ``812 kB``: at most 8 characters, decimal units as registries and engines show."""
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= scale * 0.95:
-            value = n / scale
-            return f"{value:.2f} {unit}" if unit == "GB" and value < 10 else f"{value:.1f} {unit}"
-    return f"{n} B"

@@ -15,6 +15,10 @@ SBOM naming the new image. Anything else — a registry base or output, a model 
 (:func:`gpuship.sources.models.pinned`), local files from outside the project in the lock, ``gpuship dev`` — is
 never remembered: those builds run in full.
 
+Each record is also the last build over its inputs but the project's files (:func:`edited`): when all that
+changed since is the contents of Python sources of its app layer, an edit rebuild starts from its image
+(:mod:`gpuship.editbuild`).
+
 This module imports only the standard library, so ``gpuship build`` can answer before loading the rest of
 gpuship (:func:`gpuship.cli.app.main`).
 """
@@ -37,6 +41,9 @@ from . import __version__
 #: Bump when what is remembered, or how it is checked, changes.
 MEMO_VERSION = 2
 NAMESPACE = "build-memo"
+#: the key of the last build over the same inputs but the project's files (by :attr:`Snapshot.rest_key`): where
+#: an edit rebuild starts
+LAST_NAMESPACE = "build-memo-last"
 _ENV_PREFIXES = ("GPUSHIP_", "UV_", "PIP_", "DOCKER_")
 _ENV_NAMES = ("SOURCE_DATE_EPOCH",)
 _SKIP_DIRS = frozenset({".git"})
@@ -166,22 +173,47 @@ def output_paths(outputs: Sequence[str]) -> list[Path]:
     return paths
 
 
-def fingerprint(request: Request, *, skip: Sequence[Path] = (), environ: Mapping[str, str] | None = None) -> str:
-    """The key of ``request`` over the current inputs (see the module doc); ``skip``: files left out of the
-    project walk (the build's own outputs and report, when they lie inside the project)."""
+@dataclass(frozen=True)
+class Snapshot:
+    """A request's inputs as they are now: the project's files (``walk``: path, size, mode, mtime, ctime) and
+    everything else (``rest``, see the module doc). ``key`` is its record's key."""
+
+    rest: list[Any]
+    walk: list[list[Any]]
+
+    @property
+    def key(self) -> str:
+        return _sha256([self.rest, self.walk])
+
+    @property
+    def rest_key(self) -> str:
+        return _sha256(self.rest)
+
+
+def _sha256(value: object) -> str:
+    return hashlib.sha256(json.dumps(value, default=str).encode()).hexdigest()
+
+
+def snapshot(request: Request, *, skip: Sequence[Path] = (), environ: Mapping[str, str] | None = None) -> Snapshot:
+    """The inputs of ``request`` now (see the module doc); ``skip``: files left out of the project walk (the
+    build's own outputs and report, when they lie inside the project)."""
     env = os.environ if environ is None else environ
     project = request.project_dir.resolve()
     left_out = frozenset(Path(p).resolve() for p in (*skip, *output_paths(request.outputs)))
-    parts = [
+    rest = [
         MEMO_VERSION,
         _own_sources(),
         request.key_parts(),
         sorted((k, v) for k, v in env.items() if k in _ENV_NAMES or k.startswith(_ENV_PREFIXES)),
-        list(_walk(project, left_out)),
         _git_revision(project),
         _host_pythons(_cache_root()),
     ]
-    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
+    return Snapshot(rest, [list(w) for w in _walk(project, left_out)])
+
+
+def fingerprint(request: Request, *, skip: Sequence[Path] = (), environ: Mapping[str, str] | None = None) -> str:
+    """The record key of ``request`` over the current inputs (:func:`snapshot`)."""
+    return snapshot(request, skip=skip, environ=environ).key
 
 
 def _identity(path: Path) -> list[int] | None:
@@ -211,27 +243,35 @@ def _index_expiry(root: Path) -> float | None:
 
 
 def remember(
-    key: str,
-    outputs: Sequence[str],
+    now: Snapshot,
+    request: Request,
     image_ids: Sequence[str],
     default_name: str,
     result: Mapping[str, Any],
+    edit: Mapping[str, Any] | None = None,
 ) -> None:
-    """Record a finished build under ``key``: the image ID each ``docker:`` output loaded (in order), the image's
-    default name (``name:version``, for a build without ``--tag``), each written file's identity, and ``result``
-    (the report and SBOM texts, the warnings, the layer table)."""
+    """Record a finished build of ``request`` over the inputs ``now``: the image ID each ``docker:`` output
+    loaded (in order), the image's default name (``name:version``, for a build without ``--tag``), each written
+    file's identity, ``result`` (the report and SBOM texts, the warnings, the layer table) and, for a build an
+    edit of its app files may start from (:func:`edited`), ``edit``. The record is also the request's last."""
     root = _cache_root()
-    files = {str(p): _identity(p) for p in output_paths(outputs)}
+    files = {str(p): _identity(p) for p in output_paths(request.outputs)}
     rec = {
-        "outputs": list(outputs),
+        "outputs": list(request.outputs),
         "docker": list(image_ids),
         "default_name": default_name,
         "files": files,
         "expires": _index_expiry(root),
         "result": dict(result),
+        "edit": dict(edit) if edit is not None else None,
         "made": time.time(),
     }
-    _write_record(root, _record_path(root, key), rec)
+    _write_record(root, _record_path(root, now.key), rec)
+    _write_record(root, _last_path(root, now), {"key": now.key, "walk": now.walk})
+
+
+def _last_path(root: Path, now: Snapshot) -> Path:
+    return root / "refs" / LAST_NAMESPACE / now.rest_key
 
 
 def _write_record(root: Path, path: Path, rec: Mapping[str, Any]) -> None:
@@ -255,12 +295,12 @@ def _engine_tag(image_id: str, name: str) -> bool:
     return proc.returncode == 0
 
 
-def recall(request: Request, *, skip: Sequence[Path] = ()) -> dict[str, Any] | None:
+def recall(request: Request, *, skip: Sequence[Path] = (), now: Snapshot | None = None) -> dict[str, Any] | None:
     """The remembered result of ``request`` when its inputs are unchanged and its outputs still in place (the
     engine's images are tagged with the names asked for on the way; the report and the SBOM name the image as
     asked); else None."""
     root = _cache_root()
-    key = fingerprint(request, skip=skip)
+    key = (now or snapshot(request, skip=skip)).key
     try:
         rec = json.loads(_record_path(root, key).read_text())
     except (OSError, ValueError):
@@ -318,3 +358,49 @@ def renamed(result: Mapping[str, Any], request: Request, default: str) -> dict[s
 def _fresh(rec: Mapping[str, Any]) -> bool:
     expires = rec.get("expires")
     return expires is None or time.time() < float(expires)
+
+
+@dataclass(frozen=True)
+class Edited:
+    """Since the last build of a request, only some of its app files changed (:func:`edited`)."""
+
+    #: the last build's record
+    record: dict[str, Any]
+    #: the project files changed since (paths in the project)
+    changed: tuple[str, ...]
+    #: the inputs now
+    now: Snapshot
+
+
+def edited(request: Request, *, skip: Sequence[Path] = (), now: Snapshot | None = None) -> Edited | None:
+    """The last build of ``request`` over the same inputs but the project's files, when all that changed in those
+    since is the contents of files it named editable (its ``edit``: Python sources of the app layer, their modes
+    unchanged) and the Debian indexes it was built from are still fresh; else None."""
+    root = _cache_root()
+    now = now or snapshot(request, skip=skip)
+    try:
+        last = json.loads(_last_path(root, now).read_text())
+        rec = json.loads(_record_path(root, str(last["key"])).read_text())
+        edit = rec.get("edit") or {}
+        editable = frozenset(edit.get("editable") or ())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    if not editable or not _fresh(rec) or _unnamed(rec.get("outputs") or ()) != _unnamed(request.outputs):
+        return None
+    before = {str(w[0]): w[1:] for w in last.get("walk") or ()}
+    after = {str(w[0]): w[1:] for w in now.walk}
+    if before.keys() != after.keys():
+        return None
+    changed = tuple(p for p, stat in after.items() if stat != before[p])
+    if not changed or any(p not in editable or after[p][1] != before[p][1] for p in changed):  # [1]: the mode
+        return None
+    return Edited(rec, changed, now)
+
+
+def human_size(n: int) -> str:
+    """``7.4 MB``, ``1.23 GB``, ``812 kB``: at most 8 characters, decimal units as registries and engines show."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale * 0.95:
+            value = n / scale
+            return f"{value:.2f} {unit}" if unit == "GB" and value < 10 else f"{value:.1f} {unit}"
+    return f"{n} B"

@@ -8,10 +8,11 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ..build import BuildResult, human_size, layer_table_rows
+from ..build import BuildResult, layer_table_rows
 from ..build import build as run_build
 from ..oci.media import parse_compression
 from ..plan import BuildOptions
+from ..rebuild import human_size
 from .app import app
 from .console import cli_progress, err, handles_errors, info, out, state
 from .regopts import CA_FILE, INSECURE, registry_options

@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ..rebuild import Request
+    from typing import Any  # Any: the rebuild record, JSON
+
+    from ..rebuild import Request, Snapshot
 
 #: ``gpuship build`` options this fast path understands (tests/test_cli_lazy.py checks them against the command);
 #: any other option (``--help``, ``--insecure``, ...) goes to the full CLI.
@@ -105,20 +107,27 @@ def _request(args: BuildArgs) -> Request:
 
 
 def unchanged_build(argv: Sequence[str]) -> bool:
-    """Answer ``gpuship build`` from its record when nothing changed; False when the full build must run."""
+    """Answer ``gpuship build`` from its record when nothing changed, or from the last build's image when only app
+    sources changed (:mod:`gpuship.editbuild`); False when the full build must run."""
     args = parse_build(argv)
     if args is None or not args.path.is_dir():
         return False
-    from ..rebuild import recall  # when the command runs, not for --help
+    from ..rebuild import recall, snapshot  # when the command runs, not for --help
 
     started = time.monotonic()
     report = Path(args.values["report"]) if "report" in args.values else None
     sbom = report.with_name(report.name.removesuffix(".json") + ".spdx.json") if report else None
     skip = [p for p in (report, sbom) if p is not None]
+    request = _request(args)
     try:
-        got = recall(_request(args), skip=skip)
+        now = snapshot(request, skip=skip)
+        got = recall(request, now=now)
     except (OSError, ValueError):
         return False
+    said = "unchanged since the last build"
+    if got is None:
+        got = _edited(request, skip, now, started)
+        said = f"only {', '.join(got['changed'])} changed since the last build" if got is not None else said
     if got is None or (report is not None and "sbom" not in got):
         return False
     written = got["written"]
@@ -128,11 +137,31 @@ def unchanged_build(argv: Sequence[str]) -> bool:
         _write(report, json.dumps(data, indent=2, sort_keys=True) + "\n")
         _write(sbom, got["sbom"])
     if not args.quiet:
-        for platform, group, digest, size, unpacked, _state, _what in got["rows"]:
-            print(f"{platform}  {group:10s}  {digest}  {size:>8s}  {unpacked:>8s}  cached", file=sys.stderr)
-        print(f"unchanged since the last build ({seconds:.2f}s): {'; '.join(written)}", file=sys.stderr)
+        for platform, group, digest, size, unpacked, state, _what in got["rows"]:
+            print(f"{platform}  {group:10s}  {digest}  {size:>8s}  {unpacked:>8s}  {state}", file=sys.stderr)
+        for w in got["report"].get("warnings") or ():
+            print(f"warning: {w}", file=sys.stderr)
+        print(f"{said} ({seconds:.2f}s): {'; '.join(written)}", file=sys.stderr)
     print(got["digest"])
     return True
+
+
+def _edited(request: Request, skip: list[Path], now: Snapshot, started: float) -> dict[str, Any] | None:
+    """An edit rebuild's answer (:mod:`gpuship.editbuild`), or None: then the full build runs (and says what is
+    wrong, if anything is)."""
+    from ..rebuild import edited  # as above
+
+    try:
+        got = edited(request, now=now)
+        if got is None:
+            return None
+        fewer_malloc_arenas()  # before the engine's threads start
+        from ..editbuild import edit_build  # only when the last build's image may be the start
+
+        answer = edit_build(got, request, skip, started)
+    except Exception:  # noqa: BLE001 - whatever went wrong here, the full build does it right
+        return None
+    return None if answer is None else answer | {"changed": got.changed}
 
 
 def _write(path: Path, text: str) -> None:
