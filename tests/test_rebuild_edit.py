@@ -110,3 +110,31 @@ def test_edits_the_record_cannot_vouch_for_build_in_full(tmp_path: Path, build_c
         assert "only extra.py " + EDIT_PATH in proc.stderr, proc.stderr
     finally:
         docker.run("rmi", "-f", tag, check=False)
+
+
+def test_a_gpu_app_shipping_a_library_builds_the_same_image(tmp_path: Path, build_cache: Path, docker) -> None:  # noqa: ANN001
+    """A GPU image (gpuship-check, find-libdeps over the app's own kernel library): an edit of main.py takes the
+    short way when the app layer is as made (prune-archs off) and the full one when pruning rewrote it."""
+    project = copy_example("cuda-kernel-lib", tmp_path)
+    _append(project / "main.py", f"# {uuid.uuid4().hex}")
+    pyproject = project / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('targets = ["H100"]', 'targets = ["H100"]\nprune-archs = false'))
+    tag = docker.tag()
+    try:
+        first, _ = _build(project, tmp_path, build_cache, "first", tag)
+        assert [x["group"] for x in first["platforms"][0]["layers"]][-2:] == ["gpu-check", "app"]
+        _append(project / "main.py", "# edited")
+        edited, proc = _build(project, tmp_path, build_cache, "edited", tag)
+        assert "only main.py " + EDIT_PATH in proc.stderr, proc.stderr
+        full, _ = _build(project, tmp_path, build_cache, "full", tag, env={"GPUSHIP_X": "1"})
+        assert full["digest"] == edited["digest"] and _comparable(full) == _comparable(edited)
+        assert (tmp_path / "full.spdx.json").read_text() == (tmp_path / "edited.spdx.json").read_text()
+
+        pyproject.write_text(pyproject.read_text().replace("prune-archs = false", "prune-archs = true"))
+        pruned, _ = _build(project, tmp_path, build_cache, "pruned", tag)
+        assert pruned["platforms"][0]["layers"][-1]["what"].endswith("(GPU code pruned)")
+        _append(project / "main.py", "# edited again")
+        _, proc = _build(project, tmp_path, build_cache, "again", tag)
+        assert EDIT_PATH not in proc.stderr and UNCHANGED not in proc.stderr, proc.stderr
+    finally:
+        docker.run("rmi", "-f", tag, check=False)
