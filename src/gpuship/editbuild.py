@@ -33,7 +33,7 @@ from .cache import Cache
 from .oci import Image, ImageConfig, Layer
 from .oci.image import History, Platform
 from .oci.media import Family
-from .rebuild import Edited, Request, human_size, remember, renamed, snapshot
+from .rebuild import Edited, Request, human_size, remember, renamed, rewalked
 from .sources.app import AppFiles, app_layer
 from .sources.secrets import holds_private_key
 
@@ -110,7 +110,7 @@ def edit_build(got: Edited, request: Request, skip: Sequence[Path], started: flo
         new = replace(old, layers=(*old.layers[:-1], app))
         written = _load(new, names, [str(i) for i in rec.get("docker") or ()])
     answer = _answer(rec["result"], request, default, new, app)
-    after = snapshot(request, skip=skip)
+    after = rewalked(got.now, request, skip=skip)
     if after.key == got.now.key:  # else a file changed while this ran: the next build looks again
         image_ids = [new.config_descriptor()["digest"]] * len(names)
         remember(after, request, image_ids, default, answer, dict(edit, image=image_record(new)))

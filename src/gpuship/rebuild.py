@@ -211,6 +211,13 @@ def snapshot(request: Request, *, skip: Sequence[Path] = (), environ: Mapping[st
     return Snapshot(rest, [list(w) for w in _walk(project, left_out)])
 
 
+def rewalked(now: Snapshot, request: Request, *, skip: Sequence[Path] = ()) -> Snapshot:
+    """``now`` with the project walked again (the rest, gpuship and the environment, does not change while a
+    build runs)."""
+    left_out = frozenset(Path(p).resolve() for p in (*skip, *output_paths(request.outputs)))
+    return Snapshot(now.rest, [list(w) for w in _walk(request.project_dir.resolve(), left_out)])
+
+
 def fingerprint(request: Request, *, skip: Sequence[Path] = (), environ: Mapping[str, str] | None = None) -> str:
     """The record key of ``request`` over the current inputs (:func:`snapshot`)."""
     return snapshot(request, skip=skip, environ=environ).key
