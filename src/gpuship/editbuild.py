@@ -150,7 +150,7 @@ def _answer(result: dict[str, Any], request: Request, default: str, new: Image, 
     }
     report["platforms"] = [dict(platform, digest=digest, layers=[*platform["layers"][:-1], row])]
     out["report"] = report
-    rows = [[*r[:5], "cached", r[6]] for r in out["rows"]]
+    rows = list(out["rows"])
     short = app.digest.removeprefix("sha256:")[:12]
     size, unpacked = human_size(app.size), human_size(app.uncompressed_size)
     rows[-1] = [rows[-1][0], "app", short, size, unpacked, "cached" if app.reused else "new", app.comment]

@@ -352,6 +352,7 @@ def renamed(result: Mapping[str, Any], request: Request, default: str) -> dict[s
         for p in report.get("platforms") or ()
     ]  # nothing was built this time
     out["report"] = report
+    out["rows"] = [[*r[:5], "cached", *r[6:]] for r in out.get("rows") or ()]
     if "sbom" in out and was != name:
         doc = json.loads(out["sbom"])
         doc["name"] = f"{name}@{report['digest']}"
