@@ -40,7 +40,7 @@ def _same_but_names(a: dict, b: dict) -> None:
 
 def test_no_change_rebuild_to_a_new_tag_is_a_docker_tag(tmp_path: Path, build_cache: Path, docker) -> None:  # noqa: ANN001
     project = _own_copy(tmp_path)
-    tags = [docker.tag() for _ in range(3)]
+    tags = [docker.tag() for _ in range(4)]
     try:
         first, _ = _build(project, tmp_path, build_cache, "first", "-t", tags[0], "-o", f"docker:{tags[0]}")
         second, proc = _build(project, tmp_path, build_cache, "second", "-t", tags[1], "-o", f"docker:{tags[1]}")
@@ -68,6 +68,12 @@ def test_no_change_rebuild_to_a_new_tag_is_a_docker_tag(tmp_path: Path, build_ca
         assert third["image"] == "numpy-hello:0.1.0" and third["outputs"] == [f"docker:{tags[2]}"]
         assert _image_id(docker, tags[2]) == _image_id(docker, tags[0])
         assert json.loads((tmp_path / "third.spdx.json").read_text())["name"] == f"numpy-hello:0.1.0@{first['digest']}"
+
+        # the name the record was made with is gone, the image is still held (benchmark: cold1 removed, cold2 made
+        # the same image from another cache): a tag
+        docker.run("rmi", tags[0], tags[1])
+        fourth, proc = _build(project, tmp_path, build_cache, "fourth", "-t", tags[3], "-o", f"docker:{tags[3]}")
+        assert UNCHANGED in proc.stderr and _image_id(docker, tags[3]) == _image_id(docker, tags[2]), proc.stderr
     finally:
         docker.run("rmi", "-f", *tags, check=False)
 
