@@ -505,12 +505,14 @@ def _remember(request: Request, br: BuildResult, skip: list[Path]) -> None:
 
 def _edit_base(request: Request, br: BuildResult) -> dict[str, object] | None:
     """What an edit rebuild (:mod:`gpuship.editbuild`) starts from, for a build it may start from: one image, into
-    engines only, not a package project (its wheel is built from the app's files), the app layer on top as
-    :func:`app_layer` made it (not pruned). Its editable files: the app's Python sources, not executable (no
-    ``#!`` line is read), not ``setup.py`` nor a requirements file (they make the plan)."""
+    engines only, no shared build cache, not a package project (its wheel is built from the app's files), the app
+    layer on top as :func:`app_layer` made it (not pruned). Its editable files: the app's Python sources, not
+    executable (no ``#!`` line is read), not ``setup.py`` nor a requirements file (they make the plan)."""
     plan, image, models = br.plan, br.result, br.models
     if not request.engine_only or not isinstance(image, Image) or models is None or plan.project.is_package:
         return None
+    if cache_spec(plan.options.cache, plan.options.cache_mode, plan.config.cache) is not None:
+        return None  # a build with the shared build cache writes it
     app, top = models.app, image.layers[-1]
     if br.platforms[0].rows[-1].group != "app" or top.digest != app_layer(app, plan.config.workdir, top.cache).digest:
         return None
