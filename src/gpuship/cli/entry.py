@@ -153,7 +153,7 @@ def _edited(request: Request, skip: list[Path], now: Snapshot, started: float) -
 
     try:
         got = edited(request, now=now)
-        if got is None:
+        if got is None or (skip and "sbom" not in got.record["result"]):  # a report, and no SBOM to start from
             return None
         fewer_malloc_arenas()  # before the engine's threads start
         from ..editbuild import edit_build  # only when the last build's image may be the start
