@@ -76,3 +76,31 @@ def test_only_models_pinned_by_hash_count_as_pinned() -> None:
     assert pinned(ModelsConfig(("weights/",), (HubModel("o/n", "a" * 40),), (UrlModel("https://h/m", sha, "/m"),)))
     assert not pinned(ModelsConfig(hub=(HubModel("o/n", "main"),)))  # a branch moves
     assert not pinned(ModelsConfig(urls=(UrlModel("https://h/m", "", "/m"),)))
+
+
+def test_an_app_edit_with_models_builds_the_full_builds_image(tmp_path: Path, build_cache: Path, docker) -> None:  # noqa: ANN001
+    """The model layers sit below the app: an edit of the app's code starts from the last image (editbuild)."""
+    project = copy_example("model-function", tmp_path)
+    code = project / "classifier.py"
+    code.write_text(code.read_text() + f"\n# {uuid.uuid4().hex}\n")
+    tag = docker.tag()
+
+    def build(name: str, env: dict[str, str] | None = None) -> tuple[dict, str]:
+        report = tmp_path / f"{name}.json"
+        proc = gpuship(
+            "build", str(project), "-o", f"docker:{tag}", "--report", str(report), cache=build_cache, env=env
+        )
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(report.read_text()), proc.stderr
+
+    try:
+        first, _ = build("first")
+        code.write_text(code.read_text() + "# edited\n")
+        edited, said = build("edited")
+        assert "only classifier.py changed since the last build" in said, said
+        assert _model_digests(edited) == _model_digests(first) and edited["digest"] != first["digest"]
+        full, said = build("full", {"GPUSHIP_X": "1"})
+        assert "changed since the last build" not in said and full["digest"] == edited["digest"]
+        assert (tmp_path / "full.spdx.json").read_text() == (tmp_path / "edited.spdx.json").read_text()
+    finally:
+        docker.run("rmi", "-f", tag, check=False)
