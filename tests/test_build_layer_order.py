@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -35,7 +36,8 @@ def test_an_edit_of_a_package_project_sends_the_app_layer_alone(tmp_path: Path, 
         assert "project" not in groups  # the project's wheel is installed in the app layer
 
         main = project / "src" / "ptx_matmul" / "main.py"
-        main.write_text(main.read_text() + '\nEDIT_MARKER = "edited by the test"\n')
+        marker = f"edited by the test {time.time_ns()}"  # a fresh app layer, even in a cache kept from other runs
+        main.write_text(main.read_text() + f"\nEDIT_MARKER = {marker!r}\n")
         edited = _build(project, edit_tag, build_cache, tmp_path / "edit.json")
         new = [r["group"] for r in edited["platforms"][0]["layers"] if not r["reused"]]
         assert new == ["app"]
@@ -46,6 +48,6 @@ def test_an_edit_of_a_package_project_sends_the_app_layer_alone(tmp_path: Path, 
              "import ptx_matmul.main as m; print(m.EDIT_MARKER)"],
             capture_output=True, text=True, timeout=300,
         )  # fmt: skip
-        assert out.stdout.strip() == "edited by the test", out.stderr
+        assert out.stdout.strip() == marker, out.stderr
     finally:
         docker.run("rmi", "-f", first_tag, edit_tag, check=False)

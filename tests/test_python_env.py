@@ -250,13 +250,13 @@ def test_big_gpu_distributions_get_their_own_layers_cuda_lowest_biggest_first() 
         Pkg("llvmlite", OWN_LAYER_BYTES),
     ]
     units = layer_units(pkgs)
-    # group by group (the CUDA libraries lowest), each group's big ones alone, biggest first, then its rest
+    # the big ones alone at the bottom (CUDA's first, biggest first within a group), then each group's rest
     assert [(g, [p.name for p in ps]) for g, ps in units] == [
         ("cuda", ["nvidia-cublas-cu12"]),
-        ("cuda", ["nvidia-nvtx-cu12"]),
         ("frameworks", ["torch"]),
         ("frameworks", ["triton"]),
         ("frameworks", ["llvmlite"]),
+        ("cuda", ["nvidia-nvtx-cu12"]),
         ("deps", ["numpy", "typing-extensions"]),
     ]
     many = [Pkg(f"nvidia-lib{i:02d}", (100 + i) * mb) for i in range(OWN_LAYER_BUDGET + 3)]

@@ -10,7 +10,7 @@ The first matching group wins; names are compared after PEP 503 normalisation.
 
 Within ``cuda`` and ``frameworks``, the big distributions (a wheel of :data:`OWN_LAYER_BYTES` or more: torch, the
 big ``nvidia-*`` libraries, jaxlib, cupy, llvmlite, ...) get a layer each, biggest first, at most
-:data:`OWN_LAYER_BUDGET` of them (:func:`layer_units`), below the rest of their group. Such a layer depends on its wheel alone (and the venv
+:data:`OWN_LAYER_BUDGET` of them, at the bottom of the environment, CUDA's first (:func:`layer_units`). Such a layer depends on its wheel alone (and the venv
 path, Python, prune settings and byte-code compiler), so two projects that lock the same torch and CUDA wheels
 get the same digests for those layers, whatever else they install: a registry or a node stores them once.
 """
@@ -91,19 +91,20 @@ P = TypeVar("P", bound=_Locked)
 
 
 def layer_units(packages: Sequence[P]) -> list[tuple[str, list[P]]]:
-    """The environment's layers, bottom first, as ``(group, packages)``: group by group (``cuda``, ``frameworks``,
-    ``deps``), each group's big distributions alone (biggest first; at most :data:`OWN_LAYER_BUDGET` in all, the
-    biggest), then the group's other distributions together.
+    """The environment's layers, bottom first, as ``(group, packages)``: the big distributions of the stable groups
+    alone (at most :data:`OWN_LAYER_BUDGET`, the biggest), those of ``cuda`` first, biggest first within a group;
+    then each group's other distributions together, in group order.
 
-    The CUDA libraries sit lowest: they change least (a framework upgrade often keeps them), and an engine keeps a
-    layer only under its chain prefix, so a change above them leaves them in place. They are also the quickest big
-    layers to make, so a build to an engine starts loading early (:mod:`gpuship.oci.preload`)."""
+    The big ones sit lowest: they are the layers most likely to be shared with other projects, and an engine keeps
+    a layer only under its chain prefix, so a small package added above them leaves them in place. The CUDA
+    libraries sit lowest of all: they change least (a framework upgrade often keeps them), and they are the
+    quickest big layers to make, so a build to an engine starts loading early (:mod:`gpuship.oci.preload`)."""
     candidates = [p for p in packages if group_of(p.name) in STABLE_GROUPS and (p.size or 0) >= OWN_LAYER_BYTES]
-    big = sorted(candidates, key=lambda p: (-(p.size or 0), p.key))[:OWN_LAYER_BUDGET]
+    chosen = sorted(candidates, key=lambda p: (-(p.size or 0), p.key))[:OWN_LAYER_BUDGET]
+    big = sorted(chosen, key=lambda p: (GROUP_ORDER.index(group_of(p.name)), -(p.size or 0), p.key))
     alone = {p.key for p in big}
-    units: list[tuple[str, list[P]]] = []
+    units: list[tuple[str, list[P]]] = [(group_of(p.name), [p]) for p in big]
     for g in GROUP_ORDER:
-        units += [(g, [p]) for p in big if group_of(p.name) == g]
         rest = sorted((p for p in packages if p.key not in alone and group_of(p.name) == g), key=lambda p: p.key)
         if rest:
             units.append((g, rest))
