@@ -11,7 +11,7 @@ import os
 import shutil
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -79,6 +79,20 @@ def docker() -> Docker:
     if d.exe is None or subprocess.run([d.exe, "info"], capture_output=True).returncode != 0:
         pytest.fail("no Docker Engine answers: run the README's test command (scripts/test.sh), which starts dockerd")
     return d
+
+
+@pytest.fixture
+def tags(docker: Docker) -> Iterator[Callable[[], str]]:
+    """``tags()`` gives a new image name for the engine; every name given is removed after the test."""
+    made: list[str] = []
+
+    def new() -> str:
+        made.append(docker.tag())
+        return made[-1]
+
+    yield new
+    for t in made:
+        docker.run("rmi", "-f", t, check=False)
 
 
 @pytest.fixture(scope="session")

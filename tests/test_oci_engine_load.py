@@ -31,19 +31,6 @@ def _image(tree: Path, cache: Cache, text: str, *, base_extra: str = "") -> Imag
     return append_layers(empty_image("linux/amd64", cfg), layers)
 
 
-@pytest.fixture
-def tags(docker):  # noqa: ANN001
-    made: list[str] = []
-
-    def new() -> str:
-        made.append(docker.tag())
-        return made[-1]
-
-    yield new
-    for t in made:
-        docker.run("rmi", "-f", t, check=False)
-
-
 def test_chain_ids_follow_the_image_spec() -> None:
     a, b = "sha256:" + "a" * 64, "sha256:" + "b" * 64
     import hashlib

@@ -42,21 +42,8 @@ def _prefix_images(docker) -> list[str]:  # noqa: ANN001
     return docker.run("images", "-q", "--no-trunc", "--filter", f"label={PREFIX_LABEL}").stdout.split()
 
 
-@pytest.fixture
-def tag(docker):  # noqa: ANN001
-    made: list[str] = []
-
-    def new() -> str:
-        made.append(docker.tag())
-        return made[-1]
-
-    yield new
-    for t in made:
-        docker.run("rmi", "-f", t, check=False)
-
-
 @pytest.mark.docker
-def test_layers_loaded_ahead_leave_only_the_rest_to_send(busybox_tree: Path, cache: Cache, docker, tag) -> None:
+def test_layers_loaded_ahead_leave_only_the_rest_to_send(busybox_tree: Path, cache: Cache, docker, tags) -> None:
     """The floor and each environment layer go to the engine as they come; the image then sends only its top layer,
     runs, and no prefix image is left."""
     layers = _layers(busybox_tree, cache, "loaded ahead\n")
@@ -70,7 +57,7 @@ def test_layers_loaded_ahead_leave_only_the_rest_to_send(busybox_tree: Path, cac
     assert set(chain_ids([x.diff_id for x in layers[:3]])) <= held
     assert heard and all("ahead of the image" in line for line in heard)
     assert pre.sent_layers >= 2 and " loaded ahead while building" in pre.describe()
-    t = tag()
+    t = tags()
     result = load_image(_image(layers), t)
     assert (result.sent, result.layers, result.fell_back) == (1, 4, False)
     pre.close()
@@ -79,7 +66,9 @@ def test_layers_loaded_ahead_leave_only_the_rest_to_send(busybox_tree: Path, cac
 
 
 @pytest.mark.docker
-def test_a_preload_that_does_not_match_the_image_changes_nothing(busybox_tree: Path, cache: Cache, docker, tag) -> None:
+def test_a_preload_that_does_not_match_the_image_changes_nothing(
+    busybox_tree: Path, cache: Cache, docker, tags
+) -> None:
     """Layers loaded ahead that the image does not start with (a floor guessed wrong) cost only time: the image
     still loads whole and runs, and the prefix images go."""
     layers = _layers(busybox_tree, cache, "the image decides\n")
@@ -88,7 +77,7 @@ def test_a_preload_that_does_not_match_the_image_changes_nothing(busybox_tree: P
     pre.add(layers[1:3])
     pre.settle()
     pre.finish()
-    t = tag()
+    t = tags()
     result = load_image(_image(layers), t)
     assert result.sent >= 3  # busybox may be held from another test; the environment layers were not
     pre.close()

@@ -33,7 +33,7 @@ from .cache import Cache
 from .oci import Image, ImageConfig, Layer
 from .oci.image import History, Platform
 from .oci.media import Family
-from .rebuild import Edited, Request, human_size, remember, renamed, rewalked
+from .rebuild import Edited, Request, edited_sbom, human_size, remember, renamed, rewalked
 from .sources.app import AppFiles, app_layer
 from .sources.secrets import holds_private_key
 
@@ -157,12 +157,6 @@ def _answer(result: dict[str, Any], request: Request, default: str, new: Image, 
     out["rows"] = rows
     out["digest"] = digest
     if "sbom" in out:
-        doc = json.loads(out["sbom"])
-        name = request.image_name(default)
-        doc["name"] = f"{name}@{digest}"
-        doc["documentNamespace"] = f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, 'gpuship:' + digest)}"
-        for package in doc.get("packages") or ():
-            if package.get("SPDXID") == "SPDXRef-image":
-                package["versionInfo"] = digest
-        out["sbom"] = json.dumps(doc, indent=2, sort_keys=True) + "\n"
+        namespace = f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, 'gpuship:' + digest)}"
+        out["sbom"] = edited_sbom(out["sbom"], request.image_name(default), digest, namespace, versionInfo=digest)
     return out

@@ -354,13 +354,21 @@ def renamed(result: Mapping[str, Any], request: Request, default: str) -> dict[s
     out["report"] = report
     out["rows"] = [[*r[:5], "cached", *r[6:]] for r in out.get("rows") or ()]
     if "sbom" in out and was != name:
-        doc = json.loads(out["sbom"])
-        doc["name"] = f"{name}@{report['digest']}"
-        for package in doc.get("packages") or ():
-            if package.get("SPDXID") == "SPDXRef-image":
-                package["name"] = name
-        out["sbom"] = json.dumps(doc, indent=2, sort_keys=True) + "\n"
+        out["sbom"] = edited_sbom(out["sbom"], name, report["digest"], name=name)
     return out
+
+
+def edited_sbom(text: str, image_name: str, digest: str, /, namespace: str | None = None, **image: str) -> str:
+    """The SPDX document ``text`` (:func:`gpuship.sbom.write_spdx`'s) for the image ``image_name@digest``: its
+    name, ``namespace`` when given, and ``image``'s fields set on the image's package."""
+    doc = json.loads(text)
+    doc["name"] = f"{image_name}@{digest}"
+    if namespace is not None:
+        doc["documentNamespace"] = namespace
+    for package in doc.get("packages") or ():
+        if package.get("SPDXID") == "SPDXRef-image":
+            package.update(image)
+    return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
 
 def _fresh(rec: Mapping[str, Any]) -> bool:
