@@ -106,3 +106,18 @@ def test_a_new_tag_with_other_changes_still_builds(tmp_path: Path, build_cache: 
         assert "# changed" in docker.run("run", "--rm", "--entrypoint", "python", tags[0], "-c", code).stdout
     finally:
         docker.run("rmi", "-f", *tags, check=False)
+
+
+def test_a_build_from_an_empty_cache_is_remembered(tmp_path: Path, docker) -> None:  # noqa: ANN001
+    """A cold build learns the host Pythons on its way (a record in the cache the key covers): its answer is
+    still remembered, so the next no-change build — the benchmark's first after a cold one — is one tag."""
+    project = _own_copy(tmp_path)
+    cache = tmp_path / "empty-cache"
+    tags = [docker.tag() for _ in range(2)]
+    try:
+        first, _ = _build(project, tmp_path, cache, "cold", "-t", tags[0], "-o", f"docker:{tags[0]}")
+        second, proc = _build(project, tmp_path, cache, "again", "-t", tags[1], "-o", f"docker:{tags[1]}")
+        assert UNCHANGED in proc.stderr, proc.stderr
+        assert second["digest"] == first["digest"]
+    finally:
+        docker.run("rmi", "-f", *tags, check=False)

@@ -53,7 +53,7 @@ from .plan.build_plan import config_home
 from .progress import NO_PROGRESS, Progress
 from .project import IndexOptions
 from .project.entrypoint import VENV, BaseContents, choose_entrypoint, lint_interpreters
-from .rebuild import Request, fingerprint, human_size, remember, snapshot
+from .rebuild import Request, human_size, remember, snapshot
 from .redact import redact_object
 from .registry.reference import Reference
 from .sbom import Component, write_spdx
@@ -191,7 +191,7 @@ def build(options: BuildOptions, *, cache: Cache | None = None, progress: Progre
     cache = cache or Cache()
     outputs = [t.strip() for t in (options.output or "").split(",") if t.strip()]
     request, skip = memo_request(options, outputs)
-    before = fingerprint(request, skip=skip)
+    before = snapshot(request, skip=skip)
     progress.step(f"planning {options.project_dir}")
     plan = make_plan(options, cache=cache, progress=progress)
     for line in plan.explain():
@@ -210,7 +210,7 @@ def build(options: BuildOptions, *, cache: Cache | None = None, progress: Progre
                     ) from exc
                 shared.excluded.add(exc.key)
                 progress.step(f"warning: {exc.why}; building again without that record")
-    if _memoizable(plan, br, outputs) and fingerprint(request, skip=skip) == before:
+    if _memoizable(plan, br, outputs) and before.same_during_build(snapshot(request, skip=skip)):
         _remember(request, br, skip)
     return br
 

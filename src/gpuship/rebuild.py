@@ -185,6 +185,12 @@ class Snapshot:
     def key(self) -> str:
         return _sha256([self.rest, self.walk])
 
+    def same_during_build(self, after: Snapshot) -> bool:
+        """Whether ``after`` (taken when a build ended) shows the inputs this snapshot (taken when it began)
+        showed: the project's files and everything else, but the host Pythons, which a build from an empty cache
+        finds and records on its way (their record is then part of ``after``'s key, the one remembered)."""
+        return self.walk == after.walk and self.rest[:-1] == after.rest[:-1]
+
     @property
     def rest_key(self) -> str:
         return _sha256(self.rest)
@@ -206,7 +212,7 @@ def snapshot(request: Request, *, skip: Sequence[Path] = (), environ: Mapping[st
         request.key_parts(),
         sorted((k, v) for k, v in env.items() if k in _ENV_NAMES or k.startswith(_ENV_PREFIXES)),
         _git_revision(project),
-        _host_pythons(_cache_root()),
+        _host_pythons(_cache_root()),  # last: see Snapshot.same_during_build
     ]
     return Snapshot(rest, [list(w) for w in _walk(project, left_out)])
 
