@@ -4,7 +4,9 @@ change still builds."""
 
 from __future__ import annotations
 
+import io
 import json
+import tarfile
 import uuid
 from pathlib import Path
 
@@ -121,3 +123,31 @@ def test_a_build_from_an_empty_cache_is_remembered(tmp_path: Path, docker) -> No
         assert second["digest"] == first["digest"]
     finally:
         docker.run("rmi", "-f", *tags, check=False)
+
+
+def test_the_answer_tags_through_the_engine_socket(monkeypatch, docker, tmp_path: Path) -> None:  # noqa: ANN001
+    """The no-change answer tags over the engine's socket where the docker command would use it (no CLI start-up):
+    201 tags, 404 says the image is gone; another host or context is left to the command."""
+    from gpuship.rebuild import _socket_tag, engine_socket
+
+    assert engine_socket() is not None
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w") as tar:
+        info = tarfile.TarInfo(f"marker-{uuid.uuid4().hex}")
+        tar.addfile(info, io.BytesIO(b""))
+    image_id = docker.run("import", "-", input=data.getvalue()).stdout.decode().strip()
+    name = docker.tag()
+    try:
+        assert _socket_tag(image_id, name) is True
+        assert _image_id(docker, name) == image_id
+        assert _socket_tag("sha256:" + "0" * 64, docker.tag()) is False
+    finally:
+        docker.run("rmi", "-f", name, image_id, check=False)
+    monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:2375")
+    assert engine_socket() is None and _socket_tag(image_id, name) is None
+    monkeypatch.delenv("DOCKER_HOST")
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    (tmp_path / "config.json").write_text('{"currentContext": "remote"}')
+    assert engine_socket() is None
+    (tmp_path / "config.json").write_text('{"currentContext": "default"}')
+    assert engine_socket() is not None

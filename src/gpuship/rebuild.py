@@ -300,12 +300,59 @@ def forget(key: str) -> None:
 
 
 def _engine_tag(image_id: str, name: str) -> bool:
-    """``docker tag ID NAME``: succeeds only while the engine has the image."""
+    """``docker tag ID NAME``: succeeds only while the engine has the image. Asked of the engine's socket
+    directly where the ``docker`` command would talk to it (a no-change answer then takes no CLI start-up,
+    ~35 ms here); else through the command."""
+    answer = _socket_tag(image_id, name)
+    if answer is not None:
+        return answer
     try:
         proc = subprocess.run(["docker", "tag", image_id, name], capture_output=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired):
         return False
     return proc.returncode == 0
+
+
+def engine_socket() -> str | None:
+    """The Docker Engine's local socket, when the ``docker`` command would use it: ``DOCKER_HOST=unix://PATH`` or
+    no ``DOCKER_HOST``, no ``DOCKER_CONTEXT``, and no other context chosen in the CLI's ``config.json``."""
+    host = os.environ.get("DOCKER_HOST", "")
+    if os.environ.get("DOCKER_CONTEXT") or (host and not host.startswith("unix://")):
+        return None
+    config = Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker") / "config.json"
+    try:
+        context = json.loads(config.read_text()).get("currentContext")
+    except (OSError, ValueError, AttributeError):
+        context = None
+    if context not in (None, "", "default"):
+        return None
+    path = host[len("unix://") :] if host else "/var/run/docker.sock"
+    return path if os.path.exists(path) else None
+
+
+def _socket_tag(image_id: str, name: str) -> bool | None:
+    """``POST /images/ID/tag`` on the engine's socket: whether it tagged (201) or has no such image (404); None
+    when it cannot be asked this way (the caller uses the command)."""
+    import socket  # standard library; only for an answer that tags
+    from urllib.parse import quote
+
+    path = engine_socket()
+    last = name.rsplit("/", 1)[-1]
+    repo, tag = name.rsplit(":", 1) if ":" in last else (name, "latest")
+    if path is None or not repo:
+        return None
+    query = f"repo={quote(repo, safe='')}&tag={quote(tag, safe='')}"
+    request = f"POST /images/{quote(image_id, safe=':')}/tag?{query} HTTP/1.0\r\nHost: docker\r\n\r\n"
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(30)
+            sock.connect(path)
+            sock.sendall(request.encode())
+            status = sock.recv(64).split(b" ", 2)
+    except OSError:
+        return None
+    code = status[1] if len(status) > 1 else b""
+    return True if code == b"201" else False if code == b"404" else None
 
 
 def recall(request: Request, *, skip: Sequence[Path] = (), now: Snapshot | None = None) -> dict[str, Any] | None:
