@@ -334,7 +334,7 @@ def _socket_tag(image_id: str, name: str) -> bool | None:
     """``POST /images/ID/tag`` on the engine's socket: whether it tagged (201) or has no such image (404); None
     when it cannot be asked this way (the caller uses the command)."""
     import socket  # standard library; only for an answer that tags
-    from urllib.parse import quote
+    from urllib.parse import quote  # (the same)
 
     path = engine_socket()
     last = name.rsplit("/", 1)[-1]
