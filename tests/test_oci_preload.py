@@ -47,6 +47,7 @@ def test_layers_loaded_ahead_leave_only_the_rest_to_send(busybox_tree: Path, cac
     """The floor and each environment layer go to the engine as they come; the image then sends only its top layer,
     runs, and no prefix image is left."""
     layers = _layers(busybox_tree, cache, "loaded ahead\n")
+    others = set(_prefix_images(docker))  # another build's, running meanwhile
     heard: list[str] = []
     pre = Preloader(Platform.parse("linux/amd64"), lambda: layers[:1], say=heard.append, min_bytes=0)
     pre.add(layers[1:2])
@@ -61,7 +62,7 @@ def test_layers_loaded_ahead_leave_only_the_rest_to_send(busybox_tree: Path, cac
     result = load_image(_image(layers), t)
     assert (result.sent, result.layers, result.fell_back) == (1, 4, False)
     pre.close()
-    assert _prefix_images(docker) == []
+    assert set(_prefix_images(docker)) <= others
     assert docker.run("run", "--rm", t).stdout == "loaded ahead\n"
 
 
@@ -72,6 +73,7 @@ def test_a_preload_that_does_not_match_the_image_changes_nothing(
     """Layers loaded ahead that the image does not start with (a floor guessed wrong) cost only time: the image
     still loads whole and runs, and the prefix images go."""
     layers = _layers(busybox_tree, cache, "the image decides\n")
+    others = set(_prefix_images(docker))
     other = build_layer([Entry.file("etc/not-in-the-image", b"x")], cache)
     pre = Preloader(Platform.parse("linux/amd64"), lambda: [other], min_bytes=0)
     pre.add(layers[1:3])
@@ -81,13 +83,14 @@ def test_a_preload_that_does_not_match_the_image_changes_nothing(
     result = load_image(_image(layers), t)
     assert result.sent >= 3  # busybox may be held from another test; the environment layers were not
     pre.close()
-    assert _prefix_images(docker) == []
+    assert set(_prefix_images(docker)) <= others
     assert docker.run("run", "--rm", t).stdout == "the image decides\n"
 
 
 @pytest.mark.docker
 def test_nothing_is_loaded_below_the_threshold_or_after_finish(busybox_tree: Path, cache: Cache, docker) -> None:
     layers = _layers(busybox_tree, cache, "small\n")
+    others = set(_prefix_images(docker))
     before = held_chain_ids()
     pre = Preloader(Platform.parse("linux/amd64"), lambda: layers[:1], min_bytes=1 << 40)
     pre.add(layers[1:3])
@@ -97,7 +100,7 @@ def test_nothing_is_loaded_below_the_threshold_or_after_finish(busybox_tree: Pat
     pre.close()
     # the environment layers hold random bytes: no engine held them before, and none was loaded
     assert not set(chain_ids([x.diff_id for x in layers])[1:]) & (held_chain_ids() | before)
-    assert _prefix_images(docker) == []
+    assert set(_prefix_images(docker)) <= others
 
 
 def test_a_floor_that_fails_turns_preloading_off(cache: Cache) -> None:

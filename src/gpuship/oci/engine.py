@@ -102,7 +102,9 @@ class LoadResult:
         return f"{self.name} ({how}{'; the partial load was refused, sent in full' if self.fell_back else ''})"
 
 
-def _run(exe: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def engine_run(exe: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``exe args...`` (the engine's command), its output as text; an engine that does not answer in ``timeout``
+    seconds is a :class:`GpushipError`."""
     try:
         return subprocess.run([exe, *args], capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as exc:
@@ -110,7 +112,7 @@ def _run(exe: str, *args: str, timeout: float = 120) -> subprocess.CompletedProc
 
 
 def _has_image(exe: str, image_id: str) -> bool:
-    proc = _run(exe, "image", "inspect", "--format", "{{.Id}}", image_id)
+    proc = engine_run(exe, "image", "inspect", "--format", "{{.Id}}", image_id)
     return proc.returncode == 0 and proc.stdout.strip() == image_id
 
 
@@ -120,7 +122,7 @@ def image_store(engine: str = "docker") -> Store:
     if engine == "podman":
         engine_version(engine)
         return "podman"
-    proc = _run(tools.require(engine), "info", "--format", "{{json .DriverStatus}}")
+    proc = engine_run(tools.require(engine), "info", "--format", "{{json .DriverStatus}}")
     if proc.returncode != 0 or proc.stdout.strip() in ("", "<no value>"):
         engine_version(engine)  # says why no engine answers
         raise GpushipError(f"{engine} info failed: {tools.last_line(proc.stderr)}", "check the engine")
@@ -129,10 +131,10 @@ def image_store(engine: str = "docker") -> Store:
 
 def held_chain_ids(exe: str = "docker") -> set[str]:
     """Every chain ID the engine's images hold (all prefixes of each image's diff IDs)."""
-    ids = list(dict.fromkeys(_run(exe, "image", "ls", "-a", "-q", "--no-trunc").stdout.split()))
+    ids = list(dict.fromkeys(engine_run(exe, "image", "ls", "-a", "-q", "--no-trunc").stdout.split()))
     held: set[str] = set()
     for i in range(0, len(ids), 200):
-        proc = _run(exe, "image", "inspect", "--format", "{{json .RootFS.Layers}}", *ids[i : i + 200])
+        proc = engine_run(exe, "image", "inspect", "--format", "{{json .RootFS.Layers}}", *ids[i : i + 200])
         for line in proc.stdout.splitlines():  # an image removed meanwhile is skipped
             try:
                 held.update(chain_ids([str(d) for d in json.loads(line) or []]))
@@ -146,7 +148,7 @@ def _tail(fh: IO[bytes]) -> str:
     return tools.last_line(fh.read()[-4000:])
 
 
-def _stream_load(
+def stream_load(
     exe: str,
     obj: ImageOrIndex,
     tag: DockerTag | None,
@@ -207,10 +209,10 @@ def _checks_out(exe: str, image_id: str, store: Store) -> bool:
         return True
     if not _has_image(exe, image_id):
         return False
-    proc = _run(exe, "create", "--entrypoint", "/", image_id)
+    proc = engine_run(exe, "create", "--entrypoint", "/", image_id)
     if proc.returncode != 0:
         return False
-    _run(exe, "rm", "-f", proc.stdout.strip())
+    engine_run(exe, "rm", "-f", proc.stdout.strip())
     return True
 
 
@@ -237,14 +239,14 @@ def load_image(
     # succeeds only then), and which layers it holds
     with ThreadPoolExecutor(3, thread_name_prefix="gpuship-engine") as pool:
         store_f = pool.submit(image_store, engine)
-        tagged_f = pool.submit(_run, exe, "tag", config_id, str(tag))
+        tagged_f = pool.submit(engine_run, exe, "tag", config_id, str(tag))
         held_f = pool.submit(held_chain_ids, exe) if partial and held is None and engine != "podman" else None
         store = store_f.result()
         # the engine's image ID: the config digest; in containerd's store, the digest of the manifest it was given
         image_id = img.digest if store == "containerd" else config_id
         tagged = tagged_f.result().returncode == 0 and store != "containerd"
         if not tagged and store == "containerd":
-            tagged = _run(exe, "tag", image_id, str(tag)).returncode == 0
+            tagged = engine_run(exe, "tag", image_id, str(tag)).returncode == 0
         if tagged:
             return LoadResult(str(tag), image_id, len(img.layers), 0, 0, tagged_only=True, store=store)
         if held_f is not None:
@@ -254,7 +256,7 @@ def load_image(
         omit = _omittable(img, held or set())
     if omit:
         try:
-            name = _stream_load(exe, img, tag, None, omit=omit, legacy=store != "containerd")
+            name = stream_load(exe, img, tag, None, omit=omit, legacy=store != "containerd")
             if _checks_out(exe, image_id, store):
                 sent = [layer for layer in img.layers if layer.diff_id not in omit]
                 return LoadResult(
@@ -262,7 +264,7 @@ def load_image(
                 )
         except GpushipError:
             pass  # refused (a held layer went away meanwhile, or an engine that wants every file): send it all
-    name = _stream_load(exe, img if omit else obj, tag, platform)
+    name = stream_load(exe, img if omit else obj, tag, platform)
     full = sum(layer.size for layer in img.layers)
     return LoadResult(name, image_id, len(img.layers), len(img.layers), full, fell_back=bool(omit), store=store)
 

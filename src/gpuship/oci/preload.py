@@ -21,7 +21,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from .. import tools
 from ..errors import GpushipError
-from .engine import _run, _stream_load, chain_ids, held_chain_ids, image_store
+from .engine import chain_ids, engine_run, held_chain_ids, image_store, stream_load
 from .image import Image, ImageConfig, Platform, append_layers, empty_image
 from .layer import Layer
 
@@ -109,7 +109,7 @@ class Preloader:
         """:meth:`finish`, then remove the prefix images (the image loaded meanwhile holds their layers)."""
         self.finish()
         if self._loaded:
-            _run(self._exe, "rmi", *self._loaded)
+            engine_run(self._exe, "rmi", *self._loaded)
             self._loaded.clear()
 
     # -- on the preloader's thread ---------------------------------------------------------------------------
@@ -166,7 +166,7 @@ class Preloader:
             f"loading {len(sending)} layers into the engine ahead of the image "
             f"({sum(layer.uncompressed_size for layer in sending) / 1e6:.0f} MB)"
         )
-        _stream_load(self._exe, image, None, None, omit=frozenset(omit))
+        stream_load(self._exe, image, None, None, omit=frozenset(omit))
         self._loaded.append(image.config_descriptor()["digest"])
         self.sent_layers += len(sending)
         self.sent_bytes += sum(layer.uncompressed_size for layer in sending)
