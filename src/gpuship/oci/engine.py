@@ -191,7 +191,7 @@ def stream_load(
     return loaded[-1] if loaded else str(tag or "")
 
 
-def _omittable(img: Image, held: set[str]) -> frozenset[str]:
+def omittable(img: Image, held: set[str]) -> frozenset[str]:
     """The diff IDs of the layers whose whole chain prefix the engine holds (only a prefix may be left out)."""
     omit: list[str] = []
     for layer, chain in zip(img.layers, chain_ids([layer.diff_id for layer in img.layers]), strict=True):
@@ -253,7 +253,7 @@ def load_image(
             held = held_f.result()
     omit = frozenset[str]()
     if partial and store != "podman":
-        omit = _omittable(img, held or set())
+        omit = omittable(img, held or set())
     if omit:
         try:
             name = stream_load(exe, img, tag, None, omit=omit, legacy=store != "containerd")

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 
 from .. import tools
 from ..errors import GpushipError
-from .engine import chain_ids, engine_run, held_chain_ids, image_store, stream_load
+from .engine import chain_ids, engine_run, held_chain_ids, image_store, omittable, stream_load
 from .image import Image, ImageConfig, Platform, append_layers, empty_image
 from .layer import Layer
 
@@ -59,7 +59,7 @@ class Preloader:
         self._floor: list[Layer] | None = None
         self._floor_known = threading.Event()
         self._above: list[Layer] = []
-        self._held: set[str] | None = None
+        self._held: set[str] = set()  # the chain IDs the engine holds: asked once, then what was loaded
         self._loaded: list[str] = []  # prefix image IDs
         #: what the preloads sent: layers and bytes
         self.sent_layers = 0
@@ -67,7 +67,7 @@ class Preloader:
         self._running = False
         self._stopped = False
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="gpuship-preload")
-        self._last: Future[None] = self._pool.submit(self._start, floor, engine)
+        self._pool.submit(self._start, floor, engine)
 
     def floor_known(self) -> None:
         """Wait until the floor is known (its layers are made on the preloader's thread: the caller may make the
@@ -82,7 +82,7 @@ class Preloader:
             self._above.extend(layers)
             if self._floor is not None and not self._running:
                 self._running = True
-                self._last = self._pool.submit(self._load_runs)
+                self._pool.submit(self._load_runs)
 
     def settle(self) -> None:
         """Wait until what was added so far is loaded, or judged too small to load yet."""
@@ -117,6 +117,7 @@ class Preloader:
         try:
             layers = list(floor())
             store = image_store(engine)
+            held = held_chain_ids(self._exe) if store == "classic" else set()
         except GpushipError as exc:
             self._stop(f"loading ahead into {engine} is off: {exc.line()}")
             return
@@ -126,7 +127,7 @@ class Preloader:
             self._stop("")
             return
         with self._lock:
-            self._floor = layers
+            self._floor, self._held = layers, held
             self._running = True
         self._load_runs()
 
@@ -146,31 +147,23 @@ class Preloader:
             raise
 
     def _worth_loading(self, chain: list[Layer]) -> bool:
-        if self._held is None:
-            self._held = held_chain_ids(self._exe)
         ids = chain_ids([layer.diff_id for layer in chain])
         lacking = sum(layer.uncompressed_size for layer, c in zip(chain, ids, strict=True) if c not in self._held)
         return lacking > 0 and lacking >= self._min_bytes
 
     def _load(self, chain: list[Layer]) -> None:
-        held = self._held if self._held is not None else set()
-        ids = chain_ids([layer.diff_id for layer in chain])
-        omit: list[str] = []
-        for layer, c in zip(chain, ids, strict=True):  # only a held prefix may be left out
-            if c not in held:
-                break
-            omit.append(layer.diff_id)
         image = prefix_image(self.platform, chain)
+        omit = omittable(image, self._held)  # only a held prefix may be left out
         sending = chain[len(omit) :]
         self._say(
             f"loading {len(sending)} layers into the engine ahead of the image "
             f"({sum(layer.uncompressed_size for layer in sending) / 1e6:.0f} MB)"
         )
-        stream_load(self._exe, image, None, None, omit=frozenset(omit))
+        stream_load(self._exe, image, None, None, omit=omit)
         self._loaded.append(image.config_descriptor()["digest"])
         self.sent_layers += len(sending)
         self.sent_bytes += sum(layer.uncompressed_size for layer in sending)
-        held.update(ids)
+        self._held.update(chain_ids([layer.diff_id for layer in chain]))
 
     def _stop(self, why: str) -> None:
         with self._lock:
